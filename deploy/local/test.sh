@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh machine: installs what the build and the tests need
+# (libclang for RocksDB's bindings, cmake, the tansu test broker), then runs every test.
+# Tests start and stop their own brokers on free loopback ports.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+need_apt=()
+dpkg -s libclang-dev >/dev/null 2>&1 || need_apt+=(libclang-dev)
+command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    echo "test.sh: installing ${need_apt[*]}"
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+deploy/local/install-tansu.sh
+export TANSU="${TANSU:-$(command -v tansu || echo "${CARGO_HOME:-$HOME/.cargo}/bin/tansu")}"
+
+# One profile (release) for the build, the tests and the demo: the C++ dependencies compile once.
+cargo test --release --workspace "$@"

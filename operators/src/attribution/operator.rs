@@ -1,0 +1,134 @@
+//! The attribution operator: impressions, clicks and conversions keyed by user in, CPA charges out.
+//!
+//! Every verified impression and click is recorded as a touch; every conversion is attributed
+//! ([`Attributor::attribute`]) and, if the touch's win bills per action, becomes a [`Charge`]
+//! carrying that win's token claims. Touches are checkpointed through a [`CheckpointGate`].
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::StreamVec;
+
+use super::{Attributor, Touch, UserTouches, Windows};
+use crate::checkpoint::{CheckpointGate, StateBatch, StateStore};
+use crate::events::{Billing, Conversion, EventKind};
+use crate::ingest::RawBytes;
+use crate::ledger::{Charge, Origin};
+use crate::routing::{owns, route};
+
+/// A conversion on its way to attribution.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversionIn {
+    /// The event.
+    pub event: Conversion,
+    /// Where it was read.
+    pub origin: Origin,
+    /// Its original bytes.
+    pub raw: RawBytes,
+}
+
+/// A touch of a user, on its way to attribution.
+pub type UserTouch = (String, Touch);
+
+fn state_key(user: &str, advertiser: &str) -> Vec<u8> {
+    format!("attr/{:016x}/{user}\u{0}{advertiser}", route(user)).into_bytes()
+}
+
+/// Rebuilds worker `index` of `peers`'s attribution state.
+pub fn restore(store: &dyn StateStore, windows: Windows, index: usize, peers: usize) -> Attributor {
+    let mut attributor = Attributor::new(windows);
+    for (k, v) in store.scan(b"attr/") {
+        let key = String::from_utf8_lossy(&k).into_owned();
+        let Some((hash, tail)) = key["attr/".len()..].split_once('/') else {
+            continue;
+        };
+        let Ok(hash) = u64::from_str_radix(hash, 16) else {
+            continue;
+        };
+        let Some((user, advertiser)) = tail.split_once('\u{0}') else {
+            continue;
+        };
+        if let (true, Ok(touches)) = (
+            owns(hash, index, peers),
+            serde_json::from_slice::<UserTouches>(&v),
+        ) {
+            attributor.restore((user.to_string(), advertiser.to_string()), touches);
+        }
+    }
+    attributor
+}
+
+/// Builds the attribution operator.
+pub fn attribute<'scope>(
+    touches: StreamVec<'scope, u64, UserTouch>,
+    conversions: StreamVec<'scope, u64, ConversionIn>,
+    windows: Windows,
+    checkpoint_interval: u64,
+    store: Arc<dyn StateStore>,
+) -> StreamVec<'scope, u64, Charge> {
+    let scope = touches.scope();
+    let (index, peers) = (scope.index(), scope.peers());
+    touches.binary_frontier(
+        conversions,
+        Exchange::new(|t: &UserTouch| route(&t.0)),
+        Exchange::new(|c: &ConversionIn| route(&c.event.user_id)),
+        "Attribute",
+        move |capability, info| {
+            let activator = scope.activator_for(info.address);
+            let mut state = restore(&*store, windows, index, peers);
+            let mut gate = CheckpointGate::new(capability, checkpoint_interval, activator);
+            move |(touches_in, touches_frontier), (conversions_in, conversions_frontier), output| {
+                touches_in.for_each(|_cap, data| {
+                    for (user, touch) in data.drain(..) {
+                        state.record(&user, touch);
+                    }
+                });
+                conversions_in.for_each(|cap, data| {
+                    let mut session = output.session(&cap);
+                    for conv in data.drain(..) {
+                        let e = &conv.event;
+                        let Some(touch) = state.attribute(&e.user_id, &e.advertiser_id, e.ts)
+                        else {
+                            continue;
+                        };
+                        if touch.claims.billing != Billing::Cpa {
+                            continue;
+                        }
+                        session.give(Charge {
+                            claims: touch.claims.clone(),
+                            kind: EventKind::Conversion,
+                            ts: e.ts,
+                            conversion_id: Some(e.event_id.clone()),
+                            origin: conv.origin,
+                            key: conv.raw.key.clone(),
+                            payload: conv.raw.payload.clone(),
+                        });
+                    }
+                });
+                let frontier = [
+                    touches_frontier.frontier().first().copied(),
+                    conversions_frontier.frontier().first().copied(),
+                ]
+                .into_iter()
+                .flatten()
+                .min();
+                gate.step(frontier, &*store, |at| {
+                    if at != u64::MAX {
+                        state.expire(at.min(i64::MAX as u64) as i64);
+                    }
+                    let mut batch = StateBatch::default();
+                    for ((user, advertiser), touches) in state.take_changes() {
+                        let key = state_key(&user, &advertiser);
+                        match touches.map(|t| serde_json::to_vec(&t)) {
+                            Some(Ok(v)) => batch.puts.push((key, v)),
+                            _ => batch.deletes.push(key),
+                        }
+                    }
+                    batch
+                });
+            }
+        },
+    )
+}

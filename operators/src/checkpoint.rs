@@ -1,0 +1,235 @@
+//! The one checkpoint protocol every stateful operator follows.
+//!
+//! ```text
+//!   sources ──records at event-time t──▶ stateful operator ──▶ probe ──▶ sources
+//!      │                                    │  holds a capability at the time of its
+//!      │ snapshot (offsets, max time M)     │  last durable checkpoint; when its input
+//!      ▼                                    ▼  frontier passes a boundary it writes its
+//!   persisted once the probe passes M     dirty state, then downgrades to that frontier
+//! ```
+//!
+//! A [`CheckpointGate`] is the operator's half: it keeps the output frontier at the last
+//! *durable* checkpoint, so the probe that sources watch passes a time only once every
+//! stateful operator has made all records up to that time durable. The source's half is in
+//! [`crate::source`]: Kafka offsets are written only behind that probe, never ahead of state.
+//! Writes go through a [`StateStore`] that runs them off the worker thread (RocksDB in the
+//! binary, [`MemoryStore`] in tests) and answers with a [`Ticket`].
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use timely::dataflow::operators::Capability;
+use timely::scheduling::Activator;
+
+/// Writes one operator makes durable together.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StateBatch {
+    /// Keys written.
+    pub puts: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Keys deleted.
+    pub deletes: Vec<Vec<u8>>,
+}
+
+impl StateBatch {
+    /// Whether nothing changes.
+    pub fn is_empty(&self) -> bool {
+        self.puts.is_empty() && self.deletes.is_empty()
+    }
+}
+
+/// Completion of a [`StateStore::persist`].
+#[derive(Clone, Debug, Default)]
+pub struct Ticket(Arc<AtomicU8>);
+
+const PENDING: u8 = 0;
+const DONE: u8 = 1;
+const FAILED: u8 = 2;
+
+impl Ticket {
+    /// A ticket already done.
+    pub fn done() -> Self {
+        let t = Ticket::default();
+        t.complete(true);
+        t
+    }
+
+    /// Marks the write as durable (`true`) or failed.
+    pub fn complete(&self, ok: bool) {
+        self.0
+            .store(if ok { DONE } else { FAILED }, Ordering::Release);
+    }
+
+    /// `Some(true)` once durable, `Some(false)` if the write failed, `None` while pending.
+    pub fn poll(&self) -> Option<bool> {
+        match self.0.load(Ordering::Acquire) {
+            PENDING => None,
+            DONE => Some(true),
+            _ => Some(false),
+        }
+    }
+}
+
+/// Durable key-value state with atomic batches.
+pub trait StateStore: Send + Sync + 'static {
+    /// Every entry whose key starts with `prefix` (used at start-up to restore).
+    fn scan(&self, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)>;
+    /// Makes `batch` durable atomically, off the caller's thread.
+    fn persist(&self, batch: StateBatch) -> Ticket;
+}
+
+/// An in-memory store for tests and benchmarks.
+#[derive(Default, Debug)]
+pub struct MemoryStore {
+    data: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
+}
+
+impl MemoryStore {
+    /// A copy of the contents.
+    pub fn snapshot(&self) -> BTreeMap<Vec<u8>, Vec<u8>> {
+        self.data.lock().map(|d| d.clone()).unwrap_or_default()
+    }
+}
+
+impl StateStore for MemoryStore {
+    fn scan(&self, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let Ok(data) = self.data.lock() else {
+            return Vec::new();
+        };
+        data.range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    fn persist(&self, batch: StateBatch) -> Ticket {
+        if let Ok(mut data) = self.data.lock() {
+            for (k, v) in batch.puts {
+                data.insert(k, v);
+            }
+            for k in batch.deletes {
+                data.remove(&k);
+            }
+            Ticket::done()
+        } else {
+            let t = Ticket::default();
+            t.complete(false);
+            t
+        }
+    }
+}
+
+/// The operator's half of the protocol: holds the output at the last durable checkpoint.
+pub struct CheckpointGate {
+    cap: Option<Capability<u64>>,
+    interval: u64,
+    next_boundary: u64,
+    in_flight: Option<(Ticket, Option<u64>)>,
+    activator: Activator,
+}
+
+impl CheckpointGate {
+    /// A gate holding `cap` (the operator's initial capability), checkpointing every `interval`
+    /// units of event time.
+    pub fn new(cap: Capability<u64>, interval: u64, activator: Activator) -> Self {
+        let next_boundary = cap.time().saturating_add(interval.max(1));
+        CheckpointGate {
+            cap: Some(cap),
+            interval: interval.max(1),
+            next_boundary,
+            in_flight: None,
+            activator,
+        }
+    }
+
+    /// Call on every activation with the minimum of the operator's input frontiers (`None` once
+    /// the inputs are complete). When the frontier has passed the next boundary, `collect` is
+    /// asked for the dirty state (given that frontier) and it is written through `store`.
+    /// Returns the frontier of the checkpoint that just became durable, if one did.
+    pub fn step(
+        &mut self,
+        frontier: Option<u64>,
+        store: &dyn StateStore,
+        collect: impl FnOnce(u64) -> StateBatch,
+    ) -> Option<u64> {
+        let mut durable = self.settle();
+        if self.in_flight.is_some() || self.cap.is_none() {
+            return durable;
+        }
+        let due = frontier.is_none_or(|f| f >= self.next_boundary);
+        if due {
+            let ticket = store.persist(collect(frontier.unwrap_or(u64::MAX)));
+            if let Some(f) = frontier {
+                self.next_boundary = (f / self.interval + 1) * self.interval;
+            }
+            self.in_flight = Some((ticket, frontier));
+            // A synchronous store finishes at once; else the next activation settles it.
+            durable = self.settle().or(durable);
+        }
+        durable
+    }
+
+    /// Completes the write in flight, if it is durable: moves the capability to its frontier.
+    fn settle(&mut self) -> Option<u64> {
+        let (ticket, at) = self.in_flight.as_ref()?;
+        match ticket.poll() {
+            None => {
+                self.activator.activate_after(Duration::from_millis(1));
+                None
+            }
+            Some(false) => panic!(
+                "state store failed to persist a checkpoint; a restart resumes from the last one"
+            ),
+            Some(true) => {
+                let at = *at;
+                match at {
+                    Some(t) => {
+                        if let Some(cap) = self.cap.as_mut() {
+                            if *cap.time() < t {
+                                cap.downgrade(&t);
+                            }
+                        }
+                    }
+                    None => self.cap = None,
+                }
+                self.in_flight = None;
+                Some(at.unwrap_or(u64::MAX))
+            }
+        }
+    }
+
+    /// The capability held at the last durable checkpoint, while the gate is open.
+    pub fn capability(&self) -> Option<&Capability<u64>> {
+        self.cap.as_ref()
+    }
+
+    /// Whether the gate has released its capability (inputs complete and final state durable).
+    pub fn is_closed(&self) -> bool {
+        self.cap.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_store_scans_by_prefix() {
+        let s = MemoryStore::default();
+        let t = s.persist(StateBatch {
+            puts: vec![
+                (b"a/1".to_vec(), b"x".to_vec()),
+                (b"b/1".to_vec(), b"y".to_vec()),
+            ],
+            deletes: vec![],
+        });
+        assert_eq!(t.poll(), Some(true));
+        assert_eq!(s.scan(b"a/"), vec![(b"a/1".to_vec(), b"x".to_vec())]);
+        s.persist(StateBatch {
+            puts: vec![],
+            deletes: vec![b"a/1".to_vec()],
+        });
+        assert!(s.scan(b"a/").is_empty());
+    }
+}

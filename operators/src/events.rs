@@ -1,0 +1,388 @@
+//! The event types of the product contract (`SPEC.md`) and their validating parsers.
+//!
+//! Every parser names the field that is wrong, so a dead letter says exactly why it was refused.
+//! Unknown fields are ignored (producers may add fields); money is integer micros.
+
+use serde::{Deserialize, Serialize};
+
+use crate::time::EventTime;
+
+/// Why a message could not be turned into an event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// Not a JSON document at all.
+    #[error("malformed JSON: {0}")]
+    Malformed(String),
+    /// JSON, but a field is missing, has the wrong type or an invalid value.
+    #[error("field `{field}`: {message}")]
+    Field {
+        /// Dotted path of the offending field.
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+impl ParseError {
+    fn field(field: &str, message: impl Into<String>) -> Self {
+        ParseError::Field {
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Deserialises `bytes` as `T`, reporting the path of the first bad field.
+pub fn parse_json<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, ParseError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    match serde_path_to_error::deserialize::<_, T>(&mut de) {
+        Ok(value) => de
+            .end()
+            .map(|_| value)
+            .map_err(|e| ParseError::Malformed(e.to_string())),
+        Err(err) => {
+            let path = err.path().to_string();
+            let inner = err.into_inner();
+            if inner.is_syntax() || inner.is_eof() {
+                return Err(ParseError::Malformed(inner.to_string()));
+            }
+            let message = inner.to_string();
+            // serde reports a missing field at its parent; name the field itself.
+            let field = match message.strip_prefix("missing field `") {
+                Some(rest) => {
+                    let name = rest.split('`').next().unwrap_or_default();
+                    if path == "." {
+                        name.to_string()
+                    } else {
+                        format!("{path}.{name}")
+                    }
+                }
+                None => path,
+            };
+            let message = match message.find(" at line ") {
+                Some(i) => message[..i].to_string(),
+                None => message,
+            };
+            Err(ParseError::Field { field, message })
+        }
+    }
+}
+
+fn require_nonempty(field: &str, value: &str) -> Result<(), ParseError> {
+    if value.trim().is_empty() {
+        Err(ParseError::field(field, "must not be empty"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Which event a campaign pays for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Billing {
+    /// Cost per mille: charged per impression, bids are per 1000 impressions.
+    Cpm,
+    /// Cost per click.
+    Cpc,
+    /// Cost per action: charged per attributed conversion.
+    Cpa,
+}
+
+impl Billing {
+    /// The contract's name for this billing type.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Billing::Cpm => "cpm",
+            Billing::Cpc => "cpc",
+            Billing::Cpa => "cpa",
+        }
+    }
+
+    /// The kind of event that is charged under this billing type.
+    pub fn charged_event(self) -> EventKind {
+        match self {
+            Billing::Cpm => EventKind::Impression,
+            Billing::Cpc => EventKind::Click,
+            Billing::Cpa => EventKind::Conversion,
+        }
+    }
+}
+
+/// The three outcome streams.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    /// An ad was rendered.
+    Impression,
+    /// An ad was clicked.
+    Click,
+    /// A user converted (attributed to an earlier click or impression).
+    Conversion,
+}
+
+impl EventKind {
+    /// Lower-case name, as used in dedup keys and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Impression => "impression",
+            EventKind::Click => "click",
+            EventKind::Conversion => "conversion",
+        }
+    }
+}
+
+/// Whether a campaign may serve.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CampaignStatus {
+    /// Serving and spending.
+    #[default]
+    Active,
+    /// Not serving; events already in flight are still charged.
+    Paused,
+}
+
+/// What a campaign optimises for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Objective {
+    /// Reach.
+    #[default]
+    Impressions,
+    /// Traffic.
+    Clicks,
+    /// Actions.
+    Conversions,
+}
+
+/// Who a campaign wants to reach; an empty list means everyone.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct Targeting {
+    /// ISO 3166 country codes.
+    pub countries: Vec<String>,
+    /// Device types (`mobile`, `desktop`, `tablet`, `ctv`...).
+    pub devices: Vec<String>,
+    /// Interest labels.
+    pub interests: Vec<String>,
+}
+
+/// One creative of a campaign; fields beyond `ad_id` are kept as given.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Creative {
+    /// The ad's identifier.
+    pub ad_id: String,
+    /// Everything else the advertiser attached (landing domain, sizes...).
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A campaign definition from the compacted `ads.campaigns` topic.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Campaign {
+    /// Unique id; also the Kafka key.
+    pub campaign_id: String,
+    /// Owner.
+    pub advertiser_id: String,
+    /// `active` or `paused`.
+    #[serde(default)]
+    pub status: CampaignStatus,
+    /// Daily budget in micros of the account currency.
+    pub daily_budget_micros: u64,
+    /// IANA time zone in which the budget day runs.
+    pub timezone: String,
+    /// Which event is charged.
+    pub billing: Billing,
+    /// Maximum bid per billing unit (per 1000 impressions for CPM), micros.
+    pub bid_micros: u64,
+    /// What the campaign optimises for.
+    #[serde(default)]
+    pub objective: Objective,
+    /// Audience.
+    #[serde(default)]
+    pub targeting: Targeting,
+    /// Ads of this campaign.
+    #[serde(default)]
+    pub creatives: Vec<Creative>,
+    /// Flight start; absent = already started.
+    #[serde(default)]
+    pub start: Option<EventTime>,
+    /// Flight end; absent = open-ended.
+    #[serde(default)]
+    pub end: Option<EventTime>,
+}
+
+impl Campaign {
+    /// Parses and validates a campaign document.
+    pub fn parse(bytes: &[u8]) -> Result<Self, ParseError> {
+        let c: Campaign = parse_json(bytes)?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Checks the invariants serde cannot express.
+    pub fn validate(&self) -> Result<(), ParseError> {
+        require_nonempty("campaign_id", &self.campaign_id)?;
+        require_nonempty("advertiser_id", &self.advertiser_id)?;
+        self.tz()?;
+        if let (Some(s), Some(e)) = (self.start, self.end) {
+            if e < s {
+                return Err(ParseError::field("end", "is before `start`"));
+            }
+        }
+        for (i, c) in self.creatives.iter().enumerate() {
+            require_nonempty(&format!("creatives[{i}].ad_id"), &c.ad_id)?;
+        }
+        Ok(())
+    }
+
+    /// The campaign's time zone.
+    pub fn tz(&self) -> Result<chrono_tz::Tz, ParseError> {
+        self.timezone.parse::<chrono_tz::Tz>().map_err(|_| {
+            ParseError::field(
+                "timezone",
+                format!("unknown IANA time zone {:?}", self.timezone),
+            )
+        })
+    }
+
+    /// Whether the flight covers `t`.
+    pub fn in_flight(&self, t: EventTime) -> bool {
+        self.start.is_none_or(|s| s <= t) && self.end.is_none_or(|e| t < e)
+    }
+}
+
+/// An impression or a click: both carry the win's identity and its billing token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdEvent {
+    /// Unique id of this event (producer-side).
+    pub event_id: String,
+    /// When it happened.
+    pub ts: EventTime,
+    /// The ad request that was won.
+    pub request_id: String,
+    /// The impression slot within the request.
+    pub imp_id: String,
+    /// Winning campaign.
+    pub campaign_id: String,
+    /// Winning ad.
+    pub ad_id: String,
+    /// The viewer.
+    pub user_id: String,
+    /// Signed proof of the win and its price; absent on forged traffic.
+    #[serde(default)]
+    pub billing_token: Option<String>,
+}
+
+impl AdEvent {
+    /// Parses and validates an impression or click document.
+    pub fn parse(bytes: &[u8]) -> Result<Self, ParseError> {
+        let e: AdEvent = parse_json(bytes)?;
+        for (name, value) in [
+            ("event_id", &e.event_id),
+            ("request_id", &e.request_id),
+            ("imp_id", &e.imp_id),
+            ("campaign_id", &e.campaign_id),
+            ("ad_id", &e.ad_id),
+            ("user_id", &e.user_id),
+        ] {
+            require_nonempty(name, value)?;
+        }
+        Ok(e)
+    }
+}
+
+/// A conversion reported by an advertiser's pixel or integration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conversion {
+    /// Unique id of this event.
+    pub event_id: String,
+    /// When it happened.
+    pub ts: EventTime,
+    /// Who converted.
+    pub user_id: String,
+    /// For whom.
+    pub advertiser_id: String,
+    /// Advertiser-defined action type (`purchase`, `signup`...).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Value of the action, micros.
+    #[serde(default)]
+    pub value_micros: u64,
+}
+
+impl Conversion {
+    /// Parses and validates a conversion document.
+    pub fn parse(bytes: &[u8]) -> Result<Self, ParseError> {
+        let e: Conversion = parse_json(bytes)?;
+        for (name, value) in [
+            ("event_id", &e.event_id),
+            ("user_id", &e.user_id),
+            ("advertiser_id", &e.advertiser_id),
+            ("type", &e.kind),
+        ] {
+            require_nonempty(name, value)?;
+        }
+        Ok(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CAMPAIGN: &str = r#"{"campaign_id":"c1","advertiser_id":"a1","status":"active",
+        "daily_budget_micros":1000000,"timezone":"Europe/Paris","billing":"cpc","bid_micros":2000,
+        "objective":"clicks","targeting":{"countries":["FR"]},"creatives":[{"ad_id":"ad1","adomain":"x.fr"}]}"#;
+
+    #[test]
+    fn campaign_round_trips() {
+        let c = Campaign::parse(CAMPAIGN.as_bytes()).unwrap();
+        assert_eq!(c.billing, Billing::Cpc);
+        assert_eq!(c.creatives[0].extra["adomain"], "x.fr");
+        let again = Campaign::parse(serde_json::to_string(&c).unwrap().as_bytes()).unwrap();
+        assert_eq!(c, again);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let bad = CAMPAIGN.replace("\"cpc\"", "\"cpx\"");
+        match Campaign::parse(bad.as_bytes()) {
+            Err(ParseError::Field { field, .. }) => assert_eq!(field, "billing"),
+            other => panic!("{other:?}"),
+        }
+        let bad = CAMPAIGN.replace("\"daily_budget_micros\":1000000,", "");
+        match Campaign::parse(bad.as_bytes()) {
+            Err(ParseError::Field { field, .. }) => assert_eq!(field, "daily_budget_micros"),
+            other => panic!("{other:?}"),
+        }
+        let bad = CAMPAIGN.replace("Europe/Paris", "Mars/Olympus");
+        match Campaign::parse(bad.as_bytes()) {
+            Err(ParseError::Field { field, .. }) => assert_eq!(field, "timezone"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            Campaign::parse(b"{nope"),
+            Err(ParseError::Malformed(_))
+        ));
+        let bad = CAMPAIGN.replace("\"ad1\"", "7");
+        match Campaign::parse(bad.as_bytes()) {
+            Err(ParseError::Field { field, .. }) => assert_eq!(field, "creatives[0].ad_id"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn ad_event_requires_ids() {
+        let ok = br#"{"event_id":"e","ts":"2026-01-01T00:00:00Z","request_id":"r","imp_id":"1",
+            "campaign_id":"c","ad_id":"a","user_id":"u","billing_token":"t"}"#;
+        assert!(AdEvent::parse(ok).is_ok());
+        let empty = br#"{"event_id":"e","ts":1,"request_id":"","imp_id":"1","campaign_id":"c","ad_id":"a","user_id":"u"}"#;
+        match AdEvent::parse(empty) {
+            Err(ParseError::Field { field, .. }) => assert_eq!(field, "request_id"),
+            other => panic!("{other:?}"),
+        }
+        let conv = br#"{"event_id":"e","ts":5,"user_id":"u","advertiser_id":"a","type":"purchase","value_micros":10}"#;
+        assert_eq!(Conversion::parse(conv).unwrap().kind, "purchase");
+    }
+}

@@ -1,0 +1,158 @@
+//! The billing graph: decoded inputs to catalog, attribution and ledger.
+//!
+//! ```text
+//!  Ingested ─route─┬─ campaigns ──────────────────────────────┐
+//!                  ├─ charges (CPM impressions, CPC clicks) ──┼─▶ Ledger ─▶ LedgerOutput
+//!                  ├─ touches ─────┐                          │     ▲
+//!                  ├─ conversions ─┴─▶ Attribute ─ CPA charges┘     │
+//!                  └─ dead letters ─────────────────────────────────┴──(concat)
+//! ```
+
+use std::sync::Arc;
+
+use timely::dataflow::operators::core::Concat;
+use timely::dataflow::operators::vec::{Map, Partition};
+use timely::dataflow::operators::Probe;
+use timely::dataflow::{ProbeHandle, StreamVec};
+
+use crate::attribution::operator::{attribute, ConversionIn, UserTouch};
+use crate::attribution::{Touch, Windows};
+use crate::catalog::CatalogUpdate;
+use crate::checkpoint::StateStore;
+use crate::ingest::{DeadLetter, Ingested};
+use crate::ledger::operator::{ledger, LedgerConfig, LedgerOutput};
+use crate::ledger::Charge;
+
+/// Settings of the billing graph.
+#[derive(Clone, Debug)]
+pub struct BillingConfig {
+    /// The ledger's settings.
+    pub ledger: LedgerConfig,
+    /// Attribution windows.
+    pub windows: Windows,
+}
+
+enum Routed {
+    Campaign(CatalogUpdate),
+    Charge(Box<Charge>),
+    Touch(Box<UserTouch>),
+    Conversion(Box<ConversionIn>),
+    Dead(Box<DeadLetter>),
+}
+
+impl Routed {
+    fn part(&self) -> u64 {
+        match self {
+            Routed::Campaign(_) => 0,
+            Routed::Charge(_) => 1,
+            Routed::Touch(_) => 2,
+            Routed::Conversion(_) => 3,
+            Routed::Dead(_) => 4,
+        }
+    }
+}
+
+/// Splits a decoded record into what each stage needs: a verified impression or click is a touch
+/// for attribution and, when its win bills on that event, a charge for the ledger.
+fn route_ingested(record: Ingested) -> Vec<Routed> {
+    match record {
+        Ingested::Campaign {
+            campaign_id,
+            campaign,
+        } => {
+            vec![Routed::Campaign(CatalogUpdate {
+                campaign_id,
+                campaign,
+            })]
+        }
+        Ingested::Ad {
+            kind,
+            event,
+            claims,
+            origin,
+            raw,
+        } => {
+            let mut out = Vec::with_capacity(2);
+            if claims.billing.charged_event() == kind {
+                out.push(Routed::Charge(Box::new(Charge {
+                    claims: claims.clone(),
+                    kind,
+                    ts: event.ts,
+                    conversion_id: None,
+                    origin,
+                    key: raw.key,
+                    payload: raw.payload,
+                })));
+            }
+            out.push(Routed::Touch(Box::new((
+                event.user_id,
+                Touch {
+                    ts: event.ts,
+                    kind,
+                    claims,
+                },
+            ))));
+            out
+        }
+        Ingested::Conversion { event, origin, raw } => {
+            vec![Routed::Conversion(Box::new(ConversionIn {
+                event,
+                origin,
+                raw: *raw,
+            }))]
+        }
+        Ingested::Dead(d) => vec![Routed::Dead(d)],
+    }
+}
+
+/// Builds the billing graph over `ingested`; `progress` ends up behind every stateful operator
+/// (the probe sources wait on before checkpointing offsets).
+pub fn billing<'scope>(
+    ingested: StreamVec<'scope, u64, Ingested>,
+    config: BillingConfig,
+    store: Arc<dyn StateStore>,
+    progress: &ProbeHandle<u64>,
+) -> StreamVec<'scope, u64, LedgerOutput> {
+    let mut parts = ingested
+        .flat_map(route_ingested)
+        .partition(5, |r| (r.part(), r));
+    let dead = parts.pop().expect("5 parts");
+    let conversions = parts.pop().expect("5 parts");
+    let touches = parts.pop().expect("5 parts");
+    let charges = parts.pop().expect("5 parts");
+    let campaigns = parts.pop().expect("5 parts");
+
+    let campaigns = campaigns.flat_map(|r| match r {
+        Routed::Campaign(c) => Some(c),
+        _ => None,
+    });
+    let charges = charges.flat_map(|r| match r {
+        Routed::Charge(c) => Some(*c),
+        _ => None,
+    });
+    let touches = touches.flat_map(|r| match r {
+        Routed::Touch(t) => Some(*t),
+        _ => None,
+    });
+    let conversions = conversions.flat_map(|r| match r {
+        Routed::Conversion(c) => Some(*c),
+        _ => None,
+    });
+    let dead = dead.flat_map(|r| match r {
+        Routed::Dead(d) => Some(LedgerOutput::Dead(d)),
+        _ => None,
+    });
+
+    let cpa = attribute(
+        touches,
+        conversions,
+        config.windows,
+        config.ledger.checkpoint_interval,
+        store.clone(),
+    )
+    .probe_with(progress);
+    let all_charges = charges.concat(cpa);
+    ledger(campaigns, all_charges, config.ledger, store)
+        .probe_with(progress)
+        .concat(dead)
+}

@@ -1,0 +1,507 @@
+//! Turning raw Kafka messages into typed, verified records, and everything else into dead letters.
+//!
+//! Errors are data here (as in Materialize's "oks and errs"): [`decode`] never fails, it returns
+//! either a record the graph can use or a [`DeadLetter`] that says why not and where it came from.
+
+use serde::{Deserialize, Serialize};
+
+use crate::events::{AdEvent, Campaign, Conversion, EventKind, ParseError};
+use crate::ledger::Origin;
+use crate::time::EventTime;
+use crate::token::{self, TokenError, WinClaims};
+
+/// The input streams, by role (the pipeline file maps them to topic names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[repr(u8)]
+pub enum StreamId {
+    /// `ads.campaigns`.
+    Campaigns = 0,
+    /// `ads.impressions`.
+    Impressions = 1,
+    /// `ads.clicks`.
+    Clicks = 2,
+    /// `ads.conversions`.
+    Conversions = 3,
+}
+
+impl StreamId {
+    /// Every input stream.
+    pub const ALL: [StreamId; 4] = [
+        StreamId::Campaigns,
+        StreamId::Impressions,
+        StreamId::Clicks,
+        StreamId::Conversions,
+    ];
+
+    /// From the numeric id stored in an [`Origin`].
+    pub fn from_u8(v: u8) -> Option<StreamId> {
+        StreamId::ALL.get(v as usize).copied()
+    }
+
+    /// Short name (`campaigns`, `impressions`...), as used in metrics and pipeline files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamId::Campaigns => "campaigns",
+            StreamId::Impressions => "impressions",
+            StreamId::Clicks => "clicks",
+            StreamId::Conversions => "conversions",
+        }
+    }
+}
+
+/// One Kafka message as read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawMessage {
+    /// Which input it came from.
+    pub stream: StreamId,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Message key.
+    pub key: Option<Vec<u8>>,
+    /// Message value (`None` is a tombstone).
+    pub payload: Option<Vec<u8>>,
+    /// The broker's or producer's timestamp, if any.
+    pub timestamp_ms: Option<i64>,
+}
+
+impl RawMessage {
+    /// Where it was read.
+    pub fn origin(&self) -> Origin {
+        Origin {
+            stream: self.stream as u8,
+            partition: self.partition,
+            offset: self.offset,
+        }
+    }
+}
+
+/// Why a message was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// Not JSON.
+    MalformedJson,
+    /// A field is missing, mistyped or invalid.
+    InvalidField,
+    /// Larger than the pipeline's `max_message_bytes`.
+    Oversize,
+    /// No billing token.
+    MissingToken,
+    /// Token forged, altered or undecodable.
+    BadToken,
+    /// Token valid but for another win.
+    TokenMismatch,
+    /// Names a campaign the catalog does not know.
+    UnknownCampaign,
+    /// Billing event already charged from another position.
+    Duplicate,
+    /// Billing event outside its charging window.
+    Expired,
+}
+
+impl Reason {
+    /// Every reason, for metrics.
+    pub const ALL: [Reason; 9] = [
+        Reason::MalformedJson,
+        Reason::InvalidField,
+        Reason::Oversize,
+        Reason::MissingToken,
+        Reason::BadToken,
+        Reason::TokenMismatch,
+        Reason::UnknownCampaign,
+        Reason::Duplicate,
+        Reason::Expired,
+    ];
+
+    /// snake_case name, as written in dead letters and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::MalformedJson => "malformed_json",
+            Reason::InvalidField => "invalid_field",
+            Reason::Oversize => "oversize",
+            Reason::MissingToken => "missing_token",
+            Reason::BadToken => "bad_token",
+            Reason::TokenMismatch => "token_mismatch",
+            Reason::UnknownCampaign => "unknown_campaign",
+            Reason::Duplicate => "duplicate",
+            Reason::Expired => "expired",
+        }
+    }
+}
+
+/// A refused message: the original bytes, why, and where it was read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Why.
+    pub reason: Reason,
+    /// Human-readable detail naming the field or check.
+    pub detail: String,
+    /// Where it was read.
+    pub origin: Origin,
+    /// Original key.
+    pub key: Option<Vec<u8>>,
+    /// Original value, truncated to the pipeline's limit for oversize messages.
+    pub payload: Vec<u8>,
+    /// Whether `payload` was truncated.
+    pub truncated: bool,
+}
+
+impl DeadLetter {
+    /// A dead letter for `msg`.
+    pub fn of(msg: &RawMessage, reason: Reason, detail: impl Into<String>) -> Self {
+        DeadLetter {
+            reason,
+            detail: detail.into(),
+            origin: msg.origin(),
+            key: msg.key.clone(),
+            payload: msg.payload.clone().unwrap_or_default(),
+            truncated: false,
+        }
+    }
+}
+
+/// A message's original key and value.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RawBytes {
+    /// Kafka key.
+    pub key: Option<Vec<u8>>,
+    /// Kafka value.
+    pub payload: Vec<u8>,
+}
+
+/// A decoded input record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Ingested {
+    /// Campaign upsert (`Some`) or tombstone (`None`).
+    Campaign {
+        /// The campaign's id (the message key).
+        campaign_id: String,
+        /// The definition, or `None` to delete.
+        campaign: Option<Box<Campaign>>,
+    },
+    /// An impression or click with its verified win.
+    Ad {
+        /// Impression or click.
+        kind: EventKind,
+        /// The event.
+        event: AdEvent,
+        /// The verified token's claims.
+        claims: WinClaims,
+        /// Where it was read.
+        origin: Origin,
+        /// The original message, kept for a dead letter downstream.
+        raw: Box<RawBytes>,
+    },
+    /// A conversion, to be attributed.
+    Conversion {
+        /// The event.
+        event: Conversion,
+        /// Where it was read.
+        origin: Origin,
+        /// The original message, kept for a dead letter downstream.
+        raw: Box<RawBytes>,
+    },
+    /// Refused.
+    Dead(Box<DeadLetter>),
+}
+
+/// What [`decode`] needs from the pipeline.
+#[derive(Clone, Debug)]
+pub struct DecodeConfig {
+    /// HMAC key of billing tokens.
+    pub secret: Vec<u8>,
+    /// Larger messages are dead-lettered (and truncated to this size there).
+    pub max_message_bytes: usize,
+}
+
+fn refuse_parse(msg: &RawMessage, err: ParseError) -> Ingested {
+    let reason = match err {
+        ParseError::Malformed(_) => Reason::MalformedJson,
+        ParseError::Field { .. } => Reason::InvalidField,
+    };
+    Ingested::Dead(Box::new(DeadLetter::of(msg, reason, err.to_string())))
+}
+
+/// Decodes one message; returns its event time (if it has one) and the record.
+pub fn decode(msg: RawMessage, cfg: &DecodeConfig) -> (Option<EventTime>, Ingested) {
+    let msg = &msg;
+    let kafka_time = msg.timestamp_ms.map(EventTime);
+    let size = msg.payload.as_ref().map_or(0, Vec::len);
+    if size > cfg.max_message_bytes {
+        let mut dead = DeadLetter::of(
+            msg,
+            Reason::Oversize,
+            format!(
+                "message of {size} bytes exceeds max_message_bytes = {}",
+                cfg.max_message_bytes
+            ),
+        );
+        dead.payload.truncate(cfg.max_message_bytes);
+        dead.truncated = true;
+        return (kafka_time, Ingested::Dead(Box::new(dead)));
+    }
+    match msg.stream {
+        StreamId::Campaigns => {
+            let key = msg.key.as_deref().map(String::from_utf8_lossy);
+            match &msg.payload {
+                None => match key {
+                    Some(id) if !id.is_empty() => (
+                        kafka_time,
+                        Ingested::Campaign {
+                            campaign_id: id.into_owned(),
+                            campaign: None,
+                        },
+                    ),
+                    _ => (
+                        kafka_time,
+                        Ingested::Dead(Box::new(DeadLetter::of(
+                            msg,
+                            Reason::InvalidField,
+                            "tombstone without a campaign_id key",
+                        ))),
+                    ),
+                },
+                Some(bytes) => match Campaign::parse(bytes) {
+                    Ok(c) => match key {
+                        Some(k) if k != c.campaign_id => (
+                            kafka_time,
+                            Ingested::Dead(Box::new(DeadLetter::of(
+                                msg,
+                                Reason::InvalidField,
+                                format!(
+                                    "field `campaign_id`: {:?} differs from the message key {k:?}",
+                                    c.campaign_id
+                                ),
+                            ))),
+                        ),
+                        _ => (
+                            kafka_time,
+                            Ingested::Campaign {
+                                campaign_id: c.campaign_id.clone(),
+                                campaign: Some(Box::new(c)),
+                            },
+                        ),
+                    },
+                    Err(e) => (kafka_time, refuse_parse(msg, e)),
+                },
+            }
+        }
+        StreamId::Impressions | StreamId::Clicks => {
+            let kind = if msg.stream == StreamId::Impressions {
+                EventKind::Impression
+            } else {
+                EventKind::Click
+            };
+            let bytes = msg.payload.as_deref().unwrap_or_default();
+            let event = match AdEvent::parse(bytes) {
+                Ok(e) => e,
+                Err(e) => return (kafka_time, refuse_parse(msg, e)),
+            };
+            let ts = Some(event.ts);
+            match token::verify_event(&cfg.secret, &event) {
+                Ok(claims) => (
+                    ts,
+                    Ingested::Ad {
+                        kind,
+                        event,
+                        claims,
+                        origin: msg.origin(),
+                        raw: Box::new(RawBytes {
+                            key: msg.key.clone(),
+                            payload: bytes.to_vec(),
+                        }),
+                    },
+                ),
+                Err(err) => {
+                    let reason = match err {
+                        TokenError::Missing => Reason::MissingToken,
+                        TokenError::Mismatch(_) => Reason::TokenMismatch,
+                        TokenError::Malformed(_) | TokenError::BadSignature => Reason::BadToken,
+                    };
+                    (
+                        ts,
+                        Ingested::Dead(Box::new(DeadLetter::of(msg, reason, err.to_string()))),
+                    )
+                }
+            }
+        }
+        StreamId::Conversions => {
+            let bytes = msg.payload.as_deref().unwrap_or_default();
+            match Conversion::parse(bytes) {
+                Ok(event) => (
+                    Some(event.ts),
+                    Ingested::Conversion {
+                        event,
+                        origin: msg.origin(),
+                        raw: Box::new(RawBytes {
+                            key: msg.key.clone(),
+                            payload: bytes.to_vec(),
+                        }),
+                    },
+                ),
+                Err(e) => (kafka_time, refuse_parse(msg, e)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::Billing;
+
+    fn cfg() -> DecodeConfig {
+        DecodeConfig {
+            secret: b"s".to_vec(),
+            max_message_bytes: 4096,
+        }
+    }
+
+    fn msg(stream: StreamId, payload: &[u8]) -> RawMessage {
+        RawMessage {
+            stream,
+            partition: 2,
+            offset: 40,
+            key: Some(b"k".to_vec()),
+            payload: Some(payload.to_vec()),
+            timestamp_ms: Some(5),
+        }
+    }
+
+    fn click(token: &str) -> String {
+        format!(
+            r#"{{"event_id":"e1","ts":1000,"request_id":"r","imp_id":"1","campaign_id":"c","ad_id":"a","user_id":"u","billing_token":"{token}"}}"#
+        )
+    }
+
+    fn claims() -> WinClaims {
+        WinClaims {
+            request_id: "r".into(),
+            imp_id: "1".into(),
+            campaign_id: "c".into(),
+            advertiser_id: "adv".into(),
+            ad_id: "a".into(),
+            billing: Billing::Cpc,
+            charge_micros: 10,
+            issued: EventTime(900),
+        }
+    }
+
+    fn reason(i: &Ingested) -> Option<Reason> {
+        match i {
+            Ingested::Dead(d) => Some(d.reason),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn verified_click_decodes() {
+        let t = token::sign(b"s", &claims());
+        let (ts, rec) = decode(msg(StreamId::Clicks, click(&t).as_bytes()), &cfg());
+        assert_eq!(ts, Some(EventTime(1000)));
+        assert!(matches!(
+            rec,
+            Ingested::Ad {
+                kind: EventKind::Click,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn every_kind_of_bad_input_is_a_dead_letter_with_its_reason() {
+        let good = token::sign(b"s", &claims());
+        let forged = token::sign(b"not-the-secret", &claims());
+        let mut other = claims();
+        other.request_id = "r2".into();
+        let other = token::sign(b"s", &other);
+        let cases: Vec<(RawMessage, Reason)> = vec![
+            (msg(StreamId::Clicks, b"{not json"), Reason::MalformedJson),
+            (
+                msg(StreamId::Clicks, br#"{"event_id":"e"}"#),
+                Reason::InvalidField,
+            ),
+            (
+                msg(StreamId::Clicks, click(&forged).as_bytes()),
+                Reason::BadToken,
+            ),
+            (
+                msg(StreamId::Clicks, click("v1.x.y").as_bytes()),
+                Reason::BadToken,
+            ),
+            (
+                msg(StreamId::Clicks, click(&other).as_bytes()),
+                Reason::TokenMismatch,
+            ),
+            (
+                msg(
+                    StreamId::Clicks,
+                    click(&good)
+                        .replace(",\"billing_token\"", ",\"x\"")
+                        .as_bytes(),
+                ),
+                Reason::MissingToken,
+            ),
+            (
+                msg(StreamId::Conversions, br#"{"event_id":"e","ts":"soon"}"#),
+                Reason::InvalidField,
+            ),
+            (
+                msg(StreamId::Campaigns, br#"{"campaign_id":1}"#),
+                Reason::InvalidField,
+            ),
+            (
+                msg(StreamId::Impressions, &vec![b' '; 5000]),
+                Reason::Oversize,
+            ),
+        ];
+        for (m, want) in cases {
+            let (_, rec) = decode(m.clone(), &cfg());
+            assert_eq!(
+                reason(&rec),
+                Some(want),
+                "{:?}",
+                String::from_utf8_lossy(m.payload.as_deref().unwrap())
+            );
+            if let Ingested::Dead(d) = rec {
+                assert_eq!(
+                    d.origin,
+                    Origin {
+                        stream: m.stream as u8,
+                        partition: 2,
+                        offset: 40
+                    }
+                );
+                assert!(d.payload.len() <= 4096);
+            }
+        }
+    }
+
+    #[test]
+    fn campaign_tombstones_and_key_checks() {
+        let mut m = msg(StreamId::Campaigns, b"");
+        m.payload = None;
+        let (_, rec) = decode(m.clone(), &cfg());
+        assert_eq!(
+            rec,
+            Ingested::Campaign {
+                campaign_id: "k".into(),
+                campaign: None
+            }
+        );
+        let body = br#"{"campaign_id":"c9","advertiser_id":"a","daily_budget_micros":1,"timezone":"UTC","billing":"cpm","bid_micros":1}"#;
+        let (_, rec) = decode(msg(StreamId::Campaigns, body), &cfg());
+        assert_eq!(reason(&rec), Some(Reason::InvalidField));
+        let mut m = msg(StreamId::Campaigns, body);
+        m.key = Some(b"c9".to_vec());
+        assert!(matches!(
+            decode(m, &cfg()).1,
+            Ingested::Campaign {
+                campaign: Some(_),
+                ..
+            }
+        ));
+    }
+}

@@ -1,0 +1,263 @@
+//! The ledger operator: campaigns and charges in, spend updates and refusals out.
+//!
+//! Both inputs are exchanged by campaign, so each worker holds the catalog entries and ledger
+//! shard of the same campaigns. A charge for a campaign the catalog does not know yet waits until
+//! the campaigns input's frontier has passed its time (the catalog is then complete up to it);
+//! only then is it refused as `unknown_campaign`. State is checkpointed through a
+//! [`CheckpointGate`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::StreamVec;
+
+use crate::catalog::{Catalog, CatalogUpdate};
+use crate::checkpoint::{CheckpointGate, StateBatch, StateStore};
+use crate::ingest::{DeadLetter, Reason};
+use crate::ledger::{Charge, DaySpend, DedupEntry, Horizons, Ledger, LedgerChanges, Refusal};
+use crate::routing::{owns, route};
+
+/// What the ledger operator emits.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum LedgerOutput {
+    /// A campaign's spend on a day changed (or was restored).
+    Spend(DaySpend),
+    /// A campaign was defined, changed or deleted.
+    Campaign(CatalogUpdate),
+    /// A charge was refused.
+    Dead(Box<DeadLetter>),
+}
+
+/// Settings of the ledger operator.
+#[derive(Clone, Debug)]
+pub struct LedgerConfig {
+    /// Charging windows.
+    pub horizons: Horizons,
+    /// Checkpoint every this many units of event time (ms).
+    pub checkpoint_interval: u64,
+}
+
+fn spend_key(campaign: &str, day: NaiveDate) -> Vec<u8> {
+    format!("ledger/spend/{:016x}/{campaign}\u{0}{day}", route(campaign)).into_bytes()
+}
+
+fn dedup_key_bytes(shard: u64, key: u128) -> Vec<u8> {
+    format!("ledger/dedup/{shard:016x}/{key:032x}").into_bytes()
+}
+
+/// The checkpoint writes for `changes` of worker `worker`'s shard.
+pub fn encode(changes: LedgerChanges, worker: usize) -> StateBatch {
+    let mut batch = StateBatch::default();
+    for (c, day, spend) in changes.spend {
+        match spend {
+            Some(s) => batch
+                .puts
+                .push((spend_key(&c, day), s.to_string().into_bytes())),
+            None => batch.deletes.push(spend_key(&c, day)),
+        }
+    }
+    for (k, entry) in changes.added {
+        if let Ok(v) = serde_json::to_vec(&entry) {
+            batch.puts.push((dedup_key_bytes(entry.shard, k), v));
+        }
+    }
+    for (k, entry) in changes.dropped {
+        batch.deletes.push(dedup_key_bytes(entry.shard, k));
+    }
+    batch.puts.push((
+        format!("ledger/closed/{worker}").into_bytes(),
+        changes.closed_before.to_string().into_bytes(),
+    ));
+    batch
+}
+
+fn parse_hash_prefixed(rest: &str) -> Option<(u64, &str)> {
+    let (hash, tail) = rest.split_once('/')?;
+    Some((u64::from_str_radix(hash, 16).ok()?, tail))
+}
+
+/// Rebuilds worker `index` of `peers`'s shard from the store.
+pub fn restore(store: &dyn StateStore, horizons: Horizons, index: usize, peers: usize) -> Ledger {
+    let mut spend = Vec::new();
+    for (k, v) in store.scan(b"ledger/spend/") {
+        let key = String::from_utf8_lossy(&k).into_owned();
+        let Some((hash, tail)) = parse_hash_prefixed(&key["ledger/spend/".len()..]) else {
+            continue;
+        };
+        let Some((campaign, day)) = tail.split_once('\u{0}') else {
+            continue;
+        };
+        let amount = std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok());
+        if let (true, Ok(day), Some(spend_micros)) = (owns(hash, index, peers), day.parse(), amount)
+        {
+            spend.push(DaySpend {
+                campaign_id: campaign.to_string(),
+                day,
+                spend_micros,
+            });
+        }
+    }
+    let mut dedup = Vec::new();
+    for (k, v) in store.scan(b"ledger/dedup/") {
+        let key = String::from_utf8_lossy(&k).into_owned();
+        let Some((hash, tail)) = parse_hash_prefixed(&key["ledger/dedup/".len()..]) else {
+            continue;
+        };
+        let parsed = (
+            u128::from_str_radix(tail, 16),
+            serde_json::from_slice::<DedupEntry>(&v),
+        );
+        if let (true, Ok(dk), Ok(entry)) = (owns(hash, index, peers), parsed.0, parsed.1) {
+            dedup.push((dk, entry));
+        }
+    }
+    let closed_before = store
+        .scan(b"ledger/closed/")
+        .iter()
+        .filter_map(|(_, v)| std::str::from_utf8(v).ok()?.parse::<i64>().ok())
+        .min()
+        .unwrap_or(i64::MIN);
+    Ledger::restore(horizons, spend, dedup, closed_before)
+}
+
+/// Applies `charge` against `catalog`; `Ok(None)` for a replay, `Err` for a refusal.
+fn settle(
+    ledger: &mut Ledger,
+    catalog: &Catalog,
+    charge: &Charge,
+) -> Result<Option<DaySpend>, DeadLetter> {
+    let dead = |reason: Reason, detail: String| DeadLetter {
+        reason,
+        detail,
+        origin: charge.origin,
+        key: charge.key.clone(),
+        payload: charge.payload.clone(),
+        truncated: false,
+    };
+    let Some(listed) = catalog.get(&charge.claims.campaign_id) else {
+        return Err(dead(
+            Reason::UnknownCampaign,
+            format!("unknown campaign {:?}", charge.claims.campaign_id),
+        ));
+    };
+    match ledger.apply(charge, listed.tz) {
+        Ok(applied) => Ok(Some(DaySpend {
+            campaign_id: charge.claims.campaign_id.clone(),
+            day: applied.day,
+            spend_micros: applied.spend_micros,
+        })),
+        Err(Refusal::Replay) => Ok(None),
+        Err(r @ Refusal::Duplicate(_)) => Err(dead(Reason::Duplicate, r.to_string())),
+        Err(r @ Refusal::Expired) => Err(dead(Reason::Expired, r.to_string())),
+    }
+}
+
+/// Builds the ledger operator.
+pub fn ledger<'scope>(
+    campaigns: StreamVec<'scope, u64, CatalogUpdate>,
+    charges: StreamVec<'scope, u64, Charge>,
+    config: LedgerConfig,
+    store: Arc<dyn StateStore>,
+) -> StreamVec<'scope, u64, LedgerOutput> {
+    let scope = campaigns.scope();
+    let (index, peers) = (scope.index(), scope.peers());
+    campaigns.binary_frontier(
+        charges,
+        Exchange::new(|u: &CatalogUpdate| route(&u.campaign_id)),
+        Exchange::new(|c: &Charge| route(&c.claims.campaign_id)),
+        "Ledger",
+        move |capability, info| {
+            let activator = scope.activator_for(info.address);
+            let mut ledger = restore(&*store, config.horizons, index, peers);
+            let mut restored: Vec<DaySpend> = ledger.all_spend().collect();
+            let mut gate = CheckpointGate::new(capability, config.checkpoint_interval, activator);
+            let mut catalog = Catalog::default();
+            let mut waiting: Vec<(Capability<u64>, Charge)> = Vec::new();
+            move |(campaigns_in, campaigns_frontier), (charges_in, charges_frontier), output| {
+                if !restored.is_empty() {
+                    if let Some(cap) = gate.capability().cloned() {
+                        output
+                            .session(&cap)
+                            .give_iterator(restored.drain(..).map(LedgerOutput::Spend));
+                    }
+                }
+                campaigns_in.for_each(|cap, data| {
+                    let mut session = output.session(&cap);
+                    for update in data.drain(..) {
+                        if catalog.apply(&update) {
+                            session.give(LedgerOutput::Campaign(update));
+                        }
+                    }
+                });
+                charges_in.for_each(|cap, data| {
+                    // Coalesce spend updates per batch: the last value of each (campaign, day).
+                    let mut touched: BTreeMap<(String, NaiveDate), u64> = BTreeMap::new();
+                    let mut session = output.session(&cap);
+                    for charge in data.drain(..) {
+                        if catalog.get(&charge.claims.campaign_id).is_none() {
+                            if let Some(held) = cap.retain_least(0) {
+                                waiting.push((held, charge));
+                            }
+                            continue;
+                        }
+                        match settle(&mut ledger, &catalog, &charge) {
+                            Ok(Some(s)) => {
+                                touched.insert((s.campaign_id, s.day), s.spend_micros);
+                            }
+                            Ok(None) => {}
+                            Err(dead) => session.give(LedgerOutput::Dead(Box::new(dead))),
+                        }
+                    }
+                    session.give_iterator(touched.into_iter().map(
+                        |((campaign_id, day), spend_micros)| {
+                            LedgerOutput::Spend(DaySpend {
+                                campaign_id,
+                                day,
+                                spend_micros,
+                            })
+                        },
+                    ));
+                });
+                // Charges of unknown campaigns: judged once the catalog is complete to their time.
+                if !waiting.is_empty() {
+                    let mut still = Vec::new();
+                    for (cap, charge) in waiting.drain(..) {
+                        if campaigns_frontier.less_equal(cap.time()) {
+                            still.push((cap, charge));
+                            continue;
+                        }
+                        let out = match settle(&mut ledger, &catalog, &charge) {
+                            Ok(Some(s)) => LedgerOutput::Spend(s),
+                            Ok(None) => continue,
+                            Err(dead) => LedgerOutput::Dead(Box::new(dead)),
+                        };
+                        output.session(&cap).give(out);
+                    }
+                    waiting = still;
+                }
+                // Checkpoint what has been applied once both inputs passed the next boundary;
+                // waiting charges are not applied yet, so they hold the checkpoint back.
+                let frontier = [
+                    campaigns_frontier.frontier().first().copied(),
+                    charges_frontier.frontier().first().copied(),
+                    waiting.iter().map(|(c, _)| *c.time()).min(),
+                ]
+                .into_iter()
+                .flatten()
+                .min();
+                gate.step(frontier, &*store, |at| {
+                    // The final checkpoint (inputs complete) closes no windows: a restart may replay.
+                    if at != u64::MAX {
+                        ledger.advance(at.min(i64::MAX as u64) as i64);
+                    }
+                    encode(ledger.take_changes(), index)
+                });
+            }
+        },
+    )
+}

@@ -1,0 +1,169 @@
+//! A campaign's budget status: what `budget.status` publishes and `GET /v1/campaigns/{id}` shows.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+
+use super::day::budget_day;
+use super::operator::LedgerOutput;
+use crate::catalog::{Catalog, CatalogUpdate};
+use crate::events::CampaignStatus;
+use crate::time::EventTime;
+
+/// Budget status of one campaign on its current budget day.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BudgetStatus {
+    /// Campaign.
+    pub campaign_id: String,
+    /// The local budget day.
+    pub day: NaiveDate,
+    /// The campaign's time zone.
+    pub timezone: String,
+    /// Daily budget, micros.
+    pub budget_micros: u64,
+    /// Charged today, micros.
+    pub spend_micros: u64,
+    /// Reserved by wins whose billing events have not arrived yet, micros.
+    pub reserved_micros: u64,
+    /// Budget left: budget - spend - reserved, never negative.
+    pub remaining_micros: u64,
+    /// `active`, `paused` or `deleted`.
+    pub status: String,
+    /// When this status was computed, ms since the epoch.
+    pub updated_ms: i64,
+}
+
+/// Catalog plus recent spend: enough to compute every campaign's [`BudgetStatus`].
+#[derive(Debug, Default)]
+pub struct BudgetBook {
+    catalog: Catalog,
+    spend: HashMap<String, BTreeMap<NaiveDate, u64>>,
+}
+
+impl BudgetBook {
+    /// Folds a ledger output in; returns the campaign it concerns, if any.
+    pub fn apply(&mut self, out: &LedgerOutput) -> Option<String> {
+        match out {
+            LedgerOutput::Spend(s) => {
+                let days = self.spend.entry(s.campaign_id.clone()).or_default();
+                days.insert(s.day, s.spend_micros);
+                while days.len() > 10 {
+                    days.pop_first();
+                }
+                Some(s.campaign_id.clone())
+            }
+            LedgerOutput::Campaign(update) => {
+                self.catalog.apply(update);
+                Some(update.campaign_id.clone())
+            }
+            LedgerOutput::Dead(_) => None,
+        }
+    }
+
+    /// Applies a catalog update directly.
+    pub fn apply_catalog(&mut self, update: &CatalogUpdate) {
+        self.catalog.apply(update);
+    }
+
+    /// Spend of `campaign` on `day`.
+    pub fn spend(&self, campaign: &str, day: NaiveDate) -> u64 {
+        self.spend
+            .get(campaign)
+            .and_then(|d| d.get(&day))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The campaign's status at `now`; `None` if neither defined nor ever charged.
+    pub fn status(&self, campaign: &str, now: EventTime) -> Option<BudgetStatus> {
+        let tz = self.catalog.get(campaign).map_or(chrono_tz::UTC, |l| l.tz);
+        self.status_on(campaign, budget_day(now, tz), now)
+    }
+
+    /// The campaign's status for budget day `day` (today or a recent day), computed at `now`.
+    pub fn status_on(
+        &self,
+        campaign: &str,
+        day: NaiveDate,
+        now: EventTime,
+    ) -> Option<BudgetStatus> {
+        let listed = self.catalog.get(campaign);
+        if listed.is_none() && !self.spend.contains_key(campaign) {
+            return None;
+        }
+        let tz = listed.map_or(chrono_tz::UTC, |l| l.tz);
+        let spend_micros = self.spend(campaign, day);
+        let budget_micros = listed.map_or(0, |l| l.campaign.daily_budget_micros);
+        Some(BudgetStatus {
+            campaign_id: campaign.to_string(),
+            day,
+            timezone: tz.name().to_string(),
+            budget_micros,
+            spend_micros,
+            reserved_micros: 0,
+            remaining_micros: budget_micros.saturating_sub(spend_micros),
+            status: match listed.map(|l| l.campaign.status) {
+                Some(CampaignStatus::Active) => "active",
+                Some(CampaignStatus::Paused) => "paused",
+                None => "deleted",
+            }
+            .to_string(),
+            updated_ms: now.millis(),
+        })
+    }
+
+    /// Every campaign id known.
+    pub fn campaign_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .catalog
+            .iter()
+            .map(|l| l.campaign.campaign_id.clone())
+            .collect();
+        ids.extend(self.spend.keys().cloned());
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
+    /// The catalog.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::Campaign;
+    use crate::ledger::DaySpend;
+
+    #[test]
+    fn status_is_for_the_local_day() {
+        let c = Campaign::parse(br#"{"campaign_id":"c","advertiser_id":"a","daily_budget_micros":1000,"timezone":"Asia/Tokyo","billing":"cpm","bid_micros":1}"#).unwrap();
+        let mut book = BudgetBook::default();
+        book.apply(&LedgerOutput::Campaign(CatalogUpdate {
+            campaign_id: "c".into(),
+            campaign: Some(Box::new(c)),
+        }));
+        let now = EventTime::parse("2026-05-01T16:00:00Z").unwrap(); // 01:00 on May 2nd in Tokyo
+        let today = NaiveDate::from_ymd_opt(2026, 5, 2).unwrap();
+        let yesterday = NaiveDate::from_ymd_opt(2026, 5, 1).unwrap();
+        book.apply(&LedgerOutput::Spend(DaySpend {
+            campaign_id: "c".into(),
+            day: yesterday,
+            spend_micros: 900,
+        }));
+        book.apply(&LedgerOutput::Spend(DaySpend {
+            campaign_id: "c".into(),
+            day: today,
+            spend_micros: 300,
+        }));
+        let s = book.status("c", now).unwrap();
+        assert_eq!(
+            (s.day, s.spend_micros, s.remaining_micros),
+            (today, 300, 700)
+        );
+        assert!(book.status("nope", now).is_none());
+    }
+}

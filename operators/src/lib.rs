@@ -1,0 +1,20 @@
+//! adstream's dataflow operators and the domain logic they wrap.
+//!
+//! Each stage of the funnel is a module: [`source`] reads Kafka partitions, [`ingest`] decodes
+//! and verifies, [`catalog`] holds campaigns, [`attribution`] matches conversions to touches,
+//! [`ledger`] charges spend exactly once, and [`checkpoint`] is the protocol they all follow.
+//! [`graph`] wires them together. Domain logic is plain Rust, tested without timely; the
+//! operators are thin shells over it.
+#![deny(missing_docs)]
+
+pub mod attribution;
+pub mod catalog;
+pub mod checkpoint;
+pub mod events;
+pub mod graph;
+pub mod ingest;
+pub mod ledger;
+pub mod routing;
+pub mod source;
+pub mod time;
+pub mod token;

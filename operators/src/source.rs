@@ -1,0 +1,359 @@
+//! The Kafka source operator: partitions in, event-time-stamped records out, offsets checkpointed
+//! behind the state they produced.
+//!
+//! Each worker reads the partitions assigned to it through a [`PartitionReader`] (rdkafka in the
+//! binary, a vector in tests), decodes each message with the pipeline's decoder, and emits it at
+//! its event time: `tick(ts)` clamped between the worker's watermark and `now + max_skew`.
+//! The watermark is the oldest partition's newest event time minus the allowed lateness while
+//! there is a backlog, and wall-clock time minus the lateness once caught up, so frontiers advance
+//! when partitions are idle. Late records keep their true time in the data and are stamped at the
+//! watermark.
+//!
+//! Offsets follow the protocol of [`crate::checkpoint`]: every checkpoint interval the source
+//! snapshots its read positions together with `M`, the largest time it has emitted; the snapshot
+//! is persisted once the `progress` probe (placed after every stateful operator) has passed `M`.
+
+use std::cell::Cell;
+use std::collections::{BTreeMap, VecDeque};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use timely::dataflow::operators::generic::operator::source;
+use timely::dataflow::{ProbeHandle, Scope, StreamVec};
+
+use crate::checkpoint::{StateBatch, StateStore, Ticket};
+use crate::ingest::{RawMessage, StreamId};
+use crate::time::EventTime;
+
+/// A non-blocking reader of the partitions a worker owns.
+pub trait PartitionReader: 'static {
+    /// Appends up to `max` messages that are available now to `out`.
+    fn poll(&mut self, max: usize, out: &mut Vec<RawMessage>);
+    /// The partitions read.
+    fn partitions(&self) -> Vec<(StreamId, i32)>;
+    /// Whether the reader has reached the end its partitions had when it started; until then
+    /// an empty poll means "not fetched yet", not "idle".
+    fn caught_up(&self) -> bool {
+        true
+    }
+}
+
+/// A reader over messages held in memory, for tests and benchmarks.
+#[derive(Debug, Default)]
+pub struct VecReader {
+    /// Messages not read yet, in order.
+    pub messages: VecDeque<RawMessage>,
+    /// Partitions reported.
+    pub owned: Vec<(StreamId, i32)>,
+}
+
+impl PartitionReader for VecReader {
+    fn poll(&mut self, max: usize, out: &mut Vec<RawMessage>) {
+        let n = max.min(self.messages.len());
+        out.extend(self.messages.drain(..n));
+    }
+    fn partitions(&self) -> Vec<(StreamId, i32)> {
+        self.owned.clone()
+    }
+}
+
+/// Timing of a source.
+#[derive(Clone, Debug)]
+pub struct SourceConfig {
+    /// Granularity of timely timestamps, ms.
+    pub tick_ms: u64,
+    /// Allowed out-of-orderness before a record counts as late, ms.
+    pub lateness_ms: i64,
+    /// Event times further than this in the future are stamped at `now + max_skew_ms`.
+    pub max_skew_ms: i64,
+    /// How often read positions are snapshotted, ms of wall-clock time.
+    pub checkpoint_interval_ms: i64,
+    /// Messages read per activation.
+    pub batch: usize,
+    /// Sleep between polls when caught up.
+    pub poll_interval: Duration,
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        SourceConfig {
+            tick_ms: 100,
+            lateness_ms: 2_000,
+            max_skew_ms: 60_000,
+            checkpoint_interval_ms: 1_000,
+            batch: 4_096,
+            poll_interval: Duration::from_millis(2),
+        }
+    }
+}
+
+/// The milliseconds-since-epoch clock a source reads (injectable for tests).
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// The wall clock.
+pub fn wall_clock() -> Clock {
+    Arc::new(|| EventTime::now().millis())
+}
+
+/// Controls a running source.
+#[derive(Clone, Debug, Default)]
+pub struct SourceControl {
+    /// Set to stop reading; the source then takes a final snapshot and releases its capability.
+    pub stop: Arc<AtomicBool>,
+    /// Becomes true once the source stopped and its final offsets are durable.
+    pub finished: Rc<Cell<bool>>,
+    /// Becomes true the first time the source has read everything available.
+    pub caught_up: Arc<AtomicBool>,
+}
+
+/// Key under which the next offset of `stream`/`partition` is checkpointed.
+pub fn offset_key(stream: StreamId, partition: i32) -> Vec<u8> {
+    format!("offsets/{}/{partition}", stream.as_str()).into_bytes()
+}
+
+/// Reads the checkpointed next offsets back.
+pub fn restore_offsets(store: &dyn StateStore) -> BTreeMap<(StreamId, i32), i64> {
+    let mut out = BTreeMap::new();
+    for (k, v) in store.scan(b"offsets/") {
+        let key = String::from_utf8_lossy(&k).into_owned();
+        let mut parts = key.split('/').skip(1);
+        let stream = parts
+            .next()
+            .and_then(|s| StreamId::ALL.into_iter().find(|id| id.as_str() == s));
+        let partition = parts.next().and_then(|p| p.parse::<i32>().ok());
+        let offset = std::str::from_utf8(&v)
+            .ok()
+            .and_then(|s| s.parse::<i64>().ok());
+        if let (Some(s), Some(p), Some(o)) = (stream, partition, offset) {
+            out.insert((s, p), o);
+        }
+    }
+    out
+}
+
+fn tick(ms: i64, tick_ms: u64) -> u64 {
+    let ms = ms.max(0) as u64;
+    ms - ms % tick_ms.max(1)
+}
+
+struct Snapshot {
+    positions: BTreeMap<(StreamId, i32), i64>,
+    max_time: u64,
+}
+
+/// Builds a source operator reading `reader`, decoding with `decode`.
+#[allow(clippy::too_many_arguments)]
+pub fn kafka_source<'scope, R, D, F>(
+    scope: Scope<'scope, u64>,
+    name: &str,
+    mut reader: R,
+    config: SourceConfig,
+    clock: Clock,
+    store: Arc<dyn StateStore>,
+    progress: ProbeHandle<u64>,
+    control: SourceControl,
+    mut decode: F,
+) -> StreamVec<'scope, u64, D>
+where
+    R: PartitionReader,
+    D: timely::ExchangeData,
+    F: FnMut(RawMessage) -> (Option<EventTime>, D) + 'static,
+{
+    source(scope, name, move |capability, info| {
+        let activator = scope.activator_for(info.address);
+        let mut cap = Some(capability);
+        let mut buffer = Vec::with_capacity(config.batch);
+        let mut positions: BTreeMap<(StreamId, i32), i64> = BTreeMap::new();
+        let mut newest: BTreeMap<(StreamId, i32), i64> = BTreeMap::new();
+        let mut persisted: BTreeMap<(StreamId, i32), i64> = BTreeMap::new();
+        let mut pending: VecDeque<Snapshot> = VecDeque::new();
+        let mut in_flight: Option<(Ticket, BTreeMap<(StreamId, i32), i64>)> = None;
+        let mut max_time = 0u64;
+        let mut last_snapshot = clock();
+        let mut stopped = false;
+        move |output| {
+            let now = clock();
+            let mut full = false;
+            if let (Some(c), false) = (cap.as_mut(), stopped) {
+                buffer.clear();
+                reader.poll(config.batch, &mut buffer);
+                full = buffer.len() >= config.batch;
+                let caught_up = !full && reader.caught_up();
+                if caught_up {
+                    control.caught_up.store(true, Ordering::Relaxed);
+                }
+                let floor = *c.time();
+                let ceiling = tick(now + config.max_skew_ms, config.tick_ms).max(floor);
+                for msg in buffer.drain(..) {
+                    let part = (msg.stream, msg.partition);
+                    let offset = msg.offset;
+                    let (ts, record) = decode(msg);
+                    let time = ts
+                        .map(|t| tick(t.millis(), config.tick_ms))
+                        .unwrap_or(floor)
+                        .clamp(floor, ceiling);
+                    max_time = max_time.max(time);
+                    positions.insert(part, offset + 1);
+                    if let Some(t) = ts {
+                        let e = newest.entry(part).or_insert(i64::MIN);
+                        *e = (*e).max(t.millis());
+                    }
+                    output.session(&c.delayed(&time)).give(record);
+                }
+                // Watermark: wall clock when caught up, else the slowest partition's newest time.
+                let wall = now - config.lateness_ms;
+                let watermark = if caught_up {
+                    newest.clear();
+                    wall
+                } else {
+                    newest
+                        .values()
+                        .copied()
+                        .min()
+                        .map_or(i64::MIN, |t| t - config.lateness_ms)
+                        .min(wall)
+                };
+                let w = tick(watermark, config.tick_ms);
+                if w > *c.time() {
+                    c.downgrade(&w);
+                }
+                let stopping = control.stop.load(Ordering::Relaxed);
+                if stopping || now - last_snapshot >= config.checkpoint_interval_ms {
+                    last_snapshot = now;
+                    pending.push_back(Snapshot {
+                        positions: positions.clone(),
+                        max_time,
+                    });
+                }
+                if stopping {
+                    // Move past everything emitted (and past the next checkpoint boundary of
+                    // the stateful operators) so they flush, and hold on until the final
+                    // offsets are durable.
+                    let beyond = max_time + 2 * config.checkpoint_interval_ms.max(1) as u64 + 1;
+                    if beyond > *c.time() {
+                        c.downgrade(&beyond);
+                    }
+                    stopped = true;
+                }
+            }
+            // Persist the newest snapshot that every stateful operator has made durable.
+            if let Some((ticket, written)) = &in_flight {
+                match ticket.poll() {
+                    Some(true) => {
+                        persisted.extend(written.iter().map(|(k, v)| (*k, *v)));
+                        in_flight = None;
+                    }
+                    Some(false) => panic!("state store failed to persist Kafka offsets"),
+                    None => {}
+                }
+            }
+            if in_flight.is_none() {
+                let mut ready = None;
+                while let Some(s) = pending.front() {
+                    if progress.less_equal(&s.max_time) && !progress.done() {
+                        break;
+                    }
+                    ready = pending.pop_front();
+                }
+                if let Some(s) = ready {
+                    let changed: BTreeMap<_, _> = s
+                        .positions
+                        .into_iter()
+                        .filter(|(k, v)| k.0 != StreamId::Campaigns && persisted.get(k) != Some(v))
+                        .collect();
+                    if !changed.is_empty() {
+                        let batch = StateBatch {
+                            puts: changed
+                                .iter()
+                                .map(|((s, p), o)| (offset_key(*s, *p), o.to_string().into_bytes()))
+                                .collect(),
+                            deletes: vec![],
+                        };
+                        in_flight = Some((store.persist(batch), changed));
+                    }
+                }
+            }
+            let idle = in_flight.is_none() && pending.is_empty();
+            if stopped && idle {
+                cap = None;
+                control.finished.set(true);
+            } else if full {
+                activator.activate();
+            } else {
+                activator.activate_after(config.poll_interval);
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::MemoryStore;
+    use timely::dataflow::operators::capture::Extract;
+    use timely::dataflow::operators::{Capture, Probe};
+
+    fn msg(partition: i32, offset: i64, ts: i64) -> RawMessage {
+        RawMessage {
+            stream: StreamId::Clicks,
+            partition,
+            offset,
+            key: None,
+            payload: Some(ts.to_string().into_bytes()),
+            timestamp_ms: None,
+        }
+    }
+
+    /// Records are stamped at their event time, late ones at the watermark, and offsets are
+    /// checkpointed once the probe has passed them.
+    #[test]
+    fn stamps_event_time_and_checkpoints_offsets_behind_the_probe() {
+        let store = Arc::new(MemoryStore::default());
+        let store2 = store.clone();
+        let captured = timely::example(move |scope| {
+            let probe = ProbeHandle::new();
+            let reader = VecReader {
+                messages: vec![msg(0, 10, 5_000), msg(0, 11, 7_000), msg(1, 3, 6_000)].into(),
+                owned: vec![(StreamId::Clicks, 0), (StreamId::Clicks, 1)],
+            };
+            let clock: Clock = Arc::new(|| 10_000);
+            let control = SourceControl::default();
+            control.stop.store(true, Ordering::Relaxed);
+            let config = SourceConfig {
+                checkpoint_interval_ms: 0,
+                ..SourceConfig::default()
+            };
+            let stream = kafka_source(
+                scope,
+                "Test",
+                reader,
+                config,
+                clock,
+                store2,
+                probe.clone(),
+                control,
+                |m| {
+                    let ts: i64 = String::from_utf8_lossy(m.payload.as_deref().unwrap())
+                        .parse()
+                        .unwrap();
+                    (Some(EventTime(ts)), (m.partition, m.offset))
+                },
+            );
+            stream.probe_with(&probe).capture()
+        });
+        let got = captured.extract();
+        let stamped: Vec<(u64, (i32, i64))> = got
+            .into_iter()
+            .flat_map(|(t, d)| d.into_iter().map(move |x| (t, x)))
+            .collect();
+        assert_eq!(
+            stamped,
+            vec![(5_000, (0, 10)), (6_000, (1, 3)), (7_000, (0, 11))]
+        );
+        let offsets = restore_offsets(&*store);
+        assert_eq!(offsets.get(&(StreamId::Clicks, 0)), Some(&12));
+        assert_eq!(offsets.get(&(StreamId::Clicks, 1)), Some(&4));
+    }
+}

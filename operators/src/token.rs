@@ -1,0 +1,188 @@
+//! Billing tokens: the auction's signed statement of a win and its price.
+//!
+//! A token is `v1.<claims>.<mac>`: the claims are base64url JSON ([`WinClaims`]) and the mac is
+//! HMAC-SHA256 over `v1.<claims>` keyed by the pipeline's secret. The ledger charges only what a
+//! valid token says, so a forged or altered event can never move spend.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use crate::events::{AdEvent, Billing};
+use crate::time::EventTime;
+
+const VERSION: &str = "v1";
+
+/// What a token proves: who won which slot, and what its billing event costs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WinClaims {
+    /// Ad request id.
+    #[serde(rename = "rid")]
+    pub request_id: String,
+    /// Impression slot id.
+    #[serde(rename = "imp")]
+    pub imp_id: String,
+    /// Winning campaign.
+    #[serde(rename = "cid")]
+    pub campaign_id: String,
+    /// The campaign's advertiser (conversions are attributed per advertiser).
+    #[serde(rename = "adv")]
+    pub advertiser_id: String,
+    /// Winning ad.
+    #[serde(rename = "ad")]
+    pub ad_id: String,
+    /// Which event is charged.
+    #[serde(rename = "bill")]
+    pub billing: Billing,
+    /// What that event is charged, micros (per impression for CPM, not per mille).
+    #[serde(rename = "px")]
+    pub charge_micros: u64,
+    /// When the auction ran.
+    #[serde(rename = "iat")]
+    pub issued: EventTime,
+}
+
+/// Why a token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// The event carries no token.
+    #[error("missing billing_token")]
+    Missing,
+    /// Not of the `v1.claims.mac` shape, or not decodable.
+    #[error("malformed billing_token: {0}")]
+    Malformed(&'static str),
+    /// The signature does not match: forged or altered.
+    #[error("billing_token signature does not verify")]
+    BadSignature,
+    /// Signed, but for another win than the event claims.
+    #[error("billing_token is for another win: `{0}` differs")]
+    Mismatch(&'static str),
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+fn mac(secret: &[u8], signed: &str) -> HmacSha256 {
+    // HMAC accepts keys of any length, so this cannot fail.
+    let mut mac = <HmacSha256 as Mac>::new_from_slice(secret).expect("hmac takes any key length");
+    mac.update(signed.as_bytes());
+    mac
+}
+
+/// Signs `claims` with `secret`.
+pub fn sign(secret: &[u8], claims: &WinClaims) -> String {
+    let json = serde_json::to_vec(claims).expect("claims always serialise");
+    let signed = format!("{VERSION}.{}", URL_SAFE_NO_PAD.encode(json));
+    let tag = mac(secret, &signed).finalize().into_bytes();
+    format!("{signed}.{}", URL_SAFE_NO_PAD.encode(tag))
+}
+
+/// Verifies a token's signature and returns its claims.
+pub fn verify(secret: &[u8], token: &str) -> Result<WinClaims, TokenError> {
+    let (signed, tag) = token
+        .rsplit_once('.')
+        .ok_or(TokenError::Malformed("no signature"))?;
+    let (version, claims) = signed
+        .split_once('.')
+        .ok_or(TokenError::Malformed("no claims"))?;
+    if version != VERSION {
+        return Err(TokenError::Malformed("unknown version"));
+    }
+    let tag = URL_SAFE_NO_PAD
+        .decode(tag)
+        .map_err(|_| TokenError::Malformed("signature is not base64url"))?;
+    mac(secret, signed)
+        .verify_slice(&tag)
+        .map_err(|_| TokenError::BadSignature)?;
+    let json = URL_SAFE_NO_PAD
+        .decode(claims)
+        .map_err(|_| TokenError::Malformed("claims are not base64url"))?;
+    serde_json::from_slice(&json).map_err(|_| TokenError::Malformed("claims are not valid JSON"))
+}
+
+/// Verifies the token an impression or click carries and that it names this very win.
+pub fn verify_event(secret: &[u8], event: &AdEvent) -> Result<WinClaims, TokenError> {
+    let token = event.billing_token.as_deref().ok_or(TokenError::Missing)?;
+    let claims = verify(secret, token)?;
+    if claims.request_id != event.request_id {
+        return Err(TokenError::Mismatch("request_id"));
+    }
+    if claims.imp_id != event.imp_id {
+        return Err(TokenError::Mismatch("imp_id"));
+    }
+    if claims.campaign_id != event.campaign_id {
+        return Err(TokenError::Mismatch("campaign_id"));
+    }
+    if claims.ad_id != event.ad_id {
+        return Err(TokenError::Mismatch("ad_id"));
+    }
+    Ok(claims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims() -> WinClaims {
+        WinClaims {
+            request_id: "r1".into(),
+            imp_id: "1".into(),
+            campaign_id: "c1".into(),
+            advertiser_id: "a1".into(),
+            ad_id: "ad1".into(),
+            billing: Billing::Cpc,
+            charge_micros: 1234,
+            issued: EventTime(1_700_000_000_000),
+        }
+    }
+
+    #[test]
+    fn round_trip_and_forgery() {
+        let t = sign(b"secret", &claims());
+        assert_eq!(verify(b"secret", &t).unwrap(), claims());
+        assert_eq!(verify(b"other", &t), Err(TokenError::BadSignature));
+        // Altering the price inside the claims breaks the signature.
+        let mut forged = claims();
+        forged.charge_micros = 1;
+        let forged_claims = sign(b"attacker", &forged);
+        let (_, payload) = forged_claims.split_once('.').unwrap();
+        let (payload, _) = payload.rsplit_once('.').unwrap();
+        let (_, tag) = t.rsplit_once('.').unwrap();
+        assert_eq!(
+            verify(b"secret", &format!("v1.{payload}.{tag}")),
+            Err(TokenError::BadSignature)
+        );
+        assert!(matches!(
+            verify(b"secret", "garbage"),
+            Err(TokenError::Malformed(_))
+        ));
+        assert!(matches!(
+            verify(b"secret", "v2.a.b"),
+            Err(TokenError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn event_must_match_claims() {
+        let token = sign(b"k", &claims());
+        let mut event = AdEvent {
+            event_id: "e".into(),
+            ts: EventTime(1),
+            request_id: "r1".into(),
+            imp_id: "1".into(),
+            campaign_id: "c1".into(),
+            ad_id: "ad1".into(),
+            user_id: "u".into(),
+            billing_token: Some(token),
+        };
+        assert!(verify_event(b"k", &event).is_ok());
+        event.campaign_id = "c2".into();
+        assert_eq!(
+            verify_event(b"k", &event),
+            Err(TokenError::Mismatch("campaign_id"))
+        );
+        event.billing_token = None;
+        assert_eq!(verify_event(b"k", &event), Err(TokenError::Missing));
+    }
+}

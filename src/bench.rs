@@ -1,0 +1,234 @@
+//! `adstream bench`: figures for the ledger's hot path, printed (speed targets live here, never
+//! in timed unit tests).
+//!
+//! - `ledger`: events/s on one core through decode (parse + validate + token verify) + dedup +
+//!   ledger, from pre-built messages in memory; and through the whole billing dataflow
+//!   (source operator, exchange, attribution, ledger, checkpoints to an in-memory store).
+//! - `dedup-memory`: resident memory per million live dedup keys.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use adstream_operators::attribution::Windows;
+use adstream_operators::checkpoint::{MemoryStore, StateStore};
+use adstream_operators::events::Billing;
+use adstream_operators::graph::{billing, BillingConfig};
+use adstream_operators::ingest::{decode, DecodeConfig, Ingested, RawMessage, StreamId};
+use adstream_operators::ledger::operator::LedgerConfig;
+use adstream_operators::ledger::{Charge, DedupEntry, DedupSet, Horizons, Ledger, Origin};
+use adstream_operators::source::{kafka_source, SourceConfig, SourceControl, VecReader};
+use adstream_operators::time::EventTime;
+use adstream_operators::token::{sign, WinClaims};
+use timely::dataflow::operators::Probe;
+use timely::dataflow::ProbeHandle;
+
+const SECRET: &[u8] = b"bench-secret";
+
+fn messages(n: usize, campaigns: usize) -> Vec<RawMessage> {
+    let now = EventTime::now().millis();
+    (0..n)
+        .map(|i| {
+            let claims = WinClaims {
+                request_id: format!("req-{i}"),
+                imp_id: "1".into(),
+                campaign_id: format!("camp-{}", i % campaigns),
+                advertiser_id: format!("adv-{}", i % campaigns),
+                ad_id: format!("ad-{}", i % campaigns),
+                billing: Billing::Cpm,
+                charge_micros: 1_000 + (i % 100) as u64,
+                issued: EventTime(now),
+            };
+            let doc = serde_json::json!({
+                "event_id": format!("ev-{i}"), "ts": now + (i % 1000) as i64, "request_id": claims.request_id,
+                "imp_id": "1", "campaign_id": claims.campaign_id, "ad_id": claims.ad_id,
+                "user_id": format!("user-{}", i % 100_000), "billing_token": sign(SECRET, &claims),
+            });
+            RawMessage {
+                stream: StreamId::Impressions,
+                partition: (i % 4) as i32,
+                offset: i as i64,
+                key: Some(claims.request_id.into_bytes()),
+                payload: Some(doc.to_string().into_bytes()),
+                timestamp_ms: Some(now),
+            }
+        })
+        .collect()
+}
+
+fn campaign_messages(campaigns: usize) -> Vec<RawMessage> {
+    (0..campaigns)
+        .map(|c| RawMessage {
+            stream: StreamId::Campaigns,
+            partition: 0,
+            offset: c as i64,
+            key: Some(format!("camp-{c}").into_bytes()),
+            payload: Some(
+                format!(r#"{{"campaign_id":"camp-{c}","advertiser_id":"adv-{c}","daily_budget_micros":1000000000000,"timezone":"UTC","billing":"cpm","bid_micros":1000}}"#)
+                    .into_bytes(),
+            ),
+            timestamp_ms: Some(0),
+        })
+        .collect()
+}
+
+/// Decode + dedup + ledger on this thread; returns events/s.
+pub fn hot_path(n: usize) -> f64 {
+    let msgs = messages(n, 1_000);
+    let cfg = DecodeConfig {
+        secret: SECRET.to_vec(),
+        max_message_bytes: 65_536,
+    };
+    let mut ledger = Ledger::new(Horizons::default());
+    let start = Instant::now();
+    let mut charged = 0usize;
+    for m in msgs {
+        if let (
+            _,
+            Ingested::Ad {
+                kind,
+                event,
+                claims,
+                origin,
+                raw,
+            },
+        ) = decode(m, &cfg)
+        {
+            let charge = Charge {
+                claims,
+                kind,
+                ts: event.ts,
+                conversion_id: None,
+                origin,
+                key: raw.key,
+                payload: raw.payload,
+            };
+            if ledger.apply(&charge, chrono_tz::UTC).is_ok() {
+                charged += 1;
+            }
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(charged, n, "every bench event is valid and distinct");
+    n as f64 / secs
+}
+
+/// The billing dataflow with `workers` threads over in-memory partitions; returns events/s.
+pub fn dataflow(n: usize, workers: usize) -> f64 {
+    let msgs = Arc::new(std::sync::Mutex::new(Some(messages(n, 1_000))));
+    let campaigns = campaign_messages(1_000);
+    let start = Instant::now();
+    let _ = timely::execute(timely::Config::process(workers), move |worker| {
+        let (index, peers) = (worker.index(), worker.peers());
+        let mut mine: Vec<RawMessage> = campaigns
+            .clone()
+            .into_iter()
+            .filter(|_| index == 0)
+            .collect();
+        if let Ok(mut guard) = msgs.lock() {
+            if let Some(all) = guard.as_ref() {
+                mine.extend(
+                    all.iter()
+                        .enumerate()
+                        .filter(|(i, _)| i % peers == index)
+                        .map(|(_, m)| m.clone()),
+                );
+            }
+            if index + 1 == peers {
+                guard.take();
+            }
+        }
+        let reader = VecReader {
+            messages: mine.into(),
+            owned: vec![(StreamId::Impressions, index as i32)],
+        };
+        let store: Arc<dyn StateStore> = Arc::new(MemoryStore::default());
+        let probe = ProbeHandle::new();
+        let control = SourceControl::default();
+        let stop = control.stop.clone();
+        let cfg = DecodeConfig {
+            secret: SECRET.to_vec(),
+            max_message_bytes: 65_536,
+        };
+        worker.dataflow::<u64, _, _>(|scope| {
+            let ingested = kafka_source(
+                scope,
+                "Bench",
+                reader,
+                SourceConfig::default(),
+                adstream_operators::source::wall_clock(),
+                store.clone(),
+                probe.clone(),
+                control.clone(),
+                move |m| decode(m, &cfg),
+            );
+            billing(
+                ingested,
+                BillingConfig {
+                    ledger: LedgerConfig {
+                        horizons: Horizons::default(),
+                        checkpoint_interval: 1_000,
+                    },
+                    windows: Windows::default(),
+                },
+                store.clone(),
+                &probe,
+            )
+            .probe_with(&probe);
+        });
+        // Run until this worker's input is drained, then stop and let the graph complete.
+        while !control.caught_up.load(std::sync::atomic::Ordering::Relaxed) {
+            worker.step();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        while !(control.finished.get() && probe.done()) {
+            worker.step();
+        }
+    });
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
+/// Resident bytes per live dedup key, measured over `n` keys.
+pub fn dedup_memory(n: usize) -> f64 {
+    let before = rss_bytes();
+    let mut set = DedupSet::default();
+    for i in 0..n {
+        set.insert(
+            i as u128 * 0x9E37_79B9_7F4A_7C15,
+            DedupEntry {
+                expires: (i % 86_400_000) as i64,
+                origin: Origin::default(),
+                shard: i as u64,
+            },
+        );
+    }
+    let after = rss_bytes();
+    assert_eq!(set.len(), n);
+    (after.saturating_sub(before)) as f64 / n as f64
+}
+
+/// Prints every figure.
+pub fn run(events: usize) {
+    println!(
+        "machine: {} cores",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let hot = hot_path(events);
+    println!("ledger hot path (decode + verify + dedup + ledger), 1 thread: {hot:>12.0} events/s");
+    for workers in [1, 2] {
+        let df = dataflow(events, workers);
+        println!("billing dataflow, {workers} worker(s):                     {df:>12.0} events/s");
+    }
+    let per_key = dedup_memory(1_000_000);
+    println!(
+        "dedup set: {:.0} bytes per key, {:.1} MiB per million keys",
+        per_key,
+        per_key * 1e6 / 1048576.0
+    );
+}

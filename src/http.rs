@@ -1,0 +1,152 @@
+//! The HTTP API (axum): campaign state, health, readiness and metrics.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::live::LiveState;
+use crate::metrics::Metrics;
+
+/// What handlers read.
+#[derive(Clone)]
+pub struct AppState {
+    /// Live campaign state.
+    pub live: Arc<LiveState>,
+    /// Metrics.
+    pub metrics: Metrics,
+}
+
+/// One error type for every handler: a status and a JSON body naming what is wrong.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+/// The router.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/campaigns/{id}", get(campaign))
+        .route("/v1/campaigns", get(campaigns))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// Query of `GET /v1/campaigns/{id}`.
+#[derive(Debug, serde::Deserialize)]
+struct DayQuery {
+    /// A budget day (`YYYY-MM-DD`) other than today.
+    day: Option<String>,
+}
+
+async fn campaign(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<DayQuery>,
+) -> Result<Response, ApiError> {
+    let found = match query.day {
+        None => state.live.status(&id),
+        Some(day) => {
+            let day = day.parse::<chrono::NaiveDate>().map_err(|e| ApiError {
+                status: StatusCode::BAD_REQUEST,
+                message: format!("query `day`: {day:?} is not a date YYYY-MM-DD ({e})"),
+            })?;
+            state.live.status_on(&id, day)
+        }
+    };
+    let status = found.ok_or_else(|| ApiError {
+        status: StatusCode::NOT_FOUND,
+        message: format!("unknown campaign {id:?}"),
+    })?;
+    let mut body = serde_json::to_value(&status).map_err(|e| ApiError {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        message: e.to_string(),
+    })?;
+    body["budget_micros"] = json!(status.budget_micros);
+    body["pacing"] = json!({ "mode": "asap", "throttle": 0.0 });
+    Ok(Json(body).into_response())
+}
+
+async fn campaigns(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(json!({ "campaigns": state.live.all() }))
+}
+
+async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
+    if state.live.ready() {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "catching up")
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> String {
+    state.metrics.campaigns.set(state.live.campaigns() as i64);
+    state.metrics.render()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use adstream_operators::catalog::CatalogUpdate;
+    use adstream_operators::events::Campaign;
+    use adstream_operators::ledger::operator::LedgerOutput;
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    async fn get_json(app: Router, uri: &str) -> (StatusCode, serde_json::Value) {
+        let resp = app
+            .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    #[tokio::test]
+    async fn campaign_state_and_404() {
+        let live = Arc::new(LiveState::default());
+        let c = Campaign::parse(br#"{"campaign_id":"c1","advertiser_id":"a","daily_budget_micros":1000,"timezone":"UTC","billing":"cpc","bid_micros":5}"#).unwrap();
+        live.apply(&LedgerOutput::Campaign(CatalogUpdate {
+            campaign_id: "c1".into(),
+            campaign: Some(Box::new(c)),
+        }));
+        let app = app(AppState {
+            live,
+            metrics: Metrics::new(),
+        });
+        let (status, body) = get_json(app.clone(), "/v1/campaigns/c1").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["budget_micros"], 1000);
+        assert_eq!(body["remaining_micros"], 1000);
+        let (status, body) = get_json(app.clone(), "/v1/campaigns/c1?day=tuesday").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body["error"].as_str().unwrap().contains("day"));
+        let (status, body) = get_json(app.clone(), "/v1/campaigns/nope").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(body["error"].as_str().unwrap().contains("nope"));
+        let resp = app
+            .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+}

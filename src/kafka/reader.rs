@@ -1,0 +1,246 @@
+//! The rdkafka [`PartitionReader`]: one `BaseConsumer` per worker, partitions assigned by hand.
+//!
+//! Partitions are assigned deterministically (partition `p` of every input topic goes to worker
+//! `p % workers`) and start at the offsets of the last checkpoint, not at the consumer group's
+//! committed offsets: the checkpoint is the source of truth. The campaigns topic is compacted and
+//! is always read from its beginning, so the catalog is rebuilt on every start.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use adstream_operators::ingest::{RawMessage, StreamId};
+use adstream_operators::source::PartitionReader;
+use anyhow::Context;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// Partition counts of the input topics.
+pub type Layout = BTreeMap<StreamId, i32>;
+
+/// Reads the partition count of each input topic.
+pub fn discover(
+    config: &ClientConfig,
+    topics: &[(StreamId, String)],
+    timeout: Duration,
+) -> anyhow::Result<Layout> {
+    let consumer: BaseConsumer = config.create().context("creating a Kafka client")?;
+    let mut layout = Layout::new();
+    for (stream, topic) in topics {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), timeout)
+            .with_context(|| format!("reading metadata of topic {topic}"))?;
+        let partitions = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none())
+            .map_or(0, |t| t.partitions().len() as i32);
+        if partitions == 0 {
+            anyhow::bail!(
+                "topic {topic} does not exist (run `adstream topics create PIPELINE.toml`)"
+            );
+        }
+        layout.insert(*stream, partitions);
+    }
+    Ok(layout)
+}
+
+/// The partitions worker `index` of `peers` reads.
+pub fn assignment(layout: &Layout, index: usize, peers: usize) -> Vec<(StreamId, i32)> {
+    layout
+        .iter()
+        .flat_map(|(s, n)| (0..*n).map(move |p| (*s, p)))
+        .filter(|(_, p)| *p as usize % peers == index)
+        .collect()
+}
+
+/// A worker's consumer.
+///
+/// At start-up it records each owned partition's high watermark. Until the campaigns
+/// partitions have been read up to theirs, the event partitions stay paused: the catalog is
+/// complete before any event is judged against it. The reader counts as caught up once every
+/// partition has reached its start-up watermark.
+pub struct KafkaReader {
+    consumer: BaseConsumer,
+    streams: HashMap<String, StreamId>,
+    names: HashMap<StreamId, String>,
+    owned: Vec<(StreamId, i32)>,
+    /// Partitions still behind their start-up high watermark.
+    behind: HashMap<(StreamId, i32), i64>,
+    events_paused: bool,
+}
+
+impl KafkaReader {
+    /// A consumer assigned `owned`, starting at `offsets` (or the beginning).
+    pub fn new(
+        config: &ClientConfig,
+        topics: &[(StreamId, String)],
+        owned: Vec<(StreamId, i32)>,
+        offsets: &BTreeMap<(StreamId, i32), i64>,
+    ) -> anyhow::Result<Self> {
+        let mut config = config.clone();
+        config
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("fetch.wait.max.ms", "20")
+            .set("fetch.min.bytes", "1");
+        if config.get("group.id").is_none() {
+            config.set("group.id", "adstream");
+        }
+        let consumer: BaseConsumer = config.create().context("creating a Kafka consumer")?;
+        let names: HashMap<StreamId, &String> = topics.iter().map(|(s, t)| (*s, t)).collect();
+        let mut tpl = TopicPartitionList::new();
+        for (stream, partition) in &owned {
+            let offset = match (stream, offsets.get(&(*stream, *partition))) {
+                (StreamId::Campaigns, _) | (_, None) => Offset::Beginning,
+                (_, Some(o)) => Offset::Offset(*o),
+            };
+            if let Some(topic) = names.get(stream) {
+                tpl.add_partition_offset(topic, *partition, offset)
+                    .context("building the assignment")?;
+            }
+        }
+        consumer.assign(&tpl).context("assigning partitions")?;
+        let mut behind = HashMap::new();
+        for (stream, partition) in &owned {
+            let Some(topic) = names.get(stream) else {
+                continue;
+            };
+            let (_, high) = consumer
+                .fetch_watermarks(topic, *partition, Duration::from_secs(15))
+                .with_context(|| format!("reading the high watermark of {topic}/{partition}"))?;
+            let start = match stream {
+                StreamId::Campaigns => 0,
+                _ => offsets.get(&(*stream, *partition)).copied().unwrap_or(0),
+            };
+            if high > start {
+                behind.insert((*stream, *partition), high);
+            }
+        }
+        let mut reader = KafkaReader {
+            consumer,
+            streams: topics.iter().map(|(s, t)| (t.clone(), *s)).collect(),
+            names: topics.iter().map(|(s, t)| (*s, t.clone())).collect(),
+            owned,
+            behind,
+            events_paused: false,
+        };
+        if reader.behind.keys().any(|(s, _)| *s == StreamId::Campaigns) {
+            reader.set_events_paused(true)?;
+        }
+        Ok(reader)
+    }
+
+    fn event_partitions(&self) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        for (stream, partition) in &self.owned {
+            if *stream != StreamId::Campaigns {
+                if let Some(topic) = self.names.get(stream) {
+                    tpl.add_partition(topic, *partition);
+                }
+            }
+        }
+        tpl
+    }
+
+    fn set_events_paused(&mut self, paused: bool) -> anyhow::Result<()> {
+        let tpl = self.event_partitions();
+        if tpl.count() > 0 {
+            if paused {
+                self.consumer
+                    .pause(&tpl)
+                    .context("pausing event partitions")?;
+            } else {
+                self.consumer
+                    .resume(&tpl)
+                    .context("resuming event partitions")?;
+            }
+        }
+        self.events_paused = paused;
+        Ok(())
+    }
+
+    fn advance(&mut self, stream: StreamId, partition: i32, offset: i64) {
+        if let Some(high) = self.behind.get(&(stream, partition)) {
+            if offset + 1 >= *high {
+                self.behind.remove(&(stream, partition));
+                if self.events_paused && !self.behind.keys().any(|(s, _)| *s == StreamId::Campaigns)
+                {
+                    tracing::info!("catalog loaded; reading events");
+                    if let Err(e) = self.set_events_paused(false) {
+                        tracing::error!(error = %e, "cannot resume event partitions");
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl PartitionReader for KafkaReader {
+    fn poll(&mut self, max: usize, out: &mut Vec<RawMessage>) {
+        if self.owned.is_empty() {
+            return;
+        }
+        for _ in 0..max {
+            match self.consumer.poll(Duration::ZERO) {
+                None => break,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "kafka consumer error");
+                    break;
+                }
+                Some(Ok(m)) => {
+                    let Some(stream) = self.streams.get(m.topic()).copied() else {
+                        continue;
+                    };
+                    let raw = RawMessage {
+                        stream,
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        key: m.key().map(<[u8]>::to_vec),
+                        payload: m.payload().map(<[u8]>::to_vec),
+                        timestamp_ms: m.timestamp().to_millis(),
+                    };
+                    drop(m);
+                    if !self.behind.is_empty() {
+                        self.advance(raw.stream, raw.partition, raw.offset);
+                    }
+                    out.push(raw);
+                }
+            }
+        }
+    }
+
+    fn partitions(&self) -> Vec<(StreamId, i32)> {
+        self.owned.clone()
+    }
+
+    fn caught_up(&self) -> bool {
+        self.behind.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_partition_has_exactly_one_worker() {
+        let layout: Layout = [
+            (StreamId::Campaigns, 1),
+            (StreamId::Clicks, 4),
+            (StreamId::Impressions, 3),
+        ]
+        .into();
+        for peers in 1..5 {
+            let mut all: Vec<_> = (0..peers)
+                .flat_map(|i| assignment(&layout, i, peers))
+                .collect();
+            all.sort();
+            assert_eq!(all.len(), 8);
+            all.dedup();
+            assert_eq!(all.len(), 8);
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! adstream: one timely dataflow that keeps ads spend, serves, trains and reports, from Kafka.
+//!
+//! This crate is the runtime around the operators of `adstream-operators`: the command line
+//! ([`cli`]), pipeline files ([`pipeline`]), Kafka clients ([`kafka`]), the RocksDB state store
+//! ([`state`]), the HTTP API ([`http`]) and the cluster runtime ([`runtime`]).
+#![deny(missing_docs)]
+
+pub mod bench;
+pub mod cli;
+pub mod http;
+pub mod kafka;
+pub mod live;
+pub mod metrics;
+pub mod pipeline;
+pub mod runtime;
+pub mod state;

@@ -1,0 +1,505 @@
+//! Pipeline files: the declarative description of one adstream deployment.
+//!
+//! A pipeline file is TOML ([`Pipeline`]). Unknown keys are errors, and every error names the
+//! file, the line and the field (`pipelines/ads.toml:12:1: field `checkpoint.interval_ms`: ...`).
+//! Secrets are never written in the file itself when it is shared: `env:NAME` and `file:PATH`
+//! indirections are resolved at start-up and the value is never logged.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use adstream_operators::ingest::StreamId;
+
+/// An error in a pipeline file, located.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}:{line}:{column}: {message}")]
+pub struct PipelineError {
+    /// The file.
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// What is wrong, naming the field.
+    pub message: String,
+}
+
+/// The whole pipeline file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pipeline {
+    /// Identity, secret, state and parallelism.
+    pub pipeline: PipelineSection,
+    /// Kafka connection.
+    pub kafka: KafkaSection,
+    /// Topic names and layout.
+    #[serde(default)]
+    pub topics: TopicsSection,
+    /// Event-time handling.
+    #[serde(default)]
+    pub time: TimeSection,
+    /// Checkpoints.
+    #[serde(default)]
+    pub checkpoint: CheckpointSection,
+    /// Charging rules.
+    #[serde(default)]
+    pub billing: BillingSection,
+    /// Conversion attribution.
+    #[serde(default)]
+    pub attribution: AttributionSection,
+    /// HTTP API.
+    #[serde(default)]
+    pub api: ApiSection,
+}
+
+/// `[pipeline]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSection {
+    /// Name, used in consumer group ids and logs.
+    pub name: Spanned<String>,
+    /// Billing-token HMAC key: a literal, `env:NAME` or `file:PATH`.
+    pub secret: Spanned<String>,
+    /// Where RocksDB state lives (one sub-directory per process).
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Timely worker threads per process.
+    #[serde(default = "default_workers")]
+    pub workers: Spanned<usize>,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from(".state")
+}
+
+fn default_workers() -> Spanned<usize> {
+    Spanned::new(0..0, 1)
+}
+
+/// `[kafka]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSection {
+    /// Bootstrap servers, `host:port,...`.
+    pub brokers: Spanned<String>,
+    /// Extra librdkafka properties (SASL/SSL settings pass through here); values may use `env:`
+    /// or `file:` indirections.
+    #[serde(default)]
+    pub properties: std::collections::BTreeMap<String, String>,
+}
+
+/// `[topics]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopicsSection {
+    /// Campaign definitions (compacted).
+    pub campaigns: String,
+    /// Impressions.
+    pub impressions: String,
+    /// Clicks.
+    pub clicks: String,
+    /// Conversions.
+    pub conversions: String,
+    /// Served ads with their features.
+    pub served: String,
+    /// Refused input.
+    pub deadletter: String,
+    /// Per-campaign budget status (compacted).
+    pub budget_status: String,
+    /// Partitions of topics that `topics create` makes.
+    pub partitions: Spanned<i32>,
+    /// Replication factor of topics that `topics create` makes.
+    pub replication: Spanned<i32>,
+}
+
+impl Default for TopicsSection {
+    fn default() -> Self {
+        TopicsSection {
+            campaigns: "ads.campaigns".into(),
+            impressions: "ads.impressions".into(),
+            clicks: "ads.clicks".into(),
+            conversions: "ads.conversions".into(),
+            served: "ads.served".into(),
+            deadletter: "ads.deadletter".into(),
+            budget_status: "budget.status".into(),
+            partitions: Spanned::new(0..0, 4),
+            replication: Spanned::new(0..0, 1),
+        }
+    }
+}
+
+impl TopicsSection {
+    /// The topic an input stream is read from.
+    pub fn input(&self, stream: StreamId) -> &str {
+        match stream {
+            StreamId::Campaigns => &self.campaigns,
+            StreamId::Impressions => &self.impressions,
+            StreamId::Clicks => &self.clicks,
+            StreamId::Conversions => &self.conversions,
+        }
+    }
+
+    /// Every topic with whether it is compacted.
+    pub fn all(&self) -> Vec<(&str, bool)> {
+        vec![
+            (&self.campaigns, true),
+            (&self.impressions, false),
+            (&self.clicks, false),
+            (&self.conversions, false),
+            (&self.served, false),
+            (&self.deadletter, false),
+            (&self.budget_status, true),
+        ]
+    }
+}
+
+/// `[time]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeSection {
+    /// Granularity of dataflow timestamps, ms.
+    pub tick_ms: Spanned<u64>,
+    /// Allowed out-of-orderness, ms.
+    pub lateness_ms: Spanned<i64>,
+    /// Event times further in the future than this are clamped, ms.
+    pub max_skew_ms: Spanned<i64>,
+}
+
+impl Default for TimeSection {
+    fn default() -> Self {
+        TimeSection {
+            tick_ms: Spanned::new(0..0, 100),
+            lateness_ms: Spanned::new(0..0, 2_000),
+            max_skew_ms: Spanned::new(0..0, 60_000),
+        }
+    }
+}
+
+/// `[checkpoint]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointSection {
+    /// Checkpoint interval, ms of event time.
+    pub interval_ms: Spanned<u64>,
+    /// fsync every checkpoint (survives power loss, not only process crashes).
+    pub fsync: bool,
+}
+
+impl Default for CheckpointSection {
+    fn default() -> Self {
+        CheckpointSection {
+            interval_ms: Spanned::new(0..0, 1_000),
+            fsync: false,
+        }
+    }
+}
+
+/// `[billing]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BillingSection {
+    /// How long after the auction impressions and clicks may be charged, ms.
+    pub event_horizon_ms: Spanned<i64>,
+    /// Larger messages are dead-lettered, bytes.
+    pub max_message_bytes: Spanned<usize>,
+}
+
+impl Default for BillingSection {
+    fn default() -> Self {
+        BillingSection {
+            event_horizon_ms: Spanned::new(0..0, 86_400_000),
+            max_message_bytes: Spanned::new(0..0, 64 * 1024),
+        }
+    }
+}
+
+/// `[attribution]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AttributionSection {
+    /// Click-through window, ms.
+    pub click_window_ms: Spanned<i64>,
+    /// View-through window, ms.
+    pub view_window_ms: Spanned<i64>,
+}
+
+impl Default for AttributionSection {
+    fn default() -> Self {
+        AttributionSection {
+            click_window_ms: Spanned::new(0..0, 7 * 86_400_000),
+            view_window_ms: Spanned::new(0..0, 86_400_000),
+        }
+    }
+}
+
+/// `[api]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSection {
+    /// Listen address of the HTTP API.
+    pub listen: Spanned<String>,
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        ApiSection {
+            listen: Spanned::new(0..0, "127.0.0.1:8080".into()),
+        }
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(before.len(), |i| before.len() - i - 1)
+        + 1;
+    (line, column)
+}
+
+impl Pipeline {
+    /// Reads and validates a pipeline file.
+    pub fn load(path: &Path) -> Result<Pipeline, PipelineError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| PipelineError {
+            file: file.clone(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read: {e}"),
+        })?;
+        Pipeline::parse(&file, &text)
+    }
+
+    /// Parses and validates pipeline `text` read from `file`.
+    pub fn parse(file: &str, text: &str) -> Result<Pipeline, PipelineError> {
+        let pipeline: Pipeline = toml::from_str(text).map_err(|e| {
+            let (line, column) = e.span().map_or((0, 0), |s| line_col(text, s.start));
+            PipelineError {
+                file: file.to_string(),
+                line,
+                column,
+                message: e.message().trim().to_string(),
+            }
+        })?;
+        pipeline.validate().map_err(|(span, message)| {
+            let (line, column) = line_col(text, span.start);
+            PipelineError {
+                file: file.to_string(),
+                line,
+                column,
+                message,
+            }
+        })?;
+        Ok(pipeline)
+    }
+
+    fn validate(&self) -> Result<(), (std::ops::Range<usize>, String)> {
+        fn check<T>(
+            v: &Spanned<T>,
+            ok: bool,
+            field: &str,
+            what: &str,
+        ) -> Result<(), (std::ops::Range<usize>, String)> {
+            if ok {
+                Ok(())
+            } else {
+                Err((v.span(), format!("field `{field}`: {what}")))
+            }
+        }
+        let p = &self.pipeline;
+        check(
+            &p.name,
+            !p.name.get_ref().trim().is_empty(),
+            "pipeline.name",
+            "must not be empty",
+        )?;
+        check(
+            &p.secret,
+            p.secret.get_ref().len() >= 8,
+            "pipeline.secret",
+            "must be at least 8 characters (or env:NAME / file:PATH)",
+        )?;
+        check(
+            &p.workers,
+            (1..=256).contains(p.workers.get_ref()),
+            "pipeline.workers",
+            "must be between 1 and 256",
+        )?;
+        let brokers = self.kafka.brokers.get_ref();
+        let brokers_ok = !brokers.is_empty()
+            && brokers.split(',').all(|b| {
+                b.rsplit_once(':')
+                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+            });
+        check(
+            &self.kafka.brokers,
+            brokers_ok,
+            "kafka.brokers",
+            "must be a comma-separated list of host:port",
+        )?;
+        let t = &self.topics;
+        check(
+            &t.partitions,
+            (1..=10_000).contains(t.partitions.get_ref()),
+            "topics.partitions",
+            "must be between 1 and 10000",
+        )?;
+        check(
+            &t.replication,
+            (1..=16).contains(t.replication.get_ref()),
+            "topics.replication",
+            "must be between 1 and 16",
+        )?;
+        let tm = &self.time;
+        check(
+            &tm.tick_ms,
+            (1..=60_000).contains(tm.tick_ms.get_ref()),
+            "time.tick_ms",
+            "must be between 1 and 60000",
+        )?;
+        check(
+            &tm.lateness_ms,
+            *tm.lateness_ms.get_ref() >= 0,
+            "time.lateness_ms",
+            "must not be negative",
+        )?;
+        check(
+            &tm.max_skew_ms,
+            *tm.max_skew_ms.get_ref() >= 0,
+            "time.max_skew_ms",
+            "must not be negative",
+        )?;
+        let c = &self.checkpoint;
+        check(
+            &c.interval_ms,
+            *c.interval_ms.get_ref() >= 10,
+            "checkpoint.interval_ms",
+            "must be at least 10",
+        )?;
+        let b = &self.billing;
+        check(
+            &b.event_horizon_ms,
+            *b.event_horizon_ms.get_ref() >= 60_000,
+            "billing.event_horizon_ms",
+            "must be at least 60000 (one minute)",
+        )?;
+        check(
+            &b.max_message_bytes,
+            (256..=16 << 20).contains(b.max_message_bytes.get_ref()),
+            "billing.max_message_bytes",
+            "must be between 256 and 16 MiB",
+        )?;
+        let a = &self.attribution;
+        check(
+            &a.click_window_ms,
+            *a.click_window_ms.get_ref() > 0,
+            "attribution.click_window_ms",
+            "must be positive",
+        )?;
+        check(
+            &a.view_window_ms,
+            *a.view_window_ms.get_ref() > 0,
+            "attribution.view_window_ms",
+            "must be positive",
+        )?;
+        check(
+            &self.api.listen,
+            self.api.listen.get_ref().parse::<SocketAddr>().is_ok(),
+            "api.listen",
+            "must be an address such as 127.0.0.1:8080",
+        )?;
+        for (name, _) in self.topics.all() {
+            if name.is_empty()
+                || name.len() > 249
+                || !name
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "._-".contains(ch))
+            {
+                return Err((
+                    0..0,
+                    format!("topic name {name:?} is not a valid Kafka topic name"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The billing secret, with `env:`/`file:` resolved.
+    pub fn secret(&self) -> anyhow::Result<Vec<u8>> {
+        Ok(resolve_secret(self.pipeline.secret.get_ref())?.into_bytes())
+    }
+}
+
+/// Resolves `env:NAME`, `file:PATH` or a literal.
+pub fn resolve_secret(value: &str) -> anyhow::Result<String> {
+    if let Some(name) = value.strip_prefix("env:") {
+        std::env::var(name)
+            .map_err(|_| anyhow::anyhow!("secret: environment variable {name} is not set"))
+    } else if let Some(path) = value.strip_prefix("file:") {
+        Ok(std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("secret: cannot read {path}: {e}"))?
+            .trim_end()
+            .to_string())
+    } else {
+        Ok(value.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OK: &str = r#"
+[pipeline]
+name = "t"
+secret = "0123456789"
+
+[kafka]
+brokers = "127.0.0.1:9092"
+"#;
+
+    #[test]
+    fn minimal_file_gets_defaults() {
+        let p = Pipeline::parse("t.toml", OK).unwrap();
+        assert_eq!(*p.pipeline.workers.get_ref(), 1);
+        assert_eq!(p.topics.campaigns, "ads.campaigns");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_line() {
+        let text = format!("{OK}\n[checkpoint]\nintervall_ms = 5\n");
+        let err = Pipeline::parse("t.toml", &text).unwrap_err();
+        assert_eq!(err.line, 10, "{err}");
+        assert!(err.to_string().starts_with("t.toml:10:"), "{err}");
+        assert!(err.message.contains("intervall_ms"), "{err}");
+    }
+
+    #[test]
+    fn semantic_errors_name_field_and_line() {
+        let text = OK.replace("brokers = \"127.0.0.1:9092\"", "brokers = \"nohost\"");
+        let err = Pipeline::parse("t.toml", &text).unwrap_err();
+        assert_eq!(err.line, 7, "{err}");
+        assert!(err.message.contains("kafka.brokers"), "{err}");
+        let text = format!("{OK}\n[checkpoint]\ninterval_ms = 0\n");
+        let err = Pipeline::parse("t.toml", &text).unwrap_err();
+        assert!(err.message.contains("checkpoint.interval_ms"), "{err}");
+        assert_eq!(err.line, 10);
+        let err = Pipeline::parse("t.toml", "[pipeline]\nname = \"x\"\n").unwrap_err();
+        assert!(err.message.contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn secrets_resolve_from_env_and_files() {
+        std::env::set_var("ADSTREAM_TEST_SECRET", "from-env");
+        assert_eq!(
+            resolve_secret("env:ADSTREAM_TEST_SECRET").unwrap(),
+            "from-env"
+        );
+        assert!(resolve_secret("env:ADSTREAM_NOT_SET_ANYWHERE").is_err());
+        assert_eq!(resolve_secret("literal").unwrap(), "literal");
+    }
+}

@@ -1,0 +1,325 @@
+//! `adstream run`: a pipeline file turned into a running timely cluster.
+//!
+//! Per process: one RocksDB state store, one Kafka producer, one HTTP listener, and `workers`
+//! timely worker threads. Each worker reads its share of the input partitions, and the billing
+//! graph ([`adstream_operators::graph::billing`]) routes records to the worker owning their key,
+//! in this process or another. Ledger updates are broadcast so that every process's live view
+//! (and so its HTTP API) sees every campaign.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use adstream_operators::attribution::Windows;
+use adstream_operators::checkpoint::StateStore;
+use adstream_operators::graph::{billing, BillingConfig};
+use adstream_operators::ingest::{decode, DecodeConfig, Ingested, StreamId};
+use adstream_operators::ledger::operator::{LedgerConfig, LedgerOutput};
+use adstream_operators::ledger::status::BudgetBook;
+use adstream_operators::ledger::Horizons;
+use adstream_operators::source::{
+    kafka_source, restore_offsets, wall_clock, SourceConfig, SourceControl,
+};
+use adstream_operators::time::EventTime;
+use anyhow::Context;
+use timely::dataflow::operators::vec::{Broadcast, Map};
+use timely::dataflow::operators::Inspect;
+use timely::dataflow::ProbeHandle;
+
+use crate::http::{app, AppState};
+use crate::kafka::client_config;
+use crate::kafka::reader::{assignment, discover, KafkaReader};
+use crate::kafka::sink::Sinks;
+use crate::live::LiveState;
+use crate::metrics::Metrics;
+use crate::pipeline::Pipeline;
+use crate::state::RocksStore;
+
+/// Command-line overrides of a pipeline file, and the cluster shape.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Overrides `kafka.brokers`.
+    pub brokers: Option<String>,
+    /// Overrides `api.listen`.
+    pub listen: Option<SocketAddr>,
+    /// Overrides `pipeline.state_dir`.
+    pub state_dir: Option<PathBuf>,
+    /// Overrides `pipeline.workers`.
+    pub workers: Option<usize>,
+    /// This process's index in the cluster.
+    pub process: usize,
+    /// Number of processes in the cluster.
+    pub processes: usize,
+    /// One `host:port` per process, for timely's cluster connections.
+    pub hostfile: Option<PathBuf>,
+}
+
+fn timely_config(workers: usize, opts: &RunOptions) -> anyhow::Result<timely::Config> {
+    let communication = if opts.processes <= 1 {
+        timely::CommunicationConfig::Process(workers)
+    } else {
+        let path = opts
+            .hostfile
+            .as_ref()
+            .context("--processes > 1 needs --hostfile")?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading hostfile {}", path.display()))?;
+        let addresses: Vec<String> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect();
+        if addresses.len() != opts.processes {
+            anyhow::bail!(
+                "hostfile {} lists {} addresses but --processes is {}",
+                path.display(),
+                addresses.len(),
+                opts.processes
+            );
+        }
+        if opts.process >= opts.processes {
+            anyhow::bail!(
+                "--process {} must be below --processes {}",
+                opts.process,
+                opts.processes
+            );
+        }
+        timely::CommunicationConfig::Cluster {
+            threads: workers,
+            process: opts.process,
+            addresses,
+            report: false,
+            zerocopy: false,
+        }
+    };
+    Ok(timely::Config {
+        communication,
+        worker: timely::WorkerConfig::default(),
+    })
+}
+
+/// Runs `pipeline` until SIGINT/SIGTERM, then drains, checkpoints and returns.
+pub fn run(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<()> {
+    let secret = pipeline.secret()?;
+    let brokers = opts
+        .brokers
+        .clone()
+        .unwrap_or_else(|| pipeline.kafka.brokers.get_ref().clone());
+    let listen: SocketAddr = match opts.listen {
+        Some(l) => l,
+        None => pipeline
+            .api
+            .listen
+            .get_ref()
+            .parse()
+            .context("api.listen")?,
+    };
+    let workers = opts
+        .workers
+        .unwrap_or(*pipeline.pipeline.workers.get_ref())
+        .max(1);
+    let state_dir = opts
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| pipeline.pipeline.state_dir.clone());
+    let processes = opts.processes.max(1);
+    let config = client_config(&pipeline, &brokers)?;
+    let topics: Vec<(StreamId, String)> = StreamId::ALL
+        .iter()
+        .map(|s| (*s, pipeline.topics.input(*s).to_string()))
+        .collect();
+    let layout = discover(&config, &topics, Duration::from_secs(15))?;
+    let metrics = Metrics::new();
+    let observer_metrics = metrics.clone();
+    let observer: crate::state::WriteObserver = Arc::new(move |entries, took| {
+        observer_metrics
+            .checkpoint_seconds
+            .observe(took.as_secs_f64());
+        observer_metrics.checkpoint_entries.inc_by(entries as u64);
+        observer_metrics
+            .checkpoint_last_ms
+            .set(EventTime::now().millis());
+    });
+    let store: Arc<dyn StateStore> = Arc::new(RocksStore::open(
+        &state_dir,
+        opts.process,
+        processes,
+        pipeline.checkpoint.fsync,
+        Some(observer),
+    )?);
+    let live = Arc::new(LiveState::default());
+    let sinks = Sinks::new(&config, &pipeline.topics)?;
+    let stop = Arc::new(AtomicBool::new(false));
+
+    // The HTTP API and signal handling run on a small tokio runtime beside the workers.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("api")
+        .build()
+        .context("starting the async runtime")?;
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(listen))
+        .with_context(|| format!("binding the API to {listen}"))?;
+    let bound = listener.local_addr().context("reading the API address")?;
+    tracing::info!(%bound, workers, process = opts.process, processes, "API listening");
+    println!("adstream: API listening on http://{bound}");
+    let state = AppState {
+        live: live.clone(),
+        metrics: metrics.clone(),
+    };
+    let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = runtime.spawn(async move {
+        let _ = axum::serve(listener, app(state))
+            .with_graceful_shutdown(async {
+                let _ = shutdown_rx.await;
+            })
+            .await;
+    });
+    let signal_stop = stop.clone();
+    runtime.spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("signal received: draining and checkpointing");
+        signal_stop.store(true, Ordering::Relaxed);
+    });
+
+    let source_config = SourceConfig {
+        tick_ms: *pipeline.time.tick_ms.get_ref(),
+        lateness_ms: *pipeline.time.lateness_ms.get_ref(),
+        max_skew_ms: *pipeline.time.max_skew_ms.get_ref(),
+        checkpoint_interval_ms: *pipeline.checkpoint.interval_ms.get_ref() as i64,
+        ..SourceConfig::default()
+    };
+    let billing_config = BillingConfig {
+        ledger: LedgerConfig {
+            horizons: Horizons {
+                event_ms: *pipeline.billing.event_horizon_ms.get_ref(),
+                conversion_ms: *pipeline.attribution.click_window_ms.get_ref() + 86_400_000,
+            },
+            checkpoint_interval: *pipeline.checkpoint.interval_ms.get_ref(),
+        },
+        windows: Windows {
+            click_ms: *pipeline.attribution.click_window_ms.get_ref(),
+            view_ms: *pipeline.attribution.view_window_ms.get_ref(),
+        },
+    };
+    let decode_config = DecodeConfig {
+        secret,
+        max_message_bytes: *pipeline.billing.max_message_bytes.get_ref(),
+    };
+    let topic_names = pipeline.topics.clone();
+    let worker_sinks = sinks.clone();
+    let worker_live = live.clone();
+    let worker_metrics = metrics.clone();
+    let worker_stop = stop.clone();
+    let guards = timely::execute(timely_config(workers, &opts)?, move |worker| -> Result<(), String> {
+        let (index, peers) = (worker.index(), worker.peers());
+        let leader = index % workers == 0;
+        let owned = assignment(&layout, index, peers);
+        let offsets = restore_offsets(&*store);
+        let reader = KafkaReader::new(&config, &topics, owned, &offsets).map_err(|e| format!("{e:#}"))?;
+        let control = SourceControl {
+            stop: worker_stop.clone(),
+            ..SourceControl::default()
+        };
+        worker_live.track_source(control.caught_up.clone());
+        let probe = ProbeHandle::new();
+        let (sinks, live, metrics) = (worker_sinks.clone(), worker_live.clone(), worker_metrics.clone());
+        let (decode_config, billing_config, source_config) = (decode_config.clone(), billing_config.clone(), source_config.clone());
+        let (store, topic_names) = (store.clone(), topic_names.clone());
+        worker.dataflow::<u64, _, _>(|scope| {
+            let decode_metrics = metrics.clone();
+            let ingested = kafka_source(
+                scope,
+                "KafkaSource",
+                reader,
+                source_config,
+                wall_clock(),
+                store.clone(),
+                probe.clone(),
+                control.clone(),
+                move |msg| {
+                    let stream = msg.stream;
+                    let (time, record) = decode(msg, &decode_config);
+                    let outcome = if matches!(record, Ingested::Dead(_)) { "dead" } else { "accepted" };
+                    decode_metrics.events.with_label_values(&[stream.as_str(), outcome]).inc();
+                    (time, record)
+                },
+            );
+            let out = billing(ingested, billing_config, store.clone(), &probe);
+            // Sinks of the worker owning each campaign: dead letters and budget status.
+            let mut book = BudgetBook::default();
+            out.clone().inspect(move |rec: &LedgerOutput| match rec {
+                LedgerOutput::Dead(d) => {
+                    metrics.dead_letters.with_label_values(&[d.reason.as_str()]).inc();
+                    let topic = StreamId::from_u8(d.origin.stream).map_or("unknown", |s| topic_names.input(s));
+                    tracing::warn!(reason = d.reason.as_str(), topic, partition = d.origin.partition, offset = d.origin.offset, detail = %d.detail, "dead letter");
+                    sinks.dead_letter(d);
+                }
+                other => {
+                    if let Some(campaign) = book.apply(other) {
+                        if let Some(status) = book.status(&campaign, EventTime::now()) {
+                            sinks.budget_status(&status);
+                        }
+                    }
+                }
+            });
+            // Every process's live view sees every campaign.
+            out.flat_map(|rec| match rec {
+                LedgerOutput::Dead(_) => None,
+                other => Some(other),
+            })
+            .broadcast()
+            .inspect(move |rec: &LedgerOutput| {
+                if leader {
+                    live.apply(rec);
+                }
+            });
+        });
+        while !(control.finished.get() && probe.done()) {
+            worker.step_or_park(Some(Duration::from_millis(20)));
+        }
+        Ok(())
+    })
+    .map_err(|e| anyhow::anyhow!("starting timely: {e}"))?;
+    let mut failed = Vec::new();
+    for (i, result) in guards.join().into_iter().enumerate() {
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) | Err(e) => failed.push(format!("worker {i}: {e}")),
+        }
+    }
+    sinks.flush(Duration::from_secs(10));
+    let _ = shutdown_tx.send(());
+    let _ = runtime.block_on(server);
+    if !failed.is_empty() {
+        anyhow::bail!("{}", failed.join("; "));
+    }
+    tracing::info!("stopped cleanly after a final checkpoint");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,296 @@
+//! Test harness: a real tansu broker, the adstream binary, and event builders.
+#![allow(dead_code, missing_docs)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use adstream_operators::events::Billing;
+use adstream_operators::time::EventTime;
+use adstream_operators::token::{sign, WinClaims};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::ClientConfig;
+
+pub const SECRET: &str = "integration-test-secret";
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn tansu_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("TANSU") {
+        return PathBuf::from(p);
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let cargo_bin = Path::new(&home).join(".cargo/bin/tansu");
+    if cargo_bin.exists() {
+        cargo_bin
+    } else {
+        PathBuf::from("tansu")
+    }
+}
+
+pub fn wait_for_port(port: u16, timeout: Duration) {
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < timeout,
+            "port {port} did not open within {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A tansu broker on a free loopback port, with sqlite storage in a temp dir; killed on drop.
+pub struct Broker {
+    pub port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Broker {
+    pub fn start() -> Broker {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let log = std::fs::File::create(dir.path().join("tansu.log")).unwrap();
+        let child = Command::new(tansu_binary())
+            .current_dir(dir.path())
+            .args(["broker"])
+            .args(["--listener-url", &format!("tcp://127.0.0.1:{port}")])
+            .args([
+                "--advertised-listener-url",
+                &format!("tcp://127.0.0.1:{port}"),
+            ])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("tansu is installed (deploy/local/install-tansu.sh)");
+        wait_for_port(port, Duration::from_secs(60));
+        Broker {
+            port,
+            child,
+            _dir: dir,
+        }
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A pipeline file for `brokers`, written into `dir`.
+pub fn pipeline_file(dir: &Path, brokers: &str, extra: &str) -> PathBuf {
+    let text = format!(
+        r#"
+[pipeline]
+name = "it"
+secret = "{SECRET}"
+workers = 1
+
+[kafka]
+brokers = "{brokers}"
+
+[topics]
+partitions = 4
+
+[time]
+lateness_ms = 500
+
+[checkpoint]
+interval_ms = 200
+{extra}
+"#
+    );
+    let path = dir.join("pipeline.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+pub fn adstream() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_adstream"))
+}
+
+pub fn create_topics(pipeline: &Path) {
+    let out = adstream()
+        .args(["topics", "create"])
+        .arg(pipeline)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "topics create failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A running `adstream run`; SIGKILLed on drop.
+pub struct Running {
+    pub child: Child,
+    pub api: String,
+}
+
+impl Running {
+    pub fn start(pipeline: &Path, state_dir: &Path, args: &[&str]) -> Running {
+        let mut child = adstream()
+            .arg("run")
+            .arg(pipeline)
+            .arg("--state-dir")
+            .arg(state_dir)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let api = loop {
+            let line = lines
+                .next()
+                .expect("adstream exited before listening")
+                .unwrap();
+            if let Some(url) = line.split("listening on ").nth(1) {
+                break url.trim().to_string();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Running { child, api }
+    }
+
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn producer(brokers: &str) -> BaseProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()
+        .unwrap()
+}
+
+pub fn produce(p: &BaseProducer, topic: &str, key: &str, payload: Option<&[u8]>) {
+    let mut record = BaseRecord::<str, [u8]>::to(topic).key(key);
+    if let Some(bytes) = payload {
+        record = record.payload(bytes);
+    }
+    let mut record = record;
+    loop {
+        match p.send(record) {
+            Ok(()) => break,
+            Err((_, back)) => {
+                record = back;
+                p.poll(Duration::from_millis(10));
+            }
+        }
+    }
+    p.poll(Duration::ZERO);
+}
+
+pub fn flush(p: &BaseProducer) {
+    p.flush(Duration::from_secs(30)).unwrap();
+}
+
+pub fn campaign_json(id: &str, advertiser: &str, billing: Billing, budget: u64) -> String {
+    format!(
+        r#"{{"campaign_id":"{id}","advertiser_id":"{advertiser}","status":"active","daily_budget_micros":{budget},"timezone":"UTC","billing":"{}","bid_micros":5000,"objective":"clicks","targeting":{{}},"creatives":[{{"ad_id":"{id}-ad"}}]}}"#,
+        billing.as_str()
+    )
+}
+
+pub fn claims(
+    rid: &str,
+    campaign: &str,
+    advertiser: &str,
+    billing: Billing,
+    price: u64,
+    issued: EventTime,
+) -> WinClaims {
+    WinClaims {
+        request_id: rid.into(),
+        imp_id: "1".into(),
+        campaign_id: campaign.into(),
+        advertiser_id: advertiser.into(),
+        ad_id: format!("{campaign}-ad"),
+        billing,
+        charge_micros: price,
+        issued,
+    }
+}
+
+pub fn ad_event(
+    event_id: &str,
+    ts: EventTime,
+    user: &str,
+    c: &WinClaims,
+    token: Option<String>,
+) -> String {
+    serde_json::json!({
+        "event_id": event_id,
+        "ts": ts.millis(),
+        "request_id": c.request_id,
+        "imp_id": c.imp_id,
+        "campaign_id": c.campaign_id,
+        "ad_id": c.ad_id,
+        "user_id": user,
+        "billing_token": token,
+    })
+    .to_string()
+}
+
+pub fn token(c: &WinClaims) -> String {
+    sign(SECRET.as_bytes(), c)
+}
+
+pub fn http_get(url: &str) -> Option<(u16, serde_json::Value)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    rt.block_on(async {
+        let resp = reqwest::get(url).await.ok()?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .json::<serde_json::Value>()
+            .await
+            .unwrap_or(serde_json::Value::Null);
+        Some((status, body))
+    })
+}
+
+/// Polls `check` until it returns true or `timeout` passes.
+pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    check()
+}
