@@ -13,7 +13,32 @@ pub struct CatalogUpdate {
     /// The campaign.
     pub campaign_id: String,
     /// Its new definition, or `None` when it was deleted.
+    #[serde(with = "campaign_as_json")]
     pub campaign: Option<Box<Campaign>>,
+}
+
+/// Campaigns cross process boundaries as JSON text: their free-form creative fields need a
+/// self-describing format, which the workers' binary exchange format is not.
+mod campaign_as_json {
+    use super::Campaign;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(c: &Option<Box<Campaign>>, s: S) -> Result<S::Ok, S::Error> {
+        let text = match c {
+            Some(c) => Some(serde_json::to_string(c).map_err(serde::ser::Error::custom)?),
+            None => None,
+        };
+        text.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<Campaign>>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            Some(text) => serde_json::from_str(&text)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
+            None => Ok(None),
+        }
+    }
 }
 
 /// A campaign with its parsed time zone.
@@ -91,5 +116,16 @@ mod tests {
             campaign: None
         }));
         assert!(cat.is_empty());
+    }
+
+    #[test]
+    fn updates_survive_the_binary_exchange_format() {
+        let c = Campaign::parse(br#"{"campaign_id":"c","advertiser_id":"a","daily_budget_micros":5,"timezone":"UTC","billing":"cpm","bid_micros":1,"start":"2026-01-01T00:00:00Z","creatives":[{"ad_id":"x","adomain":"a.b"}]}"#).unwrap();
+        let up = CatalogUpdate {
+            campaign_id: "c".into(),
+            campaign: Some(Box::new(c)),
+        };
+        let bytes = bincode::serialize(&up).unwrap();
+        assert_eq!(bincode::deserialize::<CatalogUpdate>(&bytes).unwrap(), up);
     }
 }

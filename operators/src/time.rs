@@ -63,7 +63,12 @@ impl<'de> Deserialize<'de> for EventTime {
                     .map_err(|e| E::custom(format!("not an RFC 3339 time ({e})")))
             }
         }
-        d.deserialize_any(Visitor)
+        // Binary formats between workers (bincode) are not self-describing: there it is an i64.
+        if d.is_human_readable() {
+            d.deserialize_any(Visitor)
+        } else {
+            d.deserialize_i64(Visitor)
+        }
     }
 }
 

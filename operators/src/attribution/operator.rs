@@ -1,6 +1,7 @@
 //! The attribution operator: impressions, clicks and conversions keyed by user in, CPA charges out.
 //!
-//! Every verified impression and click is recorded as a touch; every conversion is attributed
+//! Every verified impression and click is recorded as a touch; every conversion waits until the
+//! touches input has passed its time (so touches read by other workers are in), is attributed
 //! ([`Attributor::attribute`]) and, if the touch's win bills per action, becomes a [`Charge`]
 //! carrying that win's token claims. Touches are checkpointed through a [`CheckpointGate`].
 
@@ -79,6 +80,8 @@ pub fn attribute<'scope>(
             let activator = scope.activator_for(info.address);
             let mut state = restore(&*store, windows, index, peers);
             let mut gate = CheckpointGate::new(capability, checkpoint_interval, activator);
+            let mut pending: Vec<(timely::dataflow::operators::Capability<u64>, ConversionIn)> =
+                Vec::new();
             move |(touches_in, touches_frontier), (conversions_in, conversions_frontier), output| {
                 touches_in.for_each(|_cap, data| {
                     for (user, touch) in data.drain(..) {
@@ -86,30 +89,39 @@ pub fn attribute<'scope>(
                     }
                 });
                 conversions_in.for_each(|cap, data| {
-                    let mut session = output.session(&cap);
-                    for conv in data.drain(..) {
-                        let e = &conv.event;
-                        let Some(touch) = state.attribute(&e.user_id, &e.advertiser_id, e.ts)
-                        else {
-                            continue;
-                        };
-                        if touch.claims.billing != Billing::Cpa {
-                            continue;
-                        }
-                        session.give(Charge {
-                            claims: touch.claims.clone(),
-                            kind: EventKind::Conversion,
-                            ts: e.ts,
-                            conversion_id: Some(e.event_id.clone()),
-                            origin: conv.origin,
-                            key: conv.raw.key.clone(),
-                            payload: conv.raw.payload.clone(),
-                        });
+                    if let Some(held) = cap.retain_least(0) {
+                        pending.extend(data.drain(..).map(|c| (held.clone(), c)));
                     }
                 });
+                // A conversion is attributed once every touch up to its time has been recorded.
+                let mut still = Vec::new();
+                for (cap, conv) in pending.drain(..) {
+                    if touches_frontier.less_equal(cap.time()) {
+                        still.push((cap, conv));
+                        continue;
+                    }
+                    let e = &conv.event;
+                    let Some(touch) = state.attribute(&e.user_id, &e.advertiser_id, e.ts) else {
+                        continue;
+                    };
+                    if touch.claims.billing != Billing::Cpa {
+                        continue;
+                    }
+                    output.session(&cap).give(Charge {
+                        claims: touch.claims.clone(),
+                        kind: EventKind::Conversion,
+                        ts: e.ts,
+                        conversion_id: Some(e.event_id.clone()),
+                        origin: conv.origin,
+                        key: conv.raw.key.clone(),
+                        payload: conv.raw.payload.clone(),
+                    });
+                }
+                pending = still;
                 let frontier = [
                     touches_frontier.frontier().first().copied(),
                     conversions_frontier.frontier().first().copied(),
+                    pending.iter().map(|(c, _)| *c.time()).min(),
                 ]
                 .into_iter()
                 .flatten()
