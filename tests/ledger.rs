@@ -1,6 +1,8 @@
 //! The spend ledger against a real broker: duplicates, forgeries, garbage and late events, a
 //! SIGKILL mid-stream and a restart; spend must equal the independently computed sum.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -11,6 +11,8 @@
 //! An example's schema is picked from its file name: `campaign.json`, `campaign_minimal.json` and
 //! `invalid/campaign_bad_billing.json` all belong to `campaign.schema.json`.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 
 use adstream_operators::events::{AdEvent, Campaign, Conversion};

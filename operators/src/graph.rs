@@ -84,6 +84,7 @@ fn route_ingested(record: Ingested) -> Vec<Routed> {
                     payload: raw.payload,
                 })));
             }
+            let event = *event;
             out.push(Routed::Touch(Box::new((
                 event.user_id,
                 Touch {

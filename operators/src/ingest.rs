@@ -186,7 +186,7 @@ pub enum Ingested {
         /// Impression or click.
         kind: EventKind,
         /// The event.
-        event: AdEvent,
+        event: Box<AdEvent>,
         /// The verified token's claims.
         claims: WinClaims,
         /// Where it was read.
@@ -305,7 +305,7 @@ pub fn decode(msg: RawMessage, cfg: &DecodeConfig) -> (Option<EventTime>, Ingest
                     ts,
                     Ingested::Ad {
                         kind,
-                        event,
+                        event: Box::new(event),
                         claims,
                         origin: msg.origin(),
                         raw: Box::new(RawBytes {

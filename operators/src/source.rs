@@ -138,8 +138,11 @@ fn tick(ms: i64, tick_ms: u64) -> u64 {
     ms - ms % tick_ms.max(1)
 }
 
+/// Next offset to read, per partition.
+type Positions = BTreeMap<(StreamId, i32), i64>;
+
 struct Snapshot {
-    positions: BTreeMap<(StreamId, i32), i64>,
+    positions: Positions,
     max_time: u64,
 }
 
@@ -169,7 +172,7 @@ where
         let mut newest: BTreeMap<(StreamId, i32), i64> = BTreeMap::new();
         let mut persisted: BTreeMap<(StreamId, i32), i64> = BTreeMap::new();
         let mut pending: VecDeque<Snapshot> = VecDeque::new();
-        let mut in_flight: Option<(Ticket, BTreeMap<(StreamId, i32), i64>)> = None;
+        let mut in_flight: Option<(Ticket, Positions)> = None;
         let mut max_time = 0u64;
         let mut last_snapshot = clock();
         let mut stopped = false;

@@ -1,5 +1,5 @@
 //! Test harness: a real tansu broker, the adstream binary, and event builders.
-#![allow(dead_code, missing_docs)]
+#![allow(dead_code, missing_docs, clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
