@@ -33,6 +33,24 @@ pub enum Command {
         /// Events per measurement.
         #[arg(long, default_value_t = 500_000)]
         events: usize,
+        /// Measure spend freshness against the pipeline running from this file instead.
+        #[arg(long)]
+        freshness: Option<PathBuf>,
+        /// The running pipeline's API (with --freshness).
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        api: String,
+        /// Bootstrap servers (with --freshness; overrides the file).
+        #[arg(long)]
+        brokers: Option<String>,
+        /// Events per second of the freshness run.
+        #[arg(long, default_value_t = 10_000)]
+        rate: u64,
+        /// Duration of the freshness run, seconds.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// Events in the end-to-end throughput burst.
+        #[arg(long, default_value_t = 200_000)]
+        burst: u64,
     },
     /// Manage the pipeline's Kafka topics.
     Topics {
@@ -86,10 +104,25 @@ pub struct RunArgs {
 /// Runs the parsed command line.
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Bench { events } => {
-            crate::bench::run(events);
-            Ok(())
-        }
+        Command::Bench {
+            events,
+            freshness,
+            api,
+            brokers,
+            rate,
+            seconds,
+            burst,
+        } => match freshness {
+            None => {
+                crate::bench::run(events);
+                Ok(())
+            }
+            Some(path) => {
+                let p = Pipeline::load(&path)?;
+                let brokers = brokers.unwrap_or_else(|| p.kafka.brokers.get_ref().clone());
+                crate::bench::freshness::run(&p, &brokers, &api, rate, seconds, burst)
+            }
+        },
         Command::Validate { pipeline } => {
             Pipeline::load(&pipeline)?;
             println!("{}: ok", pipeline.display());

@@ -19,6 +19,8 @@ pub struct Metrics {
     pub checkpoint_entries: IntCounter,
     /// Milliseconds since the epoch of the last checkpoint write.
     pub checkpoint_last_ms: IntGauge,
+    /// Delay from a message's Kafka timestamp to its decoding in the pipeline.
+    pub ingest_delay_seconds: Histogram,
     /// Campaigns in the live view.
     pub campaigns: IntGauge,
 }
@@ -55,6 +57,13 @@ impl Metrics {
             "Time of the last checkpoint write, ms since the epoch",
         )
         .expect("valid");
+        let ingest_delay_seconds = Histogram::with_opts(
+            HistogramOpts::new("ingest_delay_seconds", "Kafka timestamp to decode, seconds")
+                .buckets(vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ]),
+        )
+        .expect("valid");
         let campaigns =
             IntGauge::new("campaigns", "Campaigns known to this process").expect("valid");
         for c in [
@@ -64,6 +73,7 @@ impl Metrics {
             Box::new(checkpoint_entries.clone()),
             Box::new(checkpoint_last_ms.clone()),
             Box::new(campaigns.clone()),
+            Box::new(ingest_delay_seconds.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -75,6 +85,7 @@ impl Metrics {
             checkpoint_entries,
             checkpoint_last_ms,
             campaigns,
+            ingest_delay_seconds,
         }
     }
 

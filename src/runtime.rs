@@ -6,18 +6,21 @@
 //! in this process or another. Ledger updates are broadcast so that every process's live view
 //! (and so its HTTP API) sees every campaign.
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use adstream_operators::attribution::Windows;
 use adstream_operators::checkpoint::StateStore;
 use adstream_operators::graph::{billing, BillingConfig};
 use adstream_operators::ingest::{decode, DecodeConfig, Ingested, StreamId};
 use adstream_operators::ledger::operator::{LedgerConfig, LedgerOutput};
-use adstream_operators::ledger::status::BudgetBook;
+use adstream_operators::ledger::status::{BudgetBook, BudgetStatus};
 use adstream_operators::ledger::Horizons;
 use adstream_operators::source::{
     kafka_source, restore_offsets, wall_clock, SourceConfig, SourceControl,
@@ -227,6 +230,8 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<()> {
         };
         worker_live.track_source(control.caught_up.clone());
         let probe = ProbeHandle::new();
+        let status_pending: Rc<RefCell<BTreeMap<String, BudgetStatus>>> = Rc::default();
+        let status_sinks = worker_sinks.clone();
         let (sinks, live, metrics) = (worker_sinks.clone(), worker_live.clone(), worker_metrics.clone());
         let (decode_config, billing_config, source_config) = (decode_config.clone(), billing_config.clone(), source_config.clone());
         let (store, topic_names) = (store.clone(), topic_names.clone());
@@ -243,6 +248,10 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<()> {
                 control.clone(),
                 move |msg| {
                     let stream = msg.stream;
+                    if let (Some(ts), StreamId::Impressions | StreamId::Clicks | StreamId::Conversions) = (msg.timestamp_ms, stream) {
+                        let delay = (EventTime::now().millis() - ts).max(0) as f64 / 1000.0;
+                        decode_metrics.ingest_delay_seconds.observe(delay);
+                    }
                     let (time, record) = decode(msg, &decode_config);
                     let outcome = if matches!(record, Ingested::Dead(_)) { "dead" } else { "accepted" };
                     decode_metrics.events.with_label_values(&[stream.as_str(), outcome]).inc();
@@ -250,8 +259,10 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<()> {
                 },
             );
             let out = billing(ingested, billing_config, store.clone(), &probe);
-            // Sinks of the worker owning each campaign: dead letters and budget status.
+            // Sinks of the worker owning each campaign: dead letters, and budget status
+            // coalesced per campaign (published by the worker loop below at most every 200 ms).
             let mut book = BudgetBook::default();
+            let status_queue = status_pending.clone();
             out.clone().inspect(move |rec: &LedgerOutput| match rec {
                 LedgerOutput::Dead(d) => {
                     metrics.dead_letters.with_label_values(&[d.reason.as_str()]).inc();
@@ -262,7 +273,7 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<()> {
                 other => {
                     if let Some(campaign) = book.apply(other) {
                         if let Some(status) = book.status(&campaign, EventTime::now()) {
-                            sinks.budget_status(&status);
+                            status_queue.borrow_mut().insert(campaign, status);
                         }
                     }
                 }
@@ -279,7 +290,18 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<()> {
                 }
             });
         });
-        while !(control.finished.get() && probe.done()) {
+        let mut last_status = Instant::now();
+        loop {
+            let done = control.finished.get() && probe.done();
+            if done || last_status.elapsed() >= Duration::from_millis(200) {
+                for status in std::mem::take(&mut *status_pending.borrow_mut()).values() {
+                    status_sinks.budget_status(status);
+                }
+                last_status = Instant::now();
+            }
+            if done {
+                break;
+            }
             worker.step_or_park(Some(Duration::from_millis(20)));
         }
         Ok(())

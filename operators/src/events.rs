@@ -34,6 +34,10 @@ impl ParseError {
 
 /// Deserialises `bytes` as `T`, reporting the path of the first bad field.
 pub fn parse_json<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, ParseError> {
+    // Fast path; the path-tracking parser only runs to explain a failure.
+    if let Ok(value) = serde_json::from_slice::<T>(bytes) {
+        return Ok(value);
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     match serde_path_to_error::deserialize::<_, T>(&mut de) {
         Ok(value) => de

@@ -176,6 +176,7 @@ where
         let mut max_time = 0u64;
         let mut last_snapshot = clock();
         let mut stopped = false;
+        let mut by_time: BTreeMap<u64, Vec<D>> = BTreeMap::new();
         move |output| {
             let now = clock();
             let mut full = false;
@@ -203,7 +204,13 @@ where
                         let e = newest.entry(part).or_insert(i64::MIN);
                         *e = (*e).max(t.millis());
                     }
-                    output.session(&c.delayed(&time)).give(record);
+                    by_time.entry(time).or_default().push(record);
+                }
+                // One session per distinct time keeps records batched through the graph.
+                for (time, mut records) in std::mem::take(&mut by_time) {
+                    output
+                        .session(&c.delayed(&time))
+                        .give_container(&mut records);
                 }
                 // Watermark: wall clock when caught up, else the slowest partition's newest time.
                 let wall = now - config.lateness_ms;

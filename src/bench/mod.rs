@@ -5,6 +5,9 @@
 //!   ledger, from pre-built messages in memory; and through the whole billing dataflow
 //!   (source operator, exchange, attribution, ledger, checkpoints to an in-memory store).
 //! - `dedup-memory`: resident memory per million live dedup keys.
+//! - [`freshness`]: produce-to-API delay and end-to-end throughput against a running pipeline.
+
+pub mod freshness;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -69,6 +72,22 @@ fn campaign_messages(campaigns: usize) -> Vec<RawMessage> {
             timestamp_ms: Some(0),
         })
         .collect()
+}
+
+/// Decode alone (parse + validate + token verify) on this thread; returns events/s.
+pub fn decode_only(n: usize) -> f64 {
+    let msgs = messages(n, 1_000);
+    let cfg = DecodeConfig {
+        secret: SECRET.to_vec(),
+        max_message_bytes: 65_536,
+    };
+    let start = Instant::now();
+    let ok = msgs
+        .into_iter()
+        .filter(|m| !matches!(decode(m.clone(), &cfg).1, Ingested::Dead(_)))
+        .count();
+    assert_eq!(ok, n);
+    n as f64 / start.elapsed().as_secs_f64()
 }
 
 /// Decode + dedup + ledger on this thread; returns events/s.
@@ -221,6 +240,8 @@ pub fn run(events: usize) {
     );
     let hot = hot_path(events);
     println!("ledger hot path (decode + verify + dedup + ledger), 1 thread: {hot:>12.0} events/s");
+    let dec = decode_only(events);
+    println!("  of which decode alone (parse + validate + verify), 1 thread: {dec:>12.0} events/s");
     for workers in [1, 2] {
         let df = dataflow(events, workers);
         println!("billing dataflow, {workers} worker(s):                     {df:>12.0} events/s");

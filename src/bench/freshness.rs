@@ -1,0 +1,219 @@
+//! `adstream bench freshness`: spend freshness and end-to-end throughput against a running
+//! pipeline and a real broker.
+//!
+//! It defines a CPM campaign whose impressions cost 1 micro each, so the campaign's spend is the
+//! number of impressions applied. Freshness: impressions are produced at `--rate` for
+//! `--seconds` while `GET /v1/campaigns/{id}` is polled; an impression's delay is the time from
+//! its produce call to the first response whose spend covers it (impressions are numbered in
+//! produce order, so this assumes they apply in that order, which holds per partition).
+//! Throughput: a burst of `--burst` impressions is produced as fast as possible and timed until
+//! the API shows them all.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use adstream_operators::events::Billing;
+use adstream_operators::time::EventTime;
+use adstream_operators::token::{sign, WinClaims};
+use anyhow::Context;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+use crate::pipeline::Pipeline;
+
+/// A minimal keep-alive HTTP/1.1 GET client for polling the API without a client library.
+struct Poller {
+    stream: TcpStream,
+    host: String,
+}
+
+impl Poller {
+    fn connect(api: &str) -> anyhow::Result<Self> {
+        let host = api
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        let stream = TcpStream::connect(&host).with_context(|| format!("connecting to {host}"))?;
+        stream.set_nodelay(true)?;
+        Ok(Poller { stream, host })
+    }
+
+    fn get_json(&mut self, path: &str) -> anyhow::Result<(u16, serde_json::Value)> {
+        write!(
+            self.stream,
+            "GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n",
+            self.host
+        )?;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = self.stream.read(&mut chunk)?;
+            anyhow::ensure!(n > 0, "API closed the connection");
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf);
+            if let Some(end) = text.find("\r\n\r\n") {
+                let head = &text[..end];
+                let status = head
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                let len = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                    })
+                    .unwrap_or(0);
+                if buf.len() >= end + 4 + len {
+                    let body = serde_json::from_slice(&buf[end + 4..end + 4 + len])
+                        .unwrap_or(serde_json::Value::Null);
+                    return Ok((status, body));
+                }
+            }
+        }
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Runs both measurements and prints the figures.
+pub fn run(
+    pipeline: &Pipeline,
+    brokers: &str,
+    api: &str,
+    rate: u64,
+    seconds: u64,
+    burst: u64,
+) -> anyhow::Result<()> {
+    let secret = pipeline.secret()?;
+    let config = crate::kafka::client_config(pipeline, brokers)?;
+    let producer: BaseProducer = config
+        .clone()
+        .set("linger.ms", "1")
+        .create()
+        .context("creating a producer")?;
+    let run_id = EventTime::now().millis();
+    let campaign = format!("bench-fresh-{run_id}");
+    let doc = format!(
+        r#"{{"campaign_id":"{campaign}","advertiser_id":"bench","daily_budget_micros":1000000000000,"timezone":"UTC","billing":"cpm","bid_micros":1000}}"#
+    );
+    producer
+        .send(
+            BaseRecord::to(&pipeline.topics.campaigns)
+                .key(&campaign)
+                .payload(&doc),
+        )
+        .map_err(|(e, _)| e)?;
+    producer.flush(Duration::from_secs(10))?;
+    let mut poller = Poller::connect(api)?;
+    let path = format!("/v1/campaigns/{campaign}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while poller.get_json(&path)?.0 != 200 {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "campaign never appeared at {api}{path}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut seq = 0u64;
+    let send = |producer: &BaseProducer, seq: u64| {
+        let now = EventTime::now();
+        let claims = WinClaims {
+            request_id: format!("{run_id}-{seq}"),
+            imp_id: "1".into(),
+            campaign_id: campaign.clone(),
+            advertiser_id: "bench".into(),
+            ad_id: "ad".into(),
+            billing: Billing::Cpm,
+            charge_micros: 1,
+            issued: now,
+        };
+        let payload = serde_json::json!({"event_id": claims.request_id, "ts": now.millis(), "request_id": claims.request_id,
+            "imp_id": "1", "campaign_id": campaign, "ad_id": "ad", "user_id": format!("u{}", seq % 1000),
+            "billing_token": sign(&secret, &claims)})
+        .to_string();
+        let mut record = BaseRecord::to(&pipeline.topics.impressions)
+            .key(&claims.request_id)
+            .payload(&payload);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    record = back;
+                    producer.poll(Duration::from_millis(1));
+                }
+            }
+        }
+    };
+
+    // Freshness at a steady rate.
+    let total = rate * seconds;
+    let mut produced_at: Vec<Instant> = Vec::with_capacity(total as usize);
+    let start = Instant::now();
+    let mut delays = Vec::with_capacity(total as usize);
+    let mut seen = 0u64;
+    while seen < total {
+        let due = ((start.elapsed().as_secs_f64() * rate as f64) as u64).min(total);
+        while seq < due {
+            send(&producer, seq);
+            produced_at.push(Instant::now());
+            seq += 1;
+        }
+        producer.poll(Duration::ZERO);
+        let (_, body) = poller.get_json(&path)?;
+        let spend = body["spend_micros"].as_u64().unwrap_or(0).min(seq);
+        let now = Instant::now();
+        while seen < spend {
+            delays.push(now.duration_since(produced_at[seen as usize]).as_secs_f64() * 1000.0);
+            seen += 1;
+        }
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(seconds + 120),
+            "only {seen} of {total} impressions applied"
+        );
+    }
+    delays.sort_by(f64::total_cmp);
+    println!(
+        "spend freshness at {rate} events/s for {seconds} s: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} events)",
+        percentile(&delays, 0.5),
+        percentile(&delays, 0.99),
+        percentile(&delays, 1.0),
+        delays.len()
+    );
+
+    // End-to-end throughput of a burst.
+    let base = seq;
+    let start = Instant::now();
+    for _ in 0..burst {
+        send(&producer, seq);
+        seq += 1;
+    }
+    producer.flush(Duration::from_secs(60))?;
+    let produced = start.elapsed();
+    loop {
+        let (_, body) = poller.get_json(&path)?;
+        if body["spend_micros"].as_u64().unwrap_or(0) >= base + burst {
+            break;
+        }
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(600),
+            "burst not applied within 10 minutes"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let took = start.elapsed();
+    println!(
+        "end to end from the broker: {burst} events produced in {:.2} s, all charged after {:.2} s: {:.0} events/s",
+        produced.as_secs_f64(),
+        took.as_secs_f64(),
+        burst as f64 / took.as_secs_f64()
+    );
+    Ok(())
+}
