@@ -15,6 +15,7 @@ pub mod graph;
 pub mod ingest;
 pub mod ledger;
 pub mod routing;
+pub mod serve;
 pub mod source;
 pub mod time;
 pub mod token;

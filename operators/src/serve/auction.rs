@@ -1,0 +1,199 @@
+//! The auction: generalized second price with reserves, one winner per slot, no advertiser twice.
+//!
+//! Candidates are compared by expected value per thousand impressions (eCPM): the bid itself for
+//! CPM, `bid x pCTR x 1000` for CPC and `bid x pCTR x pCVR x 1000` for CPA. Slots are filled in
+//! request order by the best remaining candidate whose advertiser has not won yet and whose eCPM
+//! clears the slot's reserve (the larger of the request's floor and the pipeline's reserve). The
+//! winner pays the larger of the reserve and the next eligible candidate's eCPM (the second
+//! price), never more than its own eCPM; that price is turned back into the winner's billing
+//! unit (per impression, click or conversion), never above its bid.
+
+use std::collections::HashSet;
+
+use crate::events::Billing;
+
+use super::request::Slot;
+
+/// A scored ad that may bid.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    /// Campaign.
+    pub campaign_id: String,
+    /// Its advertiser.
+    pub advertiser_id: String,
+    /// The creative.
+    pub ad_id: String,
+    /// Billing unit.
+    pub billing: Billing,
+    /// Max bid per billing unit, micros (per 1000 impressions for CPM).
+    pub bid_micros: u64,
+    /// Predicted click probability.
+    pub pctr: f64,
+    /// Predicted conversion probability after a click.
+    pub pcvr: f64,
+}
+
+impl Candidate {
+    /// Expected value per thousand impressions, micros.
+    pub fn ecpm_micros(&self) -> u64 {
+        let bid = self.bid_micros as f64;
+        let ecpm = match self.billing {
+            Billing::Cpm => bid,
+            Billing::Cpc => bid * self.pctr * 1000.0,
+            Billing::Cpa => bid * self.pctr * self.pcvr * 1000.0,
+        };
+        if ecpm.is_finite() && ecpm > 0.0 {
+            ecpm.min(u64::MAX as f64) as u64
+        } else {
+            0
+        }
+    }
+
+    /// What the billing event costs when the win is priced at `price_ecpm` micros, never above
+    /// the bid per unit.
+    pub fn charge_for(&self, price_ecpm: u64) -> u64 {
+        let price = price_ecpm as f64;
+        let (charge, cap) = match self.billing {
+            Billing::Cpm => (price / 1000.0, self.bid_micros as f64 / 1000.0),
+            Billing::Cpc => (price / (self.pctr * 1000.0), self.bid_micros as f64),
+            Billing::Cpa => (price / (self.pctr * self.pcvr * 1000.0), self.bid_micros as f64),
+        };
+        let charge = if charge.is_finite() { charge.min(cap) } else { cap };
+        charge.max(0.0).floor() as u64
+    }
+}
+
+/// A won slot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Win {
+    /// The slot.
+    pub imp_id: String,
+    /// Who won.
+    pub candidate: Candidate,
+    /// The winner's eCPM, micros.
+    pub ecpm_micros: u64,
+    /// The clearing price as eCPM, micros.
+    pub price_ecpm_micros: u64,
+    /// What the winner's billing event will be charged, micros.
+    pub charge_micros: u64,
+}
+
+/// Runs the auction over `candidates` for `slots` with a pipeline-wide `reserve_ecpm_micros`.
+pub fn run_auction(slots: &[Slot], candidates: &[Candidate], reserve_ecpm_micros: u64) -> Vec<Win> {
+    let mut ranked: Vec<(u64, &Candidate)> = candidates.iter().map(|c| (c.ecpm_micros(), c)).collect();
+    // Highest eCPM first; ties broken by campaign id so the outcome is deterministic.
+    ranked.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.campaign_id.cmp(&b.1.campaign_id)));
+    let mut advertisers_won: HashSet<&str> = HashSet::new();
+    let mut wins = Vec::new();
+    for slot in slots {
+        let reserve = slot.floor_ecpm_micros.max(reserve_ecpm_micros);
+        let mut eligible = ranked
+            .iter()
+            .filter(|(ecpm, c)| *ecpm >= reserve && *ecpm > 0 && !advertisers_won.contains(c.advertiser_id.as_str()));
+        let Some(&(ecpm, winner)) = eligible.next() else {
+            continue;
+        };
+        let runner_up = eligible
+            .find(|(_, c)| c.advertiser_id != winner.advertiser_id)
+            .map_or(0, |(e, _)| *e);
+        let price = runner_up.max(reserve).min(ecpm);
+        advertisers_won.insert(winner.advertiser_id.as_str());
+        wins.push(Win {
+            imp_id: slot.imp_id.clone(),
+            candidate: winner.clone(),
+            ecpm_micros: ecpm,
+            price_ecpm_micros: price,
+            charge_micros: winner.charge_for(price),
+        });
+    }
+    wins
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn cand(id: &str, adv: &str, billing: Billing, bid: u64, pctr: f64) -> Candidate {
+        Candidate {
+            campaign_id: id.into(),
+            advertiser_id: adv.into(),
+            ad_id: format!("{id}-ad"),
+            billing,
+            bid_micros: bid,
+            pctr,
+            pcvr: 0.1,
+        }
+    }
+
+    fn slot(id: &str, floor: u64) -> Slot {
+        Slot { imp_id: id.into(), tag_id: None, floor_ecpm_micros: floor }
+    }
+
+    #[test]
+    fn second_price_arithmetic() {
+        // eCPMs: a = 3_000_000 (CPM), b = 20_000 * 0.1 * 1000 = 2_000_000 (CPC), c = 1_000_000.
+        let cands = vec![
+            cand("a", "A", Billing::Cpm, 3_000_000, 0.0),
+            cand("b", "B", Billing::Cpc, 20_000, 0.1),
+            cand("c", "C", Billing::Cpm, 1_000_000, 0.0),
+        ];
+        let wins = run_auction(&[slot("1", 0), slot("2", 0)], &cands, 100_000);
+        assert_eq!(wins.len(), 2);
+        assert_eq!(wins[0].candidate.campaign_id, "a");
+        assert_eq!(wins[0].price_ecpm_micros, 2_000_000);
+        assert_eq!(wins[0].charge_micros, 2_000); // per impression
+        assert_eq!(wins[1].candidate.campaign_id, "b");
+        assert_eq!(wins[1].price_ecpm_micros, 1_000_000);
+        assert_eq!(wins[1].charge_micros, 10_000); // per click: 1_000_000 / (0.1 * 1000)
+    }
+
+    #[test]
+    fn reserve_and_floor_bind() {
+        let cands = vec![cand("a", "A", Billing::Cpm, 3_000_000, 0.0)];
+        let wins = run_auction(&[slot("1", 2_500_000)], &cands, 100_000);
+        assert_eq!(wins[0].price_ecpm_micros, 2_500_000);
+        assert!(run_auction(&[slot("1", 3_000_001)], &cands, 0).is_empty());
+    }
+
+    #[test]
+    fn an_advertiser_wins_once() {
+        let cands = vec![cand("a1", "A", Billing::Cpm, 3_000_000, 0.0), cand("a2", "A", Billing::Cpm, 2_900_000, 0.0)];
+        let wins = run_auction(&[slot("1", 0), slot("2", 0)], &cands, 0);
+        assert_eq!(wins.len(), 1);
+        assert_eq!(wins[0].price_ecpm_micros, 0.max(0));
+    }
+
+    proptest! {
+        #[test]
+        fn invariants_hold(
+            bids in proptest::collection::vec((0u8..6, 0u8..3, 1u64..10_000_000, 1u32..1000), 0..30),
+            floors in proptest::collection::vec(0u64..5_000_000, 1..5),
+            reserve in 0u64..2_000_000,
+        ) {
+            let cands: Vec<Candidate> = bids.iter().enumerate().map(|(i, (adv, b, bid, ctr))| Candidate {
+                campaign_id: format!("c{i}"),
+                advertiser_id: format!("adv{adv}"),
+                ad_id: format!("ad{i}"),
+                billing: [Billing::Cpm, Billing::Cpc, Billing::Cpa][*b as usize],
+                bid_micros: *bid,
+                pctr: *ctr as f64 / 10_000.0,
+                pcvr: 0.2,
+            }).collect();
+            let slots: Vec<Slot> = floors.iter().enumerate().map(|(i, f)| slot(&format!("s{i}"), *f)).collect();
+            let wins = run_auction(&slots, &cands, reserve);
+            let mut advs = HashSet::new();
+            let mut imps = HashSet::new();
+            for w in &wins {
+                let s = slots.iter().find(|s| s.imp_id == w.imp_id).unwrap();
+                let r = s.floor_ecpm_micros.max(reserve);
+                prop_assert!(advs.insert(w.candidate.advertiser_id.clone()), "advertiser twice");
+                prop_assert!(imps.insert(w.imp_id.clone()), "slot twice");
+                prop_assert!(w.price_ecpm_micros <= w.ecpm_micros, "price above the winner's bid");
+                prop_assert!(w.price_ecpm_micros >= r, "price below the reserve");
+                let per_unit_bid = match w.candidate.billing { Billing::Cpm => w.candidate.bid_micros / 1000, _ => w.candidate.bid_micros };
+                prop_assert!(w.charge_micros <= per_unit_bid.max(w.candidate.bid_micros / 1000), "charge above the bid");
+            }
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! The OpenRTB 2.6 BidRequest subset adstream reads, validated into an [`AdRequest`].
+
+use serde::Deserialize;
+
+/// Why a request was refused (HTTP 400), naming the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("field `{field}`: {message}")]
+pub struct RequestError {
+    /// Dotted path of the offending field.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn err(field: impl Into<String>, message: impl Into<String>) -> RequestError {
+    RequestError {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct RawRequest {
+    id: String,
+    imp: Vec<RawImp>,
+    #[serde(default)]
+    user: Option<RawUser>,
+    #[serde(default)]
+    device: Option<RawDevice>,
+    #[serde(default)]
+    tmax: Option<u64>,
+    #[serde(default)]
+    site: Option<serde_json::Value>,
+    #[serde(default)]
+    app: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawImp {
+    id: String,
+    #[serde(default)]
+    tagid: Option<String>,
+    #[serde(default)]
+    bidfloor: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawUser {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    keywords: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawDevice {
+    #[serde(default)]
+    geo: Option<RawGeo>,
+    #[serde(default)]
+    devicetype: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawGeo {
+    #[serde(default)]
+    country: Option<String>,
+}
+
+/// One impression slot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Slot {
+    /// `imp.id`.
+    pub imp_id: String,
+    /// `imp.tagid`.
+    pub tag_id: Option<String>,
+    /// Floor as eCPM micros (OpenRTB's `bidfloor` is CPM in currency units).
+    pub floor_ecpm_micros: u64,
+}
+
+/// A validated ad request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdRequest {
+    /// `id`.
+    pub id: String,
+    /// Slots, in request order.
+    pub slots: Vec<Slot>,
+    /// `user.id`.
+    pub user_id: Option<String>,
+    /// `device.geo.country` (upper-case).
+    pub country: Option<String>,
+    /// `device.devicetype` as a name (`mobile`, `desktop`, `ctv`, `tablet`, `phone`...).
+    pub device: Option<String>,
+    /// Interests from `user.keywords` (comma-separated).
+    pub interests: Vec<String>,
+    /// Deadline in ms (`tmax`, default 50).
+    pub tmax_ms: u64,
+    /// Whether it came from a site (`false`: an app).
+    pub is_site: bool,
+}
+
+/// OpenRTB device types (AdCOM 1.0 list) by name.
+pub fn device_name(devicetype: u32) -> &'static str {
+    match devicetype {
+        1 | 4 => "mobile",
+        2 => "desktop",
+        3 | 7 => "ctv",
+        5 => "tablet",
+        6 => "connected",
+        _ => "other",
+    }
+}
+
+/// Parses and validates a BidRequest body.
+pub fn parse_request(body: &[u8]) -> Result<AdRequest, RequestError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let raw: RawRequest = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            return err("body", format!("malformed JSON: {inner}"));
+        }
+        let message = inner.to_string();
+        let field = match message.strip_prefix("missing field `") {
+            Some(rest) => {
+                let name = rest.split('`').next().unwrap_or_default();
+                if path == "." { name.to_string() } else { format!("{path}.{name}") }
+            }
+            None => path,
+        };
+        err(field, message.split(" at line ").next().unwrap_or_default())
+    })?;
+    if raw.id.trim().is_empty() {
+        return Err(err("id", "must not be empty"));
+    }
+    if raw.imp.is_empty() {
+        return Err(err("imp", "must hold at least one impression"));
+    }
+    if raw.imp.len() > 16 {
+        return Err(err("imp", "at most 16 impressions per request"));
+    }
+    let mut slots = Vec::with_capacity(raw.imp.len());
+    for (i, imp) in raw.imp.iter().enumerate() {
+        if imp.id.trim().is_empty() {
+            return Err(err(format!("imp[{i}].id"), "must not be empty"));
+        }
+        if slots.iter().any(|s: &Slot| s.imp_id == imp.id) {
+            return Err(err(format!("imp[{i}].id"), "duplicates another impression's id"));
+        }
+        let floor = imp.bidfloor.unwrap_or(0.0);
+        if !floor.is_finite() || floor < 0.0 || floor > 1e6 {
+            return Err(err(format!("imp[{i}].bidfloor"), "must be a CPM between 0 and 1000000"));
+        }
+        slots.push(Slot {
+            imp_id: imp.id.clone(),
+            tag_id: imp.tagid.clone(),
+            floor_ecpm_micros: (floor * 1e6).round() as u64,
+        });
+    }
+    let tmax_ms = raw.tmax.unwrap_or(50);
+    if tmax_ms == 0 || tmax_ms > 10_000 {
+        return Err(err("tmax", "must be between 1 and 10000 ms"));
+    }
+    if raw.site.is_some() && raw.app.is_some() {
+        return Err(err("app", "a request has a site or an app, not both"));
+    }
+    let user = raw.user.as_ref();
+    Ok(AdRequest {
+        id: raw.id,
+        slots,
+        user_id: user.and_then(|u| u.id.clone()).filter(|s| !s.is_empty()),
+        country: raw
+            .device
+            .as_ref()
+            .and_then(|d| d.geo.as_ref())
+            .and_then(|g| g.country.as_ref())
+            .map(|c| c.to_ascii_uppercase()),
+        device: raw.device.as_ref().and_then(|d| d.devicetype).map(|t| device_name(t).to_string()),
+        interests: user
+            .and_then(|u| u.keywords.as_ref())
+            .map(|k| k.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+            .unwrap_or_default(),
+        tmax_ms,
+        is_site: raw.app.is_none(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_subset_and_ignores_unknown_fields() {
+        let r = parse_request(br#"{"id":"r1","imp":[{"id":"1","tagid":"t","bidfloor":0.5,"banner":{"w":300}}],
+            "user":{"id":"u1","keywords":"sports, travel"},"device":{"geo":{"country":"fr"},"devicetype":4},
+            "site":{"id":"s"},"tmax":80,"ext":{"x":1}}"#).unwrap();
+        assert_eq!(r.slots[0].floor_ecpm_micros, 500_000);
+        assert_eq!(r.country.as_deref(), Some("FR"));
+        assert_eq!(r.device.as_deref(), Some("mobile"));
+        assert_eq!(r.interests, vec!["sports", "travel"]);
+        assert_eq!(r.tmax_ms, 80);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases: [(&[u8], &str); 7] = [
+            (b"{nope", "body"),
+            (br#"{"imp":[{"id":"1"}]}"#, "id"),
+            (br#"{"id":"r","imp":[]}"#, "imp"),
+            (br#"{"id":"r","imp":[{"id":""}]}"#, "imp[0].id"),
+            (br#"{"id":"r","imp":[{"id":"1","bidfloor":-1}]}"#, "imp[0].bidfloor"),
+            (br#"{"id":"r","imp":[{"id":"1","bidfloor":"cheap"}]}"#, "imp[0].bidfloor"),
+            (br#"{"id":"r","imp":[{"id":"1"}],"tmax":0}"#, "tmax"),
+        ];
+        for (body, field) in cases {
+            let e = parse_request(body).unwrap_err();
+            assert_eq!(e.field, field, "{e} for {}", String::from_utf8_lossy(body));
+        }
+    }
+}
