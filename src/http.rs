@@ -11,6 +11,11 @@ use serde_json::json;
 
 use crate::live::LiveState;
 use crate::metrics::Metrics;
+use crate::serving::{Answer, Serving};
+use adstream_operators::serve::request::parse_request;
+use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::post;
 
 /// What handlers read.
 #[derive(Clone)]
@@ -19,6 +24,8 @@ pub struct AppState {
     pub live: Arc<LiveState>,
     /// Metrics.
     pub metrics: Metrics,
+    /// Request queues of the serving operators (absent in tests of the other routes).
+    pub serving: Option<Arc<Serving>>,
 }
 
 /// One error type for every handler: a status and a JSON body naming what is wrong.
@@ -42,6 +49,8 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/v1/openrtb", post(openrtb))
+        .layer(DefaultBodyLimit::max(64 * 1024))
         .with_state(state)
 }
 
@@ -78,6 +87,27 @@ async fn campaign(
     body["budget_micros"] = json!(status.budget_micros);
     body["pacing"] = json!({ "mode": "asap", "throttle": 0.0 });
     Ok(Json(body).into_response())
+}
+
+async fn openrtb(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let received = std::time::Instant::now();
+    let request = parse_request(&body).map_err(|e| ApiError {
+        status: StatusCode::BAD_REQUEST,
+        message: e.to_string(),
+    })?;
+    let serving = state.serving.as_ref().ok_or_else(|| ApiError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        message: "serving is not running".into(),
+    })?;
+    let id = request.id.clone();
+    match serving.submit(request, received).await {
+        Answer::Filled(outcome) => Ok(Json(serving.response(&id, &outcome)).into_response()),
+        Answer::NoFill => Ok(StatusCode::NO_CONTENT.into_response()),
+        Answer::Overloaded => Err(ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: "overloaded: every serving queue is full".into(),
+        }),
+    }
 }
 
 async fn campaigns(State(state): State<AppState>) -> Json<serde_json::Value> {
@@ -132,6 +162,7 @@ mod tests {
         let app = app(AppState {
             live,
             metrics: Metrics::new(),
+            serving: None,
         });
         let (status, body) = get_json(app.clone(), "/v1/campaigns/c1").await;
         assert_eq!(status, StatusCode::OK);
@@ -148,5 +179,26 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[tokio::test]
+    async fn openrtb_refuses_bad_bodies_before_queueing() {
+        let app = app(AppState {
+            live: Arc::new(LiveState::default()),
+            metrics: Metrics::new(),
+            serving: None,
+        });
+        let resp = app
+            .clone()
+            .oneshot(
+                Request::post("/v1/openrtb")
+                    .body(Body::from(r#"{"id":"r","imp":[{"id":"1"}],"tmax":-4}"#))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        assert!(String::from_utf8_lossy(&bytes).contains("tmax"));
     }
 }

@@ -13,4 +13,5 @@ pub mod live;
 pub mod metrics;
 pub mod pipeline;
 pub mod runtime;
+pub mod serving;
 pub mod state;

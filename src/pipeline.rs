@@ -53,6 +53,37 @@ pub struct Pipeline {
     /// HTTP API.
     #[serde(default)]
     pub api: ApiSection,
+    /// Ad serving.
+    #[serde(default)]
+    pub serving: ServingSection,
+}
+
+/// `[serving]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServingSection {
+    /// Pipeline-wide reserve price, CPM in currency units (the request's floor applies too).
+    pub reserve_cpm: Spanned<f64>,
+    /// At most this many campaigns of one advertiser reach ranking per request.
+    pub per_advertiser: Spanned<usize>,
+    /// At most this many candidates are scored per request.
+    pub max_candidates: Spanned<usize>,
+    /// Requests queued per worker before the API answers 503.
+    pub queue: Spanned<usize>,
+    /// Base of the billing notice URL (`burl`) returned with each win.
+    pub burl_base: String,
+}
+
+impl Default for ServingSection {
+    fn default() -> Self {
+        ServingSection {
+            reserve_cpm: Spanned::new(0..0, 0.01),
+            per_advertiser: Spanned::new(0..0, 2),
+            max_candidates: Spanned::new(0..0, 200),
+            queue: Spanned::new(0..0, 1024),
+            burl_base: "http://127.0.0.1:8080/v1/billing".into(),
+        }
+    }
 }
 
 /// `[pipeline]`.

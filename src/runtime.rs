@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use adstream_operators::attribution::Windows;
@@ -22,6 +22,7 @@ use adstream_operators::ingest::{decode, DecodeConfig, Ingested, StreamId};
 use adstream_operators::ledger::operator::{LedgerConfig, LedgerOutput};
 use adstream_operators::ledger::status::{BudgetBook, BudgetStatus};
 use adstream_operators::ledger::Horizons;
+use adstream_operators::serve::operator::{serve, ServeConfig, Served};
 use adstream_operators::source::{
     kafka_source, restore_offsets, wall_clock, SourceConfig, SourceControl,
 };
@@ -170,9 +171,27 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<()> {
     let bound = listener.local_addr().context("reading the API address")?;
     tracing::info!(%bound, workers, process = opts.process, processes, "API listening");
     println!("adstream: API listening on http://{bound}");
+    // One bounded request queue per local worker, each drained by that worker's serving operator.
+    let mut queues = Vec::new();
+    let mut receivers = Vec::new();
+    for _ in 0..workers {
+        let (sender, receiver) = std::sync::mpsc::sync_channel(*pipeline.serving.queue.get_ref());
+        let activator = Arc::new(Mutex::new(None));
+        queues.push(crate::serving::WorkerQueue {
+            sender,
+            activator: activator.clone(),
+        });
+        receivers.push(Some((receiver, activator)));
+    }
+    let receivers = Arc::new(Mutex::new(receivers));
+    let serving = Arc::new(crate::serving::Serving::new(
+        queues,
+        pipeline.serving.burl_base.clone(),
+    ));
     let state = AppState {
         live: live.clone(),
         metrics: metrics.clone(),
+        serving: Some(serving),
     };
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
     let server = runtime.spawn(async move {
@@ -209,6 +228,12 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<()> {
             view_ms: *pipeline.attribution.view_window_ms.get_ref(),
         },
     };
+    let serve_config = ServeConfig {
+        secret: secret.clone(),
+        reserve_ecpm_micros: (*pipeline.serving.reserve_cpm.get_ref() * 1e6).round() as u64,
+        per_advertiser: *pipeline.serving.per_advertiser.get_ref(),
+        max_candidates: *pipeline.serving.max_candidates.get_ref(),
+    };
     let decode_config = DecodeConfig {
         secret,
         max_message_bytes: *pipeline.billing.max_message_bytes.get_ref(),
@@ -224,6 +249,12 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<()> {
         let owned = assignment(&layout, index, peers);
         let offsets = restore_offsets(&*store);
         let reader = KafkaReader::new(&config, &topics, owned, &offsets).map_err(|e| format!("{e:#}"))?;
+        let (requests, activator_slot) = receivers
+            .lock()
+            .ok()
+            .and_then(|mut r| r.get_mut(index % workers).and_then(Option::take))
+            .ok_or_else(|| "serving queue already taken".to_string())?;
+        let serve_config = serve_config.clone();
         let control = SourceControl {
             stop: worker_stop.clone(),
             ..SourceControl::default()
@@ -263,12 +294,13 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<()> {
             // coalesced per campaign (published by the worker loop below at most every 200 ms).
             let mut book = BudgetBook::default();
             let status_queue = status_pending.clone();
+            let sinks_for_status = sinks.clone();
             out.clone().inspect(move |rec: &LedgerOutput| match rec {
                 LedgerOutput::Dead(d) => {
                     metrics.dead_letters.with_label_values(&[d.reason.as_str()]).inc();
                     let topic = StreamId::from_u8(d.origin.stream).map_or("unknown", |s| topic_names.input(s));
                     tracing::warn!(reason = d.reason.as_str(), topic, partition = d.origin.partition, offset = d.origin.offset, detail = %d.detail, "dead letter");
-                    sinks.dead_letter(d);
+                    sinks_for_status.dead_letter(d);
                 }
                 other => {
                     if let Some(campaign) = book.apply(other) {
@@ -278,17 +310,21 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<()> {
                     }
                 }
             });
-            // Every process's live view sees every campaign.
-            out.flat_map(|rec| match rec {
-                LedgerOutput::Dead(_) => None,
-                other => Some(other),
-            })
-            .broadcast()
-            .inspect(move |rec: &LedgerOutput| {
-                if leader {
-                    live.apply(rec);
-                }
-            });
+            // Every worker holds a replica of every campaign's state (serving reads it), and
+            // every process's live view (the API) sees every campaign.
+            let replica = out
+                .flat_map(|rec| match rec {
+                    LedgerOutput::Dead(_) => None,
+                    other => Some(other),
+                })
+                .broadcast()
+                .inspect(move |rec: &LedgerOutput| {
+                    if leader {
+                        live.apply(rec);
+                    }
+                });
+            let served_sinks = sinks.clone();
+            serve(replica, requests, serve_config, activator_slot).inspect(move |s: &Served| served_sinks.served(s));
         });
         let mut last_status = Instant::now();
         loop {

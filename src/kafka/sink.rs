@@ -89,6 +89,13 @@ impl Sinks {
         }
     }
 
+    /// Logs a served ad (with its features) to `ads.served`, keyed by request.
+    pub fn served(&self, served: &adstream_operators::serve::operator::Served) {
+        if let Ok(doc) = serde_json::to_vec(served) {
+            self.send(&self.topics.served, served.request_id.as_bytes(), &doc);
+        }
+    }
+
     /// Waits for everything queued to be delivered.
     pub fn flush(&self, timeout: Duration) {
         if let Err(e) = self.producer.flush(timeout) {

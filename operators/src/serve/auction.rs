@@ -56,9 +56,16 @@ impl Candidate {
         let (charge, cap) = match self.billing {
             Billing::Cpm => (price / 1000.0, self.bid_micros as f64 / 1000.0),
             Billing::Cpc => (price / (self.pctr * 1000.0), self.bid_micros as f64),
-            Billing::Cpa => (price / (self.pctr * self.pcvr * 1000.0), self.bid_micros as f64),
+            Billing::Cpa => (
+                price / (self.pctr * self.pcvr * 1000.0),
+                self.bid_micros as f64,
+            ),
         };
-        let charge = if charge.is_finite() { charge.min(cap) } else { cap };
+        let charge = if charge.is_finite() {
+            charge.min(cap)
+        } else {
+            cap
+        };
         charge.max(0.0).floor() as u64
     }
 }
@@ -80,16 +87,20 @@ pub struct Win {
 
 /// Runs the auction over `candidates` for `slots` with a pipeline-wide `reserve_ecpm_micros`.
 pub fn run_auction(slots: &[Slot], candidates: &[Candidate], reserve_ecpm_micros: u64) -> Vec<Win> {
-    let mut ranked: Vec<(u64, &Candidate)> = candidates.iter().map(|c| (c.ecpm_micros(), c)).collect();
+    let mut ranked: Vec<(u64, &Candidate)> =
+        candidates.iter().map(|c| (c.ecpm_micros(), c)).collect();
     // Highest eCPM first; ties broken by campaign id so the outcome is deterministic.
-    ranked.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.campaign_id.cmp(&b.1.campaign_id)));
+    ranked.sort_by(|a, b| {
+        b.0.cmp(&a.0)
+            .then_with(|| a.1.campaign_id.cmp(&b.1.campaign_id))
+    });
     let mut advertisers_won: HashSet<&str> = HashSet::new();
     let mut wins = Vec::new();
     for slot in slots {
         let reserve = slot.floor_ecpm_micros.max(reserve_ecpm_micros);
-        let mut eligible = ranked
-            .iter()
-            .filter(|(ecpm, c)| *ecpm >= reserve && *ecpm > 0 && !advertisers_won.contains(c.advertiser_id.as_str()));
+        let mut eligible = ranked.iter().filter(|(ecpm, c)| {
+            *ecpm >= reserve && *ecpm > 0 && !advertisers_won.contains(c.advertiser_id.as_str())
+        });
         let Some(&(ecpm, winner)) = eligible.next() else {
             continue;
         };
@@ -127,7 +138,11 @@ mod tests {
     }
 
     fn slot(id: &str, floor: u64) -> Slot {
-        Slot { imp_id: id.into(), tag_id: None, floor_ecpm_micros: floor }
+        Slot {
+            imp_id: id.into(),
+            tag_id: None,
+            floor_ecpm_micros: floor,
+        }
     }
 
     #[test]
@@ -158,7 +173,10 @@ mod tests {
 
     #[test]
     fn an_advertiser_wins_once() {
-        let cands = vec![cand("a1", "A", Billing::Cpm, 3_000_000, 0.0), cand("a2", "A", Billing::Cpm, 2_900_000, 0.0)];
+        let cands = vec![
+            cand("a1", "A", Billing::Cpm, 3_000_000, 0.0),
+            cand("a2", "A", Billing::Cpm, 2_900_000, 0.0),
+        ];
         let wins = run_auction(&[slot("1", 0), slot("2", 0)], &cands, 0);
         assert_eq!(wins.len(), 1);
         assert_eq!(wins[0].price_ecpm_micros, 0.max(0));

@@ -5,6 +5,7 @@
 //! tested without timely; [`operator`] is the shell that runs them on a worker's replica.
 
 pub mod auction;
+pub mod operator;
 pub mod ranking;
 pub mod request;
 pub mod retrieval;

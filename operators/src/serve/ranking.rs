@@ -73,7 +73,10 @@ impl PriorRanker {
 
 impl Ranker for PriorRanker {
     fn score(&self, _request: &AdRequest, candidates: &[&Listed]) -> Vec<Prediction> {
-        candidates.iter().map(|l| self.predict(&l.campaign.campaign_id)).collect()
+        candidates
+            .iter()
+            .map(|l| self.predict(&l.campaign.campaign_id))
+            .collect()
     }
 
     fn version(&self) -> String {

@@ -123,7 +123,11 @@ pub fn parse_request(body: &[u8]) -> Result<AdRequest, RequestError> {
         let field = match message.strip_prefix("missing field `") {
             Some(rest) => {
                 let name = rest.split('`').next().unwrap_or_default();
-                if path == "." { name.to_string() } else { format!("{path}.{name}") }
+                if path == "." {
+                    name.to_string()
+                } else {
+                    format!("{path}.{name}")
+                }
             }
             None => path,
         };
@@ -144,11 +148,17 @@ pub fn parse_request(body: &[u8]) -> Result<AdRequest, RequestError> {
             return Err(err(format!("imp[{i}].id"), "must not be empty"));
         }
         if slots.iter().any(|s: &Slot| s.imp_id == imp.id) {
-            return Err(err(format!("imp[{i}].id"), "duplicates another impression's id"));
+            return Err(err(
+                format!("imp[{i}].id"),
+                "duplicates another impression's id",
+            ));
         }
         let floor = imp.bidfloor.unwrap_or(0.0);
-        if !floor.is_finite() || floor < 0.0 || floor > 1e6 {
-            return Err(err(format!("imp[{i}].bidfloor"), "must be a CPM between 0 and 1000000"));
+        if !floor.is_finite() || !(0.0..=1e6).contains(&floor) {
+            return Err(err(
+                format!("imp[{i}].bidfloor"),
+                "must be a CPM between 0 and 1000000",
+            ));
         }
         slots.push(Slot {
             imp_id: imp.id.clone(),
@@ -174,10 +184,19 @@ pub fn parse_request(body: &[u8]) -> Result<AdRequest, RequestError> {
             .and_then(|d| d.geo.as_ref())
             .and_then(|g| g.country.as_ref())
             .map(|c| c.to_ascii_uppercase()),
-        device: raw.device.as_ref().and_then(|d| d.devicetype).map(|t| device_name(t).to_string()),
+        device: raw
+            .device
+            .as_ref()
+            .and_then(|d| d.devicetype)
+            .map(|t| device_name(t).to_string()),
         interests: user
             .and_then(|u| u.keywords.as_ref())
-            .map(|k| k.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+            .map(|k| {
+                k.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
             .unwrap_or_default(),
         tmax_ms,
         is_site: raw.app.is_none(),
@@ -207,8 +226,14 @@ mod tests {
             (br#"{"imp":[{"id":"1"}]}"#, "id"),
             (br#"{"id":"r","imp":[]}"#, "imp"),
             (br#"{"id":"r","imp":[{"id":""}]}"#, "imp[0].id"),
-            (br#"{"id":"r","imp":[{"id":"1","bidfloor":-1}]}"#, "imp[0].bidfloor"),
-            (br#"{"id":"r","imp":[{"id":"1","bidfloor":"cheap"}]}"#, "imp[0].bidfloor"),
+            (
+                br#"{"id":"r","imp":[{"id":"1","bidfloor":-1}]}"#,
+                "imp[0].bidfloor",
+            ),
+            (
+                br#"{"id":"r","imp":[{"id":"1","bidfloor":"cheap"}]}"#,
+                "imp[0].bidfloor",
+            ),
             (br#"{"id":"r","imp":[{"id":"1"}],"tmax":0}"#, "tmax"),
         ];
         for (body, field) in cases {

@@ -29,10 +29,16 @@ impl CampaignIndex {
         for listed in book.catalog().iter() {
             let c = &listed.campaign;
             if c.targeting.countries.is_empty() {
-                by_country.entry(EVERYWHERE.into()).or_default().push(c.campaign_id.clone());
+                by_country
+                    .entry(EVERYWHERE.into())
+                    .or_default()
+                    .push(c.campaign_id.clone());
             }
             for country in &c.targeting.countries {
-                by_country.entry(country.to_ascii_uppercase()).or_default().push(c.campaign_id.clone());
+                by_country
+                    .entry(country.to_ascii_uppercase())
+                    .or_default()
+                    .push(c.campaign_id.clone());
             }
         }
         CampaignIndex { by_country }
@@ -41,29 +47,59 @@ impl CampaignIndex {
     /// Ids of campaigns whose country targeting admits `country`.
     pub fn lookup<'a>(&'a self, country: Option<&str>) -> impl Iterator<Item = &'a String> + 'a {
         let everywhere = self.by_country.get(EVERYWHERE).into_iter().flatten();
-        let local = country.and_then(|c| self.by_country.get(c)).into_iter().flatten();
+        let local = country
+            .and_then(|c| self.by_country.get(c))
+            .into_iter()
+            .flatten();
         everywhere.chain(local)
     }
 }
 
 fn admits(listed: &Listed, request: &AdRequest) -> bool {
     let t = &listed.campaign.targeting;
-    let device_ok = t.devices.is_empty() || request.device.as_ref().is_some_and(|d| t.devices.iter().any(|x| x.eq_ignore_ascii_case(d)));
-    let interests_ok = t.interests.is_empty() || request.interests.iter().any(|i| t.interests.iter().any(|x| x.eq_ignore_ascii_case(i)));
+    let device_ok = t.devices.is_empty()
+        || request
+            .device
+            .as_ref()
+            .is_some_and(|d| t.devices.iter().any(|x| x.eq_ignore_ascii_case(d)));
+    let interests_ok = t.interests.is_empty()
+        || request
+            .interests
+            .iter()
+            .any(|i| t.interests.iter().any(|x| x.eq_ignore_ascii_case(i)));
     device_ok && interests_ok
 }
 
 /// The campaigns that may bid on `request` at `now`, best bid first, at most `per_advertiser`
 /// per advertiser and `limit` in all.
-pub fn retrieve<'a>(book: &'a BudgetBook, index: &CampaignIndex, request: &AdRequest, now: EventTime, per_advertiser: usize, limit: usize) -> Vec<&'a Listed> {
+pub fn retrieve<'a>(
+    book: &'a BudgetBook,
+    index: &CampaignIndex,
+    request: &AdRequest,
+    now: EventTime,
+    per_advertiser: usize,
+    limit: usize,
+) -> Vec<&'a Listed> {
     let mut found: Vec<&Listed> = index
         .lookup(request.country.as_deref())
         .filter_map(|id| book.catalog().get(id))
-        .filter(|l| l.campaign.status == CampaignStatus::Active && l.campaign.in_flight(now) && !l.campaign.creatives.is_empty())
+        .filter(|l| {
+            l.campaign.status == CampaignStatus::Active
+                && l.campaign.in_flight(now)
+                && !l.campaign.creatives.is_empty()
+        })
         .filter(|l| admits(l, request))
-        .filter(|l| book.status(&l.campaign.campaign_id, now).is_some_and(|s| s.remaining_micros > 0))
+        .filter(|l| {
+            book.status(&l.campaign.campaign_id, now)
+                .is_some_and(|s| s.remaining_micros > 0)
+        })
         .collect();
-    found.sort_by(|a, b| b.campaign.bid_micros.cmp(&a.campaign.bid_micros).then_with(|| a.campaign.campaign_id.cmp(&b.campaign.campaign_id)));
+    found.sort_by(|a, b| {
+        b.campaign
+            .bid_micros
+            .cmp(&a.campaign.bid_micros)
+            .then_with(|| a.campaign.campaign_id.cmp(&b.campaign.campaign_id))
+    });
     let mut per: HashMap<&str, usize> = HashMap::new();
     found.retain(|l| {
         let n = per.entry(l.campaign.advertiser_id.as_str()).or_default();
@@ -85,34 +121,64 @@ mod tests {
 
     fn add(book: &mut BudgetBook, json: &str) {
         let c = Campaign::parse(json.as_bytes()).unwrap();
-        book.apply(&LedgerOutput::Campaign(CatalogUpdate { campaign_id: c.campaign_id.clone(), campaign: Some(Box::new(c)) }));
+        book.apply(&LedgerOutput::Campaign(CatalogUpdate {
+            campaign_id: c.campaign_id.clone(),
+            campaign: Some(Box::new(c)),
+        }));
     }
 
     fn campaign(id: &str, adv: &str, targeting: &str, bid: u64) -> String {
-        format!(r#"{{"campaign_id":"{id}","advertiser_id":"{adv}","daily_budget_micros":1000,"timezone":"UTC","billing":"cpm","bid_micros":{bid},"targeting":{targeting},"creatives":[{{"ad_id":"{id}-ad"}}]}}"#)
+        format!(
+            r#"{{"campaign_id":"{id}","advertiser_id":"{adv}","daily_budget_micros":1000,"timezone":"UTC","billing":"cpm","bid_micros":{bid},"targeting":{targeting},"creatives":[{{"ad_id":"{id}-ad"}}]}}"#
+        )
     }
 
     #[test]
     fn targeting_budget_and_advertiser_cap() {
         let mut book = BudgetBook::default();
-        add(&mut book, &campaign("fr", "A", r#"{"countries":["FR"]}"#, 5));
-        add(&mut book, &campaign("us-mobile", "B", r#"{"countries":["US"],"devices":["mobile"]}"#, 5));
+        add(
+            &mut book,
+            &campaign("fr", "A", r#"{"countries":["FR"]}"#, 5),
+        );
+        add(
+            &mut book,
+            &campaign(
+                "us-mobile",
+                "B",
+                r#"{"countries":["US"],"devices":["mobile"]}"#,
+                5,
+            ),
+        );
         add(&mut book, &campaign("all-1", "C", "{}", 3));
         add(&mut book, &campaign("all-2", "C", "{}", 2));
-        add(&mut book, &campaign("sports", "D", r#"{"interests":["sports"]}"#, 9));
+        add(
+            &mut book,
+            &campaign("sports", "D", r#"{"interests":["sports"]}"#, 9),
+        );
         let index = CampaignIndex::build(&book);
         let now = EventTime::now();
         let ids = |book: &BudgetBook, req: &str, k| {
             let r = parse_request(req.as_bytes()).unwrap();
-            retrieve(book, &index, &r, now, k, 100).iter().map(|l| l.campaign.campaign_id.clone()).collect::<Vec<_>>()
+            retrieve(book, &index, &r, now, k, 100)
+                .iter()
+                .map(|l| l.campaign.campaign_id.clone())
+                .collect::<Vec<_>>()
         };
-        let fr = r#"{"id":"r","imp":[{"id":"1"}],"device":{"geo":{"country":"FR"},"devicetype":2}}"#;
+        let fr =
+            r#"{"id":"r","imp":[{"id":"1"}],"device":{"geo":{"country":"FR"},"devicetype":2}}"#;
         assert_eq!(ids(&book, fr, 5), vec!["fr", "all-1", "all-2"]);
         assert_eq!(ids(&book, fr, 1), vec!["fr", "all-1"]);
         let us_mobile = r#"{"id":"r","imp":[{"id":"1"}],"device":{"geo":{"country":"US"},"devicetype":4},"user":{"keywords":"sports"}}"#;
-        assert_eq!(ids(&book, us_mobile, 5), vec!["sports", "us-mobile", "all-1", "all-2"]);
+        assert_eq!(
+            ids(&book, us_mobile, 5),
+            vec!["sports", "us-mobile", "all-1", "all-2"]
+        );
         // Out of budget: gone.
-        book.apply(&LedgerOutput::Spend(DaySpend { campaign_id: "fr".into(), day: crate::ledger::day::budget_day(now, chrono_tz::UTC), spend_micros: 1000 }));
+        book.apply(&LedgerOutput::Spend(DaySpend {
+            campaign_id: "fr".into(),
+            day: crate::ledger::day::budget_day(now, chrono_tz::UTC),
+            spend_micros: 1000,
+        }));
         assert_eq!(ids(&book, fr, 5), vec!["all-1", "all-2"]);
     }
 }

@@ -1,0 +1,264 @@
+//! The serving operator: answers ad requests on a worker from that worker's replica of the
+//! catalog and budget state.
+//!
+//! Requests arrive on a channel from the HTTP API, which wakes the operator through a
+//! [`SyncActivator`]; answers go back through each request's reply callback. The replica is the
+//! ledger's broadcast output, so every worker sees every campaign's spend and serving never
+//! crosses workers. The operator never waits for frontiers or training: it answers what it has.
+
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::StreamVec;
+use timely::scheduling::SyncActivator;
+
+use super::auction::{run_auction, Candidate, Win};
+use super::ranking::{PriorRanker, Ranker};
+use super::request::AdRequest;
+use super::retrieval::{retrieve, CampaignIndex};
+use crate::events::Billing;
+use crate::ledger::operator::LedgerOutput;
+use crate::ledger::status::BudgetBook;
+use crate::time::EventTime;
+use crate::token::{sign, WinClaims};
+
+/// A won slot with its signed billing token.
+#[derive(Debug, Clone)]
+pub struct SignedWin {
+    /// The auction's result.
+    pub win: Win,
+    /// `billing_token` for the win's events.
+    pub token: String,
+}
+
+/// The answer to one request.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOutcome {
+    /// Wins, one per filled slot (empty: no fill).
+    pub wins: Vec<SignedWin>,
+    /// Model that ranked.
+    pub model_version: String,
+    /// Whether the deadline had passed before the request was reached.
+    pub late: bool,
+}
+
+/// A request handed to a serving operator.
+pub struct ServeRequest {
+    /// The validated request.
+    pub request: AdRequest,
+    /// When the API received it (the `tmax` deadline counts from here).
+    pub received: Instant,
+    /// Called once with the answer.
+    pub reply: Box<dyn FnOnce(ServeOutcome) + Send>,
+}
+
+/// A served ad, logged to `ads.served` with what was used to score it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Served {
+    /// Request.
+    pub request_id: String,
+    /// Slot.
+    pub imp_id: String,
+    /// When it was served.
+    pub ts: EventTime,
+    /// Winning campaign.
+    pub campaign_id: String,
+    /// Its advertiser.
+    pub advertiser_id: String,
+    /// Winning ad.
+    pub ad_id: String,
+    /// Billing unit.
+    pub billing: Billing,
+    /// What the billing event will be charged, micros.
+    pub charge_micros: u64,
+    /// Clearing price as eCPM, micros.
+    pub price_ecpm_micros: u64,
+    /// Predicted CTR used.
+    pub pctr: f64,
+    /// Predicted CVR used.
+    pub pcvr: f64,
+    /// Model used.
+    pub model_version: String,
+    /// Features: user.
+    pub user_id: Option<String>,
+    /// Features: country.
+    pub country: Option<String>,
+    /// Features: device.
+    pub device: Option<String>,
+    /// Features: interests.
+    pub interests: Vec<String>,
+    /// Features: tag id of the slot.
+    pub tag_id: Option<String>,
+}
+
+/// Settings of the serving operator.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    /// Billing-token key.
+    pub secret: Vec<u8>,
+    /// Pipeline-wide reserve, eCPM micros.
+    pub reserve_ecpm_micros: u64,
+    /// At most this many campaigns of one advertiser reach ranking.
+    pub per_advertiser: usize,
+    /// At most this many candidates are scored per request.
+    pub max_candidates: usize,
+}
+
+/// Answers one request against `book`.
+pub fn answer(
+    book: &BudgetBook,
+    index: &CampaignIndex,
+    ranker: &dyn Ranker,
+    config: &ServeConfig,
+    request: &AdRequest,
+    now: EventTime,
+) -> ServeOutcome {
+    let listed = retrieve(
+        book,
+        index,
+        request,
+        now,
+        config.per_advertiser,
+        config.max_candidates,
+    );
+    let predictions = ranker.score(request, &listed);
+    let candidates: Vec<Candidate> = listed
+        .iter()
+        .zip(predictions)
+        .filter_map(|(l, p)| {
+            Some(Candidate {
+                campaign_id: l.campaign.campaign_id.clone(),
+                advertiser_id: l.campaign.advertiser_id.clone(),
+                ad_id: l.campaign.creatives.first()?.ad_id.clone(),
+                billing: l.campaign.billing,
+                bid_micros: l.campaign.bid_micros,
+                pctr: p.pctr,
+                pcvr: p.pcvr,
+            })
+        })
+        .collect();
+    let wins = run_auction(&request.slots, &candidates, config.reserve_ecpm_micros)
+        .into_iter()
+        .map(|win| {
+            let claims = WinClaims {
+                request_id: request.id.clone(),
+                imp_id: win.imp_id.clone(),
+                campaign_id: win.candidate.campaign_id.clone(),
+                advertiser_id: win.candidate.advertiser_id.clone(),
+                ad_id: win.candidate.ad_id.clone(),
+                billing: win.candidate.billing,
+                charge_micros: win.charge_micros,
+                issued: now,
+            };
+            SignedWin {
+                token: sign(&config.secret, &claims),
+                win,
+            }
+        })
+        .collect();
+    ServeOutcome {
+        wins,
+        model_version: ranker.version(),
+        late: false,
+    }
+}
+
+/// Builds the serving operator over the replicated ledger stream; publishes its activator into
+/// `activator` so the API can wake it.
+pub fn serve<'scope>(
+    replica: StreamVec<'scope, u64, LedgerOutput>,
+    requests: Receiver<ServeRequest>,
+    config: ServeConfig,
+    activator: Arc<Mutex<Option<SyncActivator>>>,
+) -> StreamVec<'scope, u64, Served> {
+    let scope = replica.scope();
+    replica.unary_frontier(Pipeline, "Serve", move |capability, info| {
+        if let Ok(mut slot) = activator.lock() {
+            *slot = Some(scope.worker().sync_activator_for(info.address.to_vec()));
+        }
+        let mut cap = Some(capability);
+        let mut book = BudgetBook::default();
+        let mut index = CampaignIndex::default();
+        let mut index_stale = false;
+        let ranker = PriorRanker::default();
+        let wake = scope.activator_for(info.address.clone());
+        move |(input, frontier), output| {
+            input.for_each(|_cap, data| {
+                for update in data.drain(..) {
+                    index_stale |= matches!(update, LedgerOutput::Campaign(_));
+                    book.apply(&update);
+                }
+            });
+            if index_stale {
+                index = CampaignIndex::build(&book);
+                index_stale = false;
+            }
+            // Keep a capability at the replica's frontier, to log served ads with.
+            match frontier.frontier().first() {
+                Some(t) => {
+                    if let Some(c) = cap.as_mut() {
+                        if c.time() < t {
+                            c.downgrade(t);
+                        }
+                    }
+                }
+                None => cap = None,
+            }
+            for round in 0..=256 {
+                if round == 256 {
+                    // More are queued: yield to the rest of the graph, then continue.
+                    wake.activate();
+                    break;
+                }
+                let job = match requests.try_recv() {
+                    Ok(job) => job,
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                };
+                let deadline = job.received + Duration::from_millis(job.request.tmax_ms);
+                if Instant::now() >= deadline {
+                    (job.reply)(ServeOutcome {
+                        late: true,
+                        ..Default::default()
+                    });
+                    continue;
+                }
+                let now = EventTime::now();
+                let outcome = answer(&book, &index, &ranker, &config, &job.request, now);
+                if let Some(c) = cap.as_ref() {
+                    let r = &job.request;
+                    let mut session = output.session(c);
+                    for w in &outcome.wins {
+                        session.give(Served {
+                            request_id: r.id.clone(),
+                            imp_id: w.win.imp_id.clone(),
+                            ts: now,
+                            campaign_id: w.win.candidate.campaign_id.clone(),
+                            advertiser_id: w.win.candidate.advertiser_id.clone(),
+                            ad_id: w.win.candidate.ad_id.clone(),
+                            billing: w.win.candidate.billing,
+                            charge_micros: w.win.charge_micros,
+                            price_ecpm_micros: w.win.price_ecpm_micros,
+                            pctr: w.win.candidate.pctr,
+                            pcvr: w.win.candidate.pcvr,
+                            model_version: outcome.model_version.clone(),
+                            user_id: r.user_id.clone(),
+                            country: r.country.clone(),
+                            device: r.device.clone(),
+                            interests: r.interests.clone(),
+                            tag_id: r
+                                .slots
+                                .iter()
+                                .find(|s| s.imp_id == w.win.imp_id)
+                                .and_then(|s| s.tag_id.clone()),
+                        });
+                    }
+                }
+                (job.reply)(outcome);
+            }
+        }
+    })
+}

@@ -1,0 +1,230 @@
+//! Serving against a running pipeline on a real broker: targeting, second-price arithmetic,
+//! one win per advertiser, no fill, bad input, tokens charged by the ledger, budget exhaustion.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn post(api: &str, body: &str) -> (u16, serde_json::Value) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let resp = reqwest::Client::new()
+            .post(format!("{api}/v1/openrtb"))
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let body = resp
+            .json::<serde_json::Value>()
+            .await
+            .unwrap_or(serde_json::Value::Null);
+        (status, body)
+    })
+}
+
+fn campaign(id: &str, adv: &str, billing: &str, bid: u64, budget: u64, targeting: &str) -> String {
+    format!(
+        r#"{{"campaign_id":"{id}","advertiser_id":"{adv}","daily_budget_micros":{budget},"timezone":"UTC","billing":"{billing}","bid_micros":{bid},"targeting":{targeting},"creatives":[{{"ad_id":"{id}-ad"}}]}}"#
+    )
+}
+
+const US_DESKTOP: &str = r#"{"id":"REQ","imp":[{"id":"1"},{"id":"2"}],"device":{"geo":{"country":"US"},"devicetype":2},"user":{"id":"u1"},"site":{"id":"s"},"tmax":500}"#;
+
+fn winners(body: &serde_json::Value) -> Vec<(String, String, u64, String)> {
+    body["seatbid"][0]["bid"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["impid"].as_str().unwrap().to_string(),
+                b["cid"].as_str().unwrap().to_string(),
+                b["ext"]["charge_micros"].as_u64().unwrap(),
+                b["ext"]["billing_token"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn impression(req: &str, imp: &str, campaign: &str, token: &str) -> String {
+    serde_json::json!({"event_id": format!("imp-{req}-{imp}"), "ts": adstream_operators::time::EventTime::now().millis(),
+        "request_id": req, "imp_id": imp, "campaign_id": campaign, "ad_id": format!("{campaign}-ad"), "user_id": "u1",
+        "billing_token": token})
+    .to_string()
+}
+
+#[test]
+fn serving_end_to_end() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = pipeline_file(
+        dir.path(),
+        &broker.brokers(),
+        "\n[serving]\nreserve_cpm = 0.01\n",
+    );
+    create_topics(&pipeline);
+    let p = producer(&broker.brokers());
+    let defs = [
+        (
+            "us-a1",
+            campaign(
+                "us-a1",
+                "A",
+                "cpm",
+                5_000_000,
+                1_000_000_000,
+                r#"{"countries":["US"]}"#,
+            ),
+        ),
+        (
+            "us-a2",
+            campaign(
+                "us-a2",
+                "A",
+                "cpm",
+                4_000_000,
+                1_000_000_000,
+                r#"{"countries":["US"]}"#,
+            ),
+        ),
+        (
+            "us-b",
+            campaign(
+                "us-b",
+                "B",
+                "cpm",
+                3_000_000,
+                25,
+                r#"{"countries":["US"],"devices":["desktop"]}"#,
+            ),
+        ),
+        (
+            "fr-c",
+            campaign(
+                "fr-c",
+                "C",
+                "cpc",
+                100_000,
+                1_000_000_000,
+                r#"{"countries":["FR"]}"#,
+            ),
+        ),
+    ];
+    for (id, doc) in &defs {
+        produce(&p, "ads.campaigns", id, Some(doc.as_bytes()));
+    }
+    flush(&p);
+    let state = dir.path().join("state");
+    let run = Running::start(&pipeline, &state, &["--workers", "2"]);
+    let api = run.api.clone();
+    assert!(eventually(Duration::from_secs(60), || http_get(&format!(
+        "{api}/v1/campaigns/fr-c"
+    ))
+    .is_some_and(|(s, _)| s == 200)));
+
+    // Two slots: A wins the first at B's price, B the second at the reserve (A cannot win twice).
+    let (status, body) = post(&api, &US_DESKTOP.replace("REQ", "q1"));
+    assert_eq!(status, 200, "{body}");
+    let w = winners(&body);
+    assert_eq!(w.len(), 2, "{body}");
+    assert_eq!(
+        (w[0].0.as_str(), w[0].1.as_str(), w[0].2),
+        ("1", "us-a1", 3_000),
+        "{body}"
+    );
+    assert_eq!(
+        (w[1].0.as_str(), w[1].1.as_str(), w[1].2),
+        ("2", "us-b", 10),
+        "{body}"
+    );
+    assert_eq!(body["seatbid"][0]["bid"][0]["price"].as_f64().unwrap(), 3.0);
+
+    // CPC in France: eCPM = 100_000 x 0.02 x 1000; price at the reserve, per click.
+    let (status, body) = post(
+        &api,
+        r#"{"id":"q-fr","imp":[{"id":"1"}],"device":{"geo":{"country":"FR"}}}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let fr = winners(&body);
+    assert_eq!((fr[0].1.as_str(), fr[0].2), ("fr-c", 500));
+    assert_eq!(body["seatbid"][0]["bid"][0]["ext"]["billing"], "cpc");
+
+    // No fill, floors, bad input.
+    assert_eq!(
+        post(
+            &api,
+            r#"{"id":"q-jp","imp":[{"id":"1"}],"device":{"geo":{"country":"JP"}}}"#
+        )
+        .0,
+        204
+    );
+    assert_eq!(
+        post(
+            &api,
+            r#"{"id":"q-fl","imp":[{"id":"1","bidfloor":100}],"device":{"geo":{"country":"FR"}}}"#
+        )
+        .0,
+        204
+    );
+    let (status, body) = post(&api, r#"{"id":"bad","imp":[{"id":"1","bidfloor":"x"}]}"#);
+    assert_eq!(status, 400);
+    assert!(
+        body["error"].as_str().unwrap().contains("imp[0].bidfloor"),
+        "{body}"
+    );
+    assert_eq!(post(&api, "{not json").0, 400);
+    assert_eq!(post(&api, &"x".repeat(100 * 1024)).0, 413);
+
+    // The tokens are charged by the ledger: us-a1 pays the second price.
+    produce(
+        &p,
+        "ads.impressions",
+        "q1",
+        Some(impression("q1", "1", "us-a1", &w[0].3).as_bytes()),
+    );
+    flush(&p);
+    assert!(eventually(Duration::from_secs(30), || {
+        http_get(&format!("{api}/v1/campaigns/us-a1"))
+            .is_some_and(|(_, b)| b["spend_micros"] == 3_000)
+    }));
+
+    // Exhaust us-b (budget 25, 10 per impression): three wins charged, then it stops winning.
+    let mut tokens = vec![(String::from("q1"), w[1].3.clone())];
+    for i in 0..2 {
+        let req = format!("qb{i}");
+        let (_, body) = post(&api, &US_DESKTOP.replace("REQ", &req));
+        let ws = winners(&body);
+        assert_eq!(ws[1].1, "us-b", "{body}");
+        tokens.push((req, ws[1].3.clone()));
+    }
+    for (req, token) in &tokens {
+        produce(
+            &p,
+            "ads.impressions",
+            req,
+            Some(impression(req, "2", "us-b", token).as_bytes()),
+        );
+    }
+    flush(&p);
+    assert!(eventually(Duration::from_secs(30), || {
+        http_get(&format!("{api}/v1/campaigns/us-b"))
+            .is_some_and(|(_, b)| b["remaining_micros"] == 0)
+    }));
+    let exhausted_at = Instant::now();
+    let stopped = eventually(Duration::from_secs(1), || {
+        let (_, body) = post(&api, &US_DESKTOP.replace("REQ", "after"));
+        winners(&body).iter().all(|w| w.1 != "us-b")
+    });
+    assert!(
+        stopped && exhausted_at.elapsed() < Duration::from_secs(2),
+        "us-b kept winning after its budget was spent"
+    );
+}
