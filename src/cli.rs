@@ -51,6 +51,10 @@ pub enum Command {
         /// Events in the end-to-end throughput burst.
         #[arg(long, default_value_t = 200_000)]
         burst: u64,
+        /// Instead: seed this many campaigns into the pipeline given by --freshness, for
+        /// serving benchmarks, and exit.
+        #[arg(long)]
+        seed_campaigns: Option<usize>,
     },
     /// Manage the pipeline's Kafka topics.
     Topics {
@@ -112,6 +116,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             rate,
             seconds,
             burst,
+            seed_campaigns,
         } => match freshness {
             None => {
                 crate::bench::run(events);
@@ -120,7 +125,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             Some(path) => {
                 let p = Pipeline::load(&path)?;
                 let brokers = brokers.unwrap_or_else(|| p.kafka.brokers.get_ref().clone());
-                crate::bench::freshness::run(&p, &brokers, &api, rate, seconds, burst)
+                match seed_campaigns {
+                    Some(n) => crate::bench::seed_campaigns(&p, &brokers, n),
+                    None => crate::bench::freshness::run(&p, &brokers, &api, rate, seconds, burst),
+                }
             }
         },
         Command::Validate { pipeline } => {

@@ -61,6 +61,35 @@ fn impression(req: &str, imp: &str, campaign: &str, token: &str) -> String {
     .to_string()
 }
 
+/// The `ads.served` documents of request `request_id`, waiting for `want` of them.
+fn read_served(brokers: &str, request_id: &str, want: usize) -> Vec<serde_json::Value> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "it-served")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..4 {
+        tpl.add_partition_offset("ads.served", p, rdkafka::Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut found = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while found.len() < want && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let doc: serde_json::Value =
+                serde_json::from_slice(m.payload().unwrap_or_default()).unwrap();
+            if doc["request_id"] == request_id {
+                found.push(doc);
+            }
+        }
+    }
+    found
+}
+
 #[test]
 fn serving_end_to_end() {
     let broker = Broker::start();
@@ -182,6 +211,16 @@ fn serving_end_to_end() {
     );
     assert_eq!(post(&api, "{not json").0, 400);
     assert_eq!(post(&api, &"x".repeat(100 * 1024)).0, 413);
+
+    // Every win was logged to ads.served with the features and predictions used.
+    let served = read_served(&broker.brokers(), "q1", 2);
+    assert_eq!(served.len(), 2, "{served:?}");
+    assert!(served.iter().all(|d| d["country"] == "US"
+        && d["device"] == "desktop"
+        && d["model_version"] == "prior"));
+    assert!(served.iter().any(|d| d["campaign_id"] == "us-a1"
+        && d["charge_micros"] == 3_000
+        && d["pctr"].as_f64().is_some()));
 
     // The tokens are charged by the ledger: us-a1 pays the second price.
     produce(

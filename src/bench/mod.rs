@@ -9,6 +9,50 @@
 
 pub mod freshness;
 
+/// Produces `n` active CPM/CPC/CPA campaigns over 20 countries, 3 device types and 50
+/// advertisers to `pipeline`'s campaigns topic, for serving benchmarks.
+pub fn seed_campaigns(
+    pipeline: &crate::pipeline::Pipeline,
+    brokers: &str,
+    n: usize,
+) -> anyhow::Result<()> {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let config = crate::kafka::client_config(pipeline, brokers)?;
+    let producer: BaseProducer = config.create()?;
+    let countries = [
+        "US", "FR", "DE", "GB", "JP", "BR", "IN", "CA", "AU", "ES", "IT", "NL", "SE", "MX", "KR",
+        "PL", "AR", "ZA", "NG", "TR",
+    ];
+    let devices = ["mobile", "desktop", "tablet"];
+    let billing = ["cpm", "cpc", "cpa"];
+    for i in 0..n {
+        let id = format!("seed-{i}");
+        let doc = format!(
+            r#"{{"campaign_id":"{id}","advertiser_id":"adv-{}","daily_budget_micros":100000000000,"timezone":"UTC","billing":"{}","bid_micros":{},"targeting":{{"countries":["{}"],"devices":["{}"]}},"creatives":[{{"ad_id":"{id}-ad"}}]}}"#,
+            i % 50,
+            billing[i % 3],
+            [2_000_000u64, 200_000, 2_000_000][i % 3] + (i as u64 * 7919) % 1_000_000,
+            countries[(i / 3) % countries.len()],
+            devices[i % 3],
+        );
+        let mut record = BaseRecord::to(&pipeline.topics.campaigns)
+            .key(&id)
+            .payload(&doc);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    record = back;
+                    producer.poll(std::time::Duration::from_millis(5));
+                }
+            }
+        }
+    }
+    producer.flush(std::time::Duration::from_secs(60))?;
+    println!("seeded {n} campaigns");
+    Ok(())
+}
+
 use std::sync::Arc;
 use std::time::Instant;
 

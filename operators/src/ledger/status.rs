@@ -113,6 +113,16 @@ impl BudgetBook {
         })
     }
 
+    /// Budget left today for a listed campaign at `now`, without building a full status
+    /// (the serving hot path).
+    pub fn remaining(&self, listed: &crate::catalog::Listed, now: EventTime) -> u64 {
+        let day = budget_day(now, listed.tz);
+        listed
+            .campaign
+            .daily_budget_micros
+            .saturating_sub(self.spend(&listed.campaign.campaign_id, day))
+    }
+
     /// Every campaign id known.
     pub fn campaign_ids(&self) -> Vec<String> {
         let mut ids: Vec<String> = self

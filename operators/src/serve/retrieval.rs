@@ -89,10 +89,7 @@ pub fn retrieve<'a>(
                 && !l.campaign.creatives.is_empty()
         })
         .filter(|l| admits(l, request))
-        .filter(|l| {
-            book.status(&l.campaign.campaign_id, now)
-                .is_some_and(|s| s.remaining_micros > 0)
-        })
+        .filter(|l| book.remaining(l, now) > 0)
         .collect();
     found.sort_by(|a, b| {
         b.campaign
