@@ -38,6 +38,11 @@ pub trait PartitionReader: 'static {
     fn caught_up(&self) -> bool {
         true
     }
+    /// Partitions that still have a start-up backlog to read (they hold the watermark back
+    /// until they have delivered a record).
+    fn lagging(&self) -> Vec<(StreamId, i32)> {
+        Vec::new()
+    }
 }
 
 /// A reader over messages held in memory, for tests and benchmarks.
@@ -217,6 +222,10 @@ where
                 let watermark = if caught_up {
                     newest.clear();
                     wall
+                } else if reader.lagging().iter().any(|p| !newest.contains_key(p)) {
+                    // A partition with backlog has not delivered anything yet: its times are
+                    // unknown, so the watermark cannot move.
+                    i64::MIN
                 } else {
                     newest
                         .values()

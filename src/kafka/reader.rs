@@ -219,6 +219,10 @@ impl PartitionReader for KafkaReader {
     fn caught_up(&self) -> bool {
         self.behind.is_empty()
     }
+
+    fn lagging(&self) -> Vec<(StreamId, i32)> {
+        self.behind.keys().copied().collect()
+    }
 }
 
 #[cfg(test)]
