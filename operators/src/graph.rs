@@ -10,7 +10,9 @@
 
 use std::sync::Arc;
 
+use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::core::Concat;
+use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::{Map, Partition};
 use timely::dataflow::operators::Probe;
 use timely::dataflow::{ProbeHandle, StreamVec};
@@ -20,7 +22,7 @@ use crate::attribution::{Touch, Windows};
 use crate::catalog::CatalogUpdate;
 use crate::checkpoint::StateStore;
 use crate::ingest::{DeadLetter, Ingested};
-use crate::ledger::operator::{ledger, LedgerConfig, LedgerOutput};
+use crate::ledger::operator::{ledger, CampaignActivity, LedgerConfig, LedgerOutput};
 use crate::ledger::Charge;
 
 /// Settings of the billing graph.
@@ -144,6 +146,7 @@ pub fn billing<'scope>(
         _ => None,
     });
 
+    let activity = count_activity(touches.clone());
     let cpa = attribute(
         touches,
         conversions,
@@ -156,4 +159,36 @@ pub fn billing<'scope>(
     ledger(campaigns, all_charges, config.ledger, store)
         .probe_with(progress)
         .concat(dead)
+        .concat(activity)
+}
+
+/// Sums impressions and clicks per campaign over each batch of touches, for serving's prior.
+fn count_activity<'scope>(
+    touches: StreamVec<'scope, u64, UserTouch>,
+) -> StreamVec<'scope, u64, LedgerOutput> {
+    touches.unary(Pipeline, "CountActivity", |_cap, _info| {
+        move |input, output| {
+            input.for_each(|cap, data| {
+                let mut counts: std::collections::BTreeMap<&str, CampaignActivity> =
+                    std::collections::BTreeMap::new();
+                for (_, touch) in data.iter() {
+                    let c = counts.entry(touch.claims.campaign_id.as_str()).or_default();
+                    match touch.kind {
+                        crate::events::EventKind::Click => c.clicks += 1,
+                        _ => c.impressions += 1,
+                    }
+                }
+                let batch: Vec<CampaignActivity> = counts
+                    .into_iter()
+                    .map(|(id, mut c)| {
+                        c.campaign_id = id.to_string();
+                        c
+                    })
+                    .collect();
+                if !batch.is_empty() {
+                    output.session(&cap).give(LedgerOutput::Activity(batch));
+                }
+            });
+        }
+    })
 }

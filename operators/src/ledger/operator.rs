@@ -31,6 +31,22 @@ pub enum LedgerOutput {
     Campaign(CatalogUpdate),
     /// A charge was refused.
     Dead(Box<DeadLetter>),
+    /// Impressions, clicks and attributed conversions per campaign since the last report
+    /// (what serving's prior ranker learns from).
+    Activity(Vec<CampaignActivity>),
+}
+
+/// Outcome counts of one campaign over a batch.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CampaignActivity {
+    /// Campaign.
+    pub campaign_id: String,
+    /// Verified impressions.
+    pub impressions: u64,
+    /// Verified clicks.
+    pub clicks: u64,
+    /// Conversions attributed and charged (CPA).
+    pub conversions: u64,
 }
 
 /// Settings of the ledger operator.

@@ -47,7 +47,10 @@ impl BudgetBook {
         match out {
             LedgerOutput::Spend(s) => {
                 let days = self.spend.entry(s.campaign_id.clone()).or_default();
-                days.insert(s.day, s.spend_micros);
+                // Spend of a day only grows, and updates may arrive out of order (batches of
+                // different times are not ordered across channels): keep the largest.
+                let spend = days.entry(s.day).or_insert(0);
+                *spend = (*spend).max(s.spend_micros);
                 while days.len() > 10 {
                     days.pop_first();
                 }
@@ -57,7 +60,7 @@ impl BudgetBook {
                 self.catalog.apply(update);
                 Some(update.campaign_id.clone())
             }
-            LedgerOutput::Dead(_) => None,
+            LedgerOutput::Dead(_) | LedgerOutput::Activity(_) => None,
         }
     }
 
@@ -175,5 +178,21 @@ mod tests {
             (today, 300, 700)
         );
         assert!(book.status("nope", now).is_none());
+    }
+
+    /// Regression: updates of different times can arrive out of order; an older, smaller
+    /// total must not overwrite a newer one.
+    #[test]
+    fn late_arriving_older_totals_do_not_lower_spend() {
+        let mut book = BudgetBook::default();
+        let day = NaiveDate::from_ymd_opt(2026, 5, 2).unwrap();
+        for spend_micros in [500, 300, 700, 600] {
+            book.apply(&LedgerOutput::Spend(DaySpend {
+                campaign_id: "c".into(),
+                day,
+                spend_micros,
+            }));
+        }
+        assert_eq!(book.spend("c", day), 700);
     }
 }

@@ -184,12 +184,22 @@ pub fn serve<'scope>(
         let mut book = BudgetBook::default();
         let mut index = CampaignIndex::default();
         let mut index_stale = false;
-        let ranker = PriorRanker::default();
+        let mut ranker = PriorRanker::default();
         let wake = scope.activator_for(info.address.clone());
         move |(input, frontier), output| {
             input.for_each(|_cap, data| {
                 for update in data.drain(..) {
                     index_stale |= matches!(update, LedgerOutput::Campaign(_));
+                    if let LedgerOutput::Activity(counts) = &update {
+                        for c in counts {
+                            ranker.observe(
+                                &c.campaign_id,
+                                c.impressions as f64,
+                                c.clicks as f64,
+                                c.conversions as f64,
+                            );
+                        }
+                    }
                     book.apply(&update);
                 }
             });
