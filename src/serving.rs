@@ -117,3 +117,42 @@ impl Serving {
         json!({ "id": request_id, "cur": "USD", "seatbid": [{ "seat": "adstream", "bid": bids }] })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use adstream_operators::serve::request::parse_request;
+
+    fn request(tmax: u64) -> AdRequest {
+        parse_request(format!(r#"{{"id":"r","imp":[{{"id":"1"}}],"tmax":{tmax}}}"#).as_bytes())
+            .unwrap()
+    }
+
+    /// A full queue answers 503 at once; a request nobody answers in time gets 204 at `tmax`.
+    #[tokio::test]
+    async fn overload_and_deadline() {
+        let (sender, _receiver) = std::sync::mpsc::sync_channel(1);
+        let serving = Serving::new(
+            vec![WorkerQueue {
+                sender,
+                activator: Arc::new(Mutex::new(None)),
+            }],
+            "http://x/b".into(),
+        );
+        let started = Instant::now();
+        assert!(matches!(
+            serving.submit(request(30), Instant::now()).await,
+            Answer::NoFill
+        ));
+        assert!(started.elapsed() >= Duration::from_millis(30));
+        let started = Instant::now();
+        assert!(matches!(
+            serving.submit(request(30), Instant::now()).await,
+            Answer::Overloaded
+        ));
+        assert!(
+            started.elapsed() < Duration::from_millis(30),
+            "overload must answer without waiting"
+        );
+    }
+}
