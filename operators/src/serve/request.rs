@@ -2,6 +2,8 @@
 
 use serde::Deserialize;
 
+use crate::events::{parse_json, ParseError};
+
 /// Why a request was refused (HTTP 400), naming the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("field `{field}`: {message}")]
@@ -112,26 +114,9 @@ pub fn device_name(devicetype: u32) -> &'static str {
 
 /// Parses and validates a BidRequest body.
 pub fn parse_request(body: &[u8]) -> Result<AdRequest, RequestError> {
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let raw: RawRequest = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            return err("body", format!("malformed JSON: {inner}"));
-        }
-        let message = inner.to_string();
-        let field = match message.strip_prefix("missing field `") {
-            Some(rest) => {
-                let name = rest.split('`').next().unwrap_or_default();
-                if path == "." {
-                    name.to_string()
-                } else {
-                    format!("{path}.{name}")
-                }
-            }
-            None => path,
-        };
-        err(field, message.split(" at line ").next().unwrap_or_default())
+    let raw: RawRequest = parse_json(body).map_err(|e| match e {
+        ParseError::Malformed(m) => err("body", format!("malformed JSON: {m}")),
+        ParseError::Field { field, message } => err(field, message),
     })?;
     if raw.id.trim().is_empty() {
         return Err(err("id", "must not be empty"));
