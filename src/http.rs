@@ -84,7 +84,6 @@ async fn campaign(
         status: StatusCode::INTERNAL_SERVER_ERROR,
         message: e.to_string(),
     })?;
-    body["budget_micros"] = json!(status.budget_micros);
     body["pacing"] = json!({ "mode": "asap", "throttle": 0.0 });
     Ok(Json(body).into_response())
 }

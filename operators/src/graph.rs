@@ -76,15 +76,13 @@ fn route_ingested(record: Ingested) -> Vec<Routed> {
         } => {
             let mut out = Vec::with_capacity(2);
             if claims.billing.charged_event() == kind {
-                out.push(Routed::Charge(Box::new(Charge {
-                    claims: claims.clone(),
+                out.push(Routed::Charge(Box::new(Charge::for_event(
                     kind,
-                    ts: event.ts,
-                    conversion_id: None,
+                    event.ts,
+                    claims.clone(),
                     origin,
-                    key: raw.key,
-                    payload: raw.payload,
-                })));
+                    *raw,
+                ))));
             }
             let event = *event;
             out.push(Routed::Touch(Box::new((

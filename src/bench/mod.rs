@@ -156,15 +156,7 @@ pub fn hot_path(n: usize) -> f64 {
             },
         ) = decode(m, &cfg)
         {
-            let charge = Charge {
-                claims,
-                kind,
-                ts: event.ts,
-                conversion_id: None,
-                origin,
-                key: raw.key,
-                payload: raw.payload,
-            };
+            let charge = Charge::for_event(kind, event.ts, claims, origin, *raw);
             if ledger.apply(&charge, chrono_tz::UTC).is_ok() {
                 charged += 1;
             }

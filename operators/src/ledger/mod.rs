@@ -64,6 +64,25 @@ pub struct Charge {
 }
 
 impl Charge {
+    /// The charge of an impression or click whose verified win bills on that very event.
+    pub fn for_event(
+        kind: EventKind,
+        ts: EventTime,
+        claims: WinClaims,
+        origin: Origin,
+        raw: crate::ingest::RawBytes,
+    ) -> Self {
+        Charge {
+            claims,
+            kind,
+            ts,
+            conversion_id: None,
+            origin,
+            key: raw.key,
+            payload: raw.payload,
+        }
+    }
+
     /// The identities this charge consumes: `(request_id, imp_id, kind)`, plus the conversion's
     /// own id for CPA charges.
     pub fn dedup_keys(&self) -> Vec<DedupKey> {
@@ -136,7 +155,7 @@ pub struct Ledger {
 }
 
 /// Days of spend kept per campaign (today, late events for recent days, and reporting).
-const DAYS_KEPT: usize = 10;
+pub(crate) const DAYS_KEPT: usize = 10;
 
 impl Ledger {
     /// An empty ledger.

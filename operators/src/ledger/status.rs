@@ -51,7 +51,7 @@ impl BudgetBook {
                 // different times are not ordered across channels): keep the largest.
                 let spend = days.entry(s.day).or_insert(0);
                 *spend = (*spend).max(s.spend_micros);
-                while days.len() > 10 {
+                while days.len() > super::DAYS_KEPT {
                     days.pop_first();
                 }
                 Some(s.campaign_id.clone())
