@@ -1,4 +1,4 @@
-//! The command line: `adstream run | validate | topics create`.
+//! The command line: `adstream demo | run | simulate | validate | topics create | bench`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,6 +21,12 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The whole system on this machine with nothing installed: an embedded Kafka cluster, the
+    /// default pipeline and the simulator, with a live summary; checks spend against the
+    /// simulator's ground truth at the end.
+    Demo(DemoArgs),
+    /// Drive a running pipeline with realistic traffic from a ground-truth user/ad model.
+    Simulate(SimulateArgs),
     /// Run a pipeline against Kafka, resuming from its last checkpoint.
     Run(RunArgs),
     /// Check a pipeline file; errors name the file, line and field.
@@ -75,6 +81,162 @@ pub enum TopicsAction {
         #[arg(long)]
         brokers: Option<String>,
     },
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 30s, 5m, 1h30m)"))
+}
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("{text:?} is not a rate between 0 and 1")),
+    }
+}
+
+fn parse_positive(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("{text:?} is not a number above 0")),
+    }
+}
+
+fn parse_hour(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if (0.0..24.0).contains(&v) => Ok(v),
+        _ => Err(format!("{text:?} is not an hour of the day (0 to 24)")),
+    }
+}
+
+/// The simulation's settings, shared by `demo` and `simulate`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SimArgs {
+    /// Mean ad requests per second over a simulated day.
+    #[arg(long, default_value = "200", value_parser = parse_positive)]
+    pub rate: f64,
+    /// Stop after this long (e.g. 30s, 10m); default: until Ctrl-C.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<std::time::Duration>,
+    /// Seed of the world and of every draw.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Wall-clock length of one simulated day (traffic curve and conversion delays).
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub day: std::time::Duration,
+    /// Simulated hour of day at the start.
+    #[arg(long, default_value = "8", value_parser = parse_hour)]
+    pub start_hour: f64,
+    /// Traffic over the day: `diurnal`, `flat`, or 24 comma-separated hourly weights.
+    #[arg(long, default_value = "diurnal")]
+    pub curve: String,
+    /// Users in the world.
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub users: u32,
+    /// Advertisers in the world (2 to 4 campaigns each).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub advertisers: u32,
+    /// Median daily budget per campaign, in currency units.
+    #[arg(long, default_value = "20", value_parser = parse_positive)]
+    pub median_budget: f64,
+    /// Share of events sent twice.
+    #[arg(long, default_value = "0.01", value_parser = parse_rate)]
+    pub duplicates: f64,
+    /// Share of events held back past the lateness bound.
+    #[arg(long, default_value = "0.01", value_parser = parse_rate)]
+    pub late: f64,
+    /// How long late events are held back.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub late_by: std::time::Duration,
+    /// Extra malformed messages per event.
+    #[arg(long, default_value = "0.002", value_parser = parse_rate)]
+    pub malformed: f64,
+    /// Extra messages with forged billing tokens per event.
+    #[arg(long, default_value = "0.002", value_parser = parse_rate)]
+    pub forged: f64,
+    /// Ad requests in flight at most.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub concurrency: u32,
+    /// Write the ground truth (served.jsonl, events.jsonl, expected.json) to this directory.
+    #[arg(long)]
+    pub truth: Option<PathBuf>,
+}
+
+impl SimArgs {
+    /// The simulator's configuration.
+    pub fn config(&self) -> anyhow::Result<crate::simulator::SimConfig> {
+        use crate::simulator::{
+            faults::Faults, traffic::DailyCurve, world::WorldConfig, SimConfig,
+        };
+        let curve = DailyCurve::parse(&self.curve).map_err(|e| anyhow::anyhow!("--curve: {e}"))?;
+        Ok(SimConfig {
+            seed: self.seed,
+            rate: self.rate,
+            duration: self.duration,
+            day: self.day.max(std::time::Duration::from_secs(1)),
+            start_hour: self.start_hour,
+            curve,
+            world: WorldConfig {
+                users: self.users as usize,
+                advertisers: self.advertisers as usize,
+                median_budget_micros: (self.median_budget * 1e6).round() as u64,
+                ..WorldConfig::default()
+            },
+            faults: Faults {
+                duplicate: self.duplicates,
+                late: self.late,
+                late_by_ms: self.late_by.as_millis() as i64,
+                malformed: self.malformed,
+                forged: self.forged,
+            },
+            concurrency: self.concurrency as usize,
+            truth_dir: self.truth.clone(),
+            ..SimConfig::default()
+        })
+    }
+}
+
+/// `adstream demo`.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// HTTP API address; port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Worker threads (default: the pipeline's).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub workers: Option<u16>,
+    /// A pipeline file instead of the built-in default (its brokers are replaced by the
+    /// embedded cluster).
+    #[arg(long)]
+    pub pipeline: Option<PathBuf>,
+    /// Time between two summaries.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub every: std::time::Duration,
+    /// The simulation.
+    #[command(flatten)]
+    pub sim: SimArgs,
+}
+
+/// `adstream simulate`.
+#[derive(Debug, clap::Args)]
+pub struct SimulateArgs {
+    /// Bootstrap servers of the pipeline's Kafka (default: the pipeline file's).
+    #[arg(long)]
+    pub brokers: Option<String>,
+    /// The pipeline's API.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub api: String,
+    /// The pipeline file (topic names, Kafka settings); default: the built-in pipeline.
+    #[arg(long)]
+    pub pipeline: Option<PathBuf>,
+    /// Do not produce the world's campaigns (they are there from an earlier run).
+    #[arg(long)]
+    pub no_seed: bool,
+    /// After the run, wait until the API's spend equals the ground truth (exit 1 if not).
+    #[arg(long)]
+    pub check: bool,
+    /// The simulation.
+    #[command(flatten)]
+    pub sim: SimArgs,
 }
 
 /// `adstream run`.
@@ -158,6 +320,25 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Demo(args) => crate::demo::run(crate::demo::DemoOptions {
+            pipeline: args.pipeline,
+            listen: args.listen,
+            workers: args.workers.map(usize::from),
+            sim: args.sim.config()?,
+            every: args.every.max(std::time::Duration::from_millis(100)),
+        }),
+        Command::Simulate(args) => {
+            let pipeline = match &args.pipeline {
+                Some(path) => Pipeline::load(path)?,
+                None => crate::demo::default_pipeline()?,
+            };
+            let mut config = args.sim.config()?;
+            config.seed_campaigns = !args.no_seed;
+            let brokers = args
+                .brokers
+                .unwrap_or_else(|| pipeline.kafka.brokers.get_ref().clone());
+            crate::simulator::run_standalone(&pipeline, &brokers, &args.api, config, args.check)
+        }
         Command::Run(args) => {
             let p = Pipeline::load(&args.pipeline)?;
             if args.process >= args.processes as usize {
@@ -177,6 +358,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     process: args.process,
                     processes: args.processes as usize,
                     hostfile: args.hostfile,
+                    announce: true,
                 },
             )
         }

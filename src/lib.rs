@@ -2,11 +2,13 @@
 //!
 //! This crate is the runtime around the operators of `adstream-operators`: the command line
 //! ([`cli`]), pipeline files ([`pipeline`]), Kafka clients ([`kafka`]), the RocksDB state store
-//! ([`state`]), the HTTP API ([`http`]) and the cluster runtime ([`runtime`]).
+//! ([`state`]), the HTTP API ([`http`]) and the cluster runtime ([`runtime`]), plus the traffic
+//! [`simulator`] and the self-contained [`demo`].
 #![deny(missing_docs)]
 
 pub mod bench;
 pub mod cli;
+pub mod demo;
 pub mod http;
 pub mod kafka;
 pub mod live;
@@ -14,4 +16,5 @@ pub mod metrics;
 pub mod pipeline;
 pub mod runtime;
 pub mod serving;
+pub mod simulator;
 pub mod state;

@@ -89,6 +89,17 @@ impl Metrics {
         }
     }
 
+    /// Dead letters counted so far, by reason (every reason listed, zeros included).
+    pub fn dead_letters_by_reason(&self) -> std::collections::BTreeMap<String, u64> {
+        adstream_operators::ingest::Reason::ALL
+            .iter()
+            .map(|r| {
+                let n = self.dead_letters.with_label_values(&[r.as_str()]).get();
+                (r.as_str().to_string(), n)
+            })
+            .collect()
+    }
+
     /// The text exposition format.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();

@@ -58,6 +58,9 @@ pub struct RunOptions {
     pub processes: usize,
     /// One `host:port` per process, for timely's cluster connections.
     pub hostfile: Option<PathBuf>,
+    /// Print `adstream: API listening on http://ADDR` as soon as the API is bound (before the
+    /// cluster has formed: in cluster mode, start-up waits for every process).
+    pub announce: bool,
 }
 
 fn timely_config(workers: usize, opts: &RunOptions) -> anyhow::Result<timely::Config> {
@@ -106,7 +109,62 @@ fn timely_config(workers: usize, opts: &RunOptions) -> anyhow::Result<timely::Co
 }
 
 /// Runs `pipeline` until SIGINT/SIGTERM, then drains, checkpoints and returns.
-pub fn run(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<()> {
+pub fn run(pipeline: Pipeline, mut opts: RunOptions) -> anyhow::Result<()> {
+    opts.announce = true;
+    let running = start(pipeline, opts)?;
+    let signal_stop = running.stop.clone();
+    running.runtime.spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("signal received: draining and checkpointing");
+        signal_stop.store(true, Ordering::Relaxed);
+    });
+    running.wait()
+}
+
+/// A pipeline running in this process: its API address, its live state and the switch that
+/// stops it (`adstream run` flips it on SIGINT/SIGTERM).
+pub struct Running {
+    /// Where the HTTP API listens.
+    pub api: SocketAddr,
+    /// Set to drain, checkpoint and stop.
+    pub stop: Arc<AtomicBool>,
+    /// The live campaign view behind the API.
+    pub live: Arc<LiveState>,
+    /// The process's metrics.
+    pub metrics: Metrics,
+    /// The checkpoint store (offsets and operator state).
+    pub store: Arc<dyn StateStore>,
+    guards: timely::communication::WorkerGuards<Result<(), String>>,
+    sinks: Sinks,
+    runtime: tokio::runtime::Runtime,
+    server: tokio::task::JoinHandle<()>,
+    shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Running {
+    /// Waits until the workers have stopped (after [`Running::stop`] or a signal), flushes the
+    /// sinks and closes the API.
+    pub fn wait(self) -> anyhow::Result<()> {
+        let mut failed = Vec::new();
+        for (i, result) in self.guards.join().into_iter().enumerate() {
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) | Err(e) => failed.push(format!("worker {i}: {e}")),
+            }
+        }
+        self.sinks.flush(Duration::from_secs(10));
+        let _ = self.shutdown.send(());
+        let _ = self.runtime.block_on(self.server);
+        if !failed.is_empty() {
+            anyhow::bail!("{}", failed.join("; "));
+        }
+        tracing::info!("stopped cleanly after a final checkpoint");
+        Ok(())
+    }
+}
+
+/// Starts `pipeline`'s workers and API in this process and returns at once.
+pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
     let secret = pipeline.secret()?;
     let brokers = opts
         .brokers
@@ -154,6 +212,7 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<()> {
         pipeline.checkpoint.fsync,
         Some(observer),
     )?);
+    let running_store = store.clone();
     let live = Arc::new(LiveState::default());
     let sinks = Sinks::new(&config, &pipeline.topics)?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -170,7 +229,9 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<()> {
         .with_context(|| format!("binding the API to {listen}"))?;
     let bound = listener.local_addr().context("reading the API address")?;
     tracing::info!(%bound, workers, process = opts.process, processes, "API listening");
-    println!("adstream: API listening on http://{bound}");
+    if opts.announce {
+        println!("adstream: API listening on http://{bound}");
+    }
     // One bounded request queue per local worker, each drained by that worker's serving operator.
     let mut queues = Vec::new();
     let mut receivers = Vec::new();
@@ -200,12 +261,6 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<()> {
                 let _ = shutdown_rx.await;
             })
             .await;
-    });
-    let signal_stop = stop.clone();
-    runtime.spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("signal received: draining and checkpointing");
-        signal_stop.store(true, Ordering::Relaxed);
     });
 
     let source_config = SourceConfig {
@@ -343,21 +398,18 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<()> {
         Ok(())
     })
     .map_err(|e| anyhow::anyhow!("starting timely: {e}"))?;
-    let mut failed = Vec::new();
-    for (i, result) in guards.join().into_iter().enumerate() {
-        match result {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) | Err(e) => failed.push(format!("worker {i}: {e}")),
-        }
-    }
-    sinks.flush(Duration::from_secs(10));
-    let _ = shutdown_tx.send(());
-    let _ = runtime.block_on(server);
-    if !failed.is_empty() {
-        anyhow::bail!("{}", failed.join("; "));
-    }
-    tracing::info!("stopped cleanly after a final checkpoint");
-    Ok(())
+    Ok(Running {
+        api: bound,
+        stop,
+        live,
+        metrics,
+        store: running_store,
+        guards,
+        sinks,
+        runtime,
+        server,
+        shutdown: shutdown_tx,
+    })
 }
 
 async fn wait_for_signal() {

@@ -1,0 +1,526 @@
+//! `adstream demo`: the whole system on one machine with nothing installed.
+//!
+//! An embedded Kafka-protocol cluster (librdkafka's mock cluster, speaking the real protocol
+//! in-process), the default pipeline on it, and the simulator closing the loop through the HTTP
+//! API, with a live summary on the terminal. At the end the ledger's spend is compared with the
+//! simulator's ground truth, to the micro.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use adstream_operators::ingest::StreamId;
+use adstream_operators::ledger::Horizons;
+use adstream_operators::source::restore_offsets;
+use anyhow::Context;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::mocking::MockCluster;
+use rdkafka::ClientConfig;
+
+use crate::pipeline::Pipeline;
+use crate::runtime::{start, RunOptions, Running};
+use crate::simulator::truth::Expected;
+use crate::simulator::{SimConfig, SimReport, SimStats, SimTopics, Simulator};
+
+/// The default pipeline, compiled in so `demo` needs no files.
+pub const DEFAULT_PIPELINE: &str = include_str!("../pipelines/ads.toml");
+
+/// What `demo` runs with.
+#[derive(Clone, Debug)]
+pub struct DemoOptions {
+    /// The pipeline (the embedded default unless a file was given).
+    pub pipeline: Option<PathBuf>,
+    /// Where the API listens.
+    pub listen: SocketAddr,
+    /// Worker threads (overrides the pipeline).
+    pub workers: Option<usize>,
+    /// The simulation.
+    pub sim: SimConfig,
+    /// Seconds between summaries.
+    pub every: Duration,
+}
+
+/// The default pipeline, parsed.
+pub fn default_pipeline() -> anyhow::Result<Pipeline> {
+    Ok(Pipeline::parse(
+        "pipelines/ads.toml (built in)",
+        DEFAULT_PIPELINE,
+    )?)
+}
+
+/// Runs the demo until Ctrl-C or `sim.duration`; fails if the ledger disagrees with the truth.
+pub fn run(opts: DemoOptions) -> anyhow::Result<()> {
+    let pipeline = match &opts.pipeline {
+        Some(path) => Pipeline::load(path)?,
+        None => default_pipeline()?,
+    };
+    let cluster = MockCluster::new(1).context("starting the embedded Kafka cluster")?;
+    let partitions = *pipeline.topics.partitions.get_ref();
+    for (topic, _) in pipeline.topics.all() {
+        cluster
+            .create_topic(topic, partitions, 1)
+            .with_context(|| format!("creating topic {topic} on the embedded cluster"))?;
+    }
+    let brokers = cluster.bootstrap_servers();
+    let state = tempfile::Builder::new()
+        .prefix("adstream-demo-")
+        .tempdir()
+        .context("creating a state directory")?;
+    let kafka = crate::kafka::client_config(&pipeline, &brokers)?;
+    let mut sim_config = opts.sim.clone();
+    sim_config.windows = adstream_operators::attribution::Windows {
+        click_ms: *pipeline.attribution.click_window_ms.get_ref(),
+        view_ms: *pipeline.attribution.view_window_ms.get_ref(),
+    };
+    let topics = SimTopics::of(&pipeline);
+    let running = start(
+        pipeline.clone(),
+        RunOptions {
+            brokers: Some(brokers.clone()),
+            listen: Some(opts.listen),
+            state_dir: Some(state.path().to_path_buf()),
+            workers: opts.workers,
+            processes: 1,
+            ..RunOptions::default()
+        },
+    )?;
+    let api = format!("http://{}", running.api);
+    println!("adstream demo");
+    println!("  embedded Kafka cluster  {brokers}");
+    println!("  API                     {api}   (POST /v1/openrtb, GET /v1/campaigns)");
+    println!("  metrics                 {api}/metrics");
+    println!("  state                   {}", state.path().display());
+    println!(
+        "  simulator               seed {}, {} req/s mean, a simulated day every {}",
+        sim_config.seed,
+        sim_config.rate,
+        humantime::format_duration(sim_config.day)
+    );
+    match sim_config.duration {
+        Some(d) => println!(
+            "  running for {} (Ctrl-C stops early)\n",
+            humantime::format_duration(d)
+        ),
+        None => println!("  Ctrl-C stops it\n"),
+    }
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("simulator")
+        .build()
+        .context("starting the simulator's runtime")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let ctrl_c = stop.clone();
+    rt.spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            ctrl_c.store(true, Ordering::Relaxed);
+        }
+    });
+    let sim = {
+        let _guard = rt.enter();
+        Arc::new(Simulator::new(sim_config.clone(), &kafka, topics, &api)?)
+    };
+    let summary_done = Arc::new(AtomicBool::new(false));
+    let summary = {
+        let (stats, done, live, metrics) = (
+            sim.stats.clone(),
+            summary_done.clone(),
+            running.live.clone(),
+            running.metrics.clone(),
+        );
+        let clock = *sim.clock();
+        let ids: Vec<String> = sim
+            .world()
+            .campaigns
+            .iter()
+            .map(|c| c.campaign.campaign_id.clone())
+            .collect();
+        let every = opts.every;
+        std::thread::spawn(move || {
+            let mut printer = Summary::new(stats, clock, ids, std::io::stdout().is_terminal());
+            let mut next = Instant::now() + every;
+            while !done.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(50));
+                if Instant::now() >= next {
+                    printer.print(&live, &metrics);
+                    next += every;
+                }
+            }
+        })
+    };
+    let report = rt.block_on(sim.clone().run(stop.clone()));
+    summary_done.store(true, Ordering::Relaxed);
+    let _ = summary.join();
+    let outcome = report
+        .and_then(|report| settle_and_check(&running, &kafka, &pipeline, &report, &sim.stats));
+    running.stop.store(true, Ordering::Relaxed);
+    let stopped = running.wait();
+    // Every client goes before the cluster they talk to.
+    drop(sim);
+    drop(rt);
+    drop(cluster);
+    outcome?;
+    stopped
+}
+
+/// Waits until the pipeline has checkpointed every delivered message, then compares its ledger
+/// with the oracle.
+fn settle_and_check(
+    running: &Running,
+    kafka: &ClientConfig,
+    pipeline: &Pipeline,
+    report: &SimReport,
+    stats: &SimStats,
+) -> anyhow::Result<()> {
+    println!(
+        "\ntraffic stopped after {}; waiting for the pipeline to checkpoint everything delivered",
+        humantime::format_duration(Duration::from_secs(report.elapsed.as_secs()))
+    );
+    let ends = end_offsets(kafka, pipeline)?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let done = restore_offsets(&*running.store);
+        let behind: Vec<String> = ends
+            .iter()
+            .filter(|(k, end)| **end > 0 && done.get(k).copied().unwrap_or(0) < **end)
+            .map(|((s, p), end)| {
+                format!(
+                    "{}[{p}] at {} of {end}",
+                    s.as_str(),
+                    done.get(&(*s, *p)).copied().unwrap_or(0)
+                )
+            })
+            .collect();
+        if behind.is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!(
+                "the pipeline did not catch up within 120 s: {}",
+                behind.join(", ")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ledger =
+        adstream_operators::ledger::operator::restore(&*running.store, Horizons::default(), 0, 1);
+    let mut actual: BTreeMap<(String, chrono::NaiveDate), u64> = BTreeMap::new();
+    for s in ledger.all_spend() {
+        actual.insert((s.campaign_id, s.day), s.spend_micros);
+    }
+    let verdict = compare(&report.expected, &actual);
+    let dead_seen: u64 = running.metrics.dead_letters_by_reason().values().sum();
+    let dead_expected: u64 = report.expected.dead_letters.values().sum();
+    print_final(report, stats, &verdict, dead_seen, dead_expected);
+    if !verdict.mismatches.is_empty() {
+        anyhow::bail!(
+            "ledger spend differs from the ground truth for {} campaign-days",
+            verdict.mismatches.len()
+        );
+    }
+    if dead_seen != dead_expected {
+        anyhow::bail!("{dead_seen} dead letters, the ground truth expects {dead_expected}");
+    }
+    Ok(())
+}
+
+/// High watermark of every event partition (the campaigns topic is re-read on every start, so
+/// its offsets are not checkpointed).
+fn end_offsets(
+    kafka: &ClientConfig,
+    pipeline: &Pipeline,
+) -> anyhow::Result<BTreeMap<(StreamId, i32), i64>> {
+    let consumer: BaseConsumer = kafka.create().context("creating a Kafka client")?;
+    let mut out = BTreeMap::new();
+    for stream in [
+        StreamId::Impressions,
+        StreamId::Clicks,
+        StreamId::Conversions,
+    ] {
+        let topic = pipeline.topics.input(stream);
+        for p in 0..*pipeline.topics.partitions.get_ref() {
+            let (_, high) = consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .with_context(|| format!("reading the end of {topic}[{p}]"))?;
+            out.insert((stream, p), high);
+        }
+    }
+    Ok(out)
+}
+
+/// The ledger against the oracle.
+#[derive(Debug, Default)]
+pub struct Verdict {
+    /// Campaign-days compared.
+    pub compared: usize,
+    /// Total spend both agree on, micros.
+    pub total_micros: u64,
+    /// (campaign, day, expected, actual) where they differ.
+    pub mismatches: Vec<(String, chrono::NaiveDate, u64, u64)>,
+}
+
+/// Compares the oracle's spend with the ledger's for the oracle's campaigns.
+pub fn compare(
+    expected: &Expected,
+    actual: &BTreeMap<(String, chrono::NaiveDate), u64>,
+) -> Verdict {
+    let mut v = Verdict::default();
+    let campaigns: std::collections::HashSet<&str> = expected
+        .spend
+        .iter()
+        .map(|s| s.campaign_id.as_str())
+        .collect();
+    let mut wanted: BTreeMap<(String, chrono::NaiveDate), u64> = expected
+        .spend
+        .iter()
+        .map(|s| ((s.campaign_id.clone(), s.day), s.spend_micros))
+        .collect();
+    for (k, a) in actual {
+        if campaigns.contains(k.0.as_str()) {
+            wanted.entry(k.clone()).or_insert(0);
+            let _ = a;
+        }
+    }
+    for ((campaign, day), e) in wanted {
+        let a = actual.get(&(campaign.clone(), day)).copied().unwrap_or(0);
+        v.compared += 1;
+        if a == e {
+            v.total_micros += a;
+        } else {
+            v.mismatches.push((campaign, day, e, a));
+        }
+    }
+    v
+}
+
+fn dollars(micros: u64) -> String {
+    format!("${:.2}", micros as f64 / 1e6)
+}
+
+fn print_final(
+    report: &SimReport,
+    stats: &SimStats,
+    verdict: &Verdict,
+    dead_seen: u64,
+    dead_expected: u64,
+) {
+    let e = &report.expected;
+    let get = |k: &str| e.delivered.get(k).copied().unwrap_or(0);
+    println!("\nsimulated traffic");
+    println!(
+        "  requests {}, filled {}, wins {}",
+        stats.requests.load(Ordering::Relaxed),
+        stats.filled.load(Ordering::Relaxed),
+        stats.wins.load(Ordering::Relaxed)
+    );
+    println!(
+        "  delivered to Kafka: impressions {}, clicks {}, conversions {} (repeats included)",
+        get("impression"),
+        get("click"),
+        get("conversion")
+    );
+    if let (Some(o), Some(s)) = (e.oracle_auc, e.served_auc) {
+        println!("  click AUC: oracle {o:.4}, served pCTR {s:.4}");
+    }
+    println!("ground truth check");
+    if verdict.mismatches.is_empty() {
+        println!(
+            "  spend: ledger equals the oracle for all {} campaign-days ({} in all)",
+            verdict.compared,
+            dollars(verdict.total_micros)
+        );
+    } else {
+        println!(
+            "  spend: {} of {} campaign-days differ:",
+            verdict.mismatches.len(),
+            verdict.compared
+        );
+        for (c, d, want, got) in verdict.mismatches.iter().take(10) {
+            println!("    {c} {d}: expected {want} micros, ledger {got}");
+        }
+    }
+    let reasons: Vec<String> = e
+        .dead_letters
+        .iter()
+        .map(|(r, n)| format!("{r} {n}"))
+        .collect();
+    println!(
+        "  dead letters: {dead_seen} (expected {dead_expected}: {})",
+        if reasons.is_empty() {
+            "none".to_string()
+        } else {
+            reasons.join(", ")
+        }
+    );
+    if let Some(dir) = &report.truth_dir {
+        println!("  ground truth written to {}", dir.display());
+    }
+}
+
+/// The live terminal summary.
+struct Summary {
+    stats: Arc<SimStats>,
+    clock: crate::simulator::traffic::SimClock,
+    campaigns: Vec<String>,
+    tty: bool,
+    last: Instant,
+    last_counts: [u64; 5],
+    started: Instant,
+}
+
+impl Summary {
+    fn new(
+        stats: Arc<SimStats>,
+        clock: crate::simulator::traffic::SimClock,
+        campaigns: Vec<String>,
+        tty: bool,
+    ) -> Self {
+        Summary {
+            stats,
+            clock,
+            campaigns,
+            tty,
+            last: Instant::now(),
+            last_counts: [0; 5],
+            started: Instant::now(),
+        }
+    }
+
+    fn print(&mut self, live: &crate::live::LiveState, metrics: &crate::metrics::Metrics) {
+        let s = &self.stats;
+        let counts = [
+            s.requests.load(Ordering::Relaxed),
+            s.filled.load(Ordering::Relaxed),
+            s.impressions.load(Ordering::Relaxed),
+            s.clicks.load(Ordering::Relaxed),
+            s.conversions.load(Ordering::Relaxed),
+        ];
+        let dt = self.last.elapsed().as_secs_f64().max(1e-3);
+        let before = self.last_counts;
+        let rate = |i: usize| (counts[i] - before[i]) as f64 / dt;
+        let answered = (counts[0] - before[0]).max(1) as f64;
+        let fill = (counts[1] - before[1]) as f64 / answered * 100.0;
+        self.last = Instant::now();
+        self.last_counts = counts;
+        let mut lat = s.take_latencies();
+        lat.sort_unstable();
+        let pct = |q: f64| {
+            if lat.is_empty() {
+                0.0
+            } else {
+                lat[((lat.len() - 1) as f64 * q).round() as usize] as f64 / 1000.0
+            }
+        };
+        let statuses = live.all();
+        let ours: Vec<_> = statuses
+            .iter()
+            .filter(|st| self.campaigns.iter().any(|c| c == &st.campaign_id))
+            .collect();
+        let spend: u64 = ours.iter().map(|st| st.spend_micros).sum();
+        let budget: u64 = ours.iter().map(|st| st.budget_micros).sum();
+        let exhausted = ours.iter().filter(|st| st.remaining_micros == 0).count();
+        let dead = metrics.dead_letters_by_reason();
+        let dead_total: u64 = dead.values().sum();
+        let dead_detail: Vec<String> = dead
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(r, n)| format!("{r} {n}"))
+            .collect();
+        let hour = self
+            .clock
+            .hour(adstream_operators::time::EventTime::now().millis());
+        let mut out = String::new();
+        if self.tty {
+            out.push_str("\x1b[2J\x1b[H");
+        }
+        out.push_str(&format!(
+            "[{:>5.0}s] sim {:02}:{:02} | {:>6.0} req/s  fill {:>3.0}%  p50 {:.1} ms  p99 {:.1} ms | imps {:>5.0}/s  clicks {:>4.1}/s  convs {:>4.1}/s | spend {} of {} ({} of {} campaigns exhausted) | model {} | dead letters {}{}\n",
+            self.started.elapsed().as_secs_f64(),
+            hour as u32,
+            ((hour.fract()) * 60.0) as u32,
+            rate(0),
+            fill,
+            pct(0.5),
+            pct(0.99),
+            rate(2),
+            rate(3),
+            rate(4),
+            dollars(spend),
+            dollars(budget),
+            exhausted,
+            ours.len(),
+            self.stats.model_version(),
+            dead_total,
+            if dead_detail.is_empty() { String::new() } else { format!(" ({})", dead_detail.join(", ")) },
+        ));
+        if self.tty {
+            let mut top: Vec<_> = ours.clone();
+            top.sort_by_key(|st| std::cmp::Reverse(st.spend_micros));
+            out.push_str("\n  campaign            spend / budget\n");
+            for st in top.iter().take(8) {
+                let share = st.spend_micros as f64 / st.budget_micros.max(1) as f64;
+                let bar = "#".repeat((share.min(1.0) * 30.0).round() as usize);
+                out.push_str(&format!(
+                    "  {:<18} {:>9} / {:>9}  {:<30} {:>5.1}%\n",
+                    st.campaign_id,
+                    dollars(st.spend_micros),
+                    dollars(st.budget_micros),
+                    bar,
+                    share * 100.0
+                ));
+            }
+        }
+        let mut stdout = std::io::stdout().lock();
+        let _ = stdout.write_all(out.as_bytes());
+        let _ = stdout.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::simulator::truth::ExpectedSpend;
+
+    #[test]
+    fn default_pipeline_parses() {
+        default_pipeline().unwrap();
+    }
+
+    #[test]
+    fn compare_finds_missing_extra_and_wrong_spend() {
+        let day = chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
+        let expected = Expected {
+            spend: vec![
+                ExpectedSpend {
+                    campaign_id: "a".into(),
+                    day,
+                    spend_micros: 10,
+                },
+                ExpectedSpend {
+                    campaign_id: "b".into(),
+                    day,
+                    spend_micros: 20,
+                },
+            ],
+            ..Expected::default()
+        };
+        let mut actual = BTreeMap::new();
+        actual.insert(("a".to_string(), day), 10);
+        actual.insert(("other".to_string(), day), 99);
+        let v = compare(&expected, &actual);
+        assert_eq!(v.compared, 2);
+        assert_eq!(v.total_micros, 10);
+        assert_eq!(v.mismatches, vec![("b".to_string(), day, 20, 0)]);
+        // Spend the oracle did not expect on one of its campaigns is a mismatch too.
+        actual.insert(("a".to_string(), day.succ_opt().unwrap()), 5);
+        actual.insert(("b".to_string(), day), 20);
+        let v = compare(&expected, &actual);
+        assert_eq!(v.mismatches.len(), 1);
+        assert_eq!(v.mismatches[0].3, 5);
+    }
+}
