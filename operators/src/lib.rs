@@ -14,6 +14,7 @@ pub mod events;
 pub mod graph;
 pub mod ingest;
 pub mod ledger;
+pub mod pacing;
 pub mod quality;
 pub mod routing;
 pub mod serve;

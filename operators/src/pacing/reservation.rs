@@ -1,0 +1,152 @@
+//! Reservations: the expected cost of wins whose billing events have not arrived yet, so that
+//! serving stops a campaign before its budget is gone rather than after.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::events::Billing;
+
+/// Expected cost of a win, micros: the charge itself for CPM, times pCTR for CPC, times pCTR and
+/// pCVR for CPA.
+pub fn expected_cost(billing: Billing, charge_micros: u64, pctr: f64, pcvr: f64) -> u64 {
+    let p = match billing {
+        Billing::Cpm => 1.0,
+        Billing::Cpc => pctr,
+        Billing::Cpa => pctr * pcvr,
+    };
+    (charge_micros as f64 * p.clamp(0.0, 1.0)).ceil() as u64
+}
+
+/// Outstanding reservations per campaign, keyed by win (`request_id`, `imp_id`).
+#[derive(Debug, Default)]
+pub struct Reservations {
+    by_campaign: HashMap<String, u64>,
+    wins: HashMap<(String, String), (String, u64, i64)>,
+    expiry: BTreeMap<i64, Vec<(String, String)>>,
+}
+
+impl Reservations {
+    /// Reserves `micros` for the win (`request_id`, `imp_id`) of `campaign` until `expires_ms`.
+    pub fn reserve(
+        &mut self,
+        request_id: &str,
+        imp_id: &str,
+        campaign: &str,
+        micros: u64,
+        expires_ms: i64,
+    ) {
+        let key = (request_id.to_string(), imp_id.to_string());
+        if self.wins.contains_key(&key) {
+            return;
+        }
+        *self.by_campaign.entry(campaign.to_string()).or_default() += micros;
+        self.expiry.entry(expires_ms).or_default().push(key.clone());
+        self.wins
+            .insert(key, (campaign.to_string(), micros, expires_ms));
+    }
+
+    fn release(&mut self, key: &(String, String)) -> Option<u64> {
+        let (campaign, micros, _) = self.wins.remove(key)?;
+        if let Some(total) = self.by_campaign.get_mut(&campaign) {
+            *total = total.saturating_sub(micros);
+            if *total == 0 {
+                self.by_campaign.remove(&campaign);
+            }
+        }
+        Some(micros)
+    }
+
+    /// The billing event of a win arrived: its reservation is released (the ledger now holds
+    /// the real charge). Returns what was reserved.
+    pub fn settle(&mut self, request_id: &str, imp_id: &str) -> Option<u64> {
+        self.release(&(request_id.to_string(), imp_id.to_string()))
+    }
+
+    /// Releases every reservation that expired by `now_ms`.
+    pub fn expire(&mut self, now_ms: i64) {
+        let later = self.expiry.split_off(&(now_ms + 1));
+        let due = std::mem::replace(&mut self.expiry, later);
+        for key in due.into_values().flatten() {
+            // Settled wins are gone already; only release what still expires at that time.
+            if self.wins.get(&key).is_some_and(|(_, _, e)| *e <= now_ms) {
+                self.release(&key);
+            }
+        }
+    }
+
+    /// Outstanding reservations of `campaign`, micros.
+    pub fn reserved(&self, campaign: &str) -> u64 {
+        self.by_campaign.get(campaign).copied().unwrap_or(0)
+    }
+
+    /// Outstanding wins.
+    pub fn len(&self) -> usize {
+        self.wins.len()
+    }
+
+    /// Whether nothing is outstanding.
+    pub fn is_empty(&self) -> bool {
+        self.wins.is_empty()
+    }
+}
+
+/// Whether a win costing `cost` keeps `spend + reserved` within `budget`.
+pub fn fits(budget: u64, spend: u64, reserved: u64, cost: u64) -> bool {
+    spend.saturating_add(reserved).saturating_add(cost) <= budget
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn expected_costs() {
+        assert_eq!(expected_cost(Billing::Cpm, 2_000, 0.5, 0.5), 2_000);
+        assert_eq!(expected_cost(Billing::Cpc, 100_000, 0.02, 0.5), 2_000);
+        assert_eq!(expected_cost(Billing::Cpa, 1_000_000, 0.02, 0.05), 1_000);
+    }
+
+    #[test]
+    fn settle_and_expire() {
+        let mut r = Reservations::default();
+        r.reserve("r1", "1", "c", 10, 100);
+        r.reserve("r1", "1", "c", 10, 100); // the same win again: no double reservation
+        r.reserve("r2", "1", "c", 5, 200);
+        assert_eq!(r.reserved("c"), 15);
+        assert_eq!(r.settle("r1", "1"), Some(10));
+        assert_eq!(r.settle("r1", "1"), None);
+        assert_eq!(r.reserved("c"), 5);
+        r.expire(199);
+        assert_eq!(r.reserved("c"), 5);
+        r.expire(200);
+        assert_eq!(r.reserved("c"), 0);
+        assert!(r.is_empty());
+    }
+
+    proptest! {
+        /// The per-campaign totals always equal the sum of outstanding wins, whatever the order
+        /// of reserve, settle and expire.
+        #[test]
+        fn totals_match_outstanding(ops in proptest::collection::vec((0u8..3, 0u8..20, 1u64..1000, 0i64..100), 1..200)) {
+            let mut r = Reservations::default();
+            let mut now = 0;
+            for (op, win, micros, at) in ops {
+                let rid = format!("r{win}");
+                let campaign = if win % 2 == 0 { "a" } else { "b" };
+                match op {
+                    0 => r.reserve(&rid, "1", campaign, micros, now + at),
+                    1 => { r.settle(&rid, "1"); }
+                    _ => {
+                        now += at;
+                        r.expire(now);
+                        prop_assert!(r.wins.values().all(|(_, _, e)| *e > now));
+                    }
+                }
+                for c in ["a", "b"] {
+                    let sum: u64 = r.wins.values().filter(|(x, _, _)| x == c).map(|(_, m, _)| m).sum();
+                    prop_assert_eq!(r.reserved(c), sum);
+                }
+            }
+        }
+    }
+}
