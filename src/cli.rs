@@ -61,6 +61,15 @@ pub enum Command {
         /// serving benchmarks, and exit.
         #[arg(long)]
         seed_campaigns: Option<usize>,
+        /// Instead: evaluate pacing against an ASAP baseline over simulated days.
+        #[arg(long)]
+        pacing: bool,
+        /// With --pacing: write each campaign's spend and target curves to this PNG.
+        #[arg(long)]
+        png: Option<PathBuf>,
+        /// With --pacing: mean requests per simulated second.
+        #[arg(long, default_value = "10", value_parser = parse_positive)]
+        pacing_rate: f64,
     },
     /// Manage the pipeline's Kafka topics.
     Topics {
@@ -279,7 +288,17 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             seconds,
             burst,
             seed_campaigns,
+            pacing,
+            png,
+            pacing_rate,
         } => match freshness {
+            None if pacing => crate::bench::pacing::run(
+                &crate::bench::pacing::PacingBench {
+                    rate: pacing_rate,
+                    ..Default::default()
+                },
+                png.as_deref(),
+            ),
             None => {
                 crate::bench::run(events);
                 Ok(())

@@ -6,8 +6,10 @@
 //!   (source operator, exchange, attribution, ledger, checkpoints to an in-memory store).
 //! - `dedup-memory`: resident memory per million live dedup keys.
 //! - [`freshness`]: produce-to-API delay and end-to-end throughput against a running pipeline.
+//! - [`pacing`]: the pacing law against an ASAP baseline over simulated days.
 
 pub mod freshness;
+pub mod pacing;
 
 /// Produces `n` active CPM/CPC/CPA campaigns over 20 countries, 3 device types and 50
 /// advertisers to `pipeline`'s campaigns topic, for serving benchmarks.
