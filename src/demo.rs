@@ -72,6 +72,7 @@ pub fn run(opts: DemoOptions) -> anyhow::Result<()> {
         .context("creating a state directory")?;
     let kafka = crate::kafka::client_config(&pipeline, &brokers)?;
     let mut sim_config = opts.sim.clone();
+    sim_config.lateness_ms = *pipeline.time.lateness_ms.get_ref();
     sim_config.windows = adstream_operators::attribution::Windows {
         click_ms: *pipeline.attribution.click_window_ms.get_ref(),
         view_ms: *pipeline.attribution.view_window_ms.get_ref(),
@@ -156,8 +157,15 @@ pub fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let report = rt.block_on(sim.clone().run(stop.clone()));
     summary_done.store(true, Ordering::Relaxed);
     let _ = summary.join();
-    let outcome = report
-        .and_then(|report| settle_and_check(&running, &kafka, &pipeline, &report, &sim.stats));
+    let campaigns: Vec<String> = sim
+        .world()
+        .campaigns
+        .iter()
+        .map(|c| c.campaign.campaign_id.clone())
+        .collect();
+    let outcome = report.and_then(|report| {
+        settle_and_check(&running, &kafka, &pipeline, &report, &sim.stats, &campaigns)
+    });
     running.stop.store(true, Ordering::Relaxed);
     let stopped = running.wait();
     // Every client goes before the cluster they talk to.
@@ -176,6 +184,7 @@ fn settle_and_check(
     pipeline: &Pipeline,
     report: &SimReport,
     stats: &SimStats,
+    campaigns: &[String],
 ) -> anyhow::Result<()> {
     println!(
         "\ntraffic stopped after {}; waiting for the pipeline to checkpoint everything delivered",
@@ -213,7 +222,8 @@ fn settle_and_check(
     for s in ledger.all_spend() {
         actual.insert((s.campaign_id, s.day), s.spend_micros);
     }
-    let verdict = compare(&report.expected, &actual);
+    let ours: std::collections::HashSet<&str> = campaigns.iter().map(String::as_str).collect();
+    let verdict = compare(&report.expected, &actual, &ours);
     let dead_seen: u64 = running.metrics.dead_letters_by_reason().values().sum();
     let dead_expected: u64 = report.expected.dead_letters.values().sum();
     print_final(report, stats, &verdict, dead_seen, dead_expected);
@@ -264,26 +274,22 @@ pub struct Verdict {
     pub mismatches: Vec<(String, chrono::NaiveDate, u64, u64)>,
 }
 
-/// Compares the oracle's spend with the ledger's for the oracle's campaigns.
+/// Compares the oracle's spend with the ledger's for every one of `campaigns` (the simulator's),
+/// those the oracle expects nothing of included.
 pub fn compare(
     expected: &Expected,
     actual: &BTreeMap<(String, chrono::NaiveDate), u64>,
+    campaigns: &std::collections::HashSet<&str>,
 ) -> Verdict {
     let mut v = Verdict::default();
-    let campaigns: std::collections::HashSet<&str> = expected
-        .spend
-        .iter()
-        .map(|s| s.campaign_id.as_str())
-        .collect();
     let mut wanted: BTreeMap<(String, chrono::NaiveDate), u64> = expected
         .spend
         .iter()
         .map(|s| ((s.campaign_id.clone(), s.day), s.spend_micros))
         .collect();
-    for (k, a) in actual {
+    for k in actual.keys() {
         if campaigns.contains(k.0.as_str()) {
             wanted.entry(k.clone()).or_insert(0);
-            let _ = a;
         }
     }
     for ((campaign, day), e) in wanted {
@@ -512,15 +518,20 @@ mod tests {
         let mut actual = BTreeMap::new();
         actual.insert(("a".to_string(), day), 10);
         actual.insert(("other".to_string(), day), 99);
-        let v = compare(&expected, &actual);
+        let ours: std::collections::HashSet<&str> = ["a", "b", "c"].into_iter().collect();
+        let v = compare(&expected, &actual, &ours);
         assert_eq!(v.compared, 2);
         assert_eq!(v.total_micros, 10);
         assert_eq!(v.mismatches, vec![("b".to_string(), day, 20, 0)]);
         // Spend the oracle did not expect on one of its campaigns is a mismatch too.
         actual.insert(("a".to_string(), day.succ_opt().unwrap()), 5);
         actual.insert(("b".to_string(), day), 20);
-        let v = compare(&expected, &actual);
+        let v = compare(&expected, &actual, &ours);
         assert_eq!(v.mismatches.len(), 1);
         assert_eq!(v.mismatches[0].3, 5);
+        // Spend on one of ours the oracle expects nothing of.
+        actual.insert(("c".to_string(), day), 1);
+        let v = compare(&expected, &actual, &ours);
+        assert_eq!(v.mismatches.len(), 2);
     }
 }

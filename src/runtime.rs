@@ -113,7 +113,10 @@ pub fn run(pipeline: Pipeline, mut opts: RunOptions) -> anyhow::Result<()> {
     opts.announce = true;
     let running = start(pipeline, opts)?;
     let signal_stop = running.stop.clone();
-    running.runtime.spawn(async move {
+    let Some(rt) = running.runtime.as_ref() else {
+        anyhow::bail!("the pipeline's runtime is gone");
+    };
+    rt.spawn(async move {
         wait_for_signal().await;
         tracing::info!("signal received: draining and checkpointing");
         signal_stop.store(true, Ordering::Relaxed);
@@ -134,27 +137,41 @@ pub struct Running {
     pub metrics: Metrics,
     /// The checkpoint store (offsets and operator state).
     pub store: Arc<dyn StateStore>,
-    guards: timely::communication::WorkerGuards<Result<(), String>>,
+    guards: Option<timely::communication::WorkerGuards<Result<(), String>>>,
     sinks: Sinks,
-    runtime: tokio::runtime::Runtime,
-    server: tokio::task::JoinHandle<()>,
-    shutdown: tokio::sync::oneshot::Sender<()>,
+    runtime: Option<tokio::runtime::Runtime>,
+    server: Option<tokio::task::JoinHandle<()>>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Running {
+    /// Dropped without [`Running::wait`] (an error on the caller's side): stop the workers,
+    /// which the guards then join, rather than wait for a stop that never comes.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }
 
 impl Running {
     /// Waits until the workers have stopped (after [`Running::stop`] or a signal), flushes the
     /// sinks and closes the API.
-    pub fn wait(self) -> anyhow::Result<()> {
+    pub fn wait(mut self) -> anyhow::Result<()> {
         let mut failed = Vec::new();
-        for (i, result) in self.guards.join().into_iter().enumerate() {
-            match result {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) | Err(e) => failed.push(format!("worker {i}: {e}")),
+        if let Some(guards) = self.guards.take() {
+            for (i, result) in guards.join().into_iter().enumerate() {
+                match result {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) | Err(e) => failed.push(format!("worker {i}: {e}")),
+                }
             }
         }
         self.sinks.flush(Duration::from_secs(10));
-        let _ = self.shutdown.send(());
-        let _ = self.runtime.block_on(self.server);
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let (Some(runtime), Some(server)) = (self.runtime.take(), self.server.take()) {
+            let _ = runtime.block_on(server);
+        }
         if !failed.is_empty() {
             anyhow::bail!("{}", failed.join("; "));
         }
@@ -404,11 +421,11 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
         live,
         metrics,
         store: running_store,
-        guards,
+        guards: Some(guards),
         sinks,
-        runtime,
-        server,
-        shutdown: shutdown_tx,
+        runtime: Some(runtime),
+        server: Some(server),
+        shutdown: Some(shutdown_tx),
     })
 }
 

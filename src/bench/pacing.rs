@@ -120,8 +120,63 @@ fn simulate(world: &World, bench: &PacingBench, paced: bool) -> Vec<CampaignDay>
         if now >= end {
             break;
         }
-        // Billing events due by now.
-        while pending.peek().is_some_and(|Reverse((at, _))| *at <= now) {
+        // Billing events and controller steps due by now, in time order (so an event just after
+        // midnight is charged to the new day, as the ledger charges by event time).
+        loop {
+            let event_at = pending
+                .peek()
+                .map(|Reverse((at, _))| *at)
+                .filter(|at| *at <= now);
+            let control_first = next_control <= now && event_at.is_none_or(|at| next_control <= at);
+            if control_first {
+                let day = (next_control - START_MS) / DAY_MS;
+                if day != current_day {
+                    if current_day == 1 {
+                        for (c, o) in out.iter_mut().enumerate() {
+                            o.spend = spend[c];
+                        }
+                    }
+                    current_day = day;
+                    spend.iter_mut().for_each(|s| *s = 0);
+                }
+                reservations.expire(next_control);
+                let pos = position(EventTime(next_control), chrono_tz::UTC, slots);
+                for c in 0..n {
+                    let budget = world.campaigns[c].campaign.daily_budget_micros;
+                    let committed = spend[c] + reservations.reserved(&c.to_string());
+                    if paced {
+                        let ahead = next_control + cfg.horizon_ms;
+                        let target = if (ahead - START_MS) / DAY_MS != day {
+                            budget
+                        } else {
+                            target_micros(
+                                &profiles[c],
+                                position(EventTime(ahead), chrono_tz::UTC, slots),
+                                budget,
+                            )
+                        };
+                        pass[c] = controllers[c].step(cfg, next_control, committed, target);
+                    }
+                    if day == 1 && pos.slot != last_slot {
+                        let o = &mut out[c];
+                        o.spend_curve.push(spend[c]);
+                        o.target_curve.push(target_micros(
+                            &profiles[c],
+                            adstream_operators::pacing::profile::DayPosition {
+                                fraction: 0.0,
+                                ..pos
+                            },
+                            budget,
+                        ));
+                    }
+                }
+                last_slot = pos.slot;
+                next_control += cfg.interval_ms;
+                continue;
+            }
+            if event_at.is_none() {
+                break;
+            }
             let Some(Reverse((at, id))) = pending.pop() else {
                 break;
             };
@@ -138,52 +193,6 @@ fn simulate(world: &World, bench: &PacingBench, paced: bool) -> Vec<CampaignDay>
                 }
             }
             let _ = b.win;
-        }
-        // Controller steps, day rollover and the slot-end samples.
-        while next_control <= now {
-            let day = (next_control - START_MS) / DAY_MS;
-            if day != current_day {
-                if current_day == 1 {
-                    for (c, o) in out.iter_mut().enumerate() {
-                        o.spend = spend[c];
-                    }
-                }
-                current_day = day;
-                spend.iter_mut().for_each(|s| *s = 0);
-            }
-            reservations.expire(next_control);
-            let pos = position(EventTime(next_control), chrono_tz::UTC, slots);
-            for c in 0..n {
-                let budget = world.campaigns[c].campaign.daily_budget_micros;
-                let committed = spend[c] + reservations.reserved(&c.to_string());
-                if paced {
-                    let ahead = next_control + cfg.horizon_ms;
-                    let target = if (ahead - START_MS) / DAY_MS != day {
-                        budget
-                    } else {
-                        target_micros(
-                            &profiles[c],
-                            position(EventTime(ahead), chrono_tz::UTC, slots),
-                            budget,
-                        )
-                    };
-                    pass[c] = controllers[c].step(cfg, next_control, committed, target);
-                }
-                if day == 1 && pos.slot != last_slot {
-                    let o = &mut out[c];
-                    o.spend_curve.push(spend[c]);
-                    o.target_curve.push(target_micros(
-                        &profiles[c],
-                        adstream_operators::pacing::profile::DayPosition {
-                            fraction: 0.0,
-                            ..pos
-                        },
-                        budget,
-                    ));
-                }
-            }
-            last_slot = pos.slot;
-            next_control += cfg.interval_ms;
         }
         // One request.
         let user = world.sample_user(&mut rng);

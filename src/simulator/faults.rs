@@ -9,7 +9,8 @@ use rand::Rng;
 pub struct Faults {
     /// Share of events produced a second time, shortly after the first.
     pub duplicate: f64,
-    /// Share of events held back past the pipeline's lateness bound (keeping their `ts`).
+    /// Share of events held back by `late_by_ms` (keeping their `ts`); late for the pipeline
+    /// when `late_by_ms` exceeds its `time.lateness_ms` (5 s against 2 s by default).
     pub late: f64,
     /// How long a late event is held back, ms.
     pub late_by_ms: i64,

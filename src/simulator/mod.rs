@@ -72,6 +72,10 @@ pub struct SimConfig {
     pub seed_campaigns: bool,
     /// The pipeline's attribution windows (for the oracle).
     pub windows: Windows,
+    /// The pipeline's `time.lateness_ms`: a conversion is sent at least this long (plus a
+    /// margin) after every touch of its user and advertiser, so the pipeline has read them all
+    /// when it attributes it, as the oracle assumes.
+    pub lateness_ms: i64,
 }
 
 impl Default for SimConfig {
@@ -91,6 +95,7 @@ impl Default for SimConfig {
             truth_dir: None,
             seed_campaigns: true,
             windows: Windows::default(),
+            lateness_ms: 2_000,
         }
     }
 }
@@ -207,6 +212,8 @@ struct Receipt {
     /// Valid events: what the oracle records. `None`: an invalid message, counted under `reason`.
     event: Option<Delivered>,
     reason: &'static str,
+    /// Conversions: (user, advertiser), to hold them back until their touches are delivered.
+    attribution_key: Option<(String, String)>,
 }
 
 struct Recorder {
@@ -266,6 +273,8 @@ impl ProducerContext for TruthContext {
                 }
                 rec.oracle.delivered(event);
             }
+            // Not an event (a campaign definition).
+            None if receipt.reason.is_empty() => {}
             None => {
                 self.stats.injected.fetch_add(1, Ordering::Relaxed);
                 rec.oracle.invalid(receipt.reason);
@@ -318,12 +327,27 @@ impl Schedule {
         });
     }
 
-    fn pop_due(&mut self, now_ms: i64) -> Vec<Receipt> {
+    /// Messages due at `now_ms`. A conversion waits until `gap_ms` after the delivery of the
+    /// latest touch of its user and advertiser (a touch scheduled after it, late, may be older).
+    fn pop_due(&mut self, now_ms: i64, gap_ms: i64) -> Vec<Receipt> {
         let mut due = Vec::new();
+        let mut held = Vec::new();
         while self.heap.peek().is_some_and(|s| s.at_ms <= now_ms) {
-            if let Some(s) = self.heap.pop() {
+            let Some(s) = self.heap.pop() else { break };
+            let ready_at = s
+                .receipt
+                .attribution_key
+                .as_ref()
+                .and_then(|k| self.last_touch_at.get(k))
+                .map_or(i64::MIN, |last| last.saturating_add(gap_ms));
+            if ready_at > now_ms {
+                held.push((ready_at, s.receipt));
+            } else {
                 due.push(s.receipt);
             }
+        }
+        for (at, receipt) in held {
+            self.push(at, receipt);
         }
         due
     }
@@ -457,16 +481,12 @@ impl Simulator {
                 fault: "",
                 event: None,
                 reason: "",
+                attribution_key: None,
             });
         }
         self.producer
             .flush(Duration::from_secs(30))
             .context("producing the campaigns")?;
-        // Campaign messages are not events: take them back out of the oracle's invalid count.
-        if let Ok(mut rec) = self.recorder.lock() {
-            rec.oracle = Oracle::new(self.config.windows);
-        }
-        self.stats.injected.store(0, Ordering::Relaxed);
         let deadline = Instant::now() + timeout;
         for c in &self.world.campaigns {
             let url = format!("{}/v1/campaigns/{}", self.api, c.campaign.campaign_id);
@@ -504,10 +524,11 @@ impl Simulator {
         let producer_task = {
             let sim = self.clone();
             let sending = sending.clone();
+            let gap_ms = self.config.lateness_ms.max(0) + 3_000;
             tokio::task::spawn_blocking(move || {
                 while sending.load(Ordering::Relaxed) {
                     let due = match sim.schedule.lock() {
-                        Ok(mut s) => s.pop_due(EventTime::now().millis()),
+                        Ok(mut s) => s.pop_due(EventTime::now().millis(), gap_ms),
                         Err(_) => Vec::new(),
                     };
                     for receipt in due {
@@ -846,6 +867,8 @@ impl Simulator {
     ) -> i64 {
         let faults = &self.config.faults;
         let topic = self.topics.of_kind(kind).to_string();
+        let attribution_key = (kind == EventKind::Conversion)
+            .then(|| (event.user_id.clone(), event.advertiser_id.clone()));
         let mut at = ts;
         let mut event = event;
         if rng.random_bool(faults.late) {
@@ -862,6 +885,7 @@ impl Simulator {
                     fault: "malformed",
                     event: None,
                     reason: "malformed",
+                    attribution_key: None,
                 },
             );
         }
@@ -880,6 +904,7 @@ impl Simulator {
                         fault: "forged",
                         event: None,
                         reason: "bad_token",
+                        attribution_key: None,
                     },
                 );
             }
@@ -896,6 +921,7 @@ impl Simulator {
                     fault: "duplicate",
                     event: Some(copy),
                     reason: "",
+                    attribution_key: attribution_key.clone(),
                 },
             );
         }
@@ -909,6 +935,7 @@ impl Simulator {
                 fault,
                 event: Some(event),
                 reason: "",
+                attribution_key,
             },
         );
         at
@@ -924,6 +951,7 @@ pub fn run_standalone(
     mut config: SimConfig,
     check: bool,
 ) -> anyhow::Result<()> {
+    config.lateness_ms = *pipeline.time.lateness_ms.get_ref();
     config.windows = Windows {
         click_ms: *pipeline.attribution.click_window_ms.get_ref(),
         view_ms: *pipeline.attribution.view_window_ms.get_ref(),

@@ -43,18 +43,21 @@ impl Controller {
         if let Some(last) = self.last_ms {
             let dt = (now_ms - last) as f64;
             if dt > 0.0 {
-                // A new day (committed fell) restarts the rate estimate's baseline.
+                // Committed spend falls at a new day and when reservations expire or settle
+                // below their estimate: that restarts the baseline and says nothing of the rate.
                 let spent = committed.saturating_sub(self.last_committed) as f64;
-                if committed >= self.last_committed && spent > 0.0 {
+                if spent > 0.0 {
                     let observed = spent / dt / self.pass.max(min_pass);
                     let a = config.rate_smoothing.clamp(0.01, 1.0);
                     self.full_rate = Some(match self.full_rate {
                         Some(r) => (1.0 - a) * r + a * observed,
                         None => observed,
                     });
-                } else if let Some(r) = self.full_rate.as_mut() {
-                    // Nothing spent at this participation: the rate is lower than thought.
-                    *r *= 1.0 - config.rate_smoothing.clamp(0.01, 1.0) / 2.0;
+                } else if committed == self.last_committed {
+                    if let Some(r) = self.full_rate.as_mut() {
+                        // Nothing spent at this participation: the rate is lower than thought.
+                        *r *= 1.0 - config.rate_smoothing.clamp(0.01, 1.0) / 2.0;
+                    }
                 }
             }
         }

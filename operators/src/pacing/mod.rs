@@ -47,9 +47,10 @@
 //! overspend <= replicas * max_charge + sum of charges of events delayed beyond the TTL
 //! ```
 //!
-//! For CPC and CPA the reservation is an expectation: the bound holds in expectation, and the
-//! realised overspend is the excess of actual clicks (conversions) over predicted ones among the
-//! wins outstanding when the budget runs out.
+//! For CPC the reservation is an expectation: the bound holds in expectation, and the realised
+//! overspend is the excess of actual clicks over predicted ones among the wins outstanding when
+//! the budget runs out. CPA conversions arrive hours after the win, beyond any practical TTL, so
+//! CPA falls under the second line: its reservations only smooth the first minutes.
 
 pub mod controller;
 pub mod profile;

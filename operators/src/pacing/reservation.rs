@@ -63,7 +63,7 @@ impl Reservations {
 
     /// Releases every reservation that expired by `now_ms`.
     pub fn expire(&mut self, now_ms: i64) {
-        let later = self.expiry.split_off(&(now_ms + 1));
+        let later = self.expiry.split_off(&now_ms.saturating_add(1));
         let due = std::mem::replace(&mut self.expiry, later);
         for key in due.into_values().flatten() {
             // Settled wins are gone already; only release what still expires at that time.
