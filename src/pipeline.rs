@@ -56,6 +56,59 @@ pub struct Pipeline {
     /// Ad serving.
     #[serde(default)]
     pub serving: ServingSection,
+    /// Budget pacing.
+    #[serde(default)]
+    pub pacing: PacingSection,
+}
+
+/// `[pacing]`: the control law's settings (`operators/src/pacing`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PacingSection {
+    /// Slots per budget day of the traffic profile.
+    pub slots: Spanned<usize>,
+    /// Controller period, ms.
+    pub interval_ms: Spanned<i64>,
+    /// Catch-up horizon, ms.
+    pub horizon_ms: Spanned<i64>,
+    /// Lowest participation probability.
+    pub min_pass: Spanned<f64>,
+    /// Weight of the newest interval in the full-rate estimate.
+    pub rate_smoothing: Spanned<f64>,
+    /// Weight of the newest day in the traffic profile.
+    pub profile_smoothing: Spanned<f64>,
+    /// How long a reservation waits for its billing event, ms.
+    pub reservation_ttl_ms: Spanned<i64>,
+}
+
+impl Default for PacingSection {
+    fn default() -> Self {
+        let d = adstream_operators::pacing::PacingConfig::default();
+        PacingSection {
+            slots: Spanned::new(0..0, d.slots),
+            interval_ms: Spanned::new(0..0, d.interval_ms),
+            horizon_ms: Spanned::new(0..0, d.horizon_ms),
+            min_pass: Spanned::new(0..0, d.min_pass),
+            rate_smoothing: Spanned::new(0..0, d.rate_smoothing),
+            profile_smoothing: Spanned::new(0..0, d.profile_smoothing),
+            reservation_ttl_ms: Spanned::new(0..0, d.reservation_ttl_ms),
+        }
+    }
+}
+
+impl PacingSection {
+    /// The operators' configuration.
+    pub fn config(&self) -> adstream_operators::pacing::PacingConfig {
+        adstream_operators::pacing::PacingConfig {
+            slots: *self.slots.get_ref(),
+            interval_ms: *self.interval_ms.get_ref(),
+            horizon_ms: *self.horizon_ms.get_ref(),
+            min_pass: *self.min_pass.get_ref(),
+            rate_smoothing: *self.rate_smoothing.get_ref(),
+            profile_smoothing: *self.profile_smoothing.get_ref(),
+            reservation_ttl_ms: *self.reservation_ttl_ms.get_ref(),
+        }
+    }
 }
 
 /// `[serving]`.
@@ -411,6 +464,48 @@ impl Pipeline {
             "checkpoint.interval_ms",
             "must be at least 10",
         )?;
+        let pc = &self.pacing;
+        check(
+            &pc.slots,
+            (1..=1_440).contains(pc.slots.get_ref()),
+            "pacing.slots",
+            "must be between 1 and 1440",
+        )?;
+        check(
+            &pc.interval_ms,
+            (100..=3_600_000).contains(pc.interval_ms.get_ref()),
+            "pacing.interval_ms",
+            "must be between 100 and 3600000",
+        )?;
+        check(
+            &pc.horizon_ms,
+            *pc.horizon_ms.get_ref() >= *pc.interval_ms.get_ref(),
+            "pacing.horizon_ms",
+            "must be at least pacing.interval_ms",
+        )?;
+        check(
+            &pc.min_pass,
+            *pc.min_pass.get_ref() > 0.0 && *pc.min_pass.get_ref() <= 1.0,
+            "pacing.min_pass",
+            "must be above 0 and at most 1",
+        )?;
+        for (v, field) in [
+            (&pc.rate_smoothing, "pacing.rate_smoothing"),
+            (&pc.profile_smoothing, "pacing.profile_smoothing"),
+        ] {
+            check(
+                v,
+                *v.get_ref() > 0.0 && *v.get_ref() <= 1.0,
+                field,
+                "must be above 0 and at most 1",
+            )?;
+        }
+        check(
+            &pc.reservation_ttl_ms,
+            *pc.reservation_ttl_ms.get_ref() >= 1_000,
+            "pacing.reservation_ttl_ms",
+            "must be at least 1000",
+        )?;
         let b = &self.billing;
         check(
             &b.event_horizon_ms,
@@ -521,6 +616,25 @@ brokers = "127.0.0.1:9092"
         assert_eq!(err.line, 10);
         let err = Pipeline::parse("t.toml", "[pipeline]\nname = \"x\"\n").unwrap_err();
         assert!(err.message.contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn pacing_settings_are_checked() {
+        let p = Pipeline::parse("t.toml", OK).unwrap();
+        assert_eq!(
+            p.pacing.config(),
+            adstream_operators::pacing::PacingConfig::default()
+        );
+        let text = format!("{OK}\n[pacing]\nslots = 48\nmin_pass = 0.5\n");
+        let p = Pipeline::parse("t.toml", &text).unwrap();
+        assert_eq!(p.pacing.config().slots, 48);
+        let text = format!("{OK}\n[pacing]\nmin_pass = 2.0\n");
+        let err = Pipeline::parse("t.toml", &text).unwrap_err();
+        assert!(err.message.contains("pacing.min_pass"), "{err}");
+        assert_eq!(err.line, 10, "{err}");
+        let text = format!("{OK}\n[pacing]\ninterval_ms = 60000\nhorizon_ms = 1000\n");
+        let err = Pipeline::parse("t.toml", &text).unwrap_err();
+        assert!(err.message.contains("pacing.horizon_ms"), "{err}");
     }
 
     #[test]
