@@ -116,10 +116,15 @@ pub fn run(opts: DemoOptions) -> anyhow::Result<()> {
         .build()
         .context("starting the simulator's runtime")?;
     let stop = Arc::new(AtomicBool::new(false));
-    let ctrl_c = stop.clone();
+    // The first Ctrl-C stops the traffic; a second one gives up waiting for the final check.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let (ctrl_c, twice) = (stop.clone(), interrupted.clone());
     rt.spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
             ctrl_c.store(true, Ordering::Relaxed);
+        }
+        if tokio::signal::ctrl_c().await.is_ok() {
+            twice.store(true, Ordering::Relaxed);
         }
     });
     let sim = {
@@ -164,7 +169,15 @@ pub fn run(opts: DemoOptions) -> anyhow::Result<()> {
         .map(|c| c.campaign.campaign_id.clone())
         .collect();
     let outcome = report.and_then(|report| {
-        settle_and_check(&running, &kafka, &pipeline, &report, &sim.stats, &campaigns)
+        settle_and_check(
+            &running,
+            &kafka,
+            &pipeline,
+            &report,
+            &sim.stats,
+            &campaigns,
+            &interrupted,
+        )
     });
     running.stop.store(true, Ordering::Relaxed);
     let stopped = running.wait();
@@ -185,9 +198,10 @@ fn settle_and_check(
     report: &SimReport,
     stats: &SimStats,
     campaigns: &[String],
+    interrupted: &AtomicBool,
 ) -> anyhow::Result<()> {
     println!(
-        "\ntraffic stopped after {}; waiting for the pipeline to checkpoint everything delivered",
+        "\ntraffic stopped after {}; waiting for the pipeline to checkpoint everything delivered (Ctrl-C again to skip the check)",
         humantime::format_duration(Duration::from_secs(report.elapsed.as_secs()))
     );
     let ends = end_offsets(kafka, pipeline)?;
@@ -207,6 +221,9 @@ fn settle_and_check(
             .collect();
         if behind.is_empty() {
             break;
+        }
+        if interrupted.load(Ordering::Relaxed) {
+            anyhow::bail!("interrupted before the pipeline caught up: no ground-truth check");
         }
         if Instant::now() > deadline {
             anyhow::bail!(
