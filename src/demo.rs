@@ -131,6 +131,12 @@ pub fn run(opts: DemoOptions) -> anyhow::Result<()> {
         let _guard = rt.enter();
         Arc::new(Simulator::new(sim_config.clone(), &kafka, topics, &api)?)
     };
+    let campaigns: Vec<String> = sim
+        .world()
+        .campaigns
+        .iter()
+        .map(|c| c.campaign.campaign_id.clone())
+        .collect();
     let summary_done = Arc::new(AtomicBool::new(false));
     let summary = {
         let (stats, done, live, metrics) = (
@@ -140,12 +146,7 @@ pub fn run(opts: DemoOptions) -> anyhow::Result<()> {
             running.metrics.clone(),
         );
         let clock = *sim.clock();
-        let ids: Vec<String> = sim
-            .world()
-            .campaigns
-            .iter()
-            .map(|c| c.campaign.campaign_id.clone())
-            .collect();
+        let ids = campaigns.clone();
         let every = opts.every;
         std::thread::spawn(move || {
             let mut printer = Summary::new(stats, clock, ids, std::io::stdout().is_terminal());
@@ -162,12 +163,6 @@ pub fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let report = rt.block_on(sim.clone().run(stop.clone()));
     summary_done.store(true, Ordering::Relaxed);
     let _ = summary.join();
-    let campaigns: Vec<String> = sim
-        .world()
-        .campaigns
-        .iter()
-        .map(|c| c.campaign.campaign_id.clone())
-        .collect();
     let outcome = report.and_then(|report| {
         settle_and_check(
             &running,

@@ -60,13 +60,6 @@ impl Default for PacingBench {
     }
 }
 
-struct Billed {
-    campaign: usize,
-    charge: u64,
-    win: u64,
-    units: u8,
-}
-
 /// Day-2 results of one campaign in one arm.
 #[derive(Clone, Debug, Default)]
 pub struct CampaignDay {
@@ -100,8 +93,10 @@ fn simulate(world: &World, bench: &PacingBench, paced: bool) -> Vec<CampaignDay>
     let mut pass = vec![if paced { cfg.min_pass } else { 1.0 }; n];
     let mut spend = vec![0u64; n];
     let mut reservations = Reservations::default();
-    let mut pending: BinaryHeap<Reverse<(i64, u64)>> = BinaryHeap::new();
-    let mut billed: std::collections::HashMap<u64, Billed> = std::collections::HashMap::new();
+    // Billing events to come: (arrival ms, win number, campaign, charge micros).
+    let mut pending: BinaryHeap<Reverse<(i64, u64, usize, u64)>> = BinaryHeap::new();
+    // Campaigns are keyed by their index in reservations.
+    let ids: Vec<String> = (0..n).map(|c| c.to_string()).collect();
     let mut out: Vec<CampaignDay> = vec![CampaignDay::default(); n];
     let mut t = START_MS as f64;
     let end = START_MS + 2 * DAY_MS;
@@ -125,7 +120,7 @@ fn simulate(world: &World, bench: &PacingBench, paced: bool) -> Vec<CampaignDay>
         loop {
             let event_at = pending
                 .peek()
-                .map(|Reverse((at, _))| *at)
+                .map(|Reverse((at, ..))| *at)
                 .filter(|at| *at <= now);
             let control_first = next_control <= now && event_at.is_none_or(|at| next_control <= at);
             if control_first {
@@ -143,7 +138,7 @@ fn simulate(world: &World, bench: &PacingBench, paced: bool) -> Vec<CampaignDay>
                 let pos = position(EventTime(next_control), chrono_tz::UTC, slots);
                 for c in 0..n {
                     let budget = world.campaigns[c].campaign.daily_budget_micros;
-                    let committed = spend[c] + reservations.reserved(&c.to_string());
+                    let committed = spend[c] + reservations.reserved(&ids[c]);
                     if paced {
                         let ahead = next_control + cfg.horizon_ms;
                         let target = if (ahead - START_MS) / DAY_MS != day {
@@ -177,22 +172,18 @@ fn simulate(world: &World, bench: &PacingBench, paced: bool) -> Vec<CampaignDay>
             if event_at.is_none() {
                 break;
             }
-            let Some(Reverse((at, id))) = pending.pop() else {
+            let Some(Reverse((at, win, campaign, charge))) = pending.pop() else {
                 break;
             };
-            let Some(b) = billed.remove(&id) else {
-                continue;
-            };
-            reservations.settle(&id.to_string(), "1");
+            reservations.settle(&win.to_string(), "1");
             if (at - START_MS) / DAY_MS == current_day {
-                spend[b.campaign] += b.charge;
+                spend[campaign] += charge;
                 if current_day == 1 {
-                    let o = &mut out[b.campaign];
-                    o.units += u64::from(b.units);
-                    o.max_charge = o.max_charge.max(b.charge);
+                    let o = &mut out[campaign];
+                    o.units += 1;
+                    o.max_charge = o.max_charge.max(charge);
                 }
             }
-            let _ = b.win;
         }
         // One request.
         let user = world.sample_user(&mut rng);
@@ -231,7 +222,7 @@ fn simulate(world: &World, bench: &PacingBench, paced: bool) -> Vec<CampaignDay>
             if !fits(
                 camp.daily_budget_micros,
                 spend[c],
-                reservations.reserved(&c.to_string()),
+                reservations.reserved(&ids[c]),
                 cost_bound,
             ) {
                 if current_day == 1 {
@@ -274,7 +265,7 @@ fn simulate(world: &World, bench: &PacingBench, paced: bool) -> Vec<CampaignDay>
             reservations.reserve(
                 &seq.to_string(),
                 "1",
-                &c.to_string(),
+                &ids[c],
                 cost,
                 now + cfg.reservation_ttl_ms,
             );
@@ -296,16 +287,7 @@ fn simulate(world: &World, bench: &PacingBench, paced: bool) -> Vec<CampaignDay>
             } else {
                 0
             };
-            pending.push(Reverse((now + offset + extra, seq)));
-            billed.insert(
-                seq,
-                Billed {
-                    campaign: c,
-                    charge: win.charge_micros,
-                    win: seq,
-                    units: 1,
-                },
-            );
+            pending.push(Reverse((now + offset + extra, seq, c, win.charge_micros)));
         }
     }
     if current_day == 1 {

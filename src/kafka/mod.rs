@@ -5,6 +5,11 @@ pub mod admin;
 pub mod reader;
 pub mod sink;
 
+use std::time::Duration;
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::ToBytes;
+use rdkafka::producer::{BaseRecord, ProducerContext, ThreadedProducer};
 use rdkafka::ClientConfig;
 
 use crate::pipeline::{resolve_secret, Pipeline};
@@ -18,4 +23,29 @@ pub fn client_config(pipeline: &Pipeline, brokers: &str) -> anyhow::Result<Clien
         config.set(k, resolve_secret(v)?);
     }
     Ok(config)
+}
+
+/// Sends `record`, waiting 1 ms and trying again while the producer's queue is full, at most
+/// `attempts` times; then the queue-full error is returned. Any other error returns at once.
+pub fn send_waiting<'a, K, P, C>(
+    producer: &ThreadedProducer<C>,
+    mut record: BaseRecord<'a, K, P, C::DeliveryOpaque>,
+    attempts: usize,
+) -> Result<(), KafkaError>
+where
+    K: ToBytes + ?Sized,
+    P: ToBytes + ?Sized,
+    C: ProducerContext + 'static,
+{
+    for _ in 0..attempts {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+    Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull))
 }

@@ -49,21 +49,14 @@ impl Sinks {
     }
 
     fn send(&self, topic: &str, key: &[u8], payload: &[u8]) {
-        let mut record = BaseRecord::to(topic).key(key).payload(payload);
-        for _ in 0..1_000 {
-            match self.producer.send(record) {
-                Ok(()) => return,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err((e, _)) => {
-                    tracing::error!(error = %e, topic, "produce failed");
-                    return;
-                }
+        let record = BaseRecord::to(topic).key(key).payload(payload);
+        match super::send_waiting(&self.producer, record, 1_000) {
+            Ok(()) => {}
+            Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) => {
+                tracing::error!(topic, "producer queue stayed full; record dropped");
             }
+            Err(e) => tracing::error!(error = %e, topic, "produce failed"),
         }
-        tracing::error!(topic, "producer queue stayed full; record dropped");
     }
 
     /// Writes a dead letter, keyed by the original key.

@@ -30,7 +30,6 @@ use anyhow::Context;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, LogNormal};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientConfig, ClientContext};
 use serde_json::json;
@@ -160,8 +159,6 @@ pub struct SimStats {
     pub injected: AtomicU64,
     /// Messages Kafka refused.
     pub delivery_errors: AtomicU64,
-    /// Charges promised by wins (`charge_micros` of each win), micros.
-    pub win_value_micros: AtomicU64,
     latencies_us: Mutex<Vec<u32>>,
     model_version: Mutex<String>,
 }
@@ -451,22 +448,12 @@ impl Simulator {
             receipt.key.clone(),
             receipt.payload.clone(),
         );
-        let mut record = BaseRecord::with_opaque_to(&topic, Box::new(receipt))
+        let record = BaseRecord::with_opaque_to(&topic, Box::new(receipt))
             .key(&key)
             .payload(&payload);
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => return,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err((e, _)) => {
-                    tracing::warn!(error = %e, topic, "simulator could not produce");
-                    self.stats.delivery_errors.fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
-            }
+        if let Err(e) = crate::kafka::send_waiting(&self.producer, record, usize::MAX) {
+            tracing::warn!(error = %e, topic, "simulator could not produce");
+            self.stats.delivery_errors.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -718,9 +705,6 @@ impl Simulator {
         };
         self.stats.wins.fetch_add(1, Ordering::Relaxed);
         let charge_micros = ext["charge_micros"].as_u64().unwrap_or(0);
-        self.stats
-            .win_value_micros
-            .fetch_add(charge_micros, Ordering::Relaxed);
         let (true_ctr, true_cvr) = (
             self.world.true_ctr(user, ad, campaign),
             self.world.true_cvr(user, campaign),
