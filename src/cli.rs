@@ -144,9 +144,11 @@ pub struct SimArgs {
     /// Advertisers in the world (2 to 4 campaigns each).
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub advertisers: u32,
-    /// Median daily budget per campaign, in currency units.
-    #[arg(long, default_value = "20", value_parser = parse_positive)]
-    pub median_budget: f64,
+    /// Median daily budget per campaign, in currency units. Default: 20 for `simulate`; for
+    /// `demo`, 1.7 x --rate, so that over a real (paced) day the campaigns' demand is about
+    /// 1.5 times their budgets: some are paced, some demand-limited.
+    #[arg(long, value_parser = parse_positive)]
+    pub median_budget: Option<f64>,
     /// Share of events sent twice.
     #[arg(long, default_value = "0.01", value_parser = parse_rate)]
     pub duplicates: f64,
@@ -187,7 +189,7 @@ impl SimArgs {
             world: WorldConfig {
                 users: self.users as usize,
                 advertisers: self.advertisers as usize,
-                median_budget_micros: (self.median_budget * 1e6).round() as u64,
+                median_budget_micros: (self.median_budget.unwrap_or(20.0) * 1e6).round() as u64,
                 ..WorldConfig::default()
             },
             faults: Faults {
@@ -339,11 +341,15 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Demo(args) => crate::demo::run(crate::demo::DemoOptions {
+        Command::Demo(mut args) => crate::demo::run(crate::demo::DemoOptions {
             pipeline: args.pipeline,
             listen: args.listen,
             workers: args.workers.map(usize::from),
-            sim: args.sim.config()?,
+            sim: {
+                args.sim.median_budget =
+                    Some(args.sim.median_budget.unwrap_or(1.7 * args.sim.rate));
+                args.sim.config()?
+            },
             every: args.every.max(std::time::Duration::from_millis(100)),
         }),
         Command::Simulate(args) => {

@@ -471,7 +471,20 @@ impl Summary {
             .collect();
         let spend: u64 = ours.iter().map(|st| st.spend_micros).sum();
         let budget: u64 = ours.iter().map(|st| st.budget_micros).sum();
-        let exhausted = ours.iter().filter(|st| st.remaining_micros == 0).count();
+        let mode = |m: &str| {
+            ours.iter()
+                .filter(|st| st.pacing.as_ref().is_some_and(|p| p.mode == m))
+                .count()
+        };
+        let (paced, limited, exhausted) =
+            (mode("paced"), mode("demand_limited"), mode("exhausted"));
+        let pass: Vec<f64> = ours
+            .iter()
+            .filter_map(|st| st.pacing.as_ref())
+            .filter(|p| p.mode == "paced")
+            .map(|p| p.pass_probability)
+            .collect();
+        let mean_pass = pass.iter().sum::<f64>() / pass.len().max(1) as f64;
         let dead = metrics.dead_letters_by_reason();
         let dead_total: u64 = dead.values().sum();
         let dead_detail: Vec<String> = dead
@@ -487,7 +500,7 @@ impl Summary {
             out.push_str("\x1b[2J\x1b[H");
         }
         out.push_str(&format!(
-            "[{:>5.0}s] sim {:02}:{:02} | {:>6.0} req/s  fill {:>3.0}%  p50 {:.1} ms  p99 {:.1} ms | imps {:>5.0}/s  clicks {:>4.1}/s  convs {:>4.1}/s | spend {} of {} ({} of {} campaigns exhausted) | model {} | dead letters {}{}\n",
+            "[{:>5.0}s] sim {:02}:{:02} | {:>6.0} req/s  fill {:>3.0}%  p50 {:.1} ms  p99 {:.1} ms | imps {:>5.0}/s  clicks {:>4.1}/s  convs {:>4.1}/s | spend {} of {} | pacing {} paced (mean p {:.2}), {} demand-limited, {} exhausted of {} | model {} | dead letters {}{}\n",
             self.started.elapsed().as_secs_f64(),
             hour as u32,
             ((hour.fract()) * 60.0) as u32,
@@ -500,6 +513,9 @@ impl Summary {
             rate(4),
             dollars(spend),
             dollars(budget),
+            paced,
+            mean_pass,
+            limited,
             exhausted,
             ours.len(),
             self.stats.model_version(),
@@ -509,15 +525,30 @@ impl Summary {
         if self.tty {
             let mut top: Vec<_> = ours.clone();
             top.sort_by_key(|st| std::cmp::Reverse(st.spend_micros));
-            out.push_str("\n  campaign            spend / budget\n");
+            out.push_str(
+                "\n  campaign            spend / budget        target now  pacing            p\n",
+            );
             for st in top.iter().take(8) {
                 let share = st.spend_micros as f64 / st.budget_micros.max(1) as f64;
-                let bar = "#".repeat((share.min(1.0) * 30.0).round() as usize);
+                let bar = "#".repeat((share.min(1.0) * 20.0).round() as usize);
+                let (target, mode, pass) =
+                    st.pacing
+                        .as_ref()
+                        .map_or((String::from("-"), "pending", 1.0), |p| {
+                            (
+                                dollars(p.target_micros),
+                                p.mode.as_str(),
+                                p.pass_probability,
+                            )
+                        });
                 out.push_str(&format!(
-                    "  {:<18} {:>9} / {:>9}  {:<30} {:>5.1}%\n",
+                    "  {:<18} {:>9} / {:>9}  {:>9}  {:<16} {:>5.3}  {:<20} {:>5.1}%\n",
                     st.campaign_id,
                     dollars(st.spend_micros),
                     dollars(st.budget_micros),
+                    target,
+                    mode,
+                    pass,
                     bar,
                     share * 100.0
                 ));

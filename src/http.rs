@@ -84,7 +84,10 @@ async fn campaign(
         status: StatusCode::INTERNAL_SERVER_ERROR,
         message: e.to_string(),
     })?;
-    body["pacing"] = json!({ "mode": "asap", "throttle": 0.0 });
+    if body.get("pacing").is_none() {
+        // Defined, but the pacing operator has not reported on today yet.
+        body["pacing"] = json!({ "mode": "pending" });
+    }
     Ok(Json(body).into_response())
 }
 

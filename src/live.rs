@@ -6,6 +6,7 @@ use std::sync::{Arc, RwLock};
 
 use adstream_operators::ledger::operator::LedgerOutput;
 use adstream_operators::ledger::status::{BudgetBook, BudgetStatus};
+use adstream_operators::pacing::PacingUpdate;
 use adstream_operators::time::EventTime;
 
 /// Shared between the dataflow workers (writers) and the HTTP handlers (readers).
@@ -20,6 +21,13 @@ impl LiveState {
     pub fn apply(&self, out: &LedgerOutput) {
         if let Ok(mut book) = self.book.write() {
             book.apply(out);
+        }
+    }
+
+    /// Folds a campaign's pacing update in.
+    pub fn apply_pacing(&self, update: &PacingUpdate) {
+        if let Ok(mut book) = self.book.write() {
+            book.apply_pacing(update);
         }
     }
 

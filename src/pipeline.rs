@@ -65,6 +65,9 @@ pub struct Pipeline {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PacingSection {
+    /// Throttle campaigns along their target curve (false: ASAP, only the budget gate holds
+    /// them).
+    pub enabled: Spanned<bool>,
     /// Slots per budget day of the traffic profile.
     pub slots: Spanned<usize>,
     /// Controller period, ms.
@@ -79,12 +82,15 @@ pub struct PacingSection {
     pub profile_smoothing: Spanned<f64>,
     /// How long a reservation waits for its billing event, ms.
     pub reservation_ttl_ms: Spanned<i64>,
+    /// How often changed pacing state is broadcast to serving, ms.
+    pub publish_ms: Spanned<i64>,
 }
 
 impl Default for PacingSection {
     fn default() -> Self {
         let d = adstream_operators::pacing::PacingConfig::default();
         PacingSection {
+            enabled: Spanned::new(0..0, d.enabled),
             slots: Spanned::new(0..0, d.slots),
             interval_ms: Spanned::new(0..0, d.interval_ms),
             horizon_ms: Spanned::new(0..0, d.horizon_ms),
@@ -92,6 +98,7 @@ impl Default for PacingSection {
             rate_smoothing: Spanned::new(0..0, d.rate_smoothing),
             profile_smoothing: Spanned::new(0..0, d.profile_smoothing),
             reservation_ttl_ms: Spanned::new(0..0, d.reservation_ttl_ms),
+            publish_ms: Spanned::new(0..0, d.publish_ms),
         }
     }
 }
@@ -100,6 +107,7 @@ impl PacingSection {
     /// The operators' configuration.
     pub fn config(&self) -> adstream_operators::pacing::PacingConfig {
         adstream_operators::pacing::PacingConfig {
+            enabled: *self.enabled.get_ref(),
             slots: *self.slots.get_ref(),
             interval_ms: *self.interval_ms.get_ref(),
             horizon_ms: *self.horizon_ms.get_ref(),
@@ -107,6 +115,7 @@ impl PacingSection {
             rate_smoothing: *self.rate_smoothing.get_ref(),
             profile_smoothing: *self.profile_smoothing.get_ref(),
             reservation_ttl_ms: *self.reservation_ttl_ms.get_ref(),
+            publish_ms: *self.publish_ms.get_ref(),
         }
     }
 }
@@ -335,6 +344,27 @@ impl Default for ApiSection {
     }
 }
 
+/// `section.key` of the `key = value` on 1-based `line`, if that line holds one.
+fn key_at_line(text: &str, line: usize) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let here = lines.get(line.checked_sub(1)?)?;
+    let (key, _) = here.split_once('=')?;
+    let key = key.trim();
+    if key.is_empty() || key.starts_with('#') {
+        return None;
+    }
+    let section = lines[..line - 1]
+        .iter()
+        .rev()
+        .map(|l| l.trim())
+        .find(|l| l.starts_with('[') && l.ends_with(']'))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim());
+    Some(match section {
+        Some(s) => format!("{s}.{key}"),
+        None => key.to_string(),
+    })
+}
+
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
@@ -362,11 +392,17 @@ impl Pipeline {
     pub fn parse(file: &str, text: &str) -> Result<Pipeline, PipelineError> {
         let pipeline: Pipeline = toml::from_str(text).map_err(|e| {
             let (line, column) = e.span().map_or((0, 0), |s| line_col(text, s.start));
+            let message = e.message().trim();
+            // Type errors point at a value without naming it: name the field.
+            let message = match key_at_line(text, line) {
+                Some(key) if !message.contains(&key) => format!("field `{key}`: {message}"),
+                _ => message.to_string(),
+            };
             PipelineError {
                 file: file.to_string(),
                 line,
                 column,
-                message: e.message().trim().to_string(),
+                message,
             }
         })?;
         pipeline.validate().map_err(|(span, message)| {
@@ -506,6 +542,12 @@ impl Pipeline {
             "pacing.reservation_ttl_ms",
             "must be at least 1000",
         )?;
+        check(
+            &pc.publish_ms,
+            (10..=1_000).contains(pc.publish_ms.get_ref()),
+            "pacing.publish_ms",
+            "must be between 10 and 1000 (serving must see a change within a second)",
+        )?;
         let b = &self.billing;
         check(
             &b.event_horizon_ms,
@@ -632,6 +674,13 @@ brokers = "127.0.0.1:9092"
         let err = Pipeline::parse("t.toml", &text).unwrap_err();
         assert!(err.message.contains("pacing.min_pass"), "{err}");
         assert_eq!(err.line, 10, "{err}");
+        let text = format!("{OK}\n[pacing]\npublish_ms = 5000\n");
+        let err = Pipeline::parse("t.toml", &text).unwrap_err();
+        assert!(err.message.contains("pacing.publish_ms"), "{err}");
+        let text = format!("{OK}\n[pacing]\nenabled = \"yes\"\n");
+        let err = Pipeline::parse("t.toml", &text).unwrap_err();
+        assert!(err.message.contains("field `pacing.enabled`"), "{err}");
+        assert!(err.message.contains("expected a boolean"), "{err}");
         let text = format!("{OK}\n[pacing]\ninterval_ms = 60000\nhorizon_ms = 1000\n");
         let err = Pipeline::parse("t.toml", &text).unwrap_err();
         assert!(err.message.contains("pacing.horizon_ms"), "{err}");

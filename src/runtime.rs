@@ -22,7 +22,10 @@ use adstream_operators::ingest::{decode, DecodeConfig, Ingested, StreamId};
 use adstream_operators::ledger::operator::{LedgerConfig, LedgerOutput};
 use adstream_operators::ledger::status::{BudgetBook, BudgetStatus};
 use adstream_operators::ledger::Horizons;
-use adstream_operators::serve::operator::{serve, ServeConfig, Served};
+use adstream_operators::pacing::board::PacingBoard;
+use adstream_operators::pacing::operator::pacing;
+use adstream_operators::pacing::PacingUpdate;
+use adstream_operators::serve::operator::{serve, ServeConfig, ServeOutput, Served};
 use adstream_operators::source::{
     kafka_source, restore_offsets, wall_clock, SourceConfig, SourceControl,
 };
@@ -305,7 +308,10 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
         reserve_ecpm_micros: (*pipeline.serving.reserve_cpm.get_ref() * 1e6).round() as u64,
         per_advertiser: *pipeline.serving.per_advertiser.get_ref(),
         max_candidates: *pipeline.serving.max_candidates.get_ref(),
+        reservation_ttl_ms: *pipeline.pacing.reservation_ttl_ms.get_ref(),
     };
+    let pacing_config = pipeline.pacing.config();
+    let checkpoint_interval = *pipeline.checkpoint.interval_ms.get_ref();
     let decode_config = DecodeConfig {
         secret,
         max_message_bytes: *pipeline.billing.max_message_bytes.get_ref(),
@@ -327,6 +333,7 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
             .and_then(|mut r| r.get_mut(index % workers).and_then(Option::take))
             .ok_or_else(|| "serving queue already taken".to_string())?;
         let serve_config = serve_config.clone();
+        let pacing_config = pacing_config.clone();
         let control = SourceControl {
             stop: worker_stop.clone(),
             ..SourceControl::default()
@@ -336,6 +343,7 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
         let status_pending: Rc<RefCell<BTreeMap<String, BudgetStatus>>> = Rc::default();
         let status_sinks = worker_sinks.clone();
         let (sinks, live, metrics) = (worker_sinks.clone(), worker_live.clone(), worker_metrics.clone());
+        let pacing_live = worker_live.clone();
         let (decode_config, billing_config, source_config) = (decode_config.clone(), billing_config.clone(), source_config.clone());
         let (store, topic_names) = (store.clone(), topic_names.clone());
         worker.dataflow::<u64, _, _>(|scope| {
@@ -364,7 +372,8 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
             let out = billing(ingested, billing_config, store.clone(), &probe);
             // Sinks of the worker owning each campaign: dead letters, and budget status
             // coalesced per campaign (published by the worker loop below at most every 200 ms).
-            let mut book = BudgetBook::default();
+            let status_book: Rc<RefCell<BudgetBook>> = Rc::default();
+            let book = status_book.clone();
             let status_queue = status_pending.clone();
             let sinks_for_status = sinks.clone();
             out.clone().inspect(move |rec: &LedgerOutput| match rec {
@@ -375,6 +384,7 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
                     sinks_for_status.dead_letter(d);
                 }
                 other => {
+                    let mut book = book.borrow_mut();
                     if let Some(campaign) = book.apply(other) {
                         if let Some(status) = book.status(&campaign, EventTime::now()) {
                             status_queue.borrow_mut().insert(campaign, status);
@@ -385,6 +395,7 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
             // Every worker holds a replica of every campaign's state (serving reads it), and
             // every process's live view (the API) sees every campaign.
             let replica = out
+                .clone()
                 .flat_map(|rec| match rec {
                     LedgerOutput::Dead(_) => None,
                     other => Some(other),
@@ -396,7 +407,38 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
                     }
                 });
             let served_sinks = sinks.clone();
-            serve(replica, requests, serve_config, activator_slot).inspect(move |s: &Served| served_sinks.served(s));
+            let board = Rc::new(RefCell::new(PacingBoard::new(index, peers)));
+            let serving = serve(replica, requests, serve_config, activator_slot, board.clone());
+            serving
+                .clone()
+                .flat_map(|o| match o {
+                    ServeOutput::Served(s) => Some(*s),
+                    ServeOutput::Pacing(_) => None,
+                })
+                .inspect(move |s: &Served| served_sinks.served(s));
+            let feedback = serving.flat_map(|o| match o {
+                ServeOutput::Pacing(f) => Some(f),
+                ServeOutput::Served(_) => None,
+            });
+            // Pacing runs beside the ledger shard of each campaign; its state goes to that
+            // worker's budget.status and, broadcast, to every serving replica's board and every
+            // process's live view.
+            let updates = pacing(out, feedback, pacing_config, checkpoint_interval, store.clone(), wall_clock());
+            let status_queue = status_pending.clone();
+            updates.clone().inspect(move |u: &PacingUpdate| {
+                let mut book = status_book.borrow_mut();
+                let campaign = book.apply_pacing(u);
+                if let Some(status) = book.status(&campaign, EventTime::now()) {
+                    status_queue.borrow_mut().insert(campaign, status);
+                }
+            });
+            let live = pacing_live;
+            updates.broadcast().inspect(move |u: &PacingUpdate| {
+                board.borrow_mut().apply(u.clone());
+                if leader {
+                    live.apply_pacing(u);
+                }
+            });
         });
         let mut last_status = Instant::now();
         loop {

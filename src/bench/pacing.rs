@@ -90,13 +90,14 @@ fn simulate(world: &World, bench: &PacingBench, paced: bool) -> Vec<CampaignDay>
     };
     let mut profiles: Vec<TrafficProfile> = (0..n).map(|_| TrafficProfile::flat(slots)).collect();
     let mut controllers: Vec<Controller> = (0..n).map(|_| Controller::new(cfg)).collect();
-    let mut pass = vec![if paced { cfg.min_pass } else { 1.0 }; n];
+    let mut pass: Vec<f64> = controllers
+        .iter()
+        .map(|c| if paced { c.pass } else { 1.0 })
+        .collect();
     let mut spend = vec![0u64; n];
-    let mut reservations = Reservations::default();
+    let mut reservations: Reservations<usize> = Reservations::default();
     // Billing events to come: (arrival ms, win number, campaign, charge micros).
     let mut pending: BinaryHeap<Reverse<(i64, u64, usize, u64)>> = BinaryHeap::new();
-    // Campaigns are keyed by their index in reservations.
-    let ids: Vec<String> = (0..n).map(|c| c.to_string()).collect();
     let mut out: Vec<CampaignDay> = vec![CampaignDay::default(); n];
     let mut t = START_MS as f64;
     let end = START_MS + 2 * DAY_MS;
@@ -138,7 +139,7 @@ fn simulate(world: &World, bench: &PacingBench, paced: bool) -> Vec<CampaignDay>
                 let pos = position(EventTime(next_control), chrono_tz::UTC, slots);
                 for c in 0..n {
                     let budget = world.campaigns[c].campaign.daily_budget_micros;
-                    let committed = spend[c] + reservations.reserved(&ids[c]);
+                    let committed = spend[c] + reservations.reserved(&c);
                     if paced {
                         let ahead = next_control + cfg.horizon_ms;
                         let target = if (ahead - START_MS) / DAY_MS != day {
@@ -222,7 +223,7 @@ fn simulate(world: &World, bench: &PacingBench, paced: bool) -> Vec<CampaignDay>
             if !fits(
                 camp.daily_budget_micros,
                 spend[c],
-                reservations.reserved(&ids[c]),
+                reservations.reserved(&c),
                 cost_bound,
             ) {
                 if current_day == 1 {
@@ -262,13 +263,7 @@ fn simulate(world: &World, bench: &PacingBench, paced: bool) -> Vec<CampaignDay>
             let ad = &sc.ads[0];
             seq += 1;
             let cost = expected_cost(win.candidate.billing, win.charge_micros, PCTR, PCVR);
-            reservations.reserve(
-                &seq.to_string(),
-                "1",
-                &ids[c],
-                cost,
-                now + cfg.reservation_ttl_ms,
-            );
+            reservations.reserve(&seq.to_string(), "1", c, cost, now + cfg.reservation_ttl_ms);
             let fate = draw(
                 &mut rng,
                 &params,

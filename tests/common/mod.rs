@@ -294,3 +294,63 @@ pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     }
     check()
 }
+
+/// POSTs an OpenRTB request; the status and the JSON body (null when empty).
+pub fn post(api: &str, body: &str) -> (u16, serde_json::Value) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let resp = reqwest::Client::new()
+            .post(format!("{api}/v1/openrtb"))
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let body = resp
+            .json::<serde_json::Value>()
+            .await
+            .unwrap_or(serde_json::Value::Null);
+        (status, body)
+    })
+}
+
+/// Reads `topic` from the start until a record with `key` satisfies `check` (its JSON value),
+/// or `timeout` passes.
+pub fn find_record(
+    brokers: &str,
+    topic: &str,
+    key: &str,
+    timeout: Duration,
+    mut check: impl FnMut(&serde_json::Value) -> bool,
+) -> Option<serde_json::Value> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("it-find-{}", free_port()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        if m.key() != Some(key.as_bytes()) {
+            continue;
+        }
+        let Ok(doc) = serde_json::from_slice::<serde_json::Value>(m.payload().unwrap_or_default())
+        else {
+            continue;
+        };
+        if check(&doc) {
+            return Some(doc);
+        }
+    }
+    None
+}

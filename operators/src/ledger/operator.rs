@@ -20,6 +20,7 @@ use crate::catalog::{Catalog, CatalogUpdate};
 use crate::checkpoint::{CheckpointGate, StateBatch, StateStore};
 use crate::ingest::{DeadLetter, Reason};
 use crate::ledger::{Charge, DaySpend, DedupEntry, Horizons, Ledger, LedgerChanges, Refusal};
+use crate::pacing::reservation::WinKey;
 use crate::routing::{owns, route};
 
 /// What the ledger operator emits.
@@ -34,6 +35,14 @@ pub enum LedgerOutput {
     /// Impressions, clicks and attributed conversions per campaign since the last report
     /// (what serving's prior ranker learns from).
     Activity(Vec<CampaignActivity>),
+    /// Wins of a campaign whose billing events the ledger has just judged (charged, replayed or
+    /// refused): their reservations are released. Given after the spend they changed.
+    Settled {
+        /// Campaign.
+        campaign_id: String,
+        /// (`request_id`, `imp_id`) of each win.
+        wins: Vec<WinKey>,
+    },
 }
 
 /// Outcome counts of one campaign over a batch.
@@ -213,6 +222,7 @@ pub fn ledger<'scope>(
                 charges_in.for_each(|cap, data| {
                     // Coalesce spend updates per batch: the last value of each (campaign, day).
                     let mut touched: BTreeMap<(String, NaiveDate), u64> = BTreeMap::new();
+                    let mut settled: BTreeMap<String, Vec<WinKey>> = BTreeMap::new();
                     let mut session = output.session(&cap);
                     for charge in data.drain(..) {
                         if catalog.get(&charge.claims.campaign_id).is_none() {
@@ -228,6 +238,11 @@ pub fn ledger<'scope>(
                             Ok(None) => {}
                             Err(dead) => session.give(LedgerOutput::Dead(Box::new(dead))),
                         }
+                        let claims = &charge.claims;
+                        settled
+                            .entry(claims.campaign_id.clone())
+                            .or_default()
+                            .push((claims.request_id.clone(), claims.imp_id.clone()));
                     }
                     session.give_iterator(touched.into_iter().map(
                         |((campaign_id, day), spend_micros)| {
@@ -238,6 +253,11 @@ pub fn ledger<'scope>(
                             })
                         },
                     ));
+                    session.give_iterator(
+                        settled
+                            .into_iter()
+                            .map(|(campaign_id, wins)| LedgerOutput::Settled { campaign_id, wins }),
+                    );
                 });
                 // Charges of unknown campaigns: judged once the catalog is complete to their time.
                 if !waiting.is_empty() {
@@ -248,11 +268,19 @@ pub fn ledger<'scope>(
                             continue;
                         }
                         let out = match settle(&mut ledger, &catalog, &charge) {
-                            Ok(Some(s)) => LedgerOutput::Spend(s),
-                            Ok(None) => continue,
-                            Err(dead) => LedgerOutput::Dead(Box::new(dead)),
+                            Ok(Some(s)) => Some(LedgerOutput::Spend(s)),
+                            Ok(None) => None,
+                            Err(dead) => Some(LedgerOutput::Dead(Box::new(dead))),
                         };
-                        output.session(&cap).give(out);
+                        let mut session = output.session(&cap);
+                        session.give_iterator(out.into_iter());
+                        session.give(LedgerOutput::Settled {
+                            campaign_id: charge.claims.campaign_id.clone(),
+                            wins: vec![(
+                                charge.claims.request_id.clone(),
+                                charge.claims.imp_id.clone(),
+                            )],
+                        });
                     }
                     waiting = still;
                 }

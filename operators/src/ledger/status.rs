@@ -9,10 +9,11 @@ use super::day::budget_day;
 use super::operator::LedgerOutput;
 use crate::catalog::{Catalog, CatalogUpdate};
 use crate::events::CampaignStatus;
+use crate::pacing::{PacingState, PacingUpdate};
 use crate::time::EventTime;
 
 /// Budget status of one campaign on its current budget day.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BudgetStatus {
     /// Campaign.
     pub campaign_id: String,
@@ -32,6 +33,9 @@ pub struct BudgetStatus {
     pub status: String,
     /// When this status was computed, ms since the epoch.
     pub updated_ms: i64,
+    /// Pacing of that day (absent until the pacing operator has reported on it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pacing: Option<PacingState>,
 }
 
 /// Catalog plus recent spend: enough to compute every campaign's [`BudgetStatus`].
@@ -39,6 +43,7 @@ pub struct BudgetStatus {
 pub struct BudgetBook {
     catalog: Catalog,
     spend: HashMap<String, BTreeMap<NaiveDate, u64>>,
+    pacing: HashMap<String, PacingUpdate>,
 }
 
 impl BudgetBook {
@@ -60,8 +65,17 @@ impl BudgetBook {
                 self.catalog.apply(update);
                 Some(update.campaign_id.clone())
             }
-            LedgerOutput::Dead(_) | LedgerOutput::Activity(_) => None,
+            LedgerOutput::Dead(_) | LedgerOutput::Activity(_) | LedgerOutput::Settled { .. } => {
+                None
+            }
         }
+    }
+
+    /// Takes in a campaign's pacing update; returns the campaign.
+    pub fn apply_pacing(&mut self, update: &PacingUpdate) -> String {
+        let id = update.campaign_id.clone();
+        self.pacing.insert(id.clone(), update.clone());
+        id
     }
 
     /// Applies a catalog update directly.
@@ -98,14 +112,18 @@ impl BudgetBook {
         let tz = listed.map_or(chrono_tz::UTC, |l| l.tz);
         let spend_micros = self.spend(campaign, day);
         let budget_micros = listed.map_or(0, |l| l.campaign.daily_budget_micros);
+        let pacing = self.pacing.get(campaign).filter(|u| u.state.day == day);
+        let reserved_micros = pacing.map_or(0, PacingUpdate::reserved_micros);
         Some(BudgetStatus {
             campaign_id: campaign.to_string(),
             day,
             timezone: tz.name().to_string(),
             budget_micros,
             spend_micros,
-            reserved_micros: 0,
-            remaining_micros: budget_micros.saturating_sub(spend_micros),
+            reserved_micros,
+            remaining_micros: budget_micros
+                .saturating_sub(spend_micros)
+                .saturating_sub(reserved_micros),
             status: match listed.map(|l| l.campaign.status) {
                 Some(CampaignStatus::Active) => "active",
                 Some(CampaignStatus::Paused) => "paused",
@@ -113,6 +131,7 @@ impl BudgetBook {
             }
             .to_string(),
             updated_ms: now.millis(),
+            pacing: pacing.map(|u| u.state.clone()),
         })
     }
 

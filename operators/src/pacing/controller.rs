@@ -5,6 +5,14 @@ use serde::{Deserialize, Serialize};
 
 use super::PacingConfig;
 
+/// Participation of a campaign whose full-participation rate is not known yet: a market that
+/// could spend its day's budget in minutes spends at most 1% of that rate while it is measured.
+pub const EXPLORE_FROM: f64 = 0.01;
+
+/// Factor by which participation grows per interval while nothing has been spent (full
+/// participation after 4 intervals).
+pub const EXPLORE_STEP: f64 = 4.0;
+
 /// One campaign's controller state.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Controller {
@@ -19,11 +27,11 @@ pub struct Controller {
 }
 
 impl Controller {
-    /// A controller that starts at its floor: it explores upward, so a new campaign does not
-    /// burst its budget in the first minutes.
+    /// A controller that has measured nothing yet: it starts at [`EXPLORE_FROM`] and explores
+    /// upward until its first spend shows the full-participation rate.
     pub fn new(config: &PacingConfig) -> Self {
         Controller {
-            pass: config.min_pass.clamp(0.0, 1.0),
+            pass: EXPLORE_FROM.max(config.min_pass).min(1.0),
             full_rate: None,
             last_committed: 0,
             last_ms: None,
@@ -68,8 +76,9 @@ impl Controller {
         let desired = gap / horizon;
         self.pass = match self.full_rate {
             Some(r) if r > 0.0 => (desired / r).clamp(min_pass, 1.0),
-            // Nothing known yet: explore upward while behind, hold while ahead.
-            _ if gap > 0.0 => (self.pass * 2.0).clamp(min_pass, 1.0),
+            // Nothing spent yet: explore upward while behind (the first spend measures the
+            // rate), hold while ahead.
+            _ if gap > 0.0 => (self.pass * EXPLORE_STEP).clamp(min_pass, 1.0),
             _ => self.pass.clamp(min_pass, 1.0),
         };
         self.pass

@@ -5,16 +5,18 @@
 //!
 //! **Target.** The budget day (midnight to midnight in the campaign's time zone) is cut into
 //! `slots` equal slots. A [`profile::TrafficProfile`] learns, per campaign, how many requests the
-//! campaign could bid on in each slot (an exponentially weighted average over past days, started
-//! from the pooled profile of all campaigns and flat before that). The target cumulative spend
-//! at time `t` is the budget times the share of the day's reachable traffic before `t`:
+//! campaign could bid on in each slot (counted by serving before the budget gate and the
+//! throttle; an exponentially weighted average over past days, flat until a day has been seen).
+//! The target cumulative spend at time `t` is the budget times the share of the day's reachable
+//! traffic before `t`:
 //!
 //! ```text
 //! target(t) = budget * (w[0] + ... + w[k-1] + w[k] * f) / (w[0] + ... + w[S-1])
 //! ```
 //!
-//! with `k` the slot of `t` and `f` the elapsed fraction of it. A budget change mid-day moves the
-//! whole curve: the campaign aims at the new budget's curve from then on.
+//! with `k` the slot of `t` and `f` the elapsed fraction of it. A change mid-day (created or
+//! resumed mid-day, budget changed) re-anchors the curve at that moment: what is left of the
+//! budget is spread over what is left of the day's traffic ([`pacer`] documents each case).
 //!
 //! **Controller.** Every `interval` the [`controller::Controller`] sets the probability `p` that
 //! the campaign takes part in an auction it qualifies for (throttling, the LinkedIn/Yahoo form).
@@ -30,37 +32,55 @@
 //!
 //! Committed spend includes reservations (below), so the controller sees a win at once, not when
 //! its billing event arrives: event delay does not make it overshoot. When `R` is unknown (no
-//! spend yet), `p` doubles each interval from its floor, exploring. A campaign that is behind with
-//! `p = 1` is demand-limited; one with `committed >= budget` is exhausted.
+//! spend yet), `p` starts at 1% and grows 4x per interval until the first spend measures `R`: a
+//! campaign whose market could spend its budget in minutes spends at most 1% of that rate while
+//! it is measured, and a small one reaches full participation within four intervals.
+//! A campaign that is behind with `p = 1` is demand-limited; one with `committed >= budget` is
+//! exhausted.
 //!
 //! **Reservations and the overspend bound.** At win time serving reserves the win's expected
 //! cost against the campaign: the exact charge for CPM, charge x pCTR for CPC, charge x pCTR x
 //! pCVR for CPA ([`reservation::expected_cost`]). The reservation is settled by the billing event
-//! of that win, or expires after `reservation_ttl`. A campaign stops winning once
-//! `spend + reserved + cost of this win > budget`. For CPM, if every impression arrives within
-//! the TTL, one serving replica cannot overspend at all; `R` replicas that each see the others'
-//! reservations only through the broadcast (latency `L`) can overspend by at most the wins they
-//! make in that window once the budget is nearly gone, which the gate limits to one win each:
+//! of that win, or expires after `reservation_ttl`. A campaign stops winning once its
+//! reservations would exceed the budget left (budget - spend).
+//!
+//! Each serving replica knows its own reservations exactly and the other replicas' as of the
+//! last broadcast (at most `publish_ms` plus the exchange old). A replica may reserve only its
+//! share `1/R` of the budget left beside what the others hold ([`board::PacingBoard::headroom`]):
+//! the shares of `R` replicas sum to at most the budget left, however stale each one's view of the
+//! others, so staleness costs no overspend, only (near exhaustion) a little throughput. Spend and
+//! the settlement of the win it pays reach a replica in the same ledger batch. So for CPM, where a
+//! reservation is the exact charge:
 //!
 //! ```text
-//! overspend <= replicas * max_charge                       (CPM, delay <= TTL)
-//! overspend <= replicas * max_charge + sum of charges of events delayed beyond the TTL
+//! overspend <= charges of billing events that arrive after their reservation's TTL
 //! ```
+//!
+//! and 0 when every impression arrives within the TTL, for any number of replicas.
 //!
 //! For CPC the reservation is an expectation: the bound holds in expectation, and the realised
 //! overspend is the excess of actual clicks over predicted ones among the wins outstanding when
-//! the budget runs out. CPA conversions arrive hours after the win, beyond any practical TTL, so
-//! CPA falls under the second line: its reservations only smooth the first minutes.
+//! the budget runs out (with clicks arriving within the TTL, at most `max_charge` times that
+//! excess). CPA conversions arrive hours after the win, beyond any practical TTL, so CPA falls
+//! under the line above: its reservations only smooth the first minutes, and the controller
+//! (which sees conversions as they are charged) is what holds it near the curve.
 
+pub mod board;
 pub mod controller;
+pub mod operator;
+pub mod pacer;
 pub mod profile;
 pub mod reservation;
 
+use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
 /// Pacing settings (pipeline section `[pacing]`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PacingConfig {
+    /// Whether campaigns are throttled; when off they take part in every auction they qualify
+    /// for (ASAP) and only the budget gate with reservations holds them.
+    pub enabled: bool,
     /// Slots per budget day.
     pub slots: usize,
     /// Controller period, ms.
@@ -75,11 +95,14 @@ pub struct PacingConfig {
     pub profile_smoothing: f64,
     /// How long a reservation waits for its billing event, ms.
     pub reservation_ttl_ms: i64,
+    /// How often changed pacing state is broadcast to the serving replicas, ms.
+    pub publish_ms: i64,
 }
 
 impl Default for PacingConfig {
     fn default() -> Self {
         PacingConfig {
+            enabled: true,
             slots: 96,
             interval_ms: 10_000,
             horizon_ms: 3_600_000,
@@ -87,19 +110,85 @@ impl Default for PacingConfig {
             rate_smoothing: 0.3,
             profile_smoothing: 0.3,
             reservation_ttl_ms: 120_000,
+            publish_ms: 200,
         }
     }
 }
 
-/// What serving needs of a campaign's pacing, and what the API shows.
+/// What serving needs of a campaign's pacing, and what the API shows as `pacing`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PacingState {
-    /// `paced`, `demand_limited` (behind with full participation), `exhausted`, or `asap`.
+    /// `paced`, `demand_limited` (behind target with full participation), `exhausted`
+    /// (committed spend reached the budget), `paused` (paused or outside its flight), or `asap`
+    /// (pacing disabled).
     pub mode: String,
     /// Probability of taking part in an auction the campaign qualifies for.
     pub pass_probability: f64,
     /// Target cumulative spend now, micros.
     pub target_micros: u64,
-    /// Charged plus reserved, micros.
+    /// Charged plus reserved today, micros.
     pub committed_micros: u64,
+    /// The local budget day this state is for.
+    pub day: NaiveDate,
+    /// Estimated spend rate at full participation, micros per hour (once measured).
+    pub full_rate_micros_per_hour: Option<u64>,
+    /// When it was computed, ms since the epoch.
+    pub updated_ms: i64,
+}
+
+/// A campaign's pacing state as broadcast from the worker that owns it to every serving replica.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PacingUpdate {
+    /// Campaign.
+    pub campaign_id: String,
+    /// Its state.
+    pub state: PacingState,
+    /// Outstanding reservations per serving replica (index = worker), micros.
+    pub reserved_by_replica: Vec<u64>,
+}
+
+impl PacingUpdate {
+    /// Outstanding reservations of all replicas, micros.
+    pub fn reserved_micros(&self) -> u64 {
+        self.reserved_by_replica.iter().sum()
+    }
+}
+
+/// What serving tells pacing: wins reserved and traffic the campaign could reach.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum PacingFeedback {
+    /// Replica `replica` reserved `micros` for a win until `expires_ms`.
+    Reserve {
+        /// Campaign.
+        campaign_id: String,
+        /// Serving replica (worker index).
+        replica: usize,
+        /// The win's request.
+        request_id: String,
+        /// The win's slot.
+        imp_id: String,
+        /// Expected cost, micros.
+        micros: u64,
+        /// When the reservation lapses, ms since the epoch.
+        expires_ms: i64,
+    },
+    /// `count` requests the campaign qualified for (before budget and throttle) around `at_ms`.
+    Reach {
+        /// Campaign.
+        campaign_id: String,
+        /// When, ms since the epoch.
+        at_ms: i64,
+        /// How many.
+        count: u64,
+    },
+}
+
+impl PacingFeedback {
+    /// The campaign it concerns.
+    pub fn campaign_id(&self) -> &str {
+        match self {
+            PacingFeedback::Reserve { campaign_id, .. }
+            | PacingFeedback::Reach { campaign_id, .. } => campaign_id,
+        }
+    }
 }

@@ -69,7 +69,11 @@ impl TrafficProfile {
 
     /// Counts `n` reachable requests at `pos`; a new day folds the finished one in with weight
     /// `smoothing`.
+    /// Counts of a day before the current one (arriving late) are dropped.
     pub fn observe(&mut self, pos: DayPosition, n: f64, smoothing: f64) {
+        if self.day.is_some_and(|d| pos.day < d) {
+            return;
+        }
         if self.day != Some(pos.day) {
             self.roll(smoothing);
             self.day = Some(pos.day);
@@ -153,6 +157,11 @@ mod tests {
         assert!((p.share_before(at(2, 3, 0.0)) - 0.75).abs() < 1e-12);
         assert!((p.share_before(at(2, 3, 0.5)) - 0.875).abs() < 1e-12);
         assert_eq!(target_micros(&p, at(2, 3, 0.0), 1_000), 750);
+        // A late count of day 1 neither rolls the profile back nor counts.
+        p.observe(at(2, 1, 0.0), 5.0, 0.3);
+        p.observe(at(1, 1, 0.0), 5.0, 0.3);
+        assert_eq!(p.day, Some(NaiveDate::from_ymd_opt(2026, 3, 2).unwrap()));
+        assert_eq!(p.today.iter().sum::<f64>(), 5.0);
     }
 
     proptest! {

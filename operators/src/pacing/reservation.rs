@@ -2,6 +2,7 @@
 //! serving stops a campaign before its budget is gone rather than after.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
 
 use crate::events::Billing;
 
@@ -16,21 +17,36 @@ pub fn expected_cost(billing: Billing, charge_micros: u64, pctr: f64, pcvr: f64)
     (charge_micros as f64 * p.clamp(0.0, 1.0)).ceil() as u64
 }
 
-/// Outstanding reservations per campaign, keyed by win (`request_id`, `imp_id`).
-#[derive(Debug, Default)]
-pub struct Reservations {
-    by_campaign: HashMap<String, u64>,
-    wins: HashMap<(String, String), (String, u64, i64)>,
-    expiry: BTreeMap<i64, Vec<(String, String)>>,
+/// A win: (`request_id`, `imp_id`).
+pub type WinKey = (String, String);
+
+/// Outstanding reservations per account (a campaign in serving and the bench, a serving replica
+/// in the pacing operator), keyed by win.
+#[derive(Clone, Debug)]
+pub struct Reservations<A = String> {
+    by_account: HashMap<A, u64>,
+    wins: HashMap<WinKey, (A, u64, i64)>,
+    expiry: BTreeMap<i64, Vec<WinKey>>,
 }
 
-impl Reservations {
-    /// Reserves `micros` for the win (`request_id`, `imp_id`) of `campaign` until `expires_ms`.
+impl<A> Default for Reservations<A> {
+    fn default() -> Self {
+        Reservations {
+            by_account: HashMap::new(),
+            wins: HashMap::new(),
+            expiry: BTreeMap::new(),
+        }
+    }
+}
+
+impl<A: Clone + Eq + Hash> Reservations<A> {
+    /// Reserves `micros` for the win (`request_id`, `imp_id`) against `account` until
+    /// `expires_ms`; a win already reserved is left as it is.
     pub fn reserve(
         &mut self,
         request_id: &str,
         imp_id: &str,
-        campaign: &str,
+        account: A,
         micros: u64,
         expires_ms: i64,
     ) {
@@ -38,18 +54,17 @@ impl Reservations {
         if self.wins.contains_key(&key) {
             return;
         }
-        *self.by_campaign.entry(campaign.to_string()).or_default() += micros;
+        *self.by_account.entry(account.clone()).or_default() += micros;
         self.expiry.entry(expires_ms).or_default().push(key.clone());
-        self.wins
-            .insert(key, (campaign.to_string(), micros, expires_ms));
+        self.wins.insert(key, (account, micros, expires_ms));
     }
 
-    fn release(&mut self, key: &(String, String)) -> Option<u64> {
-        let (campaign, micros, _) = self.wins.remove(key)?;
-        if let Some(total) = self.by_campaign.get_mut(&campaign) {
+    fn release(&mut self, key: &WinKey) -> Option<u64> {
+        let (account, micros, _) = self.wins.remove(key)?;
+        if let Some(total) = self.by_account.get_mut(&account) {
             *total = total.saturating_sub(micros);
             if *total == 0 {
-                self.by_campaign.remove(&campaign);
+                self.by_account.remove(&account);
             }
         }
         Some(micros)
@@ -73,9 +88,19 @@ impl Reservations {
         }
     }
 
-    /// Outstanding reservations of `campaign`, micros.
-    pub fn reserved(&self, campaign: &str) -> u64 {
-        self.by_campaign.get(campaign).copied().unwrap_or(0)
+    /// Outstanding reservations of `account`, micros.
+    pub fn reserved(&self, account: &A) -> u64 {
+        self.by_account.get(account).copied().unwrap_or(0)
+    }
+
+    /// Outstanding reservations of every account.
+    pub fn accounts(&self) -> impl Iterator<Item = (&A, u64)> {
+        self.by_account.iter().map(|(a, m)| (a, *m))
+    }
+
+    /// Outstanding reservations of all accounts together, micros.
+    pub fn total(&self) -> u64 {
+        self.by_account.values().sum()
     }
 
     /// Outstanding wins.
@@ -108,18 +133,18 @@ mod tests {
 
     #[test]
     fn settle_and_expire() {
-        let mut r = Reservations::default();
-        r.reserve("r1", "1", "c", 10, 100);
-        r.reserve("r1", "1", "c", 10, 100); // the same win again: no double reservation
-        r.reserve("r2", "1", "c", 5, 200);
-        assert_eq!(r.reserved("c"), 15);
+        let mut r: Reservations = Reservations::default();
+        r.reserve("r1", "1", "c".to_string(), 10, 100);
+        r.reserve("r1", "1", "c".to_string(), 10, 100); // the same win again: no double reservation
+        r.reserve("r2", "1", "c".to_string(), 5, 200);
+        assert_eq!(r.reserved(&"c".to_string()), 15);
         assert_eq!(r.settle("r1", "1"), Some(10));
         assert_eq!(r.settle("r1", "1"), None);
-        assert_eq!(r.reserved("c"), 5);
+        assert_eq!(r.reserved(&"c".to_string()), 5);
         r.expire(199);
-        assert_eq!(r.reserved("c"), 5);
+        assert_eq!(r.reserved(&"c".to_string()), 5);
         r.expire(200);
-        assert_eq!(r.reserved("c"), 0);
+        assert_eq!(r.reserved(&"c".to_string()), 0);
         assert!(r.is_empty());
     }
 
@@ -128,13 +153,13 @@ mod tests {
         /// of reserve, settle and expire.
         #[test]
         fn totals_match_outstanding(ops in proptest::collection::vec((0u8..3, 0u8..20, 1u64..1000, 0i64..100), 1..200)) {
-            let mut r = Reservations::default();
+            let mut r: Reservations = Reservations::default();
             let mut now = 0;
             for (op, win, micros, at) in ops {
                 let rid = format!("r{win}");
                 let campaign = if win % 2 == 0 { "a" } else { "b" };
                 match op {
-                    0 => r.reserve(&rid, "1", campaign, micros, now + at),
+                    0 => r.reserve(&rid, "1", campaign.to_string(), micros, now + at),
                     1 => { r.settle(&rid, "1"); }
                     _ => {
                         now += at;
@@ -144,7 +169,7 @@ mod tests {
                 }
                 for c in ["a", "b"] {
                     let sum: u64 = r.wins.values().filter(|(x, _, _)| x == c).map(|(_, m, _)| m).sum();
-                    prop_assert_eq!(r.reserved(c), sum);
+                    prop_assert_eq!(r.reserved(&c.to_string()), sum);
                 }
             }
         }

@@ -49,6 +49,14 @@ impl Candidate {
         }
     }
 
+    /// The most one billing event of a win can cost: the bid per unit.
+    pub fn max_charge_micros(&self) -> u64 {
+        match self.billing {
+            Billing::Cpm => self.bid_micros / 1000,
+            Billing::Cpc | Billing::Cpa => self.bid_micros,
+        }
+    }
+
     /// What the billing event costs when the win is priced at `price_ecpm` micros, never above
     /// the bid per unit.
     pub fn charge_for(&self, price_ecpm: u64) -> u64 {

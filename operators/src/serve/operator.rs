@@ -6,6 +6,9 @@
 //! ledger's broadcast output, so every worker sees every campaign's spend and serving never
 //! crosses workers. The operator never waits for frontiers or training: it answers what it has.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,6 +26,10 @@ use super::retrieval::{retrieve, CampaignIndex};
 use crate::events::Billing;
 use crate::ledger::operator::LedgerOutput;
 use crate::ledger::status::BudgetBook;
+use crate::pacing::board::PacingBoard;
+use crate::pacing::reservation::expected_cost;
+use crate::pacing::PacingFeedback;
+use crate::routing::route;
 use crate::time::EventTime;
 use crate::token::{sign, WinClaims};
 
@@ -95,6 +102,15 @@ pub struct Served {
     pub tag_id: Option<String>,
 }
 
+/// What the serving operator emits: served ads for `ads.served`, and feedback for pacing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ServeOutput {
+    /// A served ad.
+    Served(Box<Served>),
+    /// A reservation or reach count for the campaign's pacing operator.
+    Pacing(PacingFeedback),
+}
+
 /// Settings of the serving operator.
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
@@ -106,12 +122,43 @@ pub struct ServeConfig {
     pub per_advertiser: usize,
     /// At most this many candidates are scored per request.
     pub max_candidates: usize,
+    /// How long a win's reservation waits for its billing event, ms.
+    pub reservation_ttl_ms: i64,
 }
 
-/// Answers one request against `book`.
+/// Uniform in [0, 1) from the request and campaign: the throttle's coin, reproducible for a
+/// request and independent across campaigns.
+fn coin(request_id: &str, campaign_id: &str) -> f64 {
+    let h = xxhash_rust::xxh3::xxh3_64_with_seed(request_id.as_bytes(), route(campaign_id));
+    (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Whether `campaign` takes part in the auction of `request_id` (its throttle) and counts the
+/// request as reachable.
+fn pace(
+    board: &PacingBoard,
+    reach: &mut HashMap<String, u64>,
+    request_id: &str,
+    campaign_id: &str,
+) -> bool {
+    match reach.get_mut(campaign_id) {
+        Some(n) => *n += 1,
+        None => {
+            reach.insert(campaign_id.to_string(), 1);
+        }
+    }
+    let pass = board.pass(campaign_id);
+    pass >= 1.0 || coin(request_id, campaign_id) < pass
+}
+
+/// Answers one request against `book` and the pacing `board`; every campaign the request
+/// reaches is counted in `reach`.
+#[allow(clippy::too_many_arguments)]
 pub fn answer(
     book: &BudgetBook,
     index: &CampaignIndex,
+    board: &PacingBoard,
+    reach: &mut HashMap<String, u64>,
     ranker: &dyn Ranker,
     config: &ServeConfig,
     request: &AdRequest,
@@ -124,6 +171,7 @@ pub fn answer(
         now,
         config.per_advertiser,
         config.max_candidates,
+        |l| pace(board, reach, &request.id, &l.campaign.campaign_id),
     );
     let predictions = ranker.score(request, &listed);
     let candidates: Vec<Candidate> = listed
@@ -141,7 +189,15 @@ pub fn answer(
             })
         })
         .collect();
-    let wins = run_auction(&request.slots, &candidates, config.reserve_ecpm_micros)
+    // What this replica may still reserve, per candidate.
+    let headroom: HashMap<&str, u64> = listed
+        .iter()
+        .map(|l| {
+            let id = l.campaign.campaign_id.as_str();
+            (id, board.headroom(id, book.remaining(l, now)))
+        })
+        .collect();
+    let wins = gated_auction(request, candidates, &headroom, config.reserve_ecpm_micros)
         .into_iter()
         .map(|win| {
             let claims = WinClaims {
@@ -167,15 +223,47 @@ pub fn answer(
     }
 }
 
-/// Builds the serving operator over the replicated ledger stream; publishes its activator into
+/// The auction under the budget gate: a win whose expected cost does not fit in its campaign's
+/// `headroom` (what this replica may still reserve, [`PacingBoard::headroom`]) is not taken; the campaign leaves and
+/// the auction is run again without it, so the slot goes to the next bidder at its own price.
+fn gated_auction(
+    request: &AdRequest,
+    mut candidates: Vec<Candidate>,
+    headroom: &HashMap<&str, u64>,
+    reserve_ecpm_micros: u64,
+) -> Vec<Win> {
+    loop {
+        let wins = run_auction(&request.slots, &candidates, reserve_ecpm_micros);
+        let over = wins.iter().find(|w| {
+            let c = &w.candidate;
+            let cost = expected_cost(c.billing, w.charge_micros, c.pctr, c.pcvr);
+            headroom.get(c.campaign_id.as_str()).copied().unwrap_or(0) < cost
+        });
+        match over {
+            None => return wins,
+            Some(w) => {
+                let out = w.candidate.campaign_id.clone();
+                candidates.retain(|c| c.campaign_id != out);
+            }
+        }
+    }
+}
+
+/// How often reach counts go to pacing.
+const REACH_FLUSH: Duration = Duration::from_millis(100);
+
+/// Builds the serving operator over the replicated ledger stream and this worker's pacing
+/// `board` (kept current by the runtime from pacing's broadcast); publishes its activator into
 /// `activator` so the API can wake it.
 pub fn serve<'scope>(
     replica: StreamVec<'scope, u64, LedgerOutput>,
     requests: Receiver<ServeRequest>,
     config: ServeConfig,
     activator: Arc<Mutex<Option<SyncActivator>>>,
-) -> StreamVec<'scope, u64, Served> {
+    board: Rc<RefCell<PacingBoard>>,
+) -> StreamVec<'scope, u64, ServeOutput> {
     let scope = replica.scope();
+    let replica_index = scope.index();
     replica.unary_frontier(Pipeline, "Serve", move |capability, info| {
         if let Ok(mut slot) = activator.lock() {
             *slot = Some(scope.worker().sync_activator_for(info.address.to_vec()));
@@ -185,6 +273,8 @@ pub fn serve<'scope>(
         let mut index = CampaignIndex::default();
         let mut index_stale = false;
         let mut ranker = PriorRanker::default();
+        let mut reach: HashMap<String, u64> = HashMap::new();
+        let mut last_flush = Instant::now();
         let wake = scope.activator_for(info.address.clone());
         move |(input, frontier), output| {
             input.for_each(|_cap, data| {
@@ -200,9 +290,16 @@ pub fn serve<'scope>(
                             );
                         }
                     }
+                    if let LedgerOutput::Settled { wins, .. } = &update {
+                        let mut board = board.borrow_mut();
+                        for (request_id, imp_id) in wins {
+                            board.settle(request_id, imp_id);
+                        }
+                    }
                     book.apply(&update);
                 }
             });
+            board.borrow_mut().expire(EventTime::now().millis());
             if index_stale {
                 index = CampaignIndex::build(&book);
                 index_stale = false;
@@ -237,12 +334,45 @@ pub fn serve<'scope>(
                     continue;
                 }
                 let now = EventTime::now();
-                let outcome = answer(&book, &index, &ranker, &config, &job.request, now);
+                let outcome = answer(
+                    &book,
+                    &index,
+                    &board.borrow(),
+                    &mut reach,
+                    &ranker,
+                    &config,
+                    &job.request,
+                    now,
+                );
                 if let Some(c) = cap.as_ref() {
                     let r = &job.request;
                     let mut session = output.session(c);
+                    let mut board = board.borrow_mut();
                     for w in &outcome.wins {
-                        session.give(Served {
+                        let candidate = &w.win.candidate;
+                        let micros = expected_cost(
+                            candidate.billing,
+                            w.win.charge_micros,
+                            candidate.pctr,
+                            candidate.pcvr,
+                        );
+                        let expires_ms = now.millis() + config.reservation_ttl_ms;
+                        board.reserve(
+                            &candidate.campaign_id,
+                            &r.id,
+                            &w.win.imp_id,
+                            micros,
+                            expires_ms,
+                        );
+                        session.give(ServeOutput::Pacing(PacingFeedback::Reserve {
+                            campaign_id: candidate.campaign_id.clone(),
+                            replica: replica_index,
+                            request_id: r.id.clone(),
+                            imp_id: w.win.imp_id.clone(),
+                            micros,
+                            expires_ms,
+                        }));
+                        session.give(ServeOutput::Served(Box::new(Served {
                             request_id: r.id.clone(),
                             imp_id: w.win.imp_id.clone(),
                             ts: now,
@@ -264,10 +394,29 @@ pub fn serve<'scope>(
                                 .iter()
                                 .find(|s| s.imp_id == w.win.imp_id)
                                 .and_then(|s| s.tag_id.clone()),
-                        });
+                        })));
                     }
                 }
                 (job.reply)(outcome);
+            }
+            if !reach.is_empty() && last_flush.elapsed() >= REACH_FLUSH {
+                if let Some(c) = cap.as_ref() {
+                    let at_ms = EventTime::now().millis();
+                    output
+                        .session(c)
+                        .give_iterator(reach.drain().map(|(campaign_id, count)| {
+                            ServeOutput::Pacing(PacingFeedback::Reach {
+                                campaign_id,
+                                at_ms,
+                                count,
+                            })
+                        }));
+                }
+                last_flush = Instant::now();
+            }
+            if !reach.is_empty() {
+                // Flush the rest even if no request comes.
+                wake.activate_after(REACH_FLUSH);
             }
         }
     })

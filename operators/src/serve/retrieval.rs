@@ -71,7 +71,9 @@ fn admits(listed: &Listed, request: &AdRequest) -> bool {
 }
 
 /// The campaigns that may bid on `request` at `now`, best bid first, at most `per_advertiser`
-/// per advertiser and `limit` in all.
+/// per advertiser and `limit` in all. `pace` is asked about every campaign the request reaches
+/// (live and targeted, before the budget check): pacing counts it there, and it returns whether
+/// the campaign takes part in this auction.
 pub fn retrieve<'a>(
     book: &'a BudgetBook,
     index: &CampaignIndex,
@@ -79,6 +81,7 @@ pub fn retrieve<'a>(
     now: EventTime,
     per_advertiser: usize,
     limit: usize,
+    mut pace: impl FnMut(&Listed) -> bool,
 ) -> Vec<&'a Listed> {
     let mut found: Vec<&Listed> = index
         .lookup(request.country.as_deref())
@@ -89,6 +92,7 @@ pub fn retrieve<'a>(
                 && !l.campaign.creatives.is_empty()
         })
         .filter(|l| admits(l, request))
+        .filter(|l| pace(l))
         .filter(|l| book.remaining(l, now) > 0)
         .collect();
     found.sort_by(|a, b| {
@@ -156,7 +160,7 @@ mod tests {
         let now = EventTime::now();
         let ids = |book: &BudgetBook, req: &str, k| {
             let r = parse_request(req.as_bytes()).unwrap();
-            retrieve(book, &index, &r, now, k, 100)
+            retrieve(book, &index, &r, now, k, 100, |_| true)
                 .iter()
                 .map(|l| l.campaign.campaign_id.clone())
                 .collect::<Vec<_>>()
@@ -177,5 +181,15 @@ mod tests {
             spend_micros: 1000,
         }));
         assert_eq!(ids(&book, fr, 5), vec!["all-1", "all-2"]);
+        // Pacing sees every reachable campaign (out of budget included) and may hold one back.
+        let r = parse_request(fr.as_bytes()).unwrap();
+        let mut reached = Vec::new();
+        let found = retrieve(&book, &index, &r, now, 5, 100, |l| {
+            reached.push(l.campaign.campaign_id.clone());
+            l.campaign.campaign_id != "all-2"
+        });
+        assert_eq!(found.len(), 1);
+        reached.sort();
+        assert_eq!(reached, vec!["all-1", "all-2", "fr"]);
     }
 }

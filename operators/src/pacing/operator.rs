@@ -1,0 +1,251 @@
+//! The pacing operator: one [`CampaignPacer`] per campaign, on the worker that owns the campaign
+//! (the same worker as its ledger shard).
+//!
+//! Inputs: the ledger's output (campaign definitions, spend per day, settled wins) and serving's
+//! feedback (reservations per win, reachable requests), both exchanged by campaign. Every
+//! `interval` of wall-clock time it runs each campaign's controller; every `publish_ms` it sends
+//! the state of the campaigns that changed (reservations, spend, throttle), which the runtime
+//! broadcasts to every serving replica. Profiles, controllers and plans are written to the state
+//! store at the ledger's checkpoint boundaries and restored at start; reservations are not (they
+//! live for the reservation TTL only).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::vec::Map;
+use timely::dataflow::StreamVec;
+
+use super::pacer::{CampaignPacer, Terms};
+use super::{PacingConfig, PacingFeedback, PacingUpdate};
+use crate::catalog::CatalogUpdate;
+use crate::checkpoint::{CheckpointGate, StateBatch, StateStore};
+use crate::events::CampaignStatus;
+use crate::ledger::operator::LedgerOutput;
+use crate::routing::{owns, route};
+use crate::source::Clock;
+use crate::time::EventTime;
+
+const KEY_PREFIX: &str = "pacing/";
+
+fn state_key(campaign: &str) -> Vec<u8> {
+    format!("{KEY_PREFIX}{:016x}/{campaign}", route(campaign)).into_bytes()
+}
+
+/// What pacing needs of a catalog update (`None` when the campaign was deleted).
+pub fn terms_of(update: &CatalogUpdate) -> Option<Terms> {
+    let c = update.campaign.as_ref()?;
+    Some(Terms {
+        budget_micros: c.daily_budget_micros,
+        tz: c.tz().unwrap_or(chrono_tz::UTC),
+        active: c.status == CampaignStatus::Active,
+        start: c.start,
+        end: c.end,
+    })
+}
+
+/// Rebuilds worker `index` of `peers`'s pacers from the store.
+pub fn restore(
+    store: &dyn StateStore,
+    index: usize,
+    peers: usize,
+) -> HashMap<String, CampaignPacer> {
+    let mut pacers = HashMap::new();
+    for (k, v) in store.scan(KEY_PREFIX.as_bytes()) {
+        let key = String::from_utf8_lossy(&k[KEY_PREFIX.len()..]).into_owned();
+        let Some((hash, campaign)) = key.split_once('/') else {
+            continue;
+        };
+        let Ok(hash) = u64::from_str_radix(hash, 16) else {
+            continue;
+        };
+        if !owns(hash, index, peers) {
+            continue;
+        }
+        if let Ok(pacer) = serde_json::from_slice::<CampaignPacer>(&v) {
+            pacers.insert(campaign.to_string(), pacer);
+        }
+    }
+    pacers
+}
+
+fn ledger_campaign(rec: &LedgerOutput) -> Option<&str> {
+    match rec {
+        LedgerOutput::Campaign(u) => Some(&u.campaign_id),
+        LedgerOutput::Spend(s) => Some(&s.campaign_id),
+        LedgerOutput::Settled { campaign_id, .. } => Some(campaign_id),
+        LedgerOutput::Dead(_) | LedgerOutput::Activity(_) => None,
+    }
+}
+
+/// Builds the pacing operator.
+pub fn pacing<'scope>(
+    ledger: StreamVec<'scope, u64, LedgerOutput>,
+    feedback: StreamVec<'scope, u64, PacingFeedback>,
+    config: PacingConfig,
+    checkpoint_interval: u64,
+    store: Arc<dyn StateStore>,
+    clock: Clock,
+) -> StreamVec<'scope, u64, PacingUpdate> {
+    let scope = ledger.scope();
+    let (index, peers) = (scope.index(), scope.peers());
+    let ledger = ledger.flat_map(|rec| ledger_campaign(&rec).is_some().then_some(rec));
+    ledger.binary_frontier(
+        feedback,
+        Exchange::new(|r: &LedgerOutput| ledger_campaign(r).map_or(0, route)),
+        Exchange::new(|f: &PacingFeedback| route(f.campaign_id())),
+        "Pacing",
+        move |capability, info| {
+            let wake = scope.activator_for(info.address.clone());
+            let mut gate = CheckpointGate::new(
+                capability,
+                checkpoint_interval,
+                scope.activator_for(info.address),
+            );
+            let mut pacers = restore(&*store, index, peers);
+            let mut changed: BTreeSet<String> = BTreeSet::new();
+            let mut dirty: BTreeSet<String> = BTreeSet::new();
+            let mut last_control = i64::MIN;
+            let mut last_publish = i64::MIN;
+            let publish = Duration::from_millis(config.publish_ms.max(1) as u64);
+            move |(ledger_in, ledger_frontier), (feedback_in, _), output| {
+                let now = clock();
+                ledger_in.for_each(|_cap, data| {
+                    for rec in data.drain(..) {
+                        match rec {
+                            LedgerOutput::Campaign(u) => {
+                                let p = pacers
+                                    .entry(u.campaign_id.clone())
+                                    .or_insert_with(|| CampaignPacer::new(&config));
+                                p.set_terms(terms_of(&u));
+                                changed.insert(u.campaign_id);
+                            }
+                            LedgerOutput::Spend(s) => {
+                                let p = pacers
+                                    .entry(s.campaign_id.clone())
+                                    .or_insert_with(|| CampaignPacer::new(&config));
+                                p.record_spend(s.day, s.spend_micros);
+                                changed.insert(s.campaign_id);
+                            }
+                            LedgerOutput::Settled { campaign_id, wins } => {
+                                if let Some(p) = pacers.get_mut(&campaign_id) {
+                                    for (request_id, imp_id) in &wins {
+                                        p.settle(request_id, imp_id);
+                                    }
+                                    changed.insert(campaign_id);
+                                }
+                            }
+                            LedgerOutput::Dead(_) | LedgerOutput::Activity(_) => {}
+                        }
+                    }
+                });
+                feedback_in.for_each(|_cap, data| {
+                    for f in data.drain(..) {
+                        match f {
+                            PacingFeedback::Reserve {
+                                campaign_id,
+                                replica,
+                                request_id,
+                                imp_id,
+                                micros,
+                                expires_ms,
+                            } => {
+                                let p = pacers
+                                    .entry(campaign_id.clone())
+                                    .or_insert_with(|| CampaignPacer::new(&config));
+                                p.reserve(replica, &request_id, &imp_id, micros, expires_ms);
+                                changed.insert(campaign_id);
+                            }
+                            PacingFeedback::Reach {
+                                campaign_id,
+                                at_ms,
+                                count,
+                            } => {
+                                if let Some(p) = pacers.get_mut(&campaign_id) {
+                                    p.observe_reach(EventTime(at_ms), count, &config);
+                                    dirty.insert(campaign_id);
+                                }
+                            }
+                        }
+                    }
+                });
+                if now.saturating_sub(last_control) >= config.interval_ms {
+                    for (id, p) in pacers.iter_mut() {
+                        p.control(EventTime(now), &config, config.enabled);
+                        changed.insert(id.clone());
+                        dirty.insert(id.clone());
+                    }
+                    last_control = now;
+                }
+                if now.saturating_sub(last_publish) >= config.publish_ms {
+                    for (id, p) in pacers.iter_mut() {
+                        if p.expire(now) {
+                            changed.insert(id.clone());
+                        }
+                    }
+                    if let Some(cap) = gate.capability().cloned() {
+                        let mut session = output.session(&cap);
+                        for id in std::mem::take(&mut changed) {
+                            let Some(p) = pacers.get(&id) else { continue };
+                            if let Some(state) = p.state(EventTime(now), &config, config.enabled) {
+                                session.give(PacingUpdate {
+                                    reserved_by_replica: p.reserved_by_replica(peers),
+                                    campaign_id: id,
+                                    state,
+                                });
+                            }
+                        }
+                    }
+                    last_publish = now;
+                }
+                gate.step(ledger_frontier.frontier().first().copied(), &*store, |_| {
+                    let mut batch = StateBatch::default();
+                    for id in std::mem::take(&mut dirty) {
+                        if let Some(Ok(v)) = pacers.get(&id).map(serde_json::to_vec) {
+                            batch.puts.push((state_key(&id), v));
+                        }
+                    }
+                    batch
+                });
+                if !gate.is_closed() {
+                    wake.activate_after(publish);
+                }
+            }
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::MemoryStore;
+
+    #[test]
+    fn pacers_round_trip_through_the_store() {
+        let store = MemoryStore::default();
+        let config = PacingConfig::default();
+        let mut p = CampaignPacer::new(&config);
+        p.controller.pass = 0.25;
+        let campaigns = ["a", "b", "c", "d", "e"];
+        let puts = campaigns
+            .iter()
+            .map(|c| (state_key(c), serde_json::to_vec(&p).unwrap()))
+            .collect();
+        store.persist(StateBatch {
+            puts,
+            deletes: vec![],
+        });
+        let mut seen = Vec::new();
+        for worker in 0..2 {
+            for (id, restored) in restore(&store, worker, 2) {
+                assert_eq!(restored.controller.pass, 0.25);
+                assert!(owns(route(&id), worker, 2));
+                seen.push(id);
+            }
+        }
+        seen.sort();
+        assert_eq!(seen, campaigns);
+    }
+}
