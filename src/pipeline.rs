@@ -84,6 +84,8 @@ pub struct PacingSection {
     pub reservation_ttl_ms: Spanned<i64>,
     /// How often changed pacing state is broadcast to serving, ms.
     pub publish_ms: Spanned<i64>,
+    /// Mean delay from a CPA win to its conversion, ms.
+    pub conversion_delay_ms: Spanned<i64>,
 }
 
 impl Default for PacingSection {
@@ -99,6 +101,7 @@ impl Default for PacingSection {
             profile_smoothing: Spanned::new(0..0, d.profile_smoothing),
             reservation_ttl_ms: Spanned::new(0..0, d.reservation_ttl_ms),
             publish_ms: Spanned::new(0..0, d.publish_ms),
+            conversion_delay_ms: Spanned::new(0..0, d.conversion_delay_ms),
         }
     }
 }
@@ -116,6 +119,8 @@ impl PacingSection {
             profile_smoothing: *self.profile_smoothing.get_ref(),
             reservation_ttl_ms: *self.reservation_ttl_ms.get_ref(),
             publish_ms: *self.publish_ms.get_ref(),
+            conversion_delay_ms: *self.conversion_delay_ms.get_ref(),
+            ..adstream_operators::pacing::PacingConfig::default()
         }
     }
 }
@@ -547,6 +552,12 @@ impl Pipeline {
             (10..=1_000).contains(pc.publish_ms.get_ref()),
             "pacing.publish_ms",
             "must be between 10 and 1000 (serving must see a change within a second)",
+        )?;
+        check(
+            &pc.conversion_delay_ms,
+            *pc.conversion_delay_ms.get_ref() >= 1_000,
+            "pacing.conversion_delay_ms",
+            "must be at least 1000",
         )?;
         let b = &self.billing;
         check(

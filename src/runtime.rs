@@ -310,7 +310,8 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
         max_candidates: *pipeline.serving.max_candidates.get_ref(),
         reservation_ttl_ms: *pipeline.pacing.reservation_ttl_ms.get_ref(),
     };
-    let pacing_config = pipeline.pacing.config();
+    let mut pacing_config = pipeline.pacing.config();
+    pacing_config.conversion_window_ms = *pipeline.attribution.click_window_ms.get_ref();
     let checkpoint_interval = *pipeline.checkpoint.interval_ms.get_ref();
     let decode_config = DecodeConfig {
         secret,

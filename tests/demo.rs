@@ -124,7 +124,13 @@ fn demo_and_simulate_refuse_bad_flags() {
 fn simulate_drives_a_pipeline_on_a_real_broker() {
     let broker = common::Broker::start();
     let dir = tempfile::tempdir().unwrap();
-    let pipeline = common::pipeline_file(dir.path(), &broker.brokers(), "");
+    // Throttling off: fresh campaigns would spend 8 seconds exploring up from 1% participation,
+    // and this test is about the ground truth check, not pacing (tests/pacing.rs).
+    let pipeline = common::pipeline_file(
+        dir.path(),
+        &broker.brokers(),
+        "\n[pacing]\nenabled = false\n",
+    );
     common::create_topics(&pipeline);
     let running = common::Running::start(&pipeline, &dir.path().join("state"), &[]);
     let out = common::adstream()

@@ -14,11 +14,13 @@ use std::collections::BinaryHeap;
 use std::path::Path;
 
 use adstream_operators::events::{Billing, CampaignStatus};
-use adstream_operators::pacing::controller::Controller;
-use adstream_operators::pacing::profile::{position, target_micros, TrafficProfile};
-use adstream_operators::pacing::reservation::{expected_cost, fits, Reservations};
+use adstream_operators::ledger::day::budget_day;
+use adstream_operators::pacing::delays::DelayCurve;
+use adstream_operators::pacing::pacer::{CampaignPacer, Terms};
+use adstream_operators::pacing::profile::position;
+use adstream_operators::pacing::reservation::expected_cost;
 use adstream_operators::pacing::PacingConfig;
-use adstream_operators::serve::auction::{run_auction, Candidate};
+use adstream_operators::serve::auction::{run_gated_auction, Candidate};
 use adstream_operators::serve::request::Slot;
 use adstream_operators::time::EventTime;
 use anyhow::Context;
@@ -33,8 +35,34 @@ use crate::simulator::world::{World, WorldConfig, DEVICES};
 const DAY_MS: i64 = 86_400_000;
 /// 2026-01-05T00:00:00Z.
 const START_MS: i64 = 1_767_571_200_000;
-const PCTR: f64 = 0.02;
-const PCVR: f64 = 0.05;
+
+/// Per-campaign predictions: the campaign's mean true CTR and CVR over the users it targets, as
+/// serving's per-campaign prior learns them (calibrated on average, blind to the user).
+fn calibrated_predictions(world: &World, seed: u64) -> Vec<(f64, f64)> {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
+    world
+        .campaigns
+        .iter()
+        .map(|sc| {
+            let tg = &sc.campaign.targeting;
+            let (mut ctr, mut cvr, mut n) = (0.0, 0.0, 0.0);
+            for _ in 0..4_000 {
+                let user = world.sample_user(&mut rng);
+                if !(tg.countries.is_empty() || tg.countries.iter().any(|x| x == user.country)) {
+                    continue;
+                }
+                ctr += world.true_ctr(user, &sc.ads[0], sc);
+                cvr += world.true_cvr(user, sc);
+                n += 1.0;
+            }
+            if n == 0.0 {
+                (0.02, 0.05)
+            } else {
+                (ctr / n, cvr / n)
+            }
+        })
+        .collect()
+}
 
 /// Settings of the evaluation.
 #[derive(Clone, Debug)]
@@ -77,6 +105,9 @@ pub struct CampaignDay {
     pub max_charge: u64,
 }
 
+/// A billing event to come: (arrival ms, win number, campaign, charge micros, win ms).
+type BillingEvent = (i64, u64, usize, u64, i64);
+
 fn simulate(world: &World, bench: &PacingBench, paced: bool) -> Vec<CampaignDay> {
     let cfg = &bench.pacing;
     let n = world.campaigns.len();
@@ -88,22 +119,42 @@ fn simulate(world: &World, bench: &PacingBench, paced: bool) -> Vec<CampaignDay>
         impression_delay_ms: 1_000.0,
         ..OutcomeParams::default()
     };
-    let mut profiles: Vec<TrafficProfile> = (0..n).map(|_| TrafficProfile::flat(slots)).collect();
-    let mut controllers: Vec<Controller> = (0..n).map(|_| Controller::new(cfg)).collect();
-    let mut pass: Vec<f64> = controllers
+    // The live pacing state of each campaign: plan, profile, controller and reservations (one
+    // serving replica here).
+    let mut pacers: Vec<CampaignPacer> = world
+        .campaigns
         .iter()
-        .map(|c| if paced { c.pass } else { 1.0 })
+        .map(|sc| {
+            let mut p = CampaignPacer::new(cfg);
+            p.set_terms(Some(Terms {
+                budget_micros: sc.campaign.daily_budget_micros,
+                tz: chrono_tz::UTC,
+                active: sc.campaign.status == CampaignStatus::Active,
+                start: None,
+                end: None,
+                billing: sc.campaign.billing,
+            }));
+            p
+        })
+        .collect();
+    let mut pass: Vec<f64> = pacers
+        .iter()
+        .map(|p| if paced { p.controller.pass } else { 1.0 })
         .collect();
     let mut spend = vec![0u64; n];
-    let mut reservations: Reservations<usize> = Reservations::default();
-    // Billing events to come: (arrival ms, win number, campaign, charge micros).
-    let mut pending: BinaryHeap<Reverse<(i64, u64, usize, u64)>> = BinaryHeap::new();
+    // Expected cost of CPA conversions still to come today, as of the last control step.
+    let mut to_come = vec![0u64; n];
+    // Conversion delays, learned from all campaigns' conversions (one worker here).
+    let mut delays = DelayCurve::default();
+    // Billing events to come: (arrival ms, win number, campaign, charge micros, win ms).
+    let predicted = calibrated_predictions(world, bench.seed);
+    let mut pending: BinaryHeap<Reverse<BillingEvent>> = BinaryHeap::new();
     let mut out: Vec<CampaignDay> = vec![CampaignDay::default(); n];
     let mut t = START_MS as f64;
     let end = START_MS + 2 * DAY_MS;
     let mut next_control = START_MS;
     let mut current_day = 0i64;
-    let mut last_slot = 0usize;
+    let mut last_slot = usize::MAX;
     let mut seq = 0u64;
     let late: Exp<f64> = Exp::new(1.0 / 150_000.0).expect("valid rate");
     let floors = LogNormal::new(0.0, 0.8).expect("valid log-normal");
@@ -135,50 +186,42 @@ fn simulate(world: &World, bench: &PacingBench, paced: bool) -> Vec<CampaignDay>
                     current_day = day;
                     spend.iter_mut().for_each(|s| *s = 0);
                 }
-                reservations.expire(next_control);
-                let pos = position(EventTime(next_control), chrono_tz::UTC, slots);
-                for c in 0..n {
-                    let budget = world.campaigns[c].campaign.daily_budget_micros;
-                    let committed = spend[c] + reservations.reserved(&c);
-                    if paced {
-                        let ahead = next_control + cfg.horizon_ms;
-                        let target = if (ahead - START_MS) / DAY_MS != day {
-                            budget
-                        } else {
-                            target_micros(
-                                &profiles[c],
-                                position(EventTime(ahead), chrono_tz::UTC, slots),
-                                budget,
-                            )
-                        };
-                        pass[c] = controllers[c].step(cfg, next_control, committed, target);
-                    }
-                    if day == 1 && pos.slot != last_slot {
+                let at = EventTime(next_control);
+                let slot = position(at, chrono_tz::UTC, slots).slot;
+                for (c, p) in pacers.iter_mut().enumerate() {
+                    p.expire(next_control);
+                    p.control(at, cfg, &delays, paced);
+                    // What serving sees of CPA conversions to come: the broadcast state, here
+                    // refreshed at each control step.
+                    to_come[c] = p.conversions_pending(at, cfg, &delays);
+                    pass[c] = p.controller.pass;
+                    if day == 1 && slot != last_slot {
                         let o = &mut out[c];
                         o.spend_curve.push(spend[c]);
-                        o.target_curve.push(target_micros(
-                            &profiles[c],
-                            adstream_operators::pacing::profile::DayPosition {
-                                fraction: 0.0,
-                                ..pos
-                            },
-                            budget,
-                        ));
+                        o.target_curve.push(
+                            p.state(at, cfg, &delays, paced)
+                                .map_or(0, |s| s.target_micros),
+                        );
                     }
                 }
-                last_slot = pos.slot;
+                last_slot = slot;
                 next_control += cfg.interval_ms;
                 continue;
             }
             if event_at.is_none() {
                 break;
             }
-            let Some(Reverse((at, win, campaign, charge))) = pending.pop() else {
+            let Some(Reverse((at, win, campaign, charge, won))) = pending.pop() else {
                 break;
             };
-            reservations.settle(&win.to_string(), "1");
+            let p = &mut pacers[campaign];
+            p.settle(&win.to_string(), "1");
+            if world.campaigns[campaign].campaign.billing == Billing::Cpa {
+                delays.observe(at - won);
+            }
             if (at - START_MS) / DAY_MS == current_day {
                 spend[campaign] += charge;
+                p.record_spend(budget_day(EventTime(at), chrono_tz::UTC), spend[campaign]);
                 if current_day == 1 {
                     let o = &mut out[campaign];
                     o.units += 1;
@@ -186,7 +229,7 @@ fn simulate(world: &World, bench: &PacingBench, paced: bool) -> Vec<CampaignDay>
                 }
             }
         }
-        // One request.
+        // One request: retrieval (targeting, reach, throttle, budget left), the gated auction.
         let user = world.sample_user(&mut rng);
         let device = DEVICES
             .iter()
@@ -208,41 +251,37 @@ fn simulate(world: &World, bench: &PacingBench, paced: bool) -> Vec<CampaignDay>
             {
                 continue;
             }
-            profiles[c].observe(pos, 1.0, cfg.profile_smoothing);
-            let cost_bound = expected_cost(
-                camp.billing,
-                camp.bid_micros
-                    / if camp.billing == Billing::Cpm {
-                        1000
-                    } else {
-                        1
-                    },
-                PCTR,
-                PCVR,
-            );
-            if !fits(
-                camp.daily_budget_micros,
-                spend[c],
-                reservations.reserved(&c),
-                cost_bound,
-            ) {
-                if current_day == 1 {
-                    out[c].budget_bound = true;
-                }
+            // Every campaign is on UTC days here: one position serves all.
+            pacers[c].profile.observe(pos, 1.0, cfg.profile_smoothing);
+            if pass[c] < 1.0 && !rng.random_bool(pass[c].clamp(0.0, 1.0)) {
                 continue;
             }
-            if !rng.random_bool(pass[c].clamp(0.0, 1.0)) {
-                continue;
-            }
-            candidates.push(Candidate {
+            let remaining = camp.daily_budget_micros.saturating_sub(spend[c]);
+            let headroom = remaining
+                .saturating_sub(pacers[c].reserved())
+                .saturating_sub(to_come[c]);
+            let candidate = Candidate {
                 campaign_id: c.to_string(),
                 advertiser_id: camp.advertiser_id.clone(),
                 ad_id: sc.ads[0].ad_id.clone(),
                 billing: camp.billing,
                 bid_micros: camp.bid_micros,
-                pctr: PCTR,
-                pcvr: PCVR,
-            });
+                pctr: predicted[c].0,
+                pcvr: predicted[c].1,
+            };
+            // Demand exceeded the budget once a win at the bid no longer fits.
+            let at_bid = expected_cost(
+                camp.billing,
+                candidate.max_charge_micros(),
+                candidate.pctr,
+                candidate.pcvr,
+            );
+            if headroom < at_bid && current_day == 1 {
+                out[c].budget_bound = true;
+            }
+            if remaining > 0 {
+                candidates.push(candidate);
+            }
         }
         if candidates.is_empty() {
             continue;
@@ -255,15 +294,37 @@ fn simulate(world: &World, bench: &PacingBench, paced: bool) -> Vec<CampaignDay>
                 floor_ecpm_micros: (floor * 1e6) as u64,
             })
             .collect();
-        for win in run_auction(&slots_here, &candidates, 10_000) {
+        let headroom = |id: &str| {
+            id.parse::<usize>().map_or(0, |c| {
+                world.campaigns[c]
+                    .campaign
+                    .daily_budget_micros
+                    .saturating_sub(spend[c])
+                    .saturating_sub(pacers[c].reserved())
+                    .saturating_sub(to_come[c])
+            })
+        };
+        for win in run_gated_auction(&slots_here, candidates, headroom, 10_000) {
             let Ok(c) = win.candidate.campaign_id.parse::<usize>() else {
                 continue;
             };
             let sc = &world.campaigns[c];
             let ad = &sc.ads[0];
             seq += 1;
-            let cost = expected_cost(win.candidate.billing, win.charge_micros, PCTR, PCVR);
-            reservations.reserve(&seq.to_string(), "1", c, cost, now + cfg.reservation_ttl_ms);
+            let cost = expected_cost(
+                win.candidate.billing,
+                win.charge_micros,
+                win.candidate.pctr,
+                win.candidate.pcvr,
+            );
+            pacers[c].reserve(
+                0,
+                &seq.to_string(),
+                "1",
+                cost,
+                now,
+                now + cfg.reservation_ttl_ms,
+            );
             let fate = draw(
                 &mut rng,
                 &params,
@@ -282,7 +343,13 @@ fn simulate(world: &World, bench: &PacingBench, paced: bool) -> Vec<CampaignDay>
             } else {
                 0
             };
-            pending.push(Reverse((now + offset + extra, seq, c, win.charge_micros)));
+            pending.push(Reverse((
+                now + offset + extra,
+                seq,
+                c,
+                win.charge_micros,
+                now,
+            )));
         }
     }
     if current_day == 1 {
@@ -310,6 +377,11 @@ pub struct ArmSummary {
     pub worst_deviation_pct: f64,
     /// Median of the campaigns' max |actual - target|, % of budget.
     pub median_deviation_pct: f64,
+    /// Worst max |actual - target| among campaigns whose largest charge is at most 1% of their
+    /// budget (a campaign paying a quarter of its budget per conversion cannot be smooth).
+    pub worst_fine_deviation_pct: f64,
+    /// How many campaigns that is.
+    pub fine: usize,
     /// Average CPM paid by CPM campaigns, currency units.
     pub cpm: f64,
     /// Average CPC paid by CPC campaigns, currency units.
@@ -344,6 +416,10 @@ fn summarise(world: &World, days: &[CampaignDay], bound_by: &[CampaignDay]) -> A
                 .map(|(a, t)| (*a as f64 - *t as f64).abs() / budget as f64 * 100.0)
                 .fold(0.0, f64::max);
             devs.push(dev);
+            if d.max_charge * 100 <= budget {
+                s.fine += 1;
+                s.worst_fine_deviation_pct = s.worst_fine_deviation_pct.max(dev);
+            }
         }
         match camp.billing {
             Billing::Cpm => {
@@ -473,8 +549,34 @@ pub fn run(bench: &PacingBench, png: Option<&Path>) -> anyhow::Result<()> {
     );
     println!("| utilisation of budget-bound campaigns, mean (min) | >= 98% | {:.1}% ({:.1}%) | {:.1}% ({:.1}%) |", p.utilisation_pct, p.min_utilisation_pct, a.utilisation_pct, a.min_utilisation_pct);
     println!("| max abs(actual - target), worst (median), % of budget | < 5% | {:.1} ({:.1}) | {:.1} ({:.1}) |", p.worst_deviation_pct, p.median_deviation_pct, a.worst_deviation_pct, a.median_deviation_pct);
+    println!(
+        "| the same, worst among campaigns charged <= 1% of budget per unit ({} paced, {} ASAP) | < 5% | {:.1} | {:.1} |",
+        p.fine, a.fine, p.worst_fine_deviation_pct, a.worst_fine_deviation_pct
+    );
     println!("| average CPM paid | - | {:.3} | {:.3} |", p.cpm, a.cpm);
     println!("| average CPC paid | - | {:.3} | {:.3} |", p.cpc, a.cpc);
+    for (name, days) in [("paced", &paced), ("ASAP", &asap)] {
+        let mut over: Vec<String> = days
+            .iter()
+            .enumerate()
+            .filter(|(c, d)| {
+                d.spend > world.campaigns[*c].campaign.daily_budget_micros + d.max_charge
+            })
+            .map(|(c, d)| {
+                let camp = &world.campaigns[c].campaign;
+                format!(
+                    "{} {} {:+.1}%",
+                    camp.campaign_id,
+                    camp.billing.as_str(),
+                    (d.spend as f64 / camp.daily_budget_micros.max(1) as f64 - 1.0) * 100.0
+                )
+            })
+            .collect();
+        over.sort();
+        if !over.is_empty() {
+            println!("{name}: above budget + one max charge: {}", over.join(", "));
+        }
+    }
     if let Some(path) = png {
         plot(path, &world, &paced, &asap)?;
         println!("plot: {} (one panel per campaign: grey target, blue paced spend, red ASAP spend, black budget)", path.display());

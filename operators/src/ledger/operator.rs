@@ -18,6 +18,7 @@ use timely::dataflow::StreamVec;
 
 use crate::catalog::{Catalog, CatalogUpdate};
 use crate::checkpoint::{CheckpointGate, StateBatch, StateStore};
+use crate::events::EventKind;
 use crate::ingest::{DeadLetter, Reason};
 use crate::ledger::{Charge, DaySpend, DedupEntry, Horizons, Ledger, LedgerChanges, Refusal};
 use crate::pacing::reservation::WinKey;
@@ -42,6 +43,8 @@ pub enum LedgerOutput {
         campaign_id: String,
         /// (`request_id`, `imp_id`) of each win.
         wins: Vec<WinKey>,
+        /// For the conversions charged among them: time from win to conversion, ms.
+        conversion_delays_ms: Vec<i64>,
     },
 }
 
@@ -222,7 +225,7 @@ pub fn ledger<'scope>(
                 charges_in.for_each(|cap, data| {
                     // Coalesce spend updates per batch: the last value of each (campaign, day).
                     let mut touched: BTreeMap<(String, NaiveDate), u64> = BTreeMap::new();
-                    let mut settled: BTreeMap<String, Vec<WinKey>> = BTreeMap::new();
+                    let mut settled: BTreeMap<String, (Vec<WinKey>, Vec<i64>)> = BTreeMap::new();
                     let mut session = output.session(&cap);
                     for charge in data.drain(..) {
                         if catalog.get(&charge.claims.campaign_id).is_none() {
@@ -231,17 +234,20 @@ pub fn ledger<'scope>(
                             }
                             continue;
                         }
+                        let claims = &charge.claims;
+                        let entry = settled.entry(claims.campaign_id.clone()).or_default();
                         match settle(&mut ledger, &catalog, &charge) {
                             Ok(Some(s)) => {
                                 touched.insert((s.campaign_id, s.day), s.spend_micros);
+                                if charge.kind == EventKind::Conversion {
+                                    entry.1.push(charge.ts.millis() - claims.issued.millis());
+                                }
                             }
                             Ok(None) => {}
                             Err(dead) => session.give(LedgerOutput::Dead(Box::new(dead))),
                         }
-                        let claims = &charge.claims;
-                        settled
-                            .entry(claims.campaign_id.clone())
-                            .or_default()
+                        entry
+                            .0
                             .push((claims.request_id.clone(), claims.imp_id.clone()));
                     }
                     session.give_iterator(touched.into_iter().map(
@@ -253,11 +259,13 @@ pub fn ledger<'scope>(
                             })
                         },
                     ));
-                    session.give_iterator(
-                        settled
-                            .into_iter()
-                            .map(|(campaign_id, wins)| LedgerOutput::Settled { campaign_id, wins }),
-                    );
+                    session.give_iterator(settled.into_iter().map(
+                        |(campaign_id, (wins, conversion_delays_ms))| LedgerOutput::Settled {
+                            campaign_id,
+                            wins,
+                            conversion_delays_ms,
+                        },
+                    ));
                 });
                 // Charges of unknown campaigns: judged once the catalog is complete to their time.
                 if !waiting.is_empty() {
@@ -267,8 +275,15 @@ pub fn ledger<'scope>(
                             still.push((cap, charge));
                             continue;
                         }
+                        let mut conversion_delays_ms = Vec::new();
                         let out = match settle(&mut ledger, &catalog, &charge) {
-                            Ok(Some(s)) => Some(LedgerOutput::Spend(s)),
+                            Ok(Some(s)) => {
+                                if charge.kind == EventKind::Conversion {
+                                    conversion_delays_ms
+                                        .push(charge.ts.millis() - charge.claims.issued.millis());
+                                }
+                                Some(LedgerOutput::Spend(s))
+                            }
                             Ok(None) => None,
                             Err(dead) => Some(LedgerOutput::Dead(Box::new(dead))),
                         };
@@ -280,6 +295,7 @@ pub fn ledger<'scope>(
                                 charge.claims.request_id.clone(),
                                 charge.claims.imp_id.clone(),
                             )],
+                            conversion_delays_ms,
                         });
                     }
                     waiting = still;

@@ -43,19 +43,23 @@ impl PacingBoard {
             .map_or(1.0, |u| u.state.pass_probability)
     }
 
+    /// The other replicas' reservations as last broadcast, plus the expected cost of CPA
+    /// conversions still to come today.
     fn others(&self, campaign: &str) -> u64 {
         self.states.get(campaign).map_or(0, |u| {
-            u.reserved_by_replica
+            let others: u64 = u
+                .reserved_by_replica
                 .iter()
                 .enumerate()
                 .filter(|(r, _)| *r != self.replica)
                 .map(|(_, m)| *m)
-                .sum()
+                .sum();
+            others + u.state.conversions_pending_micros
         })
     }
 
     /// Outstanding reservations against `campaign`: this replica's own, exactly, plus the other
-    /// replicas' as last broadcast.
+    /// replicas' as last broadcast (and CPA conversions still to come today).
     pub fn reserved(&self, campaign: &str) -> u64 {
         self.others(campaign) + self.own.reserved(&campaign.to_string())
     }
@@ -106,6 +110,7 @@ mod tests {
                 pass_probability: pass,
                 target_micros: 0,
                 committed_micros: 0,
+                conversions_pending_micros: 0,
                 day: "2026-03-01".parse().unwrap(),
                 full_rate_micros_per_hour: None,
                 updated_ms: 0,

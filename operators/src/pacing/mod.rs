@@ -61,12 +61,19 @@
 //! For CPC the reservation is an expectation: the bound holds in expectation, and the realised
 //! overspend is the excess of actual clicks over predicted ones among the wins outstanding when
 //! the budget runs out (with clicks arriving within the TTL, at most `max_charge` times that
-//! excess). CPA conversions arrive hours after the win, beyond any practical TTL, so CPA falls
-//! under the line above: its reservations only smooth the first minutes, and the controller
-//! (which sees conversions as they are charged) is what holds it near the curve.
+//! excess). CPA conversions arrive hours after the win, beyond any practical TTL: a CPA win's
+//! expected cost goes instead into 5-minute buckets by win time, and the expected cost of the
+//! conversions still to come today counts against the budget at the gate; the controller counts
+//! those expected by `now + H`, the time its target looks at. The
+//! share still to come at each age is learned per campaign from the delays of the conversions
+//! charged ([`delays::DelayCurve`]); until 30 are seen it is taken as exponential with mean
+//! `conversion_delay`, cut at the attribution window.
+//! The bound then holds in expectation; the realised overspend is the excess of actual
+//! conversions over expected ones.
 
 pub mod board;
 pub mod controller;
+pub mod delays;
 pub mod operator;
 pub mod pacer;
 pub mod profile;
@@ -97,6 +104,11 @@ pub struct PacingConfig {
     pub reservation_ttl_ms: i64,
     /// How often changed pacing state is broadcast to the serving replicas, ms.
     pub publish_ms: i64,
+    /// Mean delay from a CPA win to its conversion, ms (the expected cost of conversions still to
+    /// come is counted as committed).
+    pub conversion_delay_ms: i64,
+    /// No conversion is charged later than this after its win (the click attribution window), ms.
+    pub conversion_window_ms: i64,
 }
 
 impl Default for PacingConfig {
@@ -111,6 +123,8 @@ impl Default for PacingConfig {
             profile_smoothing: 0.3,
             reservation_ttl_ms: 120_000,
             publish_ms: 200,
+            conversion_delay_ms: 6 * 3_600_000,
+            conversion_window_ms: 7 * 86_400_000,
         }
     }
 }
@@ -126,8 +140,12 @@ pub struct PacingState {
     pub pass_probability: f64,
     /// Target cumulative spend now, micros.
     pub target_micros: u64,
-    /// Charged plus reserved today, micros.
+    /// Charged plus reserved today, plus the expected cost of CPA conversions still to come
+    /// today, micros.
     pub committed_micros: u64,
+    /// The expected cost of CPA conversions still to come today (part of committed), micros.
+    #[serde(default)]
+    pub conversions_pending_micros: u64,
     /// The local budget day this state is for.
     pub day: NaiveDate,
     /// Estimated spend rate at full participation, micros per hour (once measured).

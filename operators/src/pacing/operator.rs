@@ -18,6 +18,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::StreamVec;
 
+use super::delays::DelayCurve;
 use super::pacer::{CampaignPacer, Terms};
 use super::{PacingConfig, PacingFeedback, PacingUpdate};
 use crate::catalog::CatalogUpdate;
@@ -43,6 +44,7 @@ pub fn terms_of(update: &CatalogUpdate) -> Option<Terms> {
         active: c.status == CampaignStatus::Active,
         start: c.start,
         end: c.end,
+        billing: c.billing,
     })
 }
 
@@ -69,6 +71,27 @@ pub fn restore(
         }
     }
     pacers
+}
+
+const DELAYS_PREFIX: &str = "pacing-delays/";
+
+/// The conversion-delay curve worker `index` learned (or, after a change in the number of
+/// workers, all of them merged).
+pub fn restore_delays(store: &dyn StateStore, index: usize) -> DelayCurve {
+    let curves: Vec<(Vec<u8>, DelayCurve)> = store
+        .scan(DELAYS_PREFIX.as_bytes())
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, serde_json::from_slice(&v).ok()?)))
+        .collect();
+    let own = format!("{DELAYS_PREFIX}{index}").into_bytes();
+    if let Some((_, c)) = curves.iter().find(|(k, _)| *k == own) {
+        return c.clone();
+    }
+    let mut merged = DelayCurve::default();
+    for (_, c) in &curves {
+        merged.merge(c);
+    }
+    merged
 }
 
 fn ledger_campaign(rec: &LedgerOutput) -> Option<&str> {
@@ -105,6 +128,8 @@ pub fn pacing<'scope>(
                 scope.activator_for(info.address),
             );
             let mut pacers = restore(&*store, index, peers);
+            let mut delays = restore_delays(&*store, index);
+            let mut delays_dirty = false;
             let mut changed: BTreeSet<String> = BTreeSet::new();
             let mut dirty: BTreeSet<String> = BTreeSet::new();
             let mut last_control = i64::MIN;
@@ -129,10 +154,18 @@ pub fn pacing<'scope>(
                                 p.record_spend(s.day, s.spend_micros);
                                 changed.insert(s.campaign_id);
                             }
-                            LedgerOutput::Settled { campaign_id, wins } => {
+                            LedgerOutput::Settled {
+                                campaign_id,
+                                wins,
+                                conversion_delays_ms,
+                            } => {
                                 if let Some(p) = pacers.get_mut(&campaign_id) {
                                     for (request_id, imp_id) in &wins {
                                         p.settle(request_id, imp_id);
+                                    }
+                                    delays_dirty |= !conversion_delays_ms.is_empty();
+                                    for d in conversion_delays_ms {
+                                        delays.observe(d);
                                     }
                                     changed.insert(campaign_id);
                                 }
@@ -155,7 +188,15 @@ pub fn pacing<'scope>(
                                 let p = pacers
                                     .entry(campaign_id.clone())
                                     .or_insert_with(|| CampaignPacer::new(&config));
-                                p.reserve(replica, &request_id, &imp_id, micros, expires_ms);
+                                let won_ms = expires_ms - config.reservation_ttl_ms;
+                                p.reserve(
+                                    replica,
+                                    &request_id,
+                                    &imp_id,
+                                    micros,
+                                    won_ms,
+                                    expires_ms,
+                                );
                                 changed.insert(campaign_id);
                             }
                             PacingFeedback::Reach {
@@ -173,7 +214,7 @@ pub fn pacing<'scope>(
                 });
                 if now.saturating_sub(last_control) >= config.interval_ms {
                     for (id, p) in pacers.iter_mut() {
-                        p.control(EventTime(now), &config, config.enabled);
+                        p.control(EventTime(now), &config, &delays, config.enabled);
                         changed.insert(id.clone());
                         dirty.insert(id.clone());
                     }
@@ -189,7 +230,9 @@ pub fn pacing<'scope>(
                         let mut session = output.session(&cap);
                         for id in std::mem::take(&mut changed) {
                             let Some(p) = pacers.get(&id) else { continue };
-                            if let Some(state) = p.state(EventTime(now), &config, config.enabled) {
+                            if let Some(state) =
+                                p.state(EventTime(now), &config, &delays, config.enabled)
+                            {
                                 session.give(PacingUpdate {
                                     reserved_by_replica: p.reserved_by_replica(peers),
                                     campaign_id: id,
@@ -202,6 +245,13 @@ pub fn pacing<'scope>(
                 }
                 gate.step(ledger_frontier.frontier().first().copied(), &*store, |_| {
                     let mut batch = StateBatch::default();
+                    if std::mem::take(&mut delays_dirty) {
+                        if let Ok(v) = serde_json::to_vec(&delays) {
+                            batch
+                                .puts
+                                .push((format!("{DELAYS_PREFIX}{index}").into_bytes(), v));
+                        }
+                    }
                     for id in std::mem::take(&mut dirty) {
                         if let Some(Ok(v)) = pacers.get(&id).map(serde_json::to_vec) {
                             batch.puts.push((state_key(&id), v));

@@ -24,10 +24,12 @@ use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
 use super::controller::Controller;
+use super::delays::DelayCurve;
 use super::profile::{position, DayPosition, TrafficProfile};
 use super::reservation::Reservations;
 use super::{PacingConfig, PacingState};
-use crate::ledger::day::budget_day;
+use crate::events::Billing;
+use crate::ledger::day::{budget_day, day_start};
 use crate::time::EventTime;
 
 /// What pacing needs of a campaign's definition.
@@ -43,6 +45,8 @@ pub struct Terms {
     pub start: Option<EventTime>,
     /// Flight end, if any.
     pub end: Option<EventTime>,
+    /// Which event is charged.
+    pub billing: Billing,
 }
 
 impl Terms {
@@ -100,6 +104,25 @@ pub struct CampaignPacer {
     spend: BTreeMap<NaiveDate, u64>,
     #[serde(skip)]
     reservations: Reservations<usize>,
+    /// CPA wins' expected conversion cost by win time (buckets of [`CONVERSION_BUCKET_MS`]).
+    #[serde(default)]
+    conversions: BTreeMap<i64, u64>,
+}
+
+/// Width of the time buckets CPA wins' expected costs are kept in, ms.
+pub const CONVERSION_BUCKET_MS: i64 = 300_000;
+
+/// Share of a win's conversions still to come `age_ms` after the win: conversion delays taken
+/// as exponential with mean `mean_ms`, cut at the attribution window `window_ms` (no conversion
+/// is charged after it).
+pub fn conversions_to_come(age_ms: i64, mean_ms: i64, window_ms: i64) -> f64 {
+    if age_ms >= window_ms {
+        return 0.0;
+    }
+    let a = age_ms.max(0) as f64;
+    let (tau, w) = (mean_ms.max(1) as f64, window_ms.max(1) as f64);
+    let arrived = (1.0 - (-a / tau).exp()) / (1.0 - (-w / tau).exp());
+    (1.0 - arrived).clamp(0.0, 1.0)
 }
 
 impl CampaignPacer {
@@ -113,6 +136,7 @@ impl CampaignPacer {
             terms: None,
             spend: BTreeMap::new(),
             reservations: Reservations::default(),
+            conversions: BTreeMap::new(),
         }
     }
 
@@ -150,17 +174,82 @@ impl CampaignPacer {
         }
     }
 
-    /// Serving replica `replica` reserved `micros` for a win until `expires_ms`.
+    /// Serving replica `replica` reserved `micros` for a win made at `won_ms`, until
+    /// `expires_ms`. A CPA win's expected cost goes to the conversion buckets instead: its
+    /// conversion arrives hours later, long after any reservation TTL.
+    #[allow(clippy::too_many_arguments)]
     pub fn reserve(
         &mut self,
         replica: usize,
         request_id: &str,
         imp_id: &str,
         micros: u64,
+        won_ms: i64,
         expires_ms: i64,
     ) {
+        if self
+            .terms
+            .as_ref()
+            .is_some_and(|t| t.billing == Billing::Cpa)
+        {
+            let bucket = won_ms.div_euclid(CONVERSION_BUCKET_MS) * CONVERSION_BUCKET_MS;
+            *self.conversions.entry(bucket).or_default() += micros;
+            return;
+        }
         self.reservations
             .reserve(request_id, imp_id, replica, micros, expires_ms);
+    }
+
+    /// Expected cost of the conversions of past CPA wins that will be charged between `now`
+    /// and the end of its budget day, micros, with conversion delays as `delays` learned them.
+    pub fn conversions_pending(
+        &self,
+        now: EventTime,
+        config: &PacingConfig,
+        delays: &DelayCurve,
+    ) -> u64 {
+        let Some(terms) = &self.terms else { return 0 };
+        let day = budget_day(now, terms.tz);
+        let end = day
+            .succ_opt()
+            .map_or(now.millis(), |next| day_start(next, terms.tz).millis());
+        self.conversions_between(now, end, config, delays)
+    }
+
+    /// Expected cost of the conversions of past CPA wins charged between `now` and `until_ms`.
+    fn conversions_between(
+        &self,
+        now: EventTime,
+        until_ms: i64,
+        config: &PacingConfig,
+        delays: &DelayCurve,
+    ) -> u64 {
+        if self.conversions.is_empty() || until_ms <= now.millis() {
+            return 0;
+        }
+        let end = until_ms;
+        let (mean, window) = (config.conversion_delay_ms, config.conversion_window_ms);
+        let to_come = |age: i64| match delays.arrived(age) {
+            Some(_) if age >= window => 0.0,
+            Some(arrived) => 1.0 - arrived,
+            None => conversions_to_come(age, mean, window),
+        };
+        let expected: f64 = self
+            .conversions
+            .iter()
+            .map(|(bucket, micros)| {
+                let won = bucket + CONVERSION_BUCKET_MS / 2;
+                let share = to_come(now.millis() - won) - to_come(end - won);
+                *micros as f64 * share.max(0.0)
+            })
+            .sum();
+        expected.round() as u64
+    }
+
+    /// Drops conversion buckets past the attribution window.
+    fn forget_conversions(&mut self, now_ms: i64, config: &PacingConfig) {
+        let oldest = now_ms - config.conversion_window_ms - CONVERSION_BUCKET_MS;
+        self.conversions = self.conversions.split_off(&oldest);
     }
 
     /// The billing event of a win was charged.
@@ -172,7 +261,7 @@ impl CampaignPacer {
     pub fn expire(&mut self, now_ms: i64) -> bool {
         let before = self.reservations.len();
         self.reservations.expire(now_ms);
-        self.reservations.len() != before
+        self.reservations.len() != before || !self.conversions.is_empty()
     }
 
     /// Outstanding reservations per serving replica (index = worker), for `peers` replicas.
@@ -228,18 +317,34 @@ impl CampaignPacer {
     /// One control step at `now`: re-plans when needed and sets the participation probability.
     /// With `enabled` false the campaign takes part everywhere (ASAP) and only the budget gate
     /// holds it.
-    pub fn control(&mut self, now: EventTime, config: &PacingConfig, enabled: bool) {
+    pub fn control(
+        &mut self,
+        now: EventTime,
+        config: &PacingConfig,
+        delays: &DelayCurve,
+        enabled: bool,
+    ) {
         let Some(terms) = self.terms.clone() else {
             return;
         };
         let pos = position(now, terms.tz, config.slots);
         // A new day folds yesterday's traffic into the profile even if no request came yet.
         self.profile.observe(pos, 0.0, config.profile_smoothing);
+        self.forget_conversions(now.millis(), config);
         if !terms.live(now) {
             self.was_live = false;
             return;
         }
-        let committed = self.spend(pos.day) + self.reserved();
+        // The controller compares with the target at now + horizon: conversions count as they
+        // are expected to land by then (or by midnight, whichever is first).
+        let day_end = pos
+            .day
+            .succ_opt()
+            .map_or(now.millis(), |next| day_start(next, terms.tz).millis());
+        let until = (now.millis() + config.horizon_ms).min(day_end);
+        let committed = self.spend(pos.day)
+            + self.reserved()
+            + self.conversions_between(now, until, config, delays);
         let plan = self.plan_at(&terms, pos, committed);
         let ahead = self.target_at(
             &plan,
@@ -261,14 +366,20 @@ impl CampaignPacer {
         &self,
         now: EventTime,
         config: &PacingConfig,
+        delays: &DelayCurve,
         enabled: bool,
     ) -> Option<PacingState> {
         let terms = self.terms.as_ref()?;
         let pos = position(now, terms.tz, config.slots);
-        let committed = self.spend(pos.day) + self.reserved();
+        let pending = self.conversions_pending(now, config, delays);
+        let committed = self.spend(pos.day) + self.reserved() + pending;
         let plan = self.plan_at(terms, pos, committed);
         let target = plan.target(self.profile.share_before(pos));
-        let pass = self.controller.pass.clamp(0.0, 1.0);
+        let pass = if enabled {
+            self.controller.pass.clamp(0.0, 1.0)
+        } else {
+            1.0
+        };
         let mode = if !terms.live(now) {
             "paused"
         } else if committed >= terms.budget_micros {
@@ -285,6 +396,7 @@ impl CampaignPacer {
             pass_probability: if mode == "paused" { 0.0 } else { pass },
             target_micros: target,
             committed_micros: committed,
+            conversions_pending_micros: pending,
             day: pos.day,
             full_rate_micros_per_hour: self
                 .controller
@@ -300,6 +412,8 @@ mod tests {
     use super::*;
 
     const HOUR: i64 = 3_600_000;
+    /// No conversion delays learned yet.
+    static NONE: DelayCurve = DelayCurve::new();
 
     fn config() -> PacingConfig {
         PacingConfig {
@@ -317,6 +431,7 @@ mod tests {
             active: true,
             start: None,
             end: None,
+            billing: Billing::Cpm,
         }
     }
 
@@ -333,8 +448,10 @@ mod tests {
         let cfg = config();
         let mut p = CampaignPacer::new(&cfg);
         p.set_terms(Some(terms(24_000, chrono_tz::UTC)));
-        p.control(at("2026-03-01T00:00:00Z"), &cfg, true);
-        let s = p.state(at("2026-03-01T06:00:00Z"), &cfg, true).unwrap();
+        p.control(at("2026-03-01T00:00:00Z"), &cfg, &NONE, true);
+        let s = p
+            .state(at("2026-03-01T06:00:00Z"), &cfg, &NONE, true)
+            .unwrap();
         // Flat profile: a quarter of the day, a quarter of the budget.
         assert_eq!(s.target_micros, 6_000);
         assert_eq!(s.day, day("2026-03-01"));
@@ -345,15 +462,15 @@ mod tests {
         let cfg = config();
         let mut p = CampaignPacer::new(&cfg);
         p.set_terms(Some(terms(12_000, chrono_tz::UTC)));
-        p.control(at("2026-03-01T12:00:00Z"), &cfg, true);
+        p.control(at("2026-03-01T12:00:00Z"), &cfg, &NONE, true);
         assert_eq!(
-            p.state(at("2026-03-01T12:00:00Z"), &cfg, true)
+            p.state(at("2026-03-01T12:00:00Z"), &cfg, &NONE, true)
                 .unwrap()
                 .target_micros,
             0
         );
         assert_eq!(
-            p.state(at("2026-03-01T18:00:00Z"), &cfg, true)
+            p.state(at("2026-03-01T18:00:00Z"), &cfg, &NONE, true)
                 .unwrap()
                 .target_micros,
             6_000
@@ -365,22 +482,28 @@ mod tests {
         let cfg = config();
         let mut p = CampaignPacer::new(&cfg);
         p.set_terms(Some(terms(24_000, chrono_tz::UTC)));
-        p.control(at("2026-03-01T00:00:00Z"), &cfg, true);
+        p.control(at("2026-03-01T00:00:00Z"), &cfg, &NONE, true);
         p.record_spend(day("2026-03-01"), 12_000);
         // Raised at noon with half spent: the other 36k over the other half of the day.
         p.set_terms(Some(terms(48_000, chrono_tz::UTC)));
-        p.control(at("2026-03-01T12:00:00Z"), &cfg, true);
-        let s = p.state(at("2026-03-01T18:00:00Z"), &cfg, true).unwrap();
+        p.control(at("2026-03-01T12:00:00Z"), &cfg, &NONE, true);
+        let s = p
+            .state(at("2026-03-01T18:00:00Z"), &cfg, &NONE, true)
+            .unwrap();
         assert_eq!(s.target_micros, 12_000 + 18_000);
         // Lowered below today's spend: exhausted until midnight, nothing undone.
         p.set_terms(Some(terms(10_000, chrono_tz::UTC)));
-        p.control(at("2026-03-01T13:00:00Z"), &cfg, true);
-        let s = p.state(at("2026-03-01T13:00:00Z"), &cfg, true).unwrap();
+        p.control(at("2026-03-01T13:00:00Z"), &cfg, &NONE, true);
+        let s = p
+            .state(at("2026-03-01T13:00:00Z"), &cfg, &NONE, true)
+            .unwrap();
         assert_eq!(s.mode, "exhausted");
         assert_eq!(s.target_micros, 10_000);
         // The next day runs on the new budget from midnight.
-        p.control(at("2026-03-02T00:00:01Z"), &cfg, true);
-        let s = p.state(at("2026-03-02T12:00:00Z"), &cfg, true).unwrap();
+        p.control(at("2026-03-02T00:00:01Z"), &cfg, &NONE, true);
+        let s = p
+            .state(at("2026-03-02T12:00:00Z"), &cfg, &NONE, true)
+            .unwrap();
         assert_eq!((s.day, s.target_micros), (day("2026-03-02"), 5_000));
         assert_ne!(s.mode, "exhausted");
     }
@@ -390,20 +513,26 @@ mod tests {
         let cfg = config();
         let mut p = CampaignPacer::new(&cfg);
         p.set_terms(Some(terms(24_000, chrono_tz::UTC)));
-        p.control(at("2026-03-01T00:00:00Z"), &cfg, true);
+        p.control(at("2026-03-01T00:00:00Z"), &cfg, &NONE, true);
         p.record_spend(day("2026-03-01"), 6_000);
         let mut paused = terms(24_000, chrono_tz::UTC);
         paused.active = false;
         p.set_terms(Some(paused));
-        p.control(at("2026-03-01T06:00:00Z"), &cfg, true);
-        let s = p.state(at("2026-03-01T06:00:00Z"), &cfg, true).unwrap();
+        p.control(at("2026-03-01T06:00:00Z"), &cfg, &NONE, true);
+        let s = p
+            .state(at("2026-03-01T06:00:00Z"), &cfg, &NONE, true)
+            .unwrap();
         assert_eq!((s.mode.as_str(), s.pass_probability), ("paused", 0.0));
         // Resumed at 12:00 with 6k spent: 18k over the remaining 12 hours, not 12k at once.
         p.set_terms(Some(terms(24_000, chrono_tz::UTC)));
-        p.control(at("2026-03-01T12:00:00Z"), &cfg, true);
-        let s = p.state(at("2026-03-01T12:00:00Z"), &cfg, true).unwrap();
+        p.control(at("2026-03-01T12:00:00Z"), &cfg, &NONE, true);
+        let s = p
+            .state(at("2026-03-01T12:00:00Z"), &cfg, &NONE, true)
+            .unwrap();
         assert_eq!(s.target_micros, 6_000);
-        let s = p.state(at("2026-03-01T18:00:00Z"), &cfg, true).unwrap();
+        let s = p
+            .state(at("2026-03-01T18:00:00Z"), &cfg, &NONE, true)
+            .unwrap();
         assert_eq!(s.target_micros, 15_000);
     }
 
@@ -413,14 +542,18 @@ mod tests {
         let mut p = CampaignPacer::new(&cfg);
         // Tokyo is UTC+9: its March 2nd starts at 15:00 UTC on March 1st.
         p.set_terms(Some(terms(24_000, chrono_tz::Asia::Tokyo)));
-        p.control(at("2026-02-28T15:00:00Z"), &cfg, true);
+        p.control(at("2026-02-28T15:00:00Z"), &cfg, &NONE, true);
         p.record_spend(day("2026-03-01"), 24_000);
-        let s = p.state(at("2026-03-01T14:59:00Z"), &cfg, true).unwrap();
+        let s = p
+            .state(at("2026-03-01T14:59:00Z"), &cfg, &NONE, true)
+            .unwrap();
         assert_eq!((s.day, s.mode.as_str()), (day("2026-03-01"), "exhausted"));
         // A win reserved just before midnight still counts after it.
-        p.reserve(0, "r", "1", 500, at("2026-03-01T15:02:00Z").millis());
-        p.control(at("2026-03-01T15:00:30Z"), &cfg, true);
-        let s = p.state(at("2026-03-01T15:00:30Z"), &cfg, true).unwrap();
+        p.reserve(0, "r", "1", 500, 0, at("2026-03-01T15:02:00Z").millis());
+        p.control(at("2026-03-01T15:00:30Z"), &cfg, &NONE, true);
+        let s = p
+            .state(at("2026-03-01T15:00:30Z"), &cfg, &NONE, true)
+            .unwrap();
         assert_eq!(s.day, day("2026-03-02"));
         assert_eq!(s.committed_micros, 500);
         assert_ne!(s.mode, "exhausted");
@@ -433,9 +566,9 @@ mod tests {
     fn reservations_are_kept_per_replica_and_settled_by_billing() {
         let cfg = config();
         let mut p = CampaignPacer::new(&cfg);
-        p.reserve(0, "a", "1", 100, 1_000);
-        p.reserve(1, "b", "1", 50, 1_000);
-        p.reserve(1, "c", "1", 25, 1_000);
+        p.reserve(0, "a", "1", 100, 0, 1_000);
+        p.reserve(1, "b", "1", 50, 0, 1_000);
+        p.reserve(1, "c", "1", 25, 0, 1_000);
         assert_eq!(p.reserved_by_replica(2), vec![100, 75]);
         p.settle("b", "1");
         assert_eq!(p.reserved_by_replica(2), vec![100, 25]);
@@ -443,12 +576,59 @@ mod tests {
     }
 
     #[test]
+    fn cpa_wins_count_their_conversions_still_to_come_today() {
+        let cfg = PacingConfig {
+            conversion_delay_ms: 6 * HOUR,
+            conversion_window_ms: 7 * 24 * HOUR,
+            ..config()
+        };
+        let mut p = CampaignPacer::new(&cfg);
+        let mut t = terms(1_000_000, chrono_tz::UTC);
+        t.billing = Billing::Cpa;
+        p.set_terms(Some(t));
+        let won = at("2026-03-01T06:00:00Z");
+        for i in 0..100 {
+            p.reserve(
+                0,
+                &format!("r{i}"),
+                "1",
+                1_000,
+                won.millis(),
+                won.millis() + 120_000,
+            );
+        }
+        // Not per-win reservations: 100 wins of 1,000 expected, 18 hours left in the day.
+        assert_eq!(p.reserved(), 0);
+        let pending = p.conversions_pending(won, &cfg, &NONE) as f64;
+        let want = 100_000.0 * (1.0 - (-18.0f64 / 6.0).exp());
+        assert!((pending - want).abs() < 0.02 * want, "{pending} vs {want}");
+        let s = p.state(won, &cfg, &NONE, true).unwrap();
+        assert_eq!(s.committed_micros, s.conversions_pending_micros);
+        // Later in the day fewer are still to come; past the window none.
+        assert!(
+            p.conversions_pending(at("2026-03-01T20:00:00Z"), &cfg, &NONE) < pending as u64 / 2
+        );
+        assert_eq!(
+            p.conversions_pending(at("2026-03-09T06:00:00Z"), &cfg, &NONE),
+            0
+        );
+        assert!((conversions_to_come(0, HOUR, 7 * 24 * HOUR) - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
     fn pacing_disabled_takes_part_everywhere() {
         let cfg = config();
         let mut p = CampaignPacer::new(&cfg);
         p.set_terms(Some(terms(24_000, chrono_tz::UTC)));
-        p.control(at("2026-03-01T01:00:00Z"), &cfg, false);
-        let s = p.state(at("2026-03-01T01:00:00Z"), &cfg, false).unwrap();
+        // Before its first control step too (a new campaign explores only when paced).
+        let s = p
+            .state(at("2026-03-01T01:00:00Z"), &cfg, &NONE, false)
+            .unwrap();
+        assert_eq!(s.pass_probability, 1.0);
+        p.control(at("2026-03-01T01:00:00Z"), &cfg, &NONE, false);
+        let s = p
+            .state(at("2026-03-01T01:00:00Z"), &cfg, &NONE, false)
+            .unwrap();
         assert_eq!((s.mode.as_str(), s.pass_probability), ("asap", 1.0));
     }
 }

@@ -11,6 +11,7 @@
 use std::collections::HashSet;
 
 use crate::events::Billing;
+use crate::pacing::reservation::expected_cost;
 
 use super::request::Slot;
 
@@ -93,6 +94,32 @@ pub struct Win {
     pub charge_micros: u64,
 }
 
+/// The auction under the budget gate: a win whose expected cost
+/// ([`crate::pacing::reservation::expected_cost`]) exceeds its campaign's `headroom` (what may
+/// still be reserved for it) is not taken; the campaign leaves and the auction runs again
+/// without it, so the slot goes to the next bidder at its own price.
+pub fn run_gated_auction(
+    slots: &[Slot],
+    mut candidates: Vec<Candidate>,
+    headroom: impl Fn(&str) -> u64,
+    reserve_ecpm_micros: u64,
+) -> Vec<Win> {
+    loop {
+        let wins = run_auction(slots, &candidates, reserve_ecpm_micros);
+        let over = wins.iter().find(|w| {
+            let c = &w.candidate;
+            headroom(&c.campaign_id) < expected_cost(c.billing, w.charge_micros, c.pctr, c.pcvr)
+        });
+        match over {
+            None => return wins,
+            Some(w) => {
+                let out = w.candidate.campaign_id.clone();
+                candidates.retain(|c| c.campaign_id != out);
+            }
+        }
+    }
+}
+
 /// Runs the auction over `candidates` for `slots` with a pipeline-wide `reserve_ecpm_micros`.
 pub fn run_auction(slots: &[Slot], candidates: &[Candidate], reserve_ecpm_micros: u64) -> Vec<Win> {
     let mut ranked: Vec<(u64, &Candidate)> =
@@ -151,6 +178,24 @@ mod tests {
             tag_id: None,
             floor_ecpm_micros: floor,
         }
+    }
+
+    #[test]
+    fn the_budget_gate_passes_the_slot_to_the_next_bidder() {
+        let cands = vec![
+            cand("a", "A", Billing::Cpm, 3_000_000, 0.0),
+            cand("b", "B", Billing::Cpm, 2_000_000, 0.0),
+            cand("c", "C", Billing::Cpm, 1_000_000, 0.0),
+        ];
+        // a would pay 2_000 per impression but has 1_999 of headroom: b wins at c's price.
+        let headroom = |id: &str| if id == "a" { 1_999 } else { u64::MAX };
+        let wins = run_gated_auction(&[slot("1", 0)], cands.clone(), headroom, 0);
+        assert_eq!(wins.len(), 1);
+        assert_eq!(wins[0].candidate.campaign_id, "b");
+        assert_eq!(wins[0].charge_micros, 1_000);
+        // With room for exactly its charge, a wins.
+        let wins = run_gated_auction(&[slot("1", 0)], cands, |_| 2_000, 0);
+        assert_eq!(wins[0].candidate.campaign_id, "a");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::StreamVec;
 use timely::scheduling::SyncActivator;
 
-use super::auction::{run_auction, Candidate, Win};
+use super::auction::{run_gated_auction, Candidate, Win};
 use super::ranking::{PriorRanker, Ranker};
 use super::request::AdRequest;
 use super::retrieval::{retrieve, CampaignIndex};
@@ -197,55 +197,34 @@ pub fn answer(
             (id, board.headroom(id, book.remaining(l, now)))
         })
         .collect();
-    let wins = gated_auction(request, candidates, &headroom, config.reserve_ecpm_micros)
-        .into_iter()
-        .map(|win| {
-            let claims = WinClaims {
-                request_id: request.id.clone(),
-                imp_id: win.imp_id.clone(),
-                campaign_id: win.candidate.campaign_id.clone(),
-                advertiser_id: win.candidate.advertiser_id.clone(),
-                ad_id: win.candidate.ad_id.clone(),
-                billing: win.candidate.billing,
-                charge_micros: win.charge_micros,
-                issued: now,
-            };
-            SignedWin {
-                token: sign(&config.secret, &claims),
-                win,
-            }
-        })
-        .collect();
+    let wins = run_gated_auction(
+        &request.slots,
+        candidates,
+        |id| headroom.get(id).copied().unwrap_or(0),
+        config.reserve_ecpm_micros,
+    )
+    .into_iter()
+    .map(|win| {
+        let claims = WinClaims {
+            request_id: request.id.clone(),
+            imp_id: win.imp_id.clone(),
+            campaign_id: win.candidate.campaign_id.clone(),
+            advertiser_id: win.candidate.advertiser_id.clone(),
+            ad_id: win.candidate.ad_id.clone(),
+            billing: win.candidate.billing,
+            charge_micros: win.charge_micros,
+            issued: now,
+        };
+        SignedWin {
+            token: sign(&config.secret, &claims),
+            win,
+        }
+    })
+    .collect();
     ServeOutcome {
         wins,
         model_version: ranker.version(),
         late: false,
-    }
-}
-
-/// The auction under the budget gate: a win whose expected cost does not fit in its campaign's
-/// `headroom` (what this replica may still reserve, [`PacingBoard::headroom`]) is not taken; the campaign leaves and
-/// the auction is run again without it, so the slot goes to the next bidder at its own price.
-fn gated_auction(
-    request: &AdRequest,
-    mut candidates: Vec<Candidate>,
-    headroom: &HashMap<&str, u64>,
-    reserve_ecpm_micros: u64,
-) -> Vec<Win> {
-    loop {
-        let wins = run_auction(&request.slots, &candidates, reserve_ecpm_micros);
-        let over = wins.iter().find(|w| {
-            let c = &w.candidate;
-            let cost = expected_cost(c.billing, w.charge_micros, c.pctr, c.pcvr);
-            headroom.get(c.campaign_id.as_str()).copied().unwrap_or(0) < cost
-        });
-        match over {
-            None => return wins,
-            Some(w) => {
-                let out = w.candidate.campaign_id.clone();
-                candidates.retain(|c| c.campaign_id != out);
-            }
-        }
     }
 }
 
