@@ -9,3 +9,9 @@ pub fn route(key: &str) -> u64 {
 pub fn owns(hash: u64, index: usize, peers: usize) -> bool {
     hash % peers.max(1) as u64 == index as u64
 }
+
+/// Splits a state key's `{hash:016x}/rest` (after its prefix) into the routing hash and the rest.
+pub fn split_hash_prefix(key: &str) -> Option<(u64, &str)> {
+    let (hash, rest) = key.split_once('/')?;
+    Some((u64::from_str_radix(hash, 16).ok()?, rest))
+}

@@ -17,7 +17,7 @@ use crate::checkpoint::{CheckpointGate, StateBatch, StateStore};
 use crate::events::{Billing, Conversion, EventKind};
 use crate::ingest::RawBytes;
 use crate::ledger::{Charge, Origin};
-use crate::routing::{owns, route};
+use crate::routing::{owns, route, split_hash_prefix};
 
 /// A conversion on its way to attribution.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,10 +42,7 @@ pub fn restore(store: &dyn StateStore, windows: Windows, index: usize, peers: us
     let mut attributor = Attributor::new(windows);
     for (k, v) in store.scan(b"attr/") {
         let key = String::from_utf8_lossy(&k).into_owned();
-        let Some((hash, tail)) = key["attr/".len()..].split_once('/') else {
-            continue;
-        };
-        let Ok(hash) = u64::from_str_radix(hash, 16) else {
+        let Some((hash, tail)) = split_hash_prefix(&key["attr/".len()..]) else {
             continue;
         };
         let Some((user, advertiser)) = tail.split_once('\u{0}') else {

@@ -22,7 +22,7 @@ use crate::events::EventKind;
 use crate::ingest::{DeadLetter, Reason};
 use crate::ledger::{Charge, DaySpend, DedupEntry, Horizons, Ledger, LedgerChanges, Refusal};
 use crate::pacing::reservation::WinKey;
-use crate::routing::{owns, route};
+use crate::routing::{owns, route, split_hash_prefix};
 
 /// What the ledger operator emits.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -104,17 +104,12 @@ pub fn encode(changes: LedgerChanges, worker: usize) -> StateBatch {
     batch
 }
 
-fn parse_hash_prefixed(rest: &str) -> Option<(u64, &str)> {
-    let (hash, tail) = rest.split_once('/')?;
-    Some((u64::from_str_radix(hash, 16).ok()?, tail))
-}
-
 /// Rebuilds worker `index` of `peers`'s shard from the store.
 pub fn restore(store: &dyn StateStore, horizons: Horizons, index: usize, peers: usize) -> Ledger {
     let mut spend = Vec::new();
     for (k, v) in store.scan(b"ledger/spend/") {
         let key = String::from_utf8_lossy(&k).into_owned();
-        let Some((hash, tail)) = parse_hash_prefixed(&key["ledger/spend/".len()..]) else {
+        let Some((hash, tail)) = split_hash_prefix(&key["ledger/spend/".len()..]) else {
             continue;
         };
         let Some((campaign, day)) = tail.split_once('\u{0}') else {
@@ -133,7 +128,7 @@ pub fn restore(store: &dyn StateStore, horizons: Horizons, index: usize, peers: 
     let mut dedup = Vec::new();
     for (k, v) in store.scan(b"ledger/dedup/") {
         let key = String::from_utf8_lossy(&k).into_owned();
-        let Some((hash, tail)) = parse_hash_prefixed(&key["ledger/dedup/".len()..]) else {
+        let Some((hash, tail)) = split_hash_prefix(&key["ledger/dedup/".len()..]) else {
             continue;
         };
         let parsed = (

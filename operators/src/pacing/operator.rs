@@ -25,7 +25,7 @@ use crate::catalog::CatalogUpdate;
 use crate::checkpoint::{CheckpointGate, StateBatch, StateStore};
 use crate::events::CampaignStatus;
 use crate::ledger::operator::LedgerOutput;
-use crate::routing::{owns, route};
+use crate::routing::{owns, route, split_hash_prefix};
 use crate::source::Clock;
 use crate::time::EventTime;
 
@@ -57,10 +57,7 @@ pub fn restore(
     let mut pacers = HashMap::new();
     for (k, v) in store.scan(KEY_PREFIX.as_bytes()) {
         let key = String::from_utf8_lossy(&k[KEY_PREFIX.len()..]).into_owned();
-        let Some((hash, campaign)) = key.split_once('/') else {
-            continue;
-        };
-        let Ok(hash) = u64::from_str_radix(hash, 16) else {
+        let Some((hash, campaign)) = split_hash_prefix(&key) else {
             continue;
         };
         if !owns(hash, index, peers) {

@@ -114,11 +114,6 @@ impl<A: Clone + Eq + Hash> Reservations<A> {
     }
 }
 
-/// Whether a win costing `cost` keeps `spend + reserved` within `budget`.
-pub fn fits(budget: u64, spend: u64, reserved: u64, cost: u64) -> bool {
-    spend.saturating_add(reserved).saturating_add(cost) <= budget
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
