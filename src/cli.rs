@@ -70,6 +70,22 @@ pub enum Command {
         /// With --pacing: mean requests per simulated second.
         #[arg(long, default_value = "10", value_parser = parse_positive)]
         pacing_rate: f64,
+        /// Instead: train the ranker online over a simulated day and compare its AUC with the
+        /// simulator's oracle and the per-campaign prior.
+        #[arg(long)]
+        ranker: bool,
+        /// Instead: measure training examples per second for --seconds.
+        #[arg(long)]
+        ranker_throughput: bool,
+        /// With --ranker: served ads over the day.
+        #[arg(long, default_value_t = 1_000_000)]
+        served: usize,
+        /// With --ranker / --ranker-throughput: examples per training step.
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
+        /// With --ranker / --ranker-throughput: `auto`, `cpu` or `cuda`.
+        #[arg(long, default_value = "auto", value_parser = parse_device)]
+        device: adstream_operators::ranker::trainer::DevicePreference,
     },
     /// Manage the pipeline's Kafka topics.
     Topics {
@@ -100,6 +116,18 @@ fn parse_rate(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
         _ => Err(format!("{text:?} is not a rate between 0 and 1")),
+    }
+}
+
+fn parse_device(
+    text: &str,
+) -> Result<adstream_operators::ranker::trainer::DevicePreference, String> {
+    use adstream_operators::ranker::trainer::DevicePreference;
+    match text {
+        "auto" => Ok(DevicePreference::Auto),
+        "cpu" => Ok(DevicePreference::Cpu),
+        "cuda" => Ok(DevicePreference::Cuda),
+        other => Err(format!("{other:?} is not one of auto, cpu, cuda")),
     }
 }
 
@@ -293,7 +321,38 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             pacing,
             png,
             pacing_rate,
+            ranker,
+            ranker_throughput,
+            served,
+            batch,
+            device,
         } => match freshness {
+            None if ranker || ranker_throughput => {
+                if batch == 0 {
+                    anyhow::bail!("--batch must be at least 1");
+                }
+                let bench = crate::bench::ranker::RankerBench {
+                    served,
+                    batch_size: batch,
+                    device,
+                    ..Default::default()
+                };
+                if ranker_throughput {
+                    let (device, rate, n) =
+                        crate::bench::ranker::throughput(&bench, seconds as f64)?;
+                    println!(
+                        "training throughput: {rate:.0} examples/s on {device} (batch {batch}, {n} examples, model {:?})",
+                        bench.model
+                    );
+                } else {
+                    let started = std::time::Instant::now();
+                    let report = crate::bench::ranker::run(&bench, |share| {
+                        eprintln!("  {:.0}% of the day", share * 100.0);
+                    })?;
+                    crate::bench::ranker::print(&bench, &report, started.elapsed());
+                }
+                Ok(())
+            }
             None if pacing => crate::bench::pacing::run(
                 &crate::bench::pacing::PacingBench {
                     rate: pacing_rate,

@@ -139,11 +139,12 @@ pub fn run(opts: DemoOptions) -> anyhow::Result<()> {
         .collect();
     let summary_done = Arc::new(AtomicBool::new(false));
     let summary = {
-        let (stats, done, live, metrics) = (
+        let (stats, done, live, metrics, trainer) = (
             sim.stats.clone(),
             summary_done.clone(),
             running.live.clone(),
             running.metrics.clone(),
+            running.trainer.clone(),
         );
         let clock = *sim.clock();
         let ids = campaigns.clone();
@@ -154,7 +155,7 @@ pub fn run(opts: DemoOptions) -> anyhow::Result<()> {
             while !done.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(50));
                 if Instant::now() >= next {
-                    printer.print(&live, &metrics);
+                    printer.print(&live, &metrics, trainer.as_deref());
                     next += every;
                 }
             }
@@ -411,6 +412,31 @@ fn print_final(
 }
 
 /// The live terminal summary.
+/// `v3 (training: 41k examples, click AUC 0.712, 1 refused)`: what serves and how training goes.
+fn model_line(
+    serving: &str,
+    trainer: Option<&adstream_operators::ranker::trainer::TrainerControl>,
+) -> String {
+    let Some(status) = trainer.and_then(|t| t.status.lock().ok().map(|s| s.clone())) else {
+        return serving.to_string();
+    };
+    let auc = status
+        .click
+        .auc
+        .map_or_else(|| "-".to_string(), |a| format!("{a:.3}"));
+    let refused = status
+        .versions
+        .iter()
+        .filter(|v| v.status == adstream_operators::ranker::registry::Status::Refused)
+        .count();
+    format!(
+        "{serving} (training on {}: {} examples, click AUC {auc}, {} versions, {refused} refused)",
+        status.device,
+        status.examples,
+        status.versions.len()
+    )
+}
+
 struct Summary {
     stats: Arc<SimStats>,
     clock: crate::simulator::traffic::SimClock,
@@ -439,7 +465,12 @@ impl Summary {
         }
     }
 
-    fn print(&mut self, live: &crate::live::LiveState, metrics: &crate::metrics::Metrics) {
+    fn print(
+        &mut self,
+        live: &crate::live::LiveState,
+        metrics: &crate::metrics::Metrics,
+        trainer: Option<&adstream_operators::ranker::trainer::TrainerControl>,
+    ) {
         let s = &self.stats;
         let counts = [
             s.requests.load(Ordering::Relaxed),
@@ -518,7 +549,7 @@ impl Summary {
             limited,
             exhausted,
             ours.len(),
-            self.stats.model_version(),
+            model_line(&self.stats.model_version(), trainer),
             dead_total,
             if dead_detail.is_empty() { String::new() } else { format!(" ({})", dead_detail.join(", ")) },
         ));

@@ -1,4 +1,4 @@
-//! The HTTP API (axum): campaign state, health, readiness and metrics.
+//! The HTTP API (axum): campaign state, serving, models, health, readiness and metrics.
 
 use std::sync::Arc;
 
@@ -12,6 +12,9 @@ use serde_json::json;
 use crate::live::LiveState;
 use crate::metrics::Metrics;
 use crate::serving::{Answer, Serving};
+use adstream_operators::ranker::registry::RegistryError;
+use adstream_operators::ranker::scoring::ModelSlot;
+use adstream_operators::ranker::trainer::{Command, TrainerControl, TrainerError};
 use adstream_operators::serve::request::parse_request;
 use axum::body::Bytes;
 use axum::extract::DefaultBodyLimit;
@@ -26,6 +29,10 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Request queues of the serving operators (absent in tests of the other routes).
     pub serving: Option<Arc<Serving>>,
+    /// The model serving in this process.
+    pub models: Arc<ModelSlot>,
+    /// The trainer and its registry (in the process of worker 0 only).
+    pub trainer: Option<Arc<TrainerControl>>,
 }
 
 /// One error type for every handler: a status and a JSON body naming what is wrong.
@@ -50,6 +57,8 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/openrtb", post(openrtb))
+        .route("/v1/models", get(models))
+        .route("/v1/models/{version}/promote", post(promote))
         .layer(DefaultBodyLimit::max(64 * 1024))
         .with_state(state)
 }
@@ -124,8 +133,106 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
     }
 }
 
+/// `GET /v1/models`: the live version, training status and every version with its metrics.
+async fn models(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let live = state.models.current();
+    let serving = live
+        .as_ref()
+        .map_or_else(|| "prior".to_string(), |m| m.name.clone());
+    match &state.trainer {
+        Some(trainer) => {
+            let status = trainer.status.lock().map(|s| s.clone()).unwrap_or_default();
+            let dropped = trainer.dropped.load(std::sync::atomic::Ordering::Relaxed);
+            Json(json!({
+                "serving": serving,
+                "training": {
+                    "device": status.device,
+                    "examples": status.examples,
+                    "examples_dropped": dropped,
+                    "examples_per_second": status.examples_per_second,
+                    "steps": status.steps,
+                    "errors": status.errors,
+                    "click": status.click,
+                    "conversion": status.conversion,
+                },
+                "versions": status.versions,
+            }))
+        }
+        // Another process trains: show what this one serves.
+        None => Json(json!({
+            "serving": serving,
+            "training": null,
+            "versions": live.map(|m| vec![m.meta.clone()]).unwrap_or_default(),
+        })),
+    }
+}
+
+/// `POST /v1/models/{version}/promote`: makes a version live (`3` or `v3`).
+async fn promote(
+    State(state): State<AppState>,
+    Path(version): Path<String>,
+) -> Result<Response, ApiError> {
+    let number = version
+        .strip_prefix('v')
+        .unwrap_or(&version)
+        .parse::<u64>()
+        .map_err(|_| ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: format!("path `version`: {version:?} is not a version such as 3 or v3"),
+        })?;
+    let trainer = state.trainer.as_ref().ok_or_else(|| ApiError {
+        status: StatusCode::CONFLICT,
+        message: "models are trained and promoted in the process of worker 0 (process 0); \
+                  send the request to its API"
+            .into(),
+    })?;
+    let (reply, answer) = std::sync::mpsc::channel();
+    trainer
+        .commands
+        .send(Command::Promote {
+            version: number,
+            reply,
+        })
+        .map_err(|_| ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: "the trainer has stopped".into(),
+        })?;
+    let answer = tokio::task::spawn_blocking(move || {
+        answer.recv_timeout(std::time::Duration::from_secs(30))
+    })
+    .await
+    .map_err(|e| ApiError {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        message: e.to_string(),
+    })?;
+    match answer {
+        Ok(Ok(meta)) => Ok(Json(meta).into_response()),
+        Ok(Err(e)) => {
+            let status = match &e {
+                TrainerError::Registry(RegistryError::Unknown(_)) => StatusCode::NOT_FOUND,
+                TrainerError::Registry(RegistryError::Refused(..)) => StatusCode::CONFLICT,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            Err(ApiError {
+                status,
+                message: e.to_string(),
+            })
+        }
+        Err(_) => Err(ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: "the trainer did not answer within 30 s".into(),
+        }),
+    }
+}
+
 async fn metrics(State(state): State<AppState>) -> String {
     state.metrics.campaigns.set(state.live.campaigns() as i64);
+    if let Some(trainer) = &state.trainer {
+        if let Ok(status) = trainer.status.lock() {
+            let dropped = trainer.dropped.load(std::sync::atomic::Ordering::Relaxed);
+            state.metrics.observe_trainer(&status, dropped);
+        }
+    }
     state.metrics.render()
 }
 
@@ -165,6 +272,8 @@ mod tests {
             live,
             metrics: Metrics::new(),
             serving: None,
+            models: Arc::default(),
+            trainer: None,
         });
         let (status, body) = get_json(app.clone(), "/v1/campaigns/c1").await;
         assert_eq!(status, StatusCode::OK);
@@ -189,6 +298,8 @@ mod tests {
             live: Arc::new(LiveState::default()),
             metrics: Metrics::new(),
             serving: None,
+            models: Arc::default(),
+            trainer: None,
         });
         let resp = app
             .clone()

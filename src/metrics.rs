@@ -1,9 +1,11 @@
 //! Prometheus metrics of a process, served at `GET /metrics`.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, Opts, Registry, TextEncoder,
 };
+
+use adstream_operators::ranker::trainer::TrainerStatus;
 
 /// Every metric the process exports.
 #[derive(Clone)]
@@ -23,6 +25,23 @@ pub struct Metrics {
     pub ingest_delay_seconds: Histogram,
     /// Campaigns in the live view.
     pub campaigns: IntGauge,
+    /// The version serving in this process (0: the prior).
+    pub model_live_version: IntGauge,
+    /// From a click to a model trained on it serving here, by the newest and oldest click
+    /// of the version.
+    pub model_click_to_live_seconds: HistogramVec,
+    /// Progressive-validation quality of the model in training, by task and measure.
+    pub model_quality: GaugeVec,
+    /// Examples trained on since start.
+    pub model_examples: IntGauge,
+    /// Examples dropped because the trainer's queue was full.
+    pub model_examples_dropped: IntGauge,
+    /// Training throughput.
+    pub model_examples_per_second: Gauge,
+    /// Failed training steps and snapshots.
+    pub model_training_errors: IntGauge,
+    /// Label join outcomes (examples by label, late clicks, evictions...).
+    pub labels: IntCounterVec,
 }
 
 impl Metrics {
@@ -66,6 +85,60 @@ impl Metrics {
         .expect("valid");
         let campaigns =
             IntGauge::new("campaigns", "Campaigns known to this process").expect("valid");
+        let model_live_version = IntGauge::new(
+            "model_live_version",
+            "Model version serving in this process (0: the per-campaign prior)",
+        )
+        .expect("valid");
+        let model_click_to_live_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "model_click_to_live_seconds",
+                "From a click to a model trained on it serving, by the version's oldest and newest click",
+            )
+            .buckets(vec![1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0]),
+            &["click"],
+        )
+        .expect("valid");
+        let model_quality = GaugeVec::new(
+            Opts::new(
+                "model_quality",
+                "Progressive validation of the model in training over its rolling window",
+            ),
+            &["task", "measure"],
+        )
+        .expect("valid");
+        let model_examples =
+            IntGauge::new("model_examples_trained", "Examples trained on since start")
+                .expect("valid");
+        let model_examples_dropped = IntGauge::new(
+            "model_examples_dropped",
+            "Examples dropped because the trainer's queue was full",
+        )
+        .expect("valid");
+        let model_examples_per_second =
+            Gauge::new("model_examples_per_second", "Training throughput").expect("valid");
+        let model_training_errors = IntGauge::new(
+            "model_training_errors",
+            "Failed training steps and snapshots",
+        )
+        .expect("valid");
+        let labels = IntCounterVec::new(
+            Opts::new("labels_total", "Label join outcomes, by kind"),
+            &["kind"],
+        )
+        .expect("valid");
+        for c in [
+            Box::new(model_live_version.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(model_click_to_live_seconds.clone()),
+            Box::new(model_quality.clone()),
+            Box::new(model_examples.clone()),
+            Box::new(model_examples_dropped.clone()),
+            Box::new(model_examples_per_second.clone()),
+            Box::new(model_training_errors.clone()),
+            Box::new(labels.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
         for c in [
             Box::new(events.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(dead_letters.clone()),
@@ -86,6 +159,37 @@ impl Metrics {
             checkpoint_last_ms,
             campaigns,
             ingest_delay_seconds,
+            model_live_version,
+            model_click_to_live_seconds,
+            model_quality,
+            model_examples,
+            model_examples_dropped,
+            model_examples_per_second,
+            model_training_errors,
+            labels,
+        }
+    }
+
+    /// Copies the trainer's latest status into the model gauges.
+    pub fn observe_trainer(&self, status: &TrainerStatus, dropped: u64) {
+        self.model_examples.set(status.examples as i64);
+        self.model_examples_dropped.set(dropped as i64);
+        self.model_examples_per_second
+            .set(status.examples_per_second);
+        self.model_training_errors.set(status.errors as i64);
+        for (task, m) in [("click", &status.click), ("conversion", &status.conversion)] {
+            for (measure, value) in [
+                ("auc", m.auc),
+                ("log_loss", m.log_loss),
+                ("normalised_entropy", m.normalised_entropy),
+                ("calibration", m.calibration),
+            ] {
+                if let Some(v) = value {
+                    self.model_quality
+                        .with_label_values(&[task, measure])
+                        .set(v);
+                }
+            }
         }
     }
 

@@ -59,6 +59,206 @@ pub struct Pipeline {
     /// Budget pacing.
     #[serde(default)]
     pub pacing: PacingSection,
+    /// The label join.
+    #[serde(default)]
+    pub labels: LabelsSection,
+    /// The online ranker.
+    #[serde(default)]
+    pub model: ModelSection,
+}
+
+fn spanned<T>(v: T) -> Spanned<T> {
+    Spanned::new(0..0, v)
+}
+
+/// `[labels]`: how served ads become labelled examples (`operators/src/labels`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LabelsSection {
+    /// A rendered ad without a click this long after its impression is a negative, ms.
+    pub click_window_ms: Spanned<i64>,
+    /// How long a served ad waits for its impression (and an outcome for its served record), ms.
+    pub impression_wait_ms: Spanned<i64>,
+    /// How long after its click a conversion still labels the example, ms.
+    pub conversion_window_ms: Spanned<i64>,
+    /// Most examples waiting for labels (oldest evicted beyond it).
+    pub max_pending: Spanned<usize>,
+}
+
+impl Default for LabelsSection {
+    fn default() -> Self {
+        let d = adstream_operators::labels::LabelConfig::default();
+        LabelsSection {
+            click_window_ms: spanned(d.click_window_ms),
+            impression_wait_ms: spanned(d.impression_wait_ms),
+            conversion_window_ms: spanned(d.conversion_window_ms),
+            max_pending: spanned(d.max_pending),
+        }
+    }
+}
+
+impl LabelsSection {
+    /// The operator's configuration.
+    pub fn config(&self) -> adstream_operators::labels::LabelConfig {
+        adstream_operators::labels::LabelConfig {
+            click_window_ms: *self.click_window_ms.get_ref(),
+            impression_wait_ms: *self.impression_wait_ms.get_ref(),
+            conversion_window_ms: *self.conversion_window_ms.get_ref(),
+            max_pending: *self.max_pending.get_ref(),
+        }
+    }
+}
+
+/// `[model]`: the online DNN ranker (`operators/src/ranker`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelSection {
+    /// Train and publish models (false: serving ranks with the per-campaign prior).
+    pub enabled: Spanned<bool>,
+    /// A feature spec file (default: the shipped `schemas/features.json`).
+    pub features: Option<Spanned<String>>,
+    /// `auto` (a CUDA GPU when built with `cuda` and present), `cpu` or `cuda`.
+    pub device: Spanned<String>,
+    /// Width of every embedding.
+    pub embedding_dim: Spanned<usize>,
+    /// DCN-v2 cross layers.
+    pub cross_layers: Spanned<usize>,
+    /// MLP hidden widths.
+    pub hidden: Spanned<Vec<usize>>,
+    /// AdamW step size.
+    pub learning_rate: Spanned<f64>,
+    /// AdamW decoupled weight decay (dense layers).
+    pub weight_decay: Spanned<f64>,
+    /// Examples per update.
+    pub batch_size: Spanned<usize>,
+    /// Weight of the conversion loss.
+    pub conversion_weight: Spanned<f64>,
+    /// How often a snapshot is judged for publishing, ms.
+    pub snapshot_ms: Spanned<u64>,
+    /// Examples per task in the progressive-validation window.
+    pub validation_window: Spanned<usize>,
+    /// Versions kept on disk.
+    pub keep_versions: Spanned<usize>,
+    /// Examples queued for the trainer before the graph drops them.
+    pub queue: Spanned<usize>,
+    /// Publish guards.
+    pub guards: GuardsSection,
+}
+
+/// `[model.guards]`: when a new version may replace the live one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GuardsSection {
+    /// Click-labelled examples a candidate is judged on, at least.
+    pub min_examples: Spanned<usize>,
+    /// Click positives among them, at least.
+    pub min_positives: Spanned<usize>,
+    /// Largest accepted AUC drop below the live model.
+    pub max_auc_drop: Spanned<f64>,
+    /// Accepted calibration range `[lo, hi]`.
+    pub calibration: Spanned<Vec<f64>>,
+    /// Largest accepted ratio of mean predictions, either way.
+    pub max_prediction_shift: Spanned<f64>,
+    /// Conversion positives before the conversion head is judged.
+    pub min_conversion_positives: Spanned<usize>,
+}
+
+impl Default for GuardsSection {
+    fn default() -> Self {
+        let d = adstream_operators::ranker::guards::GuardConfig::default();
+        GuardsSection {
+            min_examples: spanned(d.min_examples),
+            min_positives: spanned(d.min_positives),
+            max_auc_drop: spanned(d.max_auc_drop),
+            calibration: spanned(d.calibration.to_vec()),
+            max_prediction_shift: spanned(d.max_prediction_shift),
+            min_conversion_positives: spanned(d.min_conversion_positives),
+        }
+    }
+}
+
+impl Default for ModelSection {
+    fn default() -> Self {
+        let d = adstream_operators::ranker::trainer::TrainerConfig::default();
+        ModelSection {
+            enabled: spanned(true),
+            features: None,
+            device: spanned("auto".into()),
+            embedding_dim: spanned(d.model.embedding_dim),
+            cross_layers: spanned(d.model.cross_layers),
+            hidden: spanned(d.model.hidden),
+            learning_rate: spanned(d.optimizer.learning_rate),
+            weight_decay: spanned(d.optimizer.weight_decay),
+            batch_size: spanned(d.batch_size),
+            conversion_weight: spanned(d.conversion_weight),
+            snapshot_ms: spanned(d.snapshot_interval.as_millis() as u64),
+            validation_window: spanned(d.validation_window),
+            keep_versions: spanned(d.keep_versions),
+            queue: spanned(d.queue),
+            guards: GuardsSection::default(),
+        }
+    }
+}
+
+impl ModelSection {
+    /// The trainer's configuration.
+    pub fn config(&self) -> adstream_operators::ranker::trainer::TrainerConfig {
+        use adstream_operators::ranker::trainer::{DevicePreference, TrainerConfig};
+        let d = TrainerConfig::default();
+        let g = &self.guards;
+        let calibration = g.calibration.get_ref();
+        TrainerConfig {
+            model: adstream_operators::ranker::model::ModelConfig {
+                embedding_dim: *self.embedding_dim.get_ref(),
+                cross_layers: *self.cross_layers.get_ref(),
+                hidden: self.hidden.get_ref().clone(),
+            },
+            optimizer: adstream_operators::ranker::optim::AdamWConfig {
+                learning_rate: *self.learning_rate.get_ref(),
+                weight_decay: *self.weight_decay.get_ref(),
+                ..d.optimizer
+            },
+            batch_size: *self.batch_size.get_ref(),
+            conversion_weight: *self.conversion_weight.get_ref(),
+            snapshot_interval: std::time::Duration::from_millis(*self.snapshot_ms.get_ref()),
+            validation_window: *self.validation_window.get_ref(),
+            guards: adstream_operators::ranker::guards::GuardConfig {
+                min_examples: *g.min_examples.get_ref(),
+                min_positives: *g.min_positives.get_ref(),
+                max_auc_drop: *g.max_auc_drop.get_ref(),
+                calibration: [
+                    calibration.first().copied().unwrap_or(0.0),
+                    calibration.get(1).copied().unwrap_or(f64::MAX),
+                ],
+                max_prediction_shift: *g.max_prediction_shift.get_ref(),
+                min_conversion_positives: *g.min_conversion_positives.get_ref(),
+            },
+            keep_versions: *self.keep_versions.get_ref(),
+            device: match self.device.get_ref().as_str() {
+                "cpu" => DevicePreference::Cpu,
+                "cuda" => DevicePreference::Cuda,
+                _ => DevicePreference::Auto,
+            },
+            queue: *self.queue.get_ref(),
+            ..d
+        }
+    }
+
+    /// The feature spec: the file named by `model.features`, or the shipped one.
+    pub fn feature_spec(
+        &self,
+    ) -> Result<adstream_operators::ranker::features::FeatureSpec, String> {
+        use adstream_operators::ranker::features::FeatureSpec;
+        match &self.features {
+            None => FeatureSpec::parse(adstream_operators::ranker::features::DEFAULT_SPEC)
+                .map_err(|e| e.to_string()),
+            Some(path) => {
+                let text = std::fs::read_to_string(path.get_ref())
+                    .map_err(|e| format!("reading {}: {e}", path.get_ref()))?;
+                FeatureSpec::parse(&text).map_err(|e| format!("{}: {e}", path.get_ref()))
+            }
+        }
+    }
 }
 
 /// `[pacing]`: the control law's settings (`operators/src/pacing`).
@@ -237,6 +437,7 @@ impl TopicsSection {
             StreamId::Impressions => &self.impressions,
             StreamId::Clicks => &self.clicks,
             StreamId::Conversions => &self.conversions,
+            StreamId::Served => &self.served,
         }
     }
 
@@ -559,6 +760,126 @@ impl Pipeline {
             "pacing.conversion_delay_ms",
             "must be at least 1000",
         )?;
+        let l = &self.labels;
+        for (v, field) in [
+            (&l.click_window_ms, "labels.click_window_ms"),
+            (&l.impression_wait_ms, "labels.impression_wait_ms"),
+            (&l.conversion_window_ms, "labels.conversion_window_ms"),
+        ] {
+            check(v, *v.get_ref() >= 100, field, "must be at least 100")?;
+        }
+        check(
+            &l.max_pending,
+            *l.max_pending.get_ref() >= 1,
+            "labels.max_pending",
+            "must be at least 1",
+        )?;
+        let m = &self.model;
+        check(
+            &m.device,
+            ["auto", "cpu", "cuda"].contains(&m.device.get_ref().as_str()),
+            "model.device",
+            "must be \"auto\", \"cpu\" or \"cuda\"",
+        )?;
+        if let Some(path) = &m.features {
+            if let Err(e) = m.feature_spec() {
+                return Err((path.span(), format!("field `model.features`: {e}")));
+            }
+        }
+        check(
+            &m.embedding_dim,
+            (1..=256).contains(m.embedding_dim.get_ref()),
+            "model.embedding_dim",
+            "must be between 1 and 256",
+        )?;
+        check(
+            &m.cross_layers,
+            *m.cross_layers.get_ref() <= 8,
+            "model.cross_layers",
+            "must be at most 8",
+        )?;
+        check(
+            &m.hidden,
+            !m.hidden.get_ref().is_empty()
+                && m.hidden.get_ref().len() <= 8
+                && m.hidden.get_ref().iter().all(|w| (1..=4096).contains(w)),
+            "model.hidden",
+            "must list 1 to 8 layer widths, each between 1 and 4096",
+        )?;
+        check(
+            &m.learning_rate,
+            *m.learning_rate.get_ref() > 0.0 && *m.learning_rate.get_ref() <= 1.0,
+            "model.learning_rate",
+            "must be above 0 and at most 1",
+        )?;
+        check(
+            &m.weight_decay,
+            (0.0..1.0).contains(m.weight_decay.get_ref()),
+            "model.weight_decay",
+            "must be at least 0 and below 1",
+        )?;
+        check(
+            &m.batch_size,
+            (1..=65_536).contains(m.batch_size.get_ref()),
+            "model.batch_size",
+            "must be between 1 and 65536",
+        )?;
+        check(
+            &m.conversion_weight,
+            (0.0..=100.0).contains(m.conversion_weight.get_ref()),
+            "model.conversion_weight",
+            "must be between 0 and 100",
+        )?;
+        check(
+            &m.snapshot_ms,
+            *m.snapshot_ms.get_ref() >= 100,
+            "model.snapshot_ms",
+            "must be at least 100",
+        )?;
+        check(
+            &m.validation_window,
+            (10..=10_000_000).contains(m.validation_window.get_ref()),
+            "model.validation_window",
+            "must be between 10 and 10000000",
+        )?;
+        check(
+            &m.keep_versions,
+            *m.keep_versions.get_ref() >= 1,
+            "model.keep_versions",
+            "must be at least 1",
+        )?;
+        check(
+            &m.queue,
+            *m.queue.get_ref() >= 1,
+            "model.queue",
+            "must be at least 1",
+        )?;
+        let g = &m.guards;
+        check(
+            &g.max_auc_drop,
+            (0.0..=1.0).contains(g.max_auc_drop.get_ref()),
+            "model.guards.max_auc_drop",
+            "must be between 0 and 1",
+        )?;
+        let cal = g.calibration.get_ref();
+        check(
+            &g.calibration,
+            cal.len() == 2 && cal[0] > 0.0 && cal[0] < cal[1],
+            "model.guards.calibration",
+            "must be [lo, hi] with 0 < lo < hi",
+        )?;
+        check(
+            &g.max_prediction_shift,
+            *g.max_prediction_shift.get_ref() >= 1.0,
+            "model.guards.max_prediction_shift",
+            "must be at least 1",
+        )?;
+        check(
+            &g.min_examples,
+            *g.min_examples.get_ref() >= 1,
+            "model.guards.min_examples",
+            "must be at least 1",
+        )?;
         let b = &self.billing;
         check(
             &b.event_horizon_ms,
@@ -669,6 +990,37 @@ brokers = "127.0.0.1:9092"
         assert_eq!(err.line, 10);
         let err = Pipeline::parse("t.toml", "[pipeline]\nname = \"x\"\n").unwrap_err();
         assert!(err.message.contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn model_and_label_settings_are_checked() {
+        let p = Pipeline::parse("t.toml", OK).unwrap();
+        assert_eq!(p.model.config().model.hidden, vec![128, 64]);
+        assert_eq!(p.labels.config().click_window_ms, 900_000);
+        let text = format!("{OK}\n[model]\nhidden = [64]\ndevice = \"cpu\"\n[model.guards]\nmax_auc_drop = 0.02\n[labels]\nclick_window_ms = 5000\n");
+        let p = Pipeline::parse("t.toml", &text).unwrap();
+        assert_eq!(p.model.config().model.hidden, vec![64]);
+        assert_eq!(p.model.config().guards.max_auc_drop, 0.02);
+        assert_eq!(p.labels.config().click_window_ms, 5_000);
+        for (bad, field) in [
+            ("[model]\ndevice = \"tpu\"", "model.device"),
+            ("[model]\nhidden = []", "model.hidden"),
+            ("[model]\nlearning_rate = 0.0", "model.learning_rate"),
+            (
+                "[model.guards]\ncalibration = [2.0, 1.0]",
+                "model.guards.calibration",
+            ),
+            ("[labels]\nclick_window_ms = -5", "labels.click_window_ms"),
+            (
+                "[model]\nfeatures = \"/nonexistent/features.json\"",
+                "model.features",
+            ),
+            ("[model]\nbatch_size = \"big\"", "model.batch_size"),
+        ] {
+            let err = Pipeline::parse("t.toml", &format!("{OK}\n{bad}\n")).unwrap_err();
+            assert!(err.message.contains(field), "{bad}: {err}");
+            assert!(err.line > 8, "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -25,6 +25,9 @@ use adstream_operators::ledger::Horizons;
 use adstream_operators::pacing::board::PacingBoard;
 use adstream_operators::pacing::operator::pacing;
 use adstream_operators::pacing::PacingUpdate;
+use adstream_operators::ranker::operator::train;
+use adstream_operators::ranker::scoring::{ModelSlot, PublishedModel, ScoringModel};
+use adstream_operators::ranker::trainer::TrainerControl;
 use adstream_operators::serve::operator::{serve, ServeConfig, ServeOutput, Served};
 use adstream_operators::source::{
     kafka_source, restore_offsets, wall_clock, SourceConfig, SourceControl,
@@ -136,6 +139,10 @@ pub struct Running {
     pub stop: Arc<AtomicBool>,
     /// The live campaign view behind the API.
     pub live: Arc<LiveState>,
+    /// The live model of this process's serving replicas.
+    pub models: Arc<ModelSlot>,
+    /// The trainer, in the process of worker 0.
+    pub trainer: Option<Arc<TrainerControl>>,
     /// The process's metrics.
     pub metrics: Metrics,
     /// The checkpoint store (offsets and operator state).
@@ -167,6 +174,10 @@ impl Running {
                     Ok(Err(e)) | Err(e) => failed.push(format!("worker {i}: {e}")),
                 }
             }
+        }
+        if let Some(trainer) = &self.trainer {
+            // The workers dropped its link: it finishes its batch and stops.
+            trainer.join();
         }
         self.sinks.flush(Duration::from_secs(10));
         if let Some(shutdown) = self.shutdown.take() {
@@ -234,6 +245,25 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
     )?);
     let running_store = store.clone();
     let live = Arc::new(LiveState::default());
+    // The online ranker: the trainer runs in the process of worker 0, beside the registry in
+    // its state directory; every process serves the versions it publishes.
+    let spec = pipeline
+        .model
+        .feature_spec()
+        .map_err(|e| anyhow::anyhow!("model.features: {e}"))?;
+    let models = Arc::new(ModelSlot::default());
+    let (trainer_link, trainer) = if *pipeline.model.enabled.get_ref() && opts.process == 0 {
+        let (link, control) = adstream_operators::ranker::trainer::spawn(
+            spec.clone(),
+            pipeline.model.config(),
+            state_dir.join("models"),
+        )
+        .context("starting the trainer")?;
+        (Some(link), Some(Arc::new(control)))
+    } else {
+        (None, None)
+    };
+    let trainer_link = Arc::new(Mutex::new(trainer_link));
     let sinks = Sinks::new(&config, &pipeline.topics)?;
     let stop = Arc::new(AtomicBool::new(false));
 
@@ -273,6 +303,8 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
         live: live.clone(),
         metrics: metrics.clone(),
         serving: Some(serving),
+        models: models.clone(),
+        trainer: trainer.clone(),
     };
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
     let server = runtime.spawn(async move {
@@ -302,6 +334,7 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
             click_ms: *pipeline.attribution.click_window_ms.get_ref(),
             view_ms: *pipeline.attribution.view_window_ms.get_ref(),
         },
+        labels: pipeline.labels.config(),
     };
     let serve_config = ServeConfig {
         secret: secret.clone(),
@@ -322,6 +355,8 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
     let worker_live = live.clone();
     let worker_metrics = metrics.clone();
     let worker_stop = stop.clone();
+    let worker_models = models.clone();
+    let install_metrics = metrics.clone();
     let guards = timely::execute(timely_config(workers, &opts)?, move |worker| -> Result<(), String> {
         let (index, peers) = (worker.index(), worker.peers());
         let leader = index % workers == 0;
@@ -342,6 +377,7 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
         worker_live.track_source(control.caught_up.clone());
         let probe = ProbeHandle::new();
         let status_pending: Rc<RefCell<BTreeMap<String, BudgetStatus>>> = Rc::default();
+        let label_stats: Rc<RefCell<Option<adstream_operators::labels::operator::LabelStatsHandle>>> = Rc::default();
         let status_sinks = worker_sinks.clone();
         let (sinks, live, metrics) = (worker_sinks.clone(), worker_live.clone(), worker_metrics.clone());
         let pacing_live = worker_live.clone();
@@ -370,7 +406,19 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
                     (time, record)
                 },
             );
-            let out = billing(ingested, billing_config, store.clone(), &probe);
+            let streams = billing(ingested, billing_config, store.clone(), &probe);
+            *label_stats.borrow_mut() = Some(streams.label_stats.clone());
+            let out = streams.ledger;
+            // Labelled examples train the ranker (on worker 0's trainer); the versions it
+            // publishes reach every process's serving replicas.
+            let link = if index == 0 { trainer_link.lock().ok().and_then(|mut l| l.take()) } else { None };
+            let slot = worker_models.clone();
+            let (install_metrics, spec) = (install_metrics.clone(), spec.clone());
+            train(streams.examples, link).broadcast().inspect(move |p: &PublishedModel| {
+                if leader {
+                    install(&slot, p, &spec, &install_metrics);
+                }
+            });
             // Sinks of the worker owning each campaign: dead letters, and budget status
             // coalesced per campaign (published by the worker loop below at most every 200 ms).
             let status_book: Rc<RefCell<BudgetBook>> = Rc::default();
@@ -409,7 +457,7 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
                 });
             let served_sinks = sinks.clone();
             let board = Rc::new(RefCell::new(PacingBoard::new(index, peers)));
-            let serving = serve(replica, requests, serve_config, activator_slot, board.clone());
+            let serving = serve(replica, requests, serve_config, activator_slot, board.clone(), worker_models.clone());
             serving
                 .clone()
                 .flat_map(|o| match o {
@@ -441,12 +489,21 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
                 }
             });
         });
+        let label_metrics = worker_metrics.clone();
         let mut last_status = Instant::now();
         loop {
             let done = control.finished.get() && probe.done();
             if done || last_status.elapsed() >= Duration::from_millis(200) {
                 for status in std::mem::take(&mut *status_pending.borrow_mut()).values() {
                     status_sinks.budget_status(status);
+                }
+                if let Some(handle) = label_stats.borrow().as_ref() {
+                    let counts = handle.lock().map(|mut s| std::mem::take(&mut *s)).unwrap_or_default();
+                    for (kind, n) in counts.counters() {
+                        if n > 0 {
+                            label_metrics.labels.with_label_values(&[kind]).inc_by(n);
+                        }
+                    }
                 }
                 last_status = Instant::now();
             }
@@ -462,6 +519,8 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
         api: bound,
         stop,
         live,
+        models,
+        trainer,
         metrics,
         store: running_store,
         guards: Some(guards),
@@ -470,6 +529,40 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
         server: Some(server),
         shutdown: Some(shutdown_tx),
     })
+}
+
+/// Loads a published version and makes it this process's live model.
+fn install(
+    slot: &ModelSlot,
+    published: &PublishedModel,
+    spec: &adstream_operators::ranker::features::FeatureSpec,
+    metrics: &Metrics,
+) {
+    match ScoringModel::load(published, spec) {
+        Ok(model) => {
+            let version = model.meta.version;
+            if slot.install(model) {
+                let now = EventTime::now().millis();
+                metrics.model_live_version.set(version as i64);
+                let data = &published.meta.data;
+                for (bound, at) in [
+                    ("oldest", data.oldest_new_click_ms),
+                    ("newest", data.newest_click_ms),
+                ] {
+                    if let Some(at) = at {
+                        metrics
+                            .model_click_to_live_seconds
+                            .with_label_values(&[bound])
+                            .observe((now - at).max(0) as f64 / 1000.0);
+                    }
+                }
+                tracing::info!(version, "model installed in serving");
+            }
+        }
+        Err(e) => {
+            tracing::error!(version = published.meta.version, error = %e, "cannot load a published model; serving keeps the previous one")
+        }
+    }
 }
 
 async fn wait_for_signal() {

@@ -1,11 +1,13 @@
-//! The billing graph: decoded inputs to catalog, attribution and ledger.
+//! The billing graph: decoded inputs to catalog, attribution and ledger, and the label join.
 //!
 //! ```text
 //!  Ingested ─route─┬─ campaigns ──────────────────────────────┐
 //!                  ├─ charges (CPM impressions, CPC clicks) ──┼─▶ Ledger ─▶ LedgerOutput
 //!                  ├─ touches ─────┐                          │     ▲
 //!                  ├─ conversions ─┴─▶ Attribute ─ CPA charges┘     │
-//!                  └─ dead letters ─────────────────────────────────┴──(concat)
+//!                  │                      └─ attributed conversions ┼──┐
+//!                  ├─ dead letters ─────────────────────────────────┘  │ (concat)
+//!                  └─ served, impressions, clicks ───────────────▶ LabelJoin ─▶ LabeledExample
 //! ```
 
 use std::sync::Arc;
@@ -17,11 +19,14 @@ use timely::dataflow::operators::vec::{Map, Partition};
 use timely::dataflow::operators::Probe;
 use timely::dataflow::{ProbeHandle, StreamVec};
 
-use crate::attribution::operator::{attribute, ConversionIn, UserTouch};
+use crate::attribution::operator::{attribute, Attributed, ConversionIn, UserTouch};
 use crate::attribution::{Touch, Windows};
 use crate::catalog::CatalogUpdate;
 use crate::checkpoint::StateStore;
+use crate::events::EventKind;
 use crate::ingest::{DeadLetter, Ingested};
+use crate::labels::operator::{label_join, LabelStatsHandle};
+use crate::labels::{LabelConfig, LabelEvent, LabeledExample};
 use crate::ledger::operator::{ledger, CampaignActivity, LedgerConfig, LedgerOutput};
 use crate::ledger::Charge;
 
@@ -32,6 +37,18 @@ pub struct BillingConfig {
     pub ledger: LedgerConfig,
     /// Attribution windows.
     pub windows: Windows,
+    /// The label join's windows and bound.
+    pub labels: LabelConfig,
+}
+
+/// What the billing graph produces.
+pub struct BillingStreams<'scope> {
+    /// The ledger's output, refusals and activity counts.
+    pub ledger: StreamVec<'scope, u64, LedgerOutput>,
+    /// Labelled training examples.
+    pub examples: StreamVec<'scope, u64, LabeledExample>,
+    /// This worker's label-join counts, for metrics.
+    pub label_stats: LabelStatsHandle,
 }
 
 enum Routed {
@@ -40,7 +57,10 @@ enum Routed {
     Touch(Box<UserTouch>),
     Conversion(Box<ConversionIn>),
     Dead(Box<DeadLetter>),
+    Label(Box<LabelEvent>),
 }
+
+const PARTS: u64 = 6;
 
 impl Routed {
     fn part(&self) -> u64 {
@@ -50,12 +70,14 @@ impl Routed {
             Routed::Touch(_) => 2,
             Routed::Conversion(_) => 3,
             Routed::Dead(_) => 4,
+            Routed::Label(_) => 5,
         }
     }
 }
 
 /// Splits a decoded record into what each stage needs: a verified impression or click is a touch
-/// for attribution and, when its win bills on that event, a charge for the ledger.
+/// for attribution, an outcome for the label join and, when its win bills on that event, a charge
+/// for the ledger; a served record goes to the label join.
 fn route_ingested(record: Ingested) -> Vec<Routed> {
     match record {
         Ingested::Campaign {
@@ -74,7 +96,21 @@ fn route_ingested(record: Ingested) -> Vec<Routed> {
             origin,
             raw,
         } => {
-            let mut out = Vec::with_capacity(2);
+            let mut out = Vec::with_capacity(3);
+            let (request_id, imp_id, ts) =
+                (claims.request_id.clone(), claims.imp_id.clone(), event.ts);
+            out.push(Routed::Label(Box::new(match kind {
+                EventKind::Click => LabelEvent::Click {
+                    request_id,
+                    imp_id,
+                    ts,
+                },
+                _ => LabelEvent::Impression {
+                    request_id,
+                    imp_id,
+                    ts,
+                },
+            })));
             if claims.billing.charged_event() == kind {
                 out.push(Routed::Charge(Box::new(Charge::for_event(
                     kind,
@@ -102,6 +138,7 @@ fn route_ingested(record: Ingested) -> Vec<Routed> {
                 raw: *raw,
             }))]
         }
+        Ingested::Served(served) => vec![Routed::Label(Box::new(LabelEvent::Served(served)))],
         Ingested::Dead(d) => vec![Routed::Dead(d)],
     }
 }
@@ -113,15 +150,16 @@ pub fn billing<'scope>(
     config: BillingConfig,
     store: Arc<dyn StateStore>,
     progress: &ProbeHandle<u64>,
-) -> StreamVec<'scope, u64, LedgerOutput> {
+) -> BillingStreams<'scope> {
     let mut parts = ingested
         .flat_map(route_ingested)
-        .partition(5, |r| (r.part(), r));
-    let dead = parts.pop().expect("5 parts");
-    let conversions = parts.pop().expect("5 parts");
-    let touches = parts.pop().expect("5 parts");
-    let charges = parts.pop().expect("5 parts");
-    let campaigns = parts.pop().expect("5 parts");
+        .partition(PARTS, |r| (r.part(), r));
+    let labels = parts.pop().expect("6 parts");
+    let dead = parts.pop().expect("6 parts");
+    let conversions = parts.pop().expect("6 parts");
+    let touches = parts.pop().expect("6 parts");
+    let charges = parts.pop().expect("6 parts");
+    let campaigns = parts.pop().expect("6 parts");
 
     let campaigns = campaigns.flat_map(|r| match r {
         Routed::Campaign(c) => Some(c),
@@ -144,8 +182,13 @@ pub fn billing<'scope>(
         _ => None,
     });
 
+    let labels = labels.flat_map(|r| match r {
+        Routed::Label(l) => Some(*l),
+        _ => None,
+    });
+
     let activity = count_activity(touches.clone());
-    let cpa = attribute(
+    let attributed = attribute(
         touches,
         conversions,
         config.windows,
@@ -153,11 +196,33 @@ pub fn billing<'scope>(
         store.clone(),
     )
     .probe_with(progress);
+    let cpa = attributed.clone().flat_map(|a| match a {
+        Attributed::Charge(c) => Some(*c),
+        Attributed::Conversion(_) => None,
+    });
+    let attributed_conversions = attributed.flat_map(|a| match a {
+        Attributed::Conversion(c) => Some(LabelEvent::Conversion(c)),
+        Attributed::Charge(_) => None,
+    });
+    let label_stats = LabelStatsHandle::default();
+    let examples = label_join(
+        labels.concat(attributed_conversions),
+        config.labels,
+        config.ledger.checkpoint_interval,
+        store.clone(),
+        label_stats.clone(),
+    )
+    .probe_with(progress);
     let all_charges = charges.concat(cpa);
-    ledger(campaigns, all_charges, config.ledger, store)
+    let ledger = ledger(campaigns, all_charges, config.ledger, store)
         .probe_with(progress)
         .concat(dead)
-        .concat(activity)
+        .concat(activity);
+    BillingStreams {
+        ledger,
+        examples,
+        label_stats,
+    }
 }
 
 /// Sums impressions and clicks per campaign over each batch of touches, for serving's prior.
@@ -172,7 +237,7 @@ fn count_activity<'scope>(
                 for (_, touch) in data.iter() {
                     let c = counts.entry(touch.claims.campaign_id.as_str()).or_default();
                     match touch.kind {
-                        crate::events::EventKind::Click => c.clicks += 1,
+                        EventKind::Click => c.clicks += 1,
                         _ => c.impressions += 1,
                     }
                 }

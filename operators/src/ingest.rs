@@ -5,8 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::events::{AdEvent, Campaign, Conversion, EventKind, ParseError};
+use crate::events::{parse_json, AdEvent, Campaign, Conversion, EventKind, ParseError};
 use crate::ledger::Origin;
+use crate::serve::operator::Served;
 use crate::time::EventTime;
 use crate::token::{self, TokenError, WinClaims};
 
@@ -22,15 +23,18 @@ pub enum StreamId {
     Clicks = 2,
     /// `ads.conversions`.
     Conversions = 3,
+    /// `ads.served`: the served ads adstream itself logged, read back for the label join.
+    Served = 4,
 }
 
 impl StreamId {
     /// Every input stream.
-    pub const ALL: [StreamId; 4] = [
+    pub const ALL: [StreamId; 5] = [
         StreamId::Campaigns,
         StreamId::Impressions,
         StreamId::Clicks,
         StreamId::Conversions,
+        StreamId::Served,
     ];
 
     /// From the numeric id stored in an [`Origin`].
@@ -45,6 +49,7 @@ impl StreamId {
             StreamId::Impressions => "impressions",
             StreamId::Clicks => "clicks",
             StreamId::Conversions => "conversions",
+            StreamId::Served => "served",
         }
     }
 }
@@ -203,8 +208,27 @@ pub enum Ingested {
         /// The original message, kept for a dead letter downstream.
         raw: Box<RawBytes>,
     },
+    /// A served ad read back from `ads.served`, for the label join.
+    Served(Box<Served>),
     /// Refused.
     Dead(Box<DeadLetter>),
+}
+
+/// Parses a served-ad record; `request_id` and `imp_id` (the join key) must not be empty.
+fn parse_served(bytes: &[u8]) -> Result<Served, ParseError> {
+    let served: Served = parse_json(bytes)?;
+    for (field, value) in [
+        ("request_id", &served.request_id),
+        ("imp_id", &served.imp_id),
+    ] {
+        if value.trim().is_empty() {
+            return Err(ParseError::Field {
+                field: field.to_string(),
+                message: "must not be empty".to_string(),
+            });
+        }
+    }
+    Ok(served)
 }
 
 /// What [`decode`] needs from the pipeline.
@@ -341,6 +365,13 @@ pub fn decode(msg: RawMessage, cfg: &DecodeConfig) -> (Option<EventTime>, Ingest
                         }),
                     },
                 ),
+                Err(e) => (kafka_time, refuse_parse(msg, e)),
+            }
+        }
+        StreamId::Served => {
+            let bytes = msg.payload.as_deref().unwrap_or_default();
+            match parse_served(bytes) {
+                Ok(served) => (Some(served.ts), Ingested::Served(Box::new(served))),
                 Err(e) => (kafka_time, refuse_parse(msg, e)),
             }
         }
@@ -503,5 +534,65 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn served_records_decode_at_their_time_and_bad_ones_are_dead_letters() {
+        let doc = serde_json::json!({
+            "request_id": "r", "imp_id": "1", "ts": 1234, "campaign_id": "c",
+            "advertiser_id": "adv", "ad_id": "a", "billing": "cpc", "charge_micros": 10,
+            "price_ecpm_micros": 10, "pctr": 0.01, "pcvr": 0.1, "model_version": "m",
+            "user_id": "u", "country": "FR", "device": null, "interests": ["x"], "tag_id": null,
+        });
+        let body = serde_json::to_vec(&doc).unwrap();
+        let (ts, rec) = decode(msg(StreamId::Served, &body), &cfg());
+        assert_eq!(ts, Some(EventTime(1234)));
+        match rec {
+            Ingested::Served(s) => {
+                assert_eq!((s.request_id.as_str(), s.ts), ("r", EventTime(1234)))
+            }
+            other => panic!("not a served record: {other:?}"),
+        }
+        let field = |name: &str, value: serde_json::Value| {
+            let mut d = doc.clone();
+            match value {
+                serde_json::Value::Null => d.as_object_mut().unwrap().remove(name),
+                v => d.as_object_mut().unwrap().insert(name.into(), v),
+            };
+            serde_json::to_vec(&d).unwrap()
+        };
+        let cases = [
+            (
+                b"{\"request_id\":".to_vec(),
+                Reason::MalformedJson,
+                "malformed JSON",
+            ),
+            (
+                field("ts", serde_json::Value::Null),
+                Reason::InvalidField,
+                "`ts`",
+            ),
+            (field("ts", "soon".into()), Reason::InvalidField, "`ts`"),
+            (field("imp_id", "".into()), Reason::InvalidField, "`imp_id`"),
+            (
+                field("request_id", 7.into()),
+                Reason::InvalidField,
+                "`request_id`",
+            ),
+        ];
+        for (body, want, named) in cases {
+            let (ts, rec) = decode(msg(StreamId::Served, &body), &cfg());
+            assert_eq!(ts, Some(EventTime(5)), "the Kafka time");
+            match rec {
+                Ingested::Dead(d) => {
+                    assert_eq!(d.reason, want, "{}", d.detail);
+                    assert!(d.detail.contains(named), "{}", d.detail);
+                    assert_eq!(d.origin.stream, StreamId::Served as u8);
+                }
+                other => panic!("accepted: {other:?}"),
+            }
+        }
+        assert_eq!(StreamId::from_u8(4), Some(StreamId::Served));
+        assert_eq!(StreamId::Served.as_str(), "served");
     }
 }

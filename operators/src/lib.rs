@@ -2,7 +2,8 @@
 //!
 //! Each stage of the funnel is a module: [`source`] reads Kafka partitions, [`ingest`] decodes
 //! and verifies, [`catalog`] holds campaigns, [`attribution`] matches conversions to touches,
-//! [`ledger`] charges spend exactly once, and [`checkpoint`] is the protocol they all follow.
+//! [`ledger`] charges spend exactly once, [`labels`] joins served ads with their outcomes into
+//! training examples, and [`checkpoint`] is the protocol they all follow.
 //! [`graph`] wires them together. Domain logic is plain Rust, tested without timely; the
 //! operators are thin shells over it.
 #![deny(missing_docs)]
@@ -13,9 +14,11 @@ pub mod checkpoint;
 pub mod events;
 pub mod graph;
 pub mod ingest;
+pub mod labels;
 pub mod ledger;
 pub mod pacing;
 pub mod quality;
+pub mod ranker;
 pub mod routing;
 pub mod serve;
 pub mod source;

@@ -7,9 +7,11 @@
 //! - `dedup-memory`: resident memory per million live dedup keys.
 //! - [`freshness`]: produce-to-API delay and end-to-end throughput against a running pipeline.
 //! - [`pacing`]: the pacing law against an ASAP baseline over simulated days.
+//! - [`ranker`]: the online ranker's AUC over a simulated day, and training examples/s.
 
 pub mod freshness;
 pub mod pacing;
+pub mod ranker;
 
 /// Produces `n` active CPM/CPC/CPA campaigns over 20 countries, 3 device types and 50
 /// advertisers to `pipeline`'s campaigns topic, for serving benchmarks.
@@ -63,6 +65,7 @@ use adstream_operators::checkpoint::{MemoryStore, StateStore};
 use adstream_operators::events::Billing;
 use adstream_operators::graph::{billing, BillingConfig};
 use adstream_operators::ingest::{decode, DecodeConfig, Ingested, RawMessage, StreamId};
+use adstream_operators::labels::LabelConfig;
 use adstream_operators::ledger::operator::LedgerConfig;
 use adstream_operators::ledger::{Charge, DedupEntry, DedupSet, Horizons, Ledger, Origin};
 use adstream_operators::source::{kafka_source, SourceConfig, SourceControl, VecReader};
@@ -226,10 +229,12 @@ pub fn dataflow(n: usize, workers: usize) -> f64 {
                         checkpoint_interval: 1_000,
                     },
                     windows: Windows::default(),
+                    labels: LabelConfig::default(),
                 },
                 store.clone(),
                 &probe,
             )
+            .ledger
             .probe_with(&probe);
         });
         // Run until this worker's input is drained, then stop and let the graph complete.

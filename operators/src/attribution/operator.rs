@@ -1,9 +1,12 @@
-//! The attribution operator: impressions, clicks and conversions keyed by user in, CPA charges out.
+//! The attribution operator: impressions, clicks and conversions keyed by user in, attributed
+//! conversions and CPA charges out.
 //!
 //! Every verified impression and click is recorded as a touch; every conversion waits until the
-//! touches input has passed its time (so touches read by other workers are in), is attributed
-//! ([`Attributor::attribute`]) and, if the touch's win bills per action, becomes a [`Charge`]
-//! carrying that win's token claims. Touches are checkpointed through a [`CheckpointGate`].
+//! touches input has passed its time (so touches read by other workers are in) and is attributed
+//! ([`Attributor::attribute`]). Every attributed conversion, whatever its win's billing type, is
+//! emitted as an [`AttributedConversion`] (the label join's conversion outcome); if the touch's
+//! win bills per action it also becomes a [`Charge`] carrying that win's token claims. Touches are
+//! checkpointed through a [`CheckpointGate`].
 
 use std::sync::Arc;
 
@@ -18,6 +21,7 @@ use crate::events::{Billing, Conversion, EventKind};
 use crate::ingest::RawBytes;
 use crate::ledger::{Charge, Origin};
 use crate::routing::{owns, route, split_hash_prefix};
+use crate::time::EventTime;
 
 /// A conversion on its way to attribution.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,6 +32,30 @@ pub struct ConversionIn {
     pub origin: Origin,
     /// Its original bytes.
     pub raw: RawBytes,
+}
+
+/// A conversion matched to the served ad (`request_id`, `imp_id`) it is attributed to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttributedConversion {
+    /// Request of the touched ad.
+    pub request_id: String,
+    /// Slot of the touched ad.
+    pub imp_id: String,
+    /// The conversion's `event_id`.
+    pub conversion_id: String,
+    /// When the conversion happened.
+    pub ts: EventTime,
+    /// Attributed to a click (`true`) or, view-through, to an impression (`false`).
+    pub via_click: bool,
+}
+
+/// What the attribution operator emits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Attributed {
+    /// A CPA win's conversion, to be charged by the ledger.
+    Charge(Box<Charge>),
+    /// Every attributed conversion, of any billing type, for the label join.
+    Conversion(AttributedConversion),
 }
 
 /// A touch of a user, on its way to attribution.
@@ -58,14 +86,14 @@ pub fn restore(store: &dyn StateStore, windows: Windows, index: usize, peers: us
     attributor
 }
 
-/// Builds the attribution operator.
+/// Builds the attribution operator: every attributed conversion out, and a charge for each CPA one.
 pub fn attribute<'scope>(
     touches: StreamVec<'scope, u64, UserTouch>,
     conversions: StreamVec<'scope, u64, ConversionIn>,
     windows: Windows,
     checkpoint_interval: u64,
     store: Arc<dyn StateStore>,
-) -> StreamVec<'scope, u64, Charge> {
+) -> StreamVec<'scope, u64, Attributed> {
     let scope = touches.scope();
     let (index, peers) = (scope.index(), scope.peers());
     touches.binary_frontier(
@@ -101,18 +129,25 @@ pub fn attribute<'scope>(
                     let Some(touch) = state.attribute(&e.user_id, &e.advertiser_id, e.ts) else {
                         continue;
                     };
-                    if touch.claims.billing != Billing::Cpa {
-                        continue;
-                    }
-                    output.session(&cap).give(Charge {
-                        claims: touch.claims.clone(),
-                        kind: EventKind::Conversion,
+                    let mut session = output.session(&cap);
+                    session.give(Attributed::Conversion(AttributedConversion {
+                        request_id: touch.claims.request_id.clone(),
+                        imp_id: touch.claims.imp_id.clone(),
+                        conversion_id: e.event_id.clone(),
                         ts: e.ts,
-                        conversion_id: Some(e.event_id.clone()),
-                        origin: conv.origin,
-                        key: conv.raw.key.clone(),
-                        payload: conv.raw.payload.clone(),
-                    });
+                        via_click: touch.kind == EventKind::Click,
+                    }));
+                    if touch.claims.billing == Billing::Cpa {
+                        session.give(Attributed::Charge(Box::new(Charge {
+                            claims: touch.claims.clone(),
+                            kind: EventKind::Conversion,
+                            ts: e.ts,
+                            conversion_id: Some(e.event_id.clone()),
+                            origin: conv.origin,
+                            key: conv.raw.key,
+                            payload: conv.raw.payload,
+                        })));
+                    }
                 }
                 pending = still;
                 let frontier = [

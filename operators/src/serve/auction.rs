@@ -232,7 +232,7 @@ mod tests {
         ];
         let wins = run_auction(&[slot("1", 0), slot("2", 0)], &cands, 0);
         assert_eq!(wins.len(), 1);
-        assert_eq!(wins[0].price_ecpm_micros, 0.max(0));
+        assert_eq!(wins[0].price_ecpm_micros, 0);
     }
 
     proptest! {

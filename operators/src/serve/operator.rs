@@ -29,6 +29,7 @@ use crate::ledger::status::BudgetBook;
 use crate::pacing::board::PacingBoard;
 use crate::pacing::reservation::expected_cost;
 use crate::pacing::PacingFeedback;
+use crate::ranker::scoring::ModelSlot;
 use crate::routing::route;
 use crate::time::EventTime;
 use crate::token::{sign, WinClaims};
@@ -100,6 +101,83 @@ pub struct Served {
     pub interests: Vec<String>,
     /// Features: tag id of the slot.
     pub tag_id: Option<String>,
+    /// Features: `site` or `app`.
+    #[serde(default)]
+    pub inventory: Option<String>,
+    /// Features: the campaign's bid, micros per billing unit.
+    #[serde(default)]
+    pub bid_micros: u64,
+    /// Features: the campaign's targeted interests.
+    #[serde(default)]
+    pub ad_interests: Vec<String>,
+}
+
+impl Served {
+    /// The log record of `win` in `request`, with the raw feature values the ranker used
+    /// (`ranker::features::FeatureContext::from_served` reads them back for training).
+    pub fn from_win(
+        request: &AdRequest,
+        win: &Win,
+        ad_interests: &[String],
+        now: EventTime,
+        model_version: &str,
+    ) -> Served {
+        let c = &win.candidate;
+        Served {
+            request_id: request.id.clone(),
+            imp_id: win.imp_id.clone(),
+            ts: now,
+            campaign_id: c.campaign_id.clone(),
+            advertiser_id: c.advertiser_id.clone(),
+            ad_id: c.ad_id.clone(),
+            billing: c.billing,
+            charge_micros: win.charge_micros,
+            price_ecpm_micros: win.price_ecpm_micros,
+            pctr: c.pctr,
+            pcvr: c.pcvr,
+            model_version: model_version.to_string(),
+            user_id: request.user_id.clone(),
+            country: request.country.clone(),
+            device: request.device.clone(),
+            interests: request.interests.clone(),
+            tag_id: request
+                .slots
+                .iter()
+                .find(|s| s.imp_id == win.imp_id)
+                .and_then(|s| s.tag_id.clone()),
+            inventory: Some(if request.is_site { "site" } else { "app" }.to_string()),
+            bid_micros: c.bid_micros,
+            ad_interests: ad_interests.to_vec(),
+        }
+    }
+
+    /// A record for `listed` winning `request`'s first slot, for tests.
+    #[cfg(test)]
+    pub fn for_test(request: &AdRequest, listed: &crate::catalog::Listed, now: EventTime) -> Self {
+        let c = &listed.campaign;
+        let win = Win {
+            imp_id: request
+                .slots
+                .first()
+                .map_or(String::new(), |s| s.imp_id.clone()),
+            candidate: Candidate {
+                campaign_id: c.campaign_id.clone(),
+                advertiser_id: c.advertiser_id.clone(),
+                ad_id: c
+                    .creatives
+                    .first()
+                    .map_or(String::new(), |a| a.ad_id.clone()),
+                billing: c.billing,
+                bid_micros: c.bid_micros,
+                pctr: 0.02,
+                pcvr: 0.05,
+            },
+            ecpm_micros: 0,
+            price_ecpm_micros: 0,
+            charge_micros: 0,
+        };
+        Served::from_win(request, &win, &c.targeting.interests, now, "test")
+    }
 }
 
 /// What the serving operator emits: served ads for `ads.served`, and feedback for pacing.
@@ -173,7 +251,7 @@ pub fn answer(
         config.max_candidates,
         |l| pace(board, reach, &request.id, &l.campaign.campaign_id),
     );
-    let predictions = ranker.score(request, &listed);
+    let predictions = ranker.score(request, &listed, now);
     let candidates: Vec<Candidate> = listed
         .iter()
         .zip(predictions)
@@ -240,6 +318,7 @@ pub fn serve<'scope>(
     config: ServeConfig,
     activator: Arc<Mutex<Option<SyncActivator>>>,
     board: Rc<RefCell<PacingBoard>>,
+    models: Arc<ModelSlot>,
 ) -> StreamVec<'scope, u64, ServeOutput> {
     let scope = replica.scope();
     let replica_index = scope.index();
@@ -313,12 +392,17 @@ pub fn serve<'scope>(
                     continue;
                 }
                 let now = EventTime::now();
+                let model = models.current();
+                let ranking: &dyn Ranker = match &model {
+                    Some(m) => m.as_ref(),
+                    None => &ranker,
+                };
                 let outcome = answer(
                     &book,
                     &index,
                     &board.borrow(),
                     &mut reach,
-                    &ranker,
+                    ranking,
                     &config,
                     &job.request,
                     now,
@@ -351,29 +435,17 @@ pub fn serve<'scope>(
                             micros,
                             expires_ms,
                         }));
-                        session.give(ServeOutput::Served(Box::new(Served {
-                            request_id: r.id.clone(),
-                            imp_id: w.win.imp_id.clone(),
-                            ts: now,
-                            campaign_id: w.win.candidate.campaign_id.clone(),
-                            advertiser_id: w.win.candidate.advertiser_id.clone(),
-                            ad_id: w.win.candidate.ad_id.clone(),
-                            billing: w.win.candidate.billing,
-                            charge_micros: w.win.charge_micros,
-                            price_ecpm_micros: w.win.price_ecpm_micros,
-                            pctr: w.win.candidate.pctr,
-                            pcvr: w.win.candidate.pcvr,
-                            model_version: outcome.model_version.clone(),
-                            user_id: r.user_id.clone(),
-                            country: r.country.clone(),
-                            device: r.device.clone(),
-                            interests: r.interests.clone(),
-                            tag_id: r
-                                .slots
-                                .iter()
-                                .find(|s| s.imp_id == w.win.imp_id)
-                                .and_then(|s| s.tag_id.clone()),
-                        })));
+                        let ad_interests = book
+                            .catalog()
+                            .get(&candidate.campaign_id)
+                            .map_or(&[][..], |l| &l.campaign.targeting.interests[..]);
+                        session.give(ServeOutput::Served(Box::new(Served::from_win(
+                            r,
+                            &w.win,
+                            ad_interests,
+                            now,
+                            &outcome.model_version,
+                        ))));
                     }
                 }
                 (job.reply)(outcome);

@@ -1,11 +1,13 @@
 //! Ranking: predicted click and conversion probabilities for a request's candidates.
 //!
-//! The [`Ranker`] trait scores a batch; until a trained model is live (and whenever one fails
-//! or runs late) the [`PriorRanker`] answers with a prior per campaign, so ranking never errors.
+//! The [`Ranker`] trait scores a batch; until a trained model is live (and whenever one fails)
+//! the [`PriorRanker`] answers with a prior per campaign, so ranking never errors. The trained
+//! model is `crate::ranker::scoring::ScoringModel`.
 
 use std::collections::HashMap;
 
 use crate::catalog::Listed;
+use crate::time::EventTime;
 
 use super::request::AdRequest;
 
@@ -21,7 +23,8 @@ pub struct Prediction {
 /// Scores candidates in one batch.
 pub trait Ranker {
     /// One prediction per candidate, in order.
-    fn score(&self, request: &AdRequest, candidates: &[&Listed]) -> Vec<Prediction>;
+    fn score(&self, request: &AdRequest, candidates: &[&Listed], now: EventTime)
+        -> Vec<Prediction>;
     /// The model version that produced the scores.
     fn version(&self) -> String;
 }
@@ -72,7 +75,12 @@ impl PriorRanker {
 }
 
 impl Ranker for PriorRanker {
-    fn score(&self, _request: &AdRequest, candidates: &[&Listed]) -> Vec<Prediction> {
+    fn score(
+        &self,
+        _request: &AdRequest,
+        candidates: &[&Listed],
+        _now: EventTime,
+    ) -> Vec<Prediction> {
         candidates
             .iter()
             .map(|l| self.predict(&l.campaign.campaign_id))

@@ -1,0 +1,627 @@
+//! Features: one definition, `schemas/features.json`, for serving and training.
+//!
+//! A [`FeatureContext`] is the raw material of one (request, candidate) pair. Serving builds it
+//! from the request and the listed campaign ([`FeatureContext::for_candidate`]); training builds
+//! it from the logged `ads.served` record ([`FeatureContext::from_served`]), which carries the
+//! same raw values. Both go through the same [`FeatureSpec::encode`], so the model sees the same
+//! numbers for the same ad in both places (the seeds' "unified feature representation").
+//!
+//! Types: `categorical` (hashed into `buckets` embedding rows, row 0 = missing),
+//! `multi_categorical` (a bag of values hashed the same way and mean-pooled, at most
+//! `max_values`), `numeric` (optional `log1p`, clipped, then `(x - mean) / std`) and `dense`
+//! (a fixed-size vector).
+//!
+//! Features of the serving time (the `time_of_day` vector) leak labels in online training: a
+//! click is trained on at once, its negatives only when their click window closes, so the newest
+//! examples are the positives and a model that reads the time learns "recent means clicked". The
+//! shipped spec leaves them out; add them only with a click window short next to their period.
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::catalog::Listed;
+use crate::events::Billing;
+use crate::serve::operator::Served;
+use crate::serve::request::AdRequest;
+use crate::time::EventTime;
+
+/// The feature spec shipped in `schemas/features.json`.
+pub const DEFAULT_SPEC: &str = include_str!("../../../schemas/features.json");
+
+/// A refused feature spec; names the feature and field.
+#[derive(Debug, Error, PartialEq)]
+pub enum SpecError {
+    /// Not valid JSON for a spec.
+    #[error("feature spec: {0}")]
+    Parse(String),
+    /// A field has an invalid value.
+    #[error("feature spec: features[{index}] ({name}): field `{field}`: {message}")]
+    Field {
+        /// Position in `features`.
+        index: usize,
+        /// The feature's name.
+        name: String,
+        /// The field at fault.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Where a feature's raw value comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// The request's user.
+    UserId,
+    /// The request's country.
+    Country,
+    /// The request's device type.
+    Device,
+    /// `site` or `app`.
+    Inventory,
+    /// The slot's tag id (serving scores with the request's first slot).
+    TagId,
+    /// The candidate campaign.
+    CampaignId,
+    /// Its advertiser.
+    AdvertiserId,
+    /// Its ad.
+    AdId,
+    /// Its billing unit.
+    Billing,
+    /// The user's interests.
+    Interests,
+    /// The campaign's targeted interests.
+    AdInterests,
+    /// The campaign's bid, micros per billing unit.
+    BidMicros,
+    /// How many of the user's interests the campaign targets.
+    InterestOverlap,
+    /// `[sin, cos]` of the UTC time of day.
+    TimeOfDay,
+}
+
+impl Source {
+    fn is_text(self) -> bool {
+        matches!(
+            self,
+            Source::UserId
+                | Source::Country
+                | Source::Device
+                | Source::Inventory
+                | Source::TagId
+                | Source::CampaignId
+                | Source::AdvertiserId
+                | Source::AdId
+                | Source::Billing
+        )
+    }
+}
+
+/// One feature's definition.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Feature {
+    /// A single value hashed into an embedding table.
+    Categorical {
+        /// Name (embedding tables are named after it).
+        name: String,
+        /// Where the value comes from.
+        source: Source,
+        /// Rows of the table.
+        buckets: u32,
+    },
+    /// A bag of values, hashed and mean-pooled.
+    MultiCategorical {
+        /// Name.
+        name: String,
+        /// Where the values come from.
+        source: Source,
+        /// Rows of the table.
+        buckets: u32,
+        /// Values beyond this many are ignored.
+        max_values: usize,
+    },
+    /// A number, transformed and normalised.
+    Numeric {
+        /// Name.
+        name: String,
+        /// Where the value comes from.
+        source: Source,
+        /// Apply `ln(1 + x)` first.
+        #[serde(default)]
+        log1p: bool,
+        /// Clip to `[lo, hi]` (after `log1p`).
+        clip: [f64; 2],
+        /// Subtracted after clipping.
+        mean: f64,
+        /// Divides after subtracting the mean.
+        std: f64,
+    },
+    /// A fixed-size vector.
+    Dense {
+        /// Name.
+        name: String,
+        /// Where the vector comes from.
+        source: Source,
+        /// Its length.
+        dim: usize,
+    },
+}
+
+impl Feature {
+    /// The feature's name.
+    pub fn name(&self) -> &str {
+        match self {
+            Feature::Categorical { name, .. }
+            | Feature::MultiCategorical { name, .. }
+            | Feature::Numeric { name, .. }
+            | Feature::Dense { name, .. } => name,
+        }
+    }
+}
+
+/// The whole spec.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FeatureSpec {
+    /// What the file is.
+    #[serde(default)]
+    pub description: String,
+    /// Bumped when encodings change (a model is tied to it).
+    pub version: u32,
+    /// The features, in model input order.
+    pub features: Vec<Feature>,
+}
+
+/// The raw values of one (request, candidate) pair.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FeatureContext<'a> {
+    /// User.
+    pub user_id: Option<&'a str>,
+    /// Country.
+    pub country: Option<&'a str>,
+    /// Device.
+    pub device: Option<&'a str>,
+    /// `site` or `app`.
+    pub inventory: Option<&'a str>,
+    /// Slot tag.
+    pub tag_id: Option<&'a str>,
+    /// Campaign.
+    pub campaign_id: &'a str,
+    /// Advertiser.
+    pub advertiser_id: &'a str,
+    /// Ad.
+    pub ad_id: &'a str,
+    /// Billing unit.
+    pub billing: Option<Billing>,
+    /// The user's interests.
+    pub interests: &'a [String],
+    /// The campaign's targeted interests.
+    pub ad_interests: &'a [String],
+    /// Bid, micros.
+    pub bid_micros: u64,
+    /// When.
+    pub ts: EventTime,
+}
+
+impl<'a> FeatureContext<'a> {
+    /// Serving: `request` and one of its candidates at `now`.
+    pub fn for_candidate(request: &'a AdRequest, listed: &'a Listed, now: EventTime) -> Self {
+        let c = &listed.campaign;
+        FeatureContext {
+            user_id: request.user_id.as_deref(),
+            country: request.country.as_deref(),
+            device: request.device.as_deref(),
+            inventory: Some(if request.is_site { "site" } else { "app" }),
+            tag_id: request.slots.first().and_then(|s| s.tag_id.as_deref()),
+            campaign_id: &c.campaign_id,
+            advertiser_id: &c.advertiser_id,
+            ad_id: c.creatives.first().map_or("", |cr| cr.ad_id.as_str()),
+            billing: Some(c.billing),
+            interests: &request.interests,
+            ad_interests: &c.targeting.interests,
+            bid_micros: c.bid_micros,
+            ts: now,
+        }
+    }
+
+    /// Training: what serving logged.
+    pub fn from_served(s: &'a Served) -> Self {
+        FeatureContext {
+            user_id: s.user_id.as_deref(),
+            country: s.country.as_deref(),
+            device: s.device.as_deref(),
+            inventory: s.inventory.as_deref(),
+            tag_id: s.tag_id.as_deref(),
+            campaign_id: &s.campaign_id,
+            advertiser_id: &s.advertiser_id,
+            ad_id: &s.ad_id,
+            billing: Some(s.billing),
+            interests: &s.interests,
+            ad_interests: &s.ad_interests,
+            bid_micros: s.bid_micros,
+            ts: s.ts,
+        }
+    }
+
+    fn text(&self, source: Source) -> Option<&str> {
+        match source {
+            Source::UserId => self.user_id,
+            Source::Country => self.country,
+            Source::Device => self.device,
+            Source::Inventory => self.inventory,
+            Source::TagId => self.tag_id,
+            Source::CampaignId => Some(self.campaign_id),
+            Source::AdvertiserId => Some(self.advertiser_id),
+            Source::AdId => Some(self.ad_id),
+            Source::Billing => self.billing.map(Billing::as_str),
+            _ => None,
+        }
+        .filter(|s| !s.is_empty())
+    }
+
+    fn bag(&self, source: Source) -> &[String] {
+        match source {
+            Source::Interests => self.interests,
+            Source::AdInterests => self.ad_interests,
+            _ => &[],
+        }
+    }
+
+    fn number(&self, source: Source) -> f64 {
+        match source {
+            Source::BidMicros => self.bid_micros as f64,
+            Source::InterestOverlap => self
+                .interests
+                .iter()
+                .filter(|i| self.ad_interests.contains(i))
+                .count() as f64,
+            _ => 0.0,
+        }
+    }
+
+    fn vector(&self, source: Source, out: &mut Vec<f32>) {
+        if source == Source::TimeOfDay {
+            let day = self.ts.millis().rem_euclid(86_400_000) as f64 / 86_400_000.0;
+            let angle = day * std::f64::consts::TAU;
+            out.push(angle.sin() as f32);
+            out.push(angle.cos() as f32);
+        }
+    }
+}
+
+/// Rows of a batch, encoded: what the model's input tensors are made of.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EncodedBatch {
+    /// Rows.
+    pub len: usize,
+    /// Per categorical feature: one row index per example.
+    pub categorical: Vec<Vec<u32>>,
+    /// Per multi-categorical feature: `max_values` row indices per example, and the pooling
+    /// weight of each (1/n for the n values present, 0 for padding).
+    pub bags: Vec<(Vec<u32>, Vec<f32>)>,
+    /// Numeric and dense values, `dense_dim` per example.
+    pub dense: Vec<f32>,
+}
+
+fn hash_bucket(feature: &str, value: &str, buckets: u32) -> u32 {
+    if buckets <= 1 {
+        return 0;
+    }
+    let h = xxhash_rust::xxh3::xxh3_64_with_seed(value.as_bytes(), crate::routing::route(feature));
+    1 + (h % u64::from(buckets - 1)) as u32
+}
+
+impl FeatureSpec {
+    /// Parses and checks a spec; errors name the feature and field.
+    pub fn parse(text: &str) -> Result<Self, SpecError> {
+        let spec: FeatureSpec =
+            serde_json::from_str(text).map_err(|e| SpecError::Parse(e.to_string()))?;
+        spec.check()?;
+        Ok(spec)
+    }
+
+    /// The shipped spec.
+    pub fn default_spec() -> Self {
+        // Checked by a unit test; a broken file cannot ship.
+        Self::parse(DEFAULT_SPEC).unwrap_or_else(|e| panic!("schemas/features.json: {e}"))
+    }
+
+    fn check(&self) -> Result<(), SpecError> {
+        if self.features.is_empty() {
+            return Err(SpecError::Parse("`features` is empty".into()));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (index, f) in self.features.iter().enumerate() {
+            let err = |field: &'static str, message: String| SpecError::Field {
+                index,
+                name: f.name().to_string(),
+                field,
+                message,
+            };
+            if f.name().is_empty() {
+                return Err(err("name", "must not be empty".into()));
+            }
+            if !seen.insert(f.name()) {
+                return Err(err("name", "appears twice".into()));
+            }
+            match f {
+                Feature::Categorical {
+                    source, buckets, ..
+                } => {
+                    if !source.is_text() {
+                        return Err(err("source", format!("{source:?} is not a single value")));
+                    }
+                    if *buckets < 2 {
+                        return Err(err("buckets", format!("{buckets} < 2")));
+                    }
+                }
+                Feature::MultiCategorical {
+                    source,
+                    buckets,
+                    max_values,
+                    ..
+                } => {
+                    if !matches!(source, Source::Interests | Source::AdInterests) {
+                        return Err(err("source", format!("{source:?} is not a list")));
+                    }
+                    if *buckets < 2 {
+                        return Err(err("buckets", format!("{buckets} < 2")));
+                    }
+                    if *max_values == 0 || *max_values > 256 {
+                        return Err(err("max_values", format!("{max_values} not in 1..=256")));
+                    }
+                }
+                Feature::Numeric {
+                    source,
+                    clip,
+                    mean,
+                    std,
+                    ..
+                } => {
+                    if !matches!(source, Source::BidMicros | Source::InterestOverlap) {
+                        return Err(err("source", format!("{source:?} is not a number")));
+                    }
+                    if clip[0].partial_cmp(&clip[1]) != Some(std::cmp::Ordering::Less) {
+                        return Err(err("clip", format!("{clip:?}: lo must be below hi")));
+                    }
+                    if !mean.is_finite() {
+                        return Err(err("mean", "must be finite".into()));
+                    }
+                    if !(*std > 0.0 && std.is_finite()) {
+                        return Err(err("std", format!("{std} must be > 0")));
+                    }
+                }
+                Feature::Dense { source, dim, .. } => {
+                    if *source != Source::TimeOfDay {
+                        return Err(err("source", format!("{source:?} is not a vector")));
+                    }
+                    if *dim != 2 {
+                        return Err(err("dim", format!("time_of_day has 2 values, not {dim}")));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Embedding tables: (feature name, rows), categorical then multi-categorical, in order.
+    pub fn tables(&self) -> Vec<(String, usize)> {
+        let cats = self.features.iter().filter_map(|f| match f {
+            Feature::Categorical { name, buckets, .. } => Some((name.clone(), *buckets as usize)),
+            _ => None,
+        });
+        let bags = self.features.iter().filter_map(|f| match f {
+            Feature::MultiCategorical { name, buckets, .. } => {
+                Some((name.clone(), *buckets as usize))
+            }
+            _ => None,
+        });
+        cats.chain(bags).collect()
+    }
+
+    /// Number of categorical features.
+    pub fn categorical_count(&self) -> usize {
+        self.features
+            .iter()
+            .filter(|f| matches!(f, Feature::Categorical { .. }))
+            .count()
+    }
+
+    /// `max_values` of each multi-categorical feature, in order.
+    pub fn bag_widths(&self) -> Vec<usize> {
+        self.features
+            .iter()
+            .filter_map(|f| match f {
+                Feature::MultiCategorical { max_values, .. } => Some(*max_values),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Numeric and dense values per example.
+    pub fn dense_dim(&self) -> usize {
+        self.features
+            .iter()
+            .map(|f| match f {
+                Feature::Numeric { .. } => 1,
+                Feature::Dense { dim, .. } => *dim,
+                _ => 0,
+            })
+            .sum()
+    }
+
+    /// An empty batch shaped for this spec.
+    pub fn batch(&self) -> EncodedBatch {
+        EncodedBatch {
+            len: 0,
+            categorical: vec![Vec::new(); self.categorical_count()],
+            bags: vec![(Vec::new(), Vec::new()); self.bag_widths().len()],
+            dense: Vec::new(),
+        }
+    }
+
+    /// Appends one example to `batch`.
+    pub fn encode(&self, ctx: &FeatureContext<'_>, batch: &mut EncodedBatch) {
+        let (mut c, mut b) = (0, 0);
+        for f in &self.features {
+            match f {
+                Feature::Categorical {
+                    name,
+                    source,
+                    buckets,
+                } => {
+                    let row = ctx
+                        .text(*source)
+                        .map_or(0, |v| hash_bucket(name, v, *buckets));
+                    if let Some(col) = batch.categorical.get_mut(c) {
+                        col.push(row);
+                    }
+                    c += 1;
+                }
+                Feature::MultiCategorical {
+                    name,
+                    source,
+                    buckets,
+                    max_values,
+                } => {
+                    let values: Vec<&String> = ctx
+                        .bag(*source)
+                        .iter()
+                        .filter(|v| !v.is_empty())
+                        .take(*max_values)
+                        .collect();
+                    if let Some((ids, weights)) = batch.bags.get_mut(b) {
+                        if values.is_empty() {
+                            // An empty bag is the "missing" row.
+                            ids.push(0);
+                            weights.push(1.0);
+                            ids.extend(std::iter::repeat_n(0, max_values - 1));
+                            weights.extend(std::iter::repeat_n(0.0, max_values - 1));
+                        } else {
+                            let w = 1.0 / values.len() as f32;
+                            for v in &values {
+                                ids.push(hash_bucket(name, v, *buckets));
+                                weights.push(w);
+                            }
+                            let pad = max_values - values.len();
+                            ids.extend(std::iter::repeat_n(0, pad));
+                            weights.extend(std::iter::repeat_n(0.0, pad));
+                        }
+                    }
+                    b += 1;
+                }
+                Feature::Numeric {
+                    source,
+                    log1p,
+                    clip,
+                    mean,
+                    std,
+                    ..
+                } => {
+                    let mut x = ctx.number(*source);
+                    if *log1p {
+                        x = x.max(0.0).ln_1p();
+                    }
+                    let x = x.clamp(clip[0], clip[1]);
+                    batch.dense.push(((x - mean) / std) as f32);
+                }
+                Feature::Dense { source, .. } => ctx.vector(*source, &mut batch.dense),
+            }
+        }
+        batch.len += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::Campaign;
+
+    fn campaign() -> Listed {
+        let json = br#"{"campaign_id":"c1","advertiser_id":"a1","status":"active",
+            "daily_budget_micros":1000000,"timezone":"UTC","billing":"cpc","bid_micros":500000,
+            "objective":"clicks","targeting":{"interests":["golf","tennis"]},
+            "creatives":[{"ad_id":"ad1"}]}"#;
+        Listed {
+            campaign: Campaign::parse(json).expect("campaign"),
+            tz: chrono_tz::UTC,
+        }
+    }
+
+    fn request() -> AdRequest {
+        crate::serve::request::parse_request(
+            br#"{"id":"r1","imp":[{"id":"1","tagid":"top"}],"user":{"id":"u1"},
+                "device":{"geo":{"country":"DE"},"devicetype":4},"site":{}}"#,
+        )
+        .expect("request")
+    }
+
+    #[test]
+    fn shipped_spec_parses() {
+        let spec = FeatureSpec::default_spec();
+        assert_eq!(spec.categorical_count(), 9);
+        assert_eq!(spec.bag_widths(), vec![16, 16]);
+        assert_eq!(spec.dense_dim(), 2);
+    }
+
+    #[test]
+    fn serving_and_training_encode_the_same_row() {
+        let spec = FeatureSpec::default_spec();
+        let mut req = request();
+        req.interests = vec!["golf".into(), "chess".into()];
+        let listed = campaign();
+        let now = EventTime(1_700_000_123_456);
+        let mut at_serving = spec.batch();
+        spec.encode(
+            &FeatureContext::for_candidate(&req, &listed, now),
+            &mut at_serving,
+        );
+        let served = Served::for_test(&req, &listed, now);
+        let mut at_training = spec.batch();
+        spec.encode(&FeatureContext::from_served(&served), &mut at_training);
+        assert_eq!(at_serving, at_training);
+        assert_eq!(at_serving.len, 1);
+        // One overlapping interest: (1 - 0.5) / 1.
+        assert!((at_serving.dense[1] - 0.5).abs() < 1e-6);
+    }
+
+    #[test]
+    fn missing_values_take_row_zero_and_bags_pool() {
+        let spec = FeatureSpec::default_spec();
+        let ctx = FeatureContext {
+            campaign_id: "c",
+            advertiser_id: "a",
+            ad_id: "x",
+            interests: &[],
+            ..FeatureContext::default()
+        };
+        let mut batch = spec.batch();
+        spec.encode(&ctx, &mut batch);
+        assert_eq!(batch.categorical[0], vec![0]); // no user
+        assert_ne!(batch.categorical[5], vec![0]); // campaign
+        let (ids, w) = &batch.bags[0];
+        assert_eq!(ids.len(), 16);
+        assert_eq!(w.iter().sum::<f32>(), 1.0);
+    }
+
+    #[test]
+    fn bad_specs_name_the_feature_and_field() {
+        let bad = r#"{"version":1,"features":[
+            {"name":"u","type":"categorical","source":"user_id","buckets":100},
+            {"name":"b","type":"numeric","source":"bid_micros","clip":[5,1],"mean":0,"std":1}]}"#;
+        let e = FeatureSpec::parse(bad).expect_err("bad clip");
+        assert_eq!(
+            e.to_string(),
+            "feature spec: features[1] (b): field `clip`: [5.0, 1.0]: lo must be below hi"
+        );
+        let bad = r#"{"version":1,"features":[{"name":"u","type":"categorical","source":"interests","buckets":9}]}"#;
+        assert!(FeatureSpec::parse(bad)
+            .expect_err("list as single")
+            .to_string()
+            .contains("field `source`"));
+        let bad = r#"{"version":1,"features":[{"name":"u","type":"wide","source":"user_id"}]}"#;
+        assert!(matches!(FeatureSpec::parse(bad), Err(SpecError::Parse(_))));
+    }
+}

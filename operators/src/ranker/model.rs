@@ -1,0 +1,434 @@
+//! The ranking model: hashed embeddings, a DCN-v2 cross network and an MLP, with a click head and
+//! a conversion head (candle).
+//!
+//! ```text
+//!   categorical ─▶ embedding ─┐
+//!   bags ───────▶ mean-pooled ├─▶ x0 ─▶ cross: x_{l+1} = x0 ⊙ (W_l x_l + b_l) + x_l ─▶ MLP ─┬─▶ click logit
+//!   numeric, dense ───────────┘                                                          └─▶ conversion logit
+//! ```
+//!
+//! The conversion head is trained on clicked examples with fake negatives (see
+//! [`crate::labels`]): it learns `q = p / (1 + p)`, and [`RankerModel::predict`] returns
+//! `p = q / (1 - q)`, Ktena et al.'s fake-negative calibration.
+
+use candle_core::{DType, Device, IndexOp, Module, Tensor};
+use candle_nn::{Embedding, Init, Linear, VarBuilder};
+use serde::{Deserialize, Serialize};
+
+use super::features::{EncodedBatch, FeatureSpec};
+use crate::serve::ranking::Prediction;
+
+/// Sizes of the model (the pipeline file's `[model]` section).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    /// Width of every embedding.
+    pub embedding_dim: usize,
+    /// Cross layers (full rank).
+    pub cross_layers: usize,
+    /// Widths of the MLP's hidden layers.
+    pub hidden: Vec<usize>,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            embedding_dim: 8,
+            cross_layers: 2,
+            hidden: vec![128, 64],
+        }
+    }
+}
+
+/// Log-odds of the initial click and (fake-negative) conversion rates.
+const CLICK_PRIOR_LOGIT: f64 = -3.9;
+const CONVERSION_PRIOR_LOGIT: f64 = -3.0;
+
+/// The model's input tensors for one batch.
+pub struct Inputs {
+    categorical: Vec<Tensor>,
+    bags: Vec<(Tensor, Tensor)>,
+    dense: Option<Tensor>,
+    len: usize,
+}
+
+/// The network; its parameters live in the `VarBuilder` it was built from.
+pub struct RankerModel {
+    tables: Vec<Embedding>,
+    bag_widths: Vec<usize>,
+    cross: Vec<Linear>,
+    mlp: Vec<Linear>,
+    click: Linear,
+    conversion: Linear,
+    device: Device,
+    dtype: DType,
+}
+
+impl RankerModel {
+    /// Builds the network for `spec` with `config`'s sizes; parameters come from (or are
+    /// created in) `vb`.
+    pub fn new(
+        spec: &FeatureSpec,
+        config: &ModelConfig,
+        vb: VarBuilder,
+    ) -> candle_core::Result<Self> {
+        let d = config.embedding_dim.max(1);
+        let mut tables = Vec::new();
+        for (name, rows) in spec.tables() {
+            let w = vb.pp("emb").pp(&name).get_with_hints(
+                (rows, d),
+                "weight",
+                Init::Randn {
+                    mean: 0.0,
+                    stdev: 0.05,
+                },
+            )?;
+            tables.push(Embedding::new(w, d));
+        }
+        let x0 = tables.len() * d + spec.dense_dim();
+        let mut cross = Vec::new();
+        for l in 0..config.cross_layers {
+            cross.push(candle_nn::linear(x0, x0, vb.pp(format!("cross{l}")))?);
+        }
+        let mut mlp = Vec::new();
+        let mut width = x0;
+        for (l, &h) in config.hidden.iter().enumerate() {
+            mlp.push(candle_nn::linear(width, h, vb.pp(format!("mlp{l}")))?);
+            width = h;
+        }
+        let head = |name: &str, bias: f64| -> candle_core::Result<Linear> {
+            let vb = vb.pp(name);
+            let w = vb.get_with_hints(
+                (1, width),
+                "weight",
+                Init::Randn {
+                    mean: 0.0,
+                    stdev: 0.01,
+                },
+            )?;
+            let b = vb.get_with_hints(1, "bias", Init::Const(bias))?;
+            Ok(Linear::new(w, Some(b)))
+        };
+        Ok(RankerModel {
+            tables,
+            bag_widths: spec.bag_widths(),
+            cross,
+            mlp,
+            click: head("click", CLICK_PRIOR_LOGIT)?,
+            conversion: head("conversion", CONVERSION_PRIOR_LOGIT)?,
+            device: vb.device().clone(),
+            dtype: vb.dtype(),
+        })
+    }
+
+    /// The device the parameters live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Moves an encoded batch to the model's device.
+    pub fn inputs(&self, batch: &EncodedBatch) -> candle_core::Result<Inputs> {
+        let n = batch.len;
+        let categorical = batch
+            .categorical
+            .iter()
+            .map(|ids| Tensor::from_slice(ids, n, &self.device))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let mut bags = Vec::new();
+        for ((ids, weights), &width) in batch.bags.iter().zip(&self.bag_widths) {
+            let ids = Tensor::from_slice(ids, n * width, &self.device)?;
+            let weights =
+                Tensor::from_slice(weights, (n, width, 1), &self.device)?.to_dtype(self.dtype)?;
+            bags.push((ids, weights));
+        }
+        let dense = if batch.dense.is_empty() {
+            None
+        } else {
+            let dim = batch.dense.len() / n.max(1);
+            Some(Tensor::from_slice(&batch.dense, (n, dim), &self.device)?.to_dtype(self.dtype)?)
+        };
+        Ok(Inputs {
+            categorical,
+            bags,
+            dense,
+            len: n,
+        })
+    }
+
+    /// Logits `[batch, 2]`: click, then conversion.
+    pub fn forward(&self, inputs: &Inputs) -> candle_core::Result<Tensor> {
+        let mut parts = Vec::with_capacity(self.tables.len() + 1);
+        let mut tables = self.tables.iter();
+        for ids in &inputs.categorical {
+            if let Some(t) = tables.next() {
+                parts.push(t.forward(ids)?);
+            }
+        }
+        for ((ids, weights), &width) in inputs.bags.iter().zip(&self.bag_widths) {
+            if let Some(t) = tables.next() {
+                let rows = t
+                    .forward(ids)?
+                    .reshape((inputs.len, width, t.hidden_size()))?;
+                parts.push(rows.broadcast_mul(weights)?.sum(1)?);
+            }
+        }
+        if let Some(dense) = &inputs.dense {
+            parts.push(dense.clone());
+        }
+        let x0 = Tensor::cat(&parts, 1)?;
+        let mut x = x0.clone();
+        for layer in &self.cross {
+            x = ((&x0 * layer.forward(&x)?)? + &x)?;
+        }
+        for layer in &self.mlp {
+            x = layer.forward(&x)?.relu()?;
+        }
+        Tensor::cat(&[self.click.forward(&x)?, self.conversion.forward(&x)?], 1)
+    }
+
+    /// Calibrated predictions for an encoded batch.
+    pub fn predict(&self, batch: &EncodedBatch) -> candle_core::Result<Vec<Prediction>> {
+        if batch.len == 0 {
+            return Ok(Vec::new());
+        }
+        let logits = self.forward(&self.inputs(batch)?)?;
+        let probs = candle_nn::ops::sigmoid(&logits)?
+            .to_dtype(DType::F64)?
+            .to_vec2::<f64>()?;
+        Ok(probs
+            .into_iter()
+            .map(|row| {
+                let (ctr, q) = (row.first().copied(), row.get(1).copied());
+                Prediction {
+                    pctr: ctr.unwrap_or(0.0),
+                    pcvr: fake_negative_calibration(q.unwrap_or(0.0)),
+                }
+            })
+            .collect())
+    }
+}
+
+/// `p = q / (1 - q)`: the conversion rate from a head trained with fake negatives (each
+/// converting click seen once as a negative and once as a positive learns `q = p / (1 + p)`).
+pub fn fake_negative_calibration(q: f64) -> f64 {
+    let q = q.clamp(0.0, 0.499);
+    q / (1.0 - q)
+}
+
+/// Numerically stable binary cross-entropy with logits, averaged over the examples whose
+/// `mask` is 1: `max(x, 0) - x y + ln(1 + e^{-|x|})`.
+pub fn masked_bce_with_logits(
+    logits: &Tensor,
+    labels: &Tensor,
+    mask: &Tensor,
+    count: usize,
+) -> candle_core::Result<Tensor> {
+    let softplus = logits.abs()?.neg()?.exp()?.affine(1.0, 1.0)?.log()?;
+    let loss = ((logits.relu()? - (logits * labels)?)? + softplus)?;
+    (loss * mask)?
+        .sum_all()?
+        .affine(1.0 / count.max(1) as f64, 0.0)
+}
+
+/// Labels and masks of a training batch, one entry per example.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Targets {
+    /// Click label (0/1).
+    pub click: Vec<f32>,
+    /// Whether the example carries a click label.
+    pub click_mask: Vec<f32>,
+    /// Conversion label (0/1).
+    pub conversion: Vec<f32>,
+    /// Whether the example carries a conversion label.
+    pub conversion_mask: Vec<f32>,
+}
+
+/// Multi-task loss and the logits it was computed from (before any update: the progressive
+/// validation scores).
+pub fn loss(
+    model: &RankerModel,
+    inputs: &Inputs,
+    targets: &Targets,
+    conversion_weight: f64,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let logits = model.forward(inputs)?;
+    let n = inputs.len;
+    let dev = model.device();
+    let t = |v: &[f32]| Tensor::from_slice(v, n, dev).and_then(|t| t.to_dtype(model.dtype));
+    let count = |v: &[f32]| v.iter().filter(|m| **m > 0.0).count();
+    let click = masked_bce_with_logits(
+        &logits.i((.., 0))?,
+        &t(&targets.click)?,
+        &t(&targets.click_mask)?,
+        count(&targets.click_mask),
+    )?;
+    let conversion = masked_bce_with_logits(
+        &logits.i((.., 1))?,
+        &t(&targets.conversion)?,
+        &t(&targets.conversion_mask)?,
+        count(&targets.conversion_mask),
+    )?;
+    let total = (click + conversion.affine(conversion_weight, 0.0)?)?;
+    Ok((total, logits))
+}
+
+/// Sigmoid of `[batch, 2]` logits, on the host.
+pub fn probabilities(logits: &Tensor) -> candle_core::Result<Vec<[f64; 2]>> {
+    let rows = candle_nn::ops::sigmoid(logits)?
+        .to_dtype(DType::F64)?
+        .to_vec2::<f64>()?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            [
+                r.first().copied().unwrap_or(0.0),
+                r.get(1).copied().unwrap_or(0.0),
+            ]
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_nn::VarMap;
+
+    fn tiny_spec() -> FeatureSpec {
+        FeatureSpec::parse(
+            r#"{"version":1,"features":[
+            {"name":"user","type":"categorical","source":"user_id","buckets":7},
+            {"name":"ad","type":"categorical","source":"ad_id","buckets":5},
+            {"name":"interests","type":"multi_categorical","source":"interests","buckets":6,"max_values":3},
+            {"name":"bid","type":"numeric","source":"bid_micros","log1p":true,"clip":[0,20],"mean":10,"std":3},
+            {"name":"tod","type":"dense","source":"time_of_day","dim":2}]}"#,
+        )
+        .expect("spec")
+    }
+
+    fn tiny_batch(spec: &FeatureSpec) -> (EncodedBatch, Targets) {
+        let interests = [
+            vec!["a".to_string(), "b".to_string()],
+            vec![],
+            vec!["c".to_string()],
+        ];
+        let mut batch = spec.batch();
+        let mut targets = Targets::default();
+        for (i, users) in ["u1", "u2", "u3", "u4"].iter().enumerate() {
+            let ad = format!("ad{}", i % 2);
+            let ctx = super::super::features::FeatureContext {
+                user_id: Some(users),
+                campaign_id: "c",
+                advertiser_id: "a",
+                ad_id: &ad,
+                interests: &interests[i % 3],
+                bid_micros: 1_000 * (i as u64 + 1),
+                ts: crate::time::EventTime(i as i64 * 3_600_000),
+                ..Default::default()
+            };
+            spec.encode(&ctx, &mut batch);
+            targets.click.push((i % 2) as f32);
+            targets.click_mask.push(1.0);
+            targets.conversion.push(u8::from(i == 1) as f32);
+            targets.conversion_mask.push((i % 2) as f32);
+        }
+        (batch, targets)
+    }
+
+    #[test]
+    fn gradients_match_finite_differences() {
+        let spec = tiny_spec();
+        let config = ModelConfig {
+            embedding_dim: 3,
+            cross_layers: 2,
+            hidden: vec![5],
+        };
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);
+        let model = RankerModel::new(&spec, &config, vb).expect("model");
+        let (batch, targets) = tiny_batch(&spec);
+        let inputs = model.inputs(&batch).expect("inputs");
+        let eval = || -> f64 {
+            loss(&model, &inputs, &targets, 0.7)
+                .and_then(|(l, _)| l.to_scalar::<f64>())
+                .expect("loss")
+        };
+        let (l, _) = loss(&model, &inputs, &targets, 0.7).expect("loss");
+        let grads = l.backward().expect("backward");
+        let vars = varmap.data().lock().expect("vars").clone();
+        let mut checked = 0;
+        for (name, var) in &vars {
+            let grad = grads
+                .get(var)
+                .expect("gradient")
+                .flatten_all()
+                .expect("flat");
+            let grad = grad.to_vec1::<f64>().expect("host");
+            let base = var
+                .flatten_all()
+                .expect("flat")
+                .to_vec1::<f64>()
+                .expect("host");
+            // A few coordinates of every parameter, including embedding rows in use.
+            for k in [0, base.len() / 2, base.len() - 1] {
+                let eps = 1e-6;
+                let probe = |delta: f64| {
+                    let mut v = base.clone();
+                    v[k] += delta;
+                    var.set(&Tensor::from_vec(v, var.shape(), &Device::Cpu).expect("t"))
+                        .expect("set");
+                    eval()
+                };
+                let numeric = (probe(eps) - probe(-eps)) / (2.0 * eps);
+                probe(0.0);
+                let analytic = grad[k];
+                assert!(
+                    (numeric - analytic).abs() <= 1e-6 + 1e-4 * analytic.abs().max(numeric.abs()),
+                    "{name}[{k}]: numeric {numeric} vs backprop {analytic}"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked >= 3 * 10, "checked {checked}");
+    }
+
+    #[test]
+    fn stable_bce_matches_the_definition_and_survives_large_logits() {
+        let dev = Device::Cpu;
+        let x = Tensor::new(&[-3.0f64, 0.5, 40.0, -40.0], &dev).expect("x");
+        let y = Tensor::new(&[0.0f64, 1.0, 0.0, 1.0], &dev).expect("y");
+        let m = Tensor::new(&[1.0f64, 1.0, 0.0, 0.0], &dev).expect("m");
+        let l = masked_bce_with_logits(&x, &y, &m, 2)
+            .and_then(|t| t.to_scalar::<f64>())
+            .expect("loss");
+        let sig = |v: f64| 1.0 / (1.0 + (-v).exp());
+        let expected = (-(1.0 - sig(-3.0)).ln() - sig(0.5).ln()) / 2.0;
+        assert!((l - expected).abs() < 1e-12, "{l} vs {expected}");
+        let all = Tensor::new(&[1.0f64; 4], &dev).expect("m");
+        let l = masked_bce_with_logits(&x, &y, &all, 4)
+            .and_then(|t| t.to_scalar::<f64>())
+            .expect("loss");
+        assert!(l.is_finite() && l > 10.0);
+    }
+
+    #[test]
+    fn fresh_model_predicts_its_priors() {
+        let spec = tiny_spec();
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let model = RankerModel::new(&spec, &ModelConfig::default(), vb).expect("model");
+        let (batch, _) = tiny_batch(&spec);
+        let p = model.predict(&batch).expect("predict");
+        assert_eq!(p.len(), 4);
+        for p in p {
+            assert!(p.pctr > 0.005 && p.pctr < 0.08, "{p:?}");
+            assert!(p.pcvr > 0.01 && p.pcvr < 0.2, "{p:?}");
+        }
+    }
+
+    #[test]
+    fn fake_negative_calibration_inverts_q() {
+        for p in [0.01, 0.1, 0.5] {
+            let q = p / (1.0 + p);
+            assert!((fake_negative_calibration(q) - p).abs() < 1e-12);
+        }
+    }
+}

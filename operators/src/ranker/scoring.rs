@@ -1,0 +1,115 @@
+//! The serving side of a model: a published version loaded on the CPU, shared by the serving
+//! replicas of a process through a [`ModelSlot`] they read on every request (a lock-free swap,
+//! so publishing never blocks serving).
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+use candle_core::{DType, Device};
+use candle_nn::VarBuilder;
+use serde::{Deserialize, Serialize};
+
+use super::features::{FeatureContext, FeatureSpec};
+use super::model::RankerModel;
+use super::registry::ModelMeta;
+use crate::catalog::Listed;
+use crate::serve::ranking::{Prediction, PriorRanker, Ranker};
+use crate::serve::request::AdRequest;
+use crate::time::EventTime;
+
+/// A version on its way from the trainer to every serving replica (broadcast in the graph).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PublishedModel {
+    /// Its metadata.
+    pub meta: ModelMeta,
+    /// Its parameters, safetensors bytes.
+    pub weights: Vec<u8>,
+    /// When the trainer published it, ms.
+    pub published_ms: i64,
+}
+
+/// A version ready to score.
+pub struct ScoringModel {
+    /// Its metadata.
+    pub meta: ModelMeta,
+    /// `v{version}`.
+    pub name: String,
+    spec: FeatureSpec,
+    model: RankerModel,
+    fallback: PriorRanker,
+}
+
+impl ScoringModel {
+    /// Loads a published version for `spec` on the CPU.
+    pub fn load(published: &PublishedModel, spec: &FeatureSpec) -> candle_core::Result<Self> {
+        if published.meta.feature_spec_version != spec.version {
+            return Err(candle_core::Error::Msg(format!(
+                "model v{} encodes feature spec version {}, serving has {}",
+                published.meta.version, published.meta.feature_spec_version, spec.version
+            )));
+        }
+        let vb = VarBuilder::from_slice_safetensors(&published.weights, DType::F32, &Device::Cpu)?;
+        let model = RankerModel::new(spec, &published.meta.model, vb)?;
+        Ok(ScoringModel {
+            name: published.meta.name(),
+            meta: published.meta.clone(),
+            spec: spec.clone(),
+            model,
+            fallback: PriorRanker::default(),
+        })
+    }
+}
+
+impl Ranker for ScoringModel {
+    fn score(
+        &self,
+        request: &AdRequest,
+        candidates: &[&Listed],
+        now: EventTime,
+    ) -> Vec<Prediction> {
+        let mut batch = self.spec.batch();
+        for listed in candidates {
+            self.spec.encode(
+                &FeatureContext::for_candidate(request, listed, now),
+                &mut batch,
+            );
+        }
+        match self.model.predict(&batch) {
+            Ok(p) if p.len() == candidates.len() => p,
+            result => {
+                tracing::warn!(model = %self.name, error = ?result.err(), "scoring failed; using the prior");
+                self.fallback.score(request, candidates, now)
+            }
+        }
+    }
+
+    fn version(&self) -> String {
+        self.name.clone()
+    }
+}
+
+/// The live model of a process, shared by its serving replicas and its API.
+#[derive(Default)]
+pub struct ModelSlot {
+    live: ArcSwapOption<ScoringModel>,
+}
+
+impl ModelSlot {
+    /// The live model, if one is installed.
+    pub fn current(&self) -> Option<Arc<ScoringModel>> {
+        self.live.load_full()
+    }
+
+    /// Installs `model`, unless the same version is live already; returns whether it changed.
+    pub fn install(&self, model: ScoringModel) -> bool {
+        let same = self
+            .live
+            .load()
+            .as_ref()
+            .is_some_and(|m| m.meta.version == model.meta.version);
+        if !same {
+            self.live.store(Some(Arc::new(model)));
+        }
+        !same
+    }
+}

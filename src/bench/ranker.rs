@@ -1,0 +1,536 @@
+//! `adstream bench --ranker`: the online ranker over a simulated day, against the simulator's
+//! oracle and the per-campaign prior; and `--ranker-throughput`: training examples per second.
+//!
+//! The day: requests of the seeded world's users, each won by an eligible campaign, served with
+//! the prior's predictions (logged as `ads.served` would be); impressions, clicks (seconds) and
+//! conversions (hours, Chapelle's shape) drawn from the true rates go through the shipped label
+//! join ([`adstream_operators::labels::LabelJoin`]) in event-time order, and its examples train
+//! the shipped [`Learner`] as they come. Every click label is scored before it is trained on
+//! (progressive validation); the last quarter of the day is compared with the true CTR (the
+//! oracle's AUC) and with the prior that served it.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::time::{Duration, Instant};
+
+use adstream_operators::attribution::operator::AttributedConversion;
+use adstream_operators::labels::{LabelConfig, LabelEvent, LabelJoin, LabeledExample};
+use adstream_operators::quality;
+use adstream_operators::ranker::features::FeatureSpec;
+use adstream_operators::ranker::model::{fake_negative_calibration, ModelConfig};
+use adstream_operators::ranker::optim::AdamWConfig;
+use adstream_operators::ranker::registry::Registry;
+use adstream_operators::ranker::trainer::{
+    select_device, DevicePreference, Learner, TrainerConfig,
+};
+use adstream_operators::serve::operator::Served;
+use adstream_operators::serve::ranking::PriorRanker;
+use adstream_operators::serve::request::device_name;
+use adstream_operators::time::EventTime;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, LogNormal};
+
+use crate::simulator::outcomes::conversion_delay_sim_ms;
+use crate::simulator::world::{World, WorldConfig};
+
+/// 2026-01-05T00:00:00Z.
+const START_MS: i64 = 1_767_571_200_000;
+const DAY_MS: i64 = 86_400_000;
+
+/// Settings of the evaluation.
+#[derive(Clone, Debug)]
+pub struct RankerBench {
+    /// World and traffic seed.
+    pub seed: u64,
+    /// Served ads over the day.
+    pub served: usize,
+    /// Training device.
+    pub device: DevicePreference,
+    /// Examples per update.
+    pub batch_size: usize,
+    /// Architecture.
+    pub model: ModelConfig,
+    /// Users in the world.
+    pub users: usize,
+    /// AdamW step size.
+    pub learning_rate: f64,
+    /// Features.
+    pub spec: FeatureSpec,
+}
+
+impl Default for RankerBench {
+    fn default() -> Self {
+        RankerBench {
+            seed: 11,
+            served: 1_000_000,
+            device: DevicePreference::Auto,
+            batch_size: 256,
+            model: ModelConfig::default(),
+            users: 20_000,
+            learning_rate: AdamWConfig::default().learning_rate,
+            spec: FeatureSpec::default_spec(),
+        }
+    }
+}
+
+/// Quality of three scorers on the same examples.
+#[derive(Clone, Debug, Default)]
+pub struct Comparison {
+    /// Examples compared.
+    pub examples: usize,
+    /// Positives among them.
+    pub positives: usize,
+    /// The model, scored before training on each example.
+    pub model_auc: f64,
+    /// The per-campaign prior that served them.
+    pub prior_auc: f64,
+    /// The true probabilities.
+    pub oracle_auc: f64,
+    /// The model's calibration (mean prediction / observed rate).
+    pub model_calibration: f64,
+    /// The model's normalised entropy.
+    pub model_ne: f64,
+}
+
+/// What one run measured.
+#[derive(Clone, Debug, Default)]
+pub struct RankerReport {
+    /// Training device.
+    pub device: String,
+    /// Examples trained on.
+    pub examples: u64,
+    /// Seconds spent in training steps (encode, forward, backward, update).
+    pub train_seconds: f64,
+    /// Click task over the last quarter of the day.
+    pub click: Comparison,
+    /// Conversion task over the last quarter's clicks (labels: whether the click converts).
+    pub conversion: Comparison,
+}
+
+struct Key {
+    request: String,
+    click: Option<bool>,
+    ts: i64,
+    pctr: f64,
+}
+
+struct Truth {
+    ctr: f64,
+    cvr: f64,
+    converts: bool,
+    prior_cvr: f64,
+}
+
+fn auc(pairs: &[(f64, bool)]) -> f64 {
+    quality::auc(pairs).unwrap_or(f64::NAN)
+}
+
+fn compare(rows: &[(f64, f64, f64, bool)]) -> Comparison {
+    let pick =
+        |i: usize| -> Vec<(f64, bool)> { rows.iter().map(|r| ([r.0, r.1, r.2][i], r.3)).collect() };
+    let model = pick(0);
+    Comparison {
+        examples: rows.len(),
+        positives: rows.iter().filter(|r| r.3).count(),
+        model_auc: auc(&model),
+        prior_auc: auc(&pick(1)),
+        oracle_auc: auc(&pick(2)),
+        model_calibration: quality::calibration(&model).unwrap_or(f64::NAN),
+        model_ne: quality::normalised_entropy(&model).unwrap_or(f64::NAN),
+    }
+}
+
+/// Runs the day; `progress` is told the share done now and then.
+pub fn run(bench: &RankerBench, mut progress: impl FnMut(f64)) -> anyhow::Result<RankerReport> {
+    let world = World::generate(
+        bench.seed,
+        &WorldConfig {
+            users: bench.users,
+            ..WorldConfig::default()
+        },
+    );
+    let spec = bench.spec.clone();
+    let device = select_device(bench.device)?;
+    let dir = tempfile::tempdir()?;
+    let config = TrainerConfig {
+        model: bench.model.clone(),
+        batch_size: bench.batch_size,
+        optimizer: AdamWConfig {
+            learning_rate: bench.learning_rate,
+            ..AdamWConfig::default()
+        },
+        ..TrainerConfig::default()
+    };
+    let mut learner = Learner::new(spec, config, device, Registry::open(dir.path(), 2)?)?;
+    let mut report = RankerReport {
+        device: learner.status().device.clone(),
+        ..RankerReport::default()
+    };
+    let mut rng = StdRng::seed_from_u64(bench.seed);
+    let mut join = LabelJoin::new(LabelConfig::default());
+    let mut prior = PriorRanker::default();
+    let mut truth: HashMap<String, Truth> = HashMap::new();
+    // (ts, sequence, event): processed in event-time order.
+    let mut queue: BinaryHeap<Reverse<(i64, u64, usize)>> = BinaryHeap::new();
+    let mut events: HashMap<usize, LabelEvent> = HashMap::new();
+    let mut seq = 0u64;
+    let mut push = |queue: &mut BinaryHeap<_>,
+                    events: &mut HashMap<usize, LabelEvent>,
+                    ts: i64,
+                    e: LabelEvent| {
+        seq += 1;
+        let id = seq as usize;
+        events.insert(id, e);
+        queue.push(Reverse((ts, seq, id)));
+    };
+    let click_delay = LogNormal::new(4_000f64.ln(), 0.8)?;
+    let mut batch: Vec<LabeledExample> = Vec::with_capacity(bench.batch_size);
+    let mut click_rows: Vec<(f64, f64, f64, bool)> = Vec::new();
+    let mut conversion_rows: Vec<(f64, f64, f64, bool)> = Vec::new();
+    let last_quarter = START_MS + DAY_MS * 3 / 4;
+    let mut served = 0usize;
+    let step_ms = DAY_MS as f64 / bench.served.max(1) as f64;
+    let mut next_request = START_MS as f64;
+    let end_ms = START_MS + DAY_MS;
+    let mut frontier = START_MS;
+    let mut train = |batch: &mut Vec<LabeledExample>,
+                     learner: &mut Learner,
+                     truth: &mut HashMap<String, Truth>,
+                     report: &mut RankerReport|
+     -> anyhow::Result<()> {
+        let examples = std::mem::take(batch);
+        // (request, click label, served at, served pCTR) of each example.
+        let keys: Vec<Key> = examples
+            .iter()
+            .map(|e| Key {
+                request: e.served.request_id.clone(),
+                click: e.click,
+                ts: e.served.ts.millis(),
+                pctr: e.served.pctr,
+            })
+            .collect();
+        let started = Instant::now();
+        let scores = learner.train(examples)?;
+        report.train_seconds += started.elapsed().as_secs_f64();
+        report.examples += keys.len() as u64;
+        for (Key { request, click, ts, pctr }, score) in keys.into_iter().zip(scores) {
+            if ts < last_quarter {
+                if click.is_some() {
+                    truth.remove(&request);
+                }
+                continue;
+            }
+            if let Some(y) = click {
+                if let Some(t) = truth.get(&request) {
+                    click_rows.push((score[0], pctr, t.ctr, y));
+                    if y {
+                        conversion_rows.push((
+                            fake_negative_calibration(score[1]),
+                            t.prior_cvr,
+                            t.cvr,
+                            t.converts,
+                        ));
+                    }
+                }
+                truth.remove(&request);
+            }
+        }
+        Ok(())
+    };
+    while served < bench.served || !queue.is_empty() {
+        // The next thing to happen: a request, or a queued outcome.
+        let next_event = queue.peek().map(|Reverse((ts, _, _))| *ts);
+        let request_due =
+            served < bench.served && next_event.is_none_or(|ts| next_request as i64 <= ts);
+        if request_due {
+            let ts = next_request as i64;
+            next_request += step_ms;
+            served += 1;
+            if served % 50_000 == 0 {
+                progress(served as f64 / bench.served as f64);
+            }
+            let user = world.sample_user(&mut rng);
+            let device = device_name(user.devicetype);
+            let eligible: Vec<usize> = (0..world.campaigns.len())
+                .filter(|&i| {
+                    let t = &world.campaigns[i].campaign.targeting;
+                    (t.countries.is_empty() || t.countries.iter().any(|c| c == user.country))
+                        && (t.devices.is_empty() || t.devices.iter().any(|d| d == device))
+                })
+                .collect();
+            if eligible.is_empty() {
+                continue;
+            }
+            let sc = &world.campaigns[eligible[rng.random_range(0..eligible.len())]];
+            let ad = &sc.ads[rng.random_range(0..sc.ads.len())];
+            let c = &sc.campaign;
+            let p = prior.predict(&c.campaign_id);
+            let request_id = format!("r{served}");
+            let record = Served {
+                request_id: request_id.clone(),
+                imp_id: "1".into(),
+                ts: EventTime(ts),
+                campaign_id: c.campaign_id.clone(),
+                advertiser_id: c.advertiser_id.clone(),
+                ad_id: ad.ad_id.clone(),
+                billing: c.billing,
+                charge_micros: 0,
+                price_ecpm_micros: 0,
+                pctr: p.pctr,
+                pcvr: p.pcvr,
+                model_version: "prior".into(),
+                user_id: Some(user.id.clone()),
+                country: Some(user.country.to_string()),
+                device: Some(device.to_string()),
+                interests: user.interests.iter().map(|s| s.to_string()).collect(),
+                tag_id: Some("slot-1".into()),
+                inventory: Some("site".into()),
+                bid_micros: c.bid_micros,
+                ad_interests: c.targeting.interests.clone(),
+            };
+            let ctr = world.true_ctr(user, ad, sc);
+            let cvr = world.true_cvr(user, sc);
+            let clicks = rng.random_bool(ctr.clamp(0.0, 1.0));
+            let converts = rng.random_bool(cvr.clamp(0.0, 1.0));
+            truth.insert(
+                request_id.clone(),
+                Truth {
+                    ctr,
+                    cvr,
+                    converts,
+                    prior_cvr: p.pcvr,
+                },
+            );
+            push(
+                &mut queue,
+                &mut events,
+                ts,
+                LabelEvent::Served(Box::new(record)),
+            );
+            let shown = ts + 150;
+            push(
+                &mut queue,
+                &mut events,
+                shown,
+                LabelEvent::Impression {
+                    request_id: request_id.clone(),
+                    imp_id: "1".into(),
+                    ts: EventTime(shown),
+                },
+            );
+            if clicks {
+                let click_ts = shown + (click_delay.sample(&mut rng).min(60_000.0) as i64).max(1);
+                push(
+                    &mut queue,
+                    &mut events,
+                    click_ts,
+                    LabelEvent::Click {
+                        request_id: request_id.clone(),
+                        imp_id: "1".into(),
+                        ts: EventTime(click_ts),
+                    },
+                );
+                if converts {
+                    let at = click_ts + conversion_delay_sim_ms(&mut rng) as i64;
+                    if at < end_ms {
+                        push(
+                            &mut queue,
+                            &mut events,
+                            at,
+                            LabelEvent::Conversion(AttributedConversion {
+                                request_id,
+                                imp_id: "1".into(),
+                                conversion_id: format!("conv-{served}"),
+                                ts: EventTime(at),
+                                via_click: true,
+                            }),
+                        );
+                    }
+                }
+            }
+            continue;
+        }
+        let Some(Reverse((ts, _, id))) = queue.pop() else {
+            break;
+        };
+        let Some(event) = events.remove(&id) else {
+            continue;
+        };
+        let mut out = join.apply(event);
+        if ts > frontier + 1_000 {
+            frontier = ts;
+            out.extend(join.advance(frontier));
+        }
+        for e in out {
+            if let Some(y) = e.click {
+                prior.observe(&e.served.campaign_id, 1.0, f64::from(u8::from(y)), 0.0);
+            }
+            if e.conversion == Some(true) {
+                prior.observe(&e.served.campaign_id, 0.0, 0.0, 1.0);
+            }
+            batch.push(e);
+            if batch.len() >= bench.batch_size {
+                train(&mut batch, &mut learner, &mut truth, &mut report)?;
+            }
+        }
+    }
+    for e in join.advance(i64::MAX) {
+        batch.push(e);
+    }
+    train(&mut batch, &mut learner, &mut truth, &mut report)?;
+    report.click = compare(&click_rows);
+    report.conversion = compare(&conversion_rows);
+    Ok(report)
+}
+
+/// Training throughput: examples per second of the trainer's step (encode, forward, backward,
+/// AdamW) on `bench.device`, over examples drawn like [`run`]'s, for `seconds`.
+pub fn throughput(bench: &RankerBench, seconds: f64) -> anyhow::Result<(String, f64, u64)> {
+    let mut sample = bench.clone();
+    sample.served = 200_000;
+    // A pool of labelled examples from a short day, trained on round-robin.
+    let world = World::generate(bench.seed, &WorldConfig::default());
+    let mut rng = StdRng::seed_from_u64(bench.seed);
+    let mut pool = Vec::with_capacity(sample.served);
+    for i in 0..sample.served {
+        let user = world.sample_user(&mut rng);
+        let sc = &world.campaigns[rng.random_range(0..world.campaigns.len())];
+        let ad = &sc.ads[0];
+        let c = &sc.campaign;
+        let clicked = rng.random_bool(world.true_ctr(user, ad, sc).clamp(0.0, 1.0));
+        let served = Served {
+            request_id: format!("r{i}"),
+            imp_id: "1".into(),
+            ts: EventTime(START_MS + i as i64 * 400),
+            campaign_id: c.campaign_id.clone(),
+            advertiser_id: c.advertiser_id.clone(),
+            ad_id: ad.ad_id.clone(),
+            billing: c.billing,
+            charge_micros: 0,
+            price_ecpm_micros: 0,
+            pctr: 0.02,
+            pcvr: 0.05,
+            model_version: "prior".into(),
+            user_id: Some(user.id.clone()),
+            country: Some(user.country.to_string()),
+            device: Some(device_name(user.devicetype).to_string()),
+            interests: user.interests.iter().map(|s| s.to_string()).collect(),
+            tag_id: Some("slot-1".into()),
+            inventory: Some("app".into()),
+            bid_micros: c.bid_micros,
+            ad_interests: c.targeting.interests.clone(),
+        };
+        pool.push(LabeledExample {
+            served: Box::new(served),
+            click: Some(clicked),
+            conversion: clicked.then(|| rng.random_bool(0.1)),
+            label_ms: START_MS + i as i64 * 400,
+        });
+    }
+    let dir = tempfile::tempdir()?;
+    let config = TrainerConfig {
+        model: bench.model.clone(),
+        batch_size: bench.batch_size,
+        ..TrainerConfig::default()
+    };
+    let device = select_device(bench.device)?;
+    let mut learner = Learner::new(
+        FeatureSpec::default_spec(),
+        config,
+        device,
+        Registry::open(dir.path(), 2)?,
+    )?;
+    let device = learner.status().device.clone();
+    let mut at = 0usize;
+    let mut next_batch = |pool: &[LabeledExample]| -> Vec<LabeledExample> {
+        let mut b = Vec::with_capacity(bench.batch_size);
+        for _ in 0..bench.batch_size {
+            b.push(pool[at % pool.len()].clone());
+            at += 1;
+        }
+        b
+    };
+    // Warm up (allocations, kernels), then measure.
+    for _ in 0..5 {
+        learner.train(next_batch(&pool))?;
+    }
+    let started = Instant::now();
+    let mut examples = 0u64;
+    let mut busy = Duration::ZERO;
+    while started.elapsed().as_secs_f64() < seconds {
+        let batch = next_batch(&pool);
+        let t = Instant::now();
+        learner.train(batch)?;
+        busy += t.elapsed();
+        examples += bench.batch_size as u64;
+    }
+    Ok((
+        device,
+        examples as f64 / busy.as_secs_f64().max(1e-9),
+        examples,
+    ))
+}
+
+/// Prints a report.
+pub fn print(bench: &RankerBench, r: &RankerReport, wall: Duration) {
+    println!(
+        "ranker over a simulated day: {} served ads, {} users, batch {}, device {}, model {:?}",
+        bench.served, bench.users, bench.batch_size, r.device, bench.model
+    );
+    println!(
+        "  trained on {} examples in {:.1} s of training steps ({:.0} examples/s), {:.1} s wall",
+        r.examples,
+        r.train_seconds,
+        r.examples as f64 / r.train_seconds.max(1e-9),
+        wall.as_secs_f64()
+    );
+    println!("  last quarter of the day (scored before training on each example):");
+    println!("  | task | examples | positives | model AUC | prior AUC | oracle AUC | model calibration | model NE |");
+    println!("  | --- | --- | --- | --- | --- | --- | --- | --- |");
+    for (name, c) in [
+        ("click", &r.click),
+        ("conversion (per click)", &r.conversion),
+    ] {
+        println!(
+            "  | {name} | {} | {} | {:.4} | {:.4} | {:.4} | {:.3} | {:.4} |",
+            c.examples,
+            c.positives,
+            c.model_auc,
+            c.prior_auc,
+            c.oracle_auc,
+            c.model_calibration,
+            c.model_ne
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// On a simulated stream the model's AUC rises clearly above the prior's.
+    #[test]
+    fn online_model_beats_the_prior() {
+        let bench = RankerBench {
+            served: 240_000,
+            users: 5_000,
+            device: DevicePreference::Cpu,
+            ..RankerBench::default()
+        };
+        let r = run(&bench, |_| {}).expect("run");
+        let c = &r.click;
+        assert!(c.positives > 500, "{c:?}");
+        assert!(
+            c.model_auc > c.prior_auc + 0.02,
+            "model {:.4} vs prior {:.4} (oracle {:.4})",
+            c.model_auc,
+            c.prior_auc,
+            c.oracle_auc
+        );
+        assert!(
+            c.model_calibration > 0.7 && c.model_calibration < 1.4,
+            "{c:?}"
+        );
+    }
+}

@@ -1,0 +1,212 @@
+//! The online ranker against a running pipeline on a real broker: served ads read back from
+//! `ads.served`, joined with impressions and clicks, train a model that passes the guards and is
+//! published to serving (`ext.model_version`), listed by `GET /v1/models`, rolled back by
+//! `POST /v1/models/{v}/promote`, and loaded again after a restart.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+fn campaign(id: &str, adv: &str) -> String {
+    format!(
+        r#"{{"campaign_id":"{id}","advertiser_id":"{adv}","daily_budget_micros":100000000000,"timezone":"UTC","billing":"cpm","bid_micros":2000000,"targeting":{{}},"creatives":[{{"ad_id":"{id}-ad"}}]}}"#
+    )
+}
+
+fn request(id: &str, user: usize) -> String {
+    format!(
+        r#"{{"id":"{id}","imp":[{{"id":"1"}}],"device":{{"geo":{{"country":"US"}},"devicetype":2}},"user":{{"id":"u{user}"}},"site":{{"id":"s"}},"tmax":500}}"#
+    )
+}
+
+/// Serves `n` requests and logs their outcomes: campaign `hot` is clicked by a third of the
+/// users that see it, `cold` by one in fifty. Returns the model versions seen in the answers.
+fn traffic(api: &str, p: &rdkafka::producer::BaseProducer, from: usize, n: usize) -> Vec<String> {
+    let mut versions = Vec::new();
+    for i in from..from + n {
+        let rid = format!("r{i}");
+        let (status, body) = post(api, &request(&rid, i % 40));
+        if status != 200 {
+            continue;
+        }
+        let bid = &body["seatbid"][0]["bid"][0];
+        versions.push(bid["ext"]["model_version"].as_str().unwrap().to_string());
+        let cid = bid["cid"].as_str().unwrap();
+        let token = bid["ext"]["billing_token"].as_str().unwrap();
+        let now = adstream_operators::time::EventTime::now().millis();
+        let event = |kind: &str| {
+            serde_json::json!({"event_id": format!("{kind}-{rid}"), "ts": now, "request_id": rid,
+                "imp_id": "1", "campaign_id": cid, "ad_id": format!("{cid}-ad"),
+                "user_id": format!("u{}", i % 40), "billing_token": token})
+            .to_string()
+        };
+        produce(p, "ads.impressions", &rid, Some(event("imp").as_bytes()));
+        let clicked = if cid == "hot" {
+            i % 3 == 0
+        } else {
+            i % 50 == 0
+        };
+        if clicked {
+            produce(p, "ads.clicks", &rid, Some(event("click").as_bytes()));
+        }
+    }
+    flush(p);
+    versions
+}
+
+fn models(api: &str) -> serde_json::Value {
+    http_get(&format!("{api}/v1/models")).unwrap().1
+}
+
+fn promote(api: &str, version: &str) -> (u16, serde_json::Value) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let resp = reqwest::Client::new()
+            .post(format!("{api}/v1/models/{version}/promote"))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+    })
+}
+
+#[test]
+fn trained_versions_reach_serving_and_roll_back() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = pipeline_file(
+        dir.path(),
+        &broker.brokers(),
+        r#"
+[pacing]
+enabled = false
+
+[labels]
+click_window_ms = 1000
+impression_wait_ms = 5000
+
+[model]
+device = "cpu"
+hidden = [16]
+batch_size = 32
+snapshot_ms = 300
+
+[model.guards]
+min_examples = 150
+min_positives = 5
+max_auc_drop = 1.0
+calibration = [0.01, 100.0]
+max_prediction_shift = 100.0
+"#,
+    );
+    create_topics(&pipeline);
+    let state = dir.path().join("state");
+    let run = Running::start(&pipeline, &state, &[]);
+    let p = producer(&broker.brokers());
+    produce(
+        &p,
+        "ads.campaigns",
+        "hot",
+        Some(campaign("hot", "a1").as_bytes()),
+    );
+    produce(
+        &p,
+        "ads.campaigns",
+        "cold",
+        Some(campaign("cold", "a2").as_bytes()),
+    );
+    flush(&p);
+    assert!(eventually(Duration::from_secs(30), || {
+        ["hot", "cold"].iter().all(|c| {
+            http_get(&format!("{}/v1/campaigns/{c}", run.api)).is_some_and(|(s, _)| s == 200)
+        })
+    }));
+    // Before any model: the prior serves, and the API says so.
+    assert_eq!(models(&run.api)["serving"], "prior");
+    let first = traffic(&run.api, &p, 0, 20);
+    assert!(first.iter().all(|v| v == "prior"), "{first:?}");
+
+    // Labelled examples train a first version, which serving picks up without a restart.
+    let mut sent = 20;
+    let published = eventually(Duration::from_secs(120), || {
+        traffic(&run.api, &p, sent, 60);
+        sent += 60;
+        models(&run.api)["serving"] == "v1"
+    });
+    let listing = models(&run.api);
+    assert!(published, "no model published: {listing:#}");
+    let v1 = &listing["versions"][0];
+    assert_eq!(v1["version"], 1);
+    assert_eq!(v1["status"], "live");
+    assert!(v1["verdict"]["passed"].as_bool().unwrap());
+    assert!(v1["click"]["examples"].as_u64().unwrap() >= 150, "{v1:#}");
+    assert!(listing["training"]["examples"].as_u64().unwrap() >= 150);
+    let served = traffic(&run.api, &p, sent, 5);
+    assert!(served.iter().all(|v| v.starts_with('v')), "{served:?}");
+    sent += 5;
+
+    // More traffic, more versions; then roll back to v1.
+    assert!(eventually(Duration::from_secs(120), || {
+        traffic(&run.api, &p, sent, 60);
+        sent += 60;
+        models(&run.api)["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["version"].as_u64() >= Some(2) && v["status"] != "refused")
+    }));
+    let (status, body) = promote(&run.api, "v1");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "live");
+    assert!(eventually(Duration::from_secs(10), || {
+        traffic(&run.api, &p, sent, 1) == vec!["v1".to_string()]
+    }));
+    sent += 1;
+    let _ = sent;
+    // Bad promotions name what is wrong.
+    let (status, body) = promote(&run.api, "v999");
+    assert_eq!(status, 404, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("999"));
+    let (status, body) = promote(&run.api, "latest");
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("version"));
+    let metrics = reqwest_text(&format!("{}/metrics", run.api));
+    assert!(
+        metrics.contains("adstream_model_live_version 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("adstream_model_quality{measure=\"auc\",task=\"click\"}"));
+    assert!(metrics.contains("adstream_labels_total"));
+    run.kill();
+
+    // A restart serves the live version at once.
+    let run = Running::start(&pipeline, &state, &[]);
+    assert!(eventually(Duration::from_secs(30), || models(&run.api)
+        ["serving"]
+        == "v1"));
+    let listing = models(&run.api);
+    let live: Vec<_> = listing["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["status"] == "live")
+        .collect();
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0]["version"], 1);
+}
+
+fn reqwest_text(url: &str) -> String {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async { reqwest::get(url).await.unwrap().text().await.unwrap() })
+}
