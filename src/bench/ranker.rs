@@ -214,7 +214,16 @@ pub fn run(bench: &RankerBench, mut progress: impl FnMut(f64)) -> anyhow::Result
         let scores = learner.train(examples)?;
         report.train_seconds += started.elapsed().as_secs_f64();
         report.examples += keys.len() as u64;
-        for (Key { request, click, ts, pctr }, score) in keys.into_iter().zip(scores) {
+        for (
+            Key {
+                request,
+                click,
+                ts,
+                pctr,
+            },
+            score,
+        ) in keys.into_iter().zip(scores)
+        {
             if ts < last_quarter {
                 if click.is_some() {
                     truth.remove(&request);
