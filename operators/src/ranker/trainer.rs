@@ -181,6 +181,80 @@ impl TrainerControl {
     }
 }
 
+/// Holds the click positives of a cold start until their negatives come.
+///
+/// Clicks are labelled the moment they arrive, negatives only when their click window closes;
+/// in steady state both flow at their true rates, but a trainer that starts (or restarts) sees
+/// one click window of positives alone, which would teach the model that everything is
+/// clicked. So until the first negative arrives nothing is trained; then the held positives
+/// (and their conversion labels) are released as the negatives' serving time passes theirs, and
+/// once it passes the newest example held when the first negative came, everything flows
+/// straight through.
+#[derive(Debug, Default)]
+pub struct Warmup {
+    held: std::collections::VecDeque<LabeledExample>,
+    negatives_served_ms: Option<i64>,
+    cutoff_ms: Option<i64>,
+    done: bool,
+    capacity: usize,
+}
+
+impl Warmup {
+    /// A warm-up holding at most `capacity` examples (the oldest are dropped beyond it).
+    pub fn new(capacity: usize) -> Self {
+        Warmup {
+            capacity: capacity.max(1),
+            ..Warmup::default()
+        }
+    }
+
+    /// Whether examples now flow straight through.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Takes one example; appends to `out` what may be trained on now.
+    pub fn admit(&mut self, example: LabeledExample, out: &mut Vec<LabeledExample>) {
+        if self.done {
+            out.push(example);
+            return;
+        }
+        let served = example.served.ts.millis();
+        if example.click == Some(false) {
+            if self.cutoff_ms.is_none() {
+                self.cutoff_ms = Some(
+                    self.held
+                        .iter()
+                        .map(|e| e.served.ts.millis())
+                        .max()
+                        .unwrap_or(served),
+                );
+            }
+            let seen = self.negatives_served_ms.map_or(served, |s| s.max(served));
+            self.negatives_served_ms = Some(seen);
+            out.push(example);
+            let mut keep = std::collections::VecDeque::with_capacity(self.held.len());
+            for e in self.held.drain(..) {
+                if e.served.ts.millis() <= seen {
+                    out.push(e);
+                } else {
+                    keep.push_back(e);
+                }
+            }
+            self.held = keep;
+            if self.cutoff_ms.is_some_and(|c| seen >= c) {
+                out.extend(self.held.drain(..));
+                self.done = true;
+            }
+            return;
+        }
+        if self.held.len() >= self.capacity {
+            self.held.pop_front();
+        }
+        self.held.push_back(example);
+    }
+}
+
 /// Example held since the last snapshot, to judge the candidate against the live model.
 struct Held {
     example: LabeledExample,
@@ -572,6 +646,7 @@ pub fn spawn(
         .name("trainer".into())
         .spawn(move || {
             let mut last_snapshot = Instant::now();
+            let mut warmup = Warmup::new(config.queue);
             let mut last_status = Instant::now();
             let mut open = true;
             while open {
@@ -588,7 +663,11 @@ pub fn spawn(
                         }
                     }
                 }
-                if let Err(e) = learner.train(batch) {
+                let mut ready = Vec::with_capacity(batch.len());
+                for e in batch {
+                    warmup.admit(e, &mut ready);
+                }
+                if let Err(e) = learner.train(ready) {
                     learner.status.errors += 1;
                     tracing::error!(error = %e, "training step failed");
                 }
@@ -642,4 +721,62 @@ pub fn spawn(
 /// Counts an example the graph could not queue.
 pub fn count_drop(dropped: &AtomicU64) {
     dropped.fetch_add(1, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::serve::operator::Served;
+
+    fn example(served_ms: i64, click: Option<bool>) -> LabeledExample {
+        let json = format!(
+            r#"{{"request_id":"r{served_ms}","imp_id":"1","ts":{served_ms},"campaign_id":"c","advertiser_id":"a","ad_id":"x","billing":"cpc","charge_micros":1,"price_ecpm_micros":1,"pctr":0.02,"pcvr":0.05,"model_version":"prior","user_id":null,"country":null,"device":null,"interests":[],"tag_id":null}}"#
+        );
+        let served: Served = serde_json::from_str(&json).expect("served");
+        LabeledExample {
+            served: Box::new(served),
+            click,
+            conversion: None,
+            label_ms: served_ms,
+        }
+    }
+
+    fn served(out: &[LabeledExample]) -> Vec<(i64, Option<bool>)> {
+        out.iter()
+            .map(|e| (e.served.ts.millis(), e.click))
+            .collect()
+    }
+
+    #[test]
+    fn warmup_holds_positives_until_their_negatives_come() {
+        let mut w = Warmup::new(100);
+        let mut out = Vec::new();
+        // A click window of positives alone: nothing is trained.
+        for t in [10, 20, 30] {
+            w.admit(example(t, Some(true)), &mut out);
+        }
+        assert!(out.is_empty());
+        // Negatives of the same serving times release the positives in step.
+        w.admit(example(5, Some(false)), &mut out);
+        assert_eq!(served(&out), vec![(5, Some(false))]);
+        out.clear();
+        w.admit(example(40, Some(true)), &mut out);
+        w.admit(example(20, Some(false)), &mut out);
+        assert_eq!(
+            served(&out),
+            vec![(20, Some(false)), (10, Some(true)), (20, Some(true))]
+        );
+        assert!(!w.is_done());
+        out.clear();
+        // Past the newest example held when the first negative came: all flows.
+        w.admit(example(31, Some(false)), &mut out);
+        assert_eq!(
+            served(&out),
+            vec![(31, Some(false)), (30, Some(true)), (40, Some(true))]
+        );
+        assert!(w.is_done());
+        out.clear();
+        w.admit(example(50, Some(true)), &mut out);
+        assert_eq!(served(&out), vec![(50, Some(true))]);
+    }
 }
