@@ -83,6 +83,9 @@ pub enum Command {
         /// With --ranker / --ranker-throughput: examples per training step.
         #[arg(long, default_value_t = 256)]
         batch: usize,
+        /// With --ranker / --ranker-throughput: a feature spec file instead of the shipped one.
+        #[arg(long)]
+        features: Option<PathBuf>,
         /// With --ranker / --ranker-throughput: `auto`, `cpu` or `cuda`.
         #[arg(long, default_value = "auto", value_parser = parse_device)]
         device: adstream_operators::ranker::trainer::DevicePreference,
@@ -325,16 +328,26 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             ranker_throughput,
             served,
             batch,
+            features,
             device,
         } => match freshness {
             None if ranker || ranker_throughput => {
                 if batch == 0 {
                     anyhow::bail!("--batch must be at least 1");
                 }
+                let spec = match &features {
+                    None => adstream_operators::ranker::features::FeatureSpec::default_spec(),
+                    Some(path) => adstream_operators::ranker::features::FeatureSpec::parse(
+                        &std::fs::read_to_string(path)
+                            .map_err(|e| anyhow::anyhow!("--features {}: {e}", path.display()))?,
+                    )
+                    .map_err(|e| anyhow::anyhow!("--features {}: {e}", path.display()))?,
+                };
                 let bench = crate::bench::ranker::RankerBench {
                     served,
                     batch_size: batch,
                     device,
+                    spec,
                     ..Default::default()
                 };
                 if ranker_throughput {

@@ -185,6 +185,15 @@ max_prediction_shift = 100.0
     );
     assert!(metrics.contains("adstream_model_quality{measure=\"auc\",task=\"click\"}"));
     assert!(metrics.contains("adstream_labels_total"));
+    // The click-to-live delay of each installed version (reported in the closing note).
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("adstream_model_click_to_live_seconds_"))
+    {
+        if line.contains("_sum") || line.contains("_count") {
+            println!("{line}");
+        }
+    }
     run.kill();
 
     // A restart serves the live version at once.

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use adstream_operators::attribution::operator::AttributedConversion;
 use adstream_operators::labels::{LabelConfig, LabelEvent, LabelJoin, LabeledExample};
 use adstream_operators::quality;
-use adstream_operators::ranker::features::FeatureSpec;
+use adstream_operators::ranker::features::{FeatureContext, FeatureSpec};
 use adstream_operators::ranker::model::{fake_negative_calibration, ModelConfig};
 use adstream_operators::ranker::optim::AdamWConfig;
 use adstream_operators::ranker::registry::Registry;
@@ -445,7 +445,7 @@ pub fn throughput(bench: &RankerBench, seconds: f64) -> anyhow::Result<(String, 
     };
     let device = select_device(bench.device)?;
     let mut learner = Learner::new(
-        FeatureSpec::default_spec(),
+        bench.spec.clone(),
         config,
         device,
         Registry::open(dir.path(), 2)?,
@@ -474,6 +474,23 @@ pub fn throughput(bench: &RankerBench, seconds: f64) -> anyhow::Result<(String, 
         busy += t.elapsed();
         examples += bench.batch_size as u64;
     }
+    // The host's share: encoding the same batches alone.
+    let started = Instant::now();
+    let mut encoded = 0u64;
+    while started.elapsed().as_secs_f64() < 2.0 {
+        let batch = next_batch(&pool);
+        let mut rows = bench.spec.batch();
+        for e in &batch {
+            bench
+                .spec
+                .encode(&FeatureContext::from_served(&e.served), &mut rows);
+        }
+        encoded += rows.len as u64;
+    }
+    println!(
+        "  encoding alone: {:.0} examples/s on one core",
+        encoded as f64 / started.elapsed().as_secs_f64()
+    );
     Ok((
         device,
         examples as f64 / busy.as_secs_f64().max(1e-9),

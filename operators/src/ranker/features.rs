@@ -562,7 +562,7 @@ mod tests {
     fn shipped_spec_parses() {
         let spec = FeatureSpec::default_spec();
         assert_eq!(spec.categorical_count(), 9);
-        assert_eq!(spec.bag_widths(), vec![16, 16]);
+        assert_eq!(spec.bag_widths(), vec![8, 8]);
         assert_eq!(spec.dense_dim(), 2);
     }
 
@@ -602,7 +602,7 @@ mod tests {
         assert_eq!(batch.categorical[0], vec![0]); // no user
         assert_ne!(batch.categorical[5], vec![0]); // campaign
         let (ids, w) = &batch.bags[0];
-        assert_eq!(ids.len(), 16);
+        assert_eq!(ids.len(), 8);
         assert_eq!(w.iter().sum::<f32>(), 1.0);
     }
 
