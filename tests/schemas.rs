@@ -26,6 +26,7 @@ const KINDS: &[&str] = &[
     "conversion",
     "deadletter",
     "budget_status",
+    "served",
 ];
 
 fn schemas_dir() -> PathBuf {
@@ -220,6 +221,10 @@ fn rust_serialised_events_validate() {
             "conversion" => {
                 serde_json::to_value(Conversion::parse(&bytes).expect("parse conversion"))
             }
+            "served" => serde_json::to_value(
+                serde_json::from_slice::<adstream_operators::serve::operator::Served>(&bytes)
+                    .expect("parse served"),
+            ),
             _ => continue,
         }
         .expect("serialise");
