@@ -63,19 +63,7 @@ fn models(api: &str) -> serde_json::Value {
 }
 
 fn promote(api: &str, version: &str) -> (u16, serde_json::Value) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let resp = reqwest::Client::new()
-            .post(format!("{api}/v1/models/{version}/promote"))
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(serde_json::Value::Null))
-    })
+    post_to(&format!("{api}/v1/models/{version}/promote"), "")
 }
 
 #[test]

@@ -210,6 +210,21 @@ impl CheckpointGate {
     }
 }
 
+/// Keeps an output capability at the input `frontier` (the first time in it), or drops it once
+/// the input is complete: for operators that emit at times their input has not passed.
+pub fn follow_frontier(cap: &mut Option<Capability<u64>>, frontier: Option<&u64>) {
+    match frontier {
+        Some(t) => {
+            if let Some(c) = cap.as_mut() {
+                if c.time() < t {
+                    c.downgrade(t);
+                }
+            }
+        }
+        None => *cap = None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,7 +32,7 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, LogNormal};
 
 use crate::simulator::outcomes::conversion_delay_sim_ms;
-use crate::simulator::world::{World, WorldConfig};
+use crate::simulator::world::{Ad, SimCampaign, User, World, WorldConfig};
 
 /// 2026-01-05T00:00:00Z.
 const START_MS: i64 = 1_767_571_200_000;
@@ -106,6 +106,40 @@ pub struct RankerReport {
     pub click: Comparison,
     /// Conversion task over the last quarter's clicks (labels: whether the click converts).
     pub conversion: Comparison,
+}
+
+/// What serving would log for `ad` of `sc` won by `user`'s request at `ts` (prior predictions).
+fn served_record(
+    request_id: &str,
+    ts: i64,
+    user: &User,
+    sc: &SimCampaign,
+    ad: &Ad,
+    inventory: &str,
+) -> Served {
+    let c = &sc.campaign;
+    Served {
+        request_id: request_id.to_string(),
+        imp_id: "1".into(),
+        ts: EventTime(ts),
+        campaign_id: c.campaign_id.clone(),
+        advertiser_id: c.advertiser_id.clone(),
+        ad_id: ad.ad_id.clone(),
+        billing: c.billing,
+        charge_micros: 0,
+        price_ecpm_micros: 0,
+        pctr: 0.02,
+        pcvr: 0.05,
+        model_version: "prior".into(),
+        user_id: Some(user.id.clone()),
+        country: Some(user.country.to_string()),
+        device: Some(device_name(user.devicetype).to_string()),
+        interests: user.interests.iter().map(|s| s.to_string()).collect(),
+        tag_id: Some("slot-1".into()),
+        inventory: Some(inventory.into()),
+        bid_micros: c.bid_micros,
+        ad_interests: c.targeting.interests.clone(),
+    }
 }
 
 struct Key {
@@ -276,28 +310,8 @@ pub fn run(bench: &RankerBench, mut progress: impl FnMut(f64)) -> anyhow::Result
             let c = &sc.campaign;
             let p = prior.predict(&c.campaign_id);
             let request_id = format!("r{served}");
-            let record = Served {
-                request_id: request_id.clone(),
-                imp_id: "1".into(),
-                ts: EventTime(ts),
-                campaign_id: c.campaign_id.clone(),
-                advertiser_id: c.advertiser_id.clone(),
-                ad_id: ad.ad_id.clone(),
-                billing: c.billing,
-                charge_micros: 0,
-                price_ecpm_micros: 0,
-                pctr: p.pctr,
-                pcvr: p.pcvr,
-                model_version: "prior".into(),
-                user_id: Some(user.id.clone()),
-                country: Some(user.country.to_string()),
-                device: Some(device.to_string()),
-                interests: user.interests.iter().map(|s| s.to_string()).collect(),
-                tag_id: Some("slot-1".into()),
-                inventory: Some("site".into()),
-                bid_micros: c.bid_micros,
-                ad_interests: c.targeting.interests.clone(),
-            };
+            let mut record = served_record(&request_id, ts, user, sc, ad, "site");
+            (record.pctr, record.pcvr) = (p.pctr, p.pcvr);
             let ctr = world.true_ctr(user, ad, sc);
             let cvr = world.true_cvr(user, sc);
             let clicks = rng.random_bool(ctr.clamp(0.0, 1.0));
@@ -396,40 +410,24 @@ pub fn run(bench: &RankerBench, mut progress: impl FnMut(f64)) -> anyhow::Result
 /// Training throughput: examples per second of the trainer's step (encode, forward, backward,
 /// AdamW) on `bench.device`, over examples drawn like [`run`]'s, for `seconds`.
 pub fn throughput(bench: &RankerBench, seconds: f64) -> anyhow::Result<(String, f64, u64)> {
-    let mut sample = bench.clone();
-    sample.served = 200_000;
-    // A pool of labelled examples from a short day, trained on round-robin.
+    // A pool of labelled examples, trained on round-robin.
+    const POOL: usize = 200_000;
     let world = World::generate(bench.seed, &WorldConfig::default());
     let mut rng = StdRng::seed_from_u64(bench.seed);
-    let mut pool = Vec::with_capacity(sample.served);
-    for i in 0..sample.served {
+    let mut pool = Vec::with_capacity(POOL);
+    for i in 0..POOL {
         let user = world.sample_user(&mut rng);
         let sc = &world.campaigns[rng.random_range(0..world.campaigns.len())];
         let ad = &sc.ads[0];
-        let c = &sc.campaign;
         let clicked = rng.random_bool(world.true_ctr(user, ad, sc).clamp(0.0, 1.0));
-        let served = Served {
-            request_id: format!("r{i}"),
-            imp_id: "1".into(),
-            ts: EventTime(START_MS + i as i64 * 400),
-            campaign_id: c.campaign_id.clone(),
-            advertiser_id: c.advertiser_id.clone(),
-            ad_id: ad.ad_id.clone(),
-            billing: c.billing,
-            charge_micros: 0,
-            price_ecpm_micros: 0,
-            pctr: 0.02,
-            pcvr: 0.05,
-            model_version: "prior".into(),
-            user_id: Some(user.id.clone()),
-            country: Some(user.country.to_string()),
-            device: Some(device_name(user.devicetype).to_string()),
-            interests: user.interests.iter().map(|s| s.to_string()).collect(),
-            tag_id: Some("slot-1".into()),
-            inventory: Some("app".into()),
-            bid_micros: c.bid_micros,
-            ad_interests: c.targeting.interests.clone(),
-        };
+        let served = served_record(
+            &format!("r{i}"),
+            START_MS + i as i64 * 400,
+            user,
+            sc,
+            ad,
+            "app",
+        );
         pool.push(LabeledExample {
             served: Box::new(served),
             click: Some(clicked),

@@ -297,13 +297,18 @@ pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
 
 /// POSTs an OpenRTB request; the status and the JSON body (null when empty).
 pub fn post(api: &str, body: &str) -> (u16, serde_json::Value) {
+    post_to(&format!("{api}/v1/openrtb"), body)
+}
+
+/// POSTs `body` to `url`; the status and the JSON body (null when empty).
+pub fn post_to(url: &str, body: &str) -> (u16, serde_json::Value) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
         let resp = reqwest::Client::new()
-            .post(format!("{api}/v1/openrtb"))
+            .post(url)
             .body(body.to_string())
             .send()
             .await

@@ -12,6 +12,7 @@ use timely::dataflow::StreamVec;
 
 use super::scoring::PublishedModel;
 use super::trainer::count_drop;
+use crate::checkpoint::follow_frontier;
 use crate::labels::LabeledExample;
 
 /// Worker 0's link to the trainer thread.
@@ -59,16 +60,7 @@ pub fn train<'scope>(
                         }
                     }
                 }
-                match frontier.frontier().first() {
-                    Some(t) => {
-                        if let Some(c) = cap.as_mut() {
-                            if c.time() < t {
-                                c.downgrade(t);
-                            }
-                        }
-                    }
-                    None => cap = None,
-                }
+                follow_frontier(&mut cap, frontier.frontier().first());
                 if link.is_some() && cap.is_some() {
                     activator.activate_after(POLL);
                 } else if link.is_none() {

@@ -292,6 +292,18 @@ fn new_model(
     Ok((varmap, model))
 }
 
+/// A separate copy of the network holding `tensors` (the live model the guards compare with).
+fn model_with(
+    spec: &FeatureSpec,
+    config: &ModelConfig,
+    device: &Device,
+    tensors: &HashMap<String, Tensor>,
+) -> candle_core::Result<RankerModel> {
+    let (varmap, model) = new_model(spec, config, device)?;
+    load_into(&varmap, tensors)?;
+    Ok(model)
+}
+
 fn load_into(varmap: &VarMap, tensors: &HashMap<String, Tensor>) -> candle_core::Result<()> {
     let vars = varmap
         .data()
@@ -354,9 +366,10 @@ impl Learner {
                     let state = candle_core::safetensors::load_buffer(&bytes, &device)?;
                     optimizer.restore(&state, meta.optimizer_steps)?;
                 }
-                let (live_map, live_model) = new_model(&spec, &config.model, &device)?;
-                load_into(&live_map, &weights)?;
-                live = Some((meta.version, live_model));
+                live = Some((
+                    meta.version,
+                    model_with(&spec, &config.model, &device, &weights)?,
+                ));
                 parent = Some(meta.version);
                 examples_total = meta.data.examples_total;
                 tracing::info!(
@@ -406,10 +419,14 @@ impl Learner {
     /// The live version as a publishable model (sent once at start so every replica has it).
     pub fn live_published(&self) -> Option<PublishedModel> {
         let (version, _) = self.live.as_ref()?;
-        let meta = self.registry.live()?.clone();
         let weights = self.registry.weights(*version).ok()?;
+        self.published(weights)
+    }
+
+    /// The live version's metadata with `weights`, its parameters.
+    fn published(&self, weights: Vec<u8>) -> Option<PublishedModel> {
         Some(PublishedModel {
-            meta,
+            meta: self.registry.live()?.clone(),
             weights,
             published_ms: EventTime::now().millis(),
         })
@@ -585,10 +602,9 @@ impl Learner {
         if !passed {
             return Ok(None);
         }
-        let (live_map, live_model) = new_model(&self.spec, &self.config.model, &self.device)?;
-        load_into(&live_map, &named)?;
-        self.live = Some((version, live_model));
-        Ok(self.live_published())
+        let live = model_with(&self.spec, &self.config.model, &self.device, &named)?;
+        self.live = Some((version, live));
+        Ok(self.published(weights))
     }
 
     /// Makes `version` live and continues training from it.
@@ -613,13 +629,12 @@ impl Learner {
             let state = candle_core::safetensors::load_buffer(&state, &self.device)?;
             self.optimizer.restore(&state, meta.optimizer_steps)?;
         }
-        let (live_map, live_model) = new_model(&self.spec, &self.config.model, &self.device)?;
-        load_into(&live_map, &weights)?;
-        self.live = Some((version, live_model));
+        let live = model_with(&self.spec, &self.config.model, &self.device, &weights)?;
+        self.live = Some((version, live));
         self.parent = Some(version);
         self.held.clear();
         self.status.versions = self.registry.versions().to_vec();
-        self.live_published()
+        self.published(bytes)
             .ok_or_else(|| TrainerError::Snapshot(format!("version {version} vanished")))
     }
 }

@@ -23,6 +23,7 @@ use super::auction::{run_gated_auction, Candidate, Win};
 use super::ranking::{PriorRanker, Ranker};
 use super::request::AdRequest;
 use super::retrieval::{retrieve, CampaignIndex};
+use crate::checkpoint::follow_frontier;
 use crate::events::Billing;
 use crate::ledger::operator::LedgerOutput;
 use crate::ledger::status::BudgetBook;
@@ -363,16 +364,7 @@ pub fn serve<'scope>(
                 index_stale = false;
             }
             // Keep a capability at the replica's frontier, to log served ads with.
-            match frontier.frontier().first() {
-                Some(t) => {
-                    if let Some(c) = cap.as_mut() {
-                        if c.time() < t {
-                            c.downgrade(t);
-                        }
-                    }
-                }
-                None => cap = None,
-            }
+            follow_frontier(&mut cap, frontier.frontier().first());
             for round in 0..=256 {
                 if round == 256 {
                     // More are queued: yield to the rest of the graph, then continue.
