@@ -1,4 +1,5 @@
-//! The command line: `adstream demo | run | simulate | validate | topics create | bench`.
+//! The command line: `adstream demo | run | simulate | validate | topics create | report tail |
+//! bench`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -96,6 +97,12 @@ pub enum Command {
         #[command(subcommand)]
         action: TopicsAction,
     },
+    /// Read the reporting topics.
+    Report {
+        /// What to do.
+        #[command(subcommand)]
+        action: ReportAction,
+    },
 }
 
 /// `adstream topics ...`.
@@ -108,6 +115,29 @@ pub enum TopicsAction {
         /// Bootstrap servers (overrides the file).
         #[arg(long)]
         brokers: Option<String>,
+    },
+}
+
+/// `adstream report ...`.
+#[derive(Debug, Subcommand)]
+pub enum ReportAction {
+    /// Follow a reporting topic as a table: read it all (it is compacted), print the latest rows
+    /// once caught up, then each new, updated or deleted row as it arrives.
+    Tail {
+        /// The reporting topic (e.g. report.campaign_minute).
+        topic: String,
+        /// Bootstrap servers, host:port,...
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        brokers: String,
+        /// Latest rows shown once caught up.
+        #[arg(long, default_value_t = 20)]
+        rows: usize,
+        /// Print the table of the latest rows once caught up, then exit.
+        #[arg(long)]
+        once: bool,
+        /// Read the topic from its beginning (always: accepted for clarity).
+        #[arg(long)]
+        from_start: bool,
     },
 }
 
@@ -413,6 +443,21 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Report {
+            action:
+                ReportAction::Tail {
+                    topic,
+                    brokers,
+                    rows,
+                    once,
+                    from_start: _,
+                },
+        } => crate::report_tail::run(&crate::report_tail::TailOptions {
+            topic,
+            brokers,
+            rows,
+            once,
+        }),
         Command::Demo(mut args) => crate::demo::run(crate::demo::DemoOptions {
             pipeline: args.pipeline,
             listen: args.listen,

@@ -60,9 +60,9 @@ pub fn run(opts: DemoOptions) -> anyhow::Result<()> {
     };
     let cluster = MockCluster::new(1).context("starting the embedded Kafka cluster")?;
     let partitions = *pipeline.topics.partitions.get_ref();
-    for (topic, _) in pipeline.topics.all() {
+    for (topic, _) in pipeline.all_topics() {
         cluster
-            .create_topic(topic, partitions, 1)
+            .create_topic(&topic, partitions, 1)
             .with_context(|| format!("creating topic {topic} on the embedded cluster"))?;
     }
     let brokers = cluster.bootstrap_servers();
@@ -93,6 +93,10 @@ pub fn run(opts: DemoOptions) -> anyhow::Result<()> {
     println!("adstream demo");
     println!("  embedded Kafka cluster  {brokers}");
     println!("  API                     {api}   (POST /v1/openrtb, GET /v1/campaigns)");
+    println!("  dashboard               {api}/");
+    println!(
+        "  reports                 adstream report tail report.campaign_minute --brokers {brokers}"
+    );
     println!("  metrics                 {api}/metrics");
     println!("  state                   {}", state.path().display());
     println!(
@@ -248,6 +252,39 @@ fn settle_and_check(
     let dead_seen: u64 = dead_by_reason.values().sum();
     let dead_expected: u64 = report.expected.dead_letters.values().sum();
     print_final(report, stats, &verdict, dead_seen, dead_expected);
+    // The reports add up to the ledger too: spend per campaign over the rows of the first report
+    // grouped by campaign (rows follow checkpoints and the watermark: give them a moment).
+    if let Some(spec) = pipeline.reporting.specs().ok().and_then(|specs| {
+        specs.into_iter().find(|s| {
+            s.dimensions
+                .contains(&adstream_operators::report::Dimension::Campaign)
+        })
+    }) {
+        let mut ledger_spend: BTreeMap<String, u64> = BTreeMap::new();
+        for ((campaign, _), micros) in &actual {
+            if ours.contains(campaign.as_str()) && *micros > 0 {
+                *ledger_spend.entry(campaign.clone()).or_default() += micros;
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut reported = report_spend(kafka, &spec.topic)?;
+        while reported != ledger_spend && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(500));
+            reported = report_spend(kafka, &spec.topic)?;
+        }
+        if reported != ledger_spend {
+            println!(
+                "  reports: spend over {} rows differs from the ledger",
+                spec.topic
+            );
+            anyhow::bail!("report spend {reported:?} differs from the ledger's {ledger_spend:?}");
+        }
+        println!(
+            "  reports: spend over {} rows equals the ledger for all {} campaigns",
+            spec.topic,
+            ledger_spend.len()
+        );
+    }
     if !verdict.mismatches.is_empty() {
         anyhow::bail!(
             "ledger spend differs from the ground truth for {} campaign-days",
@@ -280,6 +317,71 @@ pub fn dead_letter_categories(by_reason: &BTreeMap<String, u64>) -> BTreeMap<Str
         *out.entry(category.to_string()).or_default() += n;
     }
     out
+}
+
+/// Spend per campaign over the latest row of each key of report topic `topic` (read to its end).
+fn report_spend(kafka: &ClientConfig, topic: &str) -> anyhow::Result<BTreeMap<String, u64>> {
+    use rdkafka::consumer::Consumer;
+    use rdkafka::message::Message;
+    let consumer: BaseConsumer = kafka
+        .clone()
+        .set("group.id", "adstream-demo-check")
+        .set("enable.auto.commit", "false")
+        .create()
+        .context("creating a Kafka client")?;
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .with_context(|| format!("reading the metadata of {topic}"))?;
+    let mut ends = BTreeMap::new();
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
+        let (_, high) = consumer
+            .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+            .with_context(|| format!("reading the end of {topic}[{}]", p.id()))?;
+        if high > 0 {
+            ends.insert(p.id(), high);
+            assignment.add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning)?;
+        }
+    }
+    let mut rows: BTreeMap<Vec<u8>, (String, u64)> = BTreeMap::new();
+    if !ends.is_empty() {
+        consumer.assign(&assignment)?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ends.is_empty() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "could not read {topic} to its end within 60 s"
+        );
+        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let m = message.with_context(|| format!("reading {topic}"))?;
+        if let (Some(key), Some(Ok(row))) = (
+            m.key(),
+            m.payload().map(serde_json::from_slice::<serde_json::Value>),
+        ) {
+            let campaign = row["group"]["campaign_id"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            let spend = row["spend_micros"].as_u64().unwrap_or(0);
+            rows.insert(key.to_vec(), (campaign, spend));
+        }
+        if ends
+            .get(&m.partition())
+            .is_some_and(|end| m.offset() + 1 >= *end)
+        {
+            ends.remove(&m.partition());
+        }
+    }
+    let mut out: BTreeMap<String, u64> = BTreeMap::new();
+    for (campaign, spend) in rows.into_values() {
+        if spend > 0 {
+            *out.entry(campaign).or_default() += spend;
+        }
+    }
+    Ok(out)
 }
 
 /// High watermark of every event partition (the campaigns topic is re-read on every start, so

@@ -1,4 +1,5 @@
-//! The HTTP API (axum): campaign state, serving, models, health, readiness and metrics.
+//! The HTTP API (axum): campaign state, serving, models, health, readiness, metrics and the
+//! dashboard.
 
 use std::sync::Arc;
 
@@ -9,6 +10,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
+use crate::dashboard::{asset, History};
 use crate::live::LiveState;
 use crate::metrics::Metrics;
 use crate::serving::{Answer, Serving};
@@ -33,6 +35,8 @@ pub struct AppState {
     pub models: Arc<ModelSlot>,
     /// The trainer and its registry (in the process of worker 0 only).
     pub trainer: Option<Arc<TrainerControl>>,
+    /// What the dashboard plots.
+    pub history: Arc<History>,
 }
 
 /// One error type for every handler: a status and a JSON body naming what is wrong.
@@ -51,6 +55,12 @@ impl IntoResponse for ApiError {
 /// The router.
 pub fn app(state: AppState) -> Router {
     Router::new()
+        .route("/", get(|| async { asset("index.html") }))
+        .route(
+            "/assets/{file}",
+            get(|Path(file): Path<String>| async move { asset(&file) }),
+        )
+        .route("/v1/dashboard", get(dashboard))
         .route("/v1/campaigns/{id}", get(campaign))
         .route("/v1/campaigns", get(campaigns))
         .route("/healthz", get(|| async { "ok" }))
@@ -102,9 +112,13 @@ async fn campaign(
 
 async fn openrtb(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     let received = std::time::Instant::now();
-    let request = parse_request(&body).map_err(|e| ApiError {
-        status: StatusCode::BAD_REQUEST,
-        message: e.to_string(),
+    let outcome = |o: &str| state.metrics.requests.with_label_values(&[o]).inc();
+    let request = parse_request(&body).map_err(|e| {
+        outcome("bad_request");
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: e.to_string(),
+        }
     })?;
     let serving = state.serving.as_ref().ok_or_else(|| ApiError {
         status: StatusCode::SERVICE_UNAVAILABLE,
@@ -112,12 +126,21 @@ async fn openrtb(State(state): State<AppState>, body: Bytes) -> Result<Response,
     })?;
     let id = request.id.clone();
     match serving.submit(request, received).await {
-        Answer::Filled(outcome) => Ok(Json(serving.response(&id, &outcome)).into_response()),
-        Answer::NoFill => Ok(StatusCode::NO_CONTENT.into_response()),
-        Answer::Overloaded => Err(ApiError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            message: "overloaded: every serving queue is full".into(),
-        }),
+        Answer::Filled(filled) => {
+            outcome("filled");
+            Ok(Json(serving.response(&id, &filled)).into_response())
+        }
+        Answer::NoFill => {
+            outcome("no_fill");
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        Answer::Overloaded => {
+            outcome("overloaded");
+            Err(ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message: "overloaded: every serving queue is full".into(),
+            })
+        }
     }
 }
 
@@ -225,6 +248,14 @@ async fn promote(
     }
 }
 
+async fn dashboard(State(state): State<AppState>) -> Response {
+    (
+        [(axum::http::header::CACHE_CONTROL, "no-store")],
+        Json(state.history.document()),
+    )
+        .into_response()
+}
+
 async fn metrics(State(state): State<AppState>) -> String {
     state.metrics.campaigns.set(state.live.campaigns() as i64);
     if let Some(trainer) = &state.trainer {
@@ -274,6 +305,7 @@ mod tests {
             serving: None,
             models: Arc::default(),
             trainer: None,
+            history: Arc::new(History::new(std::time::Duration::from_secs(2))),
         });
         let (status, body) = get_json(app.clone(), "/v1/campaigns/c1").await;
         assert_eq!(status, StatusCode::OK);
@@ -300,6 +332,7 @@ mod tests {
             serving: None,
             models: Arc::default(),
             trainer: None,
+            history: Arc::new(History::new(std::time::Duration::from_secs(2))),
         });
         let resp = app
             .clone()

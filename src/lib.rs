@@ -8,12 +8,14 @@
 
 pub mod bench;
 pub mod cli;
+pub mod dashboard;
 pub mod demo;
 pub mod http;
 pub mod kafka;
 pub mod live;
 pub mod metrics;
 pub mod pipeline;
+pub mod report_tail;
 pub mod runtime;
 pub mod serving;
 pub mod simulator;

@@ -42,6 +42,12 @@ pub struct Metrics {
     pub model_training_errors: IntGauge,
     /// Label join outcomes (examples by label, late clicks, evictions...).
     pub labels: IntCounterVec,
+    /// Events offered to the reports, by outcome (`counted`, `duplicate`, `late`, `partly_late`).
+    pub report_events: IntCounterVec,
+    /// Report rows published, by report and state (`open` or `final`).
+    pub report_rows: IntCounterVec,
+    /// Ad requests answered, by outcome (`filled`, `no_fill`, `overloaded`, `bad_request`).
+    pub requests: IntCounterVec,
 }
 
 impl Metrics {
@@ -127,6 +133,34 @@ impl Metrics {
             &["kind"],
         )
         .expect("valid");
+        let report_events = IntCounterVec::new(
+            Opts::new(
+                "report_events_total",
+                "Events offered to the reports, by outcome",
+            ),
+            &["outcome"],
+        )
+        .expect("valid");
+        let report_rows = IntCounterVec::new(
+            Opts::new(
+                "report_rows_total",
+                "Report rows published, by report and state",
+            ),
+            &["report", "state"],
+        )
+        .expect("valid");
+        let requests = IntCounterVec::new(
+            Opts::new("requests_total", "Ad requests answered, by outcome"),
+            &["outcome"],
+        )
+        .expect("valid");
+        for c in [
+            Box::new(report_events.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(report_rows.clone()),
+            Box::new(requests.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
         for c in [
             Box::new(model_live_version.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(model_click_to_live_seconds.clone()),
@@ -167,6 +201,9 @@ impl Metrics {
             model_examples_per_second,
             model_training_errors,
             labels,
+            report_events,
+            report_rows,
+            requests,
         }
     }
 

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use adstream_operators::ingest::StreamId;
+use adstream_operators::report::{Dimension, Measure, ReportSpec, SpecError};
 
 /// An error in a pipeline file, located.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +66,163 @@ pub struct Pipeline {
     /// The online ranker.
     #[serde(default)]
     pub model: ModelSection,
+    /// Reporting topics.
+    #[serde(default)]
+    pub reporting: ReportingSection,
+}
+
+/// `[reporting]`: the aggregates published on `report.*` topics (`operators/src/report`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReportingSection {
+    /// Keep and publish reports (false: no reporting operators run).
+    pub enabled: Spanned<bool>,
+    /// The reports (`[[reporting.reports]]`); absent: campaign × minute, advertiser × hour and
+    /// country × device × hour with every measure.
+    pub reports: Option<Vec<ReportEntry>>,
+}
+
+impl Default for ReportingSection {
+    fn default() -> Self {
+        ReportingSection {
+            enabled: spanned(true),
+            reports: None,
+        }
+    }
+}
+
+/// One `[[reporting.reports]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportEntry {
+    /// Name (`[a-z0-9_]+`), in every row.
+    pub name: Spanned<String>,
+    /// Topic (default `report.<name>`).
+    pub topic: Option<Spanned<String>>,
+    /// Group-by fields: `campaign_id`, `advertiser_id`, `ad_id`, `country`, `device`, `billing`.
+    pub dimensions: Spanned<Vec<Spanned<String>>>,
+    /// Tumbling window, ms.
+    pub window_ms: Spanned<i64>,
+    /// A window is final this long after its end, ms (default: one window).
+    pub final_after_ms: Option<Spanned<i64>>,
+    /// Changed rows are re-published at most this often in event time, ms (default 1000).
+    pub update_ms: Option<Spanned<i64>>,
+    /// Columns (default: every measure).
+    pub measures: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+type FieldError = (std::ops::Range<usize>, String);
+
+impl ReportEntry {
+    fn spec(&self, field: &str) -> Result<ReportSpec, FieldError> {
+        let named = |span: std::ops::Range<usize>, e: String| (span, format!("field `{field}.{e}"));
+        let mut dimensions = Vec::new();
+        for d in self.dimensions.get_ref() {
+            dimensions.push(
+                Dimension::parse(d.get_ref())
+                    .map_err(|e| named(d.span(), format!("dimensions`: {e}")))?,
+            );
+        }
+        let measures = match &self.measures {
+            None => Measure::ALL.to_vec(),
+            Some(list) => {
+                let mut out = Vec::new();
+                for m in list.get_ref() {
+                    out.push(
+                        Measure::parse(m.get_ref())
+                            .map_err(|e| named(m.span(), format!("measures`: {e}")))?,
+                    );
+                }
+                out
+            }
+        };
+        let window_ms = *self.window_ms.get_ref();
+        let spec = ReportSpec {
+            name: self.name.get_ref().clone(),
+            topic: self.topic.as_ref().map_or_else(
+                || format!("report.{}", self.name.get_ref()),
+                |t| t.get_ref().clone(),
+            ),
+            dimensions,
+            window_ms,
+            final_after_ms: self
+                .final_after_ms
+                .as_ref()
+                .map_or(window_ms, |f| *f.get_ref()),
+            update_ms: self.update_ms.as_ref().map_or(1_000, |u| *u.get_ref()),
+            measures,
+        };
+        spec.validate().map_err(|e| {
+            let span = match &e {
+                SpecError::Invalid { field: "name", .. } => self.name.span(),
+                SpecError::Invalid { field: "topic", .. } => {
+                    self.topic.as_ref().map_or(self.name.span(), |t| t.span())
+                }
+                SpecError::Invalid {
+                    field: "dimensions",
+                    ..
+                } => self.dimensions.span(),
+                SpecError::Invalid {
+                    field: "measures", ..
+                } => self
+                    .measures
+                    .as_ref()
+                    .map_or(self.name.span(), |m| m.span()),
+                SpecError::Invalid {
+                    field: "final_after_ms",
+                    ..
+                } => self
+                    .final_after_ms
+                    .as_ref()
+                    .map_or(self.window_ms.span(), |f| f.span()),
+                SpecError::Invalid {
+                    field: "update_ms", ..
+                } => self
+                    .update_ms
+                    .as_ref()
+                    .map_or(self.window_ms.span(), |u| u.span()),
+                _ => self.window_ms.span(),
+            };
+            named(span, e.to_string().replacen(": ", "`: ", 1))
+        })?;
+        Ok(spec)
+    }
+}
+
+impl ReportingSection {
+    /// The reports to run (none when disabled); errors name the entry and field.
+    pub fn specs(&self) -> Result<Vec<ReportSpec>, FieldError> {
+        if !*self.enabled.get_ref() {
+            return Ok(Vec::new());
+        }
+        let Some(entries) = &self.reports else {
+            return Ok(ReportSpec::defaults());
+        };
+        let mut specs: Vec<ReportSpec> = Vec::new();
+        for (i, entry) in entries.iter().enumerate() {
+            let spec = entry.spec(&format!("reporting.reports[{i}]"))?;
+            if specs.iter().any(|s| s.name == spec.name) {
+                return Err((
+                    entry.name.span(),
+                    format!(
+                        "field `reporting.reports[{i}].name`: {:?} is declared twice",
+                        spec.name
+                    ),
+                ));
+            }
+            if specs.iter().any(|s| s.topic == spec.topic) {
+                return Err((
+                    entry.topic.as_ref().map_or(entry.name.span(), |t| t.span()),
+                    format!(
+                        "field `reporting.reports[{i}].topic`: {:?} is used by two reports",
+                        spec.topic
+                    ),
+                ));
+            }
+            specs.push(spec);
+        }
+        Ok(specs)
+    }
 }
 
 fn spanned<T>(v: T) -> Spanned<T> {
@@ -912,7 +1070,8 @@ impl Pipeline {
             "api.listen",
             "must be an address such as 127.0.0.1:8080",
         )?;
-        for (name, _) in self.topics.all() {
+        self.reporting.specs()?;
+        for (name, _) in self.all_topics() {
             if name.is_empty()
                 || name.len() > 249
                 || !name
@@ -926,6 +1085,21 @@ impl Pipeline {
             }
         }
         Ok(())
+    }
+
+    /// Every topic the pipeline reads or writes, with whether it is compacted: the inputs and
+    /// outputs of `[topics]` and each report's topic.
+    pub fn all_topics(&self) -> Vec<(String, bool)> {
+        let mut topics: Vec<(String, bool)> = self
+            .topics
+            .all()
+            .into_iter()
+            .map(|(t, compacted)| (t.to_string(), compacted))
+            .collect();
+        for spec in self.reporting.specs().unwrap_or_default() {
+            topics.push((spec.topic, true));
+        }
+        topics
     }
 
     /// The billing secret, with `env:`/`file:` resolved.
@@ -1016,11 +1190,73 @@ brokers = "127.0.0.1:9092"
                 "model.features",
             ),
             ("[model]\nbatch_size = \"big\"", "model.batch_size"),
+            (
+                "[[reporting.reports]]\nname = \"r\"\ndimensions = [\"city\"]\nwindow_ms = 60000",
+                "reporting.reports[0].dimensions",
+            ),
+            (
+                "[[reporting.reports]]\nname = \"r\"\ndimensions = [\"country\"]\nwindow_ms = 60000\nmeasures = [\"roas\"]",
+                "reporting.reports[0].measures",
+            ),
+            (
+                "[[reporting.reports]]\nname = \"r\"\ndimensions = [\"country\"]\nwindow_ms = 0",
+                "reporting.reports[0].window_ms",
+            ),
+            (
+                "[[reporting.reports]]\nname = \"Bad\"\ndimensions = [\"country\"]\nwindow_ms = 1000",
+                "reporting.reports[0].name",
+            ),
+            (
+                "[[reporting.reports]]\nname = \"a\"\ndimensions = [\"ad_id\"]\nwindow_ms = 1000\n[[reporting.reports]]\nname = \"a\"\ndimensions = [\"ad_id\"]\nwindow_ms = 1000",
+                "reporting.reports[1].name",
+            ),
+            (
+                "[[reporting.reports]]\nname = \"r\"\ndimensions = [\"country\"]\nwindow_ms = 1000\nfinal_after_ms = -1",
+                "reporting.reports[0].final_after_ms",
+            ),
+            ("[[reporting.reports]]\nname = \"r\"\nwindow_ms = 1000", "dimensions"),
+            ("[reporting]\nenabled = \"yes\"", "enabled"),
         ] {
             let err = Pipeline::parse("t.toml", &format!("{OK}\n{bad}\n")).unwrap_err();
             assert!(err.message.contains(field), "{bad}: {err}");
             assert!(err.line > 8, "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn reports_default_parse_and_disable() {
+        let p = Pipeline::parse("t.toml", OK).unwrap();
+        let names: Vec<String> = p
+            .reporting
+            .specs()
+            .unwrap()
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(
+            names,
+            ["campaign_minute", "advertiser_hour", "country_device_hour"]
+        );
+        assert!(p
+            .all_topics()
+            .contains(&("report.campaign_minute".to_string(), true)));
+        let shipped =
+            Pipeline::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/ads.toml"))
+                .unwrap();
+        let specs = shipped.reporting.specs().unwrap();
+        assert_eq!(specs.len(), 3);
+        assert_eq!(specs[2].measures.len(), 11);
+        assert_eq!(specs[1].update_ms, 1_000);
+        let text = format!("{OK}\n[[reporting.reports]]\nname = \"ads\"\ntopic = \"an.ads.report\"\ndimensions = [\"ad_id\", \"billing\"]\nwindow_ms = 300000\n");
+        let p = Pipeline::parse("t.toml", &text).unwrap();
+        let spec = &p.reporting.specs().unwrap()[0];
+        assert_eq!(
+            (spec.topic.as_str(), spec.final_after_ms),
+            ("an.ads.report", 300_000)
+        );
+        let p =
+            Pipeline::parse("t.toml", &format!("{OK}\n[reporting]\nenabled = false\n")).unwrap();
+        assert!(p.reporting.specs().unwrap().is_empty());
     }
 
     #[test]

@@ -299,12 +299,22 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
         queues,
         pipeline.serving.burl_base.clone(),
     ));
+    // The dashboard's history, sampled on the API runtime.
+    let history = Arc::new(crate::dashboard::History::new(Duration::from_secs(2)));
+    runtime.spawn(crate::dashboard::sample_forever(
+        history.clone(),
+        live.clone(),
+        metrics.clone(),
+        models.clone(),
+        trainer.clone(),
+    ));
     let state = AppState {
         live: live.clone(),
         metrics: metrics.clone(),
         serving: Some(serving),
         models: models.clone(),
         trainer: trainer.clone(),
+        history: history.clone(),
     };
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
     let server = runtime.spawn(async move {
@@ -322,6 +332,11 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
         checkpoint_interval_ms: *pipeline.checkpoint.interval_ms.get_ref() as i64,
         ..SourceConfig::default()
     };
+    let report_specs: Arc<[adstream_operators::report::ReportSpec]> = pipeline
+        .reporting
+        .specs()
+        .map_err(|(_, message)| anyhow::anyhow!(message))?
+        .into();
     let billing_config = BillingConfig {
         ledger: LedgerConfig {
             horizons: Horizons {
@@ -335,6 +350,7 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
             view_ms: *pipeline.attribution.view_window_ms.get_ref(),
         },
         labels: pipeline.labels.config(),
+        reports: report_specs.clone(),
     };
     let serve_config = ServeConfig {
         secret: secret.clone(),
@@ -378,6 +394,8 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
         let probe = ProbeHandle::new();
         let status_pending: Rc<RefCell<BTreeMap<String, BudgetStatus>>> = Rc::default();
         let label_stats: Rc<RefCell<Option<adstream_operators::labels::operator::LabelStatsHandle>>> = Rc::default();
+        let report_stats: Rc<RefCell<Option<adstream_operators::report::operator::ReportStatsHandle>>> = Rc::default();
+        let report_specs = report_specs.clone();
         let status_sinks = worker_sinks.clone();
         let (sinks, live, metrics) = (worker_sinks.clone(), worker_live.clone(), worker_metrics.clone());
         let pacing_live = worker_live.clone();
@@ -408,6 +426,16 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
             );
             let streams = billing(ingested, billing_config, store.clone(), &probe);
             *label_stats.borrow_mut() = Some(streams.label_stats.clone());
+            *report_stats.borrow_mut() = Some(streams.report_stats.clone());
+            // Report rows go to their report's compacted topic, upserted by group and window.
+            let (report_sinks, report_metrics) = (sinks.clone(), metrics.clone());
+            streams.reports.inspect(move |row: &adstream_operators::report::ReportRow| {
+                if let Some(spec) = report_specs.get(row.report) {
+                    report_sinks.report(&spec.topic, row);
+                    let state = if row.value["final"] == true { "final" } else { "open" };
+                    report_metrics.report_rows.with_label_values(&[spec.name.as_str(), state]).inc();
+                }
+            });
             let out = streams.ledger;
             // Labelled examples train the ranker (on worker 0's trainer); the versions it
             // publishes reach every process's serving replicas.
@@ -496,6 +524,14 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
             if done || last_status.elapsed() >= Duration::from_millis(200) {
                 for status in std::mem::take(&mut *status_pending.borrow_mut()).values() {
                     status_sinks.budget_status(status);
+                }
+                if let Some(handle) = report_stats.borrow().as_ref() {
+                    let counts = handle.lock().map(|mut s| std::mem::take(&mut *s)).unwrap_or_default();
+                    for (outcome, n) in counts.counters() {
+                        if n > 0 {
+                            label_metrics.report_events.with_label_values(&[outcome]).inc_by(n);
+                        }
+                    }
                 }
                 if let Some(handle) = label_stats.borrow().as_ref() {
                     let counts = handle.lock().map(|mut s| std::mem::take(&mut *s)).unwrap_or_default();

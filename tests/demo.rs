@@ -63,7 +63,8 @@ fn demo_serves_charges_and_matches_the_ground_truth() {
     assert!(number_after(&stdout, "requests") > 500, "{stdout}");
     assert!(number_after(&stdout, "wins") > 200, "{stdout}");
     assert!(
-        stdout.contains("ledger equals the oracle for all"),
+        stdout.contains("ledger equals the oracle for all")
+            && stdout.contains("reports: spend over report.campaign_minute rows equals the ledger"),
         "{stdout}"
     );
 

@@ -27,6 +27,7 @@ const KINDS: &[&str] = &[
     "deadletter",
     "budget_status",
     "served",
+    "report_row",
 ];
 
 fn schemas_dir() -> PathBuf {
@@ -241,6 +242,40 @@ fn rust_serialised_events_validate() {
                 "{}: Rust cannot re-read its own output: {e}",
                 path.display()
             );
+        }
+    }
+
+    // Rows as the reports render them, every measure and a subset, validate.
+    use adstream_operators::report::row::render;
+    use adstream_operators::report::{Dimension, Measure, ReportSpec, RowKey, Totals};
+    let mut spec = ReportSpec::new(
+        "geo",
+        &[Dimension::Country, Dimension::Device],
+        3_600_000,
+        0,
+    );
+    let key = RowKey {
+        report: 0,
+        group: vec!["DE".into(), "unknown".into()],
+        window_start: 1_764_237_600_000,
+    };
+    for totals in [
+        Totals::default(),
+        Totals {
+            won: 9,
+            impressions: 8,
+            clicks: 2,
+            conversions: 1,
+            conversion_value_micros: 5_000,
+            spend_micros: 3_333,
+            pctr_nanos: 9 * 30_000_000,
+        },
+    ] {
+        for measures in [Measure::ALL.to_vec(), vec![Measure::Spend, Measure::Ctr]] {
+            spec.measures = measures;
+            let row = render(&spec, &key, &totals, 1_764_241_200_500, true);
+            let errors = schema_errors("report_row", &row.value);
+            assert!(errors.is_empty(), "{}: {errors:#?}", row.value);
         }
     }
 

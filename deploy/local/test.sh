@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: installs what the build and the tests need
-# (libclang for RocksDB's bindings, cmake, the tansu test broker), then runs every test.
+# (libclang for RocksDB's bindings, cmake, Chromium for the dashboard test, the tansu test
+# broker), then runs every test.
 # Tests start and stop their own brokers on free loopback ports.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -8,6 +9,8 @@ cd "$(dirname "$0")/../.."
 need_apt=()
 dpkg -s libclang-dev >/dev/null 2>&1 || need_apt+=(libclang-dev)
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
+# Headless Chromium for the dashboard's browser test (tests/dashboard.rs).
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "test.sh: installing ${need_apt[*]}"
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo

@@ -8,6 +8,8 @@
 //!                  │                      └─ attributed conversions ┼──┐
 //!                  ├─ dead letters ─────────────────────────────────┘  │ (concat)
 //!                  └─ served, impressions, clicks ───────────────▶ LabelJoin ─▶ LabeledExample
+//!
+//!  served (wins), touches, ledger charges, attributed conversions ─▶ reports ─▶ ReportRow
 //! ```
 
 use std::sync::Arc;
@@ -29,6 +31,8 @@ use crate::labels::operator::{label_join, LabelStatsHandle};
 use crate::labels::{LabelConfig, LabelEvent, LabeledExample};
 use crate::ledger::operator::{ledger, CampaignActivity, LedgerConfig, LedgerOutput};
 use crate::ledger::Charge;
+use crate::report::operator::{reports, ReportStatsHandle};
+use crate::report::{ReportEvent, ReportRow, ReportSpec};
 
 /// Settings of the billing graph.
 #[derive(Clone, Debug)]
@@ -39,6 +43,8 @@ pub struct BillingConfig {
     pub windows: Windows,
     /// The label join's windows and bound.
     pub labels: LabelConfig,
+    /// The reports to keep (none: no reporting operators at all).
+    pub reports: Arc<[ReportSpec]>,
 }
 
 /// What the billing graph produces.
@@ -49,6 +55,10 @@ pub struct BillingStreams<'scope> {
     pub examples: StreamVec<'scope, u64, LabeledExample>,
     /// This worker's label-join counts, for metrics.
     pub label_stats: LabelStatsHandle,
+    /// Report rows to publish.
+    pub reports: StreamVec<'scope, u64, ReportRow>,
+    /// This worker's report counts, for metrics.
+    pub report_stats: ReportStatsHandle,
 }
 
 enum Routed {
@@ -186,6 +196,18 @@ pub fn billing<'scope>(
         Routed::Label(l) => Some(*l),
         _ => None,
     });
+    let reporting = !config.reports.is_empty();
+    let won = labels.clone().flat_map(move |l| match l {
+        LabelEvent::Served(s) if reporting => Some(ReportEvent::Won(s)),
+        _ => None,
+    });
+    let touched = touches.clone().flat_map(move |(_, t)| {
+        reporting.then(|| ReportEvent::Touch {
+            kind: t.kind,
+            claims: Box::new(t.claims),
+            ts: t.ts,
+        })
+    });
 
     let activity = count_activity(touches.clone());
     let attributed = attribute(
@@ -199,6 +221,10 @@ pub fn billing<'scope>(
     let cpa = attributed.clone().flat_map(|a| match a {
         Attributed::Charge(c) => Some(*c),
         Attributed::Conversion(_) => None,
+    });
+    let converted = attributed.clone().flat_map(move |a| match a {
+        Attributed::Conversion(c) if reporting => Some(ReportEvent::Converted(Box::new(c))),
+        _ => None,
     });
     let attributed_conversions = attributed.flat_map(|a| match a {
         Attributed::Conversion(c) => Some(LabelEvent::Conversion(c)),
@@ -214,14 +240,34 @@ pub fn billing<'scope>(
     )
     .probe_with(progress);
     let all_charges = charges.concat(cpa);
-    let ledger = ledger(campaigns, all_charges, config.ledger, store)
-        .probe_with(progress)
+    let ledger_out =
+        ledger(campaigns, all_charges, config.ledger.clone(), store.clone()).probe_with(progress);
+    let charged = ledger_out.clone().flat_map(|o| match o {
+        LedgerOutput::Charged(c) => Some(ReportEvent::Charged(c)),
+        _ => None,
+    });
+    let ledger = ledger_out
+        .flat_map(|o| match o {
+            LedgerOutput::Charged(_) => None,
+            other => Some(other),
+        })
         .concat(dead)
         .concat(activity);
+    let report_stats = ReportStatsHandle::default();
+    let rows = reports(
+        won.concat(touched).concat(charged).concat(converted),
+        config.reports,
+        config.ledger.checkpoint_interval,
+        store,
+        report_stats.clone(),
+        progress,
+    );
     BillingStreams {
         ledger,
         examples,
         label_stats,
+        reports: rows,
+        report_stats,
     }
 }
 

@@ -417,6 +417,8 @@ mod tests {
             billing: Billing::Cpc,
             charge_micros: 10,
             issued: EventTime(900),
+            country: None,
+            device: None,
         }
     }
 

@@ -3,7 +3,8 @@
 //! Each stage of the funnel is a module: [`source`] reads Kafka partitions, [`ingest`] decodes
 //! and verifies, [`catalog`] holds campaigns, [`attribution`] matches conversions to touches,
 //! [`ledger`] charges spend exactly once, [`labels`] joins served ads with their outcomes into
-//! training examples, and [`checkpoint`] is the protocol they all follow.
+//! training examples, [`report`] aggregates everything into reporting rows, and [`checkpoint`] is
+//! the protocol they all follow.
 //! [`graph`] wires them together. Domain logic is plain Rust, tested without timely; the
 //! operators are thin shells over it.
 #![deny(missing_docs)]
@@ -19,6 +20,7 @@ pub mod ledger;
 pub mod pacing;
 pub mod quality;
 pub mod ranker;
+pub mod report;
 pub mod routing;
 pub mod serve;
 pub mod source;

@@ -42,6 +42,14 @@ pub struct WinClaims {
     /// When the auction ran.
     #[serde(rename = "iat")]
     pub issued: EventTime,
+    /// The request's country, when it gave one (a reporting dimension of every billing event).
+    /// Absent fields are written as `null`, never skipped: claims also cross processes in
+    /// bincode, which needs every field.
+    #[serde(rename = "geo", default)]
+    pub country: Option<String>,
+    /// The request's device type, when it gave one (a reporting dimension).
+    #[serde(rename = "dev", default)]
+    pub device: Option<String>,
 }
 
 /// Why a token was refused.
@@ -134,6 +142,23 @@ mod tests {
             billing: Billing::Cpc,
             charge_micros: 1234,
             issued: EventTime(1_700_000_000_000),
+            country: Some("DE".into()),
+            device: None,
+        }
+    }
+
+    /// Claims cross processes inside charges and touches, encoded with bincode.
+    #[test]
+    fn claims_survive_bincode_with_and_without_country() {
+        for c in [
+            claims(),
+            WinClaims {
+                country: None,
+                ..claims()
+            },
+        ] {
+            let bytes = bincode::serialize(&c).unwrap();
+            assert_eq!(bincode::deserialize::<WinClaims>(&bytes).unwrap(), c);
         }
     }
 

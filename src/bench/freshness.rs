@@ -6,8 +6,10 @@
 //! `--seconds` while `GET /v1/campaigns/{id}` is polled; an impression's delay is the time from
 //! its produce call to the first response whose spend covers it (impressions are numbered in
 //! produce order, so this assumes they apply in that order, which holds per partition).
-//! Throughput: a burst of `--burst` impressions is produced as fast as possible and timed until
-//! the API shows them all.
+//! Report freshness: meanwhile the first report's topic is followed; an impression's report delay
+//! is the time from its produce call to the first row that counts it (the campaign's spend summed
+//! over its rows). Throughput: a burst of `--burst` impressions is produced as fast as possible
+//! and timed until the API shows them all.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -76,6 +78,94 @@ impl Poller {
     }
 }
 
+/// Follows a report topic from its end on a thread, summing one campaign's spend over its rows
+/// (the latest of each key), and notes when each total was first seen.
+struct ReportWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    counted: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    thread: std::thread::JoinHandle<Vec<(Instant, u64)>>,
+}
+
+impl ReportWatch {
+    fn start(config: &rdkafka::ClientConfig, topic: &str, campaign: &str) -> anyhow::Result<Self> {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::message::Message;
+        let consumer: BaseConsumer = config
+            .clone()
+            .set(
+                "group.id",
+                format!("bench-report-{}", EventTime::now().millis()),
+            )
+            .set("enable.auto.commit", "false")
+            .create()
+            .context("creating a report consumer")?;
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .context("reading the report topic's metadata")?;
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                tpl.add_partition_offset(topic, p.id(), rdkafka::Offset::End)?;
+            }
+        }
+        consumer.assign(&tpl)?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let halt = stop.clone();
+        let counted = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let progress = counted.clone();
+        let prefix = format!("{campaign}@");
+        let thread = std::thread::spawn(move || {
+            let mut rows: std::collections::HashMap<Vec<u8>, u64> = Default::default();
+            let mut seen = Vec::new();
+            while !halt.load(std::sync::atomic::Ordering::Relaxed) {
+                let Some(Ok(m)) = consumer.poll(Duration::from_millis(20)) else {
+                    continue;
+                };
+                let (Some(key), Some(payload)) = (m.key(), m.payload()) else {
+                    continue;
+                };
+                if !key.starts_with(prefix.as_bytes()) {
+                    continue;
+                }
+                let spend = serde_json::from_slice::<serde_json::Value>(payload)
+                    .ok()
+                    .and_then(|v| v["spend_micros"].as_u64())
+                    .unwrap_or(0);
+                rows.insert(key.to_vec(), spend);
+                let total: u64 = rows.values().sum();
+                progress.fetch_max(total, std::sync::atomic::Ordering::Relaxed);
+                seen.push((Instant::now(), total));
+            }
+            seen
+        });
+        Ok(ReportWatch {
+            stop,
+            counted,
+            thread,
+        })
+    }
+
+    /// Waits until the rows count `total` impressions (or `timeout`), then stops; for each
+    /// impression in order, when a row first counted it.
+    fn finish(self, total: u64, timeout: Duration) -> Vec<Instant> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline
+            && self.counted.load(std::sync::atomic::Ordering::Relaxed) < total
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let observed = self.thread.join().unwrap_or_default();
+        let mut out = Vec::new();
+        for (at, counted) in observed {
+            while (out.len() as u64) < counted.min(total) {
+                out.push(at);
+            }
+        }
+        out
+    }
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -134,6 +224,8 @@ pub fn run(
             billing: Billing::Cpm,
             charge_micros: 1,
             issued: now,
+            country: None,
+            device: None,
         };
         let payload = serde_json::json!({"event_id": claims.request_id, "ts": now.millis(), "request_id": claims.request_id,
             "imp_id": "1", "campaign_id": campaign, "ad_id": "ad", "user_id": format!("u{}", seq % 1000),
@@ -151,6 +243,16 @@ pub fn run(
                 }
             }
         }
+    };
+
+    let report = pipeline
+        .reporting
+        .specs()
+        .ok()
+        .and_then(|s| s.into_iter().next());
+    let report_watch = match &report {
+        Some(spec) => Some(ReportWatch::start(&config, &spec.topic, &campaign)?),
+        None => None,
     };
 
     // Freshness at a steady rate.
@@ -187,6 +289,28 @@ pub fn run(
         percentile(&delays, 1.0),
         delays.len()
     );
+
+    if let (Some(watch), Some(spec)) = (report_watch, &report) {
+        let seen = watch.finish(
+            total,
+            Duration::from_secs(spec.update_ms.max(0) as u64 / 1000 + 60),
+        );
+        let mut report_delays: Vec<f64> = seen
+            .iter()
+            .zip(&produced_at)
+            .map(|(at, produced)| at.duration_since(*produced).as_secs_f64() * 1000.0)
+            .collect();
+        report_delays.sort_by(f64::total_cmp);
+        println!(
+            "report freshness ({}, update_ms {}): event to its row p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} of {total} events)",
+            spec.topic,
+            spec.update_ms,
+            percentile(&report_delays, 0.5),
+            percentile(&report_delays, 0.99),
+            percentile(&report_delays, 1.0),
+            report_delays.len()
+        );
+    }
 
     // End-to-end throughput of a burst.
     let base = seq;

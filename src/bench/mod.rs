@@ -68,6 +68,7 @@ use adstream_operators::ingest::{decode, DecodeConfig, Ingested, RawMessage, Str
 use adstream_operators::labels::LabelConfig;
 use adstream_operators::ledger::operator::LedgerConfig;
 use adstream_operators::ledger::{Charge, DedupEntry, DedupSet, Horizons, Ledger, Origin};
+use adstream_operators::report::ReportSpec;
 use adstream_operators::source::{kafka_source, SourceConfig, SourceControl, VecReader};
 use adstream_operators::time::EventTime;
 use adstream_operators::token::{sign, WinClaims};
@@ -89,6 +90,8 @@ fn messages(n: usize, campaigns: usize) -> Vec<RawMessage> {
                 billing: Billing::Cpm,
                 charge_micros: 1_000 + (i % 100) as u64,
                 issued: EventTime(now),
+                country: None,
+                device: None,
             };
             let doc = serde_json::json!({
                 "event_id": format!("ev-{i}"), "ts": now + (i % 1000) as i64, "request_id": claims.request_id,
@@ -172,8 +175,9 @@ pub fn hot_path(n: usize) -> f64 {
     n as f64 / secs
 }
 
-/// The billing dataflow with `workers` threads over in-memory partitions; returns events/s.
-pub fn dataflow(n: usize, workers: usize) -> f64 {
+/// The billing dataflow with `workers` threads over in-memory partitions, with the default
+/// reports or without any; returns events/s.
+pub fn dataflow(n: usize, workers: usize, reports: bool) -> f64 {
     let msgs = Arc::new(std::sync::Mutex::new(Some(messages(n, 1_000))));
     let campaigns = campaign_messages(1_000);
     let start = Instant::now();
@@ -221,7 +225,7 @@ pub fn dataflow(n: usize, workers: usize) -> f64 {
                 control.clone(),
                 move |m| decode(m, &cfg),
             );
-            billing(
+            let streams = billing(
                 ingested,
                 BillingConfig {
                     ledger: LedgerConfig {
@@ -230,12 +234,17 @@ pub fn dataflow(n: usize, workers: usize) -> f64 {
                     },
                     windows: Windows::default(),
                     labels: LabelConfig::default(),
+                    reports: if reports {
+                        ReportSpec::defaults().into()
+                    } else {
+                        Vec::new().into()
+                    },
                 },
                 store.clone(),
                 &probe,
-            )
-            .ledger
-            .probe_with(&probe);
+            );
+            streams.ledger.probe_with(&probe);
+            streams.reports.probe_with(&probe);
         });
         // Run until this worker's input is drained, then stop and let the graph complete.
         while !control.caught_up.load(std::sync::atomic::Ordering::Relaxed) {
@@ -286,8 +295,13 @@ pub fn run(events: usize) {
     let dec = decode_only(events);
     println!("  of which decode alone (parse + validate + verify), 1 thread: {dec:>12.0} events/s");
     for workers in [1, 2] {
-        let df = dataflow(events, workers);
-        println!("billing dataflow, {workers} worker(s):                     {df:>12.0} events/s");
+        let df = dataflow(events, workers, false);
+        println!("billing dataflow, {workers} worker(s), no reports:         {df:>12.0} events/s");
+        let with = dataflow(events, workers, true);
+        println!(
+            "billing dataflow, {workers} worker(s), 3 default reports:  {with:>12.0} events/s ({:+.1}%)",
+            (with / df - 1.0) * 100.0
+        );
     }
     let per_key = dedup_memory(1_000_000);
     println!(

@@ -312,6 +312,7 @@ pub fn run(bench: &RankerBench, mut progress: impl FnMut(f64)) -> anyhow::Result
             let request_id = format!("r{served}");
             let mut record = served_record(&request_id, ts, user, sc, ad, "site");
             (record.pctr, record.pcvr) = (p.pctr, p.pcvr);
+            let claims = record.claims();
             let ctr = world.true_ctr(user, ad, sc);
             let cvr = world.true_cvr(user, sc);
             let clicks = rng.random_bool(ctr.clamp(0.0, 1.0));
@@ -367,6 +368,8 @@ pub fn run(bench: &RankerBench, mut progress: impl FnMut(f64)) -> anyhow::Result
                                 conversion_id: format!("conv-{served}"),
                                 ts: EventTime(at),
                                 via_click: true,
+                                value_micros: 0,
+                                claims: Box::new(claims),
                             }),
                         );
                     }

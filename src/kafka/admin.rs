@@ -28,7 +28,7 @@ pub async fn create_topics(
         config.create().context("creating a Kafka admin client")?;
     let partitions = *pipeline.topics.partitions.get_ref();
     let replication = *pipeline.topics.replication.get_ref();
-    let topics = pipeline.topics.all();
+    let topics = pipeline.all_topics();
     let new: Vec<NewTopic> = topics
         .iter()
         .map(|(name, compacted)| {

@@ -1,4 +1,5 @@
-//! Producers for what the pipeline writes: dead letters and budget status.
+//! Producers for what the pipeline writes: dead letters, budget status, served ads and report
+//! rows.
 
 use std::time::Duration;
 
@@ -87,6 +88,11 @@ impl Sinks {
         if let Ok(doc) = serde_json::to_vec(served) {
             self.send(&self.topics.served, served.request_id.as_bytes(), &doc);
         }
+    }
+
+    /// Writes a report row (an upsert) to `topic`.
+    pub fn report(&self, topic: &str, row: &adstream_operators::report::ReportRow) {
+        self.send(topic, row.key.as_bytes(), row.value.to_string().as_bytes());
     }
 
     /// Waits for everything queued to be delivered.

@@ -114,6 +114,8 @@ mod tests {
             billing: Billing::Cpm,
             charge_micros: 1000,
             issued: EventTime(5),
+            country: None,
+            device: None,
         };
         let token = sign(b"k", &claims);
         assert!(verify(b"k", &token).is_ok());

@@ -173,6 +173,8 @@ mod tests {
                 billing: Billing::Cpa,
                 charge_micros: 1,
                 issued: EventTime(ts),
+                country: None,
+                device: None,
             },
         }
     }

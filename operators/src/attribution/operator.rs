@@ -22,6 +22,7 @@ use crate::ingest::RawBytes;
 use crate::ledger::{Charge, Origin};
 use crate::routing::{owns, route, split_hash_prefix};
 use crate::time::EventTime;
+use crate::token::WinClaims;
 
 /// A conversion on its way to attribution.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,6 +48,10 @@ pub struct AttributedConversion {
     pub ts: EventTime,
     /// Attributed to a click (`true`) or, view-through, to an impression (`false`).
     pub via_click: bool,
+    /// The conversion's value, micros.
+    pub value_micros: u64,
+    /// The touched win (campaign, advertiser, ad, country, device: what reports group by).
+    pub claims: Box<WinClaims>,
 }
 
 /// What the attribution operator emits.
@@ -136,6 +141,8 @@ pub fn attribute<'scope>(
                         conversion_id: e.event_id.clone(),
                         ts: e.ts,
                         via_click: touch.kind == EventKind::Click,
+                        value_micros: e.value_micros,
+                        claims: Box::new(touch.claims.clone()),
                     }));
                     if touch.claims.billing == Billing::Cpa {
                         session.give(Attributed::Charge(Box::new(Charge {

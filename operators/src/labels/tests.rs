@@ -42,6 +42,19 @@ fn conv(rid: &str, ts: i64, via_click: bool) -> LabelEvent {
         conversion_id: format!("conv-{rid}-{ts}"),
         ts: EventTime(ts),
         via_click,
+        value_micros: 0,
+        claims: Box::new(crate::token::WinClaims {
+            request_id: rid.into(),
+            imp_id: "1".into(),
+            campaign_id: "c".into(),
+            advertiser_id: "a".into(),
+            ad_id: "ad".into(),
+            billing: crate::events::Billing::Cpc,
+            charge_micros: 1,
+            issued: EventTime(ts),
+            country: None,
+            device: None,
+        }),
     })
 }
 

@@ -107,6 +107,35 @@ impl Charge {
     }
 }
 
+/// A charged billing event, as reports count it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Charged {
+    /// The win charged.
+    pub claims: WinClaims,
+    /// The billing event's kind.
+    pub kind: EventKind,
+    /// The billing event's time.
+    pub ts: EventTime,
+    /// The charge's identity (its first dedup key: one charge per win and billing event).
+    pub identity: DedupKey,
+}
+
+impl Charged {
+    /// What reports keep of `charge`.
+    pub fn of(charge: &Charge) -> Self {
+        Charged {
+            claims: charge.claims.clone(),
+            kind: charge.kind,
+            ts: charge.ts,
+            identity: dedup_key(&[
+                &charge.claims.request_id,
+                &charge.claims.imp_id,
+                charge.kind.as_str(),
+            ]),
+        }
+    }
+}
+
 /// Why a charge was not applied.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
@@ -326,6 +355,8 @@ mod tests {
                 },
                 charge_micros: price,
                 issued: EventTime(ts - 10),
+                country: None,
+                device: None,
             },
             kind,
             ts: EventTime(ts),

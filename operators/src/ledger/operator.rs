@@ -20,7 +20,9 @@ use crate::catalog::{Catalog, CatalogUpdate};
 use crate::checkpoint::{CheckpointGate, StateBatch, StateStore};
 use crate::events::EventKind;
 use crate::ingest::{DeadLetter, Reason};
-use crate::ledger::{Charge, DaySpend, DedupEntry, Horizons, Ledger, LedgerChanges, Refusal};
+use crate::ledger::{
+    Charge, Charged, DaySpend, DedupEntry, Horizons, Ledger, LedgerChanges, Refusal,
+};
 use crate::pacing::reservation::WinKey;
 use crate::routing::{owns, route, split_hash_prefix};
 
@@ -36,6 +38,9 @@ pub enum LedgerOutput {
     /// Impressions, clicks and attributed conversions per campaign since the last report
     /// (what serving's prior ranker learns from).
     Activity(Vec<CampaignActivity>),
+    /// A billing event charged (or, replayed from the very position it was charged from, charged
+    /// before): the spend reports count. Not part of the ledger's replicated state.
+    Charged(Box<Charged>),
     /// Wins of a campaign whose billing events the ledger has just judged (charged, replayed or
     /// refused): their reservations are released. Given after the spend they changed.
     Settled {
@@ -148,12 +153,13 @@ pub fn restore(store: &dyn StateStore, horizons: Horizons, index: usize, peers: 
     Ledger::restore(horizons, spend, dedup, closed_before)
 }
 
-/// Applies `charge` against `catalog`; `Ok(None)` for a replay, `Err` for a refusal.
+/// Applies `charge` against `catalog`: the spend it moved (`None` for a replay) and the charge
+/// itself (reports count it, replays included), or the refusal.
 fn settle(
     ledger: &mut Ledger,
     catalog: &Catalog,
     charge: &Charge,
-) -> Result<Option<DaySpend>, DeadLetter> {
+) -> Result<(Option<DaySpend>, Charged), DeadLetter> {
     let dead = |reason: Reason, detail: String| DeadLetter {
         reason,
         detail,
@@ -169,12 +175,15 @@ fn settle(
         ));
     };
     match ledger.apply(charge, listed.tz) {
-        Ok(applied) => Ok(Some(DaySpend {
-            campaign_id: charge.claims.campaign_id.clone(),
-            day: applied.day,
-            spend_micros: applied.spend_micros,
-        })),
-        Err(Refusal::Replay) => Ok(None),
+        Ok(applied) => Ok((
+            Some(DaySpend {
+                campaign_id: charge.claims.campaign_id.clone(),
+                day: applied.day,
+                spend_micros: applied.spend_micros,
+            }),
+            Charged::of(charge),
+        )),
+        Err(Refusal::Replay) => Ok((None, Charged::of(charge))),
         Err(r @ Refusal::Duplicate(_)) => Err(dead(Reason::Duplicate, r.to_string())),
         Err(r @ Refusal::Expired) => Err(dead(Reason::Expired, r.to_string())),
     }
@@ -232,13 +241,15 @@ pub fn ledger<'scope>(
                         let claims = &charge.claims;
                         let entry = settled.entry(claims.campaign_id.clone()).or_default();
                         match settle(&mut ledger, &catalog, &charge) {
-                            Ok(Some(s)) => {
-                                touched.insert((s.campaign_id, s.day), s.spend_micros);
-                                if charge.kind == EventKind::Conversion {
-                                    entry.1.push(charge.ts.millis() - claims.issued.millis());
+                            Ok((spend, charged)) => {
+                                if let Some(s) = spend {
+                                    touched.insert((s.campaign_id, s.day), s.spend_micros);
+                                    if charge.kind == EventKind::Conversion {
+                                        entry.1.push(charge.ts.millis() - claims.issued.millis());
+                                    }
                                 }
+                                session.give(LedgerOutput::Charged(Box::new(charged)));
                             }
-                            Ok(None) => {}
                             Err(dead) => session.give(LedgerOutput::Dead(Box::new(dead))),
                         }
                         entry
@@ -272,15 +283,19 @@ pub fn ledger<'scope>(
                         }
                         let mut conversion_delays_ms = Vec::new();
                         let out = match settle(&mut ledger, &catalog, &charge) {
-                            Ok(Some(s)) => {
-                                if charge.kind == EventKind::Conversion {
+                            Ok((spend, charged)) => {
+                                if spend.is_some() && charge.kind == EventKind::Conversion {
                                     conversion_delays_ms
                                         .push(charge.ts.millis() - charge.claims.issued.millis());
                                 }
-                                Some(LedgerOutput::Spend(s))
+                                let charged = LedgerOutput::Charged(Box::new(charged));
+                                spend
+                                    .map(LedgerOutput::Spend)
+                                    .into_iter()
+                                    .chain([charged])
+                                    .collect()
                             }
-                            Ok(None) => None,
-                            Err(dead) => Some(LedgerOutput::Dead(Box::new(dead))),
+                            Err(dead) => vec![LedgerOutput::Dead(Box::new(dead))],
                         };
                         let mut session = output.session(&cap);
                         session.give_iterator(out.into_iter());

@@ -65,9 +65,10 @@ impl BudgetBook {
                 self.catalog.apply(update);
                 Some(update.campaign_id.clone())
             }
-            LedgerOutput::Dead(_) | LedgerOutput::Activity(_) | LedgerOutput::Settled { .. } => {
-                None
-            }
+            LedgerOutput::Dead(_)
+            | LedgerOutput::Activity(_)
+            | LedgerOutput::Charged(_)
+            | LedgerOutput::Settled { .. } => None,
         }
     }
 

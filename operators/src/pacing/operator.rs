@@ -96,7 +96,7 @@ fn ledger_campaign(rec: &LedgerOutput) -> Option<&str> {
         LedgerOutput::Campaign(u) => Some(&u.campaign_id),
         LedgerOutput::Spend(s) => Some(&s.campaign_id),
         LedgerOutput::Settled { campaign_id, .. } => Some(campaign_id),
-        LedgerOutput::Dead(_) | LedgerOutput::Activity(_) => None,
+        LedgerOutput::Dead(_) | LedgerOutput::Activity(_) | LedgerOutput::Charged(_) => None,
     }
 }
 
@@ -167,7 +167,9 @@ pub fn pacing<'scope>(
                                     changed.insert(campaign_id);
                                 }
                             }
-                            LedgerOutput::Dead(_) | LedgerOutput::Activity(_) => {}
+                            LedgerOutput::Dead(_)
+                            | LedgerOutput::Activity(_)
+                            | LedgerOutput::Charged(_) => {}
                         }
                     }
                 });

@@ -114,6 +114,22 @@ pub struct Served {
 }
 
 impl Served {
+    /// The claims the win's billing token carries (without the signature).
+    pub fn claims(&self) -> WinClaims {
+        WinClaims {
+            request_id: self.request_id.clone(),
+            imp_id: self.imp_id.clone(),
+            campaign_id: self.campaign_id.clone(),
+            advertiser_id: self.advertiser_id.clone(),
+            ad_id: self.ad_id.clone(),
+            billing: self.billing,
+            charge_micros: self.charge_micros,
+            issued: self.ts,
+            country: self.country.clone(),
+            device: self.device.clone(),
+        }
+    }
+
     /// The log record of `win` in `request`, with the raw feature values the ranker used
     /// (`ranker::features::FeatureContext::from_served` reads them back for training).
     pub fn from_win(
@@ -293,6 +309,8 @@ pub fn answer(
             billing: win.candidate.billing,
             charge_micros: win.charge_micros,
             issued: now,
+            country: request.country.clone(),
+            device: request.device.clone(),
         };
         SignedWin {
             token: sign(&config.secret, &claims),

@@ -1,0 +1,188 @@
+//! The publisher: turns the changes differential dataflow reports for each row into upsert
+//! records, at most once per `update_ms` of event time per row, and once more, `final`, when
+//! the watermark passes the window's end plus `final_after_ms`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use super::row::{render, ReportRow, RowKey};
+use super::spec::ReportSpec;
+use super::totals::Totals;
+
+/// The rows of one worker (the rows differential dataflow routed to it).
+#[derive(Debug)]
+pub struct Publisher {
+    specs: Arc<[ReportSpec]>,
+    rows: HashMap<RowKey, Totals>,
+    dirty: HashSet<RowKey>,
+    closing: BTreeMap<i64, Vec<RowKey>>,
+    pending: Vec<(u64, RowKey, Totals)>,
+    next_update: Vec<u64>,
+    watermark: i64,
+}
+
+impl Publisher {
+    /// A publisher for `specs`.
+    pub fn new(specs: Arc<[ReportSpec]>) -> Self {
+        let next_update = vec![0; specs.len()];
+        Publisher {
+            specs,
+            rows: HashMap::new(),
+            dirty: HashSet::new(),
+            closing: BTreeMap::new(),
+            pending: Vec::new(),
+            next_update,
+            watermark: i64::MIN,
+        }
+    }
+
+    /// A change at dataflow time `time`: `diff` +1 for a row's new value, -1 for its old one.
+    /// Only new values matter: a retraction alone is the row leaving the dataflow after it was
+    /// final, which changes nothing published.
+    pub fn offer(&mut self, time: u64, key: RowKey, totals: Totals, diff: isize) {
+        if diff > 0 {
+            self.pending.push((time, key, totals));
+        }
+    }
+
+    /// Rows open now.
+    pub fn open_rows(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Applies every change before the watermark `frontier` (`None`: input complete) and returns
+    /// the rows to publish: final ones, and changed ones whose report's update is due.
+    pub fn advance(&mut self, frontier: Option<u64>) -> Vec<ReportRow> {
+        let f = frontier.unwrap_or(u64::MAX);
+        if frontier.is_some() {
+            self.watermark = i64::try_from(f).unwrap_or(i64::MAX);
+        }
+        let watermark = self.watermark;
+        if !self.pending.is_empty() {
+            self.pending.sort_by_key(|(t, _, _)| *t);
+            let ready = self.pending.partition_point(|(t, _, _)| *t < f);
+            for (_, key, totals) in self.pending.drain(..ready) {
+                let Some(spec) = self.specs.get(key.report as usize) else {
+                    continue;
+                };
+                if !self.rows.contains_key(&key) {
+                    let at = spec.final_at(key.window_start);
+                    self.closing.entry(at).or_default().push(key.clone());
+                }
+                self.rows.insert(key.clone(), totals);
+                self.dirty.insert(key);
+            }
+        }
+        let mut out = Vec::new();
+        // At the end of input (a shutdown) nothing becomes final: a restart goes on counting.
+        while let Some(entry) = self.closing.first_entry() {
+            if frontier.is_none() || *entry.key() > watermark {
+                break;
+            }
+            for key in entry.remove() {
+                self.dirty.remove(&key);
+                if let (Some(totals), Some(spec)) =
+                    (self.rows.remove(&key), self.specs.get(key.report as usize))
+                {
+                    out.push(render(spec, &key, &totals, watermark, true));
+                }
+            }
+        }
+        let due: Vec<bool> = self
+            .next_update
+            .iter()
+            .map(|next| frontier.is_none() || f >= *next)
+            .collect();
+        if self.dirty.iter().any(|k| due[k.report as usize]) {
+            let (publish, keep): (Vec<RowKey>, Vec<RowKey>) = std::mem::take(&mut self.dirty)
+                .into_iter()
+                .partition(|k| due[k.report as usize]);
+            self.dirty = keep.into_iter().collect();
+            let mut publish = publish;
+            publish.sort();
+            for key in &publish {
+                if let Some(spec) = self.specs.get(key.report as usize) {
+                    // The next update of this report is due a full period after this one.
+                    let step = spec.update_ms.max(1) as u64;
+                    self.next_update[key.report as usize] =
+                        (f / step).saturating_add(1).saturating_mul(step);
+                }
+            }
+            for key in publish {
+                if let (Some(totals), Some(spec)) =
+                    (self.rows.get(&key), self.specs.get(key.report as usize))
+                {
+                    out.push(render(spec, &key, totals, watermark, false));
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::spec::Dimension;
+
+    fn key(start: i64) -> RowKey {
+        RowKey {
+            report: 0,
+            group: vec!["c1".into()],
+            window_start: start,
+        }
+    }
+
+    fn spend(micros: i64) -> Totals {
+        Totals {
+            spend_micros: micros,
+            ..Totals::default()
+        }
+    }
+
+    #[test]
+    fn coalesces_updates_then_publishes_final_once() {
+        let mut spec = ReportSpec::new("m", &[Dimension::Campaign], 60_000, 30_000);
+        spec.update_ms = 10_000;
+        let mut p = Publisher::new(vec![spec].into());
+        p.offer(1_000, key(0), spend(5), 1);
+        p.offer(2_000, key(0), spend(5), -1);
+        p.offer(2_000, key(0), spend(12), 1);
+        // Nothing before the watermark passes a change.
+        assert!(p.advance(Some(1_000)).is_empty());
+        let rows = p.advance(Some(1_500));
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].value["spend_micros"], 5);
+        assert_eq!(rows[0].value["final"], false);
+        // The next update is due at 10s of event time: changes until then are coalesced.
+        p.offer(3_000, key(0), spend(20), 1);
+        assert!(p.advance(Some(2_500)).is_empty());
+        assert!(p.advance(Some(9_000)).is_empty());
+        let rows = p.advance(Some(10_000));
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].value["spend_micros"], 20);
+        // Final at 60s + 30s.
+        assert!(p.advance(Some(89_999)).is_empty());
+        let rows = p.advance(Some(90_000));
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].value["final"], true);
+        assert_eq!(rows[0].value["spend_micros"], 20);
+        assert_eq!(p.open_rows(), 0);
+        // The dataflow then retracts the row: nothing more is published.
+        p.offer(90_000, key(0), spend(20), -1);
+        assert!(p.advance(Some(200_000)).is_empty());
+    }
+
+    #[test]
+    fn end_of_input_flushes_changed_rows() {
+        let spec = ReportSpec::new("m", &[Dimension::Campaign], 60_000, 30_000);
+        let mut p = Publisher::new(vec![spec].into());
+        p.offer(1_000, key(0), spend(7), 1);
+        let rows = p.advance(None);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            rows[0].value["final"], false,
+            "a shutdown finalises nothing"
+        );
+    }
+}
