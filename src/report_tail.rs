@@ -321,6 +321,7 @@ impl Column {
 pub struct Columns {
     group: Vec<String>,
     measures: Vec<String>,
+    revision: bool,
 }
 
 impl Columns {
@@ -339,15 +340,29 @@ impl Columns {
                 added = true;
             }
         }
+        if row.revision.is_some() && !self.revision {
+            self.revision = true;
+            added = true;
+        }
         added
     }
 
-    /// `window_start`, the group fields, the measures, `final`, `revision`.
+    /// `window_start`, the group fields, the measures (adstream's in their documented order,
+    /// others after them as first seen), `final`, and `revision` when rows carry one.
     pub fn list(&self) -> Vec<Column> {
+        let rank = |name: &str| {
+            adstream_operators::report::Measure::ALL
+                .iter()
+                .position(|m| m.name() == name)
+                .unwrap_or(usize::MAX)
+        };
+        let mut measures = self.measures.clone();
+        measures.sort_by_key(|m| rank(m));
         std::iter::once(Column::WindowStart)
             .chain(self.group.iter().cloned().map(Column::Group))
-            .chain(self.measures.iter().cloned().map(Column::Measure))
-            .chain([Column::Final, Column::Revision])
+            .chain(measures.into_iter().map(Column::Measure))
+            .chain(std::iter::once(Column::Final))
+            .chain(self.revision.then_some(Column::Revision))
             .collect()
     }
 }
@@ -458,10 +473,12 @@ pub fn format_time(v: &Value) -> String {
 
 /// Whether measure `name` is a ratio shown as a percentage.
 pub fn is_ratio(name: &str) -> bool {
-    matches!(name, "ctr" | "cvr" | "avg_pctr" | "avg_pcvr")
-        || name.ends_with("_ctr")
-        || name.ends_with("_cvr")
-        || name.ends_with("_rate")
+    // `pctr_over_ctr` is a ratio of ratios (1 = calibrated), shown as a plain number.
+    name != "pctr_over_ctr"
+        && (matches!(name, "ctr" | "cvr" | "avg_pctr" | "avg_pcvr")
+            || name.ends_with("_ctr")
+            || name.ends_with("_cvr")
+            || name.ends_with("_rate"))
 }
 
 /// A measure's cell: `*_micros` in currency units with 2 decimals, ratios as percentages,
@@ -469,6 +486,11 @@ pub fn is_ratio(name: &str) -> bool {
 pub fn format_measure(name: &str, v: &Value) -> String {
     if v.is_null() {
         return "-".into();
+    }
+    if name == "pctr_over_ctr" {
+        if let Some(f) = v.as_f64() {
+            return format!("{f:.2}");
+        }
     }
     if name.ends_with("_micros") {
         if let Some(m) = v.as_i64() {
@@ -1010,6 +1032,7 @@ mod tests {
 
     #[test]
     fn group_fields_keep_their_order_and_columns_grow_in_first_seen_order() {
+        // (No row carries a `revision`: no such column.)
         let mut t = Table::default();
         t.apply(
             "US|c1@2026-01-01T00:00:00Z",
@@ -1030,7 +1053,6 @@ mod tests {
                 "impressions",
                 "clicks",
                 "final",
-                "revision"
             ]
         );
         let first = t.get("US|c1@2026-01-01T00:00:00Z").unwrap();
