@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -37,6 +37,39 @@ pub struct AppState {
     pub trainer: Option<Arc<TrainerControl>>,
     /// What the dashboard plots.
     pub history: Arc<History>,
+    /// When set, admin routes need `Authorization: Bearer <token>`.
+    pub admin_token: Option<Arc<str>>,
+}
+
+/// Refuses an admin request without the pipeline's bearer token (401), when one is set.
+fn authorize_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(expected) = state.admin_token.as_deref() else {
+        return Ok(());
+    };
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Compared in time independent of where the first difference is.
+    let same = given.len() == expected.len()
+        && given
+            .bytes()
+            .zip(expected.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if same {
+        Ok(())
+    } else {
+        Err(ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            message: if given.is_empty() {
+                "this route needs `Authorization: Bearer <admin token>`".into()
+            } else {
+                "the bearer token is not the pipeline's admin token".into()
+            },
+        })
+    }
 }
 
 /// One error type for every handler: a status and a JSON body naming what is wrong.
@@ -48,7 +81,14 @@ pub struct ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": self.message }))).into_response()
+        let mut response = (self.status, Json(json!({ "error": self.message }))).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
     }
 }
 
@@ -112,7 +152,13 @@ async fn campaign(
 
 async fn openrtb(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     let received = std::time::Instant::now();
-    let outcome = |o: &str| state.metrics.requests.with_label_values(&[o]).inc();
+    let outcome = |o: &str| {
+        state.metrics.requests.with_label_values(&[o]).inc();
+        state
+            .metrics
+            .serving_latency_seconds
+            .observe(received.elapsed().as_secs_f64());
+    };
     let request = parse_request(&body).map_err(|e| {
         outcome("bad_request");
         ApiError {
@@ -194,7 +240,9 @@ async fn models(State(state): State<AppState>) -> Json<serde_json::Value> {
 async fn promote(
     State(state): State<AppState>,
     Path(version): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    authorize_admin(&state, &headers)?;
     let number = version
         .strip_prefix('v')
         .unwrap_or(&version)
@@ -258,6 +306,25 @@ async fn dashboard(State(state): State<AppState>) -> Response {
 
 async fn metrics(State(state): State<AppState>) -> String {
     state.metrics.campaigns.set(state.live.campaigns() as i64);
+    let last = state.metrics.checkpoint_last_ms.get();
+    if last > 0 {
+        let age = (adstream_operators::time::EventTime::now().millis() - last).max(0);
+        state
+            .metrics
+            .checkpoint_age_seconds
+            .set(age as f64 / 1000.0);
+    }
+    // Campaigns come and go: the gauge holds exactly today's live ones.
+    state.metrics.budget_utilisation.reset();
+    for status in state.live.all() {
+        if status.budget_micros > 0 {
+            state
+                .metrics
+                .budget_utilisation
+                .with_label_values(&[status.campaign_id.as_str()])
+                .set(status.spend_micros as f64 / status.budget_micros as f64);
+        }
+    }
     if let Some(trainer) = &state.trainer {
         if let Ok(status) = trainer.status.lock() {
             let dropped = trainer.dropped.load(std::sync::atomic::Ordering::Relaxed);
@@ -306,6 +373,7 @@ mod tests {
             models: Arc::default(),
             trainer: None,
             history: Arc::new(History::new(std::time::Duration::from_secs(2))),
+            admin_token: None,
         });
         let (status, body) = get_json(app.clone(), "/v1/campaigns/c1").await;
         assert_eq!(status, StatusCode::OK);
@@ -333,6 +401,7 @@ mod tests {
             models: Arc::default(),
             trainer: None,
             history: Arc::new(History::new(std::time::Duration::from_secs(2))),
+            admin_token: None,
         });
         let resp = app
             .clone()
@@ -346,5 +415,46 @@ mod tests {
         assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
         assert!(String::from_utf8_lossy(&bytes).contains("tmax"));
+    }
+
+    #[tokio::test]
+    async fn promote_needs_the_admin_token_when_one_is_set() {
+        let app = app(AppState {
+            live: Arc::new(LiveState::default()),
+            metrics: Metrics::new(),
+            serving: None,
+            models: Arc::default(),
+            trainer: None,
+            history: Arc::new(History::new(std::time::Duration::from_secs(2))),
+            admin_token: Some(Arc::from("s3cret-token")),
+        });
+        let promote = |auth: Option<&str>| {
+            let mut req = Request::post("/v1/models/v1/promote");
+            if let Some(a) = auth {
+                req = req.header("authorization", a);
+            }
+            app.clone().oneshot(req.body(Body::empty()).unwrap())
+        };
+        let resp = promote(None).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(resp.headers()["www-authenticate"], "Bearer");
+        for wrong in [
+            "Bearer nope",
+            "Bearer s3cret-tokem",
+            "Basic s3cret-token",
+            "s3cret-token",
+        ] {
+            assert_eq!(
+                promote(Some(wrong)).await.unwrap().status(),
+                StatusCode::UNAUTHORIZED,
+                "{wrong}"
+            );
+        }
+        // With the token the request goes through to the promotion (no trainer here: not 401).
+        let resp = promote(Some("Bearer s3cret-token")).await.unwrap();
+        assert_ne!(resp.status(), StatusCode::UNAUTHORIZED);
+        // Read-only routes stay open.
+        let (status, _) = get_json(app.clone(), "/v1/models").await;
+        assert_eq!(status, StatusCode::OK);
     }
 }

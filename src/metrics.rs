@@ -2,7 +2,7 @@
 
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge, Opts, Registry, TextEncoder,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use adstream_operators::ranker::trainer::TrainerStatus;
@@ -48,6 +48,15 @@ pub struct Metrics {
     pub report_rows: IntCounterVec,
     /// Ad requests answered, by outcome (`filled`, `no_fill`, `overloaded`, `bad_request`).
     pub requests: IntCounterVec,
+    /// From receiving an ad request to answering it, seconds (every outcome).
+    pub serving_latency_seconds: Histogram,
+    /// Messages behind the high watermark, per input partition this process reads.
+    pub consumer_lag: IntGaugeVec,
+    /// Seconds since the last checkpoint write (set when scraped).
+    pub checkpoint_age_seconds: Gauge,
+    /// Spend today over the daily budget, per campaign (set when scraped).
+    pub budget_utilisation: GaugeVec,
+    families: Vec<String>,
 }
 
 impl Metrics {
@@ -154,11 +163,48 @@ impl Metrics {
             &["outcome"],
         )
         .expect("valid");
+        let serving_latency_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "serving_latency_seconds",
+                "From receiving an ad request to answering it",
+            )
+            .buckets(vec![
+                0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25,
+            ]),
+        )
+        .expect("valid");
+        let consumer_lag = IntGaugeVec::new(
+            Opts::new(
+                "consumer_lag",
+                "Messages behind the high watermark, per input partition read here",
+            ),
+            &["topic", "partition"],
+        )
+        .expect("valid");
+        let checkpoint_age_seconds = Gauge::new(
+            "checkpoint_age_seconds",
+            "Seconds since the last checkpoint write",
+        )
+        .expect("valid");
+        let budget_utilisation = GaugeVec::new(
+            Opts::new(
+                "budget_utilisation",
+                "Spend today over the daily budget, per campaign",
+            ),
+            &["campaign"],
+        )
+        .expect("valid");
+        let mut families = Vec::new();
         for c in [
             Box::new(report_events.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(report_rows.clone()),
             Box::new(requests.clone()),
+            Box::new(serving_latency_seconds.clone()),
+            Box::new(consumer_lag.clone()),
+            Box::new(checkpoint_age_seconds.clone()),
+            Box::new(budget_utilisation.clone()),
         ] {
+            families.extend(c.desc().iter().map(|d| format!("adstream_{}", d.fq_name)));
             registry.register(c).expect("metric names are unique");
         }
         for c in [
@@ -171,6 +217,7 @@ impl Metrics {
             Box::new(model_training_errors.clone()),
             Box::new(labels.clone()),
         ] {
+            families.extend(c.desc().iter().map(|d| format!("adstream_{}", d.fq_name)));
             registry.register(c).expect("metric names are unique");
         }
         for c in [
@@ -182,6 +229,7 @@ impl Metrics {
             Box::new(campaigns.clone()),
             Box::new(ingest_delay_seconds.clone()),
         ] {
+            families.extend(c.desc().iter().map(|d| format!("adstream_{}", d.fq_name)));
             registry.register(c).expect("metric names are unique");
         }
         Metrics {
@@ -204,7 +252,20 @@ impl Metrics {
             report_events,
             report_rows,
             requests,
+            serving_latency_seconds,
+            consumer_lag,
+            checkpoint_age_seconds,
+            budget_utilisation,
+            families,
         }
+    }
+
+    /// Every metric family this process exports (`adstream_...`), whether it has samples yet
+    /// or not (dashboards and alerts are checked against this list).
+    pub fn families(&self) -> Vec<String> {
+        let mut names = self.families.clone();
+        names.sort();
+        names
     }
 
     /// Copies the trainer's latest status into the model gauges.

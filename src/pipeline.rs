@@ -518,7 +518,7 @@ pub struct PipelineSection {
     /// Name, used in consumer group ids and logs.
     pub name: Spanned<String>,
     /// Billing-token HMAC key: a literal, `env:NAME` or `file:PATH`.
-    pub secret: Spanned<String>,
+    pub secret: Secret,
     /// Where RocksDB state lives (one sub-directory per process).
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
@@ -544,7 +544,7 @@ pub struct KafkaSection {
     /// Extra librdkafka properties (SASL/SSL settings pass through here); values may use `env:`
     /// or `file:` indirections.
     #[serde(default)]
-    pub properties: std::collections::BTreeMap<String, String>,
+    pub properties: std::collections::BTreeMap<String, Secret>,
 }
 
 /// `[topics]`.
@@ -698,12 +698,61 @@ impl Default for AttributionSection {
 pub struct ApiSection {
     /// Listen address of the HTTP API.
     pub listen: Spanned<String>,
+    /// When set, admin routes (`POST /v1/models/{v}/promote`) need `Authorization: Bearer
+    /// TOKEN`; a literal, `env:NAME` or `file:PATH`.
+    pub admin_token: Option<Secret>,
 }
 
 impl Default for ApiSection {
     fn default() -> Self {
         ApiSection {
             listen: Spanned::new(0..0, "127.0.0.1:8080".into()),
+            admin_token: None,
+        }
+    }
+}
+
+impl ApiSection {
+    /// The admin token, resolved (`None`: admin routes are open).
+    pub fn admin_token(&self) -> anyhow::Result<Option<String>> {
+        self.admin_token
+            .as_ref()
+            .map(|t| resolve_secret(t.get_ref()))
+            .transpose()
+    }
+}
+
+/// A pipeline value that may be a secret: a literal, `env:NAME` or `file:PATH`. Its `Debug`
+/// never shows a literal (only an indirection), so printing a pipeline leaks nothing.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(Spanned<String>);
+
+impl Secret {
+    /// The value as written (an indirection is not resolved: see [`resolve_secret`]).
+    pub fn get_ref(&self) -> &String {
+        self.0.get_ref()
+    }
+
+    /// Where it is in the file.
+    pub fn span(&self) -> std::ops::Range<usize> {
+        self.0.span()
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Self {
+        Secret(Spanned::new(0..0, value.to_string()))
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let v = self.0.get_ref();
+        if v.starts_with("env:") || v.starts_with("file:") {
+            write!(f, "{v:?}")
+        } else {
+            f.write_str("\"<redacted>\"")
         }
     }
 }
@@ -802,7 +851,7 @@ impl Pipeline {
             "must not be empty",
         )?;
         check(
-            &p.secret,
+            &p.secret.0,
             p.secret.get_ref().len() >= 8,
             "pipeline.secret",
             "must be at least 8 characters (or env:NAME / file:PATH)",
@@ -1064,6 +1113,14 @@ impl Pipeline {
             "attribution.view_window_ms",
             "must be positive",
         )?;
+        if let Some(token) = &self.api.admin_token {
+            check(
+                &token.0,
+                !token.get_ref().trim().is_empty(),
+                "api.admin_token",
+                "must not be empty (a literal, env:NAME or file:PATH)",
+            )?;
+        }
         check(
             &self.api.listen,
             self.api.listen.get_ref().parse::<SocketAddr>().is_ok(),
@@ -1221,6 +1278,26 @@ brokers = "127.0.0.1:9092"
             assert!(err.message.contains(field), "{bad}: {err}");
             assert!(err.line > 8, "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn secrets_are_never_printed_and_admin_tokens_are_checked() {
+        let text = format!(
+            "{OK}\n[kafka.properties]\n\"sasl.password\" = \"hunter2-literal\"\n\"sasl.username\" = \"env:KAFKA_USER\"\n[api]\nadmin_token = \"tok-literal-123\"\n"
+        );
+        let p = Pipeline::parse("t.toml", &text).unwrap();
+        let printed = format!("{p:?}");
+        for secret in ["hunter2-literal", "tok-literal-123", "0123456789"] {
+            assert!(!printed.contains(secret), "{secret} leaked: {printed}");
+        }
+        assert!(printed.contains("env:KAFKA_USER"), "indirections are shown");
+        assert_eq!(
+            p.api.admin_token().unwrap().as_deref(),
+            Some("tok-literal-123")
+        );
+        let err =
+            Pipeline::parse("t.toml", &format!("{OK}\n[api]\nadmin_token = \" \"\n")).unwrap_err();
+        assert!(err.message.contains("api.admin_token"), "{err}");
     }
 
     #[test]

@@ -117,6 +117,9 @@ fn timely_config(workers: usize, opts: &RunOptions) -> anyhow::Result<timely::Co
 /// Runs `pipeline` until SIGINT/SIGTERM, then drains, checkpoints and returns.
 pub fn run(pipeline: Pipeline, mut opts: RunOptions) -> anyhow::Result<()> {
     opts.announce = true;
+    if opts.processes > 1 {
+        exit_when_the_cluster_breaks();
+    }
     let running = start(pipeline, opts)?;
     let signal_stop = running.stop.clone();
     let Some(rt) = running.runtime.as_ref() else {
@@ -315,6 +318,7 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
         models: models.clone(),
         trainer: trainer.clone(),
         history: history.clone(),
+        admin_token: pipeline.api.admin_token()?.map(Arc::from),
     };
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
     let server = runtime.spawn(async move {
@@ -378,7 +382,7 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
         let leader = index % workers == 0;
         let owned = assignment(&layout, index, peers);
         let offsets = restore_offsets(&*store);
-        let reader = KafkaReader::new(&config, &topics, owned, &offsets).map_err(|e| format!("{e:#}"))?;
+        let reader = KafkaReader::new(&config, &topics, owned, &offsets, Some(worker_metrics.consumer_lag.clone())).map_err(|e| format!("{e:#}"))?;
         let (requests, activator_slot) = receivers
             .lock()
             .ok()
@@ -600,6 +604,27 @@ fn install(
         }
     }
 }
+
+/// In a cluster, a process whose peer is gone cannot make progress (timely's channels to it
+/// fail): it exits at once, non-zero, so that its supervisor restarts it and the whole cluster
+/// resumes from its checkpoints, rather than hang.
+fn exit_when_the_cluster_breaks() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default(info);
+        let thread = std::thread::current();
+        if thread.name().is_some_and(|n| n.starts_with("timely:")) {
+            tracing::error!(
+                thread = thread.name().unwrap_or(""),
+                "the timely cluster broke (a peer process is gone?): exiting so that every process restarts from its checkpoint"
+            );
+            std::process::exit(EXIT_CLUSTER_BROKEN);
+        }
+    }));
+}
+
+/// Exit status of a process that lost its cluster.
+pub const EXIT_CLUSTER_BROKEN: i32 = 75;
 
 async fn wait_for_signal() {
     #[cfg(unix)]

@@ -284,6 +284,43 @@ pub fn dedup_memory(n: usize) -> f64 {
     (after.saturating_sub(before)) as f64 / n as f64
 }
 
+/// Milliseconds to make a checkpoint of `entries` dirty entries durable in RocksDB (the store
+/// the binary uses), and the store's size in entries before it: a checkpoint writes only what
+/// changed, so its cost follows the dirty entries more than the state held.
+pub fn checkpoint_cost(fsync: bool) -> Vec<(usize, usize, f64)> {
+    use adstream_operators::checkpoint::StateBatch;
+    let Ok(dir) = tempfile::tempdir() else {
+        return Vec::new();
+    };
+    let Ok(store) = crate::state::RocksStore::open(dir.path(), 0, 1, fsync, None) else {
+        return Vec::new();
+    };
+    let mut held = 0usize;
+    let mut out = Vec::new();
+    for entries in [1_000, 10_000, 100_000, 1_000_000, 1_000, 10_000, 100_000] {
+        let batch = StateBatch {
+            puts: (0..entries)
+                .map(|i| {
+                    (
+                        format!("bench/{:032x}", (held + i) as u128 * 0x9E37_79B9_7F4A_7C15)
+                            .into_bytes(),
+                        vec![b'x'; 80],
+                    )
+                })
+                .collect(),
+            deletes: Vec::new(),
+        };
+        let start = Instant::now();
+        let ticket = store.persist(batch);
+        while ticket.poll().is_none() {
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+        out.push((entries, held, start.elapsed().as_secs_f64() * 1000.0));
+        held += entries;
+    }
+    out
+}
+
 /// Prints every figure.
 pub fn run(events: usize) {
     println!(
@@ -302,6 +339,15 @@ pub fn run(events: usize) {
             "billing dataflow, {workers} worker(s), 3 default reports:  {with:>12.0} events/s ({:+.1}%)",
             (with / df - 1.0) * 100.0
         );
+    }
+    for fsync in [false, true] {
+        for (entries, held, ms) in checkpoint_cost(fsync) {
+            println!(
+                "checkpoint (RocksDB{}): {entries:>9} dirty entries into a store of {held:>9}: {ms:>8.1} ms ({:.2} us/entry)",
+                if fsync { ", fsync" } else { "" },
+                ms * 1000.0 / entries as f64
+            );
+        }
     }
     let per_key = dedup_memory(1_000_000);
     println!(

@@ -20,7 +20,7 @@ pub fn client_config(pipeline: &Pipeline, brokers: &str) -> anyhow::Result<Clien
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", brokers);
     for (k, v) in &pipeline.kafka.properties {
-        config.set(k, resolve_secret(v)?);
+        config.set(k, resolve_secret(v.get_ref())?);
     }
     Ok(config)
 }

@@ -11,8 +11,9 @@ use std::time::Duration;
 use adstream_operators::ingest::{RawMessage, StreamId};
 use adstream_operators::source::PartitionReader;
 use anyhow::Context;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::message::Message;
+use rdkafka::ClientContext;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 /// Partition counts of the input topics.
@@ -54,6 +55,34 @@ pub fn assignment(layout: &Layout, index: usize, peers: usize) -> Vec<(StreamId,
         .collect()
 }
 
+/// The reader's librdkafka context: reports each owned partition's consumer lag (messages behind
+/// its high watermark) from librdkafka's statistics to `adstream_consumer_lag{topic,partition}`.
+pub struct LagContext {
+    lag: Option<prometheus::IntGaugeVec>,
+}
+
+impl ClientContext for LagContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let Some(lag) = &self.lag else {
+            return;
+        };
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                // -1: not consumed by this client (or not known yet).
+                if *partition >= 0 && p.consumer_lag >= 0 {
+                    lag.with_label_values(&[topic.as_str(), &partition.to_string()])
+                        .set(p.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for LagContext {}
+
+/// How often librdkafka reports statistics (and so consumer lag), ms.
+const STATS_INTERVAL_MS: &str = "5000";
+
 /// A worker's consumer.
 ///
 /// At start-up it records each owned partition's high watermark. Until the campaigns
@@ -61,7 +90,7 @@ pub fn assignment(layout: &Layout, index: usize, peers: usize) -> Vec<(StreamId,
 /// complete before any event is judged against it. The reader counts as caught up once every
 /// partition has reached its start-up watermark.
 pub struct KafkaReader {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<LagContext>,
     streams: HashMap<String, StreamId>,
     names: HashMap<StreamId, String>,
     owned: Vec<(StreamId, i32)>,
@@ -71,12 +100,14 @@ pub struct KafkaReader {
 }
 
 impl KafkaReader {
-    /// A consumer assigned `owned`, starting at `offsets` (or the beginning).
+    /// A consumer assigned `owned`, starting at `offsets` (or the beginning), reporting its lag
+    /// to `lag` when given.
     pub fn new(
         config: &ClientConfig,
         topics: &[(StreamId, String)],
         owned: Vec<(StreamId, i32)>,
         offsets: &BTreeMap<(StreamId, i32), i64>,
+        lag: Option<prometheus::IntGaugeVec>,
     ) -> anyhow::Result<Self> {
         let mut config = config.clone();
         config
@@ -89,7 +120,12 @@ impl KafkaReader {
         if config.get("group.id").is_none() {
             config.set("group.id", "adstream");
         }
-        let consumer: BaseConsumer = config.create().context("creating a Kafka consumer")?;
+        if lag.is_some() {
+            config.set("statistics.interval.ms", STATS_INTERVAL_MS);
+        }
+        let consumer: BaseConsumer<LagContext> = config
+            .create_with_context(LagContext { lag })
+            .context("creating a Kafka consumer")?;
         let names: HashMap<StreamId, &String> = topics.iter().map(|(s, t)| (*s, t)).collect();
         let mut tpl = TopicPartitionList::new();
         for (stream, partition) in &owned {
