@@ -161,6 +161,36 @@ fn two_processes_match_one_survive_losing_one_and_drain_on_sigterm() {
         ) == want_rows
     }));
 
+    // What an operator scrapes: lag per partition (from librdkafka's statistics, every 5 s),
+    // checkpoint age, budget utilisation per campaign, events by stream and outcome.
+    let metrics_url = format!("{}/metrics", single.api);
+    let scrape = || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            reqwest::get(&metrics_url)
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        })
+    };
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            let text = scrape();
+            text.contains("adstream_consumer_lag{partition=\"0\",topic=\"ads.impressions\"} 0")
+                && text.contains("adstream_checkpoint_age_seconds ")
+                && text.contains("adstream_budget_utilisation{campaign=\"k-cpm\"}")
+                && text
+                    .contains("adstream_events_total{outcome=\"accepted\",stream=\"impressions\"}")
+        }),
+        "{}",
+        scrape()
+    );
+
     // SIGTERM: drains, checkpoints, exits 0; a restart resumes with nothing to replay.
     signal(&single.child, "-TERM");
     let status = wait_exit(&mut single.child, Duration::from_secs(60)).expect("exits on SIGTERM");

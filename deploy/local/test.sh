@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: installs what the build and the tests need
-# (libclang for RocksDB's bindings, cmake, Chromium for the dashboard test, the tansu test
-# broker), then runs every test.
+# (libclang for RocksDB's bindings, cmake, Chromium for the dashboard test, promtool and
+# kubernetes-validate for the deployment checks, the tansu test broker), then runs every test.
 # Tests start and stop their own brokers on free loopback ports.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -11,11 +11,22 @@ dpkg -s libclang-dev >/dev/null 2>&1 || need_apt+=(libclang-dev)
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
 # Headless Chromium for the dashboard's browser test (tests/dashboard.rs).
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+# promtool (Debian's prometheus) and python3 with pip for the deployment checks (tests/deploy.rs).
+command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "test.sh: installing ${need_apt[*]}"
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# kubernetes-validate (PyPI; brings PyYAML) checks deploy/k8s against the Kubernetes schemas.
+if ! python3 -c "import kubernetes_validate" >/dev/null 2>&1; then
+    echo "test.sh: installing kubernetes-validate"
+    python3 -m pip install --quiet kubernetes-validate==1.37.0 \
+        || python3 -m pip install --quiet --break-system-packages kubernetes-validate==1.37.0
 fi
 
 deploy/local/install-tansu.sh

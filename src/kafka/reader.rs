@@ -62,16 +62,26 @@ pub struct LagContext {
 }
 
 impl ClientContext for LagContext {
-    fn stats(&self, statistics: rdkafka::Statistics) {
+    /// Reads only `topics.*.partitions.*.consumer_lag` from the statistics JSON (rdkafka's full
+    /// `Statistics` type fails to decode when a broker leaves fields out).
+    fn stats_raw(&self, statistics: &[u8]) {
         let Some(lag) = &self.lag else {
             return;
         };
-        for (topic, t) in &statistics.topics {
-            for (partition, p) in &t.partitions {
-                // -1: not consumed by this client (or not known yet).
-                if *partition >= 0 && p.consumer_lag >= 0 {
-                    lag.with_label_values(&[topic.as_str(), &partition.to_string()])
-                        .set(p.consumer_lag);
+        let Ok(doc) = serde_json::from_slice::<serde_json::Value>(statistics) else {
+            return;
+        };
+        let Some(topics) = doc["topics"].as_object() else {
+            return;
+        };
+        for (topic, t) in topics {
+            let Some(partitions) = t["partitions"].as_object() else {
+                continue;
+            };
+            for (partition, p) in partitions {
+                if let Some(behind) = partition_lag(p) {
+                    lag.with_label_values(&[topic.as_str(), partition.as_str()])
+                        .set(behind);
                 }
             }
         }
@@ -79,6 +89,22 @@ impl ClientContext for LagContext {
 }
 
 impl ConsumerContext for LagContext {}
+
+/// Messages between a partition's high watermark and this consumer's position, from its
+/// statistics entry; `None` for a partition it does not fetch or whose watermark is unknown.
+/// (librdkafka's own `consumer_lag` is measured from the *committed* offset, and adstream
+/// commits nothing to Kafka: its checkpoints hold the offsets.)
+fn partition_lag(p: &serde_json::Value) -> Option<i64> {
+    if p["fetch_state"] != "active" || p["partition"].as_i64().is_none_or(|n| n < 0) {
+        return None;
+    }
+    let high = p["hi_offset"].as_i64().filter(|h| *h >= 0)?;
+    let position = [&p["app_offset"], &p["next_offset"]]
+        .into_iter()
+        .filter_map(|v| v.as_i64())
+        .find(|o| *o >= 0)?;
+    Some((high - position).max(0))
+}
 
 /// How often librdkafka reports statistics (and so consumer lag), ms.
 const STATS_INTERVAL_MS: &str = "5000";
@@ -264,6 +290,31 @@ impl PartitionReader for KafkaReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lag_is_measured_from_the_position_of_fetched_partitions() {
+        let p = |state: &str, partition: i64, hi: i64, app: i64, next: i64| {
+            serde_json::json!({"fetch_state": state, "partition": partition, "hi_offset": hi,
+                "app_offset": app, "next_offset": next, "consumer_lag": -1})
+        };
+        assert_eq!(partition_lag(&p("active", 0, 48, 40, 48)), Some(8));
+        assert_eq!(
+            partition_lag(&p("active", 0, 10, -1001, 0)),
+            Some(10),
+            "nothing read yet"
+        );
+        assert_eq!(partition_lag(&p("none", 1, 10, -1001, 0)), None, "not ours");
+        assert_eq!(
+            partition_lag(&p("active", -1, 10, 0, 0)),
+            None,
+            "internal partition"
+        );
+        assert_eq!(
+            partition_lag(&p("active", 0, -1001, -1001, 0)),
+            None,
+            "watermark unknown"
+        );
+    }
 
     #[test]
     fn every_partition_has_exactly_one_worker() {

@@ -1,0 +1,808 @@
+//! The deployment material in `deploy/` must be valid for the tools that read it and agree with
+//! the binary:
+//!
+//! - every manifest in `deploy/k8s` validates against the official Kubernetes schemas
+//!   (`kubernetes-validate --strict`, pinned versions), and manifests with deliberate errors are
+//!   rejected, so the check cannot pass vacuously; `kustomization.yaml` lists every manifest but
+//!   the example Secret;
+//! - the StatefulSets, Services, PodDisruptionBudget, ConfigMap and example Secret agree with
+//!   each other (one headless service, process counts, GPU only for process 0, probes, secrets
+//!   named by the pipeline), the ConfigMap's pipeline parses, and its entrypoint writes the
+//!   hostfile and picks `--process` from the pod's name;
+//! - the Grafana dashboard and the Prometheus alerts use only metric families that
+//!   `adstream::metrics::Metrics` registers, and their PromQL parses (`promtool`); the alerts'
+//!   unit tests (`deploy/prometheus/alerts.test.yml`) pass;
+//! - the systemd unit passes `systemd-analyze verify` (skipped, with a note, where systemd is not
+//!   installed).
+//!
+//! Needs `python3` with `kubernetes-validate` (which brings PyYAML) and `promtool` (Debian's
+//! `prometheus`); `deploy/local/test.sh` installs both. Without them these tests fail and say
+//! how to install them.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::{json, Value};
+
+/// What `deploy/local/test.sh` installs.
+const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
+/// Kubernetes versions the manifests are validated against: the oldest supported and the newest
+/// that the pinned kubernetes-validate knows.
+const KUBERNETES_VERSIONS: &[&str] = &["1.30.0", "1.37.0"];
+const IMAGE: &str = "ghcr.io/adstream/adstream:0.1.0";
+const EXAMPLE_SECRET: &str = "secret.example.yaml";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn k8s_dir() -> PathBuf {
+    root().join("deploy/k8s")
+}
+
+fn output_text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Fails, saying how to install it, unless python3 has kubernetes-validate (and PyYAML).
+fn require_kubernetes_validate() {
+    let ok = Command::new("python3")
+        .args(["-c", "import kubernetes_validate, yaml"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "python3 with the PyPI package kubernetes-validate is needed: \
+         `python3 -m pip install {KUBERNETES_VALIDATE}` (deploy/local/test.sh installs it)"
+    );
+}
+
+/// Fails, saying how to install it, unless promtool runs.
+fn require_promtool() {
+    let ok = Command::new("promtool")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "promtool is needed: `apt-get install prometheus` on Debian (deploy/local/test.sh \
+         installs it)"
+    );
+}
+
+/// Every YAML document of `path`, as JSON (PyYAML's safe loader).
+fn yaml_docs(path: &Path) -> Vec<Value> {
+    require_kubernetes_validate();
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys, yaml\n\
+             docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d is not None]\n\
+             json.dump(docs, sys.stdout)",
+        ])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{} is not valid YAML:\n{}",
+        path.display(),
+        output_text(&out)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn yaml_doc(path: &Path) -> Value {
+    let mut docs = yaml_docs(path);
+    assert_eq!(docs.len(), 1, "{}: one document expected", path.display());
+    docs.remove(0)
+}
+
+/// The manifests of `deploy/k8s` (every `*.yaml` but `kustomization.yaml`), sorted.
+fn manifest_files() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(k8s_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "yaml")
+                && p.file_name().is_some_and(|n| n != "kustomization.yaml")
+        })
+        .collect();
+    files.sort();
+    assert!(files.len() >= 6, "manifests in deploy/k8s: {files:?}");
+    files
+}
+
+/// Every Kubernetes object of `deploy/k8s`, by `Kind/name`.
+fn objects() -> BTreeMap<String, Value> {
+    let mut all = BTreeMap::new();
+    for file in manifest_files() {
+        for doc in yaml_docs(&file) {
+            let key = format!(
+                "{}/{}",
+                doc["kind"].as_str().unwrap(),
+                doc["metadata"]["name"].as_str().unwrap()
+            );
+            assert!(all.insert(key.clone(), doc).is_none(), "{key} twice");
+        }
+    }
+    all
+}
+
+/// Runs kubernetes-validate on `files` for every pinned version.
+fn kubernetes_validate(files: &[PathBuf]) -> Vec<(String, Output)> {
+    require_kubernetes_validate();
+    KUBERNETES_VERSIONS
+        .iter()
+        .map(|version| {
+            let out = Command::new("python3")
+                .args(["-m", "kubernetes_validate", "--strict", "-k", version])
+                .args(files)
+                .output()
+                .unwrap();
+            (version.to_string(), out)
+        })
+        .collect()
+}
+
+#[test]
+fn k8s_manifests_validate_against_the_kubernetes_schemas() {
+    let files = manifest_files();
+    let documents: usize = files.iter().map(|f| yaml_docs(f).len()).sum();
+    for (version, out) in kubernetes_validate(&files) {
+        let text = output_text(&out);
+        println!("kubernetes-validate --strict -k {version}:\n{text}");
+        assert!(
+            out.status.success(),
+            "kubernetes-validate -k {version} rejected deploy/k8s:\n{text}"
+        );
+        // Unknown kinds are only a warning: every document must have been checked.
+        let passed = text.lines().filter(|l| l.contains(" passed ")).count();
+        assert_eq!(
+            passed, documents,
+            "kubernetes-validate -k {version} did not pass every document:\n{text}"
+        );
+        assert!(
+            !text.contains("WARN") && !text.contains("ERROR"),
+            "kubernetes-validate -k {version}:\n{text}"
+        );
+    }
+
+    // The same check rejects a wrong type and, being strict, a misspelt field.
+    let worker = std::fs::read_to_string(k8s_dir().join("statefulset-worker.yaml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for (name, bad) in [
+        (
+            "wrong-type.yaml",
+            worker.replacen("replicas: 2", "replicas: two", 1),
+        ),
+        (
+            "unknown-field.yaml",
+            worker.replacen("serviceName:", "servicename:", 1),
+        ),
+        (
+            "unnamed-container.yaml",
+            worker.replacen("- name: adstream\n          image:", "- image:", 1),
+        ),
+    ] {
+        assert_ne!(bad, worker, "{name}: the mutation must apply");
+        let path = dir.path().join(name);
+        std::fs::write(&path, bad).unwrap();
+        for (version, out) in kubernetes_validate(std::slice::from_ref(&path)) {
+            let text = output_text(&out);
+            assert!(
+                !out.status.success() && text.contains("ERROR"),
+                "kubernetes-validate -k {version} accepted {name}:\n{text}"
+            );
+        }
+    }
+}
+
+#[test]
+fn kustomization_lists_every_manifest_but_the_example_secret() {
+    let kustomization = yaml_doc(&k8s_dir().join("kustomization.yaml"));
+    assert_eq!(kustomization["kind"], "Kustomization");
+    let listed: BTreeSet<String> = kustomization["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().to_string())
+        .collect();
+    let files: BTreeSet<String> = manifest_files()
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .filter(|n| n != EXAMPLE_SECRET)
+        .collect();
+    assert_eq!(listed, files);
+
+    // kubectl is optional: where it is installed, the kustomization must also build.
+    match Command::new("kubectl")
+        .arg("kustomize")
+        .arg(k8s_dir())
+        .output()
+    {
+        Ok(out) => assert!(
+            out.status.success(),
+            "kubectl kustomize deploy/k8s:\n{}",
+            output_text(&out)
+        ),
+        Err(_) => println!("note: kubectl not installed; `kubectl kustomize` not checked"),
+    }
+}
+
+/// The pod spec of a StatefulSet and its only container.
+fn pod_and_container(set: &Value) -> (&Value, &Value) {
+    let pod = &set["spec"]["template"]["spec"];
+    let containers = pod["containers"].as_array().unwrap();
+    assert_eq!(containers.len(), 1);
+    (pod, &containers[0])
+}
+
+fn env_value<'a>(container: &'a Value, name: &str) -> &'a Value {
+    container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == name)
+        .unwrap_or_else(|| panic!("env {name} missing"))
+}
+
+fn labels_match(selector: &Value, labels: &Value) -> bool {
+    selector
+        .as_object()
+        .unwrap()
+        .iter()
+        .all(|(k, v)| &labels[k] == v)
+}
+
+/// `data[key]` of the ConfigMap adstream-config.
+fn config_data(objects: &BTreeMap<String, Value>, key: &str) -> String {
+    objects["ConfigMap/adstream-config"]["data"][key]
+        .as_str()
+        .unwrap_or_else(|| panic!("adstream-config has no {key}"))
+        .to_string()
+}
+
+/// The `NAME`s of every `env:NAME` in `text`.
+fn env_references(text: &str) -> BTreeSet<String> {
+    text.split("\"env:")
+        .skip(1)
+        .map(|rest| rest.split('"').next().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn k8s_statefulsets_form_one_timely_cluster() {
+    let objects = objects();
+    let headless = &objects["Service/adstream-cluster"]["spec"];
+    assert_eq!(headless["clusterIP"], "None");
+    assert_eq!(headless["publishNotReadyAddresses"], true);
+    assert_eq!(headless["ports"][0]["port"], 2101);
+    let api = &objects["Service/adstream"];
+    assert_eq!(api["spec"]["ports"][0]["port"], 8080);
+    assert_eq!(
+        api["metadata"]["annotations"]["prometheus.io/scrape"],
+        "true"
+    );
+    assert_eq!(api["metadata"]["annotations"]["prometheus.io/port"], "8080");
+
+    let processes: u64 = config_data(&objects, "processes").parse().unwrap();
+    let trainer = &objects["StatefulSet/adstream-trainer"];
+    let worker = &objects["StatefulSet/adstream-worker"];
+    assert_eq!(trainer["spec"]["replicas"], 1);
+    assert_eq!(
+        worker["spec"]["replicas"].as_u64().unwrap() + 1,
+        processes,
+        "adstream-worker's replicas must be adstream-config's processes - 1"
+    );
+    let pdb = &objects["PodDisruptionBudget/adstream"]["spec"];
+    assert_eq!(pdb["maxUnavailable"], 1);
+
+    let secret_keys: BTreeSet<String> = objects["Secret/adstream-secrets"]["stringData"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    let pipeline = config_data(&objects, "pipeline.toml");
+    assert_eq!(
+        env_references(&pipeline),
+        secret_keys,
+        "the pipeline's env: references and the example Secret's keys"
+    );
+
+    for (set, offset, gpu) in [(trainer, "0", true), (worker, "1", false)] {
+        let name = set["metadata"]["name"].as_str().unwrap();
+        let spec = &set["spec"];
+        assert_eq!(spec["serviceName"], "adstream-cluster", "{name}");
+        assert_eq!(spec["podManagementPolicy"], "Parallel", "{name}");
+        let labels = &spec["template"]["metadata"]["labels"];
+        assert!(labels_match(&spec["selector"]["matchLabels"], labels));
+        assert!(labels_match(&headless["selector"], labels), "{name}");
+        assert!(labels_match(&api["spec"]["selector"], labels), "{name}");
+        assert!(
+            labels_match(&pdb["selector"]["matchLabels"], labels),
+            "{name}"
+        );
+        let annotations = &spec["template"]["metadata"]["annotations"];
+        assert_eq!(annotations["prometheus.io/scrape"], "true", "{name}");
+
+        let (pod, container) = pod_and_container(set);
+        assert!(
+            pod["terminationGracePeriodSeconds"].as_u64().unwrap() >= 60,
+            "{name}"
+        );
+        assert_eq!(container["image"], IMAGE, "{name}");
+        assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+        assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+        assert_eq!(
+            container["envFrom"][0]["secretRef"]["name"], "adstream-secrets",
+            "{name}"
+        );
+        assert_eq!(
+            env_value(container, "ADSTREAM_PROCESS_OFFSET")["value"],
+            offset
+        );
+        assert_eq!(
+            env_value(container, "ADSTREAM_PROCESSES")["valueFrom"]["configMapKeyRef"]["name"],
+            "adstream-config"
+        );
+        assert_eq!(
+            env_value(container, "POD_NAME")["valueFrom"]["fieldRef"]["fieldPath"],
+            "metadata.name"
+        );
+        let resources = &container["resources"];
+        for r in ["cpu", "memory"] {
+            assert!(resources["requests"][r].is_string(), "{name}: requests.{r}");
+        }
+        assert!(resources["limits"]["memory"].is_string(), "{name}");
+        assert_eq!(
+            resources["limits"]["nvidia.com/gpu"].is_number(),
+            gpu,
+            "{name}: only process 0 (the trainer) asks for a GPU"
+        );
+        // The state directory is on the claim template.
+        let claim = spec["volumeClaimTemplates"][0]["metadata"]["name"]
+            .as_str()
+            .unwrap();
+        assert!(
+            container["volumeMounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["name"] == claim && m["mountPath"] == "/var/lib/adstream"),
+            "{name}: state volume"
+        );
+    }
+}
+
+#[test]
+fn k8s_pipeline_is_valid() {
+    let pipeline = config_data(&objects(), "pipeline.toml");
+    if let Err(e) = adstream::pipeline::Pipeline::parse("adstream-config/pipeline.toml", &pipeline)
+    {
+        panic!("the ConfigMap's pipeline does not parse: {e}");
+    }
+    let table: toml::Table = toml::from_str(&pipeline).unwrap();
+    assert_eq!(table["kafka"]["brokers"].as_str(), Some("kafka:9092"));
+    assert_eq!(
+        table["pipeline"]["secret"].as_str(),
+        Some("env:ADSTREAM_SECRET")
+    );
+    assert_eq!(
+        table["api"]["admin_token"].as_str(),
+        Some("env:ADSTREAM_ADMIN_TOKEN")
+    );
+    assert_eq!(table["api"]["listen"].as_str(), Some("0.0.0.0:8080"));
+}
+
+/// Runs the ConfigMap's entrypoint as pod `pod` with a stand-in `adstream` that prints its
+/// arguments; returns (status, output, hostfile).
+fn run_entrypoint(dir: &Path, pod: &str, offset: &str, processes: &str) -> (bool, String, String) {
+    let hostfile = dir.join(format!("{pod}.hostfile"));
+    let out = Command::new("sh")
+        .arg(dir.join("entrypoint.sh"))
+        .arg("--workers")
+        .arg("3")
+        .env("POD_NAME", pod)
+        .env("ADSTREAM_PROCESS_OFFSET", offset)
+        .env("ADSTREAM_PROCESSES", processes)
+        .env("ADSTREAM_HOSTFILE", &hostfile)
+        .env("ADSTREAM_BIN", dir.join("adstream"))
+        .output()
+        .unwrap();
+    let hosts = std::fs::read_to_string(&hostfile).unwrap_or_default();
+    (out.status.success(), output_text(&out), hosts)
+}
+
+#[test]
+fn k8s_entrypoint_writes_the_hostfile_and_picks_the_process() {
+    let entrypoint = config_data(&objects(), "entrypoint.sh");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("entrypoint.sh"), entrypoint).unwrap();
+    let fake = dir.path().join("adstream");
+    std::fs::write(&fake, "#!/bin/sh\necho \"ARGS $*\"\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    let common =
+        "run /etc/adstream/pipeline.toml --listen 0.0.0.0:8080 --state-dir /var/lib/adstream";
+    let (ok, out, hosts) = run_entrypoint(dir.path(), "adstream-trainer-0", "0", "3");
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&format!(
+            "ARGS {common} --process 0 --processes 3 --hostfile "
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("--workers 3"),
+        "extra arguments pass through: {out}"
+    );
+    assert_eq!(
+        hosts,
+        "0.0.0.0:2101\n\
+         adstream-worker-0.adstream-cluster:2101\n\
+         adstream-worker-1.adstream-cluster:2101\n"
+    );
+
+    let (ok, out, hosts) = run_entrypoint(dir.path(), "adstream-worker-1", "1", "3");
+    assert!(ok, "{out}");
+    assert!(out.contains("--process 2 --processes 3 "), "{out}");
+    assert_eq!(
+        hosts,
+        "adstream-trainer-0.adstream-cluster:2101\n\
+         adstream-worker-0.adstream-cluster:2101\n\
+         0.0.0.0:2101\n"
+    );
+
+    // A worker beyond the cluster's size, or a second trainer, refuses to start.
+    let (ok, out, _) = run_entrypoint(dir.path(), "adstream-worker-2", "1", "3");
+    assert!(!ok && out.contains("would be process 3"), "{out}");
+    assert!(!out.contains("ARGS"), "{out}");
+    let (ok, out, _) = run_entrypoint(dir.path(), "adstream-trainer-1", "0", "3");
+    assert!(!ok && out.contains("exactly 1 replica"), "{out}");
+
+    // The real binary takes every flag the entrypoint passes.
+    let help = Command::new(env!("CARGO_BIN_EXE_adstream"))
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
+    let help = output_text(&help);
+    for flag in [
+        "--listen",
+        "--state-dir",
+        "--process",
+        "--processes",
+        "--hostfile",
+    ] {
+        assert!(
+            help.contains(flag),
+            "adstream run --help lacks {flag}:\n{help}"
+        );
+    }
+}
+
+/// Every `adstream_*` name in a PromQL expression.
+fn metric_names(expr: &str) -> BTreeSet<String> {
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+    let mut names = BTreeSet::new();
+    for (at, _) in expr.match_indices("adstream_") {
+        if expr[..at].chars().next_back().is_some_and(ident) {
+            continue;
+        }
+        let name: String = expr[at..].chars().take_while(|c| ident(*c)).collect();
+        names.insert(name);
+    }
+    names
+}
+
+/// The names (of `names`) that no registered family accounts for: a histogram's `_bucket`,
+/// `_sum` and `_count` series belong to their family.
+fn unknown_metrics(names: &BTreeSet<String>) -> Vec<String> {
+    let families: BTreeSet<String> = adstream::metrics::Metrics::new()
+        .families()
+        .into_iter()
+        .collect();
+    names
+        .iter()
+        .filter(|n| {
+            !families.contains(*n)
+                && !["_bucket", "_sum", "_count"].iter().any(|s| {
+                    n.strip_suffix(s)
+                        .is_some_and(|base| families.contains(base))
+                })
+        })
+        .cloned()
+        .collect()
+}
+
+/// `promtool check rules` on `rules` (a rule file as JSON, which is YAML) in `dir`.
+fn promtool_check_rules(dir: &Path, name: &str, rules: &Value) -> Output {
+    require_promtool();
+    let path = dir.join(name);
+    std::fs::write(&path, serde_json::to_vec_pretty(rules).unwrap()).unwrap();
+    Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&path)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn grafana_dashboard_uses_only_exported_metrics() {
+    let path = root().join("deploy/grafana/adstream.json");
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    assert!(dashboard["schemaVersion"].as_u64().unwrap() >= 36);
+    assert!(
+        dashboard["__inputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["name"] == "DS_PROMETHEUS" && i["pluginId"] == "prometheus"),
+        "a DS_PROMETHEUS datasource input"
+    );
+
+    let mut names = BTreeSet::new();
+    let mut rules = Vec::new();
+    let mut ids = BTreeSet::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        let id = panel["id"].as_u64().unwrap();
+        assert!(ids.insert(id), "panel id {id} twice");
+        if panel["type"] == "row" {
+            continue;
+        }
+        let title = panel["title"].as_str().unwrap();
+        assert_eq!(panel["datasource"]["uid"], "${DS_PROMETHEUS}", "{title}");
+        let targets = panel["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{title}: no targets");
+        for target in targets {
+            let expr = target["expr"].as_str().unwrap();
+            let used = metric_names(expr);
+            assert!(!used.is_empty(), "{title}: {expr} uses no adstream metric");
+            names.extend(used);
+            // Grafana's variables, as a query would expand them.
+            let promql = expr
+                .replace("$__rate_interval", "5m")
+                .replace("$job", ".*")
+                .replace("$instance", ".*");
+            rules.push(json!({
+                "record": format!("grafana:panel_{id}_{}", target["refId"].as_str().unwrap()),
+                "expr": promql,
+            }));
+        }
+    }
+    for variable in dashboard["templating"]["list"].as_array().unwrap() {
+        names.extend(metric_names(&variable["definition"].to_string()));
+    }
+
+    let unknown = unknown_metrics(&names);
+    assert!(
+        unknown.is_empty(),
+        "the dashboard uses metrics adstream does not register: {unknown:?}"
+    );
+    for family in [
+        "adstream_consumer_lag",
+        "adstream_events_total",
+        "adstream_dead_letters_total",
+        "adstream_checkpoint_write_seconds_bucket",
+        "adstream_checkpoint_age_seconds",
+        "adstream_serving_latency_seconds_bucket",
+        "adstream_requests_total",
+        "adstream_model_examples_per_second",
+        "adstream_model_quality",
+        "adstream_model_live_version",
+        "adstream_budget_utilisation",
+        "adstream_report_rows_total",
+    ] {
+        assert!(
+            names.contains(family),
+            "the dashboard does not show {family}"
+        );
+    }
+
+    // Every query is PromQL that Prometheus parses.
+    let dir = tempfile::tempdir().unwrap();
+    let out = promtool_check_rules(
+        dir.path(),
+        "grafana.rules.yml",
+        &json!({"groups": [{"name": "grafana", "rules": rules}]}),
+    );
+    assert!(
+        out.status.success(),
+        "the dashboard's queries:\n{}",
+        output_text(&out)
+    );
+    let bad = json!({"groups": [{"name": "bad", "rules": [
+        {"record": "bad", "expr": "sum by (le (rate(adstream_events_total[5m]))"}
+    ]}]});
+    assert!(
+        !promtool_check_rules(dir.path(), "bad.rules.yml", &bad)
+            .status
+            .success(),
+        "promtool accepted broken PromQL"
+    );
+}
+
+#[test]
+fn prometheus_config_and_alerts_are_valid() {
+    require_promtool();
+    let prom_dir = root().join("deploy/prometheus");
+
+    // The rules parse, and their unit tests pass.
+    for args in [
+        vec!["check", "rules", "alerts.yml"],
+        vec!["test", "rules", "alerts.test.yml"],
+    ] {
+        let out = Command::new("promtool")
+            .args(&args)
+            .current_dir(&prom_dir)
+            .output()
+            .unwrap();
+        println!("promtool {}:\n{}", args.join(" "), output_text(&out));
+        assert!(
+            out.status.success(),
+            "promtool {}:\n{}",
+            args.join(" "),
+            output_text(&out)
+        );
+    }
+
+    let alerts = yaml_doc(&prom_dir.join("alerts.yml"));
+    let mut names = BTreeSet::new();
+    let mut alert_names = BTreeSet::new();
+    for group in alerts["groups"].as_array().unwrap() {
+        for rule in group["rules"].as_array().unwrap() {
+            alert_names.insert(rule["alert"].as_str().unwrap().to_string());
+            names.extend(metric_names(rule["expr"].as_str().unwrap()));
+        }
+    }
+    let unknown = unknown_metrics(&names);
+    assert!(
+        unknown.is_empty(),
+        "the alerts use metrics adstream does not register: {unknown:?}"
+    );
+    for alert in [
+        "AdstreamConsumerLagGrowing",
+        "AdstreamCheckpointStale",
+        "AdstreamDeadLetters",
+        "AdstreamServingLatencyHigh",
+        "AdstreamModelTrainingErrors",
+    ] {
+        assert!(alert_names.contains(alert), "no alert {alert}");
+    }
+
+    // The scrape configuration: a static job for a local `adstream run` and pod discovery.
+    let config = yaml_doc(&prom_dir.join("prometheus.yml"));
+    assert!(config["rule_files"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("alerts.yml")));
+    let jobs = config["scrape_configs"].as_array().unwrap();
+    let local = jobs
+        .iter()
+        .find(|j| j["static_configs"].is_array())
+        .unwrap();
+    assert_eq!(local["static_configs"][0]["targets"][0], "127.0.0.1:8080");
+    let pods = jobs
+        .iter()
+        .find(|j| j["kubernetes_sd_configs"].is_array())
+        .unwrap();
+    assert_eq!(pods["kubernetes_sd_configs"][0]["role"], "pod");
+    let relabel = pods["relabel_configs"].to_string();
+    for annotation in [
+        "__meta_kubernetes_pod_annotation_prometheus_io_scrape",
+        "__meta_kubernetes_pod_annotation_prometheus_io_port",
+        "__meta_kubernetes_pod_annotation_prometheus_io_path",
+    ] {
+        assert!(relabel.contains(annotation), "{annotation}");
+    }
+
+    // promtool checks the whole file. Debian's Prometheus is built without Kubernetes discovery,
+    // so the pod job is checked with a static target in its place (its relabelling included).
+    let dir = tempfile::tempdir().unwrap();
+    let mut checked = config.clone();
+    for job in checked["scrape_configs"].as_array_mut().unwrap() {
+        let job = job.as_object_mut().unwrap();
+        if job.remove("kubernetes_sd_configs").is_some() {
+            job.insert(
+                "static_configs".into(),
+                json!([{"targets": ["10.0.0.1:8080"]}]),
+            );
+        }
+    }
+    std::fs::write(
+        dir.path().join("prometheus.yml"),
+        serde_json::to_vec_pretty(&checked).unwrap(),
+    )
+    .unwrap();
+    std::fs::copy(prom_dir.join("alerts.yml"), dir.path().join("alerts.yml")).unwrap();
+    let out = Command::new("promtool")
+        .args(["check", "config"])
+        .arg(dir.path().join("prometheus.yml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check config:\n{}",
+        output_text(&out)
+    );
+}
+
+#[test]
+fn systemd_unit_verifies() {
+    let systemd = root().join("deploy/systemd");
+    let unit = std::fs::read_to_string(systemd.join("adstream.service")).unwrap();
+    for line in [
+        "ExecStart=/usr/local/bin/adstream run /etc/adstream/pipeline.toml --state-dir /var/lib/adstream",
+        "Restart=on-failure",
+        "KillSignal=SIGTERM",
+        "TimeoutStopSec=60",
+        "User=adstream",
+        "StateDirectory=adstream",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ReadWritePaths=/var/lib/adstream",
+        "EnvironmentFile=/etc/adstream/adstream.env",
+    ] {
+        assert!(unit.lines().any(|l| l == line), "adstream.service lacks {line}");
+    }
+    // The example environment file sets the Kubernetes Secret's keys.
+    let env = std::fs::read_to_string(systemd.join("adstream.env.example")).unwrap();
+    let env_keys: BTreeSet<&str> = env
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains('='))
+        .map(|l| l.split('=').next().unwrap())
+        .collect();
+    let secret = yaml_doc(&k8s_dir().join(EXAMPLE_SECRET));
+    let secret_keys: BTreeSet<&str> = secret["stringData"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(env_keys, secret_keys);
+
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        println!("note: systemd-analyze not installed; `systemd-analyze verify` not run");
+        return;
+    }
+    // verify wants ExecStart's binary to exist: point it at the one just built.
+    let dir = tempfile::tempdir().unwrap();
+    let verify = |text: &str| {
+        let path = dir.path().join("adstream.service");
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let text = output_text(&out);
+        // Complaints about the unit name it; other units' are not ours.
+        let ok = out.status.success() && !text.contains("adstream.service");
+        (ok, text)
+    };
+    let local = unit.replace("/usr/local/bin/adstream", env!("CARGO_BIN_EXE_adstream"));
+    let (ok, text) = verify(&local);
+    println!("systemd-analyze verify adstream.service:\n{text}");
+    assert!(ok, "systemd-analyze verify adstream.service:\n{text}");
+    let (ok, text) =
+        verify(&local.replace("Restart=on-failure", "Restart=on-failure\nRestartt=always"));
+    assert!(
+        !ok,
+        "systemd-analyze verify accepted an unknown key:\n{text}"
+    );
+}
