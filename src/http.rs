@@ -343,6 +343,7 @@ mod tests {
     use axum::body::Body;
     use axum::http::Request;
     use http_body_util::BodyExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
     use tower::ServiceExt;
 
     async fn get_json(app: Router, uri: &str) -> (StatusCode, serde_json::Value) {
@@ -415,6 +416,47 @@ mod tests {
         assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
         assert!(String::from_utf8_lossy(&bytes).contains("tmax"));
+    }
+
+    /// Not ready until every source of the process has caught up with its partitions.
+    #[tokio::test]
+    async fn readiness_waits_for_every_source() {
+        let live = Arc::new(LiveState::default());
+        let app = app(AppState {
+            live: live.clone(),
+            metrics: Metrics::new(),
+            serving: None,
+            models: Arc::default(),
+            trainer: None,
+            history: Arc::new(History::new(std::time::Duration::from_secs(2))),
+            admin_token: None,
+        });
+        let status = |app: Router| async move {
+            app.oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
+                .await
+                .unwrap()
+                .status()
+        };
+        assert_eq!(
+            status(app.clone()).await,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no source yet"
+        );
+        let (a, b) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        live.track_source(a.clone());
+        live.track_source(b.clone());
+        a.store(true, Ordering::Relaxed);
+        assert_eq!(
+            status(app.clone()).await,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "one behind"
+        );
+        b.store(true, Ordering::Relaxed);
+        assert_eq!(status(app.clone()).await, StatusCode::OK);
+        assert_eq!(status(app.clone()).await, StatusCode::OK);
     }
 
     #[tokio::test]
