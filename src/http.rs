@@ -344,6 +344,19 @@ mod tests {
     use axum::http::Request;
     use http_body_util::BodyExt;
     use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// The state of an API with no serving, no trainer and `live`, behind `admin_token`.
+    fn state(live: Arc<LiveState>, admin_token: Option<Arc<str>>) -> AppState {
+        AppState {
+            live,
+            metrics: Metrics::new(),
+            serving: None,
+            models: Arc::default(),
+            trainer: None,
+            history: Arc::new(History::new(std::time::Duration::from_secs(2))),
+            admin_token,
+        }
+    }
     use tower::ServiceExt;
 
     async fn get_json(app: Router, uri: &str) -> (StatusCode, serde_json::Value) {
@@ -367,15 +380,7 @@ mod tests {
             campaign_id: "c1".into(),
             campaign: Some(Box::new(c)),
         }));
-        let app = app(AppState {
-            live,
-            metrics: Metrics::new(),
-            serving: None,
-            models: Arc::default(),
-            trainer: None,
-            history: Arc::new(History::new(std::time::Duration::from_secs(2))),
-            admin_token: None,
-        });
+        let app = app(state(live, None));
         let (status, body) = get_json(app.clone(), "/v1/campaigns/c1").await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body["budget_micros"], 1000);
@@ -395,15 +400,7 @@ mod tests {
 
     #[tokio::test]
     async fn openrtb_refuses_bad_bodies_before_queueing() {
-        let app = app(AppState {
-            live: Arc::new(LiveState::default()),
-            metrics: Metrics::new(),
-            serving: None,
-            models: Arc::default(),
-            trainer: None,
-            history: Arc::new(History::new(std::time::Duration::from_secs(2))),
-            admin_token: None,
-        });
+        let app = app(state(Arc::new(LiveState::default()), None));
         let resp = app
             .clone()
             .oneshot(
@@ -422,15 +419,7 @@ mod tests {
     #[tokio::test]
     async fn readiness_waits_for_every_source() {
         let live = Arc::new(LiveState::default());
-        let app = app(AppState {
-            live: live.clone(),
-            metrics: Metrics::new(),
-            serving: None,
-            models: Arc::default(),
-            trainer: None,
-            history: Arc::new(History::new(std::time::Duration::from_secs(2))),
-            admin_token: None,
-        });
+        let app = app(state(live.clone(), None));
         let status = |app: Router| async move {
             app.oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
                 .await
@@ -461,15 +450,10 @@ mod tests {
 
     #[tokio::test]
     async fn promote_needs_the_admin_token_when_one_is_set() {
-        let app = app(AppState {
-            live: Arc::new(LiveState::default()),
-            metrics: Metrics::new(),
-            serving: None,
-            models: Arc::default(),
-            trainer: None,
-            history: Arc::new(History::new(std::time::Duration::from_secs(2))),
-            admin_token: Some(Arc::from("s3cret-token")),
-        });
+        let app = app(state(
+            Arc::new(LiveState::default()),
+            Some(Arc::from("s3cret-token")),
+        ));
         let promote = |auth: Option<&str>| {
             let mut req = Request::post("/v1/models/v1/promote");
             if let Some(a) = auth {
