@@ -126,9 +126,12 @@ pub enum ReportAction {
     Tail {
         /// The reporting topic (e.g. report.campaign_minute).
         topic: String,
-        /// Bootstrap servers, host:port,...
-        #[arg(long, default_value = "127.0.0.1:9092")]
-        brokers: String,
+        /// Bootstrap servers, host:port,... (default: the pipeline's, else 127.0.0.1:9092).
+        #[arg(long)]
+        brokers: Option<String>,
+        /// A pipeline file whose Kafka settings (brokers, SASL/SSL properties) to use.
+        #[arg(long)]
+        pipeline: Option<PathBuf>,
         /// Latest rows shown once caught up.
         #[arg(long, default_value_t = 20)]
         rows: usize,
@@ -448,16 +451,30 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 ReportAction::Tail {
                     topic,
                     brokers,
+                    pipeline,
                     rows,
                     once,
                     from_start: _,
                 },
-        } => crate::report_tail::run(&crate::report_tail::TailOptions {
-            topic,
-            brokers,
-            rows,
-            once,
-        }),
+        } => {
+            let pipeline = pipeline.map(|p| Pipeline::load(&p)).transpose()?;
+            let brokers = brokers
+                .or_else(|| pipeline.as_ref().map(|p| p.kafka.brokers.get_ref().clone()))
+                .unwrap_or_else(|| "127.0.0.1:9092".into());
+            let mut properties = Vec::new();
+            for (k, v) in pipeline.iter().flat_map(|p| &p.kafka.properties) {
+                let value = crate::pipeline::resolve_secret(v.get_ref())
+                    .map_err(|e| anyhow::anyhow!("kafka.properties.{k}: {e}"))?;
+                properties.push((k.clone(), value));
+            }
+            crate::report_tail::run(&crate::report_tail::TailOptions {
+                topic,
+                brokers,
+                rows,
+                once,
+                properties,
+            })
+        }
         Command::Demo(mut args) => crate::demo::run(crate::demo::DemoOptions {
             pipeline: args.pipeline,
             listen: args.listen,

@@ -735,6 +735,8 @@ pub struct TailOptions {
     pub rows: usize,
     /// Exit after the first table instead of following.
     pub once: bool,
+    /// Extra librdkafka properties (a pipeline's SASL/SSL settings), secrets resolved.
+    pub properties: Vec<(String, String)>,
 }
 
 /// librdkafka's log lines go to debug level; its errors are warnings of this module.
@@ -759,9 +761,13 @@ impl ClientContext for TailContext {
 
 impl ConsumerContext for TailContext {}
 
-/// The consumer's settings: no group membership or commits, every partition from the start.
-pub fn consumer_config(brokers: &str) -> ClientConfig {
+/// The consumer's settings: `properties` (SASL/SSL...), then no group membership or commits,
+/// every partition from the start.
+pub fn consumer_config(brokers: &str, properties: &[(String, String)]) -> ClientConfig {
     let mut config = ClientConfig::new();
+    for (k, v) in properties {
+        config.set(k, v);
+    }
     config
         .set("bootstrap.servers", brokers)
         .set("client.id", "adstream-report-tail")
@@ -869,9 +875,10 @@ pub fn run(options: &TailOptions) -> anyhow::Result<()> {
 
 fn tail(options: &TailOptions, out: &mut impl Write) -> anyhow::Result<()> {
     let topic = options.topic.as_str();
-    let consumer: BaseConsumer<TailContext> = consumer_config(&options.brokers)
-        .create_with_context(TailContext)
-        .context("creating a Kafka consumer")?;
+    let consumer: BaseConsumer<TailContext> =
+        consumer_config(&options.brokers, &options.properties)
+            .create_with_context(TailContext)
+            .context("creating a Kafka consumer")?;
     let partitions = partitions_of(&consumer, topic, &options.brokers)?;
     let mut assignment = TopicPartitionList::new();
     for p in &partitions {

@@ -297,6 +297,45 @@ fn an_unknown_topic_fails_naming_it_and_the_brokers() {
         "{stderr}"
     );
     assert!(stderr.contains("report.exists"), "{stderr}");
+
+    // The brokers (and any SASL/SSL properties) may come from a pipeline file instead; a
+    // property it names from an unset environment variable is an error naming it.
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = common::pipeline_file(dir.path(), &brokers, "");
+    let out = output_within(
+        tail(&[
+            "report.exists",
+            "--pipeline",
+            pipeline.to_str().unwrap(),
+            "--once",
+        ]),
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bad = common::pipeline_file(
+        dir.path(),
+        &brokers,
+        "\n[kafka.properties]\n\"sasl.password\" = \"env:ADSTREAM_TAIL_TEST_UNSET\"\n",
+    );
+    let out = output_within(
+        tail(&[
+            "report.exists",
+            "--pipeline",
+            bad.to_str().unwrap(),
+            "--once",
+        ]),
+        Duration::from_secs(60),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("kafka.properties.sasl.password"),
+        "{stderr}"
+    );
 }
 
 #[test]
