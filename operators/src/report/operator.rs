@@ -3,6 +3,7 @@
 //! `ReportContributions` (exchanged by event identity, checkpointed) → differential's
 //! `count_total` over `(RowKey, Totals)` (exchanged by row) → `ReportPublisher`.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use differential_dataflow::collection::AsCollection;
@@ -58,12 +59,18 @@ pub fn reports<'scope>(
                     let Some(time) = cap.least().copied() else {
                         return;
                     };
-                    let mut session = output.session(&cap);
+                    // Events of one batch that share a row leave as one update.
+                    let mut batch: HashMap<RowKey, Totals> = HashMap::new();
                     for event in data.drain(..) {
                         if let Admitted::Counted(rows) = state.admit(&event, time) {
-                            session.give_iterator(rows.into_iter().map(|(k, s)| (k, time, s)));
+                            for (key, share) in rows {
+                                batch.entry(key).or_default().add(&share);
+                            }
                         }
                     }
+                    output
+                        .session(&cap)
+                        .give_iterator(batch.into_iter().map(|(k, s)| (k, time, s)));
                 });
                 let f = frontier.frontier().first().copied();
                 follow_frontier(&mut frontier_cap, f.as_ref());
