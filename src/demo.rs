@@ -321,64 +321,12 @@ pub fn dead_letter_categories(by_reason: &BTreeMap<String, u64>) -> BTreeMap<Str
 
 /// Spend per campaign over the latest row of each key of report topic `topic` (read to its end).
 fn report_spend(kafka: &ClientConfig, topic: &str) -> anyhow::Result<BTreeMap<String, u64>> {
-    use rdkafka::consumer::Consumer;
-    use rdkafka::message::Message;
-    let consumer: BaseConsumer = kafka
-        .clone()
-        .set("group.id", "adstream-demo-check")
-        .set("enable.auto.commit", "false")
-        .create()
-        .context("creating a Kafka client")?;
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .with_context(|| format!("reading the metadata of {topic}"))?;
-    let mut ends = BTreeMap::new();
-    let mut assignment = rdkafka::TopicPartitionList::new();
-    for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
-        let (_, high) = consumer
-            .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
-            .with_context(|| format!("reading the end of {topic}[{}]", p.id()))?;
-        if high > 0 {
-            ends.insert(p.id(), high);
-            assignment.add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning)?;
-        }
-    }
-    let mut rows: BTreeMap<Vec<u8>, (String, u64)> = BTreeMap::new();
-    if !ends.is_empty() {
-        consumer.assign(&assignment)?;
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !ends.is_empty() {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "could not read {topic} to its end within 60 s"
-        );
-        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
-            continue;
-        };
-        let m = message.with_context(|| format!("reading {topic}"))?;
-        if let (Some(key), Some(Ok(row))) = (
-            m.key(),
-            m.payload().map(serde_json::from_slice::<serde_json::Value>),
-        ) {
-            let campaign = row["group"]["campaign_id"]
-                .as_str()
-                .unwrap_or("")
-                .to_string();
-            let spend = row["spend_micros"].as_u64().unwrap_or(0);
-            rows.insert(key.to_vec(), (campaign, spend));
-        }
-        if ends
-            .get(&m.partition())
-            .is_some_and(|end| m.offset() + 1 >= *end)
-        {
-            ends.remove(&m.partition());
-        }
-    }
     let mut out: BTreeMap<String, u64> = BTreeMap::new();
-    for (campaign, spend) in rows.into_values() {
+    for row in crate::kafka::read_latest(kafka, topic, Duration::from_secs(60))?.into_values() {
+        let spend = row["spend_micros"].as_u64().unwrap_or(0);
         if spend > 0 {
-            *out.entry(campaign).or_default() += spend;
+            let campaign = row["group"]["campaign_id"].as_str().unwrap_or("");
+            *out.entry(campaign.to_string()).or_default() += spend;
         }
     }
     Ok(out)

@@ -194,21 +194,15 @@ impl Metrics {
             &["campaign"],
         )
         .expect("valid");
-        let mut families = Vec::new();
-        for c in [
-            Box::new(report_events.clone()) as Box<dyn prometheus::core::Collector>,
+        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(report_events.clone()),
             Box::new(report_rows.clone()),
             Box::new(requests.clone()),
             Box::new(serving_latency_seconds.clone()),
             Box::new(consumer_lag.clone()),
             Box::new(checkpoint_age_seconds.clone()),
             Box::new(budget_utilisation.clone()),
-        ] {
-            families.extend(c.desc().iter().map(|d| format!("adstream_{}", d.fq_name)));
-            registry.register(c).expect("metric names are unique");
-        }
-        for c in [
-            Box::new(model_live_version.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(model_live_version.clone()),
             Box::new(model_click_to_live_seconds.clone()),
             Box::new(model_quality.clone()),
             Box::new(model_examples.clone()),
@@ -216,19 +210,16 @@ impl Metrics {
             Box::new(model_examples_per_second.clone()),
             Box::new(model_training_errors.clone()),
             Box::new(labels.clone()),
-        ] {
-            families.extend(c.desc().iter().map(|d| format!("adstream_{}", d.fq_name)));
-            registry.register(c).expect("metric names are unique");
-        }
-        for c in [
-            Box::new(events.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(events.clone()),
             Box::new(dead_letters.clone()),
             Box::new(checkpoint_seconds.clone()),
             Box::new(checkpoint_entries.clone()),
             Box::new(checkpoint_last_ms.clone()),
             Box::new(campaigns.clone()),
             Box::new(ingest_delay_seconds.clone()),
-        ] {
+        ];
+        let mut families = Vec::new();
+        for c in collectors {
             families.extend(c.desc().iter().map(|d| format!("adstream_{}", d.fq_name)));
             registry.register(c).expect("metric names are unique");
         }

@@ -433,13 +433,15 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
             *report_stats.borrow_mut() = Some(streams.report_stats.clone());
             // Report rows go to their report's compacted topic, upserted by group and window.
             let (report_sinks, report_metrics) = (sinks.clone(), metrics.clone());
-            streams.reports.inspect(move |row: &adstream_operators::report::ReportRow| {
-                if let Some(spec) = report_specs.get(row.report) {
-                    report_sinks.report(&spec.topic, row);
-                    let state = if row.value["final"] == true { "final" } else { "open" };
-                    report_metrics.report_rows.with_label_values(&[spec.name.as_str(), state]).inc();
-                }
-            });
+            if let Some(rows) = streams.reports {
+                rows.inspect(move |row: &adstream_operators::report::ReportRow| {
+                    if let Some(spec) = report_specs.get(row.report) {
+                        report_sinks.report(&spec.topic, row);
+                        let state = if row.value["final"] == true { "final" } else { "open" };
+                        report_metrics.report_rows.with_label_values(&[spec.name.as_str(), state]).inc();
+                    }
+                });
+            }
             let out = streams.ledger;
             // Labelled examples train the ranker (on worker 0's trainer); the versions it
             // publishes reach every process's serving replicas.

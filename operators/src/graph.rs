@@ -55,8 +55,8 @@ pub struct BillingStreams<'scope> {
     pub examples: StreamVec<'scope, u64, LabeledExample>,
     /// This worker's label-join counts, for metrics.
     pub label_stats: LabelStatsHandle,
-    /// Report rows to publish.
-    pub reports: StreamVec<'scope, u64, ReportRow>,
+    /// Report rows to publish (`None` when no report is configured).
+    pub reports: Option<StreamVec<'scope, u64, ReportRow>>,
     /// This worker's report counts, for metrics.
     pub report_stats: ReportStatsHandle,
 }
@@ -196,17 +196,18 @@ pub fn billing<'scope>(
         Routed::Label(l) => Some(*l),
         _ => None,
     });
+    // Without reports, nothing is copied for them.
     let reporting = !config.reports.is_empty();
-    let won = labels.clone().flat_map(move |l| match l {
-        LabelEvent::Served(s) if reporting => Some(ReportEvent::Won(s)),
-        _ => None,
-    });
-    let touched = touches.clone().flat_map(move |(_, t)| {
-        reporting.then(|| ReportEvent::Touch {
+    let wins_and_touches = reporting.then(|| {
+        let won = labels.clone().flat_map(|l| match l {
+            LabelEvent::Served(s) => Some(ReportEvent::Won(s)),
+            _ => None,
+        });
+        won.concat(touches.clone().map(|(_, t)| ReportEvent::Touch {
             kind: t.kind,
             claims: Box::new(t.claims),
             ts: t.ts,
-        })
+        }))
     });
 
     let activity = count_activity(touches.clone());
@@ -222,9 +223,11 @@ pub fn billing<'scope>(
         Attributed::Charge(c) => Some(*c),
         Attributed::Conversion(_) => None,
     });
-    let converted = attributed.clone().flat_map(move |a| match a {
-        Attributed::Conversion(c) if reporting => Some(ReportEvent::Converted(Box::new(c))),
-        _ => None,
+    let converted = reporting.then(|| {
+        attributed.clone().flat_map(|a| match a {
+            Attributed::Conversion(c) => Some(ReportEvent::Converted(Box::new(c))),
+            Attributed::Charge(_) => None,
+        })
     });
     let attributed_conversions = attributed.flat_map(|a| match a {
         Attributed::Conversion(c) => Some(LabelEvent::Conversion(c)),
@@ -242,9 +245,11 @@ pub fn billing<'scope>(
     let all_charges = charges.concat(cpa);
     let ledger_out =
         ledger(campaigns, all_charges, config.ledger.clone(), store.clone()).probe_with(progress);
-    let charged = ledger_out.clone().flat_map(|o| match o {
-        LedgerOutput::Charged(c) => Some(ReportEvent::Charged(c)),
-        _ => None,
+    let charged = reporting.then(|| {
+        ledger_out.clone().flat_map(|o| match o {
+            LedgerOutput::Charged(c) => Some(ReportEvent::Charged(c)),
+            _ => None,
+        })
     });
     let ledger = ledger_out
         .flat_map(|o| match o {
@@ -254,14 +259,17 @@ pub fn billing<'scope>(
         .concat(dead)
         .concat(activity);
     let report_stats = ReportStatsHandle::default();
-    let rows = reports(
-        won.concat(touched).concat(charged).concat(converted),
-        config.reports,
-        config.ledger.checkpoint_interval,
-        store,
-        report_stats.clone(),
-        progress,
-    );
+    let rows = match (wins_and_touches, charged, converted) {
+        (Some(wins_and_touches), Some(charged), Some(converted)) => Some(reports(
+            wins_and_touches.concat(charged).concat(converted),
+            config.reports,
+            config.ledger.checkpoint_interval,
+            store,
+            report_stats.clone(),
+            progress,
+        )),
+        _ => None,
+    };
     BillingStreams {
         ledger,
         examples,

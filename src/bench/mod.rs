@@ -244,7 +244,9 @@ pub fn dataflow(n: usize, workers: usize, reports: bool) -> f64 {
                 &probe,
             );
             streams.ledger.probe_with(&probe);
-            streams.reports.probe_with(&probe);
+            if let Some(rows) = streams.reports {
+                rows.probe_with(&probe);
+            }
         });
         // Run until this worker's input is drained, then stop and let the graph complete.
         while !control.caught_up.load(std::sync::atomic::Ordering::Relaxed) {

@@ -5,7 +5,12 @@ pub mod admin;
 pub mod reader;
 pub mod sink;
 
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::ToBytes;
@@ -48,4 +53,65 @@ where
         }
     }
     Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull))
+}
+
+/// The latest JSON value of every key of `topic` (a compacted upsert topic such as `report.*`),
+/// read from the beginning up to the end each partition has now; a tombstone, or a value that
+/// is not JSON, removes its key. Fails if the end is not reached within `timeout`.
+pub fn read_latest(
+    config: &ClientConfig,
+    topic: &str,
+    timeout: Duration,
+) -> anyhow::Result<BTreeMap<Vec<u8>, serde_json::Value>> {
+    let consumer: BaseConsumer = config
+        .clone()
+        .set("group.id", "adstream-read-latest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .context("creating a Kafka client")?;
+    let metadata = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .with_context(|| format!("reading the metadata of {topic}"))?;
+    let mut ends = BTreeMap::new();
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
+        let (_, high) = consumer
+            .fetch_watermarks(topic, p.id(), timeout)
+            .with_context(|| format!("reading the end of {topic}[{}]", p.id()))?;
+        if high > 0 {
+            ends.insert(p.id(), high);
+            assignment.add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning)?;
+        }
+    }
+    let mut latest = BTreeMap::new();
+    if !ends.is_empty() {
+        consumer.assign(&assignment)?;
+    }
+    let deadline = Instant::now() + timeout;
+    while !ends.is_empty() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "could not read {topic} to its end within {timeout:?}"
+        );
+        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let m = message.with_context(|| format!("reading {topic}"))?;
+        let key = m.key().unwrap_or_default().to_vec();
+        match m.payload().map(serde_json::from_slice::<serde_json::Value>) {
+            Some(Ok(value)) => {
+                latest.insert(key, value);
+            }
+            _ => {
+                latest.remove(&key);
+            }
+        }
+        if ends
+            .get(&m.partition())
+            .is_some_and(|end| m.offset() + 1 >= *end)
+        {
+            ends.remove(&m.partition());
+        }
+    }
+    Ok(latest)
 }

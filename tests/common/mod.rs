@@ -367,57 +367,13 @@ pub fn report_rows(
     brokers: &str,
     topic: &str,
 ) -> std::collections::BTreeMap<String, serde_json::Value> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::message::Message;
-    use rdkafka::{Offset, TopicPartitionList};
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", format!("it-report-{}", free_port()))
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .unwrap();
-    let mut ends = std::collections::BTreeMap::new();
-    let mut tpl = TopicPartitionList::new();
-    for p in metadata.topics()[0].partitions() {
-        let (_, high) = consumer
-            .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
-            .unwrap();
-        if high > 0 {
-            ends.insert(p.id(), high);
-            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
-                .unwrap();
-        }
-    }
-    let mut rows = std::collections::BTreeMap::new();
-    if ends.is_empty() {
-        return rows;
-    }
-    consumer.assign(&tpl).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !ends.is_empty() && Instant::now() < deadline {
-        let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
-        };
-        let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
-        match m.payload().map(serde_json::from_slice::<serde_json::Value>) {
-            Some(Ok(v)) => {
-                rows.insert(key, v);
-            }
-            _ => {
-                rows.remove(&key);
-            }
-        }
-        if ends
-            .get(&m.partition())
-            .is_some_and(|end| m.offset() + 1 >= *end)
-        {
-            ends.remove(&m.partition());
-        }
-    }
-    rows
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", brokers);
+    adstream::kafka::read_latest(&config, topic, Duration::from_secs(60))
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v))
+        .collect()
 }
 
 /// Sum of `measure` over `rows`, per value of group field `by`.

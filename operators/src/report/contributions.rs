@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::fact::ReportEvent;
 use super::row::RowKey;
 use super::spec::ReportSpec;
+use super::take_due;
 use super::totals::Totals;
 use crate::checkpoint::{StateBatch, StateStore};
 use crate::ledger::dedup::DedupKey;
@@ -160,25 +161,15 @@ impl Contributions {
     pub fn close(&mut self, frontier: u64) -> Vec<(RowKey, Totals)> {
         let frontier = i64::try_from(frontier).unwrap_or(i64::MAX);
         let mut closed = Vec::new();
-        while let Some(entry) = self.closing.first_entry() {
-            if *entry.key() > frontier {
-                break;
-            }
-            for key in entry.remove() {
-                if let Some(share) = self.partial.remove(&key) {
-                    self.dirty_rows.insert(key.clone());
-                    closed.push((key, share));
-                }
+        for key in take_due(&mut self.closing, frontier) {
+            if let Some(share) = self.partial.remove(&key) {
+                self.dirty_rows.insert(key.clone());
+                closed.push((key, share));
             }
         }
-        while let Some(entry) = self.forget_at.first_entry() {
-            if *entry.key() > frontier {
-                break;
-            }
-            for id in entry.remove() {
-                self.seen.remove(&id);
-                self.dropped_seen.push(id);
-            }
+        for id in take_due(&mut self.forget_at, frontier) {
+            self.seen.remove(&id);
+            self.dropped_seen.push(id);
         }
         closed
     }

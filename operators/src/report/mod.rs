@@ -31,7 +31,22 @@ pub mod totals;
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeMap;
+
 pub use fact::{Dims, ReportEvent};
 pub use row::{ReportRow, RowKey};
 pub use spec::{Dimension, Measure, ReportSpec, SpecError};
 pub use totals::Totals;
+
+/// Removes and returns the entries of `schedule` due at or before `at` (an event-time index of
+/// rows or identities by when they close).
+pub(crate) fn take_due<T>(schedule: &mut BTreeMap<i64, Vec<T>>, at: i64) -> Vec<T> {
+    let later = match at.checked_add(1) {
+        Some(next) => schedule.split_off(&next),
+        None => BTreeMap::new(),
+    };
+    std::mem::replace(schedule, later)
+        .into_values()
+        .flatten()
+        .collect()
+}

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::row::{render, ReportRow, RowKey};
 use super::spec::ReportSpec;
+use super::take_due;
 use super::totals::Totals;
 
 /// The rows of one worker (the rows differential dataflow routed to it).
@@ -75,17 +76,16 @@ impl Publisher {
         }
         let mut out = Vec::new();
         // At the end of input (a shutdown) nothing becomes final: a restart goes on counting.
-        while let Some(entry) = self.closing.first_entry() {
-            if frontier.is_none() || *entry.key() > watermark {
-                break;
-            }
-            for key in entry.remove() {
-                self.dirty.remove(&key);
-                if let (Some(totals), Some(spec)) =
-                    (self.rows.remove(&key), self.specs.get(key.report as usize))
-                {
-                    out.push(render(spec, &key, &totals, watermark, true));
-                }
+        let finals = match frontier {
+            Some(_) => take_due(&mut self.closing, watermark),
+            None => Vec::new(),
+        };
+        for key in finals {
+            self.dirty.remove(&key);
+            if let (Some(totals), Some(spec)) =
+                (self.rows.remove(&key), self.specs.get(key.report as usize))
+            {
+                out.push(render(spec, &key, &totals, watermark, true));
             }
         }
         let due: Vec<bool> = self
