@@ -46,10 +46,10 @@ pub struct DemoOptions {
 
 /// The default pipeline, parsed.
 pub fn default_pipeline() -> anyhow::Result<Pipeline> {
-    Ok(Pipeline::parse(
-        "pipelines/ads.toml (built in)",
-        DEFAULT_PIPELINE,
-    )?)
+    let mut pipeline = Pipeline::parse("pipelines/ads.toml (built in)", DEFAULT_PIPELINE)?;
+    // The demo is a local try on its own embedded cluster: the shipped secret is fine there.
+    pipeline.pipeline.allow_development_secret = true;
+    Ok(pipeline)
 }
 
 /// Runs the demo until Ctrl-C or `sim.duration`; fails if the ledger disagrees with the truth.
@@ -681,11 +681,13 @@ mod tests {
                     campaign_id: "a".into(),
                     day,
                     spend_micros: 10,
+                    overdelivery_micros: 0,
                 },
                 ExpectedSpend {
                     campaign_id: "b".into(),
                     day,
                     spend_micros: 20,
+                    overdelivery_micros: 0,
                 },
             ],
             ..Expected::default()

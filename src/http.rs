@@ -376,10 +376,10 @@ mod tests {
     async fn campaign_state_and_404() {
         let live = Arc::new(LiveState::default());
         let c = Campaign::parse(br#"{"campaign_id":"c1","advertiser_id":"a","daily_budget_micros":1000,"timezone":"UTC","billing":"cpc","bid_micros":5}"#).unwrap();
-        live.apply(&LedgerOutput::Campaign(CatalogUpdate {
-            campaign_id: "c1".into(),
-            campaign: Some(Box::new(c)),
-        }));
+        live.apply(&LedgerOutput::Campaign(CatalogUpdate::new(
+            "c1".into(),
+            Some(Box::new(c)),
+        )));
         let app = app(state(live, None));
         let (status, body) = get_json(app.clone(), "/v1/campaigns/c1").await;
         assert_eq!(status, StatusCode::OK);

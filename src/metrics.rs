@@ -56,6 +56,9 @@ pub struct Metrics {
     pub checkpoint_age_seconds: Gauge,
     /// Spend today over the daily budget, per campaign (set when scraped).
     pub budget_utilisation: GaugeVec,
+    /// Micros of charged billing events, by billing type and part: `billed` to the advertiser,
+    /// or `overdelivery` (delivered past the budget, free to the advertiser).
+    pub charged_micros: IntCounterVec,
     families: Vec<String>,
 }
 
@@ -194,7 +197,16 @@ impl Metrics {
             &["campaign"],
         )
         .expect("valid");
+        let charged_micros = IntCounterVec::new(
+            Opts::new(
+                "charged_micros_total",
+                "Micros of charged billing events, by billing type and part (billed or overdelivery: past the budget, free to the advertiser)",
+            ),
+            &["billing", "part"],
+        )
+        .expect("valid");
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(charged_micros.clone()),
             Box::new(report_events.clone()),
             Box::new(report_rows.clone()),
             Box::new(requests.clone()),
@@ -225,6 +237,7 @@ impl Metrics {
         }
         Metrics {
             registry,
+            charged_micros,
             events,
             dead_letters,
             checkpoint_seconds,

@@ -525,7 +525,15 @@ pub struct PipelineSection {
     /// Timely worker threads per process.
     #[serde(default = "default_workers")]
     pub workers: Spanned<usize>,
+    /// Lets the pipeline run with the shipped development secret ([`DEVELOPMENT_SECRET`]), which
+    /// anyone can read in this repository and so sign billing tokens with. Off by default.
+    #[serde(default)]
+    pub allow_development_secret: bool,
 }
+
+/// The billing secret shipped in `pipelines/ads.toml`: fine for the demo and local tries, never
+/// for real money, so `run` refuses it unless `allow_development_secret = true`.
+pub const DEVELOPMENT_SECRET: &str = "dev-secret-change-me";
 
 fn default_state_dir() -> PathBuf {
     PathBuf::from(".state")
@@ -658,8 +666,12 @@ impl Default for CheckpointSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BillingSection {
-    /// How long after the auction impressions and clicks may be charged, ms.
+    /// How long after the auction impressions may be charged, ms.
+    pub impression_horizon_ms: Spanned<i64>,
+    /// How long after the auction clicks may be charged, ms.
     pub event_horizon_ms: Spanned<i64>,
+    /// How much earlier than its win's issue time a billing event may be stamped, ms.
+    pub max_clock_skew_ms: Spanned<i64>,
     /// Larger messages are dead-lettered, bytes.
     pub max_message_bytes: Spanned<usize>,
 }
@@ -667,7 +679,9 @@ pub struct BillingSection {
 impl Default for BillingSection {
     fn default() -> Self {
         BillingSection {
+            impression_horizon_ms: Spanned::new(0..0, 3_600_000),
             event_horizon_ms: Spanned::new(0..0, 86_400_000),
+            max_clock_skew_ms: Spanned::new(0..0, 60_000),
             max_message_bytes: Spanned::new(0..0, 64 * 1024),
         }
     }
@@ -1095,6 +1109,18 @@ impl Pipeline {
             "must be at least 60000 (one minute)",
         )?;
         check(
+            &b.impression_horizon_ms,
+            (60_000..=*b.event_horizon_ms.get_ref()).contains(b.impression_horizon_ms.get_ref()),
+            "billing.impression_horizon_ms",
+            "must be at least 60000 (one minute) and at most billing.event_horizon_ms",
+        )?;
+        check(
+            &b.max_clock_skew_ms,
+            (0..=3_600_000).contains(b.max_clock_skew_ms.get_ref()),
+            "billing.max_clock_skew_ms",
+            "must be between 0 and 3600000 (one hour)",
+        )?;
+        check(
             &b.max_message_bytes,
             (256..=16 << 20).contains(b.max_message_bytes.get_ref()),
             "billing.max_message_bytes",
@@ -1159,9 +1185,20 @@ impl Pipeline {
         topics
     }
 
-    /// The billing secret, with `env:`/`file:` resolved.
+    /// The billing secret, with `env:`/`file:` resolved. The shipped development secret is
+    /// refused unless the pipeline allows it explicitly.
     pub fn secret(&self) -> anyhow::Result<Vec<u8>> {
-        Ok(resolve_secret(self.pipeline.secret.get_ref())?.into_bytes())
+        let secret = resolve_secret(self.pipeline.secret.get_ref())?;
+        if secret == DEVELOPMENT_SECRET {
+            if !self.pipeline.allow_development_secret {
+                anyhow::bail!(
+                    "pipeline.secret is the development secret shipped with adstream ({:?}), which anyone can sign billing tokens with: set a secret of your own (env:NAME or file:PATH), or set `allow_development_secret = true` under [pipeline] for a local try",
+                    DEVELOPMENT_SECRET
+                );
+            }
+            tracing::warn!("running with the development billing secret (allow_development_secret = true): never use it for real money");
+        }
+        Ok(secret.into_bytes())
     }
 }
 
@@ -1322,7 +1359,7 @@ brokers = "127.0.0.1:9092"
                 .unwrap();
         let specs = shipped.reporting.specs().unwrap();
         assert_eq!(specs.len(), 3);
-        assert_eq!(specs[2].measures.len(), 11);
+        assert_eq!(specs[2].measures.len(), 12);
         assert_eq!(specs[1].update_ms, 1_000);
         let text = format!("{OK}\n[[reporting.reports]]\nname = \"ads\"\ntopic = \"an.ads.report\"\ndimensions = [\"ad_id\", \"billing\"]\nwindow_ms = 300000\n");
         let p = Pipeline::parse("t.toml", &text).unwrap();
@@ -1360,6 +1397,27 @@ brokers = "127.0.0.1:9092"
         let text = format!("{OK}\n[pacing]\ninterval_ms = 60000\nhorizon_ms = 1000\n");
         let err = Pipeline::parse("t.toml", &text).unwrap_err();
         assert!(err.message.contains("pacing.horizon_ms"), "{err}");
+    }
+
+    #[test]
+    fn the_development_secret_needs_an_explicit_allowance() {
+        let text = OK.replace("0123456789", DEVELOPMENT_SECRET);
+        let p = Pipeline::parse("t.toml", &text).unwrap();
+        let err = p.secret().unwrap_err().to_string();
+        assert!(err.contains("allow_development_secret"), "{err}");
+        let allowed = text.replace(
+            "[pipeline]\n",
+            "[pipeline]\nallow_development_secret = true\n",
+        );
+        let p = Pipeline::parse("t.toml", &allowed).unwrap();
+        assert_eq!(p.secret().unwrap(), DEVELOPMENT_SECRET.as_bytes());
+        let shipped =
+            Pipeline::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/ads.toml"))
+                .unwrap();
+        assert!(
+            shipped.secret().is_err(),
+            "the shipped pipeline must not run with it silently"
+        );
     }
 
     #[test]

@@ -344,8 +344,10 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
     let billing_config = BillingConfig {
         ledger: LedgerConfig {
             horizons: Horizons {
+                impression_ms: *pipeline.billing.impression_horizon_ms.get_ref(),
                 event_ms: *pipeline.billing.event_horizon_ms.get_ref(),
                 conversion_ms: *pipeline.attribution.click_window_ms.get_ref() + 86_400_000,
+                skew_ms: *pipeline.billing.max_clock_skew_ms.get_ref(),
             },
             checkpoint_interval: *pipeline.checkpoint.interval_ms.get_ref(),
         },
@@ -465,6 +467,14 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
                     let topic = StreamId::from_u8(d.origin.stream).map_or("unknown", |s| topic_names.input(s));
                     tracing::warn!(reason = d.reason.as_str(), topic, partition = d.origin.partition, offset = d.origin.offset, detail = %d.detail, "dead letter");
                     sinks_for_status.dead_letter(d);
+                }
+                LedgerOutput::Charged(c) if !c.replayed => {
+                    let billing = c.claims.billing.as_str();
+                    metrics.charged_micros.with_label_values(&[billing, "billed"]).inc_by(c.billed_micros);
+                    if c.overdelivery_micros > 0 {
+                        metrics.charged_micros.with_label_values(&[billing, "overdelivery"]).inc_by(c.overdelivery_micros);
+                        tracing::debug!(campaign = %c.claims.campaign_id, micros = c.overdelivery_micros, "delivered past the budget (free to the advertiser)");
+                    }
                 }
                 other => {
                     let mut book = book.borrow_mut();

@@ -101,8 +101,10 @@ fn scenario(requests: usize, seed: u64) -> Scenario {
         let tok = token(&claims);
         let imp = ad_event(&format!("imp-{rid}"), ts, &user, &claims, Some(tok.clone()));
         events.push(msg("ads.impressions", &rid, imp.clone()));
+        // Spend goes to the budget day of the win (its token's issue time).
+        let issued = claims.issued;
         if billing == Billing::Cpm {
-            charge(campaign, ts, price);
+            charge(campaign, issued, price);
         }
         if billing != Billing::Cpm && rng.below(10) < 7 {
             let click_ts = EventTime(ts.millis() + 500);
@@ -115,14 +117,14 @@ fn scenario(requests: usize, seed: u64) -> Scenario {
             );
             events.push(msg("ads.clicks", &rid, click));
             if billing == Billing::Cpc {
-                charge(campaign, click_ts, price);
+                charge(campaign, issued, price);
             }
             if billing == Billing::Cpa && rng.below(2) == 0 {
                 let conv_ts = EventTime(click_ts.millis() + 1_000);
                 let conv = serde_json::json!({"event_id": format!("conv-{rid}"), "ts": conv_ts.millis(), "user_id": user,
                     "advertiser_id": advertiser, "type": "purchase", "value_micros": 1000});
                 events.push(msg("ads.conversions", &user, conv.to_string()));
-                charge(campaign, conv_ts, price);
+                charge(campaign, issued, price);
             }
         }
         // Exact duplicates of billing events: never charged twice.

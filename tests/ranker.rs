@@ -124,17 +124,22 @@ max_prediction_shift = 100.0
 
     // Labelled examples train a first version, which serving picks up without a restart.
     let mut sent = 20;
+    // Versions may come faster than this loop polls: any trained version serving will do.
     let published = eventually(Duration::from_secs(120), || {
         traffic(&run.api, &p, sent, 60);
         sent += 60;
-        models(&run.api)["serving"] == "v1"
+        models(&run.api)["serving"]
+            .as_str()
+            .is_some_and(|v| v.starts_with('v'))
     });
     let listing = models(&run.api);
     assert!(published, "no model published: {listing:#}");
-    let v1 = &listing["versions"][0];
+    let v1 = listing["versions"]
+        .as_array()
+        .and_then(|all| all.iter().find(|v| v["version"] == 1))
+        .unwrap_or_else(|| panic!("no version 1: {listing:#}"));
     assert_eq!(v1["version"], 1);
-    assert_eq!(v1["status"], "live");
-    assert!(v1["verdict"]["passed"].as_bool().unwrap());
+    assert!(v1["verdict"]["passed"].as_bool().unwrap(), "{v1:#}");
     assert!(v1["click"]["examples"].as_u64().unwrap() >= 150, "{v1:#}");
     assert!(listing["training"]["examples"].as_u64().unwrap() >= 150);
     let served = traffic(&run.api, &p, sent, 5);
@@ -154,11 +159,13 @@ max_prediction_shift = 100.0
     let (status, body) = promote(&run.api, "v1");
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "live");
-    assert!(eventually(Duration::from_secs(10), || {
-        traffic(&run.api, &p, sent, 1) == vec!["v1".to_string()]
-    }));
-    sent += 1;
-    let _ = sent;
+    // Training restarts from v1 and needs min_examples (150) new examples before it can publish
+    // another version: the few requests below cannot move serving past v1 again.
+    assert!(eventually(Duration::from_secs(30), || models(&run.api)
+        ["serving"]
+        == "v1"));
+    let after = traffic(&run.api, &p, sent, 3);
+    assert!(after.iter().all(|v| v == "v1"), "{after:?}");
     // Bad promotions name what is wrong.
     let (status, body) = promote(&run.api, "v999");
     assert_eq!(status, 404, "{body}");

@@ -268,6 +268,7 @@ fn rust_serialised_events_validate() {
             conversions: 1,
             conversion_value_micros: 5_000,
             spend_micros: 3_333,
+            overdelivery_micros: 1_200,
             pctr_nanos: 9 * 30_000_000,
         },
     ] {

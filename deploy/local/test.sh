@@ -6,8 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
+# libclang for RocksDB's bindings and the C/C++ toolchain: the same script the demo command uses.
+deploy/local/install-build-deps.sh
+
 need_apt=()
-dpkg -s libclang-dev >/dev/null 2>&1 || need_apt+=(libclang-dev)
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
 # Headless Chromium for the dashboard's browser test (tests/dashboard.rs).
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)

@@ -181,6 +181,13 @@ pub struct Creative {
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
+/// The largest daily budget a campaign may declare, micros: a guard against unit mistakes and
+/// overflow (10 million currency units a day).
+pub const MAX_DAILY_BUDGET_MICROS: u64 = 10_000_000_000_000;
+
+/// The largest bid per billing unit (per 1000 impressions for CPM), micros: 10,000 currency units.
+pub const MAX_BID_MICROS: u64 = 10_000_000_000;
+
 /// A campaign definition from the compacted `ads.campaigns` topic.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Campaign {
@@ -228,6 +235,24 @@ impl Campaign {
     pub fn validate(&self) -> Result<(), ParseError> {
         require_nonempty("campaign_id", &self.campaign_id)?;
         require_nonempty("advertiser_id", &self.advertiser_id)?;
+        if self.daily_budget_micros > MAX_DAILY_BUDGET_MICROS {
+            return Err(ParseError::field(
+                "daily_budget_micros",
+                format!(
+                    "{} is above the limit of {MAX_DAILY_BUDGET_MICROS} micros (10 million a day)",
+                    self.daily_budget_micros
+                ),
+            ));
+        }
+        if self.bid_micros > MAX_BID_MICROS {
+            return Err(ParseError::field(
+                "bid_micros",
+                format!(
+                    "{} is above the limit of {MAX_BID_MICROS} micros (10,000 per billing unit)",
+                    self.bid_micros
+                ),
+            ));
+        }
         self.tz()?;
         if let (Some(s), Some(e)) = (self.start, self.end) {
             if e < s {
@@ -369,6 +394,18 @@ mod tests {
             Campaign::parse(b"{nope"),
             Err(ParseError::Malformed(_))
         ));
+        // bid = budget = u64::MAX: refused, not charged 9.2e17 micros.
+        for field in ["daily_budget_micros", "bid_micros"] {
+            let mut doc: serde_json::Value = serde_json::from_str(CAMPAIGN).unwrap();
+            doc[field] = u64::MAX.into();
+            match Campaign::parse(doc.to_string().as_bytes()) {
+                Err(ParseError::Field { field: f, message }) => {
+                    assert_eq!(f, field);
+                    assert!(message.contains("limit"), "{message}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
         let bad = CAMPAIGN.replace("\"ad1\"", "7");
         match Campaign::parse(bad.as_bytes()) {
             Err(ParseError::Field { field, .. }) => assert_eq!(field, "creatives[0].ad_id"),

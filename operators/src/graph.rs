@@ -94,10 +94,7 @@ fn route_ingested(record: Ingested) -> Vec<Routed> {
             campaign_id,
             campaign,
         } => {
-            vec![Routed::Campaign(CatalogUpdate {
-                campaign_id,
-                campaign,
-            })]
+            vec![Routed::Campaign(CatalogUpdate::new(campaign_id, campaign))]
         }
         Ingested::Ad {
             kind,

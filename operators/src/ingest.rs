@@ -104,11 +104,16 @@ pub enum Reason {
     Duplicate,
     /// Billing event outside its charging window.
     Expired,
+    /// Billing event whose time is not within the bounded window around its win's issue time
+    /// (a timestamp in seconds, a clock days off).
+    BadEventTime,
+    /// Billing event whose token's price is above what the campaign bid for that win.
+    PriceAboveBid,
 }
 
 impl Reason {
     /// Every reason, for metrics.
-    pub const ALL: [Reason; 9] = [
+    pub const ALL: [Reason; 11] = [
         Reason::MalformedJson,
         Reason::InvalidField,
         Reason::Oversize,
@@ -118,6 +123,8 @@ impl Reason {
         Reason::UnknownCampaign,
         Reason::Duplicate,
         Reason::Expired,
+        Reason::BadEventTime,
+        Reason::PriceAboveBid,
     ];
 
     /// snake_case name, as written in dead letters and metrics.
@@ -132,6 +139,8 @@ impl Reason {
             Reason::UnknownCampaign => "unknown_campaign",
             Reason::Duplicate => "duplicate",
             Reason::Expired => "expired",
+            Reason::BadEventTime => "bad_event_time",
+            Reason::PriceAboveBid => "price_above_bid",
         }
     }
 }
@@ -229,6 +238,47 @@ fn parse_served(bytes: &[u8]) -> Result<Served, ParseError> {
         }
     }
     Ok(served)
+}
+
+/// Checks that a served record read back was written by this pipeline's serving: its billing
+/// token verifies, and the token's claims are the record's own (so a forged record, or one
+/// whose time, price or ids were altered, is refused).
+pub fn verify_served(secret: &[u8], served: &Served) -> Result<(), TokenError> {
+    if served.billing_token.is_empty() {
+        return Err(TokenError::Missing);
+    }
+    let signed = token::verify(secret, &served.billing_token)?;
+    let claimed = served.claims();
+    let fields: [(&'static str, bool); 10] = [
+        ("request_id", signed.request_id == claimed.request_id),
+        ("imp_id", signed.imp_id == claimed.imp_id),
+        ("campaign_id", signed.campaign_id == claimed.campaign_id),
+        (
+            "advertiser_id",
+            signed.advertiser_id == claimed.advertiser_id,
+        ),
+        ("ad_id", signed.ad_id == claimed.ad_id),
+        ("billing", signed.billing == claimed.billing),
+        (
+            "charge_micros",
+            signed.charge_micros == claimed.charge_micros,
+        ),
+        ("ts", signed.issued == claimed.issued),
+        ("country", signed.country == claimed.country),
+        ("device", signed.device == claimed.device),
+    ];
+    match fields.into_iter().find(|(_, same)| !same) {
+        Some((field, _)) => Err(TokenError::Mismatch(field)),
+        None => Ok(()),
+    }
+}
+
+fn token_reason(err: &TokenError) -> Reason {
+    match err {
+        TokenError::Missing => Reason::MissingToken,
+        TokenError::Mismatch(_) => Reason::TokenMismatch,
+        TokenError::Malformed(_) | TokenError::BadSignature => Reason::BadToken,
+    }
 }
 
 /// What [`decode`] needs from the pipeline.
@@ -338,17 +388,14 @@ pub fn decode(msg: RawMessage, cfg: &DecodeConfig) -> (Option<EventTime>, Ingest
                         }),
                     },
                 ),
-                Err(err) => {
-                    let reason = match err {
-                        TokenError::Missing => Reason::MissingToken,
-                        TokenError::Mismatch(_) => Reason::TokenMismatch,
-                        TokenError::Malformed(_) | TokenError::BadSignature => Reason::BadToken,
-                    };
-                    (
-                        ts,
-                        Ingested::Dead(Box::new(DeadLetter::of(msg, reason, err.to_string()))),
-                    )
-                }
+                Err(err) => (
+                    ts,
+                    Ingested::Dead(Box::new(DeadLetter::of(
+                        msg,
+                        token_reason(&err),
+                        err.to_string(),
+                    ))),
+                ),
             }
         }
         StreamId::Conversions => {
@@ -371,7 +418,18 @@ pub fn decode(msg: RawMessage, cfg: &DecodeConfig) -> (Option<EventTime>, Ingest
         StreamId::Served => {
             let bytes = msg.payload.as_deref().unwrap_or_default();
             match parse_served(bytes) {
-                Ok(served) => (Some(served.ts), Ingested::Served(Box::new(served))),
+                Ok(served) => match verify_served(&cfg.secret, &served) {
+                    Ok(()) => (Some(served.ts), Ingested::Served(Box::new(served))),
+                    // Dated by Kafka, not by the record's own (unverified) time.
+                    Err(err) => (
+                        kafka_time,
+                        Ingested::Dead(Box::new(DeadLetter::of(
+                            msg,
+                            token_reason(&err),
+                            format!("served record: {err}"),
+                        ))),
+                    ),
+                },
                 Err(e) => (kafka_time, refuse_parse(msg, e)),
             }
         }
@@ -540,12 +598,15 @@ mod tests {
 
     #[test]
     fn served_records_decode_at_their_time_and_bad_ones_are_dead_letters() {
-        let doc = serde_json::json!({
+        let mut doc = serde_json::json!({
             "request_id": "r", "imp_id": "1", "ts": 1234, "campaign_id": "c",
             "advertiser_id": "adv", "ad_id": "a", "billing": "cpc", "charge_micros": 10,
             "price_ecpm_micros": 10, "pctr": 0.01, "pcvr": 0.1, "model_version": "m",
             "user_id": "u", "country": "FR", "device": null, "interests": ["x"], "tag_id": null,
         });
+        let served: Served = serde_json::from_value(doc.clone()).unwrap();
+        let signed = token::sign(&cfg().secret, &served.claims());
+        doc["billing_token"] = signed.clone().into();
         let body = serde_json::to_vec(&doc).unwrap();
         let (ts, rec) = decode(msg(StreamId::Served, &body), &cfg());
         assert_eq!(ts, Some(EventTime(1234)));
@@ -580,6 +641,36 @@ mod tests {
                 field("request_id", 7.into()),
                 Reason::InvalidField,
                 "`request_id`",
+            ),
+            // Forged records: no token, a token signed with another key, a valid token on a
+            // record dated ahead, at another price or for another campaign.
+            (
+                field("billing_token", serde_json::Value::Null),
+                Reason::MissingToken,
+                "billing_token",
+            ),
+            (
+                field(
+                    "billing_token",
+                    token::sign(b"other", &served.claims()).into(),
+                ),
+                Reason::BadToken,
+                "signature",
+            ),
+            (
+                field("ts", (1234 + 86_400_000).into()),
+                Reason::TokenMismatch,
+                "`ts`",
+            ),
+            (
+                field("charge_micros", 1_000_000.into()),
+                Reason::TokenMismatch,
+                "`charge_micros`",
+            ),
+            (
+                field("campaign_id", "c2".into()),
+                Reason::TokenMismatch,
+                "`campaign_id`",
             ),
         ];
         for (body, want, named) in cases {

@@ -15,6 +15,7 @@ use std::path::Path;
 
 use adstream_operators::events::{Billing, CampaignStatus};
 use adstream_operators::ledger::day::budget_day;
+use adstream_operators::ledger::split_charge;
 use adstream_operators::pacing::delays::DelayCurve;
 use adstream_operators::pacing::pacer::{CampaignPacer, Terms};
 use adstream_operators::pacing::profile::position;
@@ -75,6 +76,9 @@ pub struct PacingBench {
     pub median_budget_micros: u64,
     /// The pacing law's settings.
     pub pacing: PacingConfig,
+    /// How much faster clicks come than serving predicts (1: calibrated; 10: a click flood, a
+    /// new campaign or a bad model).
+    pub click_surprise: f64,
 }
 
 impl Default for PacingBench {
@@ -84,6 +88,7 @@ impl Default for PacingBench {
             rate: 10.0,
             median_budget_micros: 15_000_000,
             pacing: PacingConfig::default(),
+            click_surprise: 1.0,
         }
     }
 }
@@ -91,8 +96,10 @@ impl Default for PacingBench {
 /// Day-2 results of one campaign in one arm.
 #[derive(Clone, Debug, Default)]
 pub struct CampaignDay {
-    /// Spend of day 2, micros.
+    /// Billed on day 2, micros (the ledger's cap: never above the budget).
     pub spend: u64,
+    /// Delivered on day 2 past the budget (free to the advertiser), micros.
+    pub overdelivery: u64,
     /// Cumulative spend at the start of each slot.
     pub spend_curve: Vec<u64>,
     /// Target at the start of each slot.
@@ -129,6 +136,7 @@ fn simulate(world: &World, bench: &PacingBench, paced: bool) -> Vec<CampaignDay>
             p.set_terms(Some(Terms {
                 budget_micros: sc.campaign.daily_budget_micros,
                 tz: chrono_tz::UTC,
+                zone_change: None,
                 active: sc.campaign.status == CampaignStatus::Active,
                 start: None,
                 end: None,
@@ -147,7 +155,14 @@ fn simulate(world: &World, bench: &PacingBench, paced: bool) -> Vec<CampaignDay>
     // Conversion delays, learned from all campaigns' conversions (one worker here).
     let mut delays = DelayCurve::default();
     // Billing events to come: (arrival ms, win number, campaign, charge micros, win ms).
-    let predicted = calibrated_predictions(world, bench.seed);
+    let predicted: Vec<(f64, f64)> = calibrated_predictions(world, bench.seed)
+        .into_iter()
+        .map(|(ctr, cvr)| (ctr / bench.click_surprise.max(1e-9), cvr))
+        .collect();
+    // Billed and overdelivered micros per budget day (0, 1, and 2 for late events past the end)
+    // and campaign, as the ledger splits them.
+    let mut billed = vec![vec![0u64; n]; 3];
+    let mut over = vec![vec![0u64; n]; 3];
     let mut pending: BinaryHeap<Reverse<BillingEvent>> = BinaryHeap::new();
     let mut out: Vec<CampaignDay> = vec![CampaignDay::default(); n];
     let mut t = START_MS as f64;
@@ -178,13 +193,8 @@ fn simulate(world: &World, bench: &PacingBench, paced: bool) -> Vec<CampaignDay>
             if control_first {
                 let day = (next_control - START_MS) / DAY_MS;
                 if day != current_day {
-                    if current_day == 1 {
-                        for (c, o) in out.iter_mut().enumerate() {
-                            o.spend = spend[c];
-                        }
-                    }
                     current_day = day;
-                    spend.iter_mut().for_each(|s| *s = 0);
+                    spend = billed[(current_day as usize).min(2)].clone();
                 }
                 let at = EventTime(next_control);
                 let slot = position(at, chrono_tz::UTC, slots).slot;
@@ -219,14 +229,23 @@ fn simulate(world: &World, bench: &PacingBench, paced: bool) -> Vec<CampaignDay>
             if world.campaigns[campaign].campaign.billing == Billing::Cpa {
                 delays.observe(at - won);
             }
-            if (at - START_MS) / DAY_MS == current_day {
-                spend[campaign] += charge;
-                p.record_spend(budget_day(EventTime(at), chrono_tz::UTC), spend[campaign]);
-                if current_day == 1 {
-                    let o = &mut out[campaign];
-                    o.units += 1;
-                    o.max_charge = o.max_charge.max(charge);
-                }
+            // The ledger charges the budget day of the win, at most what is left of its budget.
+            let day = ((won - START_MS) / DAY_MS).clamp(0, 2) as usize;
+            let budget = world.campaigns[campaign].campaign.daily_budget_micros;
+            let (b, o) = split_charge(charge, billed[day][campaign], budget);
+            billed[day][campaign] += b;
+            over[day][campaign] += o;
+            if day as i64 == current_day {
+                spend[campaign] = billed[day][campaign];
+            }
+            p.record_spend(
+                budget_day(EventTime(won), chrono_tz::UTC),
+                billed[day][campaign],
+            );
+            if day == 1 {
+                let o = &mut out[campaign];
+                o.units += 1;
+                o.max_charge = o.max_charge.max(charge);
             }
         }
         // One request: retrieval (targeting, reach, throttle, budget left), the gated auction.
@@ -352,10 +371,9 @@ fn simulate(world: &World, bench: &PacingBench, paced: bool) -> Vec<CampaignDay>
             )));
         }
     }
-    if current_day == 1 {
-        for (c, o) in out.iter_mut().enumerate() {
-            o.spend = spend[c];
-        }
+    for (c, o) in out.iter_mut().enumerate() {
+        o.spend = billed[1][c];
+        o.overdelivery = over[1][c];
     }
     out
 }
@@ -386,6 +404,11 @@ pub struct ArmSummary {
     pub cpm: f64,
     /// Average CPC paid by CPC campaigns, currency units.
     pub cpc: f64,
+    /// Overdelivery (delivered past the budget, free), % of the budgets, by billing type (CPM,
+    /// CPC, CPA), over every campaign of that type.
+    pub overdelivery_pct: [f64; 3],
+    /// The worst campaign's overdelivery, % of its budget, by billing type.
+    pub worst_overdelivery_pct: [f64; 3],
 }
 
 fn summarise(world: &World, days: &[CampaignDay], bound_by: &[CampaignDay]) -> ArmSummary {
@@ -396,12 +419,22 @@ fn summarise(world: &World, days: &[CampaignDay], bound_by: &[CampaignDay]) -> A
     let mut devs = Vec::new();
     let (mut cpm_spend, mut imps, mut cpc_spend, mut clicks) = (0u64, 0u64, 0u64, 0u64);
     let mut util = Vec::new();
+    let (mut over_sum, mut budget_sum) = ([0.0f64; 3], [0.0f64; 3]);
     for (c, d) in days.iter().enumerate() {
         let camp = &world.campaigns[c].campaign;
         let budget = camp.daily_budget_micros.max(1);
         if d.spend > budget + d.max_charge {
             s.over_bound += 1;
         }
+        let k = match camp.billing {
+            Billing::Cpm => 0,
+            Billing::Cpc => 1,
+            Billing::Cpa => 2,
+        };
+        over_sum[k] += d.overdelivery as f64;
+        budget_sum[k] += budget as f64;
+        s.worst_overdelivery_pct[k] =
+            s.worst_overdelivery_pct[k].max(d.overdelivery as f64 / budget as f64 * 100.0);
         s.worst_overspend_pct = s
             .worst_overspend_pct
             .max((d.spend as f64 - budget as f64) / budget as f64 * 100.0);
@@ -432,6 +465,9 @@ fn summarise(world: &World, days: &[CampaignDay], bound_by: &[CampaignDay]) -> A
             }
             Billing::Cpa => {}
         }
+    }
+    for k in 0..3 {
+        s.overdelivery_pct[k] = over_sum[k] / budget_sum[k].max(1.0) * 100.0;
     }
     s.bound = util.len();
     s.utilisation_pct = util.iter().sum::<f64>() / util.len().max(1) as f64;
@@ -555,6 +591,26 @@ pub fn run(bench: &PacingBench, png: Option<&Path>) -> anyhow::Result<()> {
     );
     println!("| average CPM paid | - | {:.3} | {:.3} |", p.cpm, a.cpm);
     println!("| average CPC paid | - | {:.3} | {:.3} |", p.cpc, a.cpc);
+    // Overdelivery (free to the advertiser, a cost to us): as measured, and with clicks coming
+    // ten times faster than serving predicts.
+    let surprised = PacingBench {
+        click_surprise: 10.0,
+        ..bench.clone()
+    };
+    let asap10 = summarise(&world, &simulate(&world, &surprised, false), &asap);
+    let paced10 = summarise(&world, &simulate(&world, &surprised, true), &asap);
+    for (k, name) in ["CPM", "CPC", "CPA"].iter().enumerate() {
+        println!(
+            "| overdelivery {name}, % of budgets (worst campaign) | small | {:.2} ({:.1}) | {:.2} ({:.1}) |",
+            p.overdelivery_pct[k], p.worst_overdelivery_pct[k], a.overdelivery_pct[k], a.worst_overdelivery_pct[k]
+        );
+    }
+    for (k, name) in ["CPM", "CPC", "CPA"].iter().enumerate() {
+        println!(
+            "| overdelivery {name} with clicks 10x the prediction, % (worst) | - | {:.2} ({:.1}) | {:.2} ({:.1}) |",
+            paced10.overdelivery_pct[k], paced10.worst_overdelivery_pct[k], asap10.overdelivery_pct[k], asap10.worst_overdelivery_pct[k]
+        );
+    }
     for (name, days) in [("paced", &paced), ("ASAP", &asap)] {
         let mut over: Vec<String> = days
             .iter()

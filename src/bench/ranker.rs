@@ -139,6 +139,7 @@ fn served_record(
         inventory: Some(inventory.into()),
         bid_micros: c.bid_micros,
         ad_interests: c.targeting.interests.clone(),
+        billing_token: String::new(),
     }
 }
 

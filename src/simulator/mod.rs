@@ -740,6 +740,9 @@ impl Simulator {
                 });
             }
         }
+        // The win's budget day is that of its token's issue time (the server's clock).
+        let issued_ms =
+            adstream_operators::token::claims_unverified(&token).map_or(now, |c| c.issued.millis());
         let win = WinRef {
             request_id: request_id.to_string(),
             imp_id: imp_id.clone(),
@@ -748,6 +751,8 @@ impl Simulator {
             billing,
             charge_micros,
             tz,
+            issued_ms,
+            budget_micros: campaign.campaign.daily_budget_micros,
         };
         let Ok(mut schedule) = self.schedule.lock() else {
             return;

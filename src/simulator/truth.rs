@@ -3,7 +3,8 @@
 //!
 //! The oracle applies the contract (`SPEC.md`) to the events that were actually delivered to
 //! Kafka, independently of the pipeline's code: each distinct valid billing event is charged once
-//! on its campaign's local day; a conversion goes to the user's last click on that advertiser
+//! to the local day of its win, and each campaign-day is billed at most its budget (the rest is
+//! overdelivery); a conversion goes to the user's last click on that advertiser
 //! within the click window, else the last impression within the view window, and is charged when
 //! that touch's win bills per conversion, at most once per win. Repeats of a charged event are
 //! dead letters, as are malformed messages and forged tokens.
@@ -39,6 +40,10 @@ pub struct WinRef {
     pub charge_micros: u64,
     /// The campaign's time zone.
     pub tz: Tz,
+    /// When the auction issued the win's token, ms (its budget day is the day charged).
+    pub issued_ms: i64,
+    /// The campaign's daily budget, micros (a hard limit on what is billed).
+    pub budget_micros: u64,
 }
 
 /// A well-formed event with a valid token (or a conversion), as delivered to Kafka.
@@ -120,8 +125,10 @@ pub struct ExpectedSpend {
     pub campaign_id: String,
     /// Local budget day.
     pub day: NaiveDate,
-    /// Micros.
+    /// Billed, micros.
     pub spend_micros: u64,
+    /// Delivered past the budget (free), micros.
+    pub overdelivery_micros: u64,
 }
 
 /// What the oracle concluded.
@@ -153,7 +160,8 @@ pub struct Oracle {
     seen: HashSet<(String, String, EventKind)>,
     touches: HashMap<(String, String), (Vec<TouchRec>, Vec<TouchRec>)>,
     conversions: Vec<Delivered>,
-    spend: BTreeMap<(String, NaiveDate), u64>,
+    /// Delivered (billed + overdelivered) micros and the budget, per campaign-day.
+    spend: BTreeMap<(String, NaiveDate), (u64, u64)>,
     dead: BTreeMap<String, u64>,
     delivered: BTreeMap<String, u64>,
     seq: u64,
@@ -168,9 +176,14 @@ impl Oracle {
         }
     }
 
-    fn charge(&mut self, campaign: &str, ts_ms: i64, tz: Tz, micros: u64) {
-        let day = budget_day(EventTime(ts_ms), tz);
-        *self.spend.entry((campaign.to_string(), day)).or_default() += micros;
+    fn charge(&mut self, win: &WinRef) {
+        let day = budget_day(EventTime(win.issued_ms), win.tz);
+        let entry = self
+            .spend
+            .entry((win.campaign_id.clone(), day))
+            .or_default();
+        entry.0 += win.charge_micros;
+        entry.1 = win.budget_micros;
     }
 
     fn dead_letter(&mut self, reason: &str) {
@@ -202,7 +215,7 @@ impl Oracle {
             return;
         }
         if charged_here {
-            self.charge(&win.campaign_id, event.ts_ms, win.tz, win.charge_micros);
+            self.charge(&win);
         }
         let touches = self
             .touches
@@ -253,7 +266,7 @@ impl Oracle {
             let new_conversion =
                 seen_conversions.insert((conv.advertiser_id.clone(), conv.event_id.clone()));
             if first_for_win && new_conversion {
-                self.charge(&win.campaign_id, conv.ts_ms, win.tz, win.charge_micros);
+                self.charge(&win);
             } else {
                 self.dead_letter("duplicate");
             }
@@ -268,10 +281,16 @@ impl Oracle {
             spend: self
                 .spend
                 .into_iter()
-                .map(|((campaign_id, day), spend_micros)| ExpectedSpend {
-                    campaign_id,
-                    day,
-                    spend_micros,
+                .map(|((campaign_id, day), (delivered, budget))| {
+                    // Billed: the contract's cap, min(delivered, budget), whatever the order.
+                    let (spend_micros, overdelivery_micros) =
+                        adstream_operators::ledger::split_charge(delivered, 0, budget);
+                    ExpectedSpend {
+                        campaign_id,
+                        day,
+                        spend_micros,
+                        overdelivery_micros,
+                    }
                 })
                 .collect(),
             dead_letters: self.dead,
@@ -356,6 +375,8 @@ mod tests {
             billing,
             charge_micros: charge,
             tz: chrono_tz::UTC,
+            issued_ms: 0,
+            budget_micros: u64::MAX,
         }
     }
 
@@ -456,10 +477,24 @@ mod tests {
         let mut o = Oracle::new(Windows::default());
         let mut w = win("r", "tokyo", Billing::Cpm, 5);
         w.tz = chrono_tz::Asia::Tokyo;
-        // 2026-01-01 20:00 UTC is already Jan 2 in Tokyo.
-        let ts = 1_767_297_600_000;
-        o.delivered(event(EventKind::Impression, ts, &w));
+        // 2026-01-01 20:00 UTC is already Jan 2 in Tokyo; the impression, an hour later, still
+        // goes to its win's day.
+        w.issued_ms = 1_767_297_600_000 - 3_600_000 * 6;
+        o.delivered(event(EventKind::Impression, 1_767_297_600_000, &w));
         let e = o.finish(&[]);
-        assert_eq!(e.spend[0].day, NaiveDate::from_ymd_opt(2026, 1, 2).unwrap());
+        assert_eq!(e.spend[0].day, NaiveDate::from_ymd_opt(2026, 1, 1).unwrap());
+    }
+
+    #[test]
+    fn each_campaign_day_is_billed_at_most_its_budget() {
+        let mut o = Oracle::new(Windows::default());
+        for i in 0..10 {
+            let mut w = win(&format!("r{i}"), "small", Billing::Cpc, 300);
+            w.budget_micros = 1_000;
+            o.delivered(event(EventKind::Click, 10 + i, &w));
+        }
+        let e = o.finish(&[]);
+        assert_eq!(spend(&e, "small"), 1_000);
+        assert_eq!(e.spend[0].overdelivery_micros, 2_000);
     }
 }

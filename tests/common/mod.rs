@@ -218,7 +218,7 @@ pub fn flush(p: &BaseProducer) {
 
 pub fn campaign_json(id: &str, advertiser: &str, billing: Billing, budget: u64) -> String {
     format!(
-        r#"{{"campaign_id":"{id}","advertiser_id":"{advertiser}","status":"active","daily_budget_micros":{budget},"timezone":"UTC","billing":"{}","bid_micros":5000,"objective":"clicks","targeting":{{}},"creatives":[{{"ad_id":"{id}-ad"}}]}}"#,
+        r#"{{"campaign_id":"{id}","advertiser_id":"{advertiser}","status":"active","daily_budget_micros":{budget},"timezone":"UTC","billing":"{}","bid_micros":10000000,"objective":"clicks","targeting":{{}},"creatives":[{{"ad_id":"{id}-ad"}}]}}"#,
         billing.as_str()
     )
 }

@@ -54,6 +54,11 @@ pub struct DedupEntry {
     pub origin: Origin,
     /// Routing hash of the campaign charged (the shard the entry is filed under).
     pub shard: u64,
+    /// What the charge billed and delivered free, micros, so that a replay reports the very
+    /// amounts of the first charge. `None` in entries written before budgets were capped (then
+    /// the whole price was billed).
+    #[serde(default)]
+    pub amounts: Option<(u64, u64)>,
 }
 
 const BUCKET_MS: i64 = 60_000;
@@ -156,6 +161,7 @@ mod tests {
                 expires: 100,
                 origin: origin(5),
                 shard: 0,
+                amounts: None,
             },
         );
         assert_eq!(set.check(k, origin(5)), Seen::Replay);
@@ -172,7 +178,7 @@ mod tests {
         ) {
             let mut set = DedupSet::default();
             for (i, e) in expiries.iter().enumerate() {
-                set.insert(i as u128, DedupEntry { expires: *e, origin: origin(i as i64), shard: 0 });
+                set.insert(i as u128, DedupEntry { expires: *e, origin: origin(i as i64), shard: 0, amounts: None });
             }
             let dropped = set.expire(frontier);
             for (i, e) in expiries.iter().enumerate() {

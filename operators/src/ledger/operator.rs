@@ -16,15 +16,17 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 
-use crate::catalog::{Catalog, CatalogUpdate};
+use crate::catalog::{Catalog, CatalogUpdate, History};
 use crate::checkpoint::{CheckpointGate, StateBatch, StateStore};
 use crate::events::EventKind;
 use crate::ingest::{DeadLetter, Reason};
 use crate::ledger::{
-    Charge, Charged, DaySpend, DedupEntry, Horizons, Ledger, LedgerChanges, Refusal,
+    Charge, Charged, DaySpend, DayTotals, DedupEntry, Horizons, Ledger, LedgerChanges, Refusal,
+    Terms,
 };
 use crate::pacing::reservation::WinKey;
 use crate::routing::{owns, route, split_hash_prefix};
+use crate::time::EventTime;
 
 /// What the ledger operator emits.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -83,15 +85,46 @@ fn dedup_key_bytes(shard: u64, key: u128) -> Vec<u8> {
     format!("ledger/dedup/{shard:016x}/{key:032x}").into_bytes()
 }
 
-/// The checkpoint writes for `changes` of worker `worker`'s shard.
-pub fn encode(changes: LedgerChanges, worker: usize) -> StateBatch {
+fn history_key(campaign: &str) -> Vec<u8> {
+    format!("ledger/campaign/{:016x}/{campaign}", route(campaign)).into_bytes()
+}
+
+/// A day's totals as stored: `billed` alone (as written before budgets were capped), or
+/// `billed,overdelivered`.
+fn encode_totals(t: DayTotals) -> Vec<u8> {
+    if t.over == 0 {
+        t.billed.to_string().into_bytes()
+    } else {
+        format!("{},{}", t.billed, t.over).into_bytes()
+    }
+}
+
+fn decode_totals(v: &[u8]) -> Option<DayTotals> {
+    let text = std::str::from_utf8(v).ok()?;
+    let (billed, over) = text.split_once(',').unwrap_or((text, "0"));
+    Some(DayTotals {
+        billed: billed.parse().ok()?,
+        over: over.parse().ok()?,
+    })
+}
+
+/// The checkpoint writes for `changes` of worker `worker`'s shard, and the campaign histories
+/// that changed.
+pub fn encode(
+    changes: LedgerChanges,
+    histories: Vec<(String, History)>,
+    worker: usize,
+) -> StateBatch {
     let mut batch = StateBatch::default();
     for (c, day, spend) in changes.spend {
         match spend {
-            Some(s) => batch
-                .puts
-                .push((spend_key(&c, day), s.to_string().into_bytes())),
+            Some(s) => batch.puts.push((spend_key(&c, day), encode_totals(s))),
             None => batch.deletes.push(spend_key(&c, day)),
+        }
+    }
+    for (c, history) in histories {
+        if let Ok(v) = serde_json::to_vec(&history) {
+            batch.puts.push((history_key(&c), v));
         }
     }
     for (k, entry) in changes.added {
@@ -120,13 +153,14 @@ pub fn restore(store: &dyn StateStore, horizons: Horizons, index: usize, peers: 
         let Some((campaign, day)) = tail.split_once('\u{0}') else {
             continue;
         };
-        let amount = std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok());
-        if let (true, Ok(day), Some(spend_micros)) = (owns(hash, index, peers), day.parse(), amount)
+        if let (true, Ok(day), Some(totals)) =
+            (owns(hash, index, peers), day.parse(), decode_totals(&v))
         {
             spend.push(DaySpend {
                 campaign_id: campaign.to_string(),
                 day,
-                spend_micros,
+                spend_micros: totals.billed,
+                overdelivery_micros: totals.over,
             });
         }
     }
@@ -153,6 +187,28 @@ pub fn restore(store: &dyn StateStore, horizons: Horizons, index: usize, peers: 
     Ledger::restore(horizons, spend, dedup, closed_before)
 }
 
+/// The checkpointed histories (zone changes, bids) of worker `index` of `peers`'s campaigns.
+pub fn restore_histories(
+    store: &dyn StateStore,
+    index: usize,
+    peers: usize,
+) -> Vec<(String, History)> {
+    let mut out = Vec::new();
+    for (k, v) in store.scan(b"ledger/campaign/") {
+        let key = String::from_utf8_lossy(&k).into_owned();
+        let Some((hash, campaign)) = split_hash_prefix(&key["ledger/campaign/".len()..]) else {
+            continue;
+        };
+        if let (true, Ok(history)) = (
+            owns(hash, index, peers),
+            serde_json::from_slice::<History>(&v),
+        ) {
+            out.push((campaign.to_string(), history));
+        }
+    }
+    out
+}
+
 /// Applies `charge` against `catalog`: the spend it moved (`None` for a replay) and the charge
 /// itself (reports count it, replays included), or the refusal.
 fn settle(
@@ -174,18 +230,36 @@ fn settle(
             format!("unknown campaign {:?}", charge.claims.campaign_id),
         ));
     };
-    match ledger.apply(charge, listed.tz) {
+    let issued = charge.claims.issued;
+    let terms = Terms {
+        day: listed.day_of(issued),
+        budget_micros: listed.campaign.daily_budget_micros,
+        max_charge_micros: listed.max_charge_at(issued),
+    };
+    match ledger.apply(charge, &terms) {
         Ok(applied) => Ok((
             Some(DaySpend {
                 campaign_id: charge.claims.campaign_id.clone(),
                 day: applied.day,
                 spend_micros: applied.spend_micros,
+                overdelivery_micros: applied.overdelivery_micros,
             }),
-            Charged::of(charge),
+            Charged::of(charge, applied.billed_micros, applied.over_micros),
         )),
-        Err(Refusal::Replay) => Ok((None, Charged::of(charge))),
+        Err(Refusal::Replay {
+            billed_micros,
+            overdelivery_micros,
+        }) => Ok((
+            None,
+            Charged {
+                replayed: true,
+                ..Charged::of(charge, billed_micros, overdelivery_micros)
+            },
+        )),
         Err(r @ Refusal::Duplicate(_)) => Err(dead(Reason::Duplicate, r.to_string())),
         Err(r @ Refusal::Expired) => Err(dead(Reason::Expired, r.to_string())),
+        Err(r @ Refusal::BadTime(_)) => Err(dead(Reason::BadEventTime, r.to_string())),
+        Err(r @ Refusal::PriceAboveBid { .. }) => Err(dead(Reason::PriceAboveBid, r.to_string())),
     }
 }
 
@@ -209,6 +283,10 @@ pub fn ledger<'scope>(
             let mut restored: Vec<DaySpend> = ledger.all_spend().collect();
             let mut gate = CheckpointGate::new(capability, config.checkpoint_interval, activator);
             let mut catalog = Catalog::default();
+            for (campaign, history) in restore_histories(&*store, index, peers) {
+                catalog.restore_history(campaign, history);
+            }
+            let mut dirty_histories: std::collections::BTreeSet<String> = Default::default();
             let mut waiting: Vec<(Capability<u64>, Charge)> = Vec::new();
             move |(campaigns_in, campaigns_frontier), (charges_in, charges_frontier), output| {
                 if !restored.is_empty() {
@@ -219,16 +297,25 @@ pub fn ledger<'scope>(
                     }
                 }
                 campaigns_in.for_each(|cap, data| {
+                    let at = cap.least().map_or(EventTime(0), |t| {
+                        EventTime(i64::try_from(*t).unwrap_or(i64::MAX))
+                    });
                     let mut session = output.session(&cap);
-                    for update in data.drain(..) {
-                        if catalog.apply(&update) {
+                    for mut update in data.drain(..) {
+                        let before = catalog.history(&update.campaign_id).cloned();
+                        if catalog.apply(&update, at) {
+                            let listed = catalog.get(&update.campaign_id);
+                            update.history = listed.map(|l| l.history.clone());
+                            if update.history.is_some() && update.history != before {
+                                dirty_histories.insert(update.campaign_id.clone());
+                            }
                             session.give(LedgerOutput::Campaign(update));
                         }
                     }
                 });
                 charges_in.for_each(|cap, data| {
                     // Coalesce spend updates per batch: the last value of each (campaign, day).
-                    let mut touched: BTreeMap<(String, NaiveDate), u64> = BTreeMap::new();
+                    let mut touched: BTreeMap<(String, NaiveDate), DayTotals> = BTreeMap::new();
                     let mut settled: BTreeMap<String, (Vec<WinKey>, Vec<i64>)> = BTreeMap::new();
                     let mut session = output.session(&cap);
                     for charge in data.drain(..) {
@@ -243,7 +330,13 @@ pub fn ledger<'scope>(
                         match settle(&mut ledger, &catalog, &charge) {
                             Ok((spend, charged)) => {
                                 if let Some(s) = spend {
-                                    touched.insert((s.campaign_id, s.day), s.spend_micros);
+                                    touched.insert(
+                                        (s.campaign_id, s.day),
+                                        DayTotals {
+                                            billed: s.spend_micros,
+                                            over: s.overdelivery_micros,
+                                        },
+                                    );
                                     if charge.kind == EventKind::Conversion {
                                         entry.1.push(charge.ts.millis() - claims.issued.millis());
                                     }
@@ -261,7 +354,8 @@ pub fn ledger<'scope>(
                             LedgerOutput::Spend(DaySpend {
                                 campaign_id,
                                 day,
-                                spend_micros,
+                                spend_micros: spend_micros.billed,
+                                overdelivery_micros: spend_micros.over,
                             })
                         },
                     ));
@@ -325,7 +419,11 @@ pub fn ledger<'scope>(
                     if at != u64::MAX {
                         ledger.advance(at.min(i64::MAX as u64) as i64);
                     }
-                    encode(ledger.take_changes(), index)
+                    let histories = std::mem::take(&mut dirty_histories)
+                        .into_iter()
+                        .filter_map(|c| catalog.history(&c).cloned().map(|h| (c, h)))
+                        .collect();
+                    encode(ledger.take_changes(), histories, index)
                 });
             }
         },

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
-use super::day::budget_day;
 use super::operator::LedgerOutput;
+use super::DayTotals;
 use crate::catalog::{Catalog, CatalogUpdate};
 use crate::events::CampaignStatus;
 use crate::pacing::{PacingState, PacingUpdate};
@@ -19,12 +19,18 @@ pub struct BudgetStatus {
     pub campaign_id: String,
     /// The local budget day.
     pub day: NaiveDate,
-    /// The campaign's time zone.
+    /// The time zone the budget day runs in now.
     pub timezone: String,
+    /// A change of time zone that takes effect when the current budget day has ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone_change: Option<TimezoneChange>,
     /// Daily budget, micros.
     pub budget_micros: u64,
-    /// Charged today, micros.
+    /// Billed today, micros (never above the budget).
     pub spend_micros: u64,
+    /// Delivered today past the budget, free to the advertiser, micros.
+    #[serde(default)]
+    pub overdelivery_micros: u64,
     /// Reserved by wins whose billing events have not arrived yet, micros.
     pub reserved_micros: u64,
     /// Budget left: budget - spend - reserved, never negative.
@@ -38,11 +44,20 @@ pub struct BudgetStatus {
     pub pacing: Option<PacingState>,
 }
 
+/// A scheduled change of a campaign's time zone.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimezoneChange {
+    /// The new zone.
+    pub timezone: String,
+    /// When it takes effect, ms since the epoch.
+    pub at_ms: i64,
+}
+
 /// Catalog plus recent spend: enough to compute every campaign's [`BudgetStatus`].
 #[derive(Debug, Default)]
 pub struct BudgetBook {
     catalog: Catalog,
-    spend: HashMap<String, BTreeMap<NaiveDate, u64>>,
+    spend: HashMap<String, BTreeMap<NaiveDate, DayTotals>>,
     pacing: HashMap<String, PacingUpdate>,
 }
 
@@ -54,15 +69,16 @@ impl BudgetBook {
                 let days = self.spend.entry(s.campaign_id.clone()).or_default();
                 // Spend of a day only grows, and updates may arrive out of order (batches of
                 // different times are not ordered across channels): keep the largest.
-                let spend = days.entry(s.day).or_insert(0);
-                *spend = (*spend).max(s.spend_micros);
+                let totals = days.entry(s.day).or_default();
+                totals.billed = totals.billed.max(s.spend_micros);
+                totals.over = totals.over.max(s.overdelivery_micros);
                 while days.len() > super::DAYS_KEPT {
                     days.pop_first();
                 }
                 Some(s.campaign_id.clone())
             }
             LedgerOutput::Campaign(update) => {
-                self.catalog.apply(update);
+                self.catalog.apply(update, EventTime::now());
                 Some(update.campaign_id.clone())
             }
             LedgerOutput::Dead(_)
@@ -81,22 +97,30 @@ impl BudgetBook {
 
     /// Applies a catalog update directly.
     pub fn apply_catalog(&mut self, update: &CatalogUpdate) {
-        self.catalog.apply(update);
+        self.catalog.apply(update, EventTime::now());
     }
 
     /// Spend of `campaign` on `day`.
     pub fn spend(&self, campaign: &str, day: NaiveDate) -> u64 {
+        self.totals(campaign, day).billed
+    }
+
+    /// Billed and overdelivered micros of `campaign` on `day`.
+    pub fn totals(&self, campaign: &str, day: NaiveDate) -> DayTotals {
         self.spend
             .get(campaign)
             .and_then(|d| d.get(&day))
             .copied()
-            .unwrap_or(0)
+            .unwrap_or_default()
     }
 
     /// The campaign's status at `now`; `None` if neither defined nor ever charged.
     pub fn status(&self, campaign: &str, now: EventTime) -> Option<BudgetStatus> {
-        let tz = self.catalog.get(campaign).map_or(chrono_tz::UTC, |l| l.tz);
-        self.status_on(campaign, budget_day(now, tz), now)
+        let day = match self.catalog.get(campaign) {
+            Some(listed) => listed.day_of(now),
+            None => super::day::budget_day(now, chrono_tz::UTC),
+        };
+        self.status_on(campaign, day, now)
     }
 
     /// The campaign's status for budget day `day` (today or a recent day), computed at `now`.
@@ -110,8 +134,9 @@ impl BudgetBook {
         if listed.is_none() && !self.spend.contains_key(campaign) {
             return None;
         }
-        let tz = listed.map_or(chrono_tz::UTC, |l| l.tz);
-        let spend_micros = self.spend(campaign, day);
+        let tz = listed.map_or(chrono_tz::UTC, |l| l.tz_at(now));
+        let totals = self.totals(campaign, day);
+        let spend_micros = totals.billed;
         let budget_micros = listed.map_or(0, |l| l.campaign.daily_budget_micros);
         let pacing = self.pacing.get(campaign).filter(|u| u.state.day == day);
         let reserved_micros = pacing.map_or(0, PacingUpdate::reserved_micros);
@@ -119,8 +144,16 @@ impl BudgetBook {
             campaign_id: campaign.to_string(),
             day,
             timezone: tz.name().to_string(),
+            timezone_change: listed.and_then(|l| {
+                let change = l.history.zone_change.as_ref()?;
+                (now < change.until).then(|| TimezoneChange {
+                    timezone: l.history.timezone.clone(),
+                    at_ms: change.until.millis(),
+                })
+            }),
             budget_micros,
             spend_micros,
+            overdelivery_micros: totals.over,
             reserved_micros,
             remaining_micros: budget_micros
                 .saturating_sub(spend_micros)
@@ -139,7 +172,7 @@ impl BudgetBook {
     /// Budget left today for a listed campaign at `now`, without building a full status
     /// (the serving hot path).
     pub fn remaining(&self, listed: &crate::catalog::Listed, now: EventTime) -> u64 {
-        let day = budget_day(now, listed.tz);
+        let day = listed.day_of(now);
         listed
             .campaign
             .daily_budget_micros
@@ -175,10 +208,10 @@ mod tests {
     fn status_is_for_the_local_day() {
         let c = Campaign::parse(br#"{"campaign_id":"c","advertiser_id":"a","daily_budget_micros":1000,"timezone":"Asia/Tokyo","billing":"cpm","bid_micros":1}"#).unwrap();
         let mut book = BudgetBook::default();
-        book.apply(&LedgerOutput::Campaign(CatalogUpdate {
-            campaign_id: "c".into(),
-            campaign: Some(Box::new(c)),
-        }));
+        book.apply(&LedgerOutput::Campaign(CatalogUpdate::new(
+            "c".into(),
+            Some(Box::new(c)),
+        )));
         let now = EventTime::parse("2026-05-01T16:00:00Z").unwrap(); // 01:00 on May 2nd in Tokyo
         let today = NaiveDate::from_ymd_opt(2026, 5, 2).unwrap();
         let yesterday = NaiveDate::from_ymd_opt(2026, 5, 1).unwrap();
@@ -186,11 +219,13 @@ mod tests {
             campaign_id: "c".into(),
             day: yesterday,
             spend_micros: 900,
+            overdelivery_micros: 0,
         }));
         book.apply(&LedgerOutput::Spend(DaySpend {
             campaign_id: "c".into(),
             day: today,
             spend_micros: 300,
+            overdelivery_micros: 0,
         }));
         let s = book.status("c", now).unwrap();
         assert_eq!(
@@ -211,6 +246,7 @@ mod tests {
                 campaign_id: "c".into(),
                 day,
                 spend_micros,
+                overdelivery_micros: 0,
             }));
         }
         assert_eq!(book.spend("c", day), 700);

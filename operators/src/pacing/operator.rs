@@ -38,9 +38,14 @@ fn state_key(campaign: &str) -> Vec<u8> {
 /// What pacing needs of a catalog update (`None` when the campaign was deleted).
 pub fn terms_of(update: &CatalogUpdate) -> Option<Terms> {
     let c = update.campaign.as_ref()?;
+    let zone_change = update.history.as_ref().and_then(|h| {
+        let change = h.zone_change.as_ref()?;
+        Some((change.previous.parse().ok()?, change.until))
+    });
     Some(Terms {
         budget_micros: c.daily_budget_micros,
         tz: c.tz().unwrap_or(chrono_tz::UTC),
+        zone_change,
         active: c.status == CampaignStatus::Active,
         start: c.start,
         end: c.end,

@@ -39,6 +39,8 @@ pub struct Terms {
     pub budget_micros: u64,
     /// Time zone of the budget day.
     pub tz: Tz,
+    /// A change of zone not in effect yet: `(previous zone, until)` (see [`crate::catalog`]).
+    pub zone_change: Option<(Tz, EventTime)>,
     /// Active (not paused).
     pub active: bool,
     /// Flight start, if any.
@@ -50,6 +52,14 @@ pub struct Terms {
 }
 
 impl Terms {
+    /// The zone the budget day runs in at `t`.
+    pub fn zone(&self, t: EventTime) -> Tz {
+        match self.zone_change {
+            Some((previous, until)) if t < until => previous,
+            _ => self.tz,
+        }
+    }
+
     /// Whether the campaign may serve at `now`.
     pub fn live(&self, now: EventTime) -> bool {
         self.active && self.start.is_none_or(|s| now >= s) && self.end.is_none_or(|e| now < e)
@@ -168,7 +178,7 @@ impl CampaignPacer {
     /// `n` requests the campaign could bid on arrived at `at`.
     pub fn observe_reach(&mut self, at: EventTime, n: u64, config: &PacingConfig) {
         if let Some(t) = &self.terms {
-            let pos = position(at, t.tz, config.slots);
+            let pos = position(at, t.zone(at), config.slots);
             self.profile
                 .observe(pos, n as f64, config.profile_smoothing);
         }
@@ -209,10 +219,11 @@ impl CampaignPacer {
         delays: &DelayCurve,
     ) -> u64 {
         let Some(terms) = &self.terms else { return 0 };
-        let day = budget_day(now, terms.tz);
+        let tz = terms.zone(now);
+        let day = budget_day(now, tz);
         let end = day
             .succ_opt()
-            .map_or(now.millis(), |next| day_start(next, terms.tz).millis());
+            .map_or(now.millis(), |next| day_start(next, tz).millis());
         self.conversions_between(now, end, config, delays)
     }
 
@@ -327,7 +338,8 @@ impl CampaignPacer {
         let Some(terms) = self.terms.clone() else {
             return;
         };
-        let pos = position(now, terms.tz, config.slots);
+        let tz = terms.zone(now);
+        let pos = position(now, tz, config.slots);
         // A new day folds yesterday's traffic into the profile even if no request came yet.
         self.profile.observe(pos, 0.0, config.profile_smoothing);
         self.forget_conversions(now.millis(), config);
@@ -340,7 +352,7 @@ impl CampaignPacer {
         let day_end = pos
             .day
             .succ_opt()
-            .map_or(now.millis(), |next| day_start(next, terms.tz).millis());
+            .map_or(now.millis(), |next| day_start(next, tz).millis());
         let until = (now.millis() + config.horizon_ms).min(day_end);
         let committed = self.spend(pos.day)
             + self.reserved()
@@ -348,7 +360,7 @@ impl CampaignPacer {
         let plan = self.plan_at(&terms, pos, committed);
         let ahead = self.target_at(
             &plan,
-            terms.tz,
+            tz,
             EventTime(now.millis() + config.horizon_ms),
             config.slots,
         );
@@ -370,7 +382,7 @@ impl CampaignPacer {
         enabled: bool,
     ) -> Option<PacingState> {
         let terms = self.terms.as_ref()?;
-        let pos = position(now, terms.tz, config.slots);
+        let pos = position(now, terms.zone(now), config.slots);
         let pending = self.conversions_pending(now, config, delays);
         let committed = self.spend(pos.day) + self.reserved() + pending;
         let plan = self.plan_at(terms, pos, committed);
@@ -428,6 +440,7 @@ mod tests {
         Terms {
             budget_micros: budget,
             tz,
+            zone_change: None,
             active: true,
             start: None,
             end: None,

@@ -544,8 +544,10 @@ mod tests {
             "daily_budget_micros":1000000,"timezone":"UTC","billing":"cpc","bid_micros":500000,
             "objective":"clicks","targeting":{"interests":["golf","tennis"]},
             "creatives":[{"ad_id":"ad1"}]}"#;
+        let campaign = Campaign::parse(json).expect("campaign");
         Listed {
-            campaign: Campaign::parse(json).expect("campaign"),
+            history: crate::catalog::History::first(&campaign, crate::time::EventTime(0)),
+            campaign,
             tz: chrono_tz::UTC,
         }
     }

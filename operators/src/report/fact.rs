@@ -138,7 +138,8 @@ impl ReportEvent {
                 _ => t.impressions = 1,
             },
             ReportEvent::Charged(c) => {
-                t.spend_micros = i64::try_from(c.claims.charge_micros).unwrap_or(i64::MAX)
+                t.spend_micros = i64::try_from(c.billed_micros).unwrap_or(i64::MAX);
+                t.overdelivery_micros = i64::try_from(c.overdelivery_micros).unwrap_or(i64::MAX);
             }
             ReportEvent::Converted(c) => {
                 t.conversions = 1;

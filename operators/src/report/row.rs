@@ -55,6 +55,7 @@ pub fn measure_value(measure: Measure, t: &Totals) -> Value {
         Measure::Conversions => json!(t.conversions),
         Measure::ConversionValue => json!(t.conversion_value_micros),
         Measure::Spend => json!(t.spend_micros),
+        Measure::Overdelivery => json!(t.overdelivery_micros),
         Measure::Ctr => ratio(t.clicks, t.impressions),
         Measure::Cvr => ratio(t.conversions, t.clicks),
         Measure::Cpc => per(t.spend_micros, t.clicks),
@@ -135,6 +136,7 @@ mod tests {
             window_start: 1_764_230_400_000,
         };
         let t = Totals {
+            overdelivery_micros: 0,
             won: 4,
             impressions: 4,
             clicks: 1,

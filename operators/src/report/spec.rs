@@ -67,6 +67,8 @@ pub enum Measure {
     ConversionValue,
     /// Spend charged, micros (the ledger's, to the micro).
     Spend,
+    /// Delivered past the budget, free to the advertiser, micros (the ledger's, to the micro).
+    Overdelivery,
     /// Clicks per impression.
     Ctr,
     /// Conversions per click.
@@ -83,13 +85,14 @@ pub enum Measure {
 
 impl Measure {
     /// Every measure, in row order.
-    pub const ALL: [Measure; 12] = [
+    pub const ALL: [Measure; 13] = [
         Measure::RequestsWon,
         Measure::Impressions,
         Measure::Clicks,
         Measure::Conversions,
         Measure::ConversionValue,
         Measure::Spend,
+        Measure::Overdelivery,
         Measure::Ctr,
         Measure::Cvr,
         Measure::Cpc,
@@ -107,6 +110,7 @@ impl Measure {
             Measure::Conversions => "conversions",
             Measure::ConversionValue => "conversion_value_micros",
             Measure::Spend => "spend_micros",
+            Measure::Overdelivery => "overdelivery_micros",
             Measure::Ctr => "ctr",
             Measure::Cvr => "cvr",
             Measure::Cpc => "cpc_micros",
@@ -152,7 +156,7 @@ pub enum SpecError {
     #[error("unknown dimension {0:?} (expected one of campaign_id, advertiser_id, ad_id, country, device, billing)")]
     UnknownDimension(String),
     /// Not a known measure.
-    #[error("unknown measure {0:?} (expected one of requests_won, impressions, clicks, conversions, conversion_value_micros, spend_micros, ctr, cvr, cpc_micros, cpa_micros, avg_pctr, pctr_over_ctr)")]
+    #[error("unknown measure {0:?} (expected one of requests_won, impressions, clicks, conversions, conversion_value_micros, spend_micros, overdelivery_micros, ctr, cvr, cpc_micros, cpa_micros, avg_pctr, pctr_over_ctr)")]
     UnknownMeasure(String),
     /// A field with a bad value.
     #[error("{field}: {message}")]

@@ -47,6 +47,9 @@ fn event(i: u32, ts: i64) -> ReportEvent {
         },
         _ => ReportEvent::Charged(Box::new(Charged {
             identity: u128::from(i),
+            billed_micros: c.charge_micros,
+            overdelivery_micros: 0,
+            replayed: false,
             claims: c,
             kind: EventKind::Click,
             ts: EventTime(ts),

@@ -22,6 +22,8 @@ pub struct Totals {
     pub conversion_value_micros: i64,
     /// Spend charged by the ledger, micros.
     pub spend_micros: i64,
+    /// Delivered past the budget (free), micros.
+    pub overdelivery_micros: i64,
     /// Sum over wins of the predicted CTR, in billionths.
     pub pctr_nanos: i64,
 }
@@ -37,6 +39,9 @@ impl Totals {
             .conversion_value_micros
             .wrapping_add(other.conversion_value_micros);
         self.spend_micros = self.spend_micros.wrapping_add(other.spend_micros);
+        self.overdelivery_micros = self
+            .overdelivery_micros
+            .wrapping_add(other.overdelivery_micros);
         self.pctr_nanos = self.pctr_nanos.wrapping_add(other.pctr_nanos);
     }
 
@@ -83,6 +88,7 @@ impl Abelian for Totals {
         self.conversions = self.conversions.wrapping_neg();
         self.conversion_value_micros = self.conversion_value_micros.wrapping_neg();
         self.spend_micros = self.spend_micros.wrapping_neg();
+        self.overdelivery_micros = self.overdelivery_micros.wrapping_neg();
         self.pctr_nanos = self.pctr_nanos.wrapping_neg();
     }
 }

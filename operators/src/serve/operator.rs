@@ -111,6 +111,10 @@ pub struct Served {
     /// Features: the campaign's targeted interests.
     #[serde(default)]
     pub ad_interests: Vec<String>,
+    /// The win's signed billing token: what makes a record read back from `ads.served`
+    /// trustworthy (its claims must be this record's; see [`crate::ingest`]).
+    #[serde(default)]
+    pub billing_token: String,
 }
 
 impl Served {
@@ -165,6 +169,7 @@ impl Served {
             inventory: Some(if request.is_site { "site" } else { "app" }.to_string()),
             bid_micros: c.bid_micros,
             ad_interests: ad_interests.to_vec(),
+            billing_token: String::new(),
         }
     }
 
@@ -449,13 +454,10 @@ pub fn serve<'scope>(
                             .catalog()
                             .get(&candidate.campaign_id)
                             .map_or(&[][..], |l| &l.campaign.targeting.interests[..]);
-                        session.give(ServeOutput::Served(Box::new(Served::from_win(
-                            r,
-                            &w.win,
-                            ad_interests,
-                            now,
-                            &outcome.model_version,
-                        ))));
+                        let mut served =
+                            Served::from_win(r, &w.win, ad_interests, now, &outcome.model_version);
+                        served.billing_token = w.token.clone();
+                        session.give(ServeOutput::Served(Box::new(served)));
                     }
                 }
                 (job.reply)(outcome);

@@ -122,10 +122,10 @@ mod tests {
 
     fn add(book: &mut BudgetBook, json: &str) {
         let c = Campaign::parse(json.as_bytes()).unwrap();
-        book.apply(&LedgerOutput::Campaign(CatalogUpdate {
-            campaign_id: c.campaign_id.clone(),
-            campaign: Some(Box::new(c)),
-        }));
+        book.apply(&LedgerOutput::Campaign(CatalogUpdate::new(
+            c.campaign_id.clone(),
+            Some(Box::new(c)),
+        )));
     }
 
     fn campaign(id: &str, adv: &str, targeting: &str, bid: u64) -> String {
@@ -179,6 +179,7 @@ mod tests {
             campaign_id: "fr".into(),
             day: crate::ledger::day::budget_day(now, chrono_tz::UTC),
             spend_micros: 1000,
+            overdelivery_micros: 0,
         }));
         assert_eq!(ids(&book, fr, 5), vec!["all-1", "all-2"]);
         // Pacing sees every reachable campaign (out of budget included) and may hold one back.

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what building adstream needs beyond Rust, on a fresh Debian/Ubuntu machine:
+# libclang (RocksDB's bindings are generated with bindgen) and a C/C++ toolchain (RocksDB and
+# librdkafka are compiled from source). Idempotent: installs nothing that is already there.
+set -euo pipefail
+
+need=()
+# bindgen loads libclang at build time; libclang-dev is what provides the unversioned .so.
+if ! ldconfig -p 2>/dev/null | grep -q 'libclang\(-[0-9.]*\)\?\.so' \
+    && ! compgen -G '/usr/lib/llvm-*/lib/libclang*.so*' >/dev/null; then
+    need+=(libclang-dev)
+fi
+command -v cc >/dev/null 2>&1 || need+=(gcc)
+command -v c++ >/dev/null 2>&1 || need+=(g++)
+command -v make >/dev/null 2>&1 || need+=(make)
+
+if [ ${#need[@]} -gt 0 ]; then
+    echo "install-build-deps.sh: installing ${need[*]}" >&2
+    SUDO=""
+    [ "$(id -u)" = 0 ] || SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
