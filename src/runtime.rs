@@ -341,6 +341,7 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
         .specs()
         .map_err(|(_, message)| anyhow::anyhow!(message))?
         .into();
+    let billing_stats: Arc<adstream_operators::ledger::operator::BillingStats> = Arc::default();
     let billing_config = BillingConfig {
         ledger: LedgerConfig {
             horizons: Horizons {
@@ -350,6 +351,7 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
                 skew_ms: *pipeline.billing.max_clock_skew_ms.get_ref(),
             },
             checkpoint_interval: *pipeline.checkpoint.interval_ms.get_ref(),
+            stats: billing_stats.clone(),
         },
         windows: Windows {
             click_ms: *pipeline.attribution.click_window_ms.get_ref(),
@@ -468,14 +470,6 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
                     tracing::warn!(reason = d.reason.as_str(), topic, partition = d.origin.partition, offset = d.origin.offset, detail = %d.detail, "dead letter");
                     sinks_for_status.dead_letter(d);
                 }
-                LedgerOutput::Charged(c) if !c.replayed => {
-                    let billing = c.claims.billing.as_str();
-                    metrics.charged_micros.with_label_values(&[billing, "billed"]).inc_by(c.billed_micros);
-                    if c.overdelivery_micros > 0 {
-                        metrics.charged_micros.with_label_values(&[billing, "overdelivery"]).inc_by(c.overdelivery_micros);
-                        tracing::debug!(campaign = %c.claims.campaign_id, micros = c.overdelivery_micros, "delivered past the budget (free to the advertiser)");
-                    }
-                }
                 other => {
                     let mut book = book.borrow_mut();
                     if let Some(campaign) = book.apply(other) {
@@ -534,12 +528,20 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
             });
         });
         let label_metrics = worker_metrics.clone();
+        let worker_billing_stats = billing_stats.clone();
         let mut last_status = Instant::now();
         loop {
             let done = control.finished.get() && probe.done();
             if done || last_status.elapsed() >= Duration::from_millis(200) {
                 for status in std::mem::take(&mut *status_pending.borrow_mut()).values() {
                     status_sinks.budget_status(status);
+                }
+                for (billing, billed, over) in worker_billing_stats.take() {
+                    for (part, micros) in [("billed", billed), ("overdelivery", over)] {
+                        if micros > 0 {
+                            label_metrics.charged_micros.with_label_values(&[billing.as_str(), part]).inc_by(micros);
+                        }
+                    }
                 }
                 if let Some(handle) = report_stats.borrow().as_ref() {
                     let counts = handle.lock().map(|mut s| std::mem::take(&mut *s)).unwrap_or_default();

@@ -264,6 +264,7 @@ pub fn dataflow(n: usize, workers: usize, reports: bool) -> f64 {
                 ingested,
                 BillingConfig {
                     ledger: LedgerConfig {
+                        stats: Default::default(),
                         horizons: Horizons::default(),
                         checkpoint_interval: 1_000,
                     },

@@ -75,6 +75,42 @@ pub struct LedgerConfig {
     pub horizons: Horizons,
     /// Checkpoint every this many units of event time (ms).
     pub checkpoint_interval: u64,
+    /// Where the operator counts what it bills and delivers free (read by the metrics).
+    pub stats: Arc<BillingStats>,
+}
+
+/// Micros billed and overdelivered by the ledger operators of a process, by billing type
+/// (`cpm`, `cpc`, `cpa`), since the last [`BillingStats::take`]. Replays are not counted.
+#[derive(Debug, Default)]
+pub struct BillingStats {
+    billed: [std::sync::atomic::AtomicU64; 3],
+    overdelivered: [std::sync::atomic::AtomicU64; 3],
+}
+
+impl BillingStats {
+    fn add(&self, billing: crate::events::Billing, billed: u64, over: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let i = billing as usize;
+        self.billed[i].fetch_add(billed, Relaxed);
+        self.overdelivered[i].fetch_add(over, Relaxed);
+    }
+
+    /// `(billing, billed, overdelivered)` since the last call, and resets them.
+    pub fn take(&self) -> Vec<(crate::events::Billing, u64, u64)> {
+        use crate::events::Billing;
+        use std::sync::atomic::Ordering::Relaxed;
+        [Billing::Cpm, Billing::Cpc, Billing::Cpa]
+            .into_iter()
+            .map(|b| {
+                let i = b as usize;
+                (
+                    b,
+                    self.billed[i].swap(0, Relaxed),
+                    self.overdelivered[i].swap(0, Relaxed),
+                )
+            })
+            .collect()
+    }
 }
 
 fn spend_key(campaign: &str, day: NaiveDate) -> Vec<u8> {
@@ -215,6 +251,7 @@ fn settle(
     ledger: &mut Ledger,
     catalog: &Catalog,
     charge: &Charge,
+    stats: &BillingStats,
 ) -> Result<(Option<DaySpend>, Charged), DeadLetter> {
     let dead = |reason: Reason, detail: String| DeadLetter {
         reason,
@@ -237,15 +274,22 @@ fn settle(
         max_charge_micros: listed.max_charge_at(issued),
     };
     match ledger.apply(charge, &terms) {
-        Ok(applied) => Ok((
-            Some(DaySpend {
-                campaign_id: charge.claims.campaign_id.clone(),
-                day: applied.day,
-                spend_micros: applied.spend_micros,
-                overdelivery_micros: applied.overdelivery_micros,
-            }),
-            Charged::of(charge, applied.billed_micros, applied.over_micros),
-        )),
+        Ok(applied) => {
+            stats.add(
+                charge.claims.billing,
+                applied.billed_micros,
+                applied.over_micros,
+            );
+            Ok((
+                Some(DaySpend {
+                    campaign_id: charge.claims.campaign_id.clone(),
+                    day: applied.day,
+                    spend_micros: applied.spend_micros,
+                    overdelivery_micros: applied.overdelivery_micros,
+                }),
+                Charged::of(charge, applied.billed_micros, applied.over_micros),
+            ))
+        }
         Err(Refusal::Replay {
             billed_micros,
             overdelivery_micros,
@@ -327,7 +371,7 @@ pub fn ledger<'scope>(
                         }
                         let claims = &charge.claims;
                         let entry = settled.entry(claims.campaign_id.clone()).or_default();
-                        match settle(&mut ledger, &catalog, &charge) {
+                        match settle(&mut ledger, &catalog, &charge, &config.stats) {
                             Ok((spend, charged)) => {
                                 if let Some(s) = spend {
                                     touched.insert(
@@ -376,7 +420,7 @@ pub fn ledger<'scope>(
                             continue;
                         }
                         let mut conversion_delays_ms = Vec::new();
-                        let out = match settle(&mut ledger, &catalog, &charge) {
+                        let out = match settle(&mut ledger, &catalog, &charge, &config.stats) {
                             Ok((spend, charged)) => {
                                 if spend.is_some() && charge.kind == EventKind::Conversion {
                                     conversion_delays_ms
