@@ -17,14 +17,16 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 
 use crate::catalog::{Catalog, CatalogUpdate};
-use crate::checkpoint::{CheckpointGate, StateBatch, StateStore};
+use crate::checkpoint::{
+    json_value, text_value, CheckpointGate, RestoreError, StateBatch, StateStore,
+};
 use crate::events::EventKind;
 use crate::ingest::{DeadLetter, Reason};
 use crate::ledger::{
     Charge, Charged, DaySpend, DedupEntry, Horizons, Ledger, LedgerChanges, Refusal,
 };
 use crate::pacing::reservation::WinKey;
-use crate::routing::{owns, route, split_hash_prefix};
+use crate::routing::{owns, route, KeyError, LEDGER_DEDUP, LEDGER_SPEND};
 
 /// What the ledger operator emits.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -76,11 +78,11 @@ pub struct LedgerConfig {
 }
 
 fn spend_key(campaign: &str, day: NaiveDate) -> Vec<u8> {
-    format!("ledger/spend/{:016x}/{campaign}\u{0}{day}", route(campaign)).into_bytes()
+    LEDGER_SPEND.key(route(campaign), &[campaign, &day.to_string()])
 }
 
 fn dedup_key_bytes(shard: u64, key: u128) -> Vec<u8> {
-    format!("ledger/dedup/{shard:016x}/{key:032x}").into_bytes()
+    LEDGER_DEDUP.key(shard, &[&format!("{key:032x}")])
 }
 
 /// The checkpoint writes for `changes` of worker `worker`'s shard.
@@ -109,48 +111,47 @@ pub fn encode(changes: LedgerChanges, worker: usize) -> StateBatch {
     batch
 }
 
-/// Rebuilds worker `index` of `peers`'s shard from the store.
-pub fn restore(store: &dyn StateStore, horizons: Horizons, index: usize, peers: usize) -> Ledger {
+/// Rebuilds worker `index` of `peers`'s shard from the store. Entries of other workers are
+/// skipped; an entry that cannot be read, or a store read error, is an error naming the key.
+pub fn restore(
+    store: &dyn StateStore,
+    horizons: Horizons,
+    index: usize,
+    peers: usize,
+) -> Result<Ledger, RestoreError> {
     let mut spend = Vec::new();
-    for (k, v) in store.scan(b"ledger/spend/") {
-        let key = String::from_utf8_lossy(&k).into_owned();
-        let Some((hash, tail)) = split_hash_prefix(&key["ledger/spend/".len()..]) else {
+    for (k, v) in store.scan(LEDGER_SPEND.prefix.as_bytes())? {
+        let (hash, [campaign_id, day]) = LEDGER_SPEND.parse_as(&k)?;
+        if !owns(hash, index, peers) {
             continue;
-        };
-        let Some((campaign, day)) = tail.split_once('\u{0}') else {
-            continue;
-        };
-        let amount = std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok());
-        if let (true, Ok(day), Some(spend_micros)) = (owns(hash, index, peers), day.parse(), amount)
-        {
-            spend.push(DaySpend {
-                campaign_id: campaign.to_string(),
-                day,
-                spend_micros,
-            });
         }
+        let day = day
+            .parse::<NaiveDate>()
+            .map_err(|e| KeyError::new(&k, format!("day {day:?}: {e}")))?;
+        spend.push(DaySpend {
+            campaign_id,
+            day,
+            spend_micros: text_value(&k, &v)?,
+        });
     }
     let mut dedup = Vec::new();
-    for (k, v) in store.scan(b"ledger/dedup/") {
-        let key = String::from_utf8_lossy(&k).into_owned();
-        let Some((hash, tail)) = split_hash_prefix(&key["ledger/dedup/".len()..]) else {
+    for (k, v) in store.scan(LEDGER_DEDUP.prefix.as_bytes())? {
+        let (hash, [digest]) = LEDGER_DEDUP.parse_as(&k)?;
+        if !owns(hash, index, peers) {
             continue;
-        };
-        let parsed = (
-            u128::from_str_radix(tail, 16),
-            serde_json::from_slice::<DedupEntry>(&v),
-        );
-        if let (true, Ok(dk), Ok(entry)) = (owns(hash, index, peers), parsed.0, parsed.1) {
-            dedup.push((dk, entry));
         }
+        let digest = u128::from_str_radix(&digest, 16)
+            .map_err(|e| KeyError::new(&k, format!("digest {digest:?}: {e}")))?;
+        dedup.push((digest, json_value::<DedupEntry>(&k, &v)?));
     }
-    let closed_before = store
-        .scan(b"ledger/closed/")
-        .iter()
-        .filter_map(|(_, v)| std::str::from_utf8(v).ok()?.parse::<i64>().ok())
-        .min()
-        .unwrap_or(i64::MIN);
-    Ledger::restore(horizons, spend, dedup, closed_before)
+    let mut closed_before = i64::MAX;
+    let mut any_closed = false;
+    for (k, v) in store.scan(b"ledger/closed/")? {
+        closed_before = closed_before.min(text_value::<i64>(&k, &v)?);
+        any_closed = true;
+    }
+    let closed_before = if any_closed { closed_before } else { i64::MIN };
+    Ok(Ledger::restore(horizons, spend, dedup, closed_before))
 }
 
 /// Applies `charge` against `catalog`: the spend it moved (`None` for a replay) and the charge
@@ -205,7 +206,8 @@ pub fn ledger<'scope>(
         "Ledger",
         move |capability, info| {
             let activator = scope.activator_for(info.address);
-            let mut ledger = restore(&*store, config.horizons, index, peers);
+            let mut ledger = restore(&*store, config.horizons, index, peers)
+                .unwrap_or_else(|e| panic!("restoring the ledger of worker {index}: {e}"));
             let mut restored: Vec<DaySpend> = ledger.all_spend().collect();
             let mut gate = CheckpointGate::new(capability, config.checkpoint_interval, activator);
             let mut catalog = Catalog::default();
@@ -330,4 +332,130 @@ pub fn ledger<'scope>(
             }
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::testing::{put, BrokenStore};
+    use crate::checkpoint::MemoryStore;
+    use crate::ledger::Origin;
+
+    fn day() -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 3, 1).unwrap()
+    }
+
+    const IDS: [&str; 6] = ["c1", "50%", "a/b c", "été 广告", "x\u{0}y", "%00"];
+
+    fn written() -> MemoryStore {
+        let store = MemoryStore::default();
+        let changes = LedgerChanges {
+            spend: IDS
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.to_string(), day(), Some(10 * (i as u64 + 1))))
+                .collect(),
+            added: vec![(
+                7,
+                DedupEntry {
+                    expires: 99,
+                    origin: Origin::default(),
+                    shard: route("c1"),
+                },
+            )],
+            dropped: vec![],
+            closed_before: 5,
+        };
+        store.persist(encode(changes, 0));
+        store
+    }
+
+    #[test]
+    fn every_id_keeps_its_spend_across_a_restore_on_any_number_of_workers() {
+        let store = written();
+        for peers in [1, 3] {
+            let mut all: Vec<DaySpend> = (0..peers)
+                .flat_map(|i| {
+                    restore(&store, Horizons::default(), i, peers)
+                        .unwrap()
+                        .all_spend()
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            all.sort_by_key(|s| s.spend_micros);
+            let got: Vec<(&str, u64)> = all
+                .iter()
+                .map(|s| (s.campaign_id.as_str(), s.spend_micros))
+                .collect();
+            let want: Vec<(&str, u64)> = IDS
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (*c, 10 * (i as u64 + 1)))
+                .collect();
+            assert_eq!(got, want, "{peers} worker(s)");
+        }
+    }
+
+    #[test]
+    fn an_unreadable_entry_stops_the_restore_naming_its_key() {
+        let cases: Vec<(Vec<u8>, Vec<u8>, &str)> = vec![
+            (spend_key("c9", day()), b"lots".to_vec(), "ledger/spend/"),
+            (
+                format!("ledger/spend/{:016x}/c9", route("c9")).into_bytes(),
+                b"1".to_vec(),
+                "component",
+            ),
+            (
+                format!("ledger/spend/{:016x}/c9\0someday", route("c9")).into_bytes(),
+                b"1".to_vec(),
+                "someday",
+            ),
+            (
+                format!("ledger/spend/{:016x}/50%\0{}", route("50%"), day()).into_bytes(),
+                b"1".to_vec(),
+                "escaped form",
+            ),
+            (
+                b"ledger/spend/nohash".to_vec(),
+                b"1".to_vec(),
+                "routing hash",
+            ),
+            (dedup_key_bytes(0, 3), b"{".to_vec(), "ledger/dedup/"),
+            (b"ledger/closed/1".to_vec(), b"yesterday".to_vec(), "closed"),
+        ];
+        for (key, value, says) in cases {
+            let store = written();
+            put(&store, vec![(key.clone(), value)]);
+            // Worker 0 of 1 owns every entry.
+            let e = restore(&store, Horizons::default(), 0, 1).unwrap_err();
+            let message = e.to_string();
+            assert!(
+                message.contains(&crate::routing::show_key(&key)),
+                "{message}"
+            );
+            assert!(message.contains(says), "{message}");
+        }
+        // An entry of another worker is not this worker's to read.
+        let store = written();
+        let other = (0..)
+            .map(|i| format!("c{i}"))
+            .find(|c| !owns(route(c), 0, 2))
+            .unwrap();
+        put(&store, vec![(spend_key(&other, day()), b"lots".to_vec())]);
+        assert!(restore(&store, Horizons::default(), 0, 2).is_ok());
+        assert!(restore(&store, Horizons::default(), 1, 2).is_err());
+    }
+
+    #[test]
+    fn a_store_read_error_stops_the_restore() {
+        for broken in ["ledger/spend/", "ledger/dedup/", "ledger/closed/"] {
+            let store = BrokenStore {
+                broken: broken.as_bytes().to_vec(),
+                ..BrokenStore::default()
+            };
+            let e = restore(&store, Horizons::default(), 0, 1).unwrap_err();
+            assert!(matches!(e, RestoreError::Scan(_)), "{e}");
+            assert!(e.to_string().contains(broken), "{e}");
+        }
+    }
 }
