@@ -207,7 +207,7 @@ fn settle_and_check(
     let ends = end_offsets(kafka, pipeline)?;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let done = restore_offsets(&*running.store);
+        let done = restore_offsets(&*running.store)?;
         let behind: Vec<String> = ends
             .iter()
             .filter(|(k, end)| **end > 0 && done.get(k).copied().unwrap_or(0) < **end)
@@ -234,7 +234,7 @@ fn settle_and_check(
         std::thread::sleep(Duration::from_millis(100));
     }
     let ledger =
-        adstream_operators::ledger::operator::restore(&*running.store, Horizons::default(), 0, 1);
+        adstream_operators::ledger::operator::restore(&*running.store, Horizons::default(), 0, 1)?;
     let mut actual: BTreeMap<(String, chrono::NaiveDate), u64> = BTreeMap::new();
     for s in ledger.all_spend() {
         actual.insert((s.campaign_id, s.day), s.spend_micros);

@@ -125,6 +125,10 @@ async fn campaign(
     Path(id): Path<String>,
     Query(query): Query<DayQuery>,
 ) -> Result<Response, ApiError> {
+    adstream_operators::events::check_id(&id).map_err(|e| ApiError {
+        status: StatusCode::BAD_REQUEST,
+        message: format!("path `id`: {e}"),
+    })?;
     let found = match query.day {
         None => state.live.status(&id),
         Some(day) => {
@@ -388,6 +392,14 @@ mod tests {
         let (status, body) = get_json(app.clone(), "/v1/campaigns/c1?day=tuesday").await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(body["error"].as_str().unwrap().contains("day"));
+        for bad in ["a%00b", "a%0Ab", "%7F", &"x".repeat(257)] {
+            let (status, body) = get_json(app.clone(), &format!("/v1/campaigns/{bad}")).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+            assert!(
+                body["error"].as_str().unwrap().contains("path `id`"),
+                "{body}"
+            );
+        }
         let (status, body) = get_json(app.clone(), "/v1/campaigns/nope").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert!(body["error"].as_str().unwrap().contains("nope"));

@@ -385,7 +385,7 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
         let (index, peers) = (worker.index(), worker.peers());
         let leader = index % workers == 0;
         let owned = assignment(&layout, index, peers);
-        let offsets = restore_offsets(&*store);
+        let offsets = restore_offsets(&*store).unwrap_or_else(|e| panic!("restoring Kafka offsets: {e}"));
         let reader = KafkaReader::new(&config, &topics, owned, &offsets, Some(worker_metrics.consumer_lag.clone())).map_err(|e| format!("{e:#}"))?;
         let (requests, activator_slot) = receivers
             .lock()

@@ -10,7 +10,8 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Instant;
 
-use adstream_operators::checkpoint::{StateBatch, StateStore, Ticket};
+use adstream_operators::checkpoint::{ScanError, StateBatch, StateStore, Ticket};
+use adstream_operators::routing::{migrate_v0, FAMILIES, FORMAT_KEY, FORMAT_VERSION};
 use rocksdb::{Options, WriteBatch, WriteOptions, DB};
 
 /// Why the store could not be opened.
@@ -27,6 +28,15 @@ pub enum StoreError {
     /// The writer thread could not start.
     #[error("starting the state writer thread: {0}")]
     Thread(std::io::Error),
+    /// The store's key format is not one this build reads, or a version-0 key cannot be
+    /// migrated (see `adstream_operators::routing`).
+    #[error("state store at {path}: {message}")]
+    Format {
+        /// Directory.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
     /// The directory holds the state of a differently shaped cluster.
     #[error("state store at {path} belongs to a cluster of {found} process(es); this run has {expected}. Use the same --processes, or a fresh --state-dir")]
     Shape {
@@ -98,6 +108,7 @@ impl RocksStore {
                     source,
                 })?,
         }
+        prepare_format(&db, &name)?;
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel::<(StateBatch, Ticket)>();
         let db_writer = db.clone();
@@ -145,23 +156,76 @@ impl RocksStore {
     }
 }
 
-impl StateStore for RocksStore {
-    fn scan(&self, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let mut out = Vec::new();
-        for item in self.db.iterator(rocksdb::IteratorMode::From(
-            prefix,
-            rocksdb::Direction::Forward,
-        )) {
-            match item {
-                Ok((k, v)) if k.starts_with(prefix) => out.push((k.to_vec(), v.to_vec())),
-                Ok(_) => break,
-                Err(e) => {
-                    tracing::error!(error = %e, "state scan failed");
-                    break;
-                }
-            }
+/// Every entry under `prefix`, or RocksDB's read error.
+fn scan_db(db: &DB, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ScanError> {
+    let mut out = Vec::new();
+    for item in db.iterator(rocksdb::IteratorMode::From(
+        prefix,
+        rocksdb::Direction::Forward,
+    )) {
+        let (k, v) = item.map_err(|e| ScanError::new(prefix, e.to_string()))?;
+        if !k.starts_with(prefix) {
+            break;
         }
-        out
+        out.push((k.to_vec(), v.to_vec()));
+    }
+    Ok(out)
+}
+
+/// Checks the store's key format ([`FORMAT_KEY`]); a store without one is migrated from
+/// version 0 and marked, in one atomic write (see `adstream_operators::routing`).
+fn prepare_format(db: &DB, path: &str) -> Result<(), StoreError> {
+    let rocks = |source| StoreError::Rocks {
+        path: path.to_string(),
+        source,
+    };
+    let refuse = |message: String| StoreError::Format {
+        path: path.to_string(),
+        message,
+    };
+    match db.get(FORMAT_KEY).map_err(rocks)? {
+        Some(v) if v == FORMAT_VERSION.as_bytes() => Ok(()),
+        Some(v) => Err(refuse(format!(
+            "its key format is {:?}; this adstream reads format {FORMAT_VERSION}. Run the \
+             adstream that wrote it, or start from a fresh --state-dir",
+            String::from_utf8_lossy(&v)
+        ))),
+        None => {
+            let mut entries = Vec::new();
+            for family in FAMILIES {
+                entries.extend(
+                    scan_db(db, family.prefix.as_bytes()).map_err(|e| refuse(e.to_string()))?,
+                );
+            }
+            let migration = migrate_v0(entries).map_err(|e| {
+                refuse(format!(
+                    "migrating from key format 0 to {FORMAT_VERSION}: {e}"
+                ))
+            })?;
+            if !migration.is_empty() {
+                tracing::info!(
+                    keys = migration.puts.len(),
+                    "state keys migrated to format {FORMAT_VERSION}"
+                );
+            }
+            let mut batch = WriteBatch::default();
+            for k in &migration.deletes {
+                batch.delete(k);
+            }
+            for (k, v) in &migration.puts {
+                batch.put(k, v);
+            }
+            batch.put(FORMAT_KEY, FORMAT_VERSION);
+            let mut sync = WriteOptions::default();
+            sync.set_sync(true);
+            db.write_opt(batch, &sync).map_err(rocks)
+        }
+    }
+}
+
+impl StateStore for RocksStore {
+    fn scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ScanError> {
+        scan_db(&self.db, prefix)
     }
 
     fn persist(&self, batch: StateBatch) -> Ticket {
@@ -196,11 +260,100 @@ mod tests {
             assert_eq!(t.poll(), Some(true));
         }
         let s = RocksStore::open(dir.path(), 0, 1, false, None).unwrap();
-        assert_eq!(s.scan(b"a/"), vec![(b"a/1".to_vec(), b"x".to_vec())]);
+        assert_eq!(s.scan(b"a/"), Ok(vec![(b"a/1".to_vec(), b"x".to_vec())]));
+        assert_eq!(
+            s.scan(FORMAT_KEY).unwrap(),
+            vec![(FORMAT_KEY.to_vec(), FORMAT_VERSION.as_bytes().to_vec())]
+        );
         drop(s);
         assert!(matches!(
             RocksStore::open(dir.path(), 0, 2, false, None),
             Err(StoreError::Shape { .. })
         ));
+    }
+
+    fn raw_db(dir: &Path) -> DB {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        DB::open(&opts, dir.join("process-0")).unwrap()
+    }
+
+    #[test]
+    fn a_version_0_store_is_migrated_on_open() {
+        use adstream_operators::routing::{LEDGER_SPEND, PACING};
+        let dir = tempfile::tempdir().unwrap();
+        let spend = |campaign: &str| {
+            let mut k = format!("ledger/spend/{:016x}/", 3).into_bytes();
+            k.extend_from_slice(format!("{campaign}\u{0}2026-01-02").as_bytes());
+            k
+        };
+        {
+            let db = raw_db(dir.path());
+            db.put(spend("plain"), "1").unwrap();
+            db.put(spend("50%"), "2").unwrap();
+            db.put(spend("a\u{0}b"), "3").unwrap();
+            db.put(format!("pacing/{:016x}/tab\there", 4), "{}")
+                .unwrap();
+            db.put("offsets/clicks/0", "9").unwrap();
+        }
+        let s = RocksStore::open(dir.path(), 0, 1, false, None).unwrap();
+        let mut spends: Vec<(Vec<String>, Vec<u8>)> = s
+            .scan(LEDGER_SPEND.prefix.as_bytes())
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| (LEDGER_SPEND.parse(&k).unwrap().1, v))
+            .collect();
+        spends.sort();
+        let row = |c: &str, v: &str| {
+            (
+                vec![c.to_string(), "2026-01-02".to_string()],
+                v.as_bytes().to_vec(),
+            )
+        };
+        assert_eq!(
+            spends,
+            vec![row("50%", "2"), row("a\u{0}b", "3"), row("plain", "1")]
+        );
+        let pacing = s.scan(PACING.prefix.as_bytes()).unwrap();
+        assert_eq!(
+            PACING.parse(&pacing[0].0).unwrap(),
+            (4, vec!["tab\there".to_string()])
+        );
+        assert_eq!(s.scan(b"offsets/").unwrap().len(), 1);
+        drop(s);
+        // Marked: reopening migrates nothing again (`50%25` stays `50%`).
+        let s = RocksStore::open(dir.path(), 0, 1, false, None).unwrap();
+        assert_eq!(s.scan(LEDGER_SPEND.prefix.as_bytes()).unwrap().len(), 3);
+        assert!(s
+            .scan(LEDGER_SPEND.prefix.as_bytes())
+            .unwrap()
+            .iter()
+            .any(|(k, _)| LEDGER_SPEND.parse(k).unwrap().1[0] == "50%"));
+    }
+
+    #[test]
+    fn an_ambiguous_or_newer_store_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = raw_db(dir.path());
+            let mut k = format!("labels/{:016x}/", 3).into_bytes();
+            k.extend_from_slice(b"r\0x\01");
+            db.put(k, "{}").unwrap();
+        }
+        let e = RocksStore::open(dir.path(), 0, 1, false, None)
+            .err()
+            .unwrap();
+        assert!(matches!(e, StoreError::Format { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .contains("labels/0000000000000003/r\\x00x\\x001"),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        raw_db(dir.path()).put(FORMAT_KEY, "2").unwrap();
+        let e = RocksStore::open(dir.path(), 0, 1, false, None)
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("key format is \"2\""), "{e}");
     }
 }

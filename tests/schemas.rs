@@ -5,7 +5,8 @@
 //! - every example in `schemas/examples/invalid/` is rejected by both;
 //! - removing any required field from a valid example is rejected by both;
 //! - what the Rust types serialise validates against the schemas;
-//! - the few rules a JSON Schema cannot express (IANA zones, `end` before `start`) are pinned so a
+//! - the few rules a JSON Schema cannot express (IANA zones, `end` before `start`, the byte
+//!   length of non-ASCII ids) are pinned so a
 //!   change on either side is noticed.
 //!
 //! An example's schema is picked from its file name: `campaign.json`, `campaign_minimal.json` and
@@ -298,6 +299,11 @@ fn known_schema_gaps_are_caught_by_the_parser() {
     let mut bad_zone = base.clone();
     bad_zone["timezone"] = Value::from("Mars/Olympus_Mons");
     cases.push(("unknown IANA time zone", bad_zone));
+
+    // maxLength counts characters; the id limit is in bytes of UTF-8.
+    let mut wide_id = base.clone();
+    wide_id["campaign_id"] = Value::from("é".repeat(200));
+    cases.push(("an id of 200 characters and 400 bytes", wide_id));
 
     let mut reversed = base.clone();
     reversed["start"] = Value::from("2026-12-01T00:00:00Z");

@@ -71,10 +71,80 @@ impl Ticket {
     }
 }
 
+/// A store could not be read.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("reading the state store under {prefix}: {message}")]
+pub struct ScanError {
+    /// The prefix scanned, printable.
+    pub prefix: String,
+    /// The store's error.
+    pub message: String,
+}
+
+impl ScanError {
+    /// A failed scan of `prefix`.
+    pub fn new(prefix: &[u8], message: impl Into<String>) -> Self {
+        ScanError {
+            prefix: crate::routing::show_key(prefix),
+            message: message.into(),
+        }
+    }
+}
+
+/// Why an operator's state could not be restored. Never skipped: the process stops with it, and
+/// a supervisor's restart (or an operator's hand) has to deal with the store first.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RestoreError {
+    /// The store failed to read.
+    #[error(transparent)]
+    Scan(#[from] ScanError),
+    /// An entry's key cannot be decoded.
+    #[error(transparent)]
+    Key(#[from] crate::routing::KeyError),
+    /// An entry's value cannot be decoded.
+    #[error("state entry {key}: {message}")]
+    Value {
+        /// The entry's key, printable.
+        key: String,
+        /// What is wrong with its value.
+        message: String,
+    },
+}
+
+impl RestoreError {
+    /// The value stored under `key` cannot be read.
+    pub fn value(key: &[u8], message: impl std::fmt::Display) -> Self {
+        RestoreError::Value {
+            key: crate::routing::show_key(key),
+            message: message.to_string(),
+        }
+    }
+}
+
+/// Decodes a JSON value stored under `key`.
+pub fn json_value<T: serde::de::DeserializeOwned>(
+    key: &[u8],
+    value: &[u8],
+) -> Result<T, RestoreError> {
+    serde_json::from_slice(value).map_err(|e| RestoreError::value(key, e))
+}
+
+/// Decodes a value stored under `key` as the text of a number (or of anything [`std::str::FromStr`]).
+pub fn text_value<T>(key: &[u8], value: &[u8]) -> Result<T, RestoreError>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    let text = std::str::from_utf8(value).map_err(|e| RestoreError::value(key, e))?;
+    text.parse()
+        .map_err(|e| RestoreError::value(key, format!("{text:?}: {e}")))
+}
+
 /// Durable key-value state with atomic batches.
 pub trait StateStore: Send + Sync + 'static {
-    /// Every entry whose key starts with `prefix` (used at start-up to restore).
-    fn scan(&self, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)>;
+    /// Every entry whose key starts with `prefix` (used at start-up to restore), or the store's
+    /// read error: never a silently shortened list.
+    fn scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ScanError>;
     /// Makes `batch` durable atomically, off the caller's thread.
     fn persist(&self, batch: StateBatch) -> Ticket;
 }
@@ -93,14 +163,16 @@ impl MemoryStore {
 }
 
 impl StateStore for MemoryStore {
-    fn scan(&self, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let Ok(data) = self.data.lock() else {
-            return Vec::new();
-        };
-        data.range(prefix.to_vec()..)
+    fn scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ScanError> {
+        let data = self
+            .data
+            .lock()
+            .map_err(|_| ScanError::new(prefix, "a writer panicked holding the store"))?;
+        Ok(data
+            .range(prefix.to_vec()..)
             .take_while(|(k, _)| k.starts_with(prefix))
             .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
+            .collect())
     }
 
     fn persist(&self, batch: StateBatch) -> Ticket {
@@ -225,6 +297,41 @@ pub fn follow_frontier(cap: &mut Option<Capability<u64>>, frontier: Option<&u64>
     }
 }
 
+/// Stores for restore tests: one that fails to read.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// A [`MemoryStore`] whose scans of keys under `broken` fail, as a disk read error would.
+    #[derive(Default)]
+    pub(crate) struct BrokenStore {
+        pub(crate) inner: MemoryStore,
+        pub(crate) broken: Vec<u8>,
+    }
+
+    impl StateStore for BrokenStore {
+        fn scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ScanError> {
+            if prefix.starts_with(&self.broken) || self.broken.starts_with(prefix) {
+                return Err(ScanError::new(prefix, "injected read error"));
+            }
+            self.inner.scan(prefix)
+        }
+
+        fn persist(&self, batch: StateBatch) -> Ticket {
+            self.inner.persist(batch)
+        }
+    }
+
+    /// Puts `entries` into `store`.
+    pub(crate) fn put(store: &dyn StateStore, entries: Vec<(Vec<u8>, Vec<u8>)>) {
+        let t = store.persist(StateBatch {
+            puts: entries,
+            deletes: vec![],
+        });
+        assert_eq!(t.poll(), Some(true));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,11 +347,11 @@ mod tests {
             deletes: vec![],
         });
         assert_eq!(t.poll(), Some(true));
-        assert_eq!(s.scan(b"a/"), vec![(b"a/1".to_vec(), b"x".to_vec())]);
+        assert_eq!(s.scan(b"a/"), Ok(vec![(b"a/1".to_vec(), b"x".to_vec())]));
         s.persist(StateBatch {
             puts: vec![],
             deletes: vec![b"a/1".to_vec()],
         });
-        assert!(s.scan(b"a/").is_empty());
+        assert!(s.scan(b"a/").unwrap().is_empty());
     }
 }

@@ -72,12 +72,62 @@ pub fn parse_json<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, Parse
     }
 }
 
-fn require_nonempty(field: &str, value: &str) -> Result<(), ParseError> {
+/// The longest id accepted anywhere (campaign, advertiser, ad, request, impression, user and
+/// event ids; Kafka keys that are ids; ids in HTTP paths and bodies), in UTF-8 bytes.
+pub const MAX_ID_BYTES: usize = 256;
+
+/// Why a string is not a valid id (see [`check_id`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    /// Empty or only white space.
+    #[error("must not be empty")]
+    Empty,
+    /// Longer than [`MAX_ID_BYTES`].
+    #[error("is {0} bytes long; ids are at most {MAX_ID_BYTES} bytes")]
+    TooLong(usize),
+    /// Holds a control character (Unicode general category Cc: NUL, tab, newline, DEL, C1...).
+    #[error("contains the control character U+{code:04X} at byte {at}; ids may not contain control characters")]
+    Control {
+        /// The character's code point.
+        code: u32,
+        /// Its byte offset in the id.
+        at: usize,
+    },
+}
+
+/// The one rule for ids, at every input: not blank, at most [`MAX_ID_BYTES`] bytes of UTF-8,
+/// and no control character (general category Cc). Anything else (spaces inside, `%`, `/`,
+/// quotes, any non-ASCII letter or symbol) is a valid id.
+pub fn check_id(value: &str) -> Result<(), IdError> {
+    check_optional_id(value)?;
     if value.trim().is_empty() {
-        Err(ParseError::field(field, "must not be empty"))
-    } else {
-        Ok(())
+        return Err(IdError::Empty);
     }
+    Ok(())
+}
+
+/// [`check_id`] for an optional id (OpenRTB's `user.id` and `tagid`): empty is allowed (it
+/// means absent), the length and control-character rules are not relaxed.
+pub fn check_optional_id(value: &str) -> Result<(), IdError> {
+    if value.len() > MAX_ID_BYTES {
+        return Err(IdError::TooLong(value.len()));
+    }
+    if let Some((at, c)) = value.char_indices().find(|(_, c)| c.is_control()) {
+        return Err(IdError::Control { code: c as u32, at });
+    }
+    Ok(())
+}
+
+/// [`check_id`] for the field `field`, as a [`ParseError`] naming it.
+pub fn require_id(field: &str, value: &str) -> Result<(), ParseError> {
+    check_id(value).map_err(|e| ParseError::field(field, e.to_string()))
+}
+
+/// [`check_optional_id`] for the field `field`, as a [`ParseError`] naming it.
+pub fn require_optional_id(field: &str, value: Option<&str>) -> Result<(), ParseError> {
+    value.map_or(Ok(()), |v| {
+        check_optional_id(v).map_err(|e| ParseError::field(field, e.to_string()))
+    })
 }
 
 /// Which event a campaign pays for.
@@ -233,8 +283,8 @@ impl Campaign {
 
     /// Checks the invariants serde cannot express.
     pub fn validate(&self) -> Result<(), ParseError> {
-        require_nonempty("campaign_id", &self.campaign_id)?;
-        require_nonempty("advertiser_id", &self.advertiser_id)?;
+        require_id("campaign_id", &self.campaign_id)?;
+        require_id("advertiser_id", &self.advertiser_id)?;
         if self.daily_budget_micros > MAX_DAILY_BUDGET_MICROS {
             return Err(ParseError::field(
                 "daily_budget_micros",
@@ -260,7 +310,7 @@ impl Campaign {
             }
         }
         for (i, c) in self.creatives.iter().enumerate() {
-            require_nonempty(&format!("creatives[{i}].ad_id"), &c.ad_id)?;
+            require_id(&format!("creatives[{i}].ad_id"), &c.ad_id)?;
         }
         Ok(())
     }
@@ -315,7 +365,7 @@ impl AdEvent {
             ("ad_id", &e.ad_id),
             ("user_id", &e.user_id),
         ] {
-            require_nonempty(name, value)?;
+            require_id(name, value)?;
         }
         Ok(e)
     }
@@ -350,7 +400,7 @@ impl Conversion {
             ("advertiser_id", &e.advertiser_id),
             ("type", &e.kind),
         ] {
-            require_nonempty(name, value)?;
+            require_id(name, value)?;
         }
         Ok(e)
     }
@@ -425,5 +475,82 @@ mod tests {
         }
         let conv = br#"{"event_id":"e","ts":5,"user_id":"u","advertiser_id":"a","type":"purchase","value_micros":10}"#;
         assert_eq!(Conversion::parse(conv).unwrap().kind, "purchase");
+    }
+
+    #[test]
+    fn the_id_rule() {
+        let max = "é".repeat(MAX_ID_BYTES / 2);
+        for ok in [
+            "c1",
+            "50% off/summer sale",
+            "ünïcødé 广告",
+            "a b",
+            "\"quoted\"",
+            &max,
+        ] {
+            assert_eq!(check_id(ok), Ok(()), "{ok:?}");
+        }
+        assert_eq!(check_id(""), Err(IdError::Empty));
+        assert_eq!(check_id("  "), Err(IdError::Empty));
+        assert_eq!(
+            check_id(&format!("{max}x")),
+            Err(IdError::TooLong(MAX_ID_BYTES + 1))
+        );
+        for (bad, code, at) in [
+            ("a\u{0}b", 0, 1),
+            ("\n", 0x0a, 0),
+            ("tab\there", 9, 3),
+            ("del\u{7f}", 0x7f, 3),
+            ("é\u{85}", 0x85, 2),
+            ("\u{9f}", 0x9f, 0),
+        ] {
+            assert_eq!(check_id(bad), Err(IdError::Control { code, at }), "{bad:?}");
+        }
+        let e = require_id("imp_id", "1\u{0}").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "field `imp_id`: contains the control character U+0000 at byte 1; ids may not contain control characters"
+        );
+    }
+
+    #[test]
+    fn every_id_field_of_every_event_is_checked() {
+        let field_of = |r: Result<(), ParseError>| match r {
+            Err(ParseError::Field { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+        let ad = serde_json::json!({"event_id":"e","ts":1,"request_id":"r","imp_id":"1",
+            "campaign_id":"c","ad_id":"a","user_id":"u"});
+        for field in [
+            "event_id",
+            "request_id",
+            "imp_id",
+            "campaign_id",
+            "ad_id",
+            "user_id",
+        ] {
+            for bad in ["x\u{0}y", "\t", &"x".repeat(MAX_ID_BYTES + 1)] {
+                let mut doc = ad.clone();
+                doc[field] = bad.into();
+                let body = serde_json::to_vec(&doc).unwrap();
+                assert_eq!(field_of(AdEvent::parse(&body).map(|_| ())), field);
+            }
+        }
+        let conv =
+            serde_json::json!({"event_id":"e","ts":1,"user_id":"u","advertiser_id":"a","type":"t"});
+        for field in ["event_id", "user_id", "advertiser_id", "type"] {
+            let mut doc = conv.clone();
+            doc[field] = "\u{1b}[31m".into();
+            let body = serde_json::to_vec(&doc).unwrap();
+            assert_eq!(field_of(Conversion::parse(&body).map(|_| ())), field);
+        }
+        for (from, to, field) in [
+            ("\"c1\"", "\"c\\u0000\"", "campaign_id"),
+            ("\"a1\"", "\"a\\n\"", "advertiser_id"),
+            ("\"ad1\"", "\"ad\\u007f\"", "creatives[0].ad_id"),
+        ] {
+            let bad = CAMPAIGN.replace(from, to);
+            assert_eq!(field_of(Campaign::parse(bad.as_bytes()).map(|_| ())), field);
+        }
     }
 }

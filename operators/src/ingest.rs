@@ -5,7 +5,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::events::{parse_json, AdEvent, Campaign, Conversion, EventKind, ParseError};
+use crate::events::{
+    check_id, parse_json, require_id, require_optional_id, AdEvent, Campaign, Conversion,
+    EventKind, ParseError,
+};
 use crate::ledger::Origin;
 use crate::serve::operator::Served;
 use crate::time::EventTime;
@@ -223,20 +226,20 @@ pub enum Ingested {
     Dead(Box<DeadLetter>),
 }
 
-/// Parses a served-ad record; `request_id` and `imp_id` (the join key) must not be empty.
+/// Parses a served-ad record; its ids follow the id rule ([`crate::events::check_id`]).
 fn parse_served(bytes: &[u8]) -> Result<Served, ParseError> {
     let served: Served = parse_json(bytes)?;
     for (field, value) in [
         ("request_id", &served.request_id),
         ("imp_id", &served.imp_id),
+        ("campaign_id", &served.campaign_id),
+        ("advertiser_id", &served.advertiser_id),
+        ("ad_id", &served.ad_id),
     ] {
-        if value.trim().is_empty() {
-            return Err(ParseError::Field {
-                field: field.to_string(),
-                message: "must not be empty".to_string(),
-            });
-        }
+        require_id(field, value)?;
     }
+    require_optional_id("user_id", served.user_id.as_deref())?;
+    require_optional_id("tag_id", served.tag_id.as_deref())?;
     Ok(served)
 }
 
@@ -281,6 +284,17 @@ fn token_reason(err: &TokenError) -> Reason {
     }
 }
 
+/// The key of an `ads.campaigns` message, which is the campaign's id: UTF-8 and a valid id.
+fn campaign_key(msg: &RawMessage) -> Result<Option<&str>, String> {
+    let Some(key) = msg.key.as_deref() else {
+        return Ok(None);
+    };
+    let key = std::str::from_utf8(key)
+        .map_err(|_| "field `key` (the campaign_id): not UTF-8".to_string())?;
+    check_id(key).map_err(|e| format!("field `key` (the campaign_id): {e}"))?;
+    Ok(Some(key))
+}
+
 /// What [`decode`] needs from the pipeline.
 #[derive(Clone, Debug)]
 pub struct DecodeConfig {
@@ -318,13 +332,19 @@ pub fn decode(msg: RawMessage, cfg: &DecodeConfig) -> (Option<EventTime>, Ingest
     }
     match msg.stream {
         StreamId::Campaigns => {
-            let key = msg.key.as_deref().map(String::from_utf8_lossy);
+            let key = match campaign_key(msg) {
+                Ok(key) => key,
+                Err(detail) => {
+                    let dead = DeadLetter::of(msg, Reason::InvalidField, detail);
+                    return (kafka_time, Ingested::Dead(Box::new(dead)));
+                }
+            };
             match &msg.payload {
                 None => match key {
-                    Some(id) if !id.is_empty() => (
+                    Some(id) => (
                         kafka_time,
                         Ingested::Campaign {
-                            campaign_id: id.into_owned(),
+                            campaign_id: id.to_string(),
                             campaign: None,
                         },
                     ),
@@ -597,6 +617,37 @@ mod tests {
     }
 
     #[test]
+    fn campaign_keys_follow_the_id_rule() {
+        let body = br#"{"campaign_id":"c\u0000","advertiser_id":"a","daily_budget_micros":1,"timezone":"UTC","billing":"cpm","bid_micros":1}"#;
+        for (key, payload, named) in [
+            (b"c\0".to_vec(), None, "field `key`"),
+            (b"c\n".to_vec(), None, "field `key`"),
+            (vec![0xff, b'c'], None, "not UTF-8"),
+            (vec![b'k'; 257], None, "257 bytes"),
+            (b"c\0".to_vec(), Some(body.to_vec()), "field `key`"),
+            (b"c".to_vec(), Some(body.to_vec()), "field `campaign_id`"),
+        ] {
+            let mut m = msg(StreamId::Campaigns, b"");
+            m.key = Some(key);
+            m.payload = payload;
+            match decode(m, &cfg()).1 {
+                Ingested::Dead(d) => {
+                    assert_eq!(d.reason, Reason::InvalidField);
+                    assert!(d.detail.contains(named), "{}", d.detail);
+                }
+                other => panic!("accepted: {other:?}"),
+            }
+        }
+        let mut m = msg(StreamId::Campaigns, b"");
+        m.key = Some("50% off/été".as_bytes().to_vec());
+        m.payload = None;
+        assert!(matches!(
+            decode(m, &cfg()).1,
+            Ingested::Campaign { campaign: None, .. }
+        ));
+    }
+
+    #[test]
     fn served_records_decode_at_their_time_and_bad_ones_are_dead_letters() {
         let mut doc = serde_json::json!({
             "request_id": "r", "imp_id": "1", "ts": 1234, "campaign_id": "c",
@@ -671,6 +722,36 @@ mod tests {
                 field("campaign_id", "c2".into()),
                 Reason::TokenMismatch,
                 "`campaign_id`",
+            ),
+            (
+                field("request_id", "r\u{0}1".into()),
+                Reason::InvalidField,
+                "`request_id`",
+            ),
+            (
+                field("campaign_id", "c\n".into()),
+                Reason::InvalidField,
+                "`campaign_id`",
+            ),
+            (
+                field("advertiser_id", "x".repeat(257).into()),
+                Reason::InvalidField,
+                "`advertiser_id`",
+            ),
+            (
+                field("ad_id", "\u{7f}".into()),
+                Reason::InvalidField,
+                "`ad_id`",
+            ),
+            (
+                field("user_id", "u\t".into()),
+                Reason::InvalidField,
+                "`user_id`",
+            ),
+            (
+                field("tag_id", "t\u{0}".into()),
+                Reason::InvalidField,
+                "`tag_id`",
             ),
         ];
         for (body, want, named) in cases {

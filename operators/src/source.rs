@@ -23,8 +23,9 @@ use std::time::Duration;
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::{ProbeHandle, Scope, StreamVec};
 
-use crate::checkpoint::{StateBatch, StateStore, Ticket};
+use crate::checkpoint::{text_value, RestoreError, StateBatch, StateStore, Ticket};
 use crate::ingest::{RawMessage, StreamId};
+use crate::routing::KeyError;
 use crate::time::EventTime;
 
 /// A non-blocking reader of the partitions a worker owns.
@@ -118,24 +119,25 @@ pub fn offset_key(stream: StreamId, partition: i32) -> Vec<u8> {
     format!("offsets/{}/{partition}", stream.as_str()).into_bytes()
 }
 
-/// Reads the checkpointed next offsets back.
-pub fn restore_offsets(store: &dyn StateStore) -> BTreeMap<(StreamId, i32), i64> {
+/// Reads the checkpointed next offsets back; an entry that cannot be read, or a store read
+/// error, is an error naming the key (never a partition silently read from the start).
+pub fn restore_offsets(
+    store: &dyn StateStore,
+) -> Result<BTreeMap<(StreamId, i32), i64>, RestoreError> {
     let mut out = BTreeMap::new();
-    for (k, v) in store.scan(b"offsets/") {
-        let key = String::from_utf8_lossy(&k).into_owned();
+    for (k, v) in store.scan(b"offsets/")? {
+        let key = std::str::from_utf8(&k).unwrap_or_default();
         let mut parts = key.split('/').skip(1);
         let stream = parts
             .next()
             .and_then(|s| StreamId::ALL.into_iter().find(|id| id.as_str() == s));
         let partition = parts.next().and_then(|p| p.parse::<i32>().ok());
-        let offset = std::str::from_utf8(&v)
-            .ok()
-            .and_then(|s| s.parse::<i64>().ok());
-        if let (Some(s), Some(p), Some(o)) = (stream, partition, offset) {
-            out.insert((s, p), o);
-        }
+        let (Some(stream), Some(partition), None) = (stream, partition, parts.next()) else {
+            return Err(KeyError::new(&k, "expected offsets/{stream}/{partition}").into());
+        };
+        out.insert((stream, partition), text_value::<i64>(&k, &v)?);
     }
-    out
+    Ok(out)
 }
 
 fn tick(ms: i64, tick_ms: u64) -> u64 {
@@ -371,8 +373,47 @@ mod tests {
             stamped,
             vec![(5_000, (0, 10)), (6_000, (1, 3)), (7_000, (0, 11))]
         );
-        let offsets = restore_offsets(&*store);
+        let offsets = restore_offsets(&*store).unwrap();
         assert_eq!(offsets.get(&(StreamId::Clicks, 0)), Some(&12));
         assert_eq!(offsets.get(&(StreamId::Clicks, 1)), Some(&4));
+    }
+}
+
+#[cfg(test)]
+mod restore_tests {
+    use super::*;
+    use crate::checkpoint::testing::{put, BrokenStore};
+    use crate::checkpoint::MemoryStore;
+
+    #[test]
+    fn an_unreadable_offset_stops_the_restore_naming_its_key() {
+        for (key, value) in [
+            (offset_key(StreamId::Clicks, 0), b"ten".to_vec()),
+            (b"offsets/bananas/0".to_vec(), b"1".to_vec()),
+            (b"offsets/clicks/x".to_vec(), b"1".to_vec()),
+            (b"offsets/clicks/0/1".to_vec(), b"1".to_vec()),
+        ] {
+            let store = MemoryStore::default();
+            put(
+                &store,
+                vec![
+                    (offset_key(StreamId::Impressions, 3), b"7".to_vec()),
+                    (key.clone(), value),
+                ],
+            );
+            let e = restore_offsets(&store).unwrap_err();
+            assert!(
+                e.to_string().contains(&crate::routing::show_key(&key)),
+                "{e}"
+            );
+        }
+        let store = BrokenStore {
+            broken: b"offsets/".to_vec(),
+            ..BrokenStore::default()
+        };
+        assert!(matches!(
+            restore_offsets(&store),
+            Err(RestoreError::Scan(_))
+        ));
     }
 }

@@ -16,11 +16,11 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::StreamVec;
 
 use super::{Attributor, Touch, UserTouches, Windows};
-use crate::checkpoint::{CheckpointGate, StateBatch, StateStore};
+use crate::checkpoint::{json_value, CheckpointGate, RestoreError, StateBatch, StateStore};
 use crate::events::{Billing, Conversion, EventKind};
 use crate::ingest::RawBytes;
 use crate::ledger::{Charge, Origin};
-use crate::routing::{owns, route, split_hash_prefix};
+use crate::routing::{owns, route, ATTRIBUTION};
 use crate::time::EventTime;
 use crate::token::WinClaims;
 
@@ -67,28 +67,25 @@ pub enum Attributed {
 pub type UserTouch = (String, Touch);
 
 fn state_key(user: &str, advertiser: &str) -> Vec<u8> {
-    format!("attr/{:016x}/{user}\u{0}{advertiser}", route(user)).into_bytes()
+    ATTRIBUTION.key(route(user), &[user, advertiser])
 }
 
-/// Rebuilds worker `index` of `peers`'s attribution state.
-pub fn restore(store: &dyn StateStore, windows: Windows, index: usize, peers: usize) -> Attributor {
+/// Rebuilds worker `index` of `peers`'s attribution state. Entries of other workers are skipped;
+/// an entry that cannot be read, or a store read error, is an error naming the key.
+pub fn restore(
+    store: &dyn StateStore,
+    windows: Windows,
+    index: usize,
+    peers: usize,
+) -> Result<Attributor, RestoreError> {
     let mut attributor = Attributor::new(windows);
-    for (k, v) in store.scan(b"attr/") {
-        let key = String::from_utf8_lossy(&k).into_owned();
-        let Some((hash, tail)) = split_hash_prefix(&key["attr/".len()..]) else {
-            continue;
-        };
-        let Some((user, advertiser)) = tail.split_once('\u{0}') else {
-            continue;
-        };
-        if let (true, Ok(touches)) = (
-            owns(hash, index, peers),
-            serde_json::from_slice::<UserTouches>(&v),
-        ) {
-            attributor.restore((user.to_string(), advertiser.to_string()), touches);
+    for (k, v) in store.scan(ATTRIBUTION.prefix.as_bytes())? {
+        let (hash, [user, advertiser]) = ATTRIBUTION.parse_as(&k)?;
+        if owns(hash, index, peers) {
+            attributor.restore((user, advertiser), json_value::<UserTouches>(&k, &v)?);
         }
     }
-    attributor
+    Ok(attributor)
 }
 
 /// Builds the attribution operator: every attributed conversion out, and a charge for each CPA one.
@@ -108,7 +105,8 @@ pub fn attribute<'scope>(
         "Attribute",
         move |capability, info| {
             let activator = scope.activator_for(info.address);
-            let mut state = restore(&*store, windows, index, peers);
+            let mut state = restore(&*store, windows, index, peers)
+                .unwrap_or_else(|e| panic!("restoring attribution of worker {index}: {e}"));
             let mut gate = CheckpointGate::new(capability, checkpoint_interval, activator);
             let mut pending: Vec<(timely::dataflow::operators::Capability<u64>, ConversionIn)> =
                 Vec::new();
@@ -182,4 +180,94 @@ pub fn attribute<'scope>(
             }
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::testing::{put, BrokenStore};
+    use crate::checkpoint::MemoryStore;
+
+    fn touches(advertiser: &str) -> UserTouches {
+        let mut a = Attributor::new(Windows::default());
+        a.record(
+            "u",
+            Touch {
+                ts: EventTime(100),
+                kind: EventKind::Click,
+                claims: WinClaims {
+                    request_id: "r".into(),
+                    imp_id: "1".into(),
+                    campaign_id: "c".into(),
+                    advertiser_id: advertiser.into(),
+                    ad_id: "a".into(),
+                    billing: Billing::Cpa,
+                    charge_micros: 1,
+                    issued: EventTime(100),
+                    country: None,
+                    device: None,
+                },
+            },
+        );
+        a.take_changes().pop().unwrap().1.unwrap()
+    }
+
+    #[test]
+    fn unusual_ids_restore_on_their_worker_and_bad_entries_stop_the_restore() {
+        let pairs = [
+            ("u", "adv"),
+            ("u\u{0}v", "adv"),
+            ("u", "\u{0}adv"),
+            ("50%", "a/b é"),
+        ];
+        let store = MemoryStore::default();
+        put(
+            &store,
+            pairs
+                .iter()
+                .map(|(u, a)| (state_key(u, a), serde_json::to_vec(&touches(a)).unwrap()))
+                .collect(),
+        );
+        for peers in [1, 2] {
+            let mut found = 0;
+            for index in 0..peers {
+                let state = restore(&store, Windows::default(), index, peers).unwrap();
+                for (u, a) in pairs {
+                    if owns(route(u), index, peers) {
+                        assert!(
+                            state.attribute(u, a, EventTime(200)).is_some(),
+                            "{u:?} {a:?}"
+                        );
+                        found += 1;
+                    }
+                }
+                assert!(state.len() <= pairs.len());
+            }
+            assert_eq!(found, pairs.len());
+        }
+        let bad = [
+            (state_key("u", "x"), b"[".to_vec()),
+            (
+                format!("attr/{:016x}/u\0v\0adv", route("u")).into_bytes(),
+                serde_json::to_vec(&touches("adv")).unwrap(),
+            ),
+        ];
+        for (key, value) in bad {
+            let store = MemoryStore::default();
+            put(&store, vec![(key.clone(), value)]);
+            let e = restore(&store, Windows::default(), 0, 1).unwrap_err();
+            assert!(
+                e.to_string().contains(&crate::routing::show_key(&key)),
+                "{e}"
+            );
+        }
+        let store = BrokenStore {
+            broken: b"attr/".to_vec(),
+            ..BrokenStore::default()
+        };
+        assert!(matches!(
+            restore(&store, Windows::default(), 0, 1),
+            Err(RestoreError::Scan(_))
+        ));
+    }
 }

@@ -4,9 +4,9 @@
 //! [`LabelJoin`]. Examples an event completes are emitted at once, at that event's time; click
 //! negatives are emitted when the input frontier passes their deadline, at the time of the
 //! gate's capability. Neither waits for a checkpoint. State is written through a
-//! [`CheckpointGate`] under `labels/{route hash:016x}/{request_id}\0{imp_id}` and restored at
-//! start by the worker that owns each key; once the input is complete nothing is expired, so a
-//! restart resumes every open window. Counts per reason are added to a shared [`LabelStats`]
+//! [`CheckpointGate`] under [`LABELS`] keys (`labels/{route hash:016x}/{request_id}\0{imp_id}`,
+//! ids escaped) and restored at start by the worker that owns each key; once the input is
+//! complete nothing is expired, so a restart resumes every open window. Counts per reason are added to a shared [`LabelStats`]
 //! after every activation, for the runtime's metrics.
 
 use std::sync::{Arc, Mutex};
@@ -16,43 +16,29 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::StreamVec;
 
 use super::{Entry, LabelConfig, LabelEvent, LabelJoin, LabelStats, LabeledExample};
-use crate::checkpoint::{CheckpointGate, StateBatch, StateStore};
-use crate::routing::{owns, route, split_hash_prefix};
-
-const KEY_PREFIX: &str = "labels/";
+use crate::checkpoint::{json_value, CheckpointGate, RestoreError, StateBatch, StateStore};
+use crate::routing::{owns, route, LABELS};
 
 fn state_key(request_id: &str, imp_id: &str) -> Vec<u8> {
-    format!(
-        "{KEY_PREFIX}{:016x}/{request_id}\u{0}{imp_id}",
-        route(request_id)
-    )
-    .into_bytes()
+    LABELS.key(route(request_id), &[request_id, imp_id])
 }
 
-/// Rebuilds worker `index` of `peers`'s label-join state.
+/// Rebuilds worker `index` of `peers`'s label-join state. Entries of other workers are skipped;
+/// an entry that cannot be read, or a store read error, is an error naming the key.
 pub fn restore(
     store: &dyn StateStore,
     config: LabelConfig,
     index: usize,
     peers: usize,
-) -> LabelJoin {
+) -> Result<LabelJoin, RestoreError> {
     let mut join = LabelJoin::new(config);
-    for (k, v) in store.scan(KEY_PREFIX.as_bytes()) {
-        let key = String::from_utf8_lossy(&k[KEY_PREFIX.len()..]).into_owned();
-        let Some((hash, tail)) = split_hash_prefix(&key) else {
-            continue;
-        };
-        let Some((request_id, imp_id)) = tail.split_once('\u{0}') else {
-            continue;
-        };
-        if let (true, Ok(entry)) = (
-            owns(hash, index, peers),
-            serde_json::from_slice::<Entry>(&v),
-        ) {
-            join.restore((request_id.to_string(), imp_id.to_string()), entry);
+    for (k, v) in store.scan(LABELS.prefix.as_bytes())? {
+        let (hash, [request_id, imp_id]) = LABELS.parse_as(&k)?;
+        if owns(hash, index, peers) {
+            join.restore((request_id, imp_id), json_value::<Entry>(&k, &v)?);
         }
     }
-    join
+    Ok(join)
 }
 
 /// Shared counts of one or more label-join operators, for metrics.
@@ -73,7 +59,8 @@ pub fn label_join<'scope>(
         "LabelJoin",
         move |capability, info| {
             let activator = scope.activator_for(info.address);
-            let mut join = restore(&*store, config, index, peers);
+            let mut join = restore(&*store, config, index, peers)
+                .unwrap_or_else(|e| panic!("restoring the label join of worker {index}: {e}"));
             let mut gate = CheckpointGate::new(capability, checkpoint_interval, activator);
             move |(input, frontier), output| {
                 input.for_each(|cap, data| {
@@ -209,15 +196,62 @@ mod tests {
             .all(|k| k.starts_with("labels/") && k.ends_with("\u{0}1")));
         let mut owned = 0;
         for worker in 0..3 {
-            owned += restore(&*store, config, worker, 3).len();
+            owned += restore(&*store, config, worker, 3).unwrap().len();
         }
         assert_eq!(owned, 2);
         // The restored join still knows the click, and closes the open window.
-        let mut join = restore(&*store, config, 0, 1);
+        let mut join = restore(&*store, config, 0, 1).unwrap();
         assert!(join.apply(outcome("clicked", 150, true)).is_empty());
         assert_eq!(join.stats().duplicates, 1);
         let due = join.advance(3_000);
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].served.request_id, "open");
+    }
+
+    #[test]
+    fn unusual_ids_restore_and_bad_entries_stop_the_restore() {
+        let config = LabelConfig::default();
+        let mut join = LabelJoin::new(config);
+        let rids = ["r", "r\u{0}1", "50%", "a/b é"];
+        for rid in rids {
+            join.apply(LabelEvent::Served(Box::new(served(rid, 100))));
+        }
+        let store = MemoryStore::default();
+        let puts = join
+            .take_changes()
+            .into_iter()
+            .map(|((r, i), e)| (state_key(&r, &i), serde_json::to_vec(&e.unwrap()).unwrap()))
+            .collect();
+        crate::checkpoint::testing::put(&store, puts);
+        let mut restored = 0;
+        for index in 0..2 {
+            restored += restore(&store, config, index, 2).unwrap().len();
+        }
+        assert_eq!(restored, rids.len());
+        let restored = restore(&store, config, 0, 1).unwrap();
+        assert_eq!(restored.len(), rids.len());
+        for (key, value) in [
+            (state_key("r", "2"), b"[".to_vec()),
+            (
+                format!("labels/{:016x}/r\u{0}1\u{0}1", route("r")).into_bytes(),
+                b"{}".to_vec(),
+            ),
+        ] {
+            let store = MemoryStore::default();
+            crate::checkpoint::testing::put(&store, vec![(key.clone(), value)]);
+            let e = restore(&store, config, 0, 1).unwrap_err();
+            assert!(
+                e.to_string().contains(&crate::routing::show_key(&key)),
+                "{e}"
+            );
+        }
+        let broken = crate::checkpoint::testing::BrokenStore {
+            broken: b"labels/".to_vec(),
+            ..Default::default()
+        };
+        assert!(matches!(
+            restore(&broken, config, 0, 1),
+            Err(RestoreError::Scan(_))
+        ));
     }
 }

@@ -17,7 +17,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 
 use crate::catalog::{Catalog, CatalogUpdate, History};
-use crate::checkpoint::{CheckpointGate, StateBatch, StateStore};
+use crate::checkpoint::{json_value, CheckpointGate, RestoreError, StateBatch, StateStore};
 use crate::events::EventKind;
 use crate::ingest::{DeadLetter, Reason};
 use crate::ledger::{
@@ -25,7 +25,7 @@ use crate::ledger::{
     Terms,
 };
 use crate::pacing::reservation::WinKey;
-use crate::routing::{owns, route, split_hash_prefix};
+use crate::routing::{owns, route, KeyError, LEDGER_CAMPAIGN, LEDGER_DEDUP, LEDGER_SPEND};
 use crate::time::EventTime;
 
 /// What the ledger operator emits.
@@ -114,15 +114,15 @@ impl BillingStats {
 }
 
 fn spend_key(campaign: &str, day: NaiveDate) -> Vec<u8> {
-    format!("ledger/spend/{:016x}/{campaign}\u{0}{day}", route(campaign)).into_bytes()
+    LEDGER_SPEND.key(route(campaign), &[campaign, &day.to_string()])
 }
 
 fn dedup_key_bytes(shard: u64, key: u128) -> Vec<u8> {
-    format!("ledger/dedup/{shard:016x}/{key:032x}").into_bytes()
+    LEDGER_DEDUP.key(shard, &[&format!("{key:032x}")])
 }
 
 fn history_key(campaign: &str) -> Vec<u8> {
-    format!("ledger/campaign/{:016x}/{campaign}", route(campaign)).into_bytes()
+    LEDGER_CAMPAIGN.key(route(campaign), &[campaign])
 }
 
 /// A day's totals as stored: `billed` alone (as written before budgets were capped), or
@@ -135,12 +135,16 @@ fn encode_totals(t: DayTotals) -> Vec<u8> {
     }
 }
 
-fn decode_totals(v: &[u8]) -> Option<DayTotals> {
-    let text = std::str::from_utf8(v).ok()?;
+fn decode_totals(key: &[u8], v: &[u8]) -> Result<DayTotals, RestoreError> {
+    let text = std::str::from_utf8(v).map_err(|e| RestoreError::value(key, e))?;
     let (billed, over) = text.split_once(',').unwrap_or((text, "0"));
-    Some(DayTotals {
-        billed: billed.parse().ok()?,
-        over: over.parse().ok()?,
+    let number = |s: &str| {
+        s.parse::<u64>()
+            .map_err(|e| RestoreError::value(key, format!("{text:?}: {e}")))
+    };
+    Ok(DayTotals {
+        billed: number(billed)?,
+        over: number(over)?,
     })
 }
 
@@ -178,49 +182,49 @@ pub fn encode(
     batch
 }
 
-/// Rebuilds worker `index` of `peers`'s shard from the store.
-pub fn restore(store: &dyn StateStore, horizons: Horizons, index: usize, peers: usize) -> Ledger {
+/// Rebuilds worker `index` of `peers`'s shard from the store. Entries of other workers are
+/// skipped; an entry that cannot be read, or a store read error, is an error naming the key.
+pub fn restore(
+    store: &dyn StateStore,
+    horizons: Horizons,
+    index: usize,
+    peers: usize,
+) -> Result<Ledger, RestoreError> {
     let mut spend = Vec::new();
-    for (k, v) in store.scan(b"ledger/spend/") {
-        let key = String::from_utf8_lossy(&k).into_owned();
-        let Some((hash, tail)) = split_hash_prefix(&key["ledger/spend/".len()..]) else {
+    for (k, v) in store.scan(LEDGER_SPEND.prefix.as_bytes())? {
+        let (hash, [campaign_id, day]) = LEDGER_SPEND.parse_as(&k)?;
+        if !owns(hash, index, peers) {
             continue;
-        };
-        let Some((campaign, day)) = tail.split_once('\u{0}') else {
-            continue;
-        };
-        if let (true, Ok(day), Some(totals)) =
-            (owns(hash, index, peers), day.parse(), decode_totals(&v))
-        {
-            spend.push(DaySpend {
-                campaign_id: campaign.to_string(),
-                day,
-                spend_micros: totals.billed,
-                overdelivery_micros: totals.over,
-            });
         }
+        let day = day
+            .parse::<NaiveDate>()
+            .map_err(|e| KeyError::new(&k, format!("day {day:?}: {e}")))?;
+        let totals = decode_totals(&k, &v)?;
+        spend.push(DaySpend {
+            campaign_id,
+            day,
+            spend_micros: totals.billed,
+            overdelivery_micros: totals.over,
+        });
     }
     let mut dedup = Vec::new();
-    for (k, v) in store.scan(b"ledger/dedup/") {
-        let key = String::from_utf8_lossy(&k).into_owned();
-        let Some((hash, tail)) = split_hash_prefix(&key["ledger/dedup/".len()..]) else {
+    for (k, v) in store.scan(LEDGER_DEDUP.prefix.as_bytes())? {
+        let (hash, [digest]) = LEDGER_DEDUP.parse_as(&k)?;
+        if !owns(hash, index, peers) {
             continue;
-        };
-        let parsed = (
-            u128::from_str_radix(tail, 16),
-            serde_json::from_slice::<DedupEntry>(&v),
-        );
-        if let (true, Ok(dk), Ok(entry)) = (owns(hash, index, peers), parsed.0, parsed.1) {
-            dedup.push((dk, entry));
         }
+        let digest = u128::from_str_radix(&digest, 16)
+            .map_err(|e| KeyError::new(&k, format!("digest {digest:?}: {e}")))?;
+        dedup.push((digest, json_value::<DedupEntry>(&k, &v)?));
     }
-    let closed_before = store
-        .scan(b"ledger/closed/")
-        .iter()
-        .filter_map(|(_, v)| std::str::from_utf8(v).ok()?.parse::<i64>().ok())
-        .min()
-        .unwrap_or(i64::MIN);
-    Ledger::restore(horizons, spend, dedup, closed_before)
+    let mut closed_before = i64::MAX;
+    let mut any_closed = false;
+    for (k, v) in store.scan(b"ledger/closed/")? {
+        closed_before = closed_before.min(crate::checkpoint::text_value::<i64>(&k, &v)?);
+        any_closed = true;
+    }
+    let closed_before = if any_closed { closed_before } else { i64::MIN };
+    Ok(Ledger::restore(horizons, spend, dedup, closed_before))
 }
 
 /// The checkpointed histories (zone changes, bids) of worker `index` of `peers`'s campaigns.
@@ -228,21 +232,15 @@ pub fn restore_histories(
     store: &dyn StateStore,
     index: usize,
     peers: usize,
-) -> Vec<(String, History)> {
+) -> Result<Vec<(String, History)>, RestoreError> {
     let mut out = Vec::new();
-    for (k, v) in store.scan(b"ledger/campaign/") {
-        let key = String::from_utf8_lossy(&k).into_owned();
-        let Some((hash, campaign)) = split_hash_prefix(&key["ledger/campaign/".len()..]) else {
-            continue;
-        };
-        if let (true, Ok(history)) = (
-            owns(hash, index, peers),
-            serde_json::from_slice::<History>(&v),
-        ) {
-            out.push((campaign.to_string(), history));
+    for (k, v) in store.scan(LEDGER_CAMPAIGN.prefix.as_bytes())? {
+        let (hash, [campaign]) = LEDGER_CAMPAIGN.parse_as(&k)?;
+        if owns(hash, index, peers) {
+            out.push((campaign, json_value::<History>(&k, &v)?));
         }
     }
-    out
+    Ok(out)
 }
 
 /// Applies `charge` against `catalog`: the spend it moved (`None` for a replay) and the charge
@@ -323,11 +321,15 @@ pub fn ledger<'scope>(
         "Ledger",
         move |capability, info| {
             let activator = scope.activator_for(info.address);
-            let mut ledger = restore(&*store, config.horizons, index, peers);
+            let mut ledger = restore(&*store, config.horizons, index, peers)
+                .unwrap_or_else(|e| panic!("restoring the ledger of worker {index}: {e}"));
             let mut restored: Vec<DaySpend> = ledger.all_spend().collect();
             let mut gate = CheckpointGate::new(capability, config.checkpoint_interval, activator);
             let mut catalog = Catalog::default();
-            for (campaign, history) in restore_histories(&*store, index, peers) {
+            let histories = restore_histories(&*store, index, peers).unwrap_or_else(|e| {
+                panic!("restoring the campaign histories of worker {index}: {e}")
+            });
+            for (campaign, history) in histories {
                 catalog.restore_history(campaign, history);
             }
             let mut dirty_histories: std::collections::BTreeSet<String> = Default::default();
@@ -472,4 +474,148 @@ pub fn ledger<'scope>(
             }
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::testing::{put, BrokenStore};
+    use crate::checkpoint::MemoryStore;
+    use crate::ledger::Origin;
+
+    fn day() -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 3, 1).unwrap()
+    }
+
+    const IDS: [&str; 6] = ["c1", "50%", "a/b c", "été 广告", "x\u{0}y", "%00"];
+
+    fn written() -> MemoryStore {
+        let store = MemoryStore::default();
+        let changes = LedgerChanges {
+            spend: IDS
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let totals = DayTotals {
+                        billed: 10 * (i as u64 + 1),
+                        over: i as u64,
+                    };
+                    (c.to_string(), day(), Some(totals))
+                })
+                .collect(),
+            added: vec![(
+                7,
+                DedupEntry {
+                    expires: 99,
+                    origin: Origin::default(),
+                    shard: route("c1"),
+                    amounts: None,
+                },
+            )],
+            dropped: vec![],
+            closed_before: 5,
+        };
+        let history = crate::catalog::History::default();
+        store.persist(encode(changes, vec![("50%".into(), history)], 0));
+        store
+    }
+
+    #[test]
+    fn every_id_keeps_its_spend_across_a_restore_on_any_number_of_workers() {
+        let store = written();
+        for peers in [1, 3] {
+            let mut all: Vec<DaySpend> = (0..peers)
+                .flat_map(|i| {
+                    restore(&store, Horizons::default(), i, peers)
+                        .unwrap()
+                        .all_spend()
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            all.sort_by_key(|s| s.spend_micros);
+            let got: Vec<(&str, u64, u64)> = all
+                .iter()
+                .map(|s| {
+                    (
+                        s.campaign_id.as_str(),
+                        s.spend_micros,
+                        s.overdelivery_micros,
+                    )
+                })
+                .collect();
+            let want: Vec<(&str, u64, u64)> = IDS
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (*c, 10 * (i as u64 + 1), i as u64))
+                .collect();
+            assert_eq!(got, want, "{peers} worker(s)");
+            let histories: usize = (0..peers)
+                .map(|i| restore_histories(&store, i, peers).unwrap().len())
+                .sum();
+            assert_eq!(histories, 1);
+        }
+    }
+
+    #[test]
+    fn an_unreadable_entry_stops_the_restore_naming_its_key() {
+        let cases: Vec<(Vec<u8>, Vec<u8>, &str)> = vec![
+            (spend_key("c9", day()), b"lots".to_vec(), "ledger/spend/"),
+            (
+                format!("ledger/spend/{:016x}/c9", route("c9")).into_bytes(),
+                b"1".to_vec(),
+                "component",
+            ),
+            (
+                format!("ledger/spend/{:016x}/c9\0someday", route("c9")).into_bytes(),
+                b"1".to_vec(),
+                "someday",
+            ),
+            (
+                format!("ledger/spend/{:016x}/50%\0{}", route("50%"), day()).into_bytes(),
+                b"1".to_vec(),
+                "escaped form",
+            ),
+            (
+                b"ledger/spend/nohash".to_vec(),
+                b"1".to_vec(),
+                "routing hash",
+            ),
+            (dedup_key_bytes(0, 3), b"{".to_vec(), "ledger/dedup/"),
+            (b"ledger/closed/1".to_vec(), b"yesterday".to_vec(), "closed"),
+        ];
+        for (key, value, says) in cases {
+            let store = written();
+            put(&store, vec![(key.clone(), value)]);
+            // Worker 0 of 1 owns every entry.
+            let e = restore(&store, Horizons::default(), 0, 1).unwrap_err();
+            let message = e.to_string();
+            assert!(
+                message.contains(&crate::routing::show_key(&key)),
+                "{message}"
+            );
+            assert!(message.contains(says), "{message}");
+        }
+        // An entry of another worker is not this worker's to read.
+        let store = written();
+        let other = (0..)
+            .map(|i| format!("c{i}"))
+            .find(|c| !owns(route(c), 0, 2))
+            .unwrap();
+        put(&store, vec![(spend_key(&other, day()), b"lots".to_vec())]);
+        assert!(restore(&store, Horizons::default(), 0, 2).is_ok());
+        assert!(restore(&store, Horizons::default(), 1, 2).is_err());
+    }
+
+    #[test]
+    fn a_store_read_error_stops_the_restore() {
+        for broken in ["ledger/spend/", "ledger/dedup/", "ledger/closed/"] {
+            let store = BrokenStore {
+                broken: broken.as_bytes().to_vec(),
+                ..BrokenStore::default()
+            };
+            let e = restore(&store, Horizons::default(), 0, 1).unwrap_err();
+            assert!(matches!(e, RestoreError::Scan(_)), "{e}");
+            assert!(e.to_string().contains(broken), "{e}");
+        }
+    }
 }

@@ -22,17 +22,15 @@ use super::delays::DelayCurve;
 use super::pacer::{CampaignPacer, Terms};
 use super::{PacingConfig, PacingFeedback, PacingUpdate};
 use crate::catalog::CatalogUpdate;
-use crate::checkpoint::{CheckpointGate, StateBatch, StateStore};
+use crate::checkpoint::{json_value, CheckpointGate, RestoreError, StateBatch, StateStore};
 use crate::events::CampaignStatus;
 use crate::ledger::operator::LedgerOutput;
-use crate::routing::{owns, route, split_hash_prefix};
+use crate::routing::{owns, route, PACING};
 use crate::source::Clock;
 use crate::time::EventTime;
 
-const KEY_PREFIX: &str = "pacing/";
-
 fn state_key(campaign: &str) -> Vec<u8> {
-    format!("{KEY_PREFIX}{:016x}/{campaign}", route(campaign)).into_bytes()
+    PACING.key(route(campaign), &[campaign])
 }
 
 /// What pacing needs of a catalog update (`None` when the campaign was deleted).
@@ -53,47 +51,42 @@ pub fn terms_of(update: &CatalogUpdate) -> Option<Terms> {
     })
 }
 
-/// Rebuilds worker `index` of `peers`'s pacers from the store.
+/// Rebuilds worker `index` of `peers`'s pacers from the store. Entries of other workers are
+/// skipped; an entry that cannot be read, or a store read error, is an error naming the key.
 pub fn restore(
     store: &dyn StateStore,
     index: usize,
     peers: usize,
-) -> HashMap<String, CampaignPacer> {
+) -> Result<HashMap<String, CampaignPacer>, RestoreError> {
     let mut pacers = HashMap::new();
-    for (k, v) in store.scan(KEY_PREFIX.as_bytes()) {
-        let key = String::from_utf8_lossy(&k[KEY_PREFIX.len()..]).into_owned();
-        let Some((hash, campaign)) = split_hash_prefix(&key) else {
-            continue;
-        };
-        if !owns(hash, index, peers) {
-            continue;
-        }
-        if let Ok(pacer) = serde_json::from_slice::<CampaignPacer>(&v) {
-            pacers.insert(campaign.to_string(), pacer);
+    for (k, v) in store.scan(PACING.prefix.as_bytes())? {
+        let (hash, [campaign]) = PACING.parse_as(&k)?;
+        if owns(hash, index, peers) {
+            pacers.insert(campaign, json_value::<CampaignPacer>(&k, &v)?);
         }
     }
-    pacers
+    Ok(pacers)
 }
 
 const DELAYS_PREFIX: &str = "pacing-delays/";
 
 /// The conversion-delay curve worker `index` learned (or, after a change in the number of
 /// workers, all of them merged).
-pub fn restore_delays(store: &dyn StateStore, index: usize) -> DelayCurve {
-    let curves: Vec<(Vec<u8>, DelayCurve)> = store
-        .scan(DELAYS_PREFIX.as_bytes())
-        .into_iter()
-        .filter_map(|(k, v)| Some((k, serde_json::from_slice(&v).ok()?)))
-        .collect();
+pub fn restore_delays(store: &dyn StateStore, index: usize) -> Result<DelayCurve, RestoreError> {
+    let mut curves: Vec<(Vec<u8>, DelayCurve)> = Vec::new();
+    for (k, v) in store.scan(DELAYS_PREFIX.as_bytes())? {
+        let curve = json_value(&k, &v)?;
+        curves.push((k, curve));
+    }
     let own = format!("{DELAYS_PREFIX}{index}").into_bytes();
     if let Some((_, c)) = curves.iter().find(|(k, _)| *k == own) {
-        return c.clone();
+        return Ok(c.clone());
     }
     let mut merged = DelayCurve::default();
     for (_, c) in &curves {
         merged.merge(c);
     }
-    merged
+    Ok(merged)
 }
 
 fn ledger_campaign(rec: &LedgerOutput) -> Option<&str> {
@@ -129,8 +122,10 @@ pub fn pacing<'scope>(
                 checkpoint_interval,
                 scope.activator_for(info.address),
             );
-            let mut pacers = restore(&*store, index, peers);
-            let mut delays = restore_delays(&*store, index);
+            let mut pacers = restore(&*store, index, peers)
+                .unwrap_or_else(|e| panic!("restoring pacing of worker {index}: {e}"));
+            let mut delays = restore_delays(&*store, index)
+                .unwrap_or_else(|e| panic!("restoring pacing of worker {index}: {e}"));
             let mut delays_dirty = false;
             let mut changed: BTreeSet<String> = BTreeSet::new();
             let mut dirty: BTreeSet<String> = BTreeSet::new();
@@ -282,7 +277,7 @@ mod tests {
         let config = PacingConfig::default();
         let mut p = CampaignPacer::new(&config);
         p.controller.pass = 0.25;
-        let campaigns = ["a", "b", "c", "d", "e"];
+        let campaigns = ["%00", "50%", "a", "b", "c", "d", "e", "x\u{0}y"];
         let puts = campaigns
             .iter()
             .map(|c| (state_key(c), serde_json::to_vec(&p).unwrap()))
@@ -293,7 +288,7 @@ mod tests {
         });
         let mut seen = Vec::new();
         for worker in 0..2 {
-            for (id, restored) in restore(&store, worker, 2) {
+            for (id, restored) in restore(&store, worker, 2).unwrap() {
                 assert_eq!(restored.controller.pass, 0.25);
                 assert!(owns(route(&id), worker, 2));
                 seen.push(id);
@@ -301,5 +296,37 @@ mod tests {
         }
         seen.sort();
         assert_eq!(seen, campaigns);
+    }
+
+    #[test]
+    fn bad_entries_and_read_errors_stop_the_restore() {
+        let cases = [
+            (state_key("c"), b"{".to_vec()),
+            (
+                format!("pacing/{:016x}/50%", route("50%")).into_bytes(),
+                serde_json::to_vec(&CampaignPacer::new(&PacingConfig::default())).unwrap(),
+            ),
+            (b"pacing/c".to_vec(), b"{}".to_vec()),
+        ];
+        for (key, value) in cases {
+            let store = MemoryStore::default();
+            crate::checkpoint::testing::put(&store, vec![(key.clone(), value)]);
+            let e = restore(&store, 0, 1).unwrap_err();
+            assert!(
+                e.to_string().contains(&crate::routing::show_key(&key)),
+                "{e}"
+            );
+        }
+        let store = MemoryStore::default();
+        crate::checkpoint::testing::put(&store, vec![(b"pacing-delays/0".to_vec(), b"?".to_vec())]);
+        let e = restore_delays(&store, 0).unwrap_err();
+        assert!(e.to_string().contains("pacing-delays/0"), "{e}");
+        let broken = |prefix: &str| crate::checkpoint::testing::BrokenStore {
+            broken: prefix.as_bytes().to_vec(),
+            ..Default::default()
+        };
+        assert!(restore(&broken("pacing/"), 0, 1).is_err());
+        assert!(restore(&broken("pacing-delays/"), 0, 1).is_ok());
+        assert!(restore_delays(&broken("pacing-delays/"), 0).is_err());
     }
 }

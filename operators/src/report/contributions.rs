@@ -13,9 +13,9 @@ use super::row::RowKey;
 use super::spec::ReportSpec;
 use super::take_due;
 use super::totals::Totals;
-use crate::checkpoint::{StateBatch, StateStore};
+use crate::checkpoint::{json_value, text_value, RestoreError, StateBatch, StateStore};
 use crate::ledger::dedup::DedupKey;
-use crate::routing::{owns, split_hash_prefix};
+use crate::routing::{owns, KeyError, REPORT_ROWS, REPORT_SEEN};
 
 /// What happened to an event offered to the reports.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,11 +61,8 @@ struct StoredRow {
     window_start: i64,
 }
 
-const SEEN: &str = "report/seen/";
-const ROWS: &str = "report/rows/";
-
 fn seen_key(id: DedupKey) -> Vec<u8> {
-    format!("{SEEN}{:016x}/{id:032x}", id as u64).into_bytes()
+    REPORT_SEEN.key(id as u64, &[&format!("{id:032x}")])
 }
 
 /// The worker an event identity is exchanged to (and whose state remembers it).
@@ -192,7 +189,7 @@ impl Contributions {
             window_start: key.window_start,
         };
         let json = serde_json::to_string(&stored).ok()?;
-        Some(format!("{ROWS}{:016x}/{json}", self.worker).into_bytes())
+        Some(REPORT_ROWS.key(self.worker as u64, &[&json]))
     }
 
     /// The checkpoint writes for what changed since the last call.
@@ -224,45 +221,36 @@ impl Contributions {
     /// Rebuilds worker `index` of `peers`'s state from `store`, and returns the shares to
     /// re-inject into the dataflow. Shares written by another worker index (the cluster was
     /// resized) are taken over and rewritten under this one at the next checkpoint; rows of
-    /// reports no longer declared are deleted.
+    /// reports no longer declared are deleted. An entry that cannot be read, or a store read
+    /// error, is an error naming the key.
     pub fn restore(
         store: &dyn StateStore,
         specs: Arc<[ReportSpec]>,
         index: usize,
         peers: usize,
-    ) -> (Self, Vec<(RowKey, Totals)>) {
+    ) -> Result<(Self, Vec<(RowKey, Totals)>), RestoreError> {
         let mut state = Contributions::new(specs.clone(), index);
-        for (k, v) in store.scan(SEEN.as_bytes()) {
-            let key = String::from_utf8_lossy(&k).into_owned();
-            let Some((hash, tail)) = split_hash_prefix(&key[SEEN.len()..]) else {
+        for (k, v) in store.scan(REPORT_SEEN.prefix.as_bytes())? {
+            let (hash, [id]) = REPORT_SEEN.parse_as(&k)?;
+            if !owns(hash, index, peers) {
                 continue;
-            };
-            let id = DedupKey::from_str_radix(tail, 16);
-            let at = std::str::from_utf8(&v)
-                .ok()
-                .and_then(|s| s.parse::<i64>().ok());
-            if let (true, Ok(id), Some(at)) = (owns(hash, index, peers), id, at) {
-                state.seen.insert(id, at);
-                state.forget_at.entry(at).or_default().push(id);
             }
+            let id = DedupKey::from_str_radix(&id, 16)
+                .map_err(|e| KeyError::new(&k, format!("identity {id:?}: {e}")))?;
+            let at = text_value::<i64>(&k, &v)?;
+            state.seen.insert(id, at);
+            state.forget_at.entry(at).or_default().push(id);
         }
-        for (k, v) in store.scan(ROWS.as_bytes()) {
-            let key = String::from_utf8_lossy(&k).into_owned();
-            let Some((writer, json)) = split_hash_prefix(&key[ROWS.len()..]) else {
-                continue;
-            };
+        for (k, v) in store.scan(REPORT_ROWS.prefix.as_bytes())? {
+            let (writer, [json]) = REPORT_ROWS.parse_as(&k)?;
             if !owns(writer, index, peers) {
                 continue;
             }
-            let parsed = (
-                serde_json::from_str::<StoredRow>(json),
-                serde_json::from_slice::<Totals>(&v),
-            );
-            let (Ok(stored), Ok(share)) = parsed else {
-                state.stale.push(k);
-                continue;
-            };
+            let stored = serde_json::from_str::<StoredRow>(&json)
+                .map_err(|e| KeyError::new(&k, format!("row: {e}")))?;
+            let share = json_value::<Totals>(&k, &v)?;
             let Some(report) = specs.iter().position(|s| s.name == stored.report) else {
+                // A report the pipeline no longer declares: its rows go.
                 state.stale.push(k);
                 continue;
             };
@@ -283,7 +271,7 @@ impl Contributions {
             entry.add(&share);
         }
         let shares = state.partial.iter().map(|(k, t)| (k.clone(), *t)).collect();
-        (state, shares)
+        Ok((state, shares))
     }
 }
 
@@ -359,7 +347,7 @@ mod tests {
         store.persist(w0.take_changes());
         store.persist(w1.take_changes());
         // One worker now: it takes both shares over and still knows both identities.
-        let (mut r, shares) = Contributions::restore(&store, specs(), 0, 1);
+        let (mut r, shares) = Contributions::restore(&store, specs(), 0, 1).unwrap();
         let minute: Vec<_> = shares.iter().filter(|(k, _)| k.report == 0).collect();
         assert_eq!(minute.len(), 1);
         assert_eq!(minute[0].1.clicks, 2);
@@ -368,7 +356,7 @@ mod tests {
         assert_eq!(batch.deletes.len(), 2, "worker 1's rows move to worker 0");
         assert_eq!(batch.puts.len(), 2);
         store.persist(batch);
-        let (_, again) = Contributions::restore(&store, specs(), 0, 1);
+        let (_, again) = Contributions::restore(&store, specs(), 0, 1).unwrap();
         assert_eq!(again.len(), 2);
         assert!(again.iter().all(|(_, t)| t.clicks == 2));
     }
@@ -380,9 +368,60 @@ mod tests {
         w.admit(&click("r1", 1_000), 1_000);
         store.persist(w.take_changes());
         let only_hour: Arc<[ReportSpec]> = vec![specs()[1].clone()].into();
-        let (mut r, shares) = Contributions::restore(&store, only_hour, 0, 1);
+        let (mut r, shares) = Contributions::restore(&store, only_hour, 0, 1).unwrap();
         assert_eq!(shares.len(), 1);
         assert_eq!(shares[0].0.report, 0);
         assert_eq!(r.take_changes().deletes.len(), 1);
+    }
+
+    #[test]
+    fn unusual_groups_restore_and_bad_entries_stop_the_restore() {
+        let store = MemoryStore::default();
+        let mut w = Contributions::new(specs(), 0);
+        w.admit(&click("r1", 1_000), 1_000);
+        let mut batch = w.take_changes();
+        // A row whose group holds `%`, a NUL and a newline, as a campaign id might have.
+        let (key, value) = batch
+            .puts
+            .iter()
+            .find(|(k, _)| k.starts_with(b"report/rows/"))
+            .unwrap()
+            .clone();
+        let (writer, [json]) = REPORT_ROWS.parse_as(&key).unwrap();
+        let mut row: serde_json::Value = serde_json::from_str(&json).unwrap();
+        row["group"] = serde_json::json!(["50%\u{0}\n"]);
+        batch
+            .puts
+            .push((REPORT_ROWS.key(writer, &[&row.to_string()]), value.clone()));
+        store.persist(batch);
+        let (_, shares) = Contributions::restore(&store, specs(), 0, 1).unwrap();
+        assert!(shares
+            .iter()
+            .any(|(k, _)| k.group == vec!["50%\u{0}\n".to_string()]));
+        let cases = [
+            (key.clone(), b"nope".to_vec()),
+            (REPORT_ROWS.key(0, &["{not a row"]), value.clone()),
+            (seen_key(9), b"later".to_vec()),
+            (REPORT_SEEN.key(9, &["xyz"]), b"5".to_vec()),
+        ];
+        for (key, value) in cases {
+            let store = MemoryStore::default();
+            crate::checkpoint::testing::put(&store, vec![(key.clone(), value)]);
+            let e = Contributions::restore(&store, specs(), 0, 1).unwrap_err();
+            assert!(
+                e.to_string().contains(&crate::routing::show_key(&key)),
+                "{e}"
+            );
+        }
+        for prefix in ["report/seen/", "report/rows/"] {
+            let store = crate::checkpoint::testing::BrokenStore {
+                broken: prefix.as_bytes().to_vec(),
+                ..Default::default()
+            };
+            assert!(matches!(
+                Contributions::restore(&store, specs(), 0, 1),
+                Err(RestoreError::Scan(_))
+            ));
+        }
     }
 }

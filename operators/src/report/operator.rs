@@ -42,7 +42,8 @@ pub fn reports<'scope>(
         move |capability, info| {
             let activator = scope.activator_for(info.address);
             let (mut state, mut restored) =
-                Contributions::restore(&*store, contribution_specs, index, peers);
+                Contributions::restore(&*store, contribution_specs, index, peers)
+                    .unwrap_or_else(|e| panic!("restoring the reports of worker {index}: {e}"));
             // Retractions of final rows go out at the input frontier (after every share of them).
             let mut frontier_cap = Some(capability.clone());
             let mut gate = CheckpointGate::new(capability, checkpoint_interval, activator);

@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use crate::events::{parse_json, ParseError};
+use crate::events::{check_id, check_optional_id, parse_json, ParseError};
 
 /// Why a request was refused (HTTP 400), naming the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -118,9 +118,7 @@ pub fn parse_request(body: &[u8]) -> Result<AdRequest, RequestError> {
         ParseError::Malformed(m) => err("body", format!("malformed JSON: {m}")),
         ParseError::Field { field, message } => err(field, message),
     })?;
-    if raw.id.trim().is_empty() {
-        return Err(err("id", "must not be empty"));
-    }
+    check_id(&raw.id).map_err(|e| err("id", e.to_string()))?;
     if raw.imp.is_empty() {
         return Err(err("imp", "must hold at least one impression"));
     }
@@ -129,8 +127,9 @@ pub fn parse_request(body: &[u8]) -> Result<AdRequest, RequestError> {
     }
     let mut slots = Vec::with_capacity(raw.imp.len());
     for (i, imp) in raw.imp.iter().enumerate() {
-        if imp.id.trim().is_empty() {
-            return Err(err(format!("imp[{i}].id"), "must not be empty"));
+        check_id(&imp.id).map_err(|e| err(format!("imp[{i}].id"), e.to_string()))?;
+        if let Some(tag) = &imp.tagid {
+            check_optional_id(tag).map_err(|e| err(format!("imp[{i}].tagid"), e.to_string()))?;
         }
         if slots.iter().any(|s: &Slot| s.imp_id == imp.id) {
             return Err(err(
@@ -159,6 +158,9 @@ pub fn parse_request(body: &[u8]) -> Result<AdRequest, RequestError> {
         return Err(err("app", "a request has a site or an app, not both"));
     }
     let user = raw.user.as_ref();
+    if let Some(id) = user.and_then(|u| u.id.as_deref()) {
+        check_optional_id(id).map_err(|e| err("user.id", e.to_string()))?;
+    }
     Ok(AdRequest {
         id: raw.id,
         slots,
@@ -205,8 +207,19 @@ mod tests {
     }
 
     #[test]
+    fn ids_at_the_length_limit_pass_and_beyond_it_are_refused() {
+        let body = |id: &str| format!(r#"{{"id":"{id}","imp":[{{"id":"1"}}]}}"#);
+        let max = "%/ é".repeat(crate::events::MAX_ID_BYTES / 5) + "x";
+        assert_eq!(max.len(), crate::events::MAX_ID_BYTES);
+        assert_eq!(parse_request(body(&max).as_bytes()).unwrap().id, max);
+        let e = parse_request(body(&format!("{max}y")).as_bytes()).unwrap_err();
+        assert_eq!(e.field, "id");
+        assert!(e.message.contains("at most 256 bytes"), "{e}");
+    }
+
+    #[test]
     fn errors_name_the_field() {
-        let cases: [(&[u8], &str); 7] = [
+        let cases: [(&[u8], &str); 11] = [
             (b"{nope", "body"),
             (br#"{"imp":[{"id":"1"}]}"#, "id"),
             (br#"{"id":"r","imp":[]}"#, "imp"),
@@ -220,6 +233,16 @@ mod tests {
                 "imp[0].bidfloor",
             ),
             (br#"{"id":"r","imp":[{"id":"1"}],"tmax":0}"#, "tmax"),
+            (br#"{"id":"r\u0000","imp":[{"id":"1"}]}"#, "id"),
+            (br#"{"id":"r","imp":[{"id":"1\n"}]}"#, "imp[0].id"),
+            (
+                br#"{"id":"r","imp":[{"id":"1","tagid":"t\u0085"}]}"#,
+                "imp[0].tagid",
+            ),
+            (
+                br#"{"id":"r","imp":[{"id":"1"}],"user":{"id":"u\t"}}"#,
+                "user.id",
+            ),
         ];
         for (body, field) in cases {
             let e = parse_request(body).unwrap_err();
