@@ -11,6 +11,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use crate::dashboard::{asset, History};
+use crate::health::Health;
 use crate::live::LiveState;
 use crate::metrics::Metrics;
 use crate::serving::{Answer, Serving};
@@ -39,6 +40,8 @@ pub struct AppState {
     pub history: Arc<History>,
     /// When set, admin routes need `Authorization: Bearer <token>`.
     pub admin_token: Option<Arc<str>>,
+    /// The workers' heartbeats, behind `GET /healthz`.
+    pub health: Arc<Health>,
 }
 
 /// Refuses an admin request without the pipeline's bearer token (401), when one is set.
@@ -103,7 +106,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/dashboard", get(dashboard))
         .route("/v1/campaigns/{id}", get(campaign))
         .route("/v1/campaigns", get(campaigns))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/openrtb", post(openrtb))
@@ -196,6 +199,15 @@ async fn openrtb(State(state): State<AppState>, body: Bytes) -> Result<Response,
 
 async fn campaigns(State(state): State<AppState>) -> Json<serde_json::Value> {
     Json(json!({ "campaigns": state.live.all() }))
+}
+
+/// Liveness: 503 naming a worker that has stopped stepping (a worker that failed has ended the
+/// process already: see `crate::fail_stop`).
+async fn healthz(State(state): State<AppState>) -> (StatusCode, String) {
+    match state.health.check(std::time::Instant::now()) {
+        Ok(()) => (StatusCode::OK, "ok".into()),
+        Err(stalled) => (StatusCode::SERVICE_UNAVAILABLE, stalled),
+    }
 }
 
 async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
@@ -359,6 +371,7 @@ mod tests {
             trainer: None,
             history: Arc::new(History::new(std::time::Duration::from_secs(2))),
             admin_token,
+            health: Arc::default(),
         }
     }
     use tower::ServiceExt;

@@ -2,7 +2,8 @@
 //!
 //! This crate is the runtime around the operators of `adstream-operators`: the command line
 //! ([`cli`]), pipeline files ([`pipeline`]), Kafka clients ([`kafka`]), the RocksDB state store
-//! ([`state`]), the HTTP API ([`http`]) and the cluster runtime ([`runtime`]), plus the traffic
+//! ([`state`]), the HTTP API ([`http`]) and its [`server`], the cluster runtime ([`runtime`]) and
+//! its [`fail_stop`], plus the traffic
 //! [`simulator`] and the self-contained [`demo`].
 #![deny(missing_docs)]
 
@@ -10,6 +11,8 @@ pub mod bench;
 pub mod cli;
 pub mod dashboard;
 pub mod demo;
+pub mod fail_stop;
+pub mod health;
 pub mod http;
 pub mod kafka;
 pub mod live;
@@ -17,6 +20,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod report_tail;
 pub mod runtime;
+pub mod server;
 pub mod serving;
 pub mod simulator;
 pub mod state;

@@ -59,6 +59,12 @@ pub struct Metrics {
     /// Micros of charged billing events, by billing type and part: `billed` to the advertiser,
     /// or `overdelivery` (delivered past the budget, free to the advertiser).
     pub charged_micros: IntCounterVec,
+    /// Open connections to the HTTP API.
+    pub http_connections: IntGauge,
+    /// API connections the server closed, by reason (`header_timeout`, `idle_timeout`,
+    /// `overloaded`: beyond `api.max_connections`, answered 503; `shutdown`: still open at the
+    /// end of the shutdown grace).
+    pub http_connections_closed: IntCounterVec,
     families: Vec<String>,
 }
 
@@ -205,7 +211,19 @@ impl Metrics {
             &["billing", "part"],
         )
         .expect("valid");
+        let http_connections =
+            IntGauge::new("http_connections", "Open connections to the HTTP API").expect("valid");
+        let http_connections_closed = IntCounterVec::new(
+            Opts::new(
+                "http_connections_closed_total",
+                "API connections the server closed, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("valid");
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(http_connections.clone()),
+            Box::new(http_connections_closed.clone()),
             Box::new(charged_micros.clone()),
             Box::new(report_events.clone()),
             Box::new(report_rows.clone()),
@@ -260,6 +278,8 @@ impl Metrics {
             consumer_lag,
             checkpoint_age_seconds,
             budget_utilisation,
+            http_connections,
+            http_connections_closed,
             families,
         }
     }

@@ -715,6 +715,17 @@ pub struct ApiSection {
     /// When set, admin routes (`POST /v1/models/{v}/promote`) need `Authorization: Bearer
     /// TOKEN`; a literal, `env:NAME` or `file:PATH`.
     pub admin_token: Option<Secret>,
+    /// A request head must arrive in full within this long of a connection opening, or of the
+    /// first byte of a later request on a kept-alive connection, ms.
+    pub header_read_timeout_ms: Spanned<u64>,
+    /// A kept-alive connection that sends nothing for this long after its last response is
+    /// closed, ms.
+    pub idle_timeout_ms: Spanned<u64>,
+    /// Open connections at most; a connection beyond them is answered 503 at once and closed.
+    pub max_connections: Spanned<usize>,
+    /// On SIGTERM, once the workers have drained, requests under way get this long to finish
+    /// before every connection is dropped, ms.
+    pub shutdown_grace_ms: Spanned<u64>,
 }
 
 impl Default for ApiSection {
@@ -722,11 +733,26 @@ impl Default for ApiSection {
         ApiSection {
             listen: Spanned::new(0..0, "127.0.0.1:8080".into()),
             admin_token: None,
+            header_read_timeout_ms: spanned(10_000),
+            idle_timeout_ms: spanned(60_000),
+            max_connections: spanned(1_024),
+            shutdown_grace_ms: spanned(5_000),
         }
     }
 }
 
 impl ApiSection {
+    /// The HTTP server's limits.
+    pub fn limits(&self) -> crate::server::Limits {
+        let ms = |v: &Spanned<u64>| std::time::Duration::from_millis(*v.get_ref());
+        crate::server::Limits {
+            header_read_timeout: ms(&self.header_read_timeout_ms),
+            idle_timeout: ms(&self.idle_timeout_ms),
+            max_connections: *self.max_connections.get_ref(),
+            shutdown_grace: ms(&self.shutdown_grace_ms),
+        }
+    }
+
     /// The admin token, resolved (`None`: admin routes are open).
     pub fn admin_token(&self) -> anyhow::Result<Option<String>> {
         self.admin_token
@@ -1153,6 +1179,30 @@ impl Pipeline {
             "api.listen",
             "must be an address such as 127.0.0.1:8080",
         )?;
+        let api = &self.api;
+        for (v, field) in [
+            (&api.header_read_timeout_ms, "api.header_read_timeout_ms"),
+            (&api.idle_timeout_ms, "api.idle_timeout_ms"),
+        ] {
+            check(
+                v,
+                (100..=3_600_000).contains(v.get_ref()),
+                field,
+                "must be between 100 and 3600000 (an hour)",
+            )?;
+        }
+        check(
+            &api.max_connections,
+            (1..=1_000_000).contains(api.max_connections.get_ref()),
+            "api.max_connections",
+            "must be between 1 and 1000000 (and below the process's open-file limit)",
+        )?;
+        check(
+            &api.shutdown_grace_ms,
+            *api.shutdown_grace_ms.get_ref() <= 600_000,
+            "api.shutdown_grace_ms",
+            "must be at most 600000 (ten minutes)",
+        )?;
         self.reporting.specs()?;
         for (name, _) in self.all_topics() {
             if name.is_empty()
@@ -1314,6 +1364,37 @@ brokers = "127.0.0.1:9092"
             let err = Pipeline::parse("t.toml", &format!("{OK}\n{bad}\n")).unwrap_err();
             assert!(err.message.contains(field), "{bad}: {err}");
             assert!(err.line > 8, "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn api_limits_default_parse_and_are_checked() {
+        let limits = Pipeline::parse("t.toml", OK).unwrap().api.limits();
+        assert_eq!(limits.header_read_timeout.as_millis(), 10_000);
+        assert_eq!(limits.idle_timeout.as_millis(), 60_000);
+        assert_eq!(limits.max_connections, 1_024);
+        assert_eq!(limits.shutdown_grace.as_millis(), 5_000);
+        let text = format!("{OK}\n[api]\nheader_read_timeout_ms = 500\nidle_timeout_ms = 2000\nmax_connections = 8\nshutdown_grace_ms = 0\n");
+        let limits = Pipeline::parse("t.toml", &text).unwrap().api.limits();
+        assert_eq!(limits.header_read_timeout.as_millis(), 500);
+        assert_eq!(limits.idle_timeout.as_millis(), 2_000);
+        assert_eq!(limits.max_connections, 8);
+        assert_eq!(limits.shutdown_grace.as_millis(), 0);
+        for (bad, field, line) in [
+            (
+                "header_read_timeout_ms = 0",
+                "api.header_read_timeout_ms",
+                10,
+            ),
+            ("idle_timeout_ms = 99", "api.idle_timeout_ms", 10),
+            ("max_connections = 0", "api.max_connections", 10),
+            ("shutdown_grace_ms = 600001", "api.shutdown_grace_ms", 10),
+            ("max_connections = -1", "api.max_connections", 10),
+            ("idle_timeout = 5", "idle_timeout", 10),
+        ] {
+            let err = Pipeline::parse("t.toml", &format!("{OK}\n[api]\n{bad}\n")).unwrap_err();
+            assert!(err.message.contains(field), "{bad}: {err}");
+            assert_eq!(err.line, line, "{bad}: {err}");
         }
     }
 

@@ -117,9 +117,6 @@ fn timely_config(workers: usize, opts: &RunOptions) -> anyhow::Result<timely::Co
 /// Runs `pipeline` until SIGINT/SIGTERM, then drains, checkpoints and returns.
 pub fn run(pipeline: Pipeline, mut opts: RunOptions) -> anyhow::Result<()> {
     opts.announce = true;
-    if opts.processes > 1 {
-        exit_when_the_cluster_breaks();
-    }
     let running = start(pipeline, opts)?;
     let signal_stop = running.stop.clone();
     let Some(rt) = running.runtime.as_ref() else {
@@ -187,7 +184,11 @@ impl Running {
             let _ = shutdown.send(());
         }
         if let (Some(runtime), Some(server)) = (self.runtime.take(), self.server.take()) {
+            // Bounded by `api.shutdown_grace_ms`, whatever the clients do.
             let _ = runtime.block_on(server);
+            // A request's blocking task (a promotion waiting for the trainer) must not hold
+            // the exit either.
+            runtime.shutdown_timeout(Duration::from_secs(1));
         }
         if !failed.is_empty() {
             anyhow::bail!("{}", failed.join("; "));
@@ -198,7 +199,11 @@ impl Running {
 }
 
 /// Starts `pipeline`'s workers and API in this process and returns at once.
+///
+/// Installs the process-wide fail-stop hook ([`crate::fail_stop`]): from here on, a panic on
+/// any thread ends the process.
 pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
+    crate::fail_stop::install();
     let secret = pipeline.secret()?;
     let brokers = opts
         .brokers
@@ -304,6 +309,7 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
     ));
     // The dashboard's history, sampled on the API runtime.
     let history = Arc::new(crate::dashboard::History::new(Duration::from_secs(2)));
+    let health = Arc::new(crate::health::Health::default());
     runtime.spawn(crate::dashboard::sample_forever(
         history.clone(),
         live.clone(),
@@ -319,15 +325,18 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
         trainer: trainer.clone(),
         history: history.clone(),
         admin_token: pipeline.api.admin_token()?.map(Arc::from),
+        health: health.clone(),
     };
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = runtime.spawn(async move {
-        let _ = axum::serve(listener, app(state))
-            .with_graceful_shutdown(async {
-                let _ = shutdown_rx.await;
-            })
-            .await;
-    });
+    let server = runtime.spawn(crate::server::serve(
+        listener,
+        app(state),
+        pipeline.api.limits(),
+        metrics.clone(),
+        async {
+            let _ = shutdown_rx.await;
+        },
+    ));
 
     let source_config = SourceConfig {
         tick_ms: *pipeline.time.tick_ms.get_ref(),
@@ -381,7 +390,8 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
     let worker_stop = stop.clone();
     let worker_models = models.clone();
     let install_metrics = metrics.clone();
-    let guards = timely::execute(timely_config(workers, &opts)?, move |worker| -> Result<(), String> {
+    let worker_health = health.clone();
+    let guards = timely::execute(timely_config(workers, &opts)?, crate::fail_stop::worker(move |worker| -> Result<(), String> {
         let (index, peers) = (worker.index(), worker.peers());
         let leader = index % workers == 0;
         let owned = assignment(&layout, index, peers);
@@ -529,6 +539,7 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
         });
         let label_metrics = worker_metrics.clone();
         let worker_billing_stats = billing_stats.clone();
+        let heartbeat = worker_health.register(index % workers);
         let mut last_status = Instant::now();
         loop {
             let done = control.finished.get() && probe.done();
@@ -565,9 +576,10 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
                 break;
             }
             worker.step_or_park(Some(Duration::from_millis(20)));
+            heartbeat.beat();
         }
         Ok(())
-    })
+    }))
     .map_err(|e| anyhow::anyhow!("starting timely: {e}"))?;
     Ok(Running {
         api: bound,
@@ -619,26 +631,10 @@ fn install(
     }
 }
 
-/// In a cluster, a process whose peer is gone cannot make progress (timely's channels to it
-/// fail): it exits at once, non-zero, so that its supervisor restarts it and the whole cluster
-/// resumes from its checkpoints, rather than hang.
-fn exit_when_the_cluster_breaks() {
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        default(info);
-        let thread = std::thread::current();
-        if thread.name().is_some_and(|n| n.starts_with("timely:")) {
-            tracing::error!(
-                thread = thread.name().unwrap_or(""),
-                "the timely cluster broke (a peer process is gone?): exiting so that every process restarts from its checkpoint"
-            );
-            std::process::exit(EXIT_CLUSTER_BROKEN);
-        }
-    }));
-}
-
-/// Exit status of a process that lost its cluster.
-pub const EXIT_CLUSTER_BROKEN: i32 = 75;
+/// Exit status of a process that lost its cluster (see [`crate::fail_stop`]).
+pub use crate::fail_stop::EXIT_CLUSTER_BROKEN;
+/// Exit status of a process whose pipeline failed (see [`crate::fail_stop`]).
+pub use crate::fail_stop::EXIT_PIPELINE_FAILED;
 
 async fn wait_for_signal() {
     #[cfg(unix)]

@@ -117,34 +117,21 @@ impl RocksStore {
             .spawn(move || {
                 let mut write_opts = WriteOptions::default();
                 write_opts.set_sync(fsync);
-                while let Ok(first) = rx.recv() {
-                    let mut pending = vec![first];
-                    pending.extend(rx.try_iter());
-                    let started = Instant::now();
+                let write = |pending: &[(StateBatch, Ticket)]| {
                     let mut batch = WriteBatch::default();
-                    let mut entries = 0;
-                    for (b, _) in &pending {
+                    for (b, _) in pending {
                         for (k, v) in &b.puts {
                             batch.put(k, v);
                         }
                         for k in &b.deletes {
                             batch.delete(k);
                         }
-                        entries += b.puts.len() + b.deletes.len();
                     }
-                    let ok = match db_writer.write_opt(batch, &write_opts) {
-                        Ok(()) => true,
-                        Err(e) => {
-                            tracing::error!(error = %e, "checkpoint write failed");
-                            false
-                        }
-                    };
-                    if let Some(observe) = &observer {
-                        observe(entries, started.elapsed());
-                    }
-                    for (_, ticket) in pending {
-                        ticket.complete(ok);
-                    }
+                    db_writer.write_opt(batch, &write_opts)
+                };
+                if let Err(e) = write_until_failure(rx, write, observer.as_deref()) {
+                    // Fail-stop: the process-wide hook (`crate::fail_stop`) ends the process.
+                    panic!("checkpoint write failed: {e}; no later write is attempted, and a restart resumes from the last checkpoint");
                 }
             })
             .map_err(StoreError::Thread)?;
@@ -236,6 +223,47 @@ impl StateStore for RocksStore {
         }
         ticket
     }
+}
+
+/// The writer's loop: takes every batch waiting, writes them as one (`write`), completes their
+/// tickets, until the channel closes (`Ok`) or a write fails. A failed write completes its
+/// tickets, and those of the batches queued behind it, as failed and ends the loop (`Err`):
+/// nothing is written after it, so the store never holds a later checkpoint over a lost one.
+/// The channel closes with the loop, so a later [`StateStore::persist`] fails at once.
+fn write_until_failure<E: std::fmt::Display>(
+    rx: mpsc::Receiver<(StateBatch, Ticket)>,
+    mut write: impl FnMut(&[(StateBatch, Ticket)]) -> Result<(), E>,
+    observer: Option<&(dyn Fn(usize, std::time::Duration) + Send + Sync)>,
+) -> Result<(), String> {
+    while let Ok(first) = rx.recv() {
+        let mut pending = vec![first];
+        pending.extend(rx.try_iter());
+        let started = Instant::now();
+        let entries = pending
+            .iter()
+            .map(|(b, _)| b.puts.len() + b.deletes.len())
+            .sum();
+        match write(&pending) {
+            Ok(()) => {
+                if let Some(observe) = observer {
+                    observe(entries, started.elapsed());
+                }
+                for (_, ticket) in pending {
+                    ticket.complete(true);
+                }
+            }
+            Err(e) => {
+                // Logged before any ticket fails: a worker that sees its ticket fail ends the
+                // process, maybe before this thread does.
+                tracing::error!(error = %e, entries, "checkpoint write failed: the state writer stops");
+                for (_, ticket) in pending.into_iter().chain(rx.try_iter()) {
+                    ticket.complete(false);
+                }
+                return Err(e.to_string());
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -355,5 +383,55 @@ mod tests {
             .err()
             .unwrap();
         assert!(e.to_string().contains("key format is \"2\""), "{e}");
+    }
+
+    /// Regression: a failed write was followed by later ones (a later checkpoint over a lost
+    /// one), and the store went on as if nothing had happened.
+    #[test]
+    fn the_writer_stops_at_the_first_failed_write() {
+        let (tx, rx) = mpsc::channel::<(StateBatch, Ticket)>();
+        let batch = |k: &str| StateBatch {
+            puts: vec![(k.as_bytes().to_vec(), b"v".to_vec())],
+            deletes: vec![],
+        };
+        let tickets: Vec<Ticket> = (0..3).map(|_| Ticket::default()).collect();
+        tx.send((batch("a"), tickets[0].clone())).unwrap();
+        let mut written = Vec::new();
+        let mut calls = 0;
+        let writer = std::thread::spawn({
+            let tickets = tickets.clone();
+            let tx = tx.clone();
+            move || {
+                let result = write_until_failure(
+                    rx,
+                    |pending: &[(StateBatch, Ticket)]| {
+                        calls += 1;
+                        if calls == 1 {
+                            written.extend(pending.iter().map(|(b, _)| b.clone()));
+                            // The next two arrive while this one is being written.
+                            tx.send((batch("b"), tickets[1].clone())).unwrap();
+                            tx.send((batch("c"), tickets[2].clone())).unwrap();
+                            Ok(())
+                        } else {
+                            Err("No space left on device")
+                        }
+                    },
+                    None,
+                );
+                (result, written, calls)
+            }
+        });
+        let (result, written, calls) = writer.join().unwrap();
+        assert_eq!(result, Err("No space left on device".to_string()));
+        assert_eq!(written, vec![batch("a")]);
+        assert_eq!(
+            calls, 2,
+            "b and c are written together, once, and fail together"
+        );
+        assert_eq!(tickets[0].poll(), Some(true));
+        assert_eq!(tickets[1].poll(), Some(false));
+        assert_eq!(tickets[2].poll(), Some(false));
+        // The loop is over: a batch sent now is never written.
+        assert!(tx.send((batch("d"), Ticket::default())).is_err());
     }
 }

@@ -389,3 +389,67 @@ pub fn sum_by(
     }
     out
 }
+
+/// Starts `adstream run` like [`Running::start`], with `envs` set and its stderr (at `RUST_LOG`
+/// `info`) written to `log`.
+pub fn start_logged(
+    pipeline: &Path,
+    state_dir: &Path,
+    args: &[&str],
+    envs: &[(&str, &str)],
+    log: &Path,
+) -> Running {
+    let mut child = adstream()
+        .arg("run")
+        .arg(pipeline)
+        .arg("--state-dir")
+        .arg(state_dir)
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .env("RUST_LOG", "info,rdkafka=warn")
+        .envs(envs.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let api = loop {
+        let Some(line) = lines.next() else {
+            panic!(
+                "adstream exited before listening: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        };
+        if let Some(url) = line.unwrap().split("listening on ").nth(1) {
+            break url.trim().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    Running { child, api }
+}
+
+/// The exit status of `child` once it has exited, or `None` if it is still running after
+/// `timeout`.
+pub fn exit_within(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Sends `signal` (`-TERM`, `-KILL`...) to `child`.
+pub fn send_signal(child: &Child, signal: &str) {
+    let ok = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {signal} failed");
+}
