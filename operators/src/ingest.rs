@@ -104,11 +104,13 @@ pub enum Reason {
     Duplicate,
     /// Billing event outside its charging window.
     Expired,
+    /// Not a message: a summary of messages deleted (retention) before they were read.
+    OffsetsLost,
 }
 
 impl Reason {
     /// Every reason, for metrics.
-    pub const ALL: [Reason; 9] = [
+    pub const ALL: [Reason; 10] = [
         Reason::MalformedJson,
         Reason::InvalidField,
         Reason::Oversize,
@@ -118,6 +120,7 @@ impl Reason {
         Reason::UnknownCampaign,
         Reason::Duplicate,
         Reason::Expired,
+        Reason::OffsetsLost,
     ];
 
     /// snake_case name, as written in dead letters and metrics.
@@ -132,6 +135,7 @@ impl Reason {
             Reason::UnknownCampaign => "unknown_campaign",
             Reason::Duplicate => "duplicate",
             Reason::Expired => "expired",
+            Reason::OffsetsLost => "offsets_lost",
         }
     }
 }
