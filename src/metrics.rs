@@ -56,6 +56,21 @@ pub struct Metrics {
     pub checkpoint_age_seconds: Gauge,
     /// Spend today over the daily budget, per campaign (set when scraped).
     pub budget_utilisation: GaugeVec,
+    /// Output records by topic and outcome: `delivered`, `failed` (for good), `dropped` (the
+    /// backlog was full), `retried`, `undelivered` (left at shutdown), `already_published`
+    /// (a dead letter an earlier run published).
+    pub output_records: IntCounterVec,
+    /// Output records that failed, by topic and reason (librdkafka's error, snake_case).
+    pub output_failures: IntCounterVec,
+    /// Output records not settled yet, by stage (`producer`: in librdkafka's queue or in
+    /// flight; `backlog`: waiting for room in that queue).
+    pub output_pending: IntGaugeVec,
+    /// Input messages deleted (retention) before they were read, per partition.
+    pub offsets_lost: IntCounterVec,
+    /// 1 while the brokers answer, 0 while they do not.
+    pub broker_reachable: IntGauge,
+    /// Partitions of each input topic, as last seen in the brokers' metadata.
+    pub input_partitions: IntGaugeVec,
     families: Vec<String>,
 }
 
@@ -194,7 +209,55 @@ impl Metrics {
             &["campaign"],
         )
         .expect("valid");
+        let output_records = IntCounterVec::new(
+            Opts::new(
+                "output_records_total",
+                "Output records, by topic and outcome",
+            ),
+            &["topic", "outcome"],
+        )
+        .expect("valid");
+        let output_failures = IntCounterVec::new(
+            Opts::new(
+                "output_failures_total",
+                "Output records that failed, by topic and reason",
+            ),
+            &["topic", "reason"],
+        )
+        .expect("valid");
+        let output_pending = IntGaugeVec::new(
+            Opts::new(
+                "output_pending_records",
+                "Output records not delivered yet, by stage (producer, backlog)",
+            ),
+            &["stage"],
+        )
+        .expect("valid");
+        let offsets_lost = IntCounterVec::new(
+            Opts::new(
+                "offsets_lost_total",
+                "Input messages deleted by retention before they were read, per partition",
+            ),
+            &["topic", "partition"],
+        )
+        .expect("valid");
+        let broker_reachable = IntGauge::new(
+            "broker_reachable",
+            "1 while the Kafka brokers answer, 0 while they do not",
+        )
+        .expect("valid");
+        let input_partitions = IntGaugeVec::new(
+            Opts::new("input_partitions", "Partitions of each input topic"),
+            &["topic"],
+        )
+        .expect("valid");
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(output_records.clone()),
+            Box::new(output_failures.clone()),
+            Box::new(output_pending.clone()),
+            Box::new(offsets_lost.clone()),
+            Box::new(broker_reachable.clone()),
+            Box::new(input_partitions.clone()),
             Box::new(report_events.clone()),
             Box::new(report_rows.clone()),
             Box::new(requests.clone()),
@@ -247,6 +310,12 @@ impl Metrics {
             consumer_lag,
             checkpoint_age_seconds,
             budget_utilisation,
+            output_records,
+            output_failures,
+            output_pending,
+            offsets_lost,
+            broker_reachable,
+            input_partitions,
             families,
         }
     }
