@@ -63,7 +63,7 @@ impl Meta {
 /// [`LOG_EVERY`] with the count since.
 #[derive(Default)]
 struct LogLimiter {
-    last: Mutex<HashMap<(String, String), (Instant, u64)>>,
+    last: Mutex<HashMap<(String, String), (Option<Instant>, u64)>>,
 }
 
 const LOG_EVERY: Duration = Duration::from_secs(10);
@@ -76,9 +76,9 @@ impl LogLimiter {
         let now = Instant::now();
         let entry = last
             .entry((topic.to_string(), why.to_string()))
-            .or_insert((now - LOG_EVERY, 0));
+            .or_insert((None, 0));
         entry.1 += 1;
-        if now.duration_since(entry.0) >= LOG_EVERY {
+        if entry.0.is_none_or(|at| now.duration_since(at) >= LOG_EVERY) {
             tracing::error!(
                 topic,
                 reason = why,
@@ -86,7 +86,7 @@ impl LogLimiter {
                 records = entry.1,
                 "output records not delivered"
             );
-            *entry = (now, 0);
+            *entry = (Some(now), 0);
         }
     }
 }
