@@ -210,12 +210,15 @@ async fn healthz(State(state): State<AppState>) -> (StatusCode, String) {
     }
 }
 
-async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
-    if state.live.ready() {
-        (StatusCode::OK, "ready")
+/// `GET /readyz`: 200 or 503 with `{"ready": bool, "reasons": [{"reason": ...}]}`.
+async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<crate::live::Readiness>) {
+    let readiness = state.live.readiness();
+    let status = if readiness.ready {
+        StatusCode::OK
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "catching up")
-    }
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(readiness))
 }
 
 /// `GET /v1/models`: the live version, training status and every version with its metrics.

@@ -65,6 +65,21 @@ pub struct Metrics {
     /// `overloaded`: beyond `api.max_connections`, answered 503; `shutdown`: still open at the
     /// end of the shutdown grace).
     pub http_connections_closed: IntCounterVec,
+    /// Output records by topic and outcome: `delivered`, `failed` (for good), `dropped` (the
+    /// backlog was full), `retried`, `undelivered` (left at shutdown), `already_published`
+    /// (a dead letter an earlier run published).
+    pub output_records: IntCounterVec,
+    /// Output records that failed, by topic and reason (librdkafka's error, snake_case).
+    pub output_failures: IntCounterVec,
+    /// Output records not settled yet, by stage (`producer`: in librdkafka's queue or in
+    /// flight; `backlog`: waiting for room in that queue).
+    pub output_pending: IntGaugeVec,
+    /// Input messages deleted (retention) before they were read, per partition.
+    pub offsets_lost: IntCounterVec,
+    /// 1 while the brokers answer, 0 while they do not.
+    pub broker_reachable: IntGauge,
+    /// Partitions of each input topic, as last seen in the brokers' metadata.
+    pub input_partitions: IntGaugeVec,
     families: Vec<String>,
 }
 
@@ -221,10 +236,58 @@ impl Metrics {
             &["reason"],
         )
         .expect("valid");
+        let output_records = IntCounterVec::new(
+            Opts::new(
+                "output_records_total",
+                "Output records, by topic and outcome",
+            ),
+            &["topic", "outcome"],
+        )
+        .expect("valid");
+        let output_failures = IntCounterVec::new(
+            Opts::new(
+                "output_failures_total",
+                "Output records that failed, by topic and reason",
+            ),
+            &["topic", "reason"],
+        )
+        .expect("valid");
+        let output_pending = IntGaugeVec::new(
+            Opts::new(
+                "output_pending_records",
+                "Output records not delivered yet, by stage (producer, backlog)",
+            ),
+            &["stage"],
+        )
+        .expect("valid");
+        let offsets_lost = IntCounterVec::new(
+            Opts::new(
+                "offsets_lost_total",
+                "Input messages deleted by retention before they were read, per partition",
+            ),
+            &["topic", "partition"],
+        )
+        .expect("valid");
+        let broker_reachable = IntGauge::new(
+            "broker_reachable",
+            "1 while the Kafka brokers answer, 0 while they do not",
+        )
+        .expect("valid");
+        let input_partitions = IntGaugeVec::new(
+            Opts::new("input_partitions", "Partitions of each input topic"),
+            &["topic"],
+        )
+        .expect("valid");
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(http_connections.clone()),
             Box::new(http_connections_closed.clone()),
             Box::new(charged_micros.clone()),
+            Box::new(output_records.clone()),
+            Box::new(output_failures.clone()),
+            Box::new(output_pending.clone()),
+            Box::new(offsets_lost.clone()),
+            Box::new(broker_reachable.clone()),
+            Box::new(input_partitions.clone()),
             Box::new(report_events.clone()),
             Box::new(report_rows.clone()),
             Box::new(requests.clone()),
@@ -280,6 +343,12 @@ impl Metrics {
             budget_utilisation,
             http_connections,
             http_connections_closed,
+            output_records,
+            output_failures,
+            output_pending,
+            offsets_lost,
+            broker_reachable,
+            input_partitions,
             families,
         }
     }

@@ -45,6 +45,9 @@ pub struct Pipeline {
     /// Checkpoints.
     #[serde(default)]
     pub checkpoint: CheckpointSection,
+    /// Readiness and the Kafka monitor.
+    #[serde(default)]
+    pub health: HealthSection,
     /// Charging rules.
     #[serde(default)]
     pub billing: BillingSection,
@@ -662,6 +665,29 @@ impl Default for CheckpointSection {
     }
 }
 
+/// `[health]`: what `/readyz` holds a process to, and how often the brokers are asked.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthSection {
+    /// How often the monitor probes the brokers, measures every partition's lag and looks for
+    /// partitions added to the input topics, ms.
+    pub interval_ms: Spanned<u64>,
+    /// A broker request unanswered this long makes the process unready, ms.
+    pub broker_timeout_ms: Spanned<u64>,
+    /// A partition more messages than this behind its end makes the process unready.
+    pub max_lag_messages: Spanned<i64>,
+}
+
+impl Default for HealthSection {
+    fn default() -> Self {
+        HealthSection {
+            interval_ms: Spanned::new(0..0, 1_000),
+            broker_timeout_ms: Spanned::new(0..0, 5_000),
+            max_lag_messages: Spanned::new(0..0, 100_000),
+        }
+    }
+}
+
 /// `[billing]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -952,6 +978,25 @@ impl Pipeline {
             *c.interval_ms.get_ref() >= 10,
             "checkpoint.interval_ms",
             "must be at least 10",
+        )?;
+        let h = &self.health;
+        check(
+            &h.interval_ms,
+            (50..=60_000).contains(h.interval_ms.get_ref()),
+            "health.interval_ms",
+            "must be between 50 and 60000",
+        )?;
+        check(
+            &h.broker_timeout_ms,
+            (100..=300_000).contains(h.broker_timeout_ms.get_ref()),
+            "health.broker_timeout_ms",
+            "must be between 100 and 300000",
+        )?;
+        check(
+            &h.max_lag_messages,
+            *h.max_lag_messages.get_ref() >= 1,
+            "health.max_lag_messages",
+            "must be at least 1",
         )?;
         let pc = &self.pacing;
         check(

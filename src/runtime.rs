@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use adstream_operators::attribution::Windows;
 use adstream_operators::checkpoint::StateStore;
+use adstream_operators::deliver::Deliver;
 use adstream_operators::graph::{billing, BillingConfig};
 use adstream_operators::ingest::{decode, DecodeConfig, Ingested, StreamId};
 use adstream_operators::ledger::operator::{LedgerConfig, LedgerOutput};
@@ -35,12 +36,14 @@ use adstream_operators::source::{
 use adstream_operators::time::EventTime;
 use anyhow::Context;
 use timely::dataflow::operators::vec::{Broadcast, Map};
-use timely::dataflow::operators::Inspect;
+use timely::dataflow::operators::{Inspect, Probe};
 use timely::dataflow::ProbeHandle;
 
 use crate::http::{app, AppState};
 use crate::kafka::client_config;
-use crate::kafka::reader::{assignment, discover, KafkaReader};
+use crate::kafka::deadletters::{published_since, read_back_since, DeadLetterGate};
+use crate::kafka::monitor::{MonitorSettings, Topology, Watched};
+use crate::kafka::reader::{discover, KafkaReader, OnLost, ReaderLinks};
 use crate::kafka::sink::Sinks;
 use crate::live::LiveState;
 use crate::metrics::Metrics;
@@ -227,12 +230,14 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
         .clone()
         .unwrap_or_else(|| pipeline.pipeline.state_dir.clone());
     let processes = opts.processes.max(1);
+    let stop = Arc::new(AtomicBool::new(false));
     let config = client_config(&pipeline, &brokers)?;
     let topics: Vec<(StreamId, String)> = StreamId::ALL
         .iter()
         .map(|s| (*s, pipeline.topics.input(*s).to_string()))
         .collect();
     let layout = discover(&config, &topics, Duration::from_secs(15))?;
+    let topology = Arc::new(Topology::new(layout));
     let metrics = Metrics::new();
     let observer_metrics = metrics.clone();
     let observer: crate::state::WriteObserver = Arc::new(move |entries, took| {
@@ -253,6 +258,41 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
     )?);
     let running_store = store.clone();
     let live = Arc::new(LiveState::default());
+    // Dead letters an earlier run published (crate::kafka::deadletters): below the checkpointed
+    // offsets, or read back from the dead-letter topic since the last checkpoint.
+    let offsets = restore_offsets(&*store).context("restoring the checkpointed Kafka offsets")?;
+    let published = match read_back_since(&*store, EventTime::now().millis())? {
+        Some(since) => {
+            let published =
+                published_since(&config, &pipeline.topics, since, Duration::from_secs(15))
+                    .context("reading back the dead letters published since the last checkpoint")?;
+            tracing::info!(
+                dead_letters = published.len(),
+                "dead letters published since the last checkpoint: not published again"
+            );
+            published
+        }
+        None => Default::default(),
+    };
+    let gate = DeadLetterGate::new(&offsets, published);
+    let broker_timeout = Duration::from_millis(*pipeline.health.broker_timeout_ms.get_ref());
+    crate::kafka::monitor::spawn(
+        &config,
+        Watched {
+            topics: topics.clone(),
+            workers: opts.process * workers..(opts.process + 1) * workers,
+            peers: processes * workers,
+        },
+        topology.clone(),
+        live.clone(),
+        metrics.clone(),
+        MonitorSettings {
+            interval: Duration::from_millis(*pipeline.health.interval_ms.get_ref()),
+            timeout: broker_timeout,
+            max_lag: *pipeline.health.max_lag_messages.get_ref(),
+        },
+        stop.clone(),
+    )?;
     // The online ranker: the trainer runs in the process of worker 0, beside the registry in
     // its state directory; every process serves the versions it publishes.
     let spec = pipeline
@@ -272,8 +312,13 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
         (None, None)
     };
     let trainer_link = Arc::new(Mutex::new(trainer_link));
-    let sinks = Sinks::new(&config, &pipeline.topics)?;
-    let stop = Arc::new(AtomicBool::new(false));
+    let sinks = Sinks::new(
+        &config,
+        &pipeline.topics,
+        metrics.clone(),
+        live.clone(),
+        gate,
+    )?;
 
     // The HTTP API and signal handling run on a small tokio runtime beside the workers.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -394,9 +439,9 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
     let guards = timely::execute(timely_config(workers, &opts)?, crate::fail_stop::worker(move |worker| -> Result<(), String> {
         let (index, peers) = (worker.index(), worker.peers());
         let leader = index % workers == 0;
-        let owned = assignment(&layout, index, peers);
-        let offsets = restore_offsets(&*store).unwrap_or_else(|e| panic!("restoring Kafka offsets: {e}"));
-        let reader = KafkaReader::new(&config, &topics, owned, &offsets, Some(worker_metrics.consumer_lag.clone())).map_err(|e| format!("{e:#}"))?;
+        let on_lost = offsets_lost(worker_metrics.clone(), worker_sinks.clone(), topic_names.clone());
+        let links = ReaderLinks { worker: (index, peers), topology: topology.clone(), live: worker_live.clone(), on_lost };
+        let reader = KafkaReader::new(&config, &topics, &offsets, links).map_err(|e| format!("{e:#}"))?;
         let (requests, activator_slot) = receivers
             .lock()
             .ok()
@@ -406,6 +451,7 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
         let pacing_config = pacing_config.clone();
         let control = SourceControl {
             stop: worker_stop.clone(),
+            hold: worker_sinks.congested(),
             ..SourceControl::default()
         };
         worker_live.track_source(control.caught_up.clone());
@@ -445,16 +491,18 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
             let streams = billing(ingested, billing_config, store.clone(), &probe);
             *label_stats.borrow_mut() = Some(streams.label_stats.clone());
             *report_stats.borrow_mut() = Some(streams.report_stats.clone());
-            // Report rows go to their report's compacted topic, upserted by group and window.
+            // Report rows go to their report's compacted topic, upserted by group and window;
+            // like dead letters, through a fence that holds checkpoints until they are delivered.
             let (report_sinks, report_metrics) = (sinks.clone(), metrics.clone());
             if let Some(rows) = streams.reports {
-                rows.inspect(move |row: &adstream_operators::report::ReportRow| {
+                rows.deliver("ReportSink", move |row: adstream_operators::report::ReportRow, receipt| {
                     if let Some(spec) = report_specs.get(row.report) {
-                        report_sinks.report(&spec.topic, row);
+                        report_sinks.report(&spec.topic, &row, Some(receipt));
                         let state = if row.value["final"] == true { "final" } else { "open" };
                         report_metrics.report_rows.with_label_values(&[spec.name.as_str(), state]).inc();
                     }
-                });
+                })
+                .probe_with(&probe);
             }
             let out = streams.ledger;
             // Labelled examples train the ranker (on worker 0's trainer); the versions it
@@ -473,13 +521,20 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
             let book = status_book.clone();
             let status_queue = status_pending.clone();
             let sinks_for_status = sinks.clone();
-            out.clone().inspect(move |rec: &LedgerOutput| match rec {
-                LedgerOutput::Dead(d) => {
+            out.clone()
+                .flat_map(|rec| match rec {
+                    LedgerOutput::Dead(d) => Some(d),
+                    _ => None,
+                })
+                .deliver("DeadLetterSink", move |d, receipt| {
                     metrics.dead_letters.with_label_values(&[d.reason.as_str()]).inc();
                     let topic = StreamId::from_u8(d.origin.stream).map_or("unknown", |s| topic_names.input(s));
                     tracing::warn!(reason = d.reason.as_str(), topic, partition = d.origin.partition, offset = d.origin.offset, detail = %d.detail, "dead letter");
-                    sinks_for_status.dead_letter(d);
-                }
+                    sinks_for_status.dead_letter(&d, Some(receipt));
+                })
+                .probe_with(&probe);
+            out.clone().inspect(move |rec: &LedgerOutput| match rec {
+                LedgerOutput::Dead(_) => {}
                 other => {
                     let mut book = book.borrow_mut();
                     if let Some(campaign) = book.apply(other) {
@@ -594,6 +649,42 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
         runtime: Some(runtime),
         server: Some(server),
         shutdown: Some(shutdown_tx),
+    })
+}
+
+/// What a reader calls when it finds input messages deleted before they were read: counted per
+/// partition, logged as an error, and published as one `offsets_lost` dead-letter summary.
+fn offsets_lost(metrics: Metrics, sinks: Sinks, topics: crate::pipeline::TopicsSection) -> OnLost {
+    Arc::new(move |stream, partition, from, to| {
+        let topic = topics.input(stream);
+        let lost = (to - from).max(0);
+        metrics
+            .offsets_lost
+            .with_label_values(&[topic, &partition.to_string()])
+            .inc_by(lost as u64);
+        tracing::error!(
+            topic,
+            partition,
+            from,
+            to,
+            lost,
+            "input messages deleted by retention before they were read: not charged"
+        );
+        let summary = adstream_operators::ingest::DeadLetter {
+            reason: adstream_operators::ingest::Reason::OffsetsLost,
+            detail: format!(
+                "offsets {from}..{to} of {topic}[{partition}] ({lost} messages) were deleted by retention before adstream read them"
+            ),
+            origin: adstream_operators::ledger::Origin {
+                stream: stream as u8,
+                partition,
+                offset: from,
+            },
+            key: None,
+            payload: Vec::new(),
+            truncated: false,
+        };
+        sinks.dead_letter(&summary, None);
     })
 }
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: installs what the build and the tests need
 # (libclang for RocksDB's bindings, cmake, Chromium for the dashboard test, promtool and
-# kubernetes-validate for the deployment checks, the tansu test broker), then runs every test.
+# kubernetes-validate for the deployment checks, sqlite3 and the tansu test broker), then runs
+# every test.
 # Tests start and stop their own brokers on free loopback ports.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -16,6 +17,9 @@ command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 # promtool (Debian's prometheus) and python3 with pip for the deployment checks (tests/deploy.rs).
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+# The sqlite3 CLI: tests/kafka.rs adds partitions and deletes records in tansu's storage (tansu
+# has no CreatePartitions, and its retention runs only every 10 minutes).
+command -v sqlite3 >/dev/null 2>&1 || need_apt+=(sqlite3)
 python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "test.sh: installing ${need_apt[*]}"

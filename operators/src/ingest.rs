@@ -112,11 +112,13 @@ pub enum Reason {
     BadEventTime,
     /// Billing event whose token's price is above what the campaign bid for that win.
     PriceAboveBid,
+    /// Not a message: a summary of messages deleted (retention) before they were read.
+    OffsetsLost,
 }
 
 impl Reason {
     /// Every reason, for metrics.
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 12] = [
         Reason::MalformedJson,
         Reason::InvalidField,
         Reason::Oversize,
@@ -128,6 +130,7 @@ impl Reason {
         Reason::Expired,
         Reason::BadEventTime,
         Reason::PriceAboveBid,
+        Reason::OffsetsLost,
     ];
 
     /// snake_case name, as written in dead letters and metrics.
@@ -144,6 +147,7 @@ impl Reason {
             Reason::Expired => "expired",
             Reason::BadEventTime => "bad_event_time",
             Reason::PriceAboveBid => "price_above_bid",
+            Reason::OffsetsLost => "offsets_lost",
         }
     }
 }

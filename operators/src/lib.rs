@@ -3,8 +3,9 @@
 //! Each stage of the funnel is a module: [`source`] reads Kafka partitions, [`ingest`] decodes
 //! and verifies, [`catalog`] holds campaigns, [`attribution`] matches conversions to touches,
 //! [`ledger`] charges spend exactly once, [`labels`] joins served ads with their outcomes into
-//! training examples, [`report`] aggregates everything into reporting rows, and [`checkpoint`] is
-//! the protocol they all follow.
+//! training examples, [`report`] aggregates everything into reporting rows, [`deliver`] holds
+//! checkpoints behind what sinks have not delivered yet, and [`checkpoint`] is the protocol they
+//! all follow.
 //! [`graph`] wires them together. Domain logic is plain Rust, tested without timely; the
 //! operators are thin shells over it.
 #![deny(missing_docs)]
@@ -12,6 +13,7 @@
 pub mod attribution;
 pub mod catalog;
 pub mod checkpoint;
+pub mod deliver;
 pub mod events;
 pub mod graph;
 pub mod ingest;

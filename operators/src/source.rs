@@ -11,7 +11,14 @@
 //!
 //! Offsets follow the protocol of [`crate::checkpoint`]: every checkpoint interval the source
 //! snapshots its read positions together with `M`, the largest time it has emitted; the snapshot
-//! is persisted once the `progress` probe (placed after every stateful operator) has passed `M`.
+//! is persisted once the `progress` probe (placed after every stateful operator, and after the
+//! [`crate::deliver`] fences of the sinks) has passed `M`. Each persisted snapshot also records
+//! its wall-clock time per partition ([`position_time_key`]), and the campaigns topic's
+//! positions are persisted too although it is always read from its beginning: together they
+//! tell a restarted process which dead letters it may already have published.
+//!
+//! While [`SourceControl::hold`] is set (the sinks are congested) the source reads nothing and
+//! its watermark stays put: backpressure reaches the inputs, never the serving path.
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, VecDeque};
@@ -112,6 +119,9 @@ pub struct SourceControl {
     pub finished: Rc<Cell<bool>>,
     /// Becomes true the first time the source has read everything available.
     pub caught_up: Arc<AtomicBool>,
+    /// Set while the sinks cannot keep up (backpressure): the source reads nothing and holds
+    /// its watermark until it is cleared.
+    pub hold: Arc<AtomicBool>,
 }
 
 /// Key under which the next offset of `stream`/`partition` is checkpointed.
@@ -119,7 +129,39 @@ pub fn offset_key(stream: StreamId, partition: i32) -> Vec<u8> {
     format!("offsets/{}/{partition}", stream.as_str()).into_bytes()
 }
 
-/// Reads the checkpointed next offsets back; an entry that cannot be read, or a store read
+/// Key under which the wall-clock time (ms) of the snapshot that last confirmed the offset of
+/// `stream`/`partition` is checkpointed: every message at or after that offset was read after
+/// that time. (The binary's dead-letter gate reads back what was published since.)
+pub fn position_time_key(stream: StreamId, partition: i32) -> Vec<u8> {
+    format!("{POSITION_TIMES}{}/{partition}", stream.as_str()).into_bytes()
+}
+
+const POSITION_TIMES: &str = "positions-at/";
+
+/// Reads the checkpointed snapshot times back (see [`position_time_key`]).
+pub fn restore_position_times(
+    store: &dyn StateStore,
+) -> Result<BTreeMap<(StreamId, i32), i64>, RestoreError> {
+    let mut out = BTreeMap::new();
+    for (k, v) in store.scan(POSITION_TIMES.as_bytes())? {
+        let key = String::from_utf8_lossy(&k[POSITION_TIMES.len()..]).into_owned();
+        let parsed = key.split_once('/').and_then(|(stream, partition)| {
+            let stream = StreamId::ALL.into_iter().find(|id| id.as_str() == stream)?;
+            Some((stream, partition.parse::<i32>().ok()?))
+        });
+        let Some((stream, partition)) = parsed else {
+            return Err(RestoreError::value(&k, "not a stream/partition key"));
+        };
+        out.insert(
+            (stream, partition),
+            crate::checkpoint::text_value::<i64>(&k, &v)?,
+        );
+    }
+    Ok(out)
+}
+
+/// Reads the checkpointed next offsets back (the campaigns topic's too: it is read from its
+/// beginning on every start, and its offsets say how far its dead letters were published); an entry that cannot be read, or a store read
 /// error, is an error naming the key (never a partition silently read from the start).
 pub fn restore_offsets(
     store: &dyn StateStore,
@@ -151,6 +193,7 @@ type Positions = BTreeMap<(StreamId, i32), i64>;
 struct Snapshot {
     positions: Positions,
     max_time: u64,
+    taken_ms: i64,
 }
 
 /// Builds a source operator reading `reader`, decoding with `decode`.
@@ -188,10 +231,15 @@ where
             let now = clock();
             let mut full = false;
             if let (Some(c), false) = (cap.as_mut(), stopped) {
+                // Backpressure: while the sinks are congested nothing is read, and the watermark
+                // stays where it is (what is not read yet must not turn late meanwhile).
+                let held = control.hold.load(Ordering::Relaxed);
                 buffer.clear();
-                reader.poll(config.batch, &mut buffer);
+                if !held {
+                    reader.poll(config.batch, &mut buffer);
+                }
                 full = buffer.len() >= config.batch;
-                let caught_up = !full && reader.caught_up();
+                let caught_up = !held && !full && reader.caught_up();
                 if caught_up {
                     control.caught_up.store(true, Ordering::Relaxed);
                 }
@@ -237,7 +285,7 @@ where
                         .min(wall)
                 };
                 let w = tick(watermark, config.tick_ms);
-                if w > *c.time() {
+                if w > *c.time() && !held {
                     c.downgrade(&w);
                 }
                 let stopping = control.stop.load(Ordering::Relaxed);
@@ -246,6 +294,7 @@ where
                     pending.push_back(Snapshot {
                         positions: positions.clone(),
                         max_time,
+                        taken_ms: now,
                     });
                 }
                 if stopping {
@@ -279,17 +328,27 @@ where
                     ready = pending.pop_front();
                 }
                 if let Some(s) = ready {
+                    // Every partition read so far is confirmed at the snapshot's time, changed
+                    // or not, so the times stay recent on idle partitions too.
+                    let taken = s.taken_ms.to_string();
+                    let mut puts: Vec<(Vec<u8>, Vec<u8>)> = s
+                        .positions
+                        .keys()
+                        .map(|(st, p)| (position_time_key(*st, *p), taken.clone().into_bytes()))
+                        .collect();
                     let changed: BTreeMap<_, _> = s
                         .positions
                         .into_iter()
-                        .filter(|(k, v)| k.0 != StreamId::Campaigns && persisted.get(k) != Some(v))
+                        .filter(|(k, v)| persisted.get(k) != Some(v))
                         .collect();
-                    if !changed.is_empty() {
+                    puts.extend(
+                        changed
+                            .iter()
+                            .map(|((s, p), o)| (offset_key(*s, *p), o.to_string().into_bytes())),
+                    );
+                    if !puts.is_empty() {
                         let batch = StateBatch {
-                            puts: changed
-                                .iter()
-                                .map(|((s, p), o)| (offset_key(*s, *p), o.to_string().into_bytes()))
-                                .collect(),
+                            puts,
                             deletes: vec![],
                         };
                         in_flight = Some((store.persist(batch), changed));
@@ -376,6 +435,62 @@ mod tests {
         let offsets = restore_offsets(&*store).unwrap();
         assert_eq!(offsets.get(&(StreamId::Clicks, 0)), Some(&12));
         assert_eq!(offsets.get(&(StreamId::Clicks, 1)), Some(&4));
+        let times = restore_position_times(&*store).unwrap();
+        assert_eq!(times.get(&(StreamId::Clicks, 0)), Some(&10_000));
+        assert_eq!(times.get(&(StreamId::Clicks, 1)), Some(&10_000));
+    }
+
+    /// Runs a source over `messages` with `hold` set as given and stop requested; what it
+    /// emitted and the offsets it checkpointed.
+    fn run_held(messages: Vec<RawMessage>, hold: bool) -> (usize, BTreeMap<(StreamId, i32), i64>) {
+        let store = Arc::new(MemoryStore::default());
+        let store2 = store.clone();
+        let captured = timely::example(move |scope| {
+            let probe = ProbeHandle::new();
+            let reader = VecReader {
+                messages: messages.into(),
+                owned: vec![(StreamId::Campaigns, 0), (StreamId::Clicks, 0)],
+            };
+            let control = SourceControl::default();
+            control.hold.store(hold, Ordering::Relaxed);
+            control.stop.store(true, Ordering::Relaxed);
+            let config = SourceConfig {
+                checkpoint_interval_ms: 0,
+                ..SourceConfig::default()
+            };
+            kafka_source(
+                scope,
+                "Held",
+                reader,
+                config,
+                Arc::new(|| 10_000),
+                store2,
+                probe.clone(),
+                control,
+                |m| (Some(EventTime(5_000)), m.offset),
+            )
+            .probe_with(&probe)
+            .capture()
+        });
+        let n = captured.extract().iter().map(|(_, d)| d.len()).sum();
+        (n, restore_offsets(&*store).unwrap())
+    }
+
+    /// A held source reads nothing; the campaigns topic's positions are checkpointed like the
+    /// others' (they say how far its dead letters went out).
+    #[test]
+    fn a_held_source_reads_nothing_and_campaign_positions_are_checkpointed() {
+        let campaign = RawMessage {
+            stream: StreamId::Campaigns,
+            ..msg(0, 7, 5_000)
+        };
+        let (n, offsets) = run_held(vec![campaign.clone(), msg(0, 3, 5_000)], false);
+        assert_eq!(n, 2);
+        assert_eq!(offsets.get(&(StreamId::Campaigns, 0)), Some(&8));
+        assert_eq!(offsets.get(&(StreamId::Clicks, 0)), Some(&4));
+        let (n, offsets) = run_held(vec![campaign, msg(0, 3, 5_000)], true);
+        assert_eq!(n, 0, "held: nothing read");
+        assert!(offsets.is_empty());
     }
 }
 

@@ -1,7 +1,11 @@
-//! Kafka clients: the partition reader behind each source, the producers behind each sink, and
-//! topic administration.
+//! Kafka clients: the partition reader behind each source, the monitor behind readiness and
+//! partition discovery, the producer behind the sinks (its policy in [`output`], the
+//! dead-letter gate in [`deadletters`]), and topic administration.
 
 pub mod admin;
+pub mod deadletters;
+pub mod monitor;
+pub mod output;
 pub mod reader;
 pub mod sink;
 

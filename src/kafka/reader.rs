@@ -3,18 +3,26 @@
 //! Partitions are assigned deterministically (partition `p` of every input topic goes to worker
 //! `p % workers`) and start at the offsets of the last checkpoint, not at the consumer group's
 //! committed offsets: the checkpoint is the source of truth. The campaigns topic is compacted and
-//! is always read from its beginning, so the catalog is rebuilt on every start.
+//! is always read from its beginning, so the catalog is rebuilt on every start. Partitions added
+//! while running are picked up through the [`Topology`] the monitor keeps
+//! ([`super::monitor`]); offsets that retention deleted before they were read are reported.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use adstream_operators::ingest::{RawMessage, StreamId};
 use adstream_operators::source::PartitionReader;
 use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientContext;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use super::monitor::Topology;
+use crate::live::LiveState;
 
 /// Partition counts of the input topics.
 pub type Layout = BTreeMap<StreamId, i32>;
@@ -55,59 +63,70 @@ pub fn assignment(layout: &Layout, index: usize, peers: usize) -> Vec<(StreamId,
         .collect()
 }
 
-/// The reader's librdkafka context: reports each owned partition's consumer lag (messages behind
-/// its high watermark) from librdkafka's statistics to `adstream_consumer_lag{topic,partition}`.
-pub struct LagContext {
-    lag: Option<prometheus::IntGaugeVec>,
+/// The librdkafka context of the readers and the monitor: client errors are logged, and "all
+/// brokers down" makes the process unready at once (the monitor's next answered round makes it
+/// ready again).
+pub struct ReaderContext {
+    live: Arc<LiveState>,
 }
 
-impl ClientContext for LagContext {
-    /// Reads only `topics.*.partitions.*.consumer_lag` from the statistics JSON (rdkafka's full
-    /// `Statistics` type fails to decode when a broker leaves fields out).
-    fn stats_raw(&self, statistics: &[u8]) {
-        let Some(lag) = &self.lag else {
-            return;
-        };
-        let Ok(doc) = serde_json::from_slice::<serde_json::Value>(statistics) else {
-            return;
-        };
-        let Some(topics) = doc["topics"].as_object() else {
-            return;
-        };
-        for (topic, t) in topics {
-            let Some(partitions) = t["partitions"].as_object() else {
-                continue;
-            };
-            for (partition, p) in partitions {
-                if let Some(behind) = partition_lag(p) {
-                    lag.with_label_values(&[topic.as_str(), partition.as_str()])
-                        .set(behind);
-                }
-            }
+impl ReaderContext {
+    /// A context reporting to `live`'s health.
+    pub fn new(live: Arc<LiveState>) -> Self {
+        ReaderContext { live }
+    }
+}
+
+impl ClientContext for ReaderContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            tracing::error!(reason, "kafka consumer: all brokers down");
+            self.live
+                .health
+                .set_broker_unreachable(Some(format!("consumer: {reason}")));
+        } else {
+            tracing::warn!(error = %error, reason, "kafka consumer error");
         }
     }
 }
 
-impl ConsumerContext for LagContext {}
+impl ConsumerContext for ReaderContext {}
 
-/// Messages between a partition's high watermark and this consumer's position, from its
-/// statistics entry; `None` for a partition it does not fetch or whose watermark is unknown.
-/// (librdkafka's own `consumer_lag` is measured from the *committed* offset, and adstream
-/// commits nothing to Kafka: its checkpoints hold the offsets.)
-fn partition_lag(p: &serde_json::Value) -> Option<i64> {
-    if p["fetch_state"] != "active" || p["partition"].as_i64().is_none_or(|n| n < 0) {
-        return None;
-    }
-    let high = p["hi_offset"].as_i64().filter(|h| *h >= 0)?;
-    let position = [&p["app_offset"], &p["next_offset"]]
-        .into_iter()
-        .filter_map(|v| v.as_i64())
-        .find(|o| *o >= 0)?;
-    Some((high - position).max(0))
+/// Where a reader starts on a partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Start {
+    /// The first offset to read.
+    pub offset: i64,
+    /// Offsets `[from, to)` deleted (retention) before they were read.
+    pub lost: Option<(i64, i64)>,
+    /// The checkpointed offset lies beyond the partition's end (the topic was recreated?).
+    pub beyond_end: bool,
 }
 
-/// How often librdkafka reports statistics (and so consumer lag), ms.
-const STATS_INTERVAL_MS: &str = "5000";
+/// Where to start on a partition whose low and high watermarks are `low` and `high`, given the
+/// checkpointed next offset (`None`: from the beginning). Never a silent skip: an offset below
+/// the low watermark reports what was lost.
+pub fn start_at(checkpointed: Option<i64>, low: i64, high: i64) -> Start {
+    let mut start = Start {
+        offset: low,
+        lost: None,
+        beyond_end: false,
+    };
+    match checkpointed {
+        None => {}
+        Some(o) if o < low => start.lost = Some((o, low)),
+        Some(o) if o > high => start.beyond_end = true,
+        Some(o) => start.offset = o,
+    }
+    start
+}
+
+/// Called when a reader finds messages deleted before it read them:
+/// (stream, partition, first lost offset, first offset still there).
+pub type OnLost = Arc<dyn Fn(StreamId, i32, i64, i64) + Send + Sync>;
+
+/// How often a reader that saw an offset-out-of-range error looks for the partitions concerned.
+const RESET_CHECK: Duration = Duration::from_millis(100);
 
 /// A worker's consumer.
 ///
@@ -115,84 +134,143 @@ const STATS_INTERVAL_MS: &str = "5000";
 /// partitions have been read up to theirs, the event partitions stay paused: the catalog is
 /// complete before any event is judged against it. The reader counts as caught up once every
 /// partition has reached its start-up watermark.
+///
+/// Offsets lost to retention are never skipped silently: `auto.offset.reset` is `error`, a
+/// checkpointed offset below the low watermark at start-up, or an out-of-range error while
+/// running, is reported through [`OnLost`] (metric, error log, dead-letter summary) and reading
+/// resumes at the low watermark. Partitions added to the input topics while running are
+/// assigned as soon as the monitor's [`Topology`] shows them.
 pub struct KafkaReader {
-    consumer: BaseConsumer<LagContext>,
+    consumer: BaseConsumer<ReaderContext>,
     streams: HashMap<String, StreamId>,
     names: HashMap<StreamId, String>,
     owned: Vec<(StreamId, i32)>,
     /// Partitions still behind their start-up high watermark.
     behind: HashMap<(StreamId, i32), i64>,
     events_paused: bool,
+    /// The next offset to read, per owned partition, as far as known.
+    next: HashMap<(StreamId, i32), i64>,
+    topology: Arc<Topology>,
+    version: u64,
+    worker: (usize, usize),
+    checkpointed: BTreeMap<(StreamId, i32), i64>,
+    on_lost: OnLost,
+    reset_since: Option<Instant>,
+    last_reset_check: Instant,
+}
+
+/// Who a reader is and what it reports to.
+pub struct ReaderLinks {
+    /// This worker's index and the number of workers in the cluster.
+    pub worker: (usize, usize),
+    /// The layout and watermarks the monitor keeps, and the positions readers publish.
+    pub topology: Arc<Topology>,
+    /// Readiness (client errors).
+    pub live: Arc<LiveState>,
+    /// Where lost offsets are reported.
+    pub on_lost: OnLost,
 }
 
 impl KafkaReader {
-    /// A consumer assigned `owned`, starting at `offsets` (or the beginning), reporting its lag
-    /// to `lag` when given.
+    /// A consumer assigned the partitions worker `links.worker` owns in `links.topology`,
+    /// starting at `offsets` (or the beginning).
     pub fn new(
         config: &ClientConfig,
         topics: &[(StreamId, String)],
-        owned: Vec<(StreamId, i32)>,
         offsets: &BTreeMap<(StreamId, i32), i64>,
-        lag: Option<prometheus::IntGaugeVec>,
+        links: ReaderLinks,
     ) -> anyhow::Result<Self> {
         let mut config = config.clone();
         config
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false")
-            .set("auto.offset.reset", "earliest")
+            .set("auto.offset.reset", "error")
             .set("fetch.wait.max.ms", "20")
             .set("fetch.min.bytes", "1");
         if config.get("group.id").is_none() {
             config.set("group.id", "adstream");
         }
-        if lag.is_some() {
-            config.set("statistics.interval.ms", STATS_INTERVAL_MS);
-        }
-        let consumer: BaseConsumer<LagContext> = config
-            .create_with_context(LagContext { lag })
+        let consumer: BaseConsumer<ReaderContext> = config
+            .create_with_context(ReaderContext::new(links.live.clone()))
             .context("creating a Kafka consumer")?;
-        let names: HashMap<StreamId, &String> = topics.iter().map(|(s, t)| (*s, t)).collect();
-        let mut tpl = TopicPartitionList::new();
-        for (stream, partition) in &owned {
-            let offset = match (stream, offsets.get(&(*stream, *partition))) {
-                (StreamId::Campaigns, _) | (_, None) => Offset::Beginning,
-                (_, Some(o)) => Offset::Offset(*o),
-            };
-            if let Some(topic) = names.get(stream) {
-                tpl.add_partition_offset(topic, *partition, offset)
-                    .context("building the assignment")?;
-            }
-        }
-        consumer.assign(&tpl).context("assigning partitions")?;
-        let mut behind = HashMap::new();
-        for (stream, partition) in &owned {
-            let Some(topic) = names.get(stream) else {
-                continue;
-            };
-            let (_, high) = consumer
-                .fetch_watermarks(topic, *partition, Duration::from_secs(15))
-                .with_context(|| format!("reading the high watermark of {topic}/{partition}"))?;
-            let start = match stream {
-                StreamId::Campaigns => 0,
-                _ => offsets.get(&(*stream, *partition)).copied().unwrap_or(0),
-            };
-            if high > start {
-                behind.insert((*stream, *partition), high);
-            }
-        }
+        let (index, peers) = links.worker;
+        let owned = assignment(&links.topology.layout(), index, peers);
         let mut reader = KafkaReader {
             consumer,
             streams: topics.iter().map(|(s, t)| (t.clone(), *s)).collect(),
             names: topics.iter().map(|(s, t)| (*s, t.clone())).collect(),
-            owned,
-            behind,
+            owned: Vec::new(),
+            behind: HashMap::new(),
             events_paused: false,
+            next: HashMap::new(),
+            version: links.topology.version(),
+            topology: links.topology,
+            worker: links.worker,
+            checkpointed: offsets.clone(),
+            on_lost: links.on_lost,
+            reset_since: None,
+            last_reset_check: Instant::now(),
         };
+        let mut tpl = TopicPartitionList::new();
+        for (stream, partition) in &owned {
+            let Some(topic) = reader.names.get(stream).cloned() else {
+                continue;
+            };
+            let (low, high) = reader
+                .consumer
+                .fetch_watermarks(&topic, *partition, Duration::from_secs(15))
+                .with_context(|| format!("reading the watermarks of {topic}/{partition}"))?;
+            let start = reader.start(*stream, *partition, low, high);
+            tpl.add_partition_offset(&topic, *partition, Offset::Offset(start))
+                .context("building the assignment")?;
+            if high > start {
+                reader.behind.insert((*stream, *partition), high);
+            }
+        }
+        reader
+            .consumer
+            .assign(&tpl)
+            .context("assigning partitions")?;
+        reader.owned = owned;
+        reader.publish_positions(reader.owned.clone());
         if reader.behind.keys().any(|(s, _)| *s == StreamId::Campaigns) {
             reader.set_events_paused(true)?;
         }
         Ok(reader)
+    }
+
+    /// Decides where to start on a partition, reporting offsets lost to retention.
+    fn start(&mut self, stream: StreamId, partition: i32, low: i64, high: i64) -> i64 {
+        let checkpointed = match stream {
+            // Compacted and always read from its beginning.
+            StreamId::Campaigns => None,
+            _ => self.checkpointed.get(&(stream, partition)).copied(),
+        };
+        let start = start_at(checkpointed, low, high);
+        let topic = self.names.get(&stream).map_or("unknown", String::as_str);
+        if start.beyond_end {
+            tracing::error!(
+                topic,
+                partition,
+                checkpointed,
+                high,
+                "checkpointed offset beyond the end of the partition (topic recreated?): reading it from its beginning"
+            );
+        }
+        if let Some((from, to)) = start.lost {
+            (self.on_lost)(stream, partition, from, to);
+        }
+        self.next.insert((stream, partition), start.offset);
+        start.offset
+    }
+
+    fn publish_positions(&self, partitions: Vec<(StreamId, i32)>) {
+        self.topology.set_positions(
+            partitions
+                .into_iter()
+                .filter_map(|k| self.next.get(&k).map(|o| (k, *o))),
+        );
     }
 
     fn event_partitions(&self) -> TopicPartitionList {
@@ -238,18 +316,152 @@ impl KafkaReader {
             }
         }
     }
+
+    /// Assigns the partitions the grown layout gives this worker, from their beginning (or
+    /// their checkpointed offset, had an earlier run read them).
+    fn take_new_partitions(&mut self) {
+        self.version = self.topology.version();
+        let (index, peers) = self.worker;
+        let now = assignment(&self.topology.layout(), index, peers);
+        let new: Vec<(StreamId, i32)> = now
+            .into_iter()
+            .filter(|p| !self.owned.contains(p))
+            .collect();
+        if new.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (stream, partition) in &new {
+            let Some(topic) = self.names.get(stream) else {
+                continue;
+            };
+            let offset = match (stream, self.checkpointed.get(&(*stream, *partition))) {
+                (StreamId::Campaigns, _) | (_, None) => Offset::Beginning,
+                (_, Some(o)) => Offset::Offset(*o),
+            };
+            if let Offset::Offset(o) = offset {
+                self.next.insert((*stream, *partition), o);
+            }
+            if tpl.add_partition_offset(topic, *partition, offset).is_err() {
+                continue;
+            }
+            tracing::info!(topic, partition, worker = index, "reading a new partition");
+        }
+        if let Err(e) = self.consumer.incremental_assign(&tpl) {
+            // Tried again at the next layout change; the monitor's lag shows them unread.
+            tracing::error!(error = %e, "cannot assign new partitions");
+            return;
+        }
+        self.owned.extend(new.iter().copied());
+        if self.events_paused {
+            let mut paused = TopicPartitionList::new();
+            for (stream, partition) in &new {
+                if let (false, Some(topic)) =
+                    (*stream == StreamId::Campaigns, self.names.get(stream))
+                {
+                    paused.add_partition(topic, *partition);
+                }
+            }
+            if paused.count() > 0 {
+                if let Err(e) = self.consumer.pause(&paused) {
+                    tracing::error!(error = %e, "cannot pause new event partitions");
+                }
+            }
+        }
+        self.publish_positions(new);
+    }
+
+    /// After an offset-out-of-range error: every owned event partition whose next offset lies
+    /// below its low watermark lost messages to retention; each is reported and read on from
+    /// its low watermark. Waits for the monitor's watermarks to show the loss.
+    fn recover_lost_offsets(&mut self) {
+        let mut found = false;
+        for (stream, partition) in self.owned.clone() {
+            if stream == StreamId::Campaigns {
+                continue;
+            }
+            let (Some((low, _)), Some(next)) = (
+                self.topology.watermarks(stream, partition),
+                self.next.get(&(stream, partition)).copied(),
+            ) else {
+                continue;
+            };
+            if next >= low {
+                continue;
+            }
+            let Some(topic) = self.names.get(&stream).cloned() else {
+                continue;
+            };
+            let mut tpl = TopicPartitionList::new();
+            if tpl
+                .add_partition_offset(&topic, partition, Offset::Offset(low))
+                .is_err()
+            {
+                continue;
+            }
+            let reassigned = self
+                .consumer
+                .incremental_unassign(&tpl)
+                .and_then(|()| self.consumer.incremental_assign(&tpl));
+            if let Err(e) = reassigned {
+                tracing::error!(error = %e, topic, partition, "cannot move past lost offsets");
+                continue;
+            }
+            (self.on_lost)(stream, partition, next, low);
+            self.next.insert((stream, partition), low);
+            self.publish_positions(vec![(stream, partition)]);
+            found = true;
+        }
+        let waited = self
+            .reset_since
+            .is_some_and(|t| t.elapsed() > Duration::from_secs(60));
+        if found || waited {
+            if !found {
+                tracing::error!("offset out of range, but no partition is below its low watermark");
+            }
+            self.reset_since = None;
+        }
+    }
 }
 
 impl PartitionReader for KafkaReader {
     fn poll(&mut self, max: usize, out: &mut Vec<RawMessage>) {
+        if self.topology.version() != self.version {
+            self.take_new_partitions();
+        }
+        if self.reset_since.is_some() && self.last_reset_check.elapsed() >= RESET_CHECK {
+            self.last_reset_check = Instant::now();
+            self.recover_lost_offsets();
+        }
         if self.owned.is_empty() {
             return;
         }
+        let first = out.len();
         for _ in 0..max {
             match self.consumer.poll(Duration::ZERO) {
                 None => break,
                 Some(Err(e)) => {
-                    tracing::warn!(error = %e, "kafka consumer error");
+                    let code = e.rdkafka_error_code();
+                    if matches!(
+                        code,
+                        Some(
+                            RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange
+                        )
+                    ) {
+                        tracing::error!(error = %e, "offset out of range: messages were deleted before they were read");
+                        self.reset_since.get_or_insert_with(Instant::now);
+                    } else if matches!(
+                        code,
+                        Some(
+                            RDKafkaErrorCode::AllBrokersDown
+                                | RDKafkaErrorCode::BrokerTransportFailure
+                        )
+                    ) {
+                        // Already logged by the client's error callback.
+                        tracing::debug!(error = %e, "kafka consumer error");
+                    } else {
+                        tracing::warn!(error = %e, "kafka consumer error");
+                    }
                     break;
                 }
                 Some(Ok(m)) => {
@@ -272,6 +484,14 @@ impl PartitionReader for KafkaReader {
                 }
             }
         }
+        if out.len() > first {
+            let mut read = BTreeMap::new();
+            for m in &out[first..] {
+                read.insert((m.stream, m.partition), m.offset + 1);
+            }
+            self.next.extend(read.iter().map(|(k, v)| (*k, *v)));
+            self.topology.set_positions(read);
+        }
     }
 
     fn partitions(&self) -> Vec<(StreamId, i32)> {
@@ -292,28 +512,70 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lag_is_measured_from_the_position_of_fetched_partitions() {
-        let p = |state: &str, partition: i64, hi: i64, app: i64, next: i64| {
-            serde_json::json!({"fetch_state": state, "partition": partition, "hi_offset": hi,
-                "app_offset": app, "next_offset": next, "consumer_lag": -1})
-        };
-        assert_eq!(partition_lag(&p("active", 0, 48, 40, 48)), Some(8));
+    fn a_checkpoint_below_the_low_watermark_reports_the_lost_range() {
         assert_eq!(
-            partition_lag(&p("active", 0, 10, -1001, 0)),
-            Some(10),
-            "nothing read yet"
+            start_at(Some(40), 10, 100),
+            Start {
+                offset: 40,
+                lost: None,
+                beyond_end: false
+            }
         );
-        assert_eq!(partition_lag(&p("none", 1, 10, -1001, 0)), None, "not ours");
         assert_eq!(
-            partition_lag(&p("active", -1, 10, 0, 0)),
+            start_at(None, 10, 100),
+            Start {
+                offset: 10,
+                lost: None,
+                beyond_end: false
+            }
+        );
+        assert_eq!(
+            start_at(Some(4), 10, 100),
+            Start {
+                offset: 10,
+                lost: Some((4, 10)),
+                beyond_end: false
+            }
+        );
+        assert_eq!(
+            start_at(Some(10), 10, 100).lost,
             None,
-            "internal partition"
+            "nothing lost at low"
         );
         assert_eq!(
-            partition_lag(&p("active", 0, -1001, -1001, 0)),
-            None,
-            "watermark unknown"
+            start_at(Some(100), 10, 100).offset,
+            100,
+            "caught up at the end"
         );
+        assert_eq!(
+            start_at(Some(130), 10, 100),
+            Start {
+                offset: 10,
+                lost: None,
+                beyond_end: true
+            }
+        );
+    }
+
+    /// Adding partitions never moves one that was already read: each worker keeps what it
+    /// had and the new partitions get exactly one worker each.
+    #[test]
+    fn growth_keeps_every_partition_with_its_worker() {
+        let before: Layout = [(StreamId::Clicks, 4), (StreamId::Impressions, 3)].into();
+        let after: Layout = [(StreamId::Clicks, 7), (StreamId::Impressions, 3)].into();
+        for peers in 1..5 {
+            let mut all = Vec::new();
+            for i in 0..peers {
+                let old = assignment(&before, i, peers);
+                let new = assignment(&after, i, peers);
+                assert!(old.iter().all(|p| new.contains(p)), "worker {i} of {peers}");
+                all.extend(new);
+            }
+            all.sort();
+            let n = all.len();
+            all.dedup();
+            assert_eq!((n, all.len()), (10, 10));
+        }
     }
 
     #[test]

@@ -54,30 +54,112 @@ pub struct Broker {
     _dir: tempfile::TempDir,
 }
 
+fn spawn_tansu(dir: &Path, port: u16) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("tansu.log"))
+        .unwrap();
+    let child = Command::new(tansu_binary())
+        .current_dir(dir)
+        .args(["broker"])
+        .args(["--listener-url", &format!("tcp://127.0.0.1:{port}")])
+        .args([
+            "--advertised-listener-url",
+            &format!("tcp://127.0.0.1:{port}"),
+        ])
+        .args(["--storage-engine", "sqlite://tansu.db"])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("tansu is installed (deploy/local/install-tansu.sh)");
+    wait_for_port(port, Duration::from_secs(60));
+    child
+}
+
 impl Broker {
     pub fn start() -> Broker {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let log = std::fs::File::create(dir.path().join("tansu.log")).unwrap();
-        let child = Command::new(tansu_binary())
-            .current_dir(dir.path())
-            .args(["broker"])
-            .args(["--listener-url", &format!("tcp://127.0.0.1:{port}")])
-            .args([
-                "--advertised-listener-url",
-                &format!("tcp://127.0.0.1:{port}"),
-            ])
-            .args(["--storage-engine", "sqlite://tansu.db"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("tansu is installed (deploy/local/install-tansu.sh)");
-        wait_for_port(port, Duration::from_secs(60));
+        let child = spawn_tansu(dir.path(), port);
         Broker {
             port,
             child,
             _dir: dir,
         }
+    }
+
+    /// Kills the broker; its storage stays.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Freezes the broker (SIGSTOP): connections stay open and nothing answers.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Thaws a paused broker (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} failed");
+    }
+
+    /// Starts the broker again on the same port and storage.
+    pub fn restart(&mut self) {
+        self.child = spawn_tansu(self._dir.path(), self.port);
+    }
+
+    /// Deletes the records of `topic`/`partition` below `offset`, as retention would (in
+    /// tansu's sqlite storage, with the sqlite3 command-line tool).
+    pub fn delete_records(&self, topic: &str, partition: i32, offset: i64) {
+        self.sqlite(&format!(
+            "DELETE FROM record WHERE offset_id < {offset} AND topition = \
+             (SELECT tp.id FROM topition tp JOIN topic t ON tp.topic = t.id \
+             WHERE t.name = '{topic}' AND tp.partition = {partition});"
+        ));
+    }
+
+    fn sqlite(&self, sql: &str) {
+        let out = Command::new("sqlite3")
+            .arg("-cmd")
+            .arg(".timeout 10000")
+            .arg(self._dir.path().join("tansu.db"))
+            .arg(sql)
+            .output()
+            .expect("the sqlite3 command-line tool is installed (apt-get install sqlite3)");
+        assert!(
+            out.status.success(),
+            "sqlite3 on tansu's storage: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Grows `topic` to `partitions` partitions. tansu has no CreatePartitions request, so
+    /// this does in its sqlite storage what topic creation does per partition (with the
+    /// sqlite3 command-line tool).
+    pub fn add_partitions(&self, topic: &str, partitions: i32) {
+        let mut sql =
+            format!("BEGIN;\nUPDATE topic SET partitions = {partitions} WHERE name = '{topic}';\n");
+        for p in 0..partitions {
+            sql.push_str(&format!(
+                "INSERT OR IGNORE INTO topition (topic, partition) SELECT id, {p} FROM topic WHERE name = '{topic}';\n\
+                 INSERT INTO watermark (topition) SELECT tp.id FROM topition tp JOIN topic t ON tp.topic = t.id \
+                 WHERE t.name = '{topic}' AND tp.partition = {p} \
+                 AND NOT EXISTS (SELECT 1 FROM watermark w WHERE w.topition = tp.id);\n"
+            ));
+        }
+        sql.push_str("COMMIT;\n");
+        self.sqlite(&sql);
     }
 
     pub fn brokers(&self) -> String {
@@ -210,6 +292,98 @@ pub fn produce(p: &BaseProducer, topic: &str, key: &str, payload: Option<&[u8]>)
         }
     }
     p.poll(Duration::ZERO);
+}
+
+/// Produces to an explicit partition.
+pub fn produce_to(p: &BaseProducer, topic: &str, partition: i32, key: &str, payload: &[u8]) {
+    let mut record = BaseRecord::<str, [u8]>::to(topic)
+        .partition(partition)
+        .key(key)
+        .payload(payload);
+    loop {
+        match p.send(record) {
+            Ok(()) => break,
+            Err((_, back)) => {
+                record = back;
+                p.poll(Duration::from_millis(10));
+            }
+        }
+    }
+    p.poll(Duration::ZERO);
+}
+
+/// The value of the sample `series` (`name{labels}` exactly as exported) at `api`'s
+/// `/metrics`, if present.
+pub fn metric(api: &str, series: &str) -> Option<f64> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    let text = rt.block_on(async {
+        reqwest::get(format!("{api}/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()
+    })?;
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    })
+}
+
+/// Every record of `topic` from its beginning to the end it has now, as JSON (others skipped).
+pub fn read_all(brokers: &str, topic: &str) -> Vec<serde_json::Value> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("it-all-{}", free_port()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let mut ends = std::collections::BTreeMap::new();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
+        let (_, high) = consumer
+            .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+            .unwrap();
+        if high > 0 {
+            ends.insert(p.id(), high);
+            tpl.add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning)
+                .unwrap();
+        }
+    }
+    let mut out = Vec::new();
+    if ends.is_empty() {
+        return out;
+    }
+    consumer.assign(&tpl).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ends.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "could not read {topic} to its end"
+        );
+        let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        if let Ok(doc) = serde_json::from_slice(m.payload().unwrap_or_default()) {
+            out.push(doc);
+        }
+        if ends
+            .get(&m.partition())
+            .is_some_and(|e| m.offset() + 1 >= *e)
+        {
+            ends.remove(&m.partition());
+        }
+    }
+    out
 }
 
 pub fn flush(p: &BaseProducer) {
