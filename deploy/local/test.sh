@@ -39,4 +39,4 @@ deploy/local/install-tansu.sh
 export TANSU="${TANSU:-$(command -v tansu || echo "${CARGO_HOME:-$HOME/.cargo}/bin/tansu")}"
 
 # One profile (release) for the build, the tests and the demo: the C++ dependencies compile once.
-cargo test --release --workspace "$@"
+cargo test --release --workspace --no-fail-fast "$@"
