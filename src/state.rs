@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Instant;
 
-use adstream_operators::checkpoint::{ScanError, StateBatch, StateStore, Ticket};
+use adstream_operators::checkpoint::{Entries, ScanError, StateBatch, StateStore, Ticket};
 use adstream_operators::routing::{migrate_v0, FAMILIES, FORMAT_KEY, FORMAT_VERSION};
 use rocksdb::{Options, WriteBatch, WriteOptions, DB};
 
@@ -144,7 +144,7 @@ impl RocksStore {
 }
 
 /// Every entry under `prefix`, or RocksDB's read error.
-fn scan_db(db: &DB, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ScanError> {
+fn scan_db(db: &DB, prefix: &[u8]) -> Result<Entries, ScanError> {
     let mut out = Vec::new();
     for item in db.iterator(rocksdb::IteratorMode::From(
         prefix,
@@ -211,7 +211,7 @@ fn prepare_format(db: &DB, path: &str) -> Result<(), StoreError> {
 }
 
 impl StateStore for RocksStore {
-    fn scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ScanError> {
+    fn scan(&self, prefix: &[u8]) -> Result<Entries, ScanError> {
         scan_db(&self.db, prefix)
     }
 
@@ -365,7 +365,7 @@ mod tests {
         {
             let db = raw_db(dir.path());
             let mut k = format!("labels/{:016x}/", 3).into_bytes();
-            k.extend_from_slice(b"r\0x\01");
+            k.extend_from_slice(b"r\x00x\x001");
             db.put(k, "{}").unwrap();
         }
         let e = RocksStore::open(dir.path(), 0, 1, false, None)

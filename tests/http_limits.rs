@@ -62,13 +62,11 @@ fn get(stream: &mut TcpStream, path: &str) -> (u16, String) {
 /// Waits (at most 60 s) for the server to close `stream`; how long after `since` it did.
 fn closed_by_server(stream: &mut TcpStream, since: Instant) -> Duration {
     let mut buf = [0u8; 256];
-    loop {
-        match stream.read(&mut buf) {
-            Ok(0) => return since.elapsed(),
-            Ok(n) => panic!("unexpected bytes: {:?}", String::from_utf8_lossy(&buf[..n])),
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return since.elapsed(),
-            Err(e) => panic!("not closed by the server within 60 s: {e}"),
-        }
+    match stream.read(&mut buf) {
+        Ok(0) => since.elapsed(),
+        Ok(n) => panic!("unexpected bytes: {:?}", String::from_utf8_lossy(&buf[..n])),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => since.elapsed(),
+        Err(e) => panic!("not closed by the server within 60 s: {e}"),
     }
 }
 

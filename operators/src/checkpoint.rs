@@ -140,11 +140,14 @@ where
         .map_err(|e| RestoreError::value(key, format!("{text:?}: {e}")))
 }
 
+/// Key-value entries, as a scan returns them.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Durable key-value state with atomic batches.
 pub trait StateStore: Send + Sync + 'static {
     /// Every entry whose key starts with `prefix` (used at start-up to restore), or the store's
     /// read error: never a silently shortened list.
-    fn scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ScanError>;
+    fn scan(&self, prefix: &[u8]) -> Result<Entries, ScanError>;
     /// Makes `batch` durable atomically, off the caller's thread.
     fn persist(&self, batch: StateBatch) -> Ticket;
 }
@@ -163,7 +166,7 @@ impl MemoryStore {
 }
 
 impl StateStore for MemoryStore {
-    fn scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ScanError> {
+    fn scan(&self, prefix: &[u8]) -> Result<Entries, ScanError> {
         let data = self
             .data
             .lock()
@@ -310,7 +313,7 @@ pub(crate) mod testing {
     }
 
     impl StateStore for BrokenStore {
-        fn scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ScanError> {
+        fn scan(&self, prefix: &[u8]) -> Result<Entries, ScanError> {
             if prefix.starts_with(&self.broken) || self.broken.starts_with(prefix) {
                 return Err(ScanError::new(prefix, "injected read error"));
             }

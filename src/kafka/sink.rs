@@ -63,8 +63,11 @@ impl Meta {
 /// [`LOG_EVERY`] with the count since.
 #[derive(Default)]
 struct LogLimiter {
-    last: Mutex<HashMap<(String, String), (Option<Instant>, u64)>>,
+    last: Mutex<HashMap<TopicReason, (Option<Instant>, u64)>>,
 }
+
+/// A (topic, failure reason) pair.
+type TopicReason = (String, String);
 
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
