@@ -12,6 +12,7 @@
 //! | --- | --- |
 //! | [`EXIT_PIPELINE_FAILED`] (70) | a thread of the pipeline panicked, a worker ended with an error, or a checkpoint write failed |
 //! | [`EXIT_CLUSTER_BROKEN`] (75) | a peer process of the timely cluster is gone |
+//! | `runtime::EXIT_DRAIN_TIMEOUT` (71) | after SIGTERM/SIGINT, the drain and final checkpoint did not finish within 45 s (the broker is unreachable, so outputs cannot be delivered) |
 //!
 //! The process ends with `_exit`: no destructor or `atexit` handler runs while other threads
 //! still use RocksDB, Kafka clients or sockets (they would only race the exit, and could

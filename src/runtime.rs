@@ -129,9 +129,26 @@ pub fn run(pipeline: Pipeline, mut opts: RunOptions) -> anyhow::Result<()> {
         wait_for_signal().await;
         tracing::info!("signal received: draining and checkpointing");
         signal_stop.store(true, Ordering::Relaxed);
+        // A drain that cannot finish (the broker is unreachable, so dead letters and report rows
+        // cannot be delivered before the final checkpoint) must not keep the process alive:
+        // past the deadline it exits without that checkpoint; a restart replays from the last.
+        std::thread::spawn(|| {
+            std::thread::sleep(DRAIN_DEADLINE);
+            tracing::error!(
+                deadline_s = DRAIN_DEADLINE.as_secs(),
+                "the drain did not finish in time (broker unreachable?): exiting without a final checkpoint; a restart resumes from the last one"
+            );
+            std::process::exit(EXIT_DRAIN_TIMEOUT);
+        });
     });
     running.wait()
 }
+
+/// How long a signalled process may take to drain and take its final checkpoint.
+pub const DRAIN_DEADLINE: Duration = Duration::from_secs(45);
+
+/// Exit status of a process whose drain did not finish within [`DRAIN_DEADLINE`].
+pub const EXIT_DRAIN_TIMEOUT: i32 = 71;
 
 /// A pipeline running in this process: its API address, its live state and the switch that
 /// stops it (`adstream run` flips it on SIGINT/SIGTERM).
