@@ -100,11 +100,18 @@ fn a_full_state_disk_ends_the_process() {
     let p = producer(&brokers);
     let campaign = campaign_json("c1", "a1", Billing::Cpm, 1_000_000_000_000);
     produce(&p, "ads.campaigns", "c1", Some(campaign.as_bytes()));
-    impressions(&p, 0, 50);
+    flush(&p);
     let spend = |api: &str| {
         http_get(&format!("{api}/v1/campaigns/c1"))
             .and_then(|(s, b)| (s == 200).then(|| b["spend_micros"].as_u64().unwrap_or(0)))
     };
+    // Billing events of a campaign not read yet are refused once the lateness bound has passed
+    // (unknown_campaign): the campaign is known before they are sent.
+    assert!(
+        eventually(Duration::from_secs(120), || spend(&running.api).is_some()),
+        "the campaign never appeared"
+    );
+    impressions(&p, 0, 50);
     assert!(
         eventually(Duration::from_secs(120), || spend(&running.api)
             == Some(50_000)),
