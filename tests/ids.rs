@@ -9,7 +9,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use adstream_operators::events::{Billing, MAX_ID_BYTES};
@@ -63,17 +62,6 @@ fn spend(api: &str, id: &str) -> Option<u64> {
 
 fn spends(api: &str, ids: &[String]) -> BTreeMap<String, Option<u64>> {
     ids.iter().map(|id| (id.clone(), spend(api, id))).collect()
-}
-
-fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    None
 }
 
 /// Every dead letter on `ads.deadletter`, until `done` says enough were read (or 60 s pass).
@@ -299,7 +287,8 @@ fn bad_ids_are_refused_and_unusual_ids_keep_their_spend_across_a_restart() {
         .unwrap()
         .success();
     assert!(ok);
-    let status = wait_exit(&mut running.child, Duration::from_secs(60)).expect("exits on SIGTERM");
+    let status =
+        exit_within(&mut running.child, Duration::from_secs(60)).expect("exits on SIGTERM");
     assert!(status.success(), "SIGTERM exit status {status}");
     let running = Running::start(&pipeline, &state, &["--workers", "2"]);
     assert!(eventually(Duration::from_secs(60), || {

@@ -284,17 +284,8 @@ fn dead_letters_are_published_once_across_a_sigkill() {
     batch("a", &mut expected);
     assert!(eventually(Duration::from_secs(60), || has("{bad-a-9")));
     wait_spend(&run.api, "d-cpm", expected);
-    let ok = std::process::Command::new("kill")
-        .args(["-TERM", &run.child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-    assert!(eventually(Duration::from_secs(60), || run
-        .child
-        .try_wait()
-        .unwrap()
-        .is_some()));
+    send_signal(&run.child, "-TERM");
+    assert!(exit_within(&mut run.child, Duration::from_secs(60)).is_some());
 
     let run = Running::start(&rare, &state, &[]);
     wait_ready(&run.api);
@@ -389,17 +380,8 @@ fn partitions_added_while_running_are_read_and_charged() {
     );
 
     // A clean stop and a restart: the new partitions' offsets were checkpointed.
-    let ok = std::process::Command::new("kill")
-        .args(["-TERM", &run.child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-    assert!(eventually(Duration::from_secs(60), || run
-        .child
-        .try_wait()
-        .unwrap()
-        .is_some()));
+    send_signal(&run.child, "-TERM");
+    assert!(exit_within(&mut run.child, Duration::from_secs(60)).is_some());
     let run = Running::start(&file, &state, &[]);
     wait_ready(&run.api);
     assert_eq!(spend(&run.api, "n-cpm"), Some(expected));
@@ -434,17 +416,8 @@ fn offsets_lost_to_retention_are_reported() {
     let state = dir.path().join("state");
     let mut run = Running::start(&file, &state, &[]);
     wait_spend(&run.api, "r-cpm", 500);
-    let ok = std::process::Command::new("kill")
-        .args(["-TERM", &run.child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-    assert!(eventually(Duration::from_secs(60), || run
-        .child
-        .try_wait()
-        .unwrap()
-        .is_some()));
+    send_signal(&run.child, "-TERM");
+    assert!(exit_within(&mut run.child, Duration::from_secs(60)).is_some());
     // Offsets 5..10 go before the pipeline reads them; 10..15 stay.
     batch("deleted", 1_000);
     batch("late", 10);

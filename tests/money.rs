@@ -34,14 +34,6 @@ fn start(dir: &std::path::Path, broker: &Broker, extra: &str) -> (std::path::Pat
     (pipeline, run)
 }
 
-fn http_text(url: &str) -> String {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async { reqwest::get(url).await.unwrap().text().await.unwrap() })
-}
-
 fn wait_for_campaign(api: &str, id: &str) {
     assert!(
         eventually(Duration::from_secs(60), || {
@@ -142,7 +134,7 @@ fn a_late_click_flood_bills_the_budget_and_reports_the_rest_as_overdelivery() {
         }),
         "the report rows do not add up to the ledger"
     );
-    let metrics = http_text(&format!("{}/metrics", run.api));
+    let metrics = http_text(&format!("{}/metrics", run.api)).unwrap();
     assert!(
         metrics.contains(&format!(
             "adstream_charged_micros_total{{billing=\"cpc\",part=\"overdelivery\"}} {}",

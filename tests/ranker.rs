@@ -183,7 +183,7 @@ max_prediction_shift = 100.0
     let (status, body) = promote(&run.api, "latest");
     assert_eq!(status, 400, "{body}");
     assert!(body["error"].as_str().unwrap().contains("version"));
-    let metrics = reqwest_text(&format!("{}/metrics", run.api));
+    let metrics = http_text(&format!("{}/metrics", run.api)).unwrap();
     assert!(
         metrics.contains(&format!("adstream_model_live_version {n}")),
         "{metrics}"
@@ -215,12 +215,4 @@ max_prediction_shift = 100.0
         .collect();
     assert_eq!(live.len(), 1);
     assert_eq!(live[0]["version"], n);
-}
-
-fn reqwest_text(url: &str) -> String {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async { reqwest::get(url).await.unwrap().text().await.unwrap() })
 }

@@ -298,14 +298,14 @@ impl Sinks {
             s.fail(topic, "poisoned", "failed", &meta);
             return;
         };
+        let waiting = |meta| Waiting {
+            topic: topic.to_string(),
+            key: key.to_vec(),
+            payload: payload.to_vec(),
+            meta,
+        };
         if !backlog.is_empty() {
-            let record = Waiting {
-                topic: topic.to_string(),
-                key: key.to_vec(),
-                payload: payload.to_vec(),
-                meta,
-            };
-            s.wait_in_backlog(&mut backlog, record);
+            s.wait_in_backlog(&mut backlog, waiting(meta));
         } else {
             let record = BaseRecord::with_opaque_to(topic, meta)
                 .key(key)
@@ -316,13 +316,7 @@ impl Sinks {
                 let meta = record.delivery_opaque;
                 match e.rdkafka_error_code() {
                     Some(RDKafkaErrorCode::QueueFull) => {
-                        let record = Waiting {
-                            topic: topic.to_string(),
-                            key: key.to_vec(),
-                            payload: payload.to_vec(),
-                            meta,
-                        };
-                        s.wait_in_backlog(&mut backlog, record);
+                        s.wait_in_backlog(&mut backlog, waiting(meta));
                     }
                     code => {
                         let why = code.map_or_else(|| e.to_string(), reason);

@@ -281,7 +281,11 @@ pub fn produce(p: &BaseProducer, topic: &str, key: &str, payload: Option<&[u8]>)
     if let Some(bytes) = payload {
         record = record.payload(bytes);
     }
-    let mut record = record;
+    send_retrying(p, record);
+}
+
+/// Sends `record`, waiting for room while the producer's queue is full.
+fn send_retrying(p: &BaseProducer, mut record: BaseRecord<'_, str, [u8]>) {
     loop {
         match p.send(record) {
             Ok(()) => break,
@@ -296,37 +300,26 @@ pub fn produce(p: &BaseProducer, topic: &str, key: &str, payload: Option<&[u8]>)
 
 /// Produces to an explicit partition.
 pub fn produce_to(p: &BaseProducer, topic: &str, partition: i32, key: &str, payload: &[u8]) {
-    let mut record = BaseRecord::<str, [u8]>::to(topic)
+    let record = BaseRecord::<str, [u8]>::to(topic)
         .partition(partition)
         .key(key)
         .payload(payload);
-    loop {
-        match p.send(record) {
-            Ok(()) => break,
-            Err((_, back)) => {
-                record = back;
-                p.poll(Duration::from_millis(10));
-            }
-        }
-    }
-    p.poll(Duration::ZERO);
+    send_retrying(p, record);
+}
+
+/// The body of `GET url` as text (`None` if the request fails).
+pub fn http_text(url: &str) -> Option<String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    rt.block_on(async { reqwest::get(url).await.ok()?.text().await.ok() })
 }
 
 /// The value of the sample `series` (`name{labels}` exactly as exported) at `api`'s
 /// `/metrics`, if present.
 pub fn metric(api: &str, series: &str) -> Option<f64> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .ok()?;
-    let text = rt.block_on(async {
-        reqwest::get(format!("{api}/metrics"))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()
-    })?;
+    let text = http_text(&format!("{api}/metrics"))?;
     text.lines().find_map(|l| {
         l.strip_prefix(series)
             .and_then(|rest| rest.strip_prefix(' '))
