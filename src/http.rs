@@ -112,6 +112,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/openrtb", post(openrtb))
         .route("/v1/models", get(models))
         .route("/v1/models/{version}/promote", post(promote))
+        .route("/v1/models/resume", post(resume))
         .layer(DefaultBodyLimit::max(64 * 1024))
         .with_state(state)
 }
@@ -244,6 +245,7 @@ async fn models(State(state): State<AppState>) -> Json<serde_json::Value> {
                     "conversion": status.conversion,
                 },
                 "versions": status.versions,
+                "pinned": status.pinned,
             }))
         }
         // Another process trains: show what this one serves.
@@ -255,7 +257,8 @@ async fn models(State(state): State<AppState>) -> Json<serde_json::Value> {
     }
 }
 
-/// `POST /v1/models/{version}/promote`: makes a version live (`3` or `v3`).
+/// `POST /v1/models/{version}/promote`: makes a version live (`3` or `v3`) and pins serving to
+/// it: trained versions keep being judged, but none goes live until `POST /v1/models/resume`.
 async fn promote(
     State(state): State<AppState>,
     Path(version): Path<String>,
@@ -270,6 +273,27 @@ async fn promote(
             status: StatusCode::BAD_REQUEST,
             message: format!("path `version`: {version:?} is not a version such as 3 or v3"),
         })?;
+    let meta = ask_trainer(&state, |reply| Command::Promote {
+        version: number,
+        reply,
+    })
+    .await?;
+    Ok(Json(meta).into_response())
+}
+
+/// `POST /v1/models/resume`: ends a promotion's pin; the next version that passes the guards
+/// goes live.
+async fn resume(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    authorize_admin(&state, &headers)?;
+    ask_trainer(&state, |reply| Command::Resume { reply }).await?;
+    Ok(Json(json!({"pinned": false})).into_response())
+}
+
+/// Sends a command to this process's trainer and waits (up to 30 s) for its answer.
+async fn ask_trainer<T: Send + 'static>(
+    state: &AppState,
+    command: impl FnOnce(std::sync::mpsc::Sender<Result<T, TrainerError>>) -> Command,
+) -> Result<T, ApiError> {
     let trainer = state.trainer.as_ref().ok_or_else(|| ApiError {
         status: StatusCode::CONFLICT,
         message: "models are trained and promoted in the process of worker 0 (process 0); \
@@ -279,10 +303,7 @@ async fn promote(
     let (reply, answer) = std::sync::mpsc::channel();
     trainer
         .commands
-        .send(Command::Promote {
-            version: number,
-            reply,
-        })
+        .send(command(reply))
         .map_err(|_| ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
             message: "the trainer has stopped".into(),
@@ -296,7 +317,7 @@ async fn promote(
         message: e.to_string(),
     })?;
     match answer {
-        Ok(Ok(meta)) => Ok(Json(meta).into_response()),
+        Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => {
             let status = match &e {
                 TrainerError::Registry(RegistryError::Unknown(_)) => StatusCode::NOT_FOUND,

@@ -1,7 +1,8 @@
 //! The online ranker against a running pipeline on a real broker: served ads read back from
 //! `ads.served`, joined with impressions and clicks, train a model that passes the guards and is
 //! published to serving (`ext.model_version`), listed by `GET /v1/models`, rolled back by
-//! `POST /v1/models/{v}/promote`, and loaded again after a restart.
+//! `POST /v1/models/{v}/promote` (which pins serving until `POST /v1/models/resume`), and loaded
+//! again after a restart.
 
 #![allow(clippy::unwrap_used)]
 
@@ -169,13 +170,25 @@ max_prediction_shift = 100.0
     let (status, body) = promote(&run.api, &tag);
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "live");
-    // Training restarts from it and needs min_examples (150) new examples before it can publish
-    // another version: the few requests below cannot move serving past it again.
+    // A promotion pins serving: training goes on from the promoted version and its candidates
+    // are judged and kept as `passed`, but none replaces the pinned one.
     assert!(eventually(Duration::from_secs(30), || models(&run.api)
         ["serving"]
         == tag.as_str()));
+    assert_eq!(models(&run.api)["pinned"], true);
+    assert!(eventually(Duration::from_secs(120), || {
+        traffic(&run.api, &p, sent, 60);
+        sent += 60;
+        models(&run.api)["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["status"] == "passed")
+    }));
     let after = traffic(&run.api, &p, sent, 3);
+    sent += 3;
     assert!(after.iter().all(|v| *v == tag), "{after:?}");
+    assert_eq!(models(&run.api)["serving"], tag.as_str());
     // Bad promotions name what is wrong.
     let (status, body) = promote(&run.api, "v999");
     assert_eq!(status, 404, "{body}");
@@ -207,6 +220,7 @@ max_prediction_shift = 100.0
         ["serving"]
         == tag.as_str()));
     let listing = models(&run.api);
+    assert_eq!(listing["pinned"], true, "{listing:#}");
     let live: Vec<_> = listing["versions"]
         .as_array()
         .unwrap()
@@ -215,4 +229,16 @@ max_prediction_shift = 100.0
         .collect();
     assert_eq!(live.len(), 1);
     assert_eq!(live[0]["version"], n);
+
+    // Resuming lets the next version that passes the guards go live.
+    let (status, body) = post_to(&format!("{}/v1/models/resume", run.api), "");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(models(&run.api)["pinned"], false);
+    assert!(eventually(Duration::from_secs(120), || {
+        traffic(&run.api, &p, sent, 60);
+        sent += 60;
+        models(&run.api)["serving"]
+            .as_str()
+            .is_some_and(|v| v != tag && v.starts_with('v'))
+    }));
 }

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //!   models/LIVE                       the live version's number
+//!   models/PINNED                     present while an operator's promotion holds serving
 //!   models/v000007/model.safetensors  parameters (what serving loads)
 //!   models/v000007/optimizer.safetensors  AdamW moments (what training resumes from)
 //!   models/v000007/meta.json          config, data range, metrics, guard verdict, status
@@ -9,6 +10,10 @@
 //!
 //! Files are written to a temporary name and renamed, so a crash leaves either the old or the
 //! new file. The newest `keep` versions are kept, and the live one always.
+//!
+//! A version an operator promotes (a rollback or roll-forward) *pins* serving: later versions
+//! are still trained and judged, and those that pass are kept as `passed`, but none goes live
+//! until the operator promotes one or resumes automatic publishing.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -57,6 +62,8 @@ pub enum Status {
     Retired,
     /// Refused by the guards.
     Refused,
+    /// Passed the guards while serving was pinned: never served, may be promoted.
+    Passed,
 }
 
 /// What a version was trained on.
@@ -121,6 +128,7 @@ pub struct Registry {
     keep: usize,
     versions: Vec<ModelMeta>,
     live: Option<u64>,
+    pinned: bool,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RegistryError + '_ {
@@ -171,11 +179,13 @@ impl Registry {
             Err(e) => return Err(io(&live_path)(e)),
         };
         let live = live.filter(|v| versions.iter().any(|m| m.version == *v));
+        let pinned = dir.join("PINNED").is_file();
         Ok(Registry {
             dir,
             keep: keep.max(1),
             versions,
             live,
+            pinned,
         })
     }
 
@@ -188,6 +198,27 @@ impl Registry {
     pub fn live(&self) -> Option<&ModelMeta> {
         let v = self.live?;
         self.versions.iter().find(|m| m.version == v)
+    }
+
+    /// Whether an operator's promotion holds serving (no version goes live by itself).
+    pub fn pinned(&self) -> bool {
+        self.pinned
+    }
+
+    /// Pins serving to the live version, or resumes automatic publishing.
+    pub fn set_pinned(&mut self, pinned: bool) -> Result<(), RegistryError> {
+        let path = self.dir.join("PINNED");
+        if pinned {
+            write_atomic(&path, b"promoted by an operator\n")?;
+        } else {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io(&path)(e)),
+            }
+        }
+        self.pinned = pinned;
+        Ok(())
     }
 
     /// The newest version.
@@ -205,7 +236,7 @@ impl Registry {
     }
 
     /// Stores a new version: parameters, optimiser state and metadata. A version whose verdict
-    /// passed goes live.
+    /// passed goes live, unless serving is pinned.
     pub fn save(
         &mut self,
         mut meta: ModelMeta,
@@ -217,14 +248,14 @@ impl Registry {
         write_atomic(&dir.join("model.safetensors"), weights)?;
         write_atomic(&dir.join("optimizer.safetensors"), optimizer)?;
         let passed = meta.verdict.passed;
-        meta.status = if passed {
-            Status::Retired
-        } else {
-            Status::Refused
+        meta.status = match (passed, self.pinned) {
+            (false, _) => Status::Refused,
+            (true, true) => Status::Passed,
+            (true, false) => Status::Retired,
         };
         self.write_meta(&meta)?;
         self.versions.push(meta.clone());
-        if passed {
+        if passed && !self.pinned {
             self.set_live(meta.version, meta.created_ms)?;
         }
         self.prune()
@@ -367,6 +398,32 @@ mod tests {
             reopened.weights(7),
             Err(RegistryError::Unknown(7))
         ));
+    }
+
+    #[test]
+    fn a_pin_holds_serving_across_a_reopen_until_resumed() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut r = Registry::open(dir.path(), 10).expect("open");
+        r.save(meta(1, true), b"w1", b"o1").expect("save");
+        r.save(meta(2, true), b"w2", b"o2").expect("save");
+        r.set_live(1, 5).expect("rollback");
+        r.set_pinned(true).expect("pin");
+        r.save(meta(3, true), b"w3", b"o3").expect("save");
+        let mut reopened = Registry::open(dir.path(), 10).expect("reopen");
+        assert!(reopened.pinned());
+        assert_eq!(reopened.live().map(|m| m.version), Some(1));
+        let statuses: Vec<_> = reopened.versions().iter().map(|m| m.status).collect();
+        assert_eq!(
+            statuses,
+            vec![Status::Live, Status::Retired, Status::Passed]
+        );
+        reopened.set_pinned(false).expect("resume");
+        reopened.save(meta(4, true), b"w4", b"o4").expect("save");
+        assert_eq!(reopened.live().map(|m| m.version), Some(4));
+        assert!(!Registry::open(dir.path(), 10).expect("reopen").pinned());
+        // A passed version can be promoted forward.
+        reopened.set_live(3, 9).expect("roll forward");
+        assert_eq!(reopened.live().map(|m| m.version), Some(3));
     }
 
     #[test]

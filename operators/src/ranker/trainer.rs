@@ -147,6 +147,8 @@ pub struct TrainerStatus {
     pub conversion: TaskMetrics,
     /// Every version in the registry, oldest first.
     pub versions: Vec<ModelMeta>,
+    /// Whether an operator's promotion pins serving (trained versions do not go live).
+    pub pinned: bool,
 }
 
 /// A request to the trainer from the API.
@@ -157,6 +159,11 @@ pub enum Command {
         version: u64,
         /// The answer: the version's metadata, or why not.
         reply: Sender<Result<ModelMeta, TrainerError>>,
+    },
+    /// Resume automatic publishing after a promotion pinned serving.
+    Resume {
+        /// Done, or why not.
+        reply: Sender<Result<(), TrainerError>>,
     },
 }
 
@@ -386,6 +393,7 @@ impl Learner {
         let status = TrainerStatus {
             device: device_name(&device),
             versions: registry.versions().to_vec(),
+            pinned: registry.pinned(),
             ..TrainerStatus::default()
         };
         Ok(Learner {
@@ -599,7 +607,7 @@ impl Learner {
         self.held.clear();
         self.parent = Some(version);
         self.status.versions = self.registry.versions().to_vec();
-        if !passed {
+        if !passed || self.registry.pinned() {
             return Ok(None);
         }
         let live = model_with(&self.spec, &self.config.model, &self.device, &named)?;
@@ -607,7 +615,16 @@ impl Learner {
         Ok(self.published(weights))
     }
 
-    /// Makes `version` live and continues training from it.
+    /// Resumes automatic publishing after a promotion pinned serving: the next version that
+    /// passes the guards goes live.
+    pub fn resume(&mut self) -> Result<(), TrainerError> {
+        self.registry.set_pinned(false)?;
+        self.status.pinned = false;
+        Ok(())
+    }
+
+    /// Makes `version` live, pins serving to it (no trained version replaces it until
+    /// [`Learner::resume`]) and continues training from it.
     pub fn promote(&mut self, version: u64) -> Result<PublishedModel, TrainerError> {
         let bytes = self.registry.weights(version)?;
         let meta = self
@@ -623,6 +640,8 @@ impl Learner {
             )));
         }
         self.registry.set_live(version, EventTime::now().millis())?;
+        self.registry.set_pinned(true)?;
+        self.status.pinned = true;
         let weights = candle_core::safetensors::load_buffer(&bytes, &self.device)?;
         load_into(&self.varmap, &weights)?;
         if let Some(state) = self.registry.optimizer(version) {
@@ -686,13 +705,28 @@ pub fn spawn(
                     learner.status.errors += 1;
                     tracing::error!(error = %e, "training step failed");
                 }
-                while let Ok(Command::Promote { version, reply }) = command_rx.try_recv() {
-                    let answer = learner.promote(version).map(|p| {
-                        let meta = p.meta.clone();
-                        let _ = published_tx.send(p);
-                        meta
-                    });
-                    let _ = reply.send(answer);
+                while let Ok(command) = command_rx.try_recv() {
+                    match command {
+                        Command::Promote { version, reply } => {
+                            let answer = learner.promote(version).map(|p| {
+                                let meta = p.meta.clone();
+                                let _ = published_tx.send(p);
+                                meta
+                            });
+                            if let Ok(mut s) = thread_status.lock() {
+                                *s = learner.status().clone();
+                            }
+                            let _ = reply.send(answer);
+                        }
+                        Command::Resume { reply } => {
+                            let answer = learner.resume();
+                            // The API reads the status next: it shows the change at once.
+                            if let Ok(mut s) = thread_status.lock() {
+                                *s = learner.status().clone();
+                            }
+                            let _ = reply.send(answer);
+                        }
+                    }
                 }
                 if last_snapshot.elapsed() >= config.snapshot_interval {
                     last_snapshot = Instant::now();
