@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use adstream_operators::ingest::StreamId;
 use adstream_operators::ledger::Horizons;
+use adstream_operators::records::StreamId;
 use adstream_operators::source::restore_offsets;
 use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, Consumer};

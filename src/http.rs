@@ -18,7 +18,7 @@ use crate::serving::{Answer, Serving};
 use adstream_operators::ranker::registry::RegistryError;
 use adstream_operators::ranker::scoring::ModelSlot;
 use adstream_operators::ranker::trainer::{Command, TrainerControl, TrainerError};
-use adstream_operators::serve::request::parse_request;
+use adstream_operators::request::parse_request;
 use axum::body::Bytes;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::post;
@@ -377,9 +377,9 @@ async fn metrics(State(state): State<AppState>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use adstream_operators::catalog::CatalogUpdate;
     use adstream_operators::events::Campaign;
-    use adstream_operators::ledger::operator::LedgerOutput;
+    use adstream_operators::records::CatalogUpdate;
+    use adstream_operators::records::LedgerOutput;
     use axum::body::Body;
     use axum::http::Request;
     use http_body_util::BodyExt;

@@ -11,9 +11,9 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use adstream_operators::ledger::operator::LedgerOutput;
 use adstream_operators::ledger::status::{BudgetBook, BudgetStatus};
-use adstream_operators::pacing::PacingUpdate;
+use adstream_operators::records::LedgerOutput;
+use adstream_operators::records::PacingUpdate;
 use adstream_operators::time::EventTime;
 
 /// Shared between the dataflow workers (writers) and the HTTP handlers (readers).

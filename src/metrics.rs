@@ -386,7 +386,7 @@ impl Metrics {
 
     /// Dead letters counted so far, by reason (every reason listed, zeros included).
     pub fn dead_letters_by_reason(&self) -> std::collections::BTreeMap<String, u64> {
-        adstream_operators::ingest::Reason::ALL
+        adstream_operators::records::Reason::ALL
             .iter()
             .map(|r| {
                 let n = self.dead_letters.with_label_values(&[r.as_str()]).get();

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-use adstream_operators::ingest::StreamId;
+use adstream_operators::records::StreamId;
 use adstream_operators::report::{Dimension, Measure, ReportSpec, SpecError};
 
 /// An error in a pipeline file, located.

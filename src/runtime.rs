@@ -1,10 +1,12 @@
 //! `adstream run`: a pipeline file turned into a running timely cluster.
 //!
 //! Per process: one RocksDB state store, one Kafka producer, one HTTP listener, and `workers`
-//! timely worker threads. Each worker reads its share of the input partitions, and the billing
-//! graph ([`adstream_operators::graph::billing`]) routes records to the worker owning their key,
-//! in this process or another. Ledger updates are broadcast so that every process's live view
-//! (and so its HTTP API) sees every campaign.
+//! timely worker threads. Each worker builds the whole graph ([`adstream_operators::graph::build`])
+//! and attaches its I/O here: its share of the input partitions, its serving queue, the trainer
+//! link (worker 0), and the sinks, live view and metrics that read the graph's outputs. The graph
+//! routes records to the worker owning their key, in this process or another, and broadcasts
+//! ledger and pacing state so that every process's live view (and so its HTTP API) sees every
+//! campaign.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -18,24 +20,23 @@ use std::time::{Duration, Instant};
 use adstream_operators::attribution::Windows;
 use adstream_operators::checkpoint::StateStore;
 use adstream_operators::deliver::Deliver;
-use adstream_operators::graph::{billing, BillingConfig};
-use adstream_operators::ingest::{decode, DecodeConfig, Ingested, StreamId};
-use adstream_operators::ledger::operator::{LedgerConfig, LedgerOutput};
-use adstream_operators::ledger::status::{BudgetBook, BudgetStatus};
+use adstream_operators::graph::{self, GraphConfig, GraphContext, GraphInputs};
+use adstream_operators::ingest::{decode, DecodeConfig};
+use adstream_operators::labels::operator::LabelStatsHandle;
+use adstream_operators::ledger::operator::LedgerConfig;
+use adstream_operators::ledger::status::BudgetStatus;
 use adstream_operators::ledger::Horizons;
-use adstream_operators::pacing::board::PacingBoard;
-use adstream_operators::pacing::operator::pacing;
-use adstream_operators::pacing::PacingUpdate;
-use adstream_operators::ranker::operator::train;
 use adstream_operators::ranker::scoring::{ModelSlot, PublishedModel, ScoringModel};
 use adstream_operators::ranker::trainer::TrainerControl;
-use adstream_operators::serve::operator::{serve, ServeConfig, ServeOutput, Served};
+use adstream_operators::records::{Ingested, LedgerOutput, PacingUpdate, Served, StreamId};
+use adstream_operators::report::operator::ReportStatsHandle;
+use adstream_operators::report::ReportRow;
+use adstream_operators::serve::operator::ServeConfig;
 use adstream_operators::source::{
     kafka_source, restore_offsets, wall_clock, SourceConfig, SourceControl,
 };
 use adstream_operators::time::EventTime;
 use anyhow::Context;
-use timely::dataflow::operators::vec::{Broadcast, Map};
 use timely::dataflow::operators::{Inspect, Probe};
 use timely::dataflow::ProbeHandle;
 
@@ -413,7 +414,9 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
         .map_err(|(_, message)| anyhow::anyhow!(message))?
         .into();
     let billing_stats: Arc<adstream_operators::ledger::operator::BillingStats> = Arc::default();
-    let billing_config = BillingConfig {
+    let mut pacing_config = pipeline.pacing.config();
+    pacing_config.conversion_window_ms = *pipeline.attribution.click_window_ms.get_ref();
+    let graph_config = GraphConfig {
         ledger: LedgerConfig {
             horizons: Horizons {
                 impression_ms: *pipeline.billing.impression_horizon_ms.get_ref(),
@@ -430,17 +433,15 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
         },
         labels: pipeline.labels.config(),
         reports: report_specs.clone(),
+        serve: ServeConfig {
+            secret: secret.clone(),
+            reserve_ecpm_micros: (*pipeline.serving.reserve_cpm.get_ref() * 1e6).round() as u64,
+            per_advertiser: *pipeline.serving.per_advertiser.get_ref(),
+            max_candidates: *pipeline.serving.max_candidates.get_ref(),
+            reservation_ttl_ms: *pipeline.pacing.reservation_ttl_ms.get_ref(),
+        },
+        pacing: pacing_config,
     };
-    let serve_config = ServeConfig {
-        secret: secret.clone(),
-        reserve_ecpm_micros: (*pipeline.serving.reserve_cpm.get_ref() * 1e6).round() as u64,
-        per_advertiser: *pipeline.serving.per_advertiser.get_ref(),
-        max_candidates: *pipeline.serving.max_candidates.get_ref(),
-        reservation_ttl_ms: *pipeline.pacing.reservation_ttl_ms.get_ref(),
-    };
-    let mut pacing_config = pipeline.pacing.config();
-    pacing_config.conversion_window_ms = *pipeline.attribution.click_window_ms.get_ref();
-    let checkpoint_interval = *pipeline.checkpoint.interval_ms.get_ref();
     let decode_config = DecodeConfig {
         secret,
         max_message_bytes: *pipeline.billing.max_message_bytes.get_ref(),
@@ -451,7 +452,6 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
     let worker_metrics = metrics.clone();
     let worker_stop = stop.clone();
     let worker_models = models.clone();
-    let install_metrics = metrics.clone();
     let worker_health = health.clone();
     let guards = timely::execute(timely_config(workers, &opts)?, crate::fail_stop::worker(move |worker| -> Result<(), String> {
         let (index, peers) = (worker.index(), worker.peers());
@@ -459,13 +459,11 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
         let on_lost = offsets_lost(worker_metrics.clone(), worker_sinks.clone(), topic_names.clone());
         let links = ReaderLinks { worker: (index, peers), topology: topology.clone(), live: worker_live.clone(), on_lost };
         let reader = KafkaReader::new(&config, &topics, &offsets, links).map_err(|e| format!("{e:#}"))?;
-        let (requests, activator_slot) = receivers
+        let (requests, requests_activator) = receivers
             .lock()
             .ok()
             .and_then(|mut r| r.get_mut(index % workers).and_then(Option::take))
             .ok_or_else(|| "serving queue already taken".to_string())?;
-        let serve_config = serve_config.clone();
-        let pacing_config = pacing_config.clone();
         let control = SourceControl {
             stop: worker_stop.clone(),
             hold: worker_sinks.congested(),
@@ -474,15 +472,14 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
         worker_live.track_source(control.caught_up.clone());
         let probe = ProbeHandle::new();
         let status_pending: Rc<RefCell<BTreeMap<String, BudgetStatus>>> = Rc::default();
-        let label_stats: Rc<RefCell<Option<adstream_operators::labels::operator::LabelStatsHandle>>> = Rc::default();
-        let report_stats: Rc<RefCell<Option<adstream_operators::report::operator::ReportStatsHandle>>> = Rc::default();
-        let report_specs = report_specs.clone();
-        let status_sinks = worker_sinks.clone();
+        let stats: Rc<RefCell<Option<(LabelStatsHandle, ReportStatsHandle)>>> = Rc::default();
         let (sinks, live, metrics) = (worker_sinks.clone(), worker_live.clone(), worker_metrics.clone());
-        let pacing_live = worker_live.clone();
-        let (decode_config, billing_config, source_config) = (decode_config.clone(), billing_config.clone(), source_config.clone());
-        let (store, topic_names) = (store.clone(), topic_names.clone());
+        let (decode_config, graph_config, source_config) = (decode_config.clone(), graph_config.clone(), source_config.clone());
+        let (store, topic_names, report_specs) = (store.clone(), topic_names.clone(), report_specs.clone());
+        let trainer = if index == 0 { trainer_link.lock().ok().and_then(|mut l| l.take()) } else { None };
+        let context = GraphContext { store: store.clone(), models: worker_models.clone(), clock: wall_clock(), progress: probe.clone() };
         worker.dataflow::<u64, _, _>(|scope| {
+            // Input: this worker's share of the Kafka partitions, decoded.
             let decode_metrics = metrics.clone();
             let ingested = kafka_source(
                 scope,
@@ -505,14 +502,16 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
                     (time, record)
                 },
             );
-            let streams = billing(ingested, billing_config, store.clone(), &probe);
-            *label_stats.borrow_mut() = Some(streams.label_stats.clone());
-            *report_stats.borrow_mut() = Some(streams.report_stats.clone());
-            // Report rows go to their report's compacted topic, upserted by group and window;
-            // like dead letters, through a fence that holds checkpoints until they are delivered.
+            let inputs = GraphInputs { ingested, requests, requests_activator, trainer };
+            let out = graph::build(inputs, graph_config, context);
+            *stats.borrow_mut() = Some((out.label_stats.clone(), out.report_stats.clone()));
+
+            // Outputs. Report rows go to their report's compacted topic, upserted by group and
+            // window; like dead letters, through a fence that holds checkpoints until they are
+            // delivered.
             let (report_sinks, report_metrics) = (sinks.clone(), metrics.clone());
-            if let Some(rows) = streams.reports {
-                rows.deliver("ReportSink", move |row: adstream_operators::report::ReportRow, receipt| {
+            if let Some(rows) = out.reports {
+                rows.deliver("ReportSink", move |row: ReportRow, receipt| {
                     if let Some(spec) = report_specs.get(row.report) {
                         report_sinks.report(&spec.topic, &row, Some(receipt));
                         let state = if row.value["final"] == true { "final" } else { "open" };
@@ -521,91 +520,41 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
                 })
                 .probe_with(&probe);
             }
-            let out = streams.ledger;
-            // Labelled examples train the ranker (on worker 0's trainer); the versions it
-            // publishes reach every process's serving replicas.
-            let link = if index == 0 { trainer_link.lock().ok().and_then(|mut l| l.take()) } else { None };
-            let slot = worker_models.clone();
-            let (install_metrics, spec) = (install_metrics.clone(), spec.clone());
-            train(streams.examples, link).broadcast().inspect(move |p: &PublishedModel| {
-                if leader {
-                    install(&slot, p, &spec, &install_metrics);
-                }
-            });
-            // Sinks of the worker owning each campaign: dead letters, and budget status
-            // coalesced per campaign (published by the worker loop below at most every 200 ms).
-            let status_book: Rc<RefCell<BudgetBook>> = Rc::default();
-            let book = status_book.clone();
-            let status_queue = status_pending.clone();
-            let sinks_for_status = sinks.clone();
-            out.clone()
-                .flat_map(|rec| match rec {
-                    LedgerOutput::Dead(d) => Some(d),
-                    _ => None,
-                })
+            let dead_sinks = sinks.clone();
+            let install_metrics = metrics.clone();
+            out.dead_letters
                 .deliver("DeadLetterSink", move |d, receipt| {
                     metrics.dead_letters.with_label_values(&[d.reason.as_str()]).inc();
                     let topic = StreamId::from_u8(d.origin.stream).map_or("unknown", |s| topic_names.input(s));
                     tracing::warn!(reason = d.reason.as_str(), topic, partition = d.origin.partition, offset = d.origin.offset, detail = %d.detail, "dead letter");
-                    sinks_for_status.dead_letter(&d, Some(receipt));
+                    dead_sinks.dead_letter(&d, Some(receipt));
                 })
                 .probe_with(&probe);
-            out.clone().inspect(move |rec: &LedgerOutput| match rec {
-                LedgerOutput::Dead(_) => {}
-                other => {
-                    let mut book = book.borrow_mut();
-                    if let Some(campaign) = book.apply(other) {
-                        if let Some(status) = book.status(&campaign, EventTime::now()) {
-                            status_queue.borrow_mut().insert(campaign, status);
-                        }
-                    }
-                }
-            });
-            // Every worker holds a replica of every campaign's state (serving reads it), and
-            // every process's live view (the API) sees every campaign.
-            let replica = out
-                .clone()
-                .flat_map(|rec| match rec {
-                    LedgerOutput::Dead(_) => None,
-                    other => Some(other),
-                })
-                .broadcast()
-                .inspect(move |rec: &LedgerOutput| {
-                    if leader {
-                        live.apply(rec);
-                    }
-                });
             let served_sinks = sinks.clone();
-            let board = Rc::new(RefCell::new(PacingBoard::new(index, peers)));
-            let serving = serve(replica, requests, serve_config, activator_slot, board.clone(), worker_models.clone());
-            serving
-                .clone()
-                .flat_map(|o| match o {
-                    ServeOutput::Served(s) => Some(*s),
-                    ServeOutput::Pacing(_) => None,
-                })
-                .inspect(move |s: &Served| served_sinks.served(s));
-            let feedback = serving.flat_map(|o| match o {
-                ServeOutput::Pacing(f) => Some(f),
-                ServeOutput::Served(_) => None,
-            });
-            // Pacing runs beside the ledger shard of each campaign; its state goes to that
-            // worker's budget.status and, broadcast, to every serving replica's board and every
-            // process's live view.
-            let updates = pacing(out, feedback, pacing_config, checkpoint_interval, store.clone(), wall_clock());
+            out.served.inspect(move |s: &Served| served_sinks.served(s));
+            // Budget status, coalesced per campaign (published by the worker loop below at most
+            // every 200 ms).
             let status_queue = status_pending.clone();
-            updates.clone().inspect(move |u: &PacingUpdate| {
-                let mut book = status_book.borrow_mut();
-                let campaign = book.apply_pacing(u);
-                if let Some(status) = book.status(&campaign, EventTime::now()) {
-                    status_queue.borrow_mut().insert(campaign, status);
+            out.budget_status.inspect(move |s: &BudgetStatus| {
+                status_queue.borrow_mut().insert(s.campaign_id.clone(), s.clone());
+            });
+            // Every process's live view (the API) sees every campaign, from its first worker.
+            let ledger_live = live.clone();
+            out.ledger_replica.inspect(move |rec: &LedgerOutput| {
+                if leader {
+                    ledger_live.apply(rec);
                 }
             });
-            let live = pacing_live;
-            updates.broadcast().inspect(move |u: &PacingUpdate| {
-                board.borrow_mut().apply(u.clone());
+            out.pacing_replica.inspect(move |u: &PacingUpdate| {
                 if leader {
                     live.apply_pacing(u);
+                }
+            });
+            // The versions the trainer publishes reach every process's serving replicas.
+            let (slot, spec) = (worker_models.clone(), spec.clone());
+            out.models.inspect(move |p: &PublishedModel| {
+                if leader {
+                    install(&slot, p, &spec, &install_metrics);
                 }
             });
         });
@@ -617,7 +566,7 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
             let done = control.finished.get() && probe.done();
             if done || last_status.elapsed() >= Duration::from_millis(200) {
                 for status in std::mem::take(&mut *status_pending.borrow_mut()).values() {
-                    status_sinks.budget_status(status);
+                    worker_sinks.budget_status(status);
                 }
                 for (billing, billed, over) in worker_billing_stats.take() {
                     for (part, micros) in [("billed", billed), ("overdelivery", over)] {
@@ -626,16 +575,14 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
                         }
                     }
                 }
-                if let Some(handle) = report_stats.borrow().as_ref() {
-                    let counts = handle.lock().map(|mut s| std::mem::take(&mut *s)).unwrap_or_default();
+                if let Some((label_handle, report_handle)) = stats.borrow().as_ref() {
+                    let counts = report_handle.lock().map(|mut s| std::mem::take(&mut *s)).unwrap_or_default();
                     for (outcome, n) in counts.counters() {
                         if n > 0 {
                             label_metrics.report_events.with_label_values(&[outcome]).inc_by(n);
                         }
                     }
-                }
-                if let Some(handle) = label_stats.borrow().as_ref() {
-                    let counts = handle.lock().map(|mut s| std::mem::take(&mut *s)).unwrap_or_default();
+                    let counts = label_handle.lock().map(|mut s| std::mem::take(&mut *s)).unwrap_or_default();
                     for (kind, n) in counts.counters() {
                         if n > 0 {
                             label_metrics.labels.with_label_values(&[kind]).inc_by(n);
@@ -687,12 +634,12 @@ fn offsets_lost(metrics: Metrics, sinks: Sinks, topics: crate::pipeline::TopicsS
             lost,
             "input messages deleted by retention before they were read: not charged"
         );
-        let summary = adstream_operators::ingest::DeadLetter {
-            reason: adstream_operators::ingest::Reason::OffsetsLost,
+        let summary = adstream_operators::records::DeadLetter {
+            reason: adstream_operators::records::Reason::OffsetsLost,
             detail: format!(
                 "offsets {from}..{to} of {topic}[{partition}] ({lost} messages) were deleted by retention before adstream read them"
             ),
-            origin: adstream_operators::ledger::Origin {
+            origin: adstream_operators::records::Origin {
                 stream: stream as u8,
                 partition,
                 offset: from,

@@ -5,8 +5,8 @@ use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use adstream_operators::request::AdRequest;
 use adstream_operators::serve::operator::{ServeOutcome, ServeRequest};
-use adstream_operators::serve::request::AdRequest;
 use serde_json::json;
 use timely::scheduling::SyncActivator;
 
@@ -121,7 +121,7 @@ impl Serving {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use adstream_operators::serve::request::parse_request;
+    use adstream_operators::request::parse_request;
 
     fn request(tmax: u64) -> AdRequest {
         parse_request(format!(r#"{{"id":"r","imp":[{{"id":"1"}}],"tmax":{tmax}}}"#).as_bytes())

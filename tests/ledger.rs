@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use adstream_operators::events::Billing;
-use adstream_operators::ledger::day::budget_day;
+use adstream_operators::time::day::budget_day;
 use adstream_operators::time::EventTime;
 use chrono::NaiveDate;
 use common::*;

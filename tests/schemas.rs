@@ -224,7 +224,7 @@ fn rust_serialised_events_validate() {
                 serde_json::to_value(Conversion::parse(&bytes).expect("parse conversion"))
             }
             "served" => serde_json::to_value(
-                serde_json::from_slice::<adstream_operators::serve::operator::Served>(&bytes)
+                serde_json::from_slice::<adstream_operators::records::Served>(&bytes)
                     .expect("parse served"),
             ),
             _ => continue,

@@ -85,7 +85,7 @@ impl ScanError {
     /// A failed scan of `prefix`.
     pub fn new(prefix: &[u8], message: impl Into<String>) -> Self {
         ScanError {
-            prefix: crate::routing::show_key(prefix),
+            prefix: show_key(prefix),
             message: message.into(),
         }
     }
@@ -100,7 +100,7 @@ pub enum RestoreError {
     Scan(#[from] ScanError),
     /// An entry's key cannot be decoded.
     #[error(transparent)]
-    Key(#[from] crate::routing::KeyError),
+    Key(#[from] KeyError),
     /// An entry's value cannot be decoded.
     #[error("state entry {key}: {message}")]
     Value {
@@ -115,7 +115,7 @@ impl RestoreError {
     /// The value stored under `key` cannot be read.
     pub fn value(key: &[u8], message: impl std::fmt::Display) -> Self {
         RestoreError::Value {
-            key: crate::routing::show_key(key),
+            key: show_key(key),
             message: message.to_string(),
         }
     }
@@ -301,6 +301,32 @@ pub fn follow_frontier(cap: &mut Option<Capability<u64>>, frontier: Option<&u64>
 }
 
 /// Stores for restore tests: one that fails to read.
+/// A state key that cannot be read.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("state key {key}: {message}")]
+pub struct KeyError {
+    /// The key, printable ([`show_key`]).
+    pub key: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl KeyError {
+    /// An error about `key`.
+    pub fn new(key: &[u8], message: impl Into<String>) -> Self {
+        KeyError {
+            key: show_key(key),
+            message: message.into(),
+        }
+    }
+}
+
+/// A key as it can be printed in a log line or an error: quoted, with non-printable bytes
+/// escaped (`\0`, `\n`, `\xff`...).
+pub fn show_key(key: &[u8]) -> String {
+    format!("\"{}\"", key.escape_ascii())
+}
+
 #[cfg(test)]
 pub(crate) mod testing {
     use super::*;

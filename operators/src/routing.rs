@@ -35,6 +35,7 @@
 use std::fmt::Write as _;
 
 use crate::checkpoint::StateBatch;
+pub use crate::checkpoint::{show_key, KeyError};
 
 /// Stable 64-bit hash of a routing key; `route(key) % peers` is the worker that owns it.
 pub fn route(key: &str) -> u64 {
@@ -51,32 +52,6 @@ pub const FORMAT_KEY: &[u8] = b"meta/format";
 
 /// The key format this build reads and writes.
 pub const FORMAT_VERSION: &str = "1";
-
-/// A state key that cannot be read.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("state key {key}: {message}")]
-pub struct KeyError {
-    /// The key, printable ([`show_key`]).
-    pub key: String,
-    /// What is wrong with it.
-    pub message: String,
-}
-
-impl KeyError {
-    /// An error about `key`.
-    pub fn new(key: &[u8], message: impl Into<String>) -> Self {
-        KeyError {
-            key: show_key(key),
-            message: message.into(),
-        }
-    }
-}
-
-/// A key as it can be printed in a log line or an error: quoted, with non-printable bytes
-/// escaped (`\0`, `\n`, `\xff`...).
-pub fn show_key(key: &[u8]) -> String {
-    format!("\"{}\"", key.escape_ascii())
-}
 
 /// Escapes one component (see the module doc) onto `out`.
 fn escape_into(component: &str, out: &mut String) {

@@ -31,7 +31,7 @@ use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::{ProbeHandle, Scope, StreamVec};
 
 use crate::checkpoint::{text_value, RestoreError, StateBatch, StateStore, Ticket};
-use crate::ingest::{RawMessage, StreamId};
+use crate::records::{RawMessage, StreamId};
 use crate::routing::KeyError;
 use crate::time::EventTime;
 

@@ -61,15 +61,19 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use adstream_operators::attribution::Windows;
-use adstream_operators::catalog::{Catalog, CatalogUpdate};
+use adstream_operators::catalog::Catalog;
 use adstream_operators::checkpoint::{MemoryStore, StateStore};
 use adstream_operators::events::Billing;
-use adstream_operators::graph::{billing, BillingConfig};
-use adstream_operators::ingest::{decode, DecodeConfig, Ingested, RawMessage, StreamId};
+use adstream_operators::graph::{self, GraphConfig, GraphContext, GraphInputs};
+use adstream_operators::ingest::{decode, DecodeConfig};
 use adstream_operators::labels::LabelConfig;
 use adstream_operators::ledger::operator::LedgerConfig;
-use adstream_operators::ledger::{Charge, DedupEntry, DedupSet, Horizons, Ledger, Origin, Terms};
+use adstream_operators::ledger::{DedupEntry, DedupSet, Horizons, Ledger, Terms};
+use adstream_operators::records::CatalogUpdate;
+use adstream_operators::records::{Charge, Origin};
+use adstream_operators::records::{Ingested, RawMessage, StreamId};
 use adstream_operators::report::ReportSpec;
+use adstream_operators::serve::operator::ServeConfig;
 use adstream_operators::source::{kafka_source, SourceConfig, SourceControl, VecReader};
 use adstream_operators::time::EventTime;
 use adstream_operators::token::{sign, WinClaims};
@@ -167,7 +171,7 @@ pub fn hot_path(n: usize, checked: bool) -> f64 {
         }
     }
     let open = Terms {
-        day: adstream_operators::ledger::day::budget_day(EventTime::now(), chrono_tz::UTC),
+        day: adstream_operators::time::day::budget_day(EventTime::now(), chrono_tz::UTC),
         budget_micros: u64::MAX,
         max_charge_micros: u64::MAX,
     };
@@ -260,9 +264,16 @@ pub fn dataflow(n: usize, workers: usize, reports: bool) -> f64 {
                 control.clone(),
                 move |m| decode(m, &cfg),
             );
-            let streams = billing(
-                ingested,
-                BillingConfig {
+            // The whole graph, as `adstream run` builds it, with an idle serving queue.
+            let (_requests_tx, requests) = std::sync::mpsc::sync_channel(1);
+            let out = graph::build(
+                GraphInputs {
+                    ingested,
+                    requests,
+                    requests_activator: Default::default(),
+                    trainer: None,
+                },
+                GraphConfig {
                     ledger: LedgerConfig {
                         stats: Default::default(),
                         horizons: Horizons::default(),
@@ -275,12 +286,25 @@ pub fn dataflow(n: usize, workers: usize, reports: bool) -> f64 {
                     } else {
                         Vec::new().into()
                     },
+                    serve: ServeConfig {
+                        secret: SECRET.to_vec(),
+                        reserve_ecpm_micros: 0,
+                        per_advertiser: 1,
+                        max_candidates: 100,
+                        reservation_ttl_ms: 60_000,
+                    },
+                    pacing: Default::default(),
                 },
-                store.clone(),
-                &probe,
+                GraphContext {
+                    store: store.clone(),
+                    models: Default::default(),
+                    clock: adstream_operators::source::wall_clock(),
+                    progress: probe.clone(),
+                },
             );
-            streams.ledger.probe_with(&probe);
-            if let Some(rows) = streams.reports {
+            out.ledger_replica.probe_with(&probe);
+            out.budget_status.probe_with(&probe);
+            if let Some(rows) = out.reports {
                 rows.probe_with(&probe);
             }
         });

@@ -14,15 +14,15 @@ use std::collections::BinaryHeap;
 use std::path::Path;
 
 use adstream_operators::events::{Billing, CampaignStatus};
-use adstream_operators::ledger::day::budget_day;
 use adstream_operators::ledger::split_charge;
 use adstream_operators::pacing::delays::DelayCurve;
 use adstream_operators::pacing::pacer::{CampaignPacer, Terms};
 use adstream_operators::pacing::profile::position;
 use adstream_operators::pacing::reservation::expected_cost;
 use adstream_operators::pacing::PacingConfig;
+use adstream_operators::request::Slot;
 use adstream_operators::serve::auction::{run_gated_auction, Candidate};
-use adstream_operators::serve::request::Slot;
+use adstream_operators::time::day::budget_day;
 use adstream_operators::time::EventTime;
 use anyhow::Context;
 use rand::rngs::StdRng;

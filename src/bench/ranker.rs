@@ -13,19 +13,20 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::time::{Duration, Instant};
 
-use adstream_operators::attribution::operator::AttributedConversion;
-use adstream_operators::labels::{LabelConfig, LabelEvent, LabelJoin, LabeledExample};
+use adstream_operators::labels::{LabelConfig, LabelJoin};
 use adstream_operators::quality;
 use adstream_operators::ranker::features::{FeatureContext, FeatureSpec};
 use adstream_operators::ranker::model::{fake_negative_calibration, ModelConfig};
 use adstream_operators::ranker::optim::AdamWConfig;
+use adstream_operators::ranker::prior::PriorRanker;
 use adstream_operators::ranker::registry::Registry;
 use adstream_operators::ranker::trainer::{
     select_device, DevicePreference, Learner, TrainerConfig,
 };
-use adstream_operators::serve::operator::Served;
-use adstream_operators::serve::ranking::PriorRanker;
-use adstream_operators::serve::request::device_name;
+use adstream_operators::records::AttributedConversion;
+use adstream_operators::records::Served;
+use adstream_operators::records::{LabelEvent, LabeledExample};
+use adstream_operators::request::device_name;
 use adstream_operators::time::EventTime;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

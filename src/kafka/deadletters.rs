@@ -35,8 +35,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use adstream_operators::checkpoint::{StateBatch, StateStore};
-use adstream_operators::ingest::StreamId;
-use adstream_operators::ledger::Origin;
+use adstream_operators::records::Origin;
+use adstream_operators::records::StreamId;
 use adstream_operators::source::restore_position_times;
 use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, Consumer};

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use adstream_operators::ingest::{RawMessage, StreamId};
+use adstream_operators::records::{RawMessage, StreamId};
 use adstream_operators::source::PartitionReader;
 use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};

@@ -10,8 +10,8 @@ use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use adstream_operators::deliver::Receipt;
-use adstream_operators::ingest::{DeadLetter, StreamId};
 use adstream_operators::ledger::status::BudgetStatus;
+use adstream_operators::records::{DeadLetter, StreamId};
 use anyhow::Context;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -367,7 +367,7 @@ impl Sinks {
     }
 
     /// Logs a served ad (with its features) to `ads.served`, keyed by request.
-    pub fn served(&self, served: &adstream_operators::serve::operator::Served) {
+    pub fn served(&self, served: &adstream_operators::records::Served) {
         if let Ok(doc) = serde_json::to_vec(served) {
             self.send(
                 &self.topics.served,

@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 
 use adstream_operators::attribution::Windows;
 use adstream_operators::events::{Billing, EventKind};
-use adstream_operators::ledger::day::budget_day;
 use adstream_operators::quality::auc;
+use adstream_operators::time::day::budget_day;
 use adstream_operators::time::EventTime;
 use anyhow::Context;
 use chrono::NaiveDate;

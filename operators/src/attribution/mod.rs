@@ -9,8 +9,8 @@ use std::collections::{HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use crate::events::EventKind;
+pub use crate::records::Touch;
 use crate::time::EventTime;
-use crate::token::WinClaims;
 
 /// Attribution windows in milliseconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,17 +28,6 @@ impl Default for Windows {
             view_ms: 86_400_000,
         }
     }
-}
-
-/// A served ad the user saw or clicked, with the win it came from.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Touch {
-    /// When.
-    pub ts: EventTime,
-    /// Impression or click.
-    pub kind: EventKind,
-    /// The signed win.
-    pub claims: WinClaims,
 }
 
 /// Touches of one user with one advertiser, newest last.
@@ -159,6 +148,8 @@ impl Attributor {
 mod tests {
     use super::*;
     use crate::events::Billing;
+    use crate::records::Touch;
+    use crate::token::WinClaims;
 
     fn touch(rid: &str, kind: EventKind, ts: i64) -> Touch {
         Touch {

@@ -10,61 +10,16 @@
 
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::StreamVec;
 
-use super::{Attributor, Touch, UserTouches, Windows};
+use super::{Attributor, UserTouches, Windows};
 use crate::checkpoint::{json_value, CheckpointGate, RestoreError, StateBatch, StateStore};
-use crate::events::{Billing, Conversion, EventKind};
-use crate::ingest::RawBytes;
-use crate::ledger::{Charge, Origin};
+use crate::events::{Billing, EventKind};
+use crate::records::Charge;
+pub use crate::records::{Attributed, AttributedConversion, ConversionIn, UserTouch};
 use crate::routing::{owns, route, ATTRIBUTION};
-use crate::time::EventTime;
-use crate::token::WinClaims;
-
-/// A conversion on its way to attribution.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ConversionIn {
-    /// The event.
-    pub event: Conversion,
-    /// Where it was read.
-    pub origin: Origin,
-    /// Its original bytes.
-    pub raw: RawBytes,
-}
-
-/// A conversion matched to the served ad (`request_id`, `imp_id`) it is attributed to.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AttributedConversion {
-    /// Request of the touched ad.
-    pub request_id: String,
-    /// Slot of the touched ad.
-    pub imp_id: String,
-    /// The conversion's `event_id`.
-    pub conversion_id: String,
-    /// When the conversion happened.
-    pub ts: EventTime,
-    /// Attributed to a click (`true`) or, view-through, to an impression (`false`).
-    pub via_click: bool,
-    /// The conversion's value, micros.
-    pub value_micros: u64,
-    /// The touched win (campaign, advertiser, ad, country, device: what reports group by).
-    pub claims: Box<WinClaims>,
-}
-
-/// What the attribution operator emits.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Attributed {
-    /// A CPA win's conversion, to be charged by the ledger.
-    Charge(Box<Charge>),
-    /// Every attributed conversion, of any billing type, for the label join.
-    Conversion(AttributedConversion),
-}
-
-/// A touch of a user, on its way to attribution.
-pub type UserTouch = (String, Touch);
 
 fn state_key(user: &str, advertiser: &str) -> Vec<u8> {
     ATTRIBUTION.key(route(user), &[user, advertiser])
@@ -187,6 +142,9 @@ mod tests {
     use super::*;
     use crate::checkpoint::testing::{put, BrokenStore};
     use crate::checkpoint::MemoryStore;
+    use crate::records::Touch;
+    use crate::time::EventTime;
+    use crate::token::WinClaims;
 
     fn touches(advertiser: &str) -> UserTouches {
         let mut a = Attributor::new(Windows::default());

@@ -3,6 +3,8 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::records::AttributedConversion;
+use crate::time::EventTime;
 
 /// A served record of request `rid`, slot `1`, at `ts` (only the join key and time matter here).
 pub(crate) fn served(rid: &str, ts: i64) -> Served {

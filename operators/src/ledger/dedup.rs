@@ -10,8 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-/// 128-bit digest of a billing identity such as `(request_id, imp_id, "click")`.
-pub type DedupKey = u128;
+use crate::records::{DedupKey, Origin};
 
 /// Hashes the parts of an identity into a [`DedupKey`], unambiguously (parts are length-prefixed).
 pub fn dedup_key(parts: &[&str]) -> DedupKey {
@@ -21,17 +20,6 @@ pub fn dedup_key(parts: &[&str]) -> DedupKey {
         buf.extend_from_slice(p.as_bytes());
     }
     xxhash_rust::xxh3::xxh3_128(&buf)
-}
-
-/// Where a record was read: input stream, Kafka partition and offset.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
-pub struct Origin {
-    /// Which input stream (see [`crate::source::StreamId`]).
-    pub stream: u8,
-    /// Kafka partition.
-    pub partition: i32,
-    /// Kafka offset.
-    pub offset: i64,
 }
 
 /// The answer of [`DedupSet::check`].

@@ -17,7 +17,7 @@
 //! covering them is durable. A restart therefore re-reads some events the ledger already holds;
 //! their keys are known with the same Kafka position ([`Seen::Replay`]) and they are skipped.
 
-pub mod day;
+pub use crate::time::day;
 pub mod dedup;
 pub mod operator;
 pub mod status;
@@ -28,9 +28,10 @@ use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
 use crate::events::EventKind;
+pub use crate::records::{Charge, Charged, DaySpend, DedupKey, Origin};
 use crate::time::EventTime;
 use crate::token::WinClaims;
-pub use dedup::{dedup_key, DedupEntry, DedupKey, DedupSet, Origin, Seen};
+pub use dedup::{dedup_key, DedupEntry, DedupSet, Seen};
 
 /// How long after the auction each kind of billing event may still be charged, and how far
 /// before it (clock skew between the auction and the event's logger).
@@ -81,25 +82,6 @@ pub struct Terms {
     pub max_charge_micros: u64,
 }
 
-/// A billing event backed by a verified token: what to charge, to whom, once.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Charge {
-    /// The win, as signed by the auction.
-    pub claims: WinClaims,
-    /// The billing event's kind (matches `claims.billing`).
-    pub kind: EventKind,
-    /// The billing event's time.
-    pub ts: EventTime,
-    /// For conversions, the conversion's own event id (a conversion is charged at most once).
-    pub conversion_id: Option<String>,
-    /// Where the billing event was read.
-    pub origin: Origin,
-    /// The billing event's Kafka key, kept for a dead letter.
-    pub key: Option<Vec<u8>>,
-    /// The billing event's original bytes, kept for a dead letter.
-    pub payload: Vec<u8>,
-}
-
 impl Charge {
     /// The charge of an impression or click whose verified win bills on that very event.
     pub fn for_event(
@@ -107,7 +89,7 @@ impl Charge {
         ts: EventTime,
         claims: WinClaims,
         origin: Origin,
-        raw: crate::ingest::RawBytes,
+        raw: crate::records::RawBytes,
     ) -> Self {
         Charge {
             claims,
@@ -163,26 +145,6 @@ impl Charge {
             None
         }
     }
-}
-
-/// A charged billing event, as reports count it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Charged {
-    /// The win charged.
-    pub claims: WinClaims,
-    /// The billing event's kind.
-    pub kind: EventKind,
-    /// The billing event's time.
-    pub ts: EventTime,
-    /// The charge's identity (its first dedup key: one charge per win and billing event).
-    pub identity: DedupKey,
-    /// What the advertiser was billed for it, micros (its price, or what was left of the budget).
-    pub billed_micros: u64,
-    /// What was delivered past the budget, free to the advertiser, micros.
-    pub overdelivery_micros: u64,
-    /// Whether this is a replay of a charge made before a restart (its amounts are the first
-    /// charge's; counters must not count it again).
-    pub replayed: bool,
 }
 
 impl Charged {
@@ -248,20 +210,6 @@ pub struct Applied {
     pub billed_micros: u64,
     /// What this charge delivered past the budget, free.
     pub over_micros: u64,
-}
-
-/// Spend of one campaign and day, as persisted and published.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Hash, PartialOrd, Ord)]
-pub struct DaySpend {
-    /// Campaign.
-    pub campaign_id: String,
-    /// Local budget day.
-    pub day: NaiveDate,
-    /// Billed that day, micros (never above the day's budget).
-    pub spend_micros: u64,
-    /// Delivered past the budget that day, free to the advertiser, micros.
-    #[serde(default)]
-    pub overdelivery_micros: u64,
 }
 
 /// Billed and overdelivered micros of one campaign-day.

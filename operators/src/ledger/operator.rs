@@ -10,63 +10,22 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::NaiveDate;
-use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 
-use crate::catalog::{Catalog, CatalogUpdate, History};
+use crate::catalog::Catalog;
 use crate::checkpoint::{json_value, CheckpointGate, RestoreError, StateBatch, StateStore};
 use crate::events::EventKind;
-use crate::ingest::{DeadLetter, Reason};
-use crate::ledger::{
-    Charge, Charged, DaySpend, DayTotals, DedupEntry, Horizons, Ledger, LedgerChanges, Refusal,
-    Terms,
-};
-use crate::pacing::reservation::WinKey;
+use crate::ledger::{DayTotals, DedupEntry, Horizons, Ledger, LedgerChanges, Refusal, Terms};
+use crate::records::WinKey;
+pub use crate::records::{CampaignActivity, LedgerOutput};
+use crate::records::{CatalogUpdate, History};
+use crate::records::{Charge, Charged, DaySpend};
+use crate::records::{DeadLetter, Reason};
 use crate::routing::{owns, route, KeyError, LEDGER_CAMPAIGN, LEDGER_DEDUP, LEDGER_SPEND};
 use crate::time::EventTime;
-
-/// What the ledger operator emits.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub enum LedgerOutput {
-    /// A campaign's spend on a day changed (or was restored).
-    Spend(DaySpend),
-    /// A campaign was defined, changed or deleted.
-    Campaign(CatalogUpdate),
-    /// A charge was refused.
-    Dead(Box<DeadLetter>),
-    /// Impressions, clicks and attributed conversions per campaign since the last report
-    /// (what serving's prior ranker learns from).
-    Activity(Vec<CampaignActivity>),
-    /// A billing event charged (or, replayed from the very position it was charged from, charged
-    /// before): the spend reports count. Not part of the ledger's replicated state.
-    Charged(Box<Charged>),
-    /// Wins of a campaign whose billing events the ledger has just judged (charged, replayed or
-    /// refused): their reservations are released. Given after the spend they changed.
-    Settled {
-        /// Campaign.
-        campaign_id: String,
-        /// (`request_id`, `imp_id`) of each win.
-        wins: Vec<WinKey>,
-        /// For the conversions charged among them: time from win to conversion, ms.
-        conversion_delays_ms: Vec<i64>,
-    },
-}
-
-/// Outcome counts of one campaign over a batch.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct CampaignActivity {
-    /// Campaign.
-    pub campaign_id: String,
-    /// Verified impressions.
-    pub impressions: u64,
-    /// Verified clicks.
-    pub clicks: u64,
-    /// Conversions attributed and charged (CPA).
-    pub conversions: u64,
-}
 
 /// Settings of the ledger operator.
 #[derive(Clone, Debug)]
@@ -481,7 +440,7 @@ mod tests {
     use super::*;
     use crate::checkpoint::testing::{put, BrokenStore};
     use crate::checkpoint::MemoryStore;
-    use crate::ledger::Origin;
+    use crate::records::Origin;
 
     fn day() -> NaiveDate {
         NaiveDate::from_ymd_opt(2026, 3, 1).unwrap()
@@ -515,7 +474,7 @@ mod tests {
             dropped: vec![],
             closed_before: 5,
         };
-        let history = crate::catalog::History::default();
+        let history = crate::records::History::default();
         store.persist(encode(changes, vec![("50%".into(), history)], 0));
         store
     }

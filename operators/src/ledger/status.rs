@@ -7,9 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use super::operator::LedgerOutput;
 use super::DayTotals;
-use crate::catalog::{Catalog, CatalogUpdate};
+use crate::catalog::Catalog;
 use crate::events::CampaignStatus;
-use crate::pacing::{PacingState, PacingUpdate};
+use crate::records::CatalogUpdate;
+use crate::records::{PacingState, PacingUpdate};
 use crate::time::EventTime;
 
 /// Budget status of one campaign on its current budget day.
@@ -202,7 +203,7 @@ impl BudgetBook {
 mod tests {
     use super::*;
     use crate::events::Campaign;
-    use crate::ledger::DaySpend;
+    use crate::records::DaySpend;
 
     #[test]
     fn status_is_for_the_local_day() {

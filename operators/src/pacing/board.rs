@@ -100,7 +100,7 @@ impl PacingBoard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pacing::PacingState;
+    use crate::records::PacingState;
 
     fn update(reserved: Vec<u64>, pass: f64) -> PacingUpdate {
         PacingUpdate {

@@ -29,7 +29,7 @@ use super::profile::{position, DayPosition, TrafficProfile};
 use super::reservation::Reservations;
 use super::{PacingConfig, PacingState};
 use crate::events::Billing;
-use crate::ledger::day::{budget_day, day_start};
+use crate::time::day::{budget_day, day_start};
 use crate::time::EventTime;
 
 /// What pacing needs of a campaign's definition.

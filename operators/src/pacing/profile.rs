@@ -4,7 +4,7 @@ use chrono::NaiveDate;
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
-use crate::ledger::day::{budget_day, day_length_ms, day_start};
+use crate::time::day::{budget_day, day_length_ms, day_start};
 use crate::time::EventTime;
 
 /// A position in a budget day.

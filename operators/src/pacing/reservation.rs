@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 
 use crate::events::Billing;
+pub use crate::records::WinKey;
 
 /// Expected cost of a win, micros: the charge itself for CPM, times pCTR for CPC, times pCTR and
 /// pCVR for CPA.
@@ -16,9 +17,6 @@ pub fn expected_cost(billing: Billing, charge_micros: u64, pctr: f64, pcvr: f64)
     };
     (charge_micros as f64 * p.clamp(0.0, 1.0)).ceil() as u64
 }
-
-/// A win: (`request_id`, `imp_id`).
-pub type WinKey = (String, String);
 
 /// Outstanding reservations per account (a campaign in serving and the bench, a serving replica
 /// in the pacing operator), keyed by win.

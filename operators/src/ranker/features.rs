@@ -21,8 +21,8 @@ use thiserror::Error;
 
 use crate::catalog::Listed;
 use crate::events::Billing;
-use crate::serve::operator::Served;
-use crate::serve::request::AdRequest;
+use crate::records::Served;
+use crate::request::AdRequest;
 use crate::time::EventTime;
 
 /// The feature spec shipped in `schemas/features.json`.
@@ -546,14 +546,14 @@ mod tests {
             "creatives":[{"ad_id":"ad1"}]}"#;
         let campaign = Campaign::parse(json).expect("campaign");
         Listed {
-            history: crate::catalog::History::first(&campaign, crate::time::EventTime(0)),
+            history: crate::records::History::first(&campaign, crate::time::EventTime(0)),
             campaign,
             tz: chrono_tz::UTC,
         }
     }
 
     fn request() -> AdRequest {
-        crate::serve::request::parse_request(
+        crate::request::parse_request(
             br#"{"id":"r1","imp":[{"id":"1","tagid":"top"}],"user":{"id":"u1"},
                 "device":{"geo":{"country":"DE"},"devicetype":4},"site":{}}"#,
         )

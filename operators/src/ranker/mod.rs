@@ -11,13 +11,16 @@
 //! [`features`] is the one definition of the model's input for serving and training;
 //! [`model`] the network and loss; [`optim`] AdamW with checkpointable moments; [`validation`]
 //! progressive metrics; [`guards`] the publish decision; [`registry`] versions on disk;
-//! [`trainer`] the thread; [`scoring`] the serving side; [`operator`] the graph's shell.
+//! [`trainer`] the thread; [`link`] its channels to the graph; [`scoring`] the serving side and
+//! [`prior`] the ranker used before any model is live; [`operator`] the graph's shell.
 
 pub mod features;
 pub mod guards;
+pub mod link;
 pub mod model;
 pub mod operator;
 pub mod optim;
+pub mod prior;
 pub mod registry;
 pub mod scoring;
 pub mod trainer;

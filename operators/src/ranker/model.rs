@@ -16,7 +16,7 @@ use candle_nn::{Embedding, Init, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::features::{EncodedBatch, FeatureSpec};
-use crate::serve::ranking::Prediction;
+use crate::ranker::prior::Prediction;
 
 /// Sizes of the model (the pipeline file's `[model]` section).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -1,29 +1,17 @@
 //! The training shell in the graph: labelled examples go to the trainer (on worker 0), and the
 //! versions it publishes come back into the graph, to be broadcast to every serving replica.
 
-use std::sync::atomic::AtomicU64;
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::mpsc::TrySendError;
 use std::time::Duration;
 
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::StreamVec;
 
+use super::link::{count_drop, TrainerLink};
 use super::scoring::PublishedModel;
-use super::trainer::count_drop;
 use crate::checkpoint::follow_frontier;
-use crate::labels::LabeledExample;
-
-/// Worker 0's link to the trainer thread.
-pub struct TrainerLink {
-    /// Examples out.
-    pub examples: SyncSender<LabeledExample>,
-    /// Published versions in.
-    pub published: Receiver<PublishedModel>,
-    /// Examples dropped because the trainer's queue was full.
-    pub dropped: Arc<AtomicU64>,
-}
+use crate::records::LabeledExample;
 
 /// How often worker 0 looks for newly published versions.
 const POLL: Duration = Duration::from_millis(100);

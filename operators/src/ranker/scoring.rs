@@ -13,8 +13,8 @@ use super::features::{FeatureContext, FeatureSpec};
 use super::model::RankerModel;
 use super::registry::ModelMeta;
 use crate::catalog::Listed;
-use crate::serve::ranking::{Prediction, PriorRanker, Ranker};
-use crate::serve::request::AdRequest;
+use crate::ranker::prior::{Prediction, PriorRanker, Ranker};
+use crate::request::AdRequest;
 use crate::time::EventTime;
 
 /// A version on its way from the trainer to every serving replica (broadcast in the graph).

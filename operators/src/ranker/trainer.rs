@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,13 +21,13 @@ use thiserror::Error;
 
 use super::features::{EncodedBatch, FeatureContext, FeatureSpec};
 use super::guards::{judge, GuardConfig};
+use super::link::TrainerLink;
 use super::model::{loss, probabilities, ModelConfig, RankerModel, Targets};
-use super::operator::TrainerLink;
 use super::optim::{AdamW, AdamWConfig};
 use super::registry::{to_safetensors, DataRange, ModelMeta, Registry, RegistryError, Status};
 use super::scoring::PublishedModel;
 use super::validation::{TaskMetrics, Window};
-use crate::labels::LabeledExample;
+use crate::records::LabeledExample;
 use crate::time::EventTime;
 
 /// Where training runs.
@@ -767,15 +767,10 @@ pub fn spawn(
     ))
 }
 
-/// Counts an example the graph could not queue.
-pub fn count_drop(dropped: &AtomicU64) {
-    dropped.fetch_add(1, Ordering::Relaxed);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::serve::operator::Served;
+    use crate::records::Served;
 
     fn example(served_ms: i64, click: Option<bool>) -> LabeledExample {
         let json = format!(

@@ -14,7 +14,7 @@ use super::spec::ReportSpec;
 use super::take_due;
 use super::totals::Totals;
 use crate::checkpoint::{json_value, text_value, RestoreError, StateBatch, StateStore};
-use crate::ledger::dedup::DedupKey;
+use crate::records::DedupKey;
 use crate::routing::{owns, KeyError, REPORT_ROWS, REPORT_SEEN};
 
 /// What happened to an event offered to the reports.

@@ -5,11 +5,12 @@ use serde::{Deserialize, Serialize};
 
 use super::spec::Dimension;
 use super::totals::Totals;
-use crate::attribution::operator::AttributedConversion;
 use crate::events::{Billing, EventKind};
-use crate::ledger::dedup::{dedup_key, DedupKey};
-use crate::ledger::Charged;
-use crate::serve::operator::Served;
+use crate::ledger::dedup::dedup_key;
+use crate::records::AttributedConversion;
+use crate::records::Charged;
+use crate::records::DedupKey;
+use crate::records::Served;
 use crate::time::EventTime;
 use crate::token::WinClaims;
 

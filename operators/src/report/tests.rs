@@ -14,7 +14,7 @@ use super::operator::{reports, ReportStatsHandle};
 use super::{Dimension, ReportEvent, ReportRow, ReportSpec};
 use crate::checkpoint::{MemoryStore, StateStore};
 use crate::events::EventKind;
-use crate::ledger::Charged;
+use crate::records::Charged;
 use crate::time::EventTime;
 
 fn specs(final_after_ms: i64) -> Arc<[ReportSpec]> {

@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use crate::events::Billing;
 use crate::pacing::reservation::expected_cost;
 
-use super::request::Slot;
+use crate::request::Slot;
 
 /// A scored ad that may bid.
 #[derive(Debug, Clone, PartialEq)]

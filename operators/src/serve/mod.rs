@@ -1,11 +1,12 @@
 //! Ad serving inside the graph: an OpenRTB request in, retrieval over the replicated catalog and
 //! budget state, ranking, a generalized second-price auction, and signed wins out.
 //!
-//! Each stage is plain data and functions ([`request`], [`retrieval`], [`ranking`], [`auction`]),
-//! tested without timely; [`operator`] is the shell that runs them on a worker's replica.
+//! Each stage is plain data and functions (the request schema in [`crate::request`],
+//! [`retrieval`], ranking in [`crate::ranker`], [`auction`]), tested without timely; [`operator`] is the shell that runs them on a worker's replica.
 
 pub mod auction;
 pub mod operator;
-pub mod ranking;
-pub mod request;
 pub mod retrieval;
+
+pub use crate::ranker::prior as ranking;
+pub use crate::request;

@@ -12,7 +12,7 @@ use crate::events::CampaignStatus;
 use crate::ledger::status::BudgetBook;
 use crate::time::EventTime;
 
-use super::request::AdRequest;
+use crate::request::AdRequest;
 
 const EVERYWHERE: &str = "*";
 
@@ -114,11 +114,11 @@ pub fn retrieve<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::CatalogUpdate;
     use crate::events::Campaign;
-    use crate::ledger::operator::LedgerOutput;
-    use crate::ledger::DaySpend;
-    use crate::serve::request::parse_request;
+    use crate::records::CatalogUpdate;
+    use crate::records::DaySpend;
+    use crate::records::LedgerOutput;
+    use crate::request::parse_request;
 
     fn add(book: &mut BudgetBook, json: &str) {
         let c = Campaign::parse(json.as_bytes()).unwrap();
@@ -177,7 +177,7 @@ mod tests {
         // Out of budget: gone.
         book.apply(&LedgerOutput::Spend(DaySpend {
             campaign_id: "fr".into(),
-            day: crate::ledger::day::budget_day(now, chrono_tz::UTC),
+            day: crate::time::day::budget_day(now, chrono_tz::UTC),
             spend_micros: 1000,
             overdelivery_micros: 0,
         }));

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use crate::catalog::Listed;
 use crate::time::EventTime;
 
-use super::request::AdRequest;
+use crate::request::AdRequest;
 
 /// Predictions for one candidate.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -1,5 +1,7 @@
 //! Event time: milliseconds since the Unix epoch, read from RFC 3339 strings or integers.
 
+pub mod day;
+
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Milliseconds since the Unix epoch, UTC. Every event time in adstream is one of these.

@@ -1,0 +1,375 @@
+//! The whole dataflow, assembled in one place: [`build`].
+//!
+//! ```text
+//!  Ingested ─route─┬─ campaigns ─────────────────────────────────┐
+//!                  ├─ charges (CPM impressions, CPC clicks) ─────┼─▶ Ledger ─┬─ spend, campaigns, settled
+//!                  ├─ touches ──────┬─▶ Attribute ─ CPA charges ──┘          ├─ charged ─────────────┐
+//!                  ├─ conversions ──┘      └─ attributed conversions ─┐      └─ refusals ─┐          │
+//!                  ├─ dead letters ───────────────────────────────────┼───────────────────┴▶ dead letters
+//!                  └─ served, impressions, clicks ─────────────────────┴▶ LabelJoin ─▶ Train ─▶ models (broadcast)
+//!
+//!  ledger state + activity ─broadcast─▶ Serve ◀─ requests (HTTP queue)    Serve ─┬─ served ─▶ ads.served
+//!                                         ▲                                     └─ feedback ─▶ Pacing
+//!                                         └──── pacing updates (broadcast) ◀──────────────────┘
+//!  ledger state + pacing updates ─▶ BudgetStatus ─▶ budget.status
+//!  wins, touches, charged, attributed conversions ─▶ Reports ─▶ report rows
+//! ```
+//!
+//! The graph is all logic and state; the caller attaches the I/O: the sources whose decoded
+//! records come in ([`GraphInputs::ingested`]), each worker's serving queue, the trainer
+//! thread's link, and the sinks and live views that read [`GraphOutputs`]. The same function
+//! runs in `adstream run` and in the deterministic whole-graph test (`operators/tests`).
+
+pub mod route;
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex};
+
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::core::{Concat, OkErr};
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::vec::{Broadcast, Map};
+use timely::dataflow::operators::{Inspect, Probe};
+use timely::dataflow::{ProbeHandle, StreamVec};
+use timely::scheduling::SyncActivator;
+
+use crate::attribution::operator::attribute;
+use crate::attribution::Windows;
+use crate::checkpoint::StateStore;
+use crate::events::EventKind;
+use crate::labels::operator::{label_join, LabelStatsHandle};
+use crate::labels::LabelConfig;
+use crate::ledger::operator::{ledger, LedgerConfig};
+use crate::ledger::status::{BudgetBook, BudgetStatus};
+use crate::pacing::board::PacingBoard;
+use crate::pacing::operator::pacing;
+use crate::pacing::PacingConfig;
+use crate::ranker::link::TrainerLink;
+use crate::ranker::operator::train;
+use crate::ranker::scoring::{ModelSlot, PublishedModel};
+use crate::records::{
+    Attributed, AttributedConversion, CampaignActivity, Charge, Charged, DeadLetter, Ingested,
+    LabelEvent, LabeledExample, LedgerOutput, PacingFeedback, PacingUpdate, Served, UserTouch,
+};
+use crate::report::operator::{reports, ReportStatsHandle};
+use crate::report::{ReportEvent, ReportRow, ReportSpec};
+use crate::serve::operator::{serve, ServeConfig, ServeOutput, ServeRequest};
+use crate::source::Clock;
+use crate::time::EventTime;
+
+/// Settings of every stage, resolved from the pipeline file.
+#[derive(Clone, Debug)]
+pub struct GraphConfig {
+    /// The ledger's settings (charging horizons, checkpoint interval).
+    pub ledger: LedgerConfig,
+    /// Attribution windows.
+    pub windows: Windows,
+    /// The label join's windows and bound.
+    pub labels: LabelConfig,
+    /// The reports to keep (none: no reporting operators at all).
+    pub reports: Arc<[ReportSpec]>,
+    /// Serving: auction reserve, candidate limits, the billing-token key.
+    pub serve: ServeConfig,
+    /// Pacing.
+    pub pacing: PacingConfig,
+}
+
+/// What the graph reads, on one worker.
+pub struct GraphInputs<'scope> {
+    /// Decoded input records (from this worker's share of the input partitions).
+    pub ingested: StreamVec<'scope, u64, Ingested>,
+    /// This worker's queue of ad requests.
+    pub requests: Receiver<ServeRequest>,
+    /// Where the serving operator leaves the activator the queue's sender wakes it with.
+    pub requests_activator: Arc<Mutex<Option<SyncActivator>>>,
+    /// The trainer thread's link (on worker 0 when the model is enabled).
+    pub trainer: Option<TrainerLink>,
+}
+
+/// What the stages share besides their inputs.
+#[derive(Clone)]
+pub struct GraphContext {
+    /// Where operator state is checkpointed.
+    pub store: Arc<dyn StateStore>,
+    /// This process's live model, read by its serving replicas.
+    pub models: Arc<ModelSlot>,
+    /// The wall clock (pacing, budget status), injectable for tests.
+    pub clock: Clock,
+    /// The probe every stateful operator is behind (sources checkpoint offsets once it passes).
+    pub progress: ProbeHandle<u64>,
+}
+
+/// What the graph produces, on one worker.
+pub struct GraphOutputs<'scope> {
+    /// Refused messages and charges (ingest's and the ledger's), on the worker that refused them.
+    pub dead_letters: StreamVec<'scope, u64, DeadLetter>,
+    /// Served ads, for `ads.served`.
+    pub served: StreamVec<'scope, u64, Served>,
+    /// Budget status of each campaign a batch changed, on the worker that owns it.
+    pub budget_status: StreamVec<'scope, u64, BudgetStatus>,
+    /// The ledger's replicated state (spend, campaigns, activity, settled wins), broadcast: every
+    /// worker sees every campaign.
+    pub ledger_replica: StreamVec<'scope, u64, LedgerOutput>,
+    /// Pacing updates, broadcast.
+    pub pacing_replica: StreamVec<'scope, u64, PacingUpdate>,
+    /// Model versions the trainer published, broadcast.
+    pub models: StreamVec<'scope, u64, PublishedModel>,
+    /// Report rows (`None` when no report is configured).
+    pub reports: Option<StreamVec<'scope, u64, ReportRow>>,
+    /// This worker's label-join counts, for metrics.
+    pub label_stats: LabelStatsHandle,
+    /// This worker's report counts, for metrics.
+    pub report_stats: ReportStatsHandle,
+}
+
+/// Builds the whole dataflow on one worker.
+pub fn build<'scope>(
+    inputs: GraphInputs<'scope>,
+    config: GraphConfig,
+    context: GraphContext,
+) -> GraphOutputs<'scope> {
+    let GraphInputs {
+        ingested,
+        requests,
+        requests_activator,
+        trainer,
+    } = inputs;
+    let GraphConfig {
+        ledger: ledger_config,
+        windows,
+        labels: label_config,
+        reports: report_specs,
+        serve: serve_config,
+        pacing: pacing_config,
+    } = config;
+    let GraphContext {
+        store,
+        models,
+        clock,
+        progress,
+    } = context;
+    let scope = ingested.scope();
+    let (index, peers) = (scope.index(), scope.peers());
+    let checkpoint_interval = ledger_config.checkpoint_interval;
+    let routes = route::route(ingested);
+
+    // Reports copy what they count; without reports nothing is copied.
+    let reporting = !report_specs.is_empty();
+    let wins_and_touches = reporting.then(|| {
+        let won = routes.labels.clone().flat_map(|l| match l {
+            LabelEvent::Served(s) => Some(ReportEvent::Won(s)),
+            _ => None,
+        });
+        won.concat(routes.touches.clone().map(|(_, t)| ReportEvent::Touch {
+            kind: t.kind,
+            claims: Box::new(t.claims),
+            ts: t.ts,
+        }))
+    });
+
+    // Attribution: touches and conversions to CPA charges and attributed conversions.
+    let activity = count_activity(routes.touches.clone());
+    let attributed = attribute(
+        routes.touches,
+        routes.conversions,
+        windows,
+        checkpoint_interval,
+        store.clone(),
+    )
+    .probe_with(&progress);
+    let (cpa, conversions): (
+        StreamVec<'scope, u64, Charge>,
+        StreamVec<'scope, u64, AttributedConversion>,
+    ) = attributed.ok_err(|a| match a {
+        Attributed::Charge(c) => Ok(*c),
+        Attributed::Conversion(c) => Err(c),
+    });
+    let converted = reporting.then(|| {
+        conversions
+            .clone()
+            .map(|c| ReportEvent::Converted(Box::new(c)))
+    });
+
+    // The label join and the trainer.
+    let label_stats = LabelStatsHandle::default();
+    let examples: StreamVec<'scope, u64, LabeledExample> = label_join(
+        routes
+            .labels
+            .concat(conversions.map(LabelEvent::Conversion)),
+        label_config,
+        checkpoint_interval,
+        store.clone(),
+        label_stats.clone(),
+    )
+    .probe_with(&progress);
+    let published = train(examples, trainer).broadcast();
+
+    // The ledger: charges of every billing type against the catalog.
+    let ledger_out = ledger(
+        routes.campaigns,
+        routes.charges.concat(cpa),
+        ledger_config,
+        store.clone(),
+    )
+    .probe_with(&progress);
+    let (state, refused): (
+        StreamVec<'scope, u64, LedgerOutput>,
+        StreamVec<'scope, u64, DeadLetter>,
+    ) = ledger_out.ok_err(|o| match o {
+        LedgerOutput::Dead(d) => Err(*d),
+        other => Ok(other),
+    });
+    let (state, charged): (
+        StreamVec<'scope, u64, LedgerOutput>,
+        StreamVec<'scope, u64, Box<Charged>>,
+    ) = state.ok_err(|o| match o {
+        LedgerOutput::Charged(c) => Err(c),
+        other => Ok(other),
+    });
+    let dead_letters = routes.dead.concat(refused);
+    let state = state.concat(activity.map(LedgerOutput::Activity));
+
+    // Serving: every worker holds a replica of every campaign's state.
+    let ledger_replica = state.clone().broadcast();
+    let board = Rc::new(RefCell::new(PacingBoard::new(index, peers)));
+    let serving = serve(
+        ledger_replica.clone(),
+        requests,
+        serve_config,
+        requests_activator,
+        board.clone(),
+        models,
+    );
+    let (served, feedback): (
+        StreamVec<'scope, u64, Served>,
+        StreamVec<'scope, u64, PacingFeedback>,
+    ) = serving.ok_err(|o| match o {
+        ServeOutput::Served(s) => Ok(*s),
+        ServeOutput::Pacing(f) => Err(f),
+    });
+
+    // Pacing runs beside the ledger shard of each campaign; its updates reach every replica.
+    let updates = pacing(
+        state.clone(),
+        feedback,
+        pacing_config,
+        checkpoint_interval,
+        store.clone(),
+        clock.clone(),
+    );
+    let pacing_replica = updates
+        .clone()
+        .broadcast()
+        .inspect(move |u: &PacingUpdate| board.borrow_mut().apply(u.clone()));
+    let budget_status = budget_status(state, updates, clock);
+
+    let report_stats = ReportStatsHandle::default();
+    let rows = match (wins_and_touches, converted) {
+        (Some(wins_and_touches), Some(converted)) => Some(reports(
+            wins_and_touches
+                .concat(charged.map(ReportEvent::Charged))
+                .concat(converted),
+            report_specs,
+            checkpoint_interval,
+            store,
+            report_stats.clone(),
+            &progress,
+        )),
+        _ => None,
+    };
+    GraphOutputs {
+        dead_letters,
+        served,
+        budget_status,
+        ledger_replica,
+        pacing_replica,
+        models: published,
+        reports: rows,
+        label_stats,
+        report_stats,
+    }
+}
+
+/// Sums impressions and clicks per campaign over each batch of touches, for serving's prior.
+fn count_activity<'scope>(
+    touches: StreamVec<'scope, u64, UserTouch>,
+) -> StreamVec<'scope, u64, Vec<CampaignActivity>> {
+    touches.unary(Pipeline, "CountActivity", |_cap, _info| {
+        move |input, output| {
+            input.for_each(|cap, data| {
+                let batch = activity_of(
+                    data.iter()
+                        .map(|(_, t)| (t.claims.campaign_id.as_str(), t.kind)),
+                );
+                if !batch.is_empty() {
+                    output.session(&cap).give(batch);
+                }
+            });
+        }
+    })
+}
+
+/// Impressions and clicks per campaign, in campaign order.
+pub fn activity_of<'a>(
+    touches: impl Iterator<Item = (&'a str, EventKind)>,
+) -> Vec<CampaignActivity> {
+    let mut counts: BTreeMap<&str, CampaignActivity> = BTreeMap::new();
+    for (campaign, kind) in touches {
+        let c = counts.entry(campaign).or_default();
+        match kind {
+            EventKind::Click => c.clicks += 1,
+            _ => c.impressions += 1,
+        }
+    }
+    counts
+        .into_iter()
+        .map(|(id, mut c)| {
+            c.campaign_id = id.to_string();
+            c
+        })
+        .collect()
+}
+
+/// Each batch's changed campaigns' budget status, from the ledger's state and pacing, on the
+/// worker that owns the campaign (pacing runs beside the ledger shard).
+fn budget_status<'scope>(
+    ledger: StreamVec<'scope, u64, LedgerOutput>,
+    pacing: StreamVec<'scope, u64, PacingUpdate>,
+    clock: Clock,
+) -> StreamVec<'scope, u64, BudgetStatus> {
+    ledger.binary(
+        pacing,
+        Pipeline,
+        Pipeline,
+        "BudgetStatus",
+        move |_cap, _info| {
+            let mut book = BudgetBook::default();
+            move |ledger, pacing, output| {
+                ledger.for_each(|cap, data| {
+                    let changed: BTreeSet<String> =
+                        data.iter().filter_map(|rec| book.apply(rec)).collect();
+                    let now = EventTime(clock());
+                    output
+                        .session(&cap)
+                        .give_iterator(changed.iter().filter_map(|c| book.status(c, now)));
+                });
+                pacing.for_each(|cap, data| {
+                    let changed: BTreeSet<String> = data
+                        .iter()
+                        .map(|update| book.apply_pacing(update))
+                        .collect();
+                    let now = EventTime(clock());
+                    output
+                        .session(&cap)
+                        .give_iterator(changed.iter().filter_map(|c| book.status(c, now)));
+                });
+            }
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,108 @@
+//! Charges, what the ledger decided about them, and the replicated spend state it publishes.
+
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+
+use super::{CatalogUpdate, DeadLetter, Origin};
+use crate::events::EventKind;
+use crate::time::EventTime;
+use crate::token::WinClaims;
+
+/// 128-bit digest of a billing identity such as `(request_id, imp_id, "click")`.
+pub type DedupKey = u128;
+
+/// A billing event backed by a verified token: what to charge, to whom, once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Charge {
+    /// The win, as signed by the auction.
+    pub claims: WinClaims,
+    /// The billing event's kind (matches `claims.billing`).
+    pub kind: EventKind,
+    /// The billing event's time.
+    pub ts: EventTime,
+    /// For conversions, the conversion's own event id (a conversion is charged at most once).
+    pub conversion_id: Option<String>,
+    /// Where the billing event was read.
+    pub origin: Origin,
+    /// The billing event's Kafka key, kept for a dead letter.
+    pub key: Option<Vec<u8>>,
+    /// The billing event's original bytes, kept for a dead letter.
+    pub payload: Vec<u8>,
+}
+
+/// A charged billing event, as reports count it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Charged {
+    /// The win charged.
+    pub claims: WinClaims,
+    /// The billing event's kind.
+    pub kind: EventKind,
+    /// The billing event's time.
+    pub ts: EventTime,
+    /// The charge's identity (its first dedup key: one charge per win and billing event).
+    pub identity: DedupKey,
+    /// What the advertiser was billed for it, micros (its price, or what was left of the budget).
+    pub billed_micros: u64,
+    /// What was delivered past the budget, free to the advertiser, micros.
+    pub overdelivery_micros: u64,
+    /// Whether this is a replay of a charge made before a restart (its amounts are the first
+    /// charge's; counters must not count it again).
+    pub replayed: bool,
+}
+
+/// Spend of one campaign and day, as persisted and published.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Hash, PartialOrd, Ord)]
+pub struct DaySpend {
+    /// Campaign.
+    pub campaign_id: String,
+    /// Local budget day.
+    pub day: NaiveDate,
+    /// Billed that day, micros (never above the day's budget).
+    pub spend_micros: u64,
+    /// Delivered past the budget that day, free to the advertiser, micros.
+    #[serde(default)]
+    pub overdelivery_micros: u64,
+}
+
+/// What the ledger operator emits.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum LedgerOutput {
+    /// A campaign's spend on a day changed (or was restored).
+    Spend(DaySpend),
+    /// A campaign was defined, changed or deleted.
+    Campaign(CatalogUpdate),
+    /// A charge was refused.
+    Dead(Box<DeadLetter>),
+    /// Impressions, clicks and attributed conversions per campaign since the last report
+    /// (what serving's prior ranker learns from).
+    Activity(Vec<CampaignActivity>),
+    /// A billing event charged (or, replayed from the very position it was charged from, charged
+    /// before): the spend reports count. Not part of the ledger's replicated state.
+    Charged(Box<Charged>),
+    /// Wins of a campaign whose billing events the ledger has just judged (charged, replayed or
+    /// refused): their reservations are released. Given after the spend they changed.
+    Settled {
+        /// Campaign.
+        campaign_id: String,
+        /// (`request_id`, `imp_id`) of each win.
+        wins: Vec<WinKey>,
+        /// For the conversions charged among them: time from win to conversion, ms.
+        conversion_delays_ms: Vec<i64>,
+    },
+}
+
+/// Outcome counts of one campaign over a batch.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CampaignActivity {
+    /// Campaign.
+    pub campaign_id: String,
+    /// Verified impressions.
+    pub impressions: u64,
+    /// Verified clicks.
+    pub clicks: u64,
+    /// Conversions attributed and charged (CPA).
+    pub conversions: u64,
+}
+
+/// A win: (`request_id`, `imp_id`).
+pub type WinKey = (String, String);
