@@ -78,6 +78,7 @@ pub mod operator;
 pub mod pacer;
 pub mod profile;
 pub mod reservation;
+pub mod shard;
 
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};

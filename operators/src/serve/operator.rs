@@ -5,13 +5,13 @@
 //! [`SyncActivator`]; answers go back through each request's reply callback. The replica is the
 //! ledger's broadcast output, so every worker sees every campaign's spend and serving never
 //! crosses workers. The operator never waits for frontiers or training: it answers what it has.
+//! What it keeps and how it answers is a [`ServingReplica`]; this file only moves data.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
-use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Pipeline;
@@ -19,21 +19,19 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::StreamVec;
 use timely::scheduling::SyncActivator;
 
-use super::auction::{run_gated_auction, Candidate, Win};
-use super::ranking::{PriorRanker, Ranker};
+use super::auction::Win;
+use super::replica::{past_deadline, ServingReplica, REACH_FLUSH};
 use super::request::AdRequest;
-use super::retrieval::{retrieve, CampaignIndex};
 use crate::checkpoint::follow_frontier;
 use crate::events::Billing;
 use crate::ledger::operator::LedgerOutput;
-use crate::ledger::status::BudgetBook;
 use crate::pacing::board::PacingBoard;
-use crate::pacing::reservation::expected_cost;
 use crate::pacing::PacingFeedback;
 use crate::ranker::scoring::ModelSlot;
-use crate::routing::route;
 use crate::time::EventTime;
-use crate::token::{sign, WinClaims};
+use crate::token::WinClaims;
+
+pub use super::replica::answer;
 
 /// A won slot with its signed billing token.
 #[derive(Debug, Clone)]
@@ -182,7 +180,7 @@ impl Served {
                 .slots
                 .first()
                 .map_or(String::new(), |s| s.imp_id.clone()),
-            candidate: Candidate {
+            candidate: super::auction::Candidate {
                 campaign_id: c.campaign_id.clone(),
                 advertiser_id: c.advertiser_id.clone(),
                 ad_id: c
@@ -226,112 +224,8 @@ pub struct ServeConfig {
     pub reservation_ttl_ms: i64,
 }
 
-/// Uniform in [0, 1) from the request and campaign: the throttle's coin, reproducible for a
-/// request and independent across campaigns.
-fn coin(request_id: &str, campaign_id: &str) -> f64 {
-    let h = xxhash_rust::xxh3::xxh3_64_with_seed(request_id.as_bytes(), route(campaign_id));
-    (h >> 11) as f64 / (1u64 << 53) as f64
-}
-
-/// Whether `campaign` takes part in the auction of `request_id` (its throttle) and counts the
-/// request as reachable.
-fn pace(
-    board: &PacingBoard,
-    reach: &mut HashMap<String, u64>,
-    request_id: &str,
-    campaign_id: &str,
-) -> bool {
-    match reach.get_mut(campaign_id) {
-        Some(n) => *n += 1,
-        None => {
-            reach.insert(campaign_id.to_string(), 1);
-        }
-    }
-    let pass = board.pass(campaign_id);
-    pass >= 1.0 || coin(request_id, campaign_id) < pass
-}
-
-/// Answers one request against `book` and the pacing `board`; every campaign the request
-/// reaches is counted in `reach`.
-#[allow(clippy::too_many_arguments)]
-pub fn answer(
-    book: &BudgetBook,
-    index: &CampaignIndex,
-    board: &PacingBoard,
-    reach: &mut HashMap<String, u64>,
-    ranker: &dyn Ranker,
-    config: &ServeConfig,
-    request: &AdRequest,
-    now: EventTime,
-) -> ServeOutcome {
-    let listed = retrieve(
-        book,
-        index,
-        request,
-        now,
-        config.per_advertiser,
-        config.max_candidates,
-        |l| pace(board, reach, &request.id, &l.campaign.campaign_id),
-    );
-    let predictions = ranker.score(request, &listed, now);
-    let candidates: Vec<Candidate> = listed
-        .iter()
-        .zip(predictions)
-        .filter_map(|(l, p)| {
-            Some(Candidate {
-                campaign_id: l.campaign.campaign_id.clone(),
-                advertiser_id: l.campaign.advertiser_id.clone(),
-                ad_id: l.campaign.creatives.first()?.ad_id.clone(),
-                billing: l.campaign.billing,
-                bid_micros: l.campaign.bid_micros,
-                pctr: p.pctr,
-                pcvr: p.pcvr,
-            })
-        })
-        .collect();
-    // What this replica may still reserve, per candidate.
-    let headroom: HashMap<&str, u64> = listed
-        .iter()
-        .map(|l| {
-            let id = l.campaign.campaign_id.as_str();
-            (id, board.headroom(id, book.remaining(l, now)))
-        })
-        .collect();
-    let wins = run_gated_auction(
-        &request.slots,
-        candidates,
-        |id| headroom.get(id).copied().unwrap_or(0),
-        config.reserve_ecpm_micros,
-    )
-    .into_iter()
-    .map(|win| {
-        let claims = WinClaims {
-            request_id: request.id.clone(),
-            imp_id: win.imp_id.clone(),
-            campaign_id: win.candidate.campaign_id.clone(),
-            advertiser_id: win.candidate.advertiser_id.clone(),
-            ad_id: win.candidate.ad_id.clone(),
-            billing: win.candidate.billing,
-            charge_micros: win.charge_micros,
-            issued: now,
-            country: request.country.clone(),
-            device: request.device.clone(),
-        };
-        SignedWin {
-            token: sign(&config.secret, &claims),
-            win,
-        }
-    })
-    .collect();
-    ServeOutcome {
-        wins,
-        model_version: ranker.version(),
-        late: false,
-    }
-}
-
-/// How often reach counts go to pacing.
-const REACH_FLUSH: Duration = Duration::from_millis(100);
+/// Requests answered per activation before yielding to the rest of the graph.
+const BURST: usize = 256;
 
 /// Builds the serving operator over the replicated ledger stream and this worker's pacing
 /// `board` (kept current by the runtime from pacing's broadcast); publishes its activator into
@@ -351,133 +245,48 @@ pub fn serve<'scope>(
             *slot = Some(scope.worker().sync_activator_for(info.address.to_vec()));
         }
         let mut cap = Some(capability);
-        let mut book = BudgetBook::default();
-        let mut index = CampaignIndex::default();
-        let mut index_stale = false;
-        let mut ranker = PriorRanker::default();
-        let mut reach: HashMap<String, u64> = HashMap::new();
-        let mut last_flush = Instant::now();
+        let mut state = ServingReplica::new(replica_index, config, board, models);
         let wake = scope.activator_for(info.address.clone());
         move |(input, frontier), output| {
             input.for_each(|_cap, data| {
                 for update in data.drain(..) {
-                    index_stale |= matches!(update, LedgerOutput::Campaign(_));
-                    if let LedgerOutput::Activity(counts) = &update {
-                        for c in counts {
-                            ranker.observe(
-                                &c.campaign_id,
-                                c.impressions as f64,
-                                c.clicks as f64,
-                                c.conversions as f64,
-                            );
-                        }
-                    }
-                    if let LedgerOutput::Settled { wins, .. } = &update {
-                        let mut board = board.borrow_mut();
-                        for (request_id, imp_id) in wins {
-                            board.settle(request_id, imp_id);
-                        }
-                    }
-                    book.apply(&update);
+                    state.apply(&update);
                 }
             });
-            board.borrow_mut().expire(EventTime::now().millis());
-            if index_stale {
-                index = CampaignIndex::build(&book);
-                index_stale = false;
-            }
+            state.tick(EventTime::now().millis());
             // Keep a capability at the replica's frontier, to log served ads with.
             follow_frontier(&mut cap, frontier.frontier().first());
-            for round in 0..=256 {
-                if round == 256 {
+            for round in 0..=BURST {
+                if round == BURST {
                     // More are queued: yield to the rest of the graph, then continue.
                     wake.activate();
                     break;
                 }
-                let job = match requests.try_recv() {
-                    Ok(job) => job,
-                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-                };
-                let deadline = job.received + Duration::from_millis(job.request.tmax_ms);
-                if Instant::now() >= deadline {
-                    (job.reply)(ServeOutcome {
+                let Ok(job) = requests.try_recv() else { break };
+                let outcome = if past_deadline(&job.request, job.received, Instant::now()) {
+                    ServeOutcome {
                         late: true,
                         ..Default::default()
-                    });
-                    continue;
-                }
-                let now = EventTime::now();
-                let model = models.current();
-                let ranking: &dyn Ranker = match &model {
-                    Some(m) => m.as_ref(),
-                    None => &ranker,
-                };
-                let outcome = answer(
-                    &book,
-                    &index,
-                    &board.borrow(),
-                    &mut reach,
-                    ranking,
-                    &config,
-                    &job.request,
-                    now,
-                );
-                if let Some(c) = cap.as_ref() {
-                    let r = &job.request;
-                    let mut session = output.session(c);
-                    let mut board = board.borrow_mut();
-                    for w in &outcome.wins {
-                        let candidate = &w.win.candidate;
-                        let micros = expected_cost(
-                            candidate.billing,
-                            w.win.charge_micros,
-                            candidate.pctr,
-                            candidate.pcvr,
-                        );
-                        let expires_ms = now.millis() + config.reservation_ttl_ms;
-                        board.reserve(
-                            &candidate.campaign_id,
-                            &r.id,
-                            &w.win.imp_id,
-                            micros,
-                            expires_ms,
-                        );
-                        session.give(ServeOutput::Pacing(PacingFeedback::Reserve {
-                            campaign_id: candidate.campaign_id.clone(),
-                            replica: replica_index,
-                            request_id: r.id.clone(),
-                            imp_id: w.win.imp_id.clone(),
-                            micros,
-                            expires_ms,
-                        }));
-                        let ad_interests = book
-                            .catalog()
-                            .get(&candidate.campaign_id)
-                            .map_or(&[][..], |l| &l.campaign.targeting.interests[..]);
-                        let mut served =
-                            Served::from_win(r, &w.win, ad_interests, now, &outcome.model_version);
-                        served.billing_token = w.token.clone();
-                        session.give(ServeOutput::Served(Box::new(served)));
                     }
-                }
-                (job.reply)(outcome);
-            }
-            if !reach.is_empty() && last_flush.elapsed() >= REACH_FLUSH {
-                if let Some(c) = cap.as_ref() {
-                    let at_ms = EventTime::now().millis();
+                } else if let Some(c) = cap.as_ref() {
+                    let outcome = state.handle(&job.request, EventTime::now());
                     output
                         .session(c)
-                        .give_iterator(reach.drain().map(|(campaign_id, count)| {
-                            ServeOutput::Pacing(PacingFeedback::Reach {
-                                campaign_id,
-                                at_ms,
-                                count,
-                            })
-                        }));
-                }
-                last_flush = Instant::now();
+                        .give_iterator(state.take_outputs().into_iter());
+                    outcome
+                } else {
+                    // The replica is complete: nothing can be logged, so nothing is reserved.
+                    state.answer(&job.request, EventTime::now())
+                };
+                (job.reply)(outcome);
             }
-            if !reach.is_empty() {
+            if state.reach_due(Instant::now()) {
+                if let Some(c) = cap.as_ref() {
+                    let reach = state.take_reach(EventTime::now().millis());
+                    output.session(c).give_iterator(reach.into_iter());
+                }
+            }
+            if state.has_reach() {
                 // Flush the rest even if no request comes.
                 wake.activate_after(REACH_FLUSH);
             }
