@@ -412,23 +412,36 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             Some(path) => {
                 let p = Pipeline::load(&path)?;
-                let brokers = brokers.unwrap_or_else(|| p.kafka.brokers.get_ref().clone());
+                let brokers = brokers.unwrap_or_else(|| p.kafka.brokers.clone());
                 match seed_campaigns {
                     Some(n) => crate::bench::seed_campaigns(&p, &brokers, n),
                     None => crate::bench::freshness::run(&p, &brokers, &api, rate, seconds, burst),
                 }
             }
         },
-        Command::Validate { pipeline } => {
-            Pipeline::load(&pipeline)?;
-            println!("{}: ok", pipeline.display());
-            Ok(())
-        }
+        Command::Validate { pipeline } => match Pipeline::load(&pipeline) {
+            Ok(_) => {
+                println!("{}: ok", pipeline.display());
+                Ok(())
+            }
+            Err(errors) => {
+                // Every error, one per line, then the count (the exit status is non-zero).
+                for e in errors.errors() {
+                    eprintln!("{e}");
+                }
+                let n = errors.errors().len();
+                anyhow::bail!(
+                    "{}: {n} error{}",
+                    pipeline.display(),
+                    if n == 1 { "" } else { "s" }
+                )
+            }
+        },
         Command::Topics {
             action: TopicsAction::Create { pipeline, brokers },
         } => {
             let p = Pipeline::load(&pipeline)?;
-            let brokers = brokers.unwrap_or_else(|| p.kafka.brokers.get_ref().clone());
+            let brokers = brokers.unwrap_or_else(|| p.kafka.brokers.clone());
             let config = crate::kafka::client_config(&p, &brokers)?;
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -459,12 +472,13 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         } => {
             let pipeline = pipeline.map(|p| Pipeline::load(&p)).transpose()?;
             let brokers = brokers
-                .or_else(|| pipeline.as_ref().map(|p| p.kafka.brokers.get_ref().clone()))
+                .or_else(|| pipeline.as_ref().map(|p| p.kafka.brokers.clone()))
                 .unwrap_or_else(|| "127.0.0.1:9092".into());
             let mut properties = Vec::new();
             for (k, v) in pipeline.iter().flat_map(|p| &p.kafka.properties) {
-                let value = crate::pipeline::resolve_secret(v.get_ref())
-                    .map_err(|e| anyhow::anyhow!("kafka.properties.{k}: {e}"))?;
+                let value = v
+                    .resolve()
+                    .with_context(|| format!("kafka.properties.{k}"))?;
                 properties.push((k.clone(), value));
             }
             crate::report_tail::run(&crate::report_tail::TailOptions {
@@ -495,7 +509,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             config.seed_campaigns = !args.no_seed;
             let brokers = args
                 .brokers
-                .unwrap_or_else(|| pipeline.kafka.brokers.get_ref().clone());
+                .unwrap_or_else(|| pipeline.kafka.brokers.clone());
             crate::simulator::run_standalone(&pipeline, &brokers, &args.api, config, args.check)
         }
         Command::Run(args) => {

@@ -48,7 +48,7 @@ pub struct DemoOptions {
 pub fn default_pipeline() -> anyhow::Result<Pipeline> {
     let mut pipeline = Pipeline::parse("pipelines/ads.toml (built in)", DEFAULT_PIPELINE)?;
     // The demo is a local try on its own embedded cluster: the shipped secret is fine there.
-    pipeline.pipeline.allow_development_secret = true;
+    pipeline.allow_development_secret = true;
     Ok(pipeline)
 }
 
@@ -59,7 +59,7 @@ pub fn run(opts: DemoOptions) -> anyhow::Result<()> {
         None => default_pipeline()?,
     };
     let cluster = MockCluster::new(1).context("starting the embedded Kafka cluster")?;
-    let partitions = *pipeline.topics.partitions.get_ref();
+    let partitions = pipeline.topics.partitions;
     for (topic, _) in pipeline.all_topics() {
         cluster
             .create_topic(&topic, partitions, 1)
@@ -72,11 +72,8 @@ pub fn run(opts: DemoOptions) -> anyhow::Result<()> {
         .context("creating a state directory")?;
     let kafka = crate::kafka::client_config(&pipeline, &brokers)?;
     let mut sim_config = opts.sim.clone();
-    sim_config.lateness_ms = *pipeline.time.lateness_ms.get_ref();
-    sim_config.windows = adstream_operators::attribution::Windows {
-        click_ms: *pipeline.attribution.click_window_ms.get_ref(),
-        view_ms: *pipeline.attribution.view_window_ms.get_ref(),
-    };
+    sim_config.lateness_ms = pipeline.source.lateness_ms;
+    sim_config.windows = pipeline.windows;
     let topics = SimTopics::of(&pipeline);
     let running = start(
         pipeline.clone(),
@@ -254,11 +251,9 @@ fn settle_and_check(
     print_final(report, stats, &verdict, dead_seen, dead_expected);
     // The reports add up to the ledger too: spend per campaign over the rows of the first report
     // grouped by campaign (rows follow checkpoints and the watermark: give them a moment).
-    if let Some(spec) = pipeline.reporting.specs().ok().and_then(|specs| {
-        specs.into_iter().find(|s| {
-            s.dimensions
-                .contains(&adstream_operators::report::Dimension::Campaign)
-        })
+    if let Some(spec) = pipeline.reports.iter().find(|s| {
+        s.dimensions
+            .contains(&adstream_operators::report::Dimension::Campaign)
     }) {
         let mut ledger_spend: BTreeMap<String, u64> = BTreeMap::new();
         for ((campaign, _), micros) in &actual {
@@ -346,7 +341,7 @@ fn end_offsets(
         StreamId::Conversions,
     ] {
         let topic = pipeline.topics.input(stream);
-        for p in 0..*pipeline.topics.partitions.get_ref() {
+        for p in 0..pipeline.topics.partitions {
             let (_, high) = consumer
                 .fetch_watermarks(topic, p, Duration::from_secs(10))
                 .with_context(|| format!("reading the end of {topic}[{p}]"))?;

@@ -245,11 +245,7 @@ pub fn run(
         }
     };
 
-    let report = pipeline
-        .reporting
-        .specs()
-        .ok()
-        .and_then(|s| s.into_iter().next());
+    let report = pipeline.reports.first().cloned();
     let report_watch = match &report {
         Some(spec) => Some(ReportWatch::start(&config, &spec.topic, &campaign)?),
         None => None,

@@ -21,7 +21,7 @@ use rdkafka::message::ToBytes;
 use rdkafka::producer::{BaseRecord, ProducerContext, ThreadedProducer};
 use rdkafka::ClientConfig;
 
-use crate::pipeline::{resolve_secret, Pipeline};
+use crate::pipeline::Pipeline;
 
 /// A librdkafka configuration for `brokers` with the pipeline's pass-through properties
 /// (SASL/SSL...), secrets resolved.
@@ -29,7 +29,11 @@ pub fn client_config(pipeline: &Pipeline, brokers: &str) -> anyhow::Result<Clien
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", brokers);
     for (k, v) in &pipeline.kafka.properties {
-        config.set(k, resolve_secret(v.get_ref())?);
+        config.set(
+            k,
+            v.resolve()
+                .with_context(|| format!("kafka.properties.{k}"))?,
+        );
     }
     Ok(config)
 }

@@ -940,11 +940,8 @@ pub fn run_standalone(
     mut config: SimConfig,
     check: bool,
 ) -> anyhow::Result<()> {
-    config.lateness_ms = *pipeline.time.lateness_ms.get_ref();
-    config.windows = Windows {
-        click_ms: *pipeline.attribution.click_window_ms.get_ref(),
-        view_ms: *pipeline.attribution.view_window_ms.get_ref(),
-    };
+    config.lateness_ms = pipeline.source.lateness_ms;
+    config.windows = pipeline.windows;
     let kafka = crate::kafka::client_config(pipeline, brokers)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
