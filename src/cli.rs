@@ -1,5 +1,6 @@
 //! The command line: `adstream demo | run | simulate | validate | topics create | report tail |
-//! bench`.
+//! bench`. `demo`, `simulate` and `bench` need the `sim` feature (on by default): without it they
+//! are refused with an error saying so.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -236,12 +237,11 @@ pub struct SimArgs {
     pub truth: Option<PathBuf>,
 }
 
+#[cfg(feature = "sim")]
 impl SimArgs {
     /// The simulator's configuration.
-    pub fn config(&self) -> anyhow::Result<crate::simulator::SimConfig> {
-        use crate::simulator::{
-            faults::Faults, traffic::DailyCurve, world::WorldConfig, SimConfig,
-        };
+    pub fn config(&self) -> anyhow::Result<adstream_sim::SimConfig> {
+        use adstream_sim::{faults::Faults, traffic::DailyCurve, world::WorldConfig, SimConfig};
         let curve = DailyCurve::parse(&self.curve).map_err(|e| anyhow::anyhow!("--curve: {e}"))?;
         Ok(SimConfig {
             seed: self.seed,
@@ -345,80 +345,15 @@ pub struct RunArgs {
 /// Runs the parsed command line.
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Bench {
-            events,
-            freshness,
-            api,
-            brokers,
-            rate,
-            seconds,
-            burst,
-            seed_campaigns,
-            pacing,
-            png,
-            pacing_rate,
-            ranker,
-            ranker_throughput,
-            served,
-            batch,
-            features,
-            device,
-        } => match freshness {
-            None if ranker || ranker_throughput => {
-                if batch == 0 {
-                    anyhow::bail!("--batch must be at least 1");
-                }
-                let spec = match &features {
-                    None => adstream_operators::ranker::features::FeatureSpec::default_spec(),
-                    Some(path) => adstream_operators::ranker::features::FeatureSpec::parse(
-                        &std::fs::read_to_string(path)
-                            .map_err(|e| anyhow::anyhow!("--features {}: {e}", path.display()))?,
-                    )
-                    .map_err(|e| anyhow::anyhow!("--features {}: {e}", path.display()))?,
-                };
-                let bench = crate::bench::ranker::RankerBench {
-                    served,
-                    batch_size: batch,
-                    device,
-                    spec,
-                    ..Default::default()
-                };
-                if ranker_throughput {
-                    let (device, rate, n) =
-                        crate::bench::ranker::throughput(&bench, seconds as f64)?;
-                    println!(
-                        "training throughput: {rate:.0} examples/s on {device} (batch {batch}, {n} examples, model {:?})",
-                        bench.model
-                    );
-                } else {
-                    let started = std::time::Instant::now();
-                    let report = crate::bench::ranker::run(&bench, |share| {
-                        eprintln!("  {:.0}% of the day", share * 100.0);
-                    })?;
-                    crate::bench::ranker::print(&bench, &report, started.elapsed());
-                }
-                Ok(())
-            }
-            None if pacing => crate::bench::pacing::run(
-                &crate::bench::pacing::PacingBench {
-                    rate: pacing_rate,
-                    ..Default::default()
-                },
-                png.as_deref(),
-            ),
-            None => {
-                crate::bench::run(events);
-                Ok(())
-            }
-            Some(path) => {
-                let p = Pipeline::load(&path)?;
-                let brokers = brokers.unwrap_or_else(|| p.kafka.brokers.clone());
-                match seed_campaigns {
-                    Some(n) => crate::bench::seed_campaigns(&p, &brokers, n),
-                    None => crate::bench::freshness::run(&p, &brokers, &api, rate, seconds, burst),
-                }
-            }
-        },
+        #[cfg(feature = "sim")]
+        command @ (Command::Bench { .. } | Command::Demo(_) | Command::Simulate(_)) => {
+            dispatch_sim(command)
+        }
+        #[cfg(not(feature = "sim"))]
+        Command::Bench { .. } | Command::Demo(_) | Command::Simulate(_) => anyhow::bail!(
+            "this adstream was built without the simulator (cargo feature `sim`): `demo`, \
+             `simulate` and `bench` are not available; rebuild with default features"
+        ),
         Command::Validate { pipeline } => match Pipeline::load(&pipeline) {
             Ok(_) => {
                 println!("{}: ok", pipeline.display());
@@ -489,29 +424,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 properties,
             })
         }
-        Command::Demo(mut args) => crate::demo::run(crate::demo::DemoOptions {
-            pipeline: args.pipeline,
-            listen: args.listen,
-            workers: args.workers.map(usize::from),
-            sim: {
-                args.sim.median_budget =
-                    Some(args.sim.median_budget.unwrap_or(1.7 * args.sim.rate));
-                args.sim.config()?
-            },
-            every: args.every.max(std::time::Duration::from_millis(100)),
-        }),
-        Command::Simulate(args) => {
-            let pipeline = match &args.pipeline {
-                Some(path) => Pipeline::load(path)?,
-                None => crate::demo::default_pipeline()?,
-            };
-            let mut config = args.sim.config()?;
-            config.seed_campaigns = !args.no_seed;
-            let brokers = args
-                .brokers
-                .unwrap_or_else(|| pipeline.kafka.brokers.clone());
-            crate::simulator::run_standalone(&pipeline, &brokers, &args.api, config, args.check)
-        }
         Command::Run(args) => {
             let p = Pipeline::load(&args.pipeline)?;
             if args.process >= args.processes as usize {
@@ -536,4 +448,134 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             )
         }
     }
+}
+
+/// `demo`, `simulate` and `bench`: the simulator and benches of `adstream-sim`, given what they
+/// need of the pipeline file and of this binary (its Kafka settings, its RocksDB store).
+#[cfg(feature = "sim")]
+fn dispatch_sim(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Bench {
+            events,
+            freshness,
+            api,
+            brokers,
+            rate,
+            seconds,
+            burst,
+            seed_campaigns,
+            pacing,
+            png,
+            pacing_rate,
+            ranker,
+            ranker_throughput,
+            served,
+            batch,
+            features,
+            device,
+        } => match freshness {
+            None if ranker || ranker_throughput => {
+                if batch == 0 {
+                    anyhow::bail!("--batch must be at least 1");
+                }
+                let spec = match &features {
+                    None => adstream_operators::ranker::features::FeatureSpec::default_spec(),
+                    Some(path) => adstream_operators::ranker::features::FeatureSpec::parse(
+                        &std::fs::read_to_string(path)
+                            .map_err(|e| anyhow::anyhow!("--features {}: {e}", path.display()))?,
+                    )
+                    .map_err(|e| anyhow::anyhow!("--features {}: {e}", path.display()))?,
+                };
+                let bench = adstream_sim::bench::ranker::RankerBench {
+                    served,
+                    batch_size: batch,
+                    device,
+                    spec,
+                    ..Default::default()
+                };
+                if ranker_throughput {
+                    let (device, rate, n) =
+                        adstream_sim::bench::ranker::throughput(&bench, seconds as f64)?;
+                    println!(
+                        "training throughput: {rate:.0} examples/s on {device} (batch {batch}, {n} examples, model {:?})",
+                        bench.model
+                    );
+                } else {
+                    let started = std::time::Instant::now();
+                    let report = adstream_sim::bench::ranker::run(&bench, |share| {
+                        eprintln!("  {:.0}% of the day", share * 100.0);
+                    })?;
+                    adstream_sim::bench::ranker::print(&bench, &report, started.elapsed());
+                }
+                Ok(())
+            }
+            None if pacing => adstream_sim::bench::pacing::run(
+                &adstream_sim::bench::pacing::PacingBench {
+                    rate: pacing_rate,
+                    ..Default::default()
+                },
+                png.as_deref(),
+            ),
+            None => {
+                adstream_sim::bench::run(events, &open_rocks_store);
+                Ok(())
+            }
+            Some(path) => {
+                let p = Pipeline::load(&path)?;
+                let brokers = brokers.unwrap_or_else(|| p.kafka.brokers.clone());
+                let target = crate::demo::sim_target(&p, &brokers)?;
+                match seed_campaigns {
+                    Some(n) => adstream_sim::bench::seed_campaigns(&target, n),
+                    None => {
+                        let report = p.reports.first().cloned();
+                        adstream_sim::bench::freshness::run(
+                            &target,
+                            &p.secret()?,
+                            report.as_ref(),
+                            &api,
+                            rate,
+                            seconds,
+                            burst,
+                        )
+                    }
+                }
+            }
+        },
+        Command::Demo(mut args) => crate::demo::run(crate::demo::DemoOptions {
+            pipeline: args.pipeline,
+            listen: args.listen,
+            workers: args.workers.map(usize::from),
+            sim: {
+                args.sim.median_budget =
+                    Some(args.sim.median_budget.unwrap_or(1.7 * args.sim.rate));
+                args.sim.config()?
+            },
+            every: args.every.max(std::time::Duration::from_millis(100)),
+        }),
+        Command::Simulate(args) => {
+            let pipeline = match &args.pipeline {
+                Some(path) => Pipeline::load(path)?,
+                None => crate::demo::default_pipeline()?,
+            };
+            let mut config = args.sim.config()?;
+            config.seed_campaigns = !args.no_seed;
+            let brokers = args
+                .brokers
+                .unwrap_or_else(|| pipeline.kafka.brokers.clone());
+            let target = crate::demo::sim_target(&pipeline, &brokers)?;
+            adstream_sim::run_standalone(&target, &args.api, config, args.check)
+        }
+        other => anyhow::bail!("not a simulator command: {other:?}"),
+    }
+}
+
+/// A RocksDB store of one process in `dir`, for the checkpoint bench.
+#[cfg(feature = "sim")]
+fn open_rocks_store(
+    dir: &std::path::Path,
+    fsync: bool,
+) -> anyhow::Result<std::sync::Arc<dyn adstream_operators::checkpoint::StateStore>> {
+    Ok(std::sync::Arc::new(crate::state::RocksStore::open(
+        dir, 0, 1, fsync, None,
+    )?))
 }
