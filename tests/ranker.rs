@@ -63,6 +63,21 @@ fn models(api: &str) -> serde_json::Value {
     http_get(&format!("{api}/v1/models")).unwrap().1
 }
 
+/// Sends labelled traffic, 60 requests a round, until `api`'s model listing satisfies `done`
+/// (at most 120 s); `sent` counts the requests sent so far.
+fn train_until(
+    api: &str,
+    p: &rdkafka::producer::BaseProducer,
+    sent: &mut usize,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> bool {
+    eventually(Duration::from_secs(120), || {
+        traffic(api, p, *sent, 60);
+        *sent += 60;
+        done(&models(api))
+    })
+}
+
 fn promote(api: &str, version: &str) -> (u16, serde_json::Value) {
     post_to(&format!("{api}/v1/models/{version}/promote"), "")
 }
@@ -126,12 +141,8 @@ max_prediction_shift = 100.0
     // Labelled examples train a first version, which serving picks up without a restart.
     let mut sent = 20;
     // Versions may come faster than this loop polls: any trained version serving will do.
-    let published = eventually(Duration::from_secs(120), || {
-        traffic(&run.api, &p, sent, 60);
-        sent += 60;
-        models(&run.api)["serving"]
-            .as_str()
-            .is_some_and(|v| v.starts_with('v'))
+    let published = train_until(&run.api, &p, &mut sent, |m| {
+        m["serving"].as_str().is_some_and(|v| v.starts_with('v'))
     });
     let listing = models(&run.api);
     assert!(published, "no model published: {listing:#}");
@@ -158,10 +169,8 @@ max_prediction_shift = 100.0
     sent += 5;
 
     // More traffic, more versions; then roll back to the first.
-    assert!(eventually(Duration::from_secs(120), || {
-        traffic(&run.api, &p, sent, 60);
-        sent += 60;
-        models(&run.api)["versions"]
+    assert!(train_until(&run.api, &p, &mut sent, |m| {
+        m["versions"]
             .as_array()
             .unwrap()
             .iter()
@@ -176,10 +185,8 @@ max_prediction_shift = 100.0
         ["serving"]
         == tag.as_str()));
     assert_eq!(models(&run.api)["pinned"], true);
-    assert!(eventually(Duration::from_secs(120), || {
-        traffic(&run.api, &p, sent, 60);
-        sent += 60;
-        models(&run.api)["versions"]
+    assert!(train_until(&run.api, &p, &mut sent, |m| {
+        m["versions"]
             .as_array()
             .unwrap()
             .iter()
@@ -234,10 +241,8 @@ max_prediction_shift = 100.0
     let (status, body) = post_to(&format!("{}/v1/models/resume", run.api), "");
     assert_eq!(status, 200, "{body}");
     assert_eq!(models(&run.api)["pinned"], false);
-    assert!(eventually(Duration::from_secs(120), || {
-        traffic(&run.api, &p, sent, 60);
-        sent += 60;
-        models(&run.api)["serving"]
+    assert!(train_until(&run.api, &p, &mut sent, |m| {
+        m["serving"]
             .as_str()
             .is_some_and(|v| v != tag && v.starts_with('v'))
     }));
