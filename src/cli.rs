@@ -1,5 +1,6 @@
 //! The command line: `adstream demo | run | simulate | validate | topics create | report tail |
-//! bench`.
+//! bench`. `demo`, `simulate` and `bench` need the `sim` feature (on by default): without it they
+//! are refused with an error saying so.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -236,12 +237,11 @@ pub struct SimArgs {
     pub truth: Option<PathBuf>,
 }
 
+#[cfg(feature = "sim")]
 impl SimArgs {
     /// The simulator's configuration.
-    pub fn config(&self) -> anyhow::Result<crate::simulator::SimConfig> {
-        use crate::simulator::{
-            faults::Faults, traffic::DailyCurve, world::WorldConfig, SimConfig,
-        };
+    pub fn config(&self) -> anyhow::Result<adstream_sim::SimConfig> {
+        use adstream_sim::{faults::Faults, traffic::DailyCurve, world::WorldConfig, SimConfig};
         let curve = DailyCurve::parse(&self.curve).map_err(|e| anyhow::anyhow!("--curve: {e}"))?;
         Ok(SimConfig {
             seed: self.seed,
@@ -345,6 +345,116 @@ pub struct RunArgs {
 /// Runs the parsed command line.
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        #[cfg(feature = "sim")]
+        command @ (Command::Bench { .. } | Command::Demo(_) | Command::Simulate(_)) => {
+            dispatch_sim(command)
+        }
+        #[cfg(not(feature = "sim"))]
+        Command::Bench { .. } | Command::Demo(_) | Command::Simulate(_) => anyhow::bail!(
+            "this adstream was built without the simulator (cargo feature `sim`): `demo`, \
+             `simulate` and `bench` are not available; rebuild with default features"
+        ),
+        Command::Validate { pipeline } => match Pipeline::load(&pipeline) {
+            Ok(_) => {
+                println!("{}: ok", pipeline.display());
+                Ok(())
+            }
+            Err(errors) => {
+                // Every error, one per line, then the count (the exit status is non-zero).
+                for e in errors.errors() {
+                    eprintln!("{e}");
+                }
+                let n = errors.errors().len();
+                anyhow::bail!(
+                    "{}: {n} error{}",
+                    pipeline.display(),
+                    if n == 1 { "" } else { "s" }
+                )
+            }
+        },
+        Command::Topics {
+            action: TopicsAction::Create { pipeline, brokers },
+        } => {
+            let p = Pipeline::load(&pipeline)?;
+            let brokers = brokers.unwrap_or_else(|| p.kafka.brokers.clone());
+            let config = crate::kafka::client_config(&p, &brokers)?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            for (topic, created) in rt.block_on(crate::kafka::admin::create_topics(&p, &config))? {
+                println!(
+                    "{topic}: {}",
+                    if created == crate::kafka::admin::Created::New {
+                        "created"
+                    } else {
+                        "exists"
+                    }
+                );
+            }
+            Ok(())
+        }
+        Command::Report {
+            action:
+                ReportAction::Tail {
+                    topic,
+                    brokers,
+                    pipeline,
+                    rows,
+                    once,
+                    from_start: _,
+                },
+        } => {
+            let pipeline = pipeline.map(|p| Pipeline::load(&p)).transpose()?;
+            let brokers = brokers
+                .or_else(|| pipeline.as_ref().map(|p| p.kafka.brokers.clone()))
+                .unwrap_or_else(|| "127.0.0.1:9092".into());
+            let mut properties = Vec::new();
+            for (k, v) in pipeline.iter().flat_map(|p| &p.kafka.properties) {
+                let value = v
+                    .resolve()
+                    .with_context(|| format!("kafka.properties.{k}"))?;
+                properties.push((k.clone(), value));
+            }
+            crate::report_tail::run(&crate::report_tail::TailOptions {
+                topic,
+                brokers,
+                rows,
+                once,
+                properties,
+            })
+        }
+        Command::Run(args) => {
+            let p = Pipeline::load(&args.pipeline)?;
+            if args.process >= args.processes as usize {
+                anyhow::bail!(
+                    "--process {} must be below --processes {}",
+                    args.process,
+                    args.processes
+                );
+            }
+            run(
+                p,
+                RunOptions {
+                    brokers: args.brokers,
+                    listen: args.listen,
+                    state_dir: args.state_dir,
+                    workers: args.workers.map(usize::from),
+                    process: args.process,
+                    processes: args.processes as usize,
+                    hostfile: args.hostfile,
+                    announce: true,
+                },
+            )
+        }
+    }
+}
+
+/// `demo`, `simulate` and `bench`: the simulator and benches of `adstream-sim`, given what they
+/// need of the pipeline file and of this binary (its Kafka settings, its RocksDB store).
+#[cfg(feature = "sim")]
+fn dispatch_sim(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Bench {
             events,
             freshness,
@@ -376,7 +486,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     )
                     .map_err(|e| anyhow::anyhow!("--features {}: {e}", path.display()))?,
                 };
-                let bench = crate::bench::ranker::RankerBench {
+                let bench = adstream_sim::bench::ranker::RankerBench {
                     served,
                     batch_size: batch,
                     device,
@@ -385,96 +495,52 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 };
                 if ranker_throughput {
                     let (device, rate, n) =
-                        crate::bench::ranker::throughput(&bench, seconds as f64)?;
+                        adstream_sim::bench::ranker::throughput(&bench, seconds as f64)?;
                     println!(
                         "training throughput: {rate:.0} examples/s on {device} (batch {batch}, {n} examples, model {:?})",
                         bench.model
                     );
                 } else {
                     let started = std::time::Instant::now();
-                    let report = crate::bench::ranker::run(&bench, |share| {
+                    let report = adstream_sim::bench::ranker::run(&bench, |share| {
                         eprintln!("  {:.0}% of the day", share * 100.0);
                     })?;
-                    crate::bench::ranker::print(&bench, &report, started.elapsed());
+                    adstream_sim::bench::ranker::print(&bench, &report, started.elapsed());
                 }
                 Ok(())
             }
-            None if pacing => crate::bench::pacing::run(
-                &crate::bench::pacing::PacingBench {
+            None if pacing => adstream_sim::bench::pacing::run(
+                &adstream_sim::bench::pacing::PacingBench {
                     rate: pacing_rate,
                     ..Default::default()
                 },
                 png.as_deref(),
             ),
             None => {
-                crate::bench::run(events);
+                adstream_sim::bench::run(events, &open_rocks_store);
                 Ok(())
             }
             Some(path) => {
                 let p = Pipeline::load(&path)?;
-                let brokers = brokers.unwrap_or_else(|| p.kafka.brokers.get_ref().clone());
+                let brokers = brokers.unwrap_or_else(|| p.kafka.brokers.clone());
+                let target = crate::demo::sim_target(&p, &brokers)?;
                 match seed_campaigns {
-                    Some(n) => crate::bench::seed_campaigns(&p, &brokers, n),
-                    None => crate::bench::freshness::run(&p, &brokers, &api, rate, seconds, burst),
+                    Some(n) => adstream_sim::bench::seed_campaigns(&target, n),
+                    None => {
+                        let report = p.reports.first().cloned();
+                        adstream_sim::bench::freshness::run(
+                            &target,
+                            &p.secret()?,
+                            report.as_ref(),
+                            &api,
+                            rate,
+                            seconds,
+                            burst,
+                        )
+                    }
                 }
             }
         },
-        Command::Validate { pipeline } => {
-            Pipeline::load(&pipeline)?;
-            println!("{}: ok", pipeline.display());
-            Ok(())
-        }
-        Command::Topics {
-            action: TopicsAction::Create { pipeline, brokers },
-        } => {
-            let p = Pipeline::load(&pipeline)?;
-            let brokers = brokers.unwrap_or_else(|| p.kafka.brokers.get_ref().clone());
-            let config = crate::kafka::client_config(&p, &brokers)?;
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?;
-            for (topic, created) in rt.block_on(crate::kafka::admin::create_topics(&p, &config))? {
-                println!(
-                    "{topic}: {}",
-                    if created == crate::kafka::admin::Created::New {
-                        "created"
-                    } else {
-                        "exists"
-                    }
-                );
-            }
-            Ok(())
-        }
-        Command::Report {
-            action:
-                ReportAction::Tail {
-                    topic,
-                    brokers,
-                    pipeline,
-                    rows,
-                    once,
-                    from_start: _,
-                },
-        } => {
-            let pipeline = pipeline.map(|p| Pipeline::load(&p)).transpose()?;
-            let brokers = brokers
-                .or_else(|| pipeline.as_ref().map(|p| p.kafka.brokers.get_ref().clone()))
-                .unwrap_or_else(|| "127.0.0.1:9092".into());
-            let mut properties = Vec::new();
-            for (k, v) in pipeline.iter().flat_map(|p| &p.kafka.properties) {
-                let value = crate::pipeline::resolve_secret(v.get_ref())
-                    .map_err(|e| anyhow::anyhow!("kafka.properties.{k}: {e}"))?;
-                properties.push((k.clone(), value));
-            }
-            crate::report_tail::run(&crate::report_tail::TailOptions {
-                topic,
-                brokers,
-                rows,
-                once,
-                properties,
-            })
-        }
         Command::Demo(mut args) => crate::demo::run(crate::demo::DemoOptions {
             pipeline: args.pipeline,
             listen: args.listen,
@@ -495,31 +561,21 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             config.seed_campaigns = !args.no_seed;
             let brokers = args
                 .brokers
-                .unwrap_or_else(|| pipeline.kafka.brokers.get_ref().clone());
-            crate::simulator::run_standalone(&pipeline, &brokers, &args.api, config, args.check)
+                .unwrap_or_else(|| pipeline.kafka.brokers.clone());
+            let target = crate::demo::sim_target(&pipeline, &brokers)?;
+            adstream_sim::run_standalone(&target, &args.api, config, args.check)
         }
-        Command::Run(args) => {
-            let p = Pipeline::load(&args.pipeline)?;
-            if args.process >= args.processes as usize {
-                anyhow::bail!(
-                    "--process {} must be below --processes {}",
-                    args.process,
-                    args.processes
-                );
-            }
-            run(
-                p,
-                RunOptions {
-                    brokers: args.brokers,
-                    listen: args.listen,
-                    state_dir: args.state_dir,
-                    workers: args.workers.map(usize::from),
-                    process: args.process,
-                    processes: args.processes as usize,
-                    hostfile: args.hostfile,
-                    announce: true,
-                },
-            )
-        }
+        other => anyhow::bail!("not a simulator command: {other:?}"),
     }
+}
+
+/// A RocksDB store of one process in `dir`, for the checkpoint bench.
+#[cfg(feature = "sim")]
+fn open_rocks_store(
+    dir: &std::path::Path,
+    fsync: bool,
+) -> anyhow::Result<std::sync::Arc<dyn adstream_operators::checkpoint::StateStore>> {
+    Ok(std::sync::Arc::new(crate::state::RocksStore::open(
+        dir, 0, 1, fsync, None,
+    )?))
 }

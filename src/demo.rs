@@ -21,10 +21,12 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::ClientConfig;
 
+use adstream_sim::check::{compare, dead_letter_categories, Verdict};
+use adstream_sim::traffic::SimClock;
+use adstream_sim::{SimConfig, SimReport, SimStats, SimTopics, Simulator, Target};
+
 use crate::pipeline::Pipeline;
 use crate::runtime::{start, RunOptions, Running};
-use crate::simulator::truth::Expected;
-use crate::simulator::{SimConfig, SimReport, SimStats, SimTopics, Simulator};
 
 /// The default pipeline, compiled in so `demo` needs no files.
 pub const DEFAULT_PIPELINE: &str = include_str!("../pipelines/ads.toml");
@@ -48,8 +50,24 @@ pub struct DemoOptions {
 pub fn default_pipeline() -> anyhow::Result<Pipeline> {
     let mut pipeline = Pipeline::parse("pipelines/ads.toml (built in)", DEFAULT_PIPELINE)?;
     // The demo is a local try on its own embedded cluster: the shipped secret is fine there.
-    pipeline.pipeline.allow_development_secret = true;
+    pipeline.allow_development_secret = true;
     Ok(pipeline)
+}
+
+/// What the simulator and the benches need of `pipeline` on `brokers` (its Kafka settings with
+/// secrets resolved, topic names, lateness bound and attribution windows).
+pub fn sim_target(pipeline: &Pipeline, brokers: &str) -> anyhow::Result<Target> {
+    Ok(Target {
+        kafka: crate::kafka::client_config(pipeline, brokers)?,
+        topics: SimTopics {
+            campaigns: pipeline.topics.campaigns.clone(),
+            impressions: pipeline.topics.impressions.clone(),
+            clicks: pipeline.topics.clicks.clone(),
+            conversions: pipeline.topics.conversions.clone(),
+        },
+        lateness_ms: pipeline.source.lateness_ms,
+        windows: pipeline.windows,
+    })
 }
 
 /// Runs the demo until Ctrl-C or `sim.duration`; fails if the ledger disagrees with the truth.
@@ -59,7 +77,7 @@ pub fn run(opts: DemoOptions) -> anyhow::Result<()> {
         None => default_pipeline()?,
     };
     let cluster = MockCluster::new(1).context("starting the embedded Kafka cluster")?;
-    let partitions = *pipeline.topics.partitions.get_ref();
+    let partitions = pipeline.topics.partitions;
     for (topic, _) in pipeline.all_topics() {
         cluster
             .create_topic(&topic, partitions, 1)
@@ -70,14 +88,10 @@ pub fn run(opts: DemoOptions) -> anyhow::Result<()> {
         .prefix("adstream-demo-")
         .tempdir()
         .context("creating a state directory")?;
-    let kafka = crate::kafka::client_config(&pipeline, &brokers)?;
+    let target = sim_target(&pipeline, &brokers)?;
+    let kafka = target.kafka.clone();
     let mut sim_config = opts.sim.clone();
-    sim_config.lateness_ms = *pipeline.time.lateness_ms.get_ref();
-    sim_config.windows = adstream_operators::attribution::Windows {
-        click_ms: *pipeline.attribution.click_window_ms.get_ref(),
-        view_ms: *pipeline.attribution.view_window_ms.get_ref(),
-    };
-    let topics = SimTopics::of(&pipeline);
+    sim_config.fit(&target);
     let running = start(
         pipeline.clone(),
         RunOptions {
@@ -133,7 +147,12 @@ pub fn run(opts: DemoOptions) -> anyhow::Result<()> {
     });
     let sim = {
         let _guard = rt.enter();
-        Arc::new(Simulator::new(sim_config.clone(), &kafka, topics, &api)?)
+        Arc::new(Simulator::new(
+            sim_config.clone(),
+            &kafka,
+            target.topics.clone(),
+            &api,
+        )?)
     };
     let campaigns: Vec<String> = sim
         .world()
@@ -254,11 +273,9 @@ fn settle_and_check(
     print_final(report, stats, &verdict, dead_seen, dead_expected);
     // The reports add up to the ledger too: spend per campaign over the rows of the first report
     // grouped by campaign (rows follow checkpoints and the watermark: give them a moment).
-    if let Some(spec) = pipeline.reporting.specs().ok().and_then(|specs| {
-        specs.into_iter().find(|s| {
-            s.dimensions
-                .contains(&adstream_operators::report::Dimension::Campaign)
-        })
+    if let Some(spec) = pipeline.reports.iter().find(|s| {
+        s.dimensions
+            .contains(&adstream_operators::report::Dimension::Campaign)
     }) {
         let mut ledger_spend: BTreeMap<String, u64> = BTreeMap::new();
         for ((campaign, _), micros) in &actual {
@@ -300,25 +317,6 @@ fn settle_and_check(
     Ok(())
 }
 
-/// The pipeline's dead-letter reasons in the oracle's categories: malformed input
-/// (`malformed_json`, `invalid_field`, `oversize`) is `malformed`, a bad token of any kind is
-/// `bad_token`; zero counts are left out.
-pub fn dead_letter_categories(by_reason: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
-    let mut out = BTreeMap::new();
-    for (reason, n) in by_reason {
-        if *n == 0 {
-            continue;
-        }
-        let category = match reason.as_str() {
-            "malformed_json" | "invalid_field" | "oversize" => "malformed",
-            "missing_token" | "bad_token" | "token_mismatch" => "bad_token",
-            other => other,
-        };
-        *out.entry(category.to_string()).or_default() += n;
-    }
-    out
-}
-
 /// Spend per campaign over the latest row of each key of report topic `topic` (read to its end).
 fn report_spend(kafka: &ClientConfig, topic: &str) -> anyhow::Result<BTreeMap<String, u64>> {
     let mut out: BTreeMap<String, u64> = BTreeMap::new();
@@ -346,7 +344,7 @@ fn end_offsets(
         StreamId::Conversions,
     ] {
         let topic = pipeline.topics.input(stream);
-        for p in 0..*pipeline.topics.partitions.get_ref() {
+        for p in 0..pipeline.topics.partitions {
             let (_, high) = consumer
                 .fetch_watermarks(topic, p, Duration::from_secs(10))
                 .with_context(|| format!("reading the end of {topic}[{p}]"))?;
@@ -354,47 +352,6 @@ fn end_offsets(
         }
     }
     Ok(out)
-}
-
-/// The ledger against the oracle.
-#[derive(Debug, Default)]
-pub struct Verdict {
-    /// Campaign-days compared.
-    pub compared: usize,
-    /// Total spend both agree on, micros.
-    pub total_micros: u64,
-    /// (campaign, day, expected, actual) where they differ.
-    pub mismatches: Vec<(String, chrono::NaiveDate, u64, u64)>,
-}
-
-/// Compares the oracle's spend with the ledger's for every one of `campaigns` (the simulator's),
-/// those the oracle expects nothing of included.
-pub fn compare(
-    expected: &Expected,
-    actual: &BTreeMap<(String, chrono::NaiveDate), u64>,
-    campaigns: &std::collections::HashSet<&str>,
-) -> Verdict {
-    let mut v = Verdict::default();
-    let mut wanted: BTreeMap<(String, chrono::NaiveDate), u64> = expected
-        .spend
-        .iter()
-        .map(|s| ((s.campaign_id.clone(), s.day), s.spend_micros))
-        .collect();
-    for k in actual.keys() {
-        if campaigns.contains(k.0.as_str()) {
-            wanted.entry(k.clone()).or_insert(0);
-        }
-    }
-    for ((campaign, day), e) in wanted {
-        let a = actual.get(&(campaign.clone(), day)).copied().unwrap_or(0);
-        v.compared += 1;
-        if a == e {
-            v.total_micros += a;
-        } else {
-            v.mismatches.push((campaign, day, e, a));
-        }
-    }
-    v
 }
 
 fn dollars(micros: u64) -> String {
@@ -489,7 +446,7 @@ fn model_line(
 
 struct Summary {
     stats: Arc<SimStats>,
-    clock: crate::simulator::traffic::SimClock,
+    clock: SimClock,
     campaigns: Vec<String>,
     tty: bool,
     last: Instant,
@@ -498,12 +455,7 @@ struct Summary {
 }
 
 impl Summary {
-    fn new(
-        stats: Arc<SimStats>,
-        clock: crate::simulator::traffic::SimClock,
-        campaigns: Vec<String>,
-        tty: bool,
-    ) -> Self {
+    fn new(stats: Arc<SimStats>, clock: SimClock, campaigns: Vec<String>, tty: bool) -> Self {
         Summary {
             stats,
             clock,
@@ -644,71 +596,9 @@ impl Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::simulator::truth::ExpectedSpend;
-
-    #[test]
-    fn dead_letter_reasons_map_to_the_oracles_categories() {
-        let seen: BTreeMap<String, u64> = [
-            ("malformed_json", 2),
-            ("invalid_field", 3),
-            ("bad_token", 1),
-            ("token_mismatch", 1),
-            ("duplicate", 4),
-            ("expired", 0),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-        let c = dead_letter_categories(&seen);
-        let want: BTreeMap<String, u64> = [("bad_token", 2), ("duplicate", 4), ("malformed", 5)]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
-        assert_eq!(c, want);
-    }
 
     #[test]
     fn default_pipeline_parses() {
         default_pipeline().unwrap();
-    }
-
-    #[test]
-    fn compare_finds_missing_extra_and_wrong_spend() {
-        let day = chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
-        let expected = Expected {
-            spend: vec![
-                ExpectedSpend {
-                    campaign_id: "a".into(),
-                    day,
-                    spend_micros: 10,
-                    overdelivery_micros: 0,
-                },
-                ExpectedSpend {
-                    campaign_id: "b".into(),
-                    day,
-                    spend_micros: 20,
-                    overdelivery_micros: 0,
-                },
-            ],
-            ..Expected::default()
-        };
-        let mut actual = BTreeMap::new();
-        actual.insert(("a".to_string(), day), 10);
-        actual.insert(("other".to_string(), day), 99);
-        let ours: std::collections::HashSet<&str> = ["a", "b", "c"].into_iter().collect();
-        let v = compare(&expected, &actual, &ours);
-        assert_eq!(v.compared, 2);
-        assert_eq!(v.total_micros, 10);
-        assert_eq!(v.mismatches, vec![("b".to_string(), day, 20, 0)]);
-        // Spend the oracle did not expect on one of its campaigns is a mismatch too.
-        actual.insert(("a".to_string(), day.succ_opt().unwrap()), 5);
-        actual.insert(("b".to_string(), day), 20);
-        let v = compare(&expected, &actual, &ours);
-        assert_eq!(v.mismatches.len(), 1);
-        assert_eq!(v.mismatches[0].3, 5);
-        // Spend on one of ours the oracle expects nothing of.
-        actual.insert(("c".to_string(), day), 1);
-        let v = compare(&expected, &actual, &ours);
-        assert_eq!(v.mismatches.len(), 2);
     }
 }

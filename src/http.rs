@@ -379,7 +379,7 @@ mod tests {
     use super::*;
     use adstream_operators::events::Campaign;
     use adstream_operators::records::CatalogUpdate;
-    use adstream_operators::records::LedgerOutput;
+    use adstream_operators::records::LedgerState;
     use axum::body::Body;
     use axum::http::Request;
     use http_body_util::BodyExt;
@@ -417,7 +417,7 @@ mod tests {
     async fn campaign_state_and_404() {
         let live = Arc::new(LiveState::default());
         let c = Campaign::parse(br#"{"campaign_id":"c1","advertiser_id":"a","daily_budget_micros":1000,"timezone":"UTC","billing":"cpc","bid_micros":5}"#).unwrap();
-        live.apply(&LedgerOutput::Campaign(CatalogUpdate::new(
+        live.apply(&LedgerState::Campaign(CatalogUpdate::new(
             "c1".into(),
             Some(Box::new(c)),
         )));

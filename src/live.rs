@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use adstream_operators::ledger::status::{BudgetBook, BudgetStatus};
-use adstream_operators::records::LedgerOutput;
+use adstream_operators::records::LedgerState;
 use adstream_operators::records::PacingUpdate;
 use adstream_operators::time::EventTime;
 
@@ -173,7 +173,7 @@ pub fn evaluate(
 
 impl LiveState {
     /// Folds a ledger update in.
-    pub fn apply(&self, out: &LedgerOutput) {
+    pub fn apply(&self, out: &LedgerState) {
         if let Ok(mut book) = self.book.write() {
             book.apply(out);
         }

@@ -17,24 +17,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use adstream_operators::attribution::Windows;
 use adstream_operators::checkpoint::StateStore;
 use adstream_operators::deliver::Deliver;
 use adstream_operators::graph::{self, GraphConfig, GraphContext, GraphInputs};
-use adstream_operators::ingest::{decode, DecodeConfig};
+use adstream_operators::ingest::decode;
 use adstream_operators::labels::operator::LabelStatsHandle;
 use adstream_operators::ledger::operator::LedgerConfig;
 use adstream_operators::ledger::status::BudgetStatus;
-use adstream_operators::ledger::Horizons;
 use adstream_operators::ranker::scoring::{ModelSlot, PublishedModel, ScoringModel};
 use adstream_operators::ranker::trainer::TrainerControl;
-use adstream_operators::records::{Ingested, LedgerOutput, PacingUpdate, Served, StreamId};
+use adstream_operators::records::{Ingested, LedgerState, PacingUpdate, Served, StreamId};
 use adstream_operators::report::operator::ReportStatsHandle;
 use adstream_operators::report::ReportRow;
-use adstream_operators::serve::operator::ServeConfig;
-use adstream_operators::source::{
-    kafka_source, restore_offsets, wall_clock, SourceConfig, SourceControl,
-};
+use adstream_operators::source::{kafka_source, restore_offsets, wall_clock, SourceControl};
 use adstream_operators::time::EventTime;
 use anyhow::Context;
 use timely::dataflow::operators::{Inspect, Probe};
@@ -43,7 +38,7 @@ use timely::dataflow::ProbeHandle;
 use crate::http::{app, AppState};
 use crate::kafka::client_config;
 use crate::kafka::deadletters::{published_since, read_back_since, DeadLetterGate};
-use crate::kafka::monitor::{MonitorSettings, Topology, Watched};
+use crate::kafka::monitor::{Topology, Watched};
 use crate::kafka::reader::{discover, KafkaReader, OnLost, ReaderLinks};
 use crate::kafka::sink::Sinks;
 use crate::live::LiveState;
@@ -225,28 +220,17 @@ impl Running {
 /// any thread ends the process.
 pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
     crate::fail_stop::install();
-    let secret = pipeline.secret()?;
+    let unlocked = pipeline.unlock()?;
     let brokers = opts
         .brokers
         .clone()
-        .unwrap_or_else(|| pipeline.kafka.brokers.get_ref().clone());
-    let listen: SocketAddr = match opts.listen {
-        Some(l) => l,
-        None => pipeline
-            .api
-            .listen
-            .get_ref()
-            .parse()
-            .context("api.listen")?,
-    };
-    let workers = opts
-        .workers
-        .unwrap_or(*pipeline.pipeline.workers.get_ref())
-        .max(1);
+        .unwrap_or_else(|| pipeline.kafka.brokers.clone());
+    let listen: SocketAddr = opts.listen.unwrap_or(pipeline.api.listen);
+    let workers = opts.workers.unwrap_or(pipeline.workers).max(1);
     let state_dir = opts
         .state_dir
         .clone()
-        .unwrap_or_else(|| pipeline.pipeline.state_dir.clone());
+        .unwrap_or_else(|| pipeline.state_dir.clone());
     let processes = opts.processes.max(1);
     let stop = Arc::new(AtomicBool::new(false));
     let config = client_config(&pipeline, &brokers)?;
@@ -293,7 +277,6 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
         None => Default::default(),
     };
     let gate = DeadLetterGate::new(&offsets, published);
-    let broker_timeout = Duration::from_millis(*pipeline.health.broker_timeout_ms.get_ref());
     crate::kafka::monitor::spawn(
         &config,
         Watched {
@@ -304,24 +287,17 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
         topology.clone(),
         live.clone(),
         metrics.clone(),
-        MonitorSettings {
-            interval: Duration::from_millis(*pipeline.health.interval_ms.get_ref()),
-            timeout: broker_timeout,
-            max_lag: *pipeline.health.max_lag_messages.get_ref(),
-        },
+        pipeline.monitor.clone(),
         stop.clone(),
     )?;
     // The online ranker: the trainer runs in the process of worker 0, beside the registry in
     // its state directory; every process serves the versions it publishes.
-    let spec = pipeline
-        .model
-        .feature_spec()
-        .map_err(|e| anyhow::anyhow!("model.features: {e}"))?;
+    let spec = pipeline.model.features.clone();
     let models = Arc::new(ModelSlot::default());
-    let (trainer_link, trainer) = if *pipeline.model.enabled.get_ref() && opts.process == 0 {
+    let (trainer_link, trainer) = if pipeline.model.enabled && opts.process == 0 {
         let (link, control) = adstream_operators::ranker::trainer::spawn(
             spec.clone(),
-            pipeline.model.config(),
+            pipeline.model.trainer.clone(),
             state_dir.join("models"),
         )
         .context("starting the trainer")?;
@@ -357,7 +333,7 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
     let mut queues = Vec::new();
     let mut receivers = Vec::new();
     for _ in 0..workers {
-        let (sender, receiver) = std::sync::mpsc::sync_channel(*pipeline.serving.queue.get_ref());
+        let (sender, receiver) = std::sync::mpsc::sync_channel(pipeline.serving.queue);
         let activator = Arc::new(Mutex::new(None));
         queues.push(crate::serving::WorkerQueue {
             sender,
@@ -387,65 +363,36 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
         models: models.clone(),
         trainer: trainer.clone(),
         history: history.clone(),
-        admin_token: pipeline.api.admin_token()?.map(Arc::from),
+        admin_token: unlocked.admin_token.map(Arc::from),
         health: health.clone(),
     };
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
     let server = runtime.spawn(crate::server::serve(
         listener,
         app(state),
-        pipeline.api.limits(),
+        pipeline.api.limits.clone(),
         metrics.clone(),
         async {
             let _ = shutdown_rx.await;
         },
     ));
 
-    let source_config = SourceConfig {
-        tick_ms: *pipeline.time.tick_ms.get_ref(),
-        lateness_ms: *pipeline.time.lateness_ms.get_ref(),
-        max_skew_ms: *pipeline.time.max_skew_ms.get_ref(),
-        checkpoint_interval_ms: *pipeline.checkpoint.interval_ms.get_ref() as i64,
-        ..SourceConfig::default()
-    };
-    let report_specs: Arc<[adstream_operators::report::ReportSpec]> = pipeline
-        .reporting
-        .specs()
-        .map_err(|(_, message)| anyhow::anyhow!(message))?
-        .into();
+    let source_config = pipeline.source.clone();
+    let report_specs = pipeline.reports.clone();
     let billing_stats: Arc<adstream_operators::ledger::operator::BillingStats> = Arc::default();
-    let mut pacing_config = pipeline.pacing.config();
-    pacing_config.conversion_window_ms = *pipeline.attribution.click_window_ms.get_ref();
     let graph_config = GraphConfig {
         ledger: LedgerConfig {
-            horizons: Horizons {
-                impression_ms: *pipeline.billing.impression_horizon_ms.get_ref(),
-                event_ms: *pipeline.billing.event_horizon_ms.get_ref(),
-                conversion_ms: *pipeline.attribution.click_window_ms.get_ref() + 86_400_000,
-                skew_ms: *pipeline.billing.max_clock_skew_ms.get_ref(),
-            },
-            checkpoint_interval: *pipeline.checkpoint.interval_ms.get_ref(),
+            horizons: pipeline.horizons,
+            checkpoint_interval: pipeline.checkpoint.interval_ms,
             stats: billing_stats.clone(),
         },
-        windows: Windows {
-            click_ms: *pipeline.attribution.click_window_ms.get_ref(),
-            view_ms: *pipeline.attribution.view_window_ms.get_ref(),
-        },
-        labels: pipeline.labels.config(),
+        windows: pipeline.windows,
+        labels: pipeline.labels,
         reports: report_specs.clone(),
-        serve: ServeConfig {
-            secret: secret.clone(),
-            reserve_ecpm_micros: (*pipeline.serving.reserve_cpm.get_ref() * 1e6).round() as u64,
-            per_advertiser: *pipeline.serving.per_advertiser.get_ref(),
-            max_candidates: *pipeline.serving.max_candidates.get_ref(),
-            reservation_ttl_ms: *pipeline.pacing.reservation_ttl_ms.get_ref(),
-        },
-        pacing: pacing_config,
+        serve: unlocked.serve,
+        pacing: pipeline.pacing.clone(),
     };
-    let decode_config = DecodeConfig {
-        secret,
-        max_message_bytes: *pipeline.billing.max_message_bytes.get_ref(),
-    };
+    let decode_config = unlocked.decode;
     let topic_names = pipeline.topics.clone();
     let worker_sinks = sinks.clone();
     let worker_live = live.clone();
@@ -540,7 +487,7 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
             });
             // Every process's live view (the API) sees every campaign, from its first worker.
             let ledger_live = live.clone();
-            out.ledger_replica.inspect(move |rec: &LedgerOutput| {
+            out.ledger_replica.inspect(move |rec: &LedgerState| {
                 if leader {
                     ledger_live.apply(rec);
                 }
@@ -618,7 +565,7 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
 
 /// What a reader calls when it finds input messages deleted before they were read: counted per
 /// partition, logged as an error, and published as one `offsets_lost` dead-letter summary.
-fn offsets_lost(metrics: Metrics, sinks: Sinks, topics: crate::pipeline::TopicsSection) -> OnLost {
+fn offsets_lost(metrics: Metrics, sinks: Sinks, topics: crate::pipeline::Topics) -> OnLost {
     Arc::new(move |stream, partition, from, to| {
         let topic = topics.input(stream);
         let lost = (to - from).max(0);

@@ -59,8 +59,14 @@ pub struct Limits {
 }
 
 impl Default for Limits {
+    /// The defaults of a pipeline file's `[api]`.
     fn default() -> Self {
-        crate::pipeline::ApiSection::default().limits()
+        Limits {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 1_024,
+            shutdown_grace: Duration::from_secs(5),
+        }
     }
 }
 

@@ -6,8 +6,11 @@ set -euo pipefail
 
 need=()
 # bindgen loads libclang at build time; libclang-dev is what provides the unversioned .so.
-if ! ldconfig -p 2>/dev/null | grep -q 'libclang\(-[0-9.]*\)\?\.so' \
-    && ! compgen -G '/usr/lib/llvm-*/lib/libclang*.so*' >/dev/null; then
+# Only libclang itself counts (libclang.so, libclang.so.N, libclang-N.so): LLVM's
+# libclang-cpp.so, installed with llvm on many machines, is not what bindgen loads.
+if ! ldconfig -p 2>/dev/null | grep -Eq '[[:space:]]libclang(-[0-9.]+)?\.so' \
+    && ! compgen -G '/usr/lib/llvm-*/lib/libclang.so*' >/dev/null \
+    && ! compgen -G '/usr/lib/llvm-*/lib/libclang-[0-9]*.so*' >/dev/null; then
     need+=(libclang-dev)
 fi
 command -v cc >/dev/null 2>&1 || need+=(gcc)

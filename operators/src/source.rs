@@ -81,7 +81,10 @@ pub struct SourceConfig {
     pub lateness_ms: i64,
     /// Event times further than this in the future are stamped at `now + max_skew_ms`.
     pub max_skew_ms: i64,
-    /// How often read positions are snapshotted, ms of wall-clock time.
+    /// How often read positions are snapshotted, ms of wall-clock time. It must be the stateful
+    /// operators' checkpoint interval too (`pipeline.checkpoint.interval_ms` sets both): a stop
+    /// moves the source past their next checkpoint boundary, computed from this value, and its
+    /// final snapshot waits for that checkpoint.
     pub checkpoint_interval_ms: i64,
     /// Messages read per activation.
     pub batch: usize,

@@ -26,8 +26,8 @@ pub async fn create_topics(
 ) -> anyhow::Result<Vec<(String, Created)>> {
     let admin: AdminClient<DefaultClientContext> =
         config.create().context("creating a Kafka admin client")?;
-    let partitions = *pipeline.topics.partitions.get_ref();
-    let replication = *pipeline.topics.replication.get_ref();
+    let partitions = pipeline.topics.partitions;
+    let replication = pipeline.topics.replication;
     let topics = pipeline.all_topics();
     let new: Vec<NewTopic> = topics
         .iter()

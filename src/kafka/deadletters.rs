@@ -43,7 +43,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-use crate::pipeline::TopicsSection;
+use crate::pipeline::Topics;
 
 /// How far before the oldest checkpointed snapshot time dead letters are read back, ms.
 pub const LOOKBACK_MS: i64 = 60_000;
@@ -126,7 +126,7 @@ impl DeadLetterGate {
 }
 
 /// The source position a dead-letter document names, if it names an input of `topics`.
-pub fn position_of(doc: &serde_json::Value, topics: &TopicsSection) -> Option<Position> {
+pub fn position_of(doc: &serde_json::Value, topics: &Topics) -> Option<Position> {
     let topic = doc["topic"].as_str()?;
     let stream = StreamId::ALL
         .into_iter()
@@ -141,7 +141,7 @@ pub fn position_of(doc: &serde_json::Value, topics: &TopicsSection) -> Option<Po
 /// answer, or the end is not reached within `timeout`.
 pub fn published_since(
     config: &ClientConfig,
-    topics: &TopicsSection,
+    topics: &Topics,
     since_ms: i64,
     timeout: Duration,
 ) -> anyhow::Result<HashSet<Position>> {
@@ -283,7 +283,7 @@ mod tests {
 
     #[test]
     fn positions_are_read_from_the_documents_of_known_topics() {
-        let topics = TopicsSection::default();
+        let topics = Topics::default();
         let doc = serde_json::json!({"reason": "bad_token", "topic": topics.clicks,
             "partition": 2, "offset": 41});
         assert_eq!(

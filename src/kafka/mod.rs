@@ -15,13 +15,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::ToBytes;
-use rdkafka::producer::{BaseRecord, ProducerContext, ThreadedProducer};
 use rdkafka::ClientConfig;
 
-use crate::pipeline::{resolve_secret, Pipeline};
+use crate::pipeline::Pipeline;
 
 /// A librdkafka configuration for `brokers` with the pipeline's pass-through properties
 /// (SASL/SSL...), secrets resolved.
@@ -29,34 +25,13 @@ pub fn client_config(pipeline: &Pipeline, brokers: &str) -> anyhow::Result<Clien
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", brokers);
     for (k, v) in &pipeline.kafka.properties {
-        config.set(k, resolve_secret(v.get_ref())?);
+        config.set(
+            k,
+            v.resolve()
+                .with_context(|| format!("kafka.properties.{k}"))?,
+        );
     }
     Ok(config)
-}
-
-/// Sends `record`, waiting 1 ms and trying again while the producer's queue is full, at most
-/// `attempts` times; then the queue-full error is returned. Any other error returns at once.
-pub fn send_waiting<'a, K, P, C>(
-    producer: &ThreadedProducer<C>,
-    mut record: BaseRecord<'a, K, P, C::DeliveryOpaque>,
-    attempts: usize,
-) -> Result<(), KafkaError>
-where
-    K: ToBytes + ?Sized,
-    P: ToBytes + ?Sized,
-    C: ProducerContext + 'static,
-{
-    for _ in 0..attempts {
-        match producer.send(record) {
-            Ok(()) => return Ok(()),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                record = back;
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            Err((e, _)) => return Err(e),
-        }
-    }
-    Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull))
 }
 
 /// The latest JSON value of every key of `topic` (a compacted upsert topic such as `report.*`),

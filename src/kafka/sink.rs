@@ -24,7 +24,7 @@ use super::deadletters::DeadLetterGate;
 use super::output::{congested, on_failure, reason, Backlog, Failure, Waiting, BACKLOG_BYTES};
 use crate::live::LiveState;
 use crate::metrics::Metrics;
-use crate::pipeline::TopicsSection;
+use crate::pipeline::Topics;
 
 /// Exit status of a process whose producer hit a fatal error (its idempotence is broken): it
 /// stops at once so that it restarts from its checkpoint, and no undelivered output is lost.
@@ -221,7 +221,7 @@ impl ProducerContext for OutputContext {
 pub struct Sinks {
     producer: Arc<ThreadedProducer<OutputContext>>,
     shared: Arc<Shared>,
-    topics: TopicsSection,
+    topics: Topics,
     gate: Arc<Mutex<DeadLetterGate>>,
 }
 
@@ -230,7 +230,7 @@ impl Sinks {
     /// which dead letters an earlier run already published.
     pub fn new(
         config: &ClientConfig,
-        topics: &TopicsSection,
+        topics: &Topics,
         metrics: Metrics,
         live: Arc<LiveState>,
         gate: DeadLetterGate,

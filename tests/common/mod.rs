@@ -379,8 +379,20 @@ pub fn read_all(brokers: &str, topic: &str) -> Vec<serde_json::Value> {
     out
 }
 
+/// Waits until every queued message is acknowledged (at most 120 s). A timed-out flush keeps
+/// the messages queued and retried, so on a loaded machine (or while the broker reconnects) it
+/// is simply waited on again.
 pub fn flush(p: &BaseProducer) {
-    p.flush(Duration::from_secs(30)).unwrap();
+    let start = Instant::now();
+    loop {
+        match p.flush(Duration::from_secs(10)) {
+            Ok(()) => return,
+            Err(e) if start.elapsed() < Duration::from_secs(120) => {
+                eprintln!("flush: {e}; {} messages still queued", p.in_flight_count());
+            }
+            Err(e) => panic!("flush: {e} after 120 s"),
+        }
+    }
 }
 
 pub fn campaign_json(id: &str, advertiser: &str, billing: Billing, budget: u64) -> String {

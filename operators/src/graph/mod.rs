@@ -42,7 +42,7 @@ use crate::checkpoint::StateStore;
 use crate::events::EventKind;
 use crate::labels::operator::{label_join, LabelStatsHandle};
 use crate::labels::LabelConfig;
-use crate::ledger::operator::{ledger, LedgerConfig};
+use crate::ledger::operator::{ledger, LedgerConfig, LedgerStreams};
 use crate::ledger::status::{BudgetBook, BudgetStatus};
 use crate::pacing::board::PacingBoard;
 use crate::pacing::operator::pacing;
@@ -51,8 +51,8 @@ use crate::ranker::link::TrainerLink;
 use crate::ranker::operator::train;
 use crate::ranker::scoring::{ModelSlot, PublishedModel};
 use crate::records::{
-    Attributed, AttributedConversion, CampaignActivity, Charge, Charged, DeadLetter, Ingested,
-    LabelEvent, LabeledExample, LedgerOutput, PacingFeedback, PacingUpdate, Served, UserTouch,
+    Attributed, AttributedConversion, CampaignActivity, Charge, DeadLetter, Ingested, LabelEvent,
+    LabeledExample, LedgerState, PacingFeedback, PacingUpdate, ReplicaUpdate, Served, UserTouch,
 };
 use crate::report::operator::{reports, ReportStatsHandle};
 use crate::report::{ReportEvent, ReportRow, ReportSpec};
@@ -110,9 +110,9 @@ pub struct GraphOutputs<'scope> {
     pub served: StreamVec<'scope, u64, Served>,
     /// Budget status of each campaign a batch changed, on the worker that owns it.
     pub budget_status: StreamVec<'scope, u64, BudgetStatus>,
-    /// The ledger's replicated state (spend, campaigns, activity, settled wins), broadcast: every
-    /// worker sees every campaign.
-    pub ledger_replica: StreamVec<'scope, u64, LedgerOutput>,
+    /// The ledger's replicated state (spend, campaigns, settled wins), broadcast: every worker
+    /// sees every campaign.
+    pub ledger_replica: StreamVec<'scope, u64, LedgerState>,
     /// Pacing updates, broadcast.
     pub pacing_replica: StreamVec<'scope, u64, PacingUpdate>,
     /// Model versions the trainer published, broadcast.
@@ -208,35 +208,28 @@ pub fn build<'scope>(
     let published = train(examples, trainer).broadcast();
 
     // The ledger: charges of every billing type against the catalog.
-    let ledger_out = ledger(
+    let LedgerStreams {
+        state,
+        charged,
+        refused,
+    } = ledger(
         routes.campaigns,
         routes.charges.concat(cpa),
         ledger_config,
         store.clone(),
-    )
-    .probe_with(&progress);
-    let (state, refused): (
-        StreamVec<'scope, u64, LedgerOutput>,
-        StreamVec<'scope, u64, DeadLetter>,
-    ) = ledger_out.ok_err(|o| match o {
-        LedgerOutput::Dead(d) => Err(*d),
-        other => Ok(other),
-    });
-    let (state, charged): (
-        StreamVec<'scope, u64, LedgerOutput>,
-        StreamVec<'scope, u64, Box<Charged>>,
-    ) = state.ok_err(|o| match o {
-        LedgerOutput::Charged(c) => Err(c),
-        other => Ok(other),
-    });
+    );
+    let state = state.probe_with(&progress);
     let dead_letters = routes.dead.concat(refused);
-    let state = state.concat(activity.map(LedgerOutput::Activity));
 
-    // Serving: every worker holds a replica of every campaign's state.
+    // Serving: every worker holds a replica of every campaign's state and activity.
     let ledger_replica = state.clone().broadcast();
+    let replica = ledger_replica
+        .clone()
+        .map(ReplicaUpdate::Ledger)
+        .concat(activity.broadcast().map(ReplicaUpdate::Activity));
     let board = Rc::new(RefCell::new(PacingBoard::new(index, peers)));
     let serving = serve(
-        ledger_replica.clone(),
+        replica,
         requests,
         serve_config,
         requests_activator,
@@ -336,7 +329,7 @@ pub fn activity_of<'a>(
 /// Each batch's changed campaigns' budget status, from the ledger's state and pacing, on the
 /// worker that owns the campaign (pacing runs beside the ledger shard).
 fn budget_status<'scope>(
-    ledger: StreamVec<'scope, u64, LedgerOutput>,
+    ledger: StreamVec<'scope, u64, LedgerState>,
     pacing: StreamVec<'scope, u64, PacingUpdate>,
     clock: Clock,
 ) -> StreamVec<'scope, u64, BudgetStatus> {

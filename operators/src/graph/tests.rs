@@ -133,18 +133,24 @@ struct Seen {
     dead: BTreeMap<Reason, usize>,
 }
 
+/// Where a serving operator leaves the activator its queue's sender wakes it with.
+type SharedActivator = Arc<Mutex<Option<SyncActivator>>>;
+
 /// A running graph: the senders of each worker's request queue and the switch that stops it.
 struct Run {
-    queues: Vec<(SyncSender<ServeRequest>, Arc<Mutex<Option<SyncActivator>>>)>,
+    queues: Vec<(SyncSender<ServeRequest>, SharedActivator)>,
     stop: Arc<AtomicBool>,
     guards: timely::communication::WorkerGuards<()>,
 }
+
+/// Checkpoint interval of the sources and the stateful operators, ms.
+const CHECKPOINT_INTERVAL_MS: u64 = 50;
 
 fn config() -> GraphConfig {
     GraphConfig {
         ledger: LedgerConfig {
             horizons: Horizons::default(),
-            checkpoint_interval: 1_000,
+            checkpoint_interval: CHECKPOINT_INTERVAL_MS,
             stats: Default::default(),
         },
         windows: Windows::default(),
@@ -213,7 +219,8 @@ fn start(workers: usize, log: Arc<Log>, store: Arc<dyn StateStore>, seen: Arc<Mu
                 "Log",
                 reader,
                 SourceConfig {
-                    checkpoint_interval_ms: 50,
+                    // The operators' interval: a stop moves past their next checkpoint.
+                    checkpoint_interval_ms: CHECKPOINT_INTERVAL_MS as i64,
                     ..SourceConfig::default()
                 },
                 crate::source::wall_clock(),
@@ -238,13 +245,13 @@ fn start(workers: usize, log: Arc<Log>, store: Arc<dyn StateStore>, seen: Arc<Mu
             out.budget_status.probe_with(&outs[3]);
             out.ledger_replica.clone().probe_with(&outs[4]);
             let s = seen.clone();
-            out.ledger_replica.inspect(move |rec: &LedgerOutput| {
+            out.ledger_replica.inspect(move |rec: &LedgerState| {
                 let mut seen = s.lock().expect("seen");
                 match rec {
-                    LedgerOutput::Campaign(c) if c.campaign.is_some() => {
+                    LedgerState::Campaign(c) if c.campaign.is_some() => {
                         seen.campaigns[index].insert(c.campaign_id.clone());
                     }
-                    LedgerOutput::Spend(DaySpend {
+                    LedgerState::Spend(DaySpend {
                         campaign_id,
                         day,
                         spend_micros,
@@ -573,10 +580,7 @@ fn the_whole_graph_matches_a_sequential_reference_across_a_restart() {
     check_against_reference(&[(1, true)]);
 }
 
-/// On several workers the final drain can hang (the sources' final snapshot waits on a probe
-/// that stops short of it), so this runs by hand (`--ignored`) until that is fixed.
 #[test]
-#[ignore = "the final drain on 2+ workers can hang: see the open issue on the multi-worker drain"]
 fn the_whole_graph_matches_a_sequential_reference_on_2_and_4_workers() {
     check_against_reference(&[(2, true), (4, true), (2, false), (4, false)]);
 }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use chrono::NaiveDate;
 use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::core::OkErr;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
@@ -20,7 +21,7 @@ use crate::checkpoint::{json_value, CheckpointGate, RestoreError, StateBatch, St
 use crate::events::EventKind;
 use crate::ledger::{DayTotals, DedupEntry, Horizons, Ledger, LedgerChanges, Refusal, Terms};
 use crate::records::WinKey;
-pub use crate::records::{CampaignActivity, LedgerOutput};
+pub use crate::records::{CampaignActivity, LedgerState};
 use crate::records::{CatalogUpdate, History};
 use crate::records::{Charge, Charged, DaySpend};
 use crate::records::{DeadLetter, Reason};
@@ -264,13 +265,119 @@ fn settle(
     }
 }
 
+/// A charge's outcome: charged, or refused as a dead letter.
+type Outcome = Result<Box<Charged>, Box<DeadLetter>>;
+
+/// What the ledger emits on its one timely output (split by [`ledger`] into [`LedgerStreams`]):
+/// a change to its state, or a charge's outcome.
+type Emitted = Result<LedgerState, Outcome>;
+
+/// The ledger's outputs.
+pub struct LedgerStreams<'scope> {
+    /// Changes to the replicated state: campaigns, spend, settled wins.
+    pub state: StreamVec<'scope, u64, LedgerState>,
+    /// Billing events charged (or replayed from the position they were charged from): what the
+    /// spend reports count.
+    pub charged: StreamVec<'scope, u64, Box<Charged>>,
+    /// Charges refused, as dead letters.
+    pub refused: StreamVec<'scope, u64, DeadLetter>,
+}
+
+/// What judging a run of charges gives, in the order it is given: each charge's `Charged` or
+/// refusal, then the last spend of every (campaign, day) they moved, then the wins settled
+/// per campaign (after the spend they changed). A batch of charges is judged into one; a charge
+/// that waited for its campaign, into one of its own.
+#[derive(Default)]
+struct Judged {
+    records: Vec<Emitted>,
+    spend: BTreeMap<(String, NaiveDate), DayTotals>,
+    settled: BTreeMap<String, (Vec<WinKey>, Vec<i64>)>,
+}
+
+impl Judged {
+    /// Settles `charge` against `catalog` (refused if its campaign is unknown) and records what
+    /// it gives; its win is settled whatever the outcome.
+    fn judge(
+        &mut self,
+        ledger: &mut Ledger,
+        catalog: &Catalog,
+        charge: &Charge,
+        stats: &BillingStats,
+    ) {
+        let claims = &charge.claims;
+        let entry = self.settled.entry(claims.campaign_id.clone()).or_default();
+        match settle(ledger, catalog, charge, stats) {
+            Ok((spend, charged)) => {
+                if let Some(s) = spend {
+                    self.spend.insert(
+                        (s.campaign_id, s.day),
+                        DayTotals {
+                            billed: s.spend_micros,
+                            over: s.overdelivery_micros,
+                        },
+                    );
+                    if charge.kind == EventKind::Conversion {
+                        entry.1.push(charge.ts.millis() - claims.issued.millis());
+                    }
+                }
+                self.records.push(Err(Ok(Box::new(charged))));
+            }
+            Err(dead) => self.records.push(Err(Err(Box::new(dead)))),
+        }
+        entry
+            .0
+            .push((claims.request_id.clone(), claims.imp_id.clone()));
+    }
+
+    /// The outputs, in order.
+    fn into_outputs(self) -> impl Iterator<Item = Emitted> {
+        let spend = self.spend.into_iter().map(|((campaign_id, day), totals)| {
+            Ok(LedgerState::Spend(DaySpend {
+                campaign_id,
+                day,
+                spend_micros: totals.billed,
+                overdelivery_micros: totals.over,
+            }))
+        });
+        let settled = self
+            .settled
+            .into_iter()
+            .map(|(campaign_id, (wins, delays))| {
+                Ok(LedgerState::Settled {
+                    campaign_id,
+                    wins,
+                    conversion_delays_ms: delays,
+                })
+            });
+        self.records.into_iter().chain(spend).chain(settled)
+    }
+}
+
 /// Builds the ledger operator.
 pub fn ledger<'scope>(
     campaigns: StreamVec<'scope, u64, CatalogUpdate>,
     charges: StreamVec<'scope, u64, Charge>,
     config: LedgerConfig,
     store: Arc<dyn StateStore>,
-) -> StreamVec<'scope, u64, LedgerOutput> {
+) -> LedgerStreams<'scope> {
+    let (state, outcomes): (
+        StreamVec<'scope, u64, LedgerState>,
+        StreamVec<'scope, u64, Outcome>,
+    ) = ledger_operator(campaigns, charges, config, store).ok_err(|e| e);
+    let (charged, refused) = outcomes.ok_err(|o| o.map_err(|d| *d));
+    LedgerStreams {
+        state,
+        charged,
+        refused,
+    }
+}
+
+fn ledger_operator<'scope>(
+    campaigns: StreamVec<'scope, u64, CatalogUpdate>,
+    charges: StreamVec<'scope, u64, Charge>,
+    config: LedgerConfig,
+    store: Arc<dyn StateStore>,
+) -> StreamVec<'scope, u64, Emitted> {
     let scope = campaigns.scope();
     let (index, peers) = (scope.index(), scope.peers());
     campaigns.binary_frontier(
@@ -298,7 +405,7 @@ pub fn ledger<'scope>(
                     if let Some(cap) = gate.capability().cloned() {
                         output
                             .session(&cap)
-                            .give_iterator(restored.drain(..).map(LedgerOutput::Spend));
+                            .give_iterator(restored.drain(..).map(|s| Ok(LedgerState::Spend(s))));
                     }
                 }
                 campaigns_in.for_each(|cap, data| {
@@ -314,15 +421,13 @@ pub fn ledger<'scope>(
                             if update.history.is_some() && update.history != before {
                                 dirty_histories.insert(update.campaign_id.clone());
                             }
-                            session.give(LedgerOutput::Campaign(update));
+                            session.give(Ok(LedgerState::Campaign(update)));
                         }
                     }
                 });
                 charges_in.for_each(|cap, data| {
-                    // Coalesce spend updates per batch: the last value of each (campaign, day).
-                    let mut touched: BTreeMap<(String, NaiveDate), DayTotals> = BTreeMap::new();
-                    let mut settled: BTreeMap<String, (Vec<WinKey>, Vec<i64>)> = BTreeMap::new();
-                    let mut session = output.session(&cap);
+                    // Spend updates are coalesced per batch: the last value of each (campaign, day).
+                    let mut judged = Judged::default();
                     for charge in data.drain(..) {
                         if catalog.get(&charge.claims.campaign_id).is_none() {
                             if let Some(held) = cap.retain_least(0) {
@@ -330,47 +435,9 @@ pub fn ledger<'scope>(
                             }
                             continue;
                         }
-                        let claims = &charge.claims;
-                        let entry = settled.entry(claims.campaign_id.clone()).or_default();
-                        match settle(&mut ledger, &catalog, &charge, &config.stats) {
-                            Ok((spend, charged)) => {
-                                if let Some(s) = spend {
-                                    touched.insert(
-                                        (s.campaign_id, s.day),
-                                        DayTotals {
-                                            billed: s.spend_micros,
-                                            over: s.overdelivery_micros,
-                                        },
-                                    );
-                                    if charge.kind == EventKind::Conversion {
-                                        entry.1.push(charge.ts.millis() - claims.issued.millis());
-                                    }
-                                }
-                                session.give(LedgerOutput::Charged(Box::new(charged)));
-                            }
-                            Err(dead) => session.give(LedgerOutput::Dead(Box::new(dead))),
-                        }
-                        entry
-                            .0
-                            .push((claims.request_id.clone(), claims.imp_id.clone()));
+                        judged.judge(&mut ledger, &catalog, &charge, &config.stats);
                     }
-                    session.give_iterator(touched.into_iter().map(
-                        |((campaign_id, day), spend_micros)| {
-                            LedgerOutput::Spend(DaySpend {
-                                campaign_id,
-                                day,
-                                spend_micros: spend_micros.billed,
-                                overdelivery_micros: spend_micros.over,
-                            })
-                        },
-                    ));
-                    session.give_iterator(settled.into_iter().map(
-                        |(campaign_id, (wins, conversion_delays_ms))| LedgerOutput::Settled {
-                            campaign_id,
-                            wins,
-                            conversion_delays_ms,
-                        },
-                    ));
+                    output.session(&cap).give_iterator(judged.into_outputs());
                 });
                 // Charges of unknown campaigns: judged once the catalog is complete to their time.
                 if !waiting.is_empty() {
@@ -380,32 +447,9 @@ pub fn ledger<'scope>(
                             still.push((cap, charge));
                             continue;
                         }
-                        let mut conversion_delays_ms = Vec::new();
-                        let out = match settle(&mut ledger, &catalog, &charge, &config.stats) {
-                            Ok((spend, charged)) => {
-                                if spend.is_some() && charge.kind == EventKind::Conversion {
-                                    conversion_delays_ms
-                                        .push(charge.ts.millis() - charge.claims.issued.millis());
-                                }
-                                let charged = LedgerOutput::Charged(Box::new(charged));
-                                spend
-                                    .map(LedgerOutput::Spend)
-                                    .into_iter()
-                                    .chain([charged])
-                                    .collect()
-                            }
-                            Err(dead) => vec![LedgerOutput::Dead(Box::new(dead))],
-                        };
-                        let mut session = output.session(&cap);
-                        session.give_iterator(out.into_iter());
-                        session.give(LedgerOutput::Settled {
-                            campaign_id: charge.claims.campaign_id.clone(),
-                            wins: vec![(
-                                charge.claims.request_id.clone(),
-                                charge.claims.imp_id.clone(),
-                            )],
-                            conversion_delays_ms,
-                        });
+                        let mut judged = Judged::default();
+                        judged.judge(&mut ledger, &catalog, &charge, &config.stats);
+                        output.session(&cap).give_iterator(judged.into_outputs());
                     }
                     waiting = still;
                 }
@@ -563,6 +607,122 @@ mod tests {
         put(&store, vec![(spend_key(&other, day()), b"lots".to_vec())]);
         assert!(restore(&store, Horizons::default(), 0, 2).is_ok());
         assert!(restore(&store, Horizons::default(), 1, 2).is_err());
+    }
+
+    fn charge(campaign: &str, request_id: &str, kind: EventKind, offset: i64) -> Charge {
+        // Noon UTC, 2026-03-01.
+        let ts = 1_772_366_400_000;
+        Charge {
+            claims: crate::token::WinClaims {
+                request_id: request_id.into(),
+                imp_id: "1".into(),
+                campaign_id: campaign.into(),
+                advertiser_id: "a1".into(),
+                ad_id: "ad".into(),
+                billing: crate::events::Billing::Cpm,
+                charge_micros: 1_000,
+                issued: EventTime(ts - 10),
+                country: None,
+                device: None,
+            },
+            kind,
+            ts: EventTime(ts),
+            conversion_id: None,
+            origin: Origin {
+                stream: 1,
+                partition: 0,
+                offset,
+            },
+            key: None,
+            payload: Vec::new(),
+        }
+    }
+
+    fn catalog() -> Catalog {
+        let json = r#"{"campaign_id":"c1","advertiser_id":"a1","daily_budget_micros":1000000,"timezone":"UTC","billing":"cpm","bid_micros":2000000,"creatives":[{"ad_id":"ad"}]}"#;
+        let c = crate::events::Campaign::parse(json.as_bytes()).unwrap();
+        let mut catalog = Catalog::default();
+        catalog.apply(
+            &CatalogUpdate::new("c1".into(), Some(Box::new(c))),
+            EventTime(0),
+        );
+        catalog
+    }
+
+    fn kinds(outputs: &[Emitted]) -> Vec<&'static str> {
+        outputs
+            .iter()
+            .map(|o| match o {
+                Err(Ok(_)) => "charged",
+                Err(Err(_)) => "dead",
+                Ok(LedgerState::Spend(_)) => "spend",
+                Ok(LedgerState::Settled { .. }) => "settled",
+                Ok(LedgerState::Campaign(_)) => "other",
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_gives_records_then_its_last_spend_then_its_settled_wins() {
+        let mut ledger = Ledger::new(Horizons::default());
+        let stats = BillingStats::default();
+        let catalog = catalog();
+        let mut judged = Judged::default();
+        for (i, (campaign, request_id)) in
+            [("c1", "r1"), ("c1", "r2"), ("c1", "r1"), ("ghost", "r3")]
+                .into_iter()
+                .enumerate()
+        {
+            let c = charge(campaign, request_id, EventKind::Impression, i as i64);
+            judged.judge(&mut ledger, &catalog, &c, &stats);
+        }
+        let outputs: Vec<Emitted> = judged.into_outputs().collect();
+        assert_eq!(
+            kinds(&outputs),
+            vec!["charged", "charged", "dead", "dead", "spend", "settled", "settled"]
+        );
+        let Ok(LedgerState::Spend(spend)) = &outputs[4] else {
+            unreachable!()
+        };
+        assert_eq!(
+            (spend.campaign_id.as_str(), spend.spend_micros),
+            ("c1", 2_000)
+        );
+        let settled: Vec<(&str, usize)> = outputs[5..]
+            .iter()
+            .filter_map(|o| match o {
+                Ok(LedgerState::Settled {
+                    campaign_id, wins, ..
+                }) => Some((campaign_id.as_str(), wins.len())),
+                _ => None,
+            })
+            .collect();
+        // Refused or not, every judged win is settled.
+        assert_eq!(settled, vec![("c1", 3), ("ghost", 1)]);
+    }
+
+    #[test]
+    fn a_waiting_charge_is_judged_alone_the_same_way() {
+        let mut ledger = Ledger::new(Horizons::default());
+        let stats = BillingStats::default();
+        let mut judged = Judged::default();
+        judged.judge(
+            &mut ledger,
+            &catalog(),
+            &charge("c1", "r1", EventKind::Impression, 0),
+            &stats,
+        );
+        let outputs: Vec<Emitted> = judged.into_outputs().collect();
+        assert_eq!(kinds(&outputs), vec!["charged", "spend", "settled"]);
+        let mut judged = Judged::default();
+        judged.judge(
+            &mut ledger,
+            &Catalog::default(),
+            &charge("c9", "r2", EventKind::Impression, 1),
+            &stats,
+        );
+        let outputs: Vec<Emitted> = judged.into_outputs().collect();
+        assert_eq!(kinds(&outputs), vec!["dead", "settled"]);
     }
 
     #[test]

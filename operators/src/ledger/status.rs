@@ -5,12 +5,11 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
-use super::operator::LedgerOutput;
 use super::DayTotals;
 use crate::catalog::Catalog;
 use crate::events::CampaignStatus;
 use crate::records::CatalogUpdate;
-use crate::records::{PacingState, PacingUpdate};
+use crate::records::{LedgerState, PacingState, PacingUpdate};
 use crate::time::EventTime;
 
 /// Budget status of one campaign on its current budget day.
@@ -63,10 +62,10 @@ pub struct BudgetBook {
 }
 
 impl BudgetBook {
-    /// Folds a ledger output in; returns the campaign it concerns, if any.
-    pub fn apply(&mut self, out: &LedgerOutput) -> Option<String> {
+    /// Folds a change to the ledger's state in; returns the campaign it concerns, if any.
+    pub fn apply(&mut self, out: &LedgerState) -> Option<String> {
         match out {
-            LedgerOutput::Spend(s) => {
+            LedgerState::Spend(s) => {
                 let days = self.spend.entry(s.campaign_id.clone()).or_default();
                 // Spend of a day only grows, and updates may arrive out of order (batches of
                 // different times are not ordered across channels): keep the largest.
@@ -78,14 +77,11 @@ impl BudgetBook {
                 }
                 Some(s.campaign_id.clone())
             }
-            LedgerOutput::Campaign(update) => {
+            LedgerState::Campaign(update) => {
                 self.catalog.apply(update, EventTime::now());
                 Some(update.campaign_id.clone())
             }
-            LedgerOutput::Dead(_)
-            | LedgerOutput::Activity(_)
-            | LedgerOutput::Charged(_)
-            | LedgerOutput::Settled { .. } => None,
+            LedgerState::Settled { .. } => None,
         }
     }
 
@@ -209,20 +205,20 @@ mod tests {
     fn status_is_for_the_local_day() {
         let c = Campaign::parse(br#"{"campaign_id":"c","advertiser_id":"a","daily_budget_micros":1000,"timezone":"Asia/Tokyo","billing":"cpm","bid_micros":1}"#).unwrap();
         let mut book = BudgetBook::default();
-        book.apply(&LedgerOutput::Campaign(CatalogUpdate::new(
+        book.apply(&LedgerState::Campaign(CatalogUpdate::new(
             "c".into(),
             Some(Box::new(c)),
         )));
         let now = EventTime::parse("2026-05-01T16:00:00Z").unwrap(); // 01:00 on May 2nd in Tokyo
         let today = NaiveDate::from_ymd_opt(2026, 5, 2).unwrap();
         let yesterday = NaiveDate::from_ymd_opt(2026, 5, 1).unwrap();
-        book.apply(&LedgerOutput::Spend(DaySpend {
+        book.apply(&LedgerState::Spend(DaySpend {
             campaign_id: "c".into(),
             day: yesterday,
             spend_micros: 900,
             overdelivery_micros: 0,
         }));
-        book.apply(&LedgerOutput::Spend(DaySpend {
+        book.apply(&LedgerState::Spend(DaySpend {
             campaign_id: "c".into(),
             day: today,
             spend_micros: 300,
@@ -243,7 +239,7 @@ mod tests {
         let mut book = BudgetBook::default();
         let day = NaiveDate::from_ymd_opt(2026, 5, 2).unwrap();
         for spend_micros in [500, 300, 700, 600] {
-            book.apply(&LedgerOutput::Spend(DaySpend {
+            book.apply(&LedgerState::Spend(DaySpend {
                 campaign_id: "c".into(),
                 day,
                 spend_micros,

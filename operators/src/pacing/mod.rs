@@ -78,6 +78,7 @@ pub mod operator;
 pub mod pacer;
 pub mod profile;
 pub mod reservation;
+pub mod shard;
 
 pub use crate::records::{PacingFeedback, PacingState, PacingUpdate};
 use serde::{Deserialize, Serialize};

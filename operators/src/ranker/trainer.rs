@@ -708,14 +708,16 @@ pub fn spawn(
                 while let Ok(command) = command_rx.try_recv() {
                     match command {
                         Command::Promote { version, reply } => {
-                            let answer = learner.promote(version).map(|p| {
+                            let answer = learner.promote(version);
+                            // The API's listing knows a version before serving can show it.
+                            if let Ok(mut s) = thread_status.lock() {
+                                *s = learner.status().clone();
+                            }
+                            let answer = answer.map(|p| {
                                 let meta = p.meta.clone();
                                 let _ = published_tx.send(p);
                                 meta
                             });
-                            if let Ok(mut s) = thread_status.lock() {
-                                *s = learner.status().clone();
-                            }
                             let _ = reply.send(answer);
                         }
                         Command::Resume { reply } => {
@@ -732,6 +734,10 @@ pub fn spawn(
                     last_snapshot = Instant::now();
                     match learner.snapshot() {
                         Ok(Some(p)) => {
+                            // Listed in the API's status before any serving replica has it.
+                            if let Ok(mut s) = thread_status.lock() {
+                                *s = learner.status().clone();
+                            }
                             let _ = published_tx.send(p);
                         }
                         Ok(None) => {}

@@ -19,7 +19,9 @@ pub use input::{DeadLetter, Ingested, Origin, RawBytes, RawMessage, Reason, Stre
 pub use labels::{ExampleKey, LabelEvent, LabeledExample};
 pub use pacing::{PacingFeedback, PacingState, PacingUpdate};
 pub use served::Served;
-pub use spend::{CampaignActivity, Charge, Charged, DaySpend, DedupKey, LedgerOutput, WinKey};
+pub use spend::{
+    CampaignActivity, Charge, Charged, DaySpend, DedupKey, LedgerState, ReplicaUpdate, WinKey,
+};
 pub use touch::{Attributed, AttributedConversion, ConversionIn, Touch, UserTouch};
 
 pub use crate::token::WinClaims;

@@ -3,7 +3,7 @@
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
-use super::{CatalogUpdate, DeadLetter, Origin};
+use super::{CatalogUpdate, Origin};
 use crate::events::EventKind;
 use crate::time::EventTime;
 use crate::token::WinClaims;
@@ -64,21 +64,15 @@ pub struct DaySpend {
     pub overdelivery_micros: u64,
 }
 
-/// What the ledger operator emits.
+/// A change to the ledger's replicated state: what serving replicas, pacing, budget status and
+/// the live view follow. Charges and refusals are the ledger's other outputs (see
+/// `ledger::operator::LedgerStreams`); they are not state.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub enum LedgerOutput {
+pub enum LedgerState {
     /// A campaign's spend on a day changed (or was restored).
     Spend(DaySpend),
     /// A campaign was defined, changed or deleted.
     Campaign(CatalogUpdate),
-    /// A charge was refused.
-    Dead(Box<DeadLetter>),
-    /// Impressions, clicks and attributed conversions per campaign since the last report
-    /// (what serving's prior ranker learns from).
-    Activity(Vec<CampaignActivity>),
-    /// A billing event charged (or, replayed from the very position it was charged from, charged
-    /// before): the spend reports count. Not part of the ledger's replicated state.
-    Charged(Box<Charged>),
     /// Wins of a campaign whose billing events the ledger has just judged (charged, replayed or
     /// refused): their reservations are released. Given after the spend they changed.
     Settled {
@@ -89,6 +83,27 @@ pub enum LedgerOutput {
         /// For the conversions charged among them: time from win to conversion, ms.
         conversion_delays_ms: Vec<i64>,
     },
+}
+
+impl LedgerState {
+    /// The campaign the change is about.
+    pub fn campaign_id(&self) -> &str {
+        match self {
+            LedgerState::Spend(s) => &s.campaign_id,
+            LedgerState::Campaign(u) => &u.campaign_id,
+            LedgerState::Settled { campaign_id, .. } => campaign_id,
+        }
+    }
+}
+
+/// What a serving replica follows: the ledger's state, and the outcomes counted per campaign
+/// (what serving's prior ranker learns from), both broadcast to every worker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ReplicaUpdate {
+    /// A change to the ledger's state.
+    Ledger(LedgerState),
+    /// Impressions, clicks and attributed conversions per campaign in one batch of touches.
+    Activity(Vec<CampaignActivity>),
 }
 
 /// Outcome counts of one campaign over a batch.

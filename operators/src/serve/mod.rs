@@ -2,10 +2,13 @@
 //! budget state, ranking, a generalized second-price auction, and signed wins out.
 //!
 //! Each stage is plain data and functions (the request schema in [`crate::request`],
-//! [`retrieval`], ranking in [`crate::ranker`], [`auction`]), tested without timely; [`operator`] is the shell that runs them on a worker's replica.
+//! [`retrieval`], ranking in [`crate::ranker`], [`auction`]), tested without timely; [`replica`]
+//! holds a worker's serving state and runs the stages on it, and [`operator`] is the shell that
+//! feeds it from the graph.
 
 pub mod auction;
 pub mod operator;
+pub mod replica;
 pub mod retrieval;
 
 pub use crate::ranker::prior as ranking;

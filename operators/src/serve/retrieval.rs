@@ -117,12 +117,12 @@ mod tests {
     use crate::events::Campaign;
     use crate::records::CatalogUpdate;
     use crate::records::DaySpend;
-    use crate::records::LedgerOutput;
+    use crate::records::LedgerState;
     use crate::request::parse_request;
 
     fn add(book: &mut BudgetBook, json: &str) {
         let c = Campaign::parse(json.as_bytes()).unwrap();
-        book.apply(&LedgerOutput::Campaign(CatalogUpdate::new(
+        book.apply(&LedgerState::Campaign(CatalogUpdate::new(
             c.campaign_id.clone(),
             Some(Box::new(c)),
         )));
@@ -175,7 +175,7 @@ mod tests {
             vec!["sports", "us-mobile", "all-1", "all-2"]
         );
         // Out of budget: gone.
-        book.apply(&LedgerOutput::Spend(DaySpend {
+        book.apply(&LedgerState::Spend(DaySpend {
             campaign_id: "fr".into(),
             day: crate::time::day::budget_day(now, chrono_tz::UTC),
             spend_micros: 1000,

@@ -16,12 +16,13 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use adstream_operators::events::Billing;
+use adstream_operators::report::ReportSpec;
 use adstream_operators::time::EventTime;
 use adstream_operators::token::{sign, WinClaims};
 use anyhow::Context;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
-use crate::pipeline::Pipeline;
+use crate::Target;
 
 /// A minimal keep-alive HTTP/1.1 GET client for polling the API without a client library.
 struct Poller {
@@ -173,17 +174,19 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-/// Runs both measurements and prints the figures.
+/// Runs both measurements against the pipeline `target` whose API is `api` and whose billing
+/// tokens are signed with `secret`, following `report`'s topic (the pipeline's first report, if
+/// any), and prints the figures.
 pub fn run(
-    pipeline: &Pipeline,
-    brokers: &str,
+    target: &Target,
+    secret: &[u8],
+    report: Option<&ReportSpec>,
     api: &str,
     rate: u64,
     seconds: u64,
     burst: u64,
 ) -> anyhow::Result<()> {
-    let secret = pipeline.secret()?;
-    let config = crate::kafka::client_config(pipeline, brokers)?;
+    let config = &target.kafka;
     let producer: BaseProducer = config
         .clone()
         .set("linger.ms", "1")
@@ -196,7 +199,7 @@ pub fn run(
     );
     producer
         .send(
-            BaseRecord::to(&pipeline.topics.campaigns)
+            BaseRecord::to(&target.topics.campaigns)
                 .key(&campaign)
                 .payload(&doc),
         )
@@ -229,9 +232,9 @@ pub fn run(
         };
         let payload = serde_json::json!({"event_id": claims.request_id, "ts": now.millis(), "request_id": claims.request_id,
             "imp_id": "1", "campaign_id": campaign, "ad_id": "ad", "user_id": format!("u{}", seq % 1000),
-            "billing_token": sign(&secret, &claims)})
+            "billing_token": sign(secret, &claims)})
         .to_string();
-        let mut record = BaseRecord::to(&pipeline.topics.impressions)
+        let mut record = BaseRecord::to(&target.topics.impressions)
             .key(&claims.request_id)
             .payload(&payload);
         loop {
@@ -245,13 +248,8 @@ pub fn run(
         }
     };
 
-    let report = pipeline
-        .reporting
-        .specs()
-        .ok()
-        .and_then(|s| s.into_iter().next());
-    let report_watch = match &report {
-        Some(spec) => Some(ReportWatch::start(&config, &spec.topic, &campaign)?),
+    let report_watch = match report {
+        Some(spec) => Some(ReportWatch::start(config, &spec.topic, &campaign)?),
         None => None,
     };
 
@@ -290,7 +288,7 @@ pub fn run(
         delays.len()
     );
 
-    if let (Some(watch), Some(spec)) = (report_watch, &report) {
+    if let (Some(watch), Some(spec)) = (report_watch, report) {
         let seen = watch.finish(
             total,
             Duration::from_secs(spec.update_ms.max(0) as u64 / 1000 + 60),

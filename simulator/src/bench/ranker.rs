@@ -1,8 +1,9 @@
 //! `adstream bench --ranker`: the online ranker over a simulated day, against the simulator's
 //! oracle and the per-campaign prior; and `--ranker-throughput`: training examples per second.
 //!
-//! The day: requests of the seeded world's users, each won by an eligible campaign, served with
-//! the prior's predictions (logged as `ads.served` would be); impressions, clicks (seconds) and
+//! The day: requests of the seeded world's users, each won by a campaign serving's retrieval
+//! admits ([`Market::eligible`]: serving's own targeting), served with the prior's predictions
+//! and logged as serving logs them ([`Served::from_win`]); impressions, clicks (seconds) and
 //! conversions (hours, Chapelle's shape) drawn from the true rates go through the shipped label
 //! join ([`adstream_operators::labels::LabelJoin`]) in event-time order, and its examples train
 //! the shipped [`Learner`] as they come. Every click label is scored before it is trained on
@@ -18,22 +19,22 @@ use adstream_operators::quality;
 use adstream_operators::ranker::features::{FeatureContext, FeatureSpec};
 use adstream_operators::ranker::model::{fake_negative_calibration, ModelConfig};
 use adstream_operators::ranker::optim::AdamWConfig;
-use adstream_operators::ranker::prior::PriorRanker;
+use adstream_operators::ranker::prior::{Prediction, PriorRanker};
 use adstream_operators::ranker::registry::Registry;
 use adstream_operators::ranker::trainer::{
     select_device, DevicePreference, Learner, TrainerConfig,
 };
-use adstream_operators::records::AttributedConversion;
-use adstream_operators::records::Served;
-use adstream_operators::records::{LabelEvent, LabeledExample};
-use adstream_operators::request::device_name;
+use adstream_operators::records::{AttributedConversion, LabelEvent, LabeledExample, Served};
+use adstream_operators::request::AdRequest;
+use adstream_operators::serve::auction::{Candidate, Win};
 use adstream_operators::time::EventTime;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, LogNormal};
 
-use crate::simulator::outcomes::conversion_delay_sim_ms;
-use crate::simulator::world::{Ad, SimCampaign, User, World, WorldConfig};
+use super::market::Market;
+use crate::outcomes::conversion_delay_sim_ms;
+use crate::world::{Ad, SimCampaign, World, WorldConfig};
 
 /// 2026-01-05T00:00:00Z.
 const START_MS: i64 = 1_767_571_200_000;
@@ -109,39 +110,46 @@ pub struct RankerReport {
     pub conversion: Comparison,
 }
 
-/// What serving would log for `ad` of `sc` won by `user`'s request at `ts` (prior predictions).
+/// What serving logs for `ad` of `sc` winning the first slot of `request` (a user's visit)
+/// at `ts`, with predictions `p`.
 fn served_record(
+    request: &AdRequest,
     request_id: &str,
     ts: i64,
-    user: &User,
     sc: &SimCampaign,
     ad: &Ad,
-    inventory: &str,
+    p: Prediction,
 ) -> Served {
     let c = &sc.campaign;
-    Served {
-        request_id: request_id.to_string(),
-        imp_id: "1".into(),
-        ts: EventTime(ts),
-        campaign_id: c.campaign_id.clone(),
-        advertiser_id: c.advertiser_id.clone(),
-        ad_id: ad.ad_id.clone(),
-        billing: c.billing,
-        charge_micros: 0,
+    let request = AdRequest {
+        id: request_id.to_string(),
+        ..request.clone()
+    };
+    let win = Win {
+        imp_id: request
+            .slots
+            .first()
+            .map_or_else(|| "1".to_string(), |s| s.imp_id.clone()),
+        candidate: Candidate {
+            campaign_id: c.campaign_id.clone(),
+            advertiser_id: c.advertiser_id.clone(),
+            ad_id: ad.ad_id.clone(),
+            billing: c.billing,
+            bid_micros: c.bid_micros,
+            pctr: p.pctr,
+            pcvr: p.pcvr,
+        },
+        ecpm_micros: 0,
         price_ecpm_micros: 0,
-        pctr: 0.02,
-        pcvr: 0.05,
-        model_version: "prior".into(),
-        user_id: Some(user.id.clone()),
-        country: Some(user.country.to_string()),
-        device: Some(device_name(user.devicetype).to_string()),
-        interests: user.interests.iter().map(|s| s.to_string()).collect(),
-        tag_id: Some("slot-1".into()),
-        inventory: Some(inventory.into()),
-        bid_micros: c.bid_micros,
-        ad_interests: c.targeting.interests.clone(),
-        billing_token: String::new(),
-    }
+        charge_micros: 0,
+    };
+    Served::from_win(
+        &request,
+        &win,
+        &c.targeting.interests,
+        EventTime(ts),
+        "prior",
+    )
 }
 
 struct Key {
@@ -186,6 +194,7 @@ pub fn run(bench: &RankerBench, mut progress: impl FnMut(f64)) -> anyhow::Result
             ..WorldConfig::default()
         },
     );
+    let market = Market::new(&world)?;
     let spec = bench.spec.clone();
     let device = select_device(bench.device)?;
     let dir = tempfile::tempdir()?;
@@ -295,25 +304,18 @@ pub fn run(bench: &RankerBench, mut progress: impl FnMut(f64)) -> anyhow::Result
             if served % 50_000 == 0 {
                 progress(served as f64 / bench.served as f64);
             }
-            let user = world.sample_user(&mut rng);
-            let device = device_name(user.devicetype);
-            let eligible: Vec<usize> = (0..world.campaigns.len())
-                .filter(|&i| {
-                    let t = &world.campaigns[i].campaign.targeting;
-                    (t.countries.is_empty() || t.countries.iter().any(|c| c == user.country))
-                        && (t.devices.is_empty() || t.devices.iter().any(|d| d == device))
-                })
-                .collect();
-            if eligible.is_empty() {
+            let u = world.sample_user_index(&mut rng);
+            let user = &world.users[u];
+            let eligible = market.eligible(u, EventTime(ts));
+            let (Some(request), false) = (market.requests.get(u), eligible.is_empty()) else {
                 continue;
-            }
+            };
             let sc = &world.campaigns[eligible[rng.random_range(0..eligible.len())]];
             let ad = &sc.ads[rng.random_range(0..sc.ads.len())];
             let c = &sc.campaign;
             let p = prior.predict(&c.campaign_id);
             let request_id = format!("r{served}");
-            let mut record = served_record(&request_id, ts, user, sc, ad, "site");
-            (record.pctr, record.pcvr) = (p.pctr, p.pcvr);
+            let record = served_record(request, &request_id, ts, sc, ad, p);
             let claims = record.claims();
             let ctr = world.true_ctr(user, ad, sc);
             let cvr = world.true_cvr(user, sc);
@@ -418,28 +420,44 @@ pub fn throughput(bench: &RankerBench, seconds: f64) -> anyhow::Result<(String, 
     // A pool of labelled examples, trained on round-robin.
     const POOL: usize = 200_000;
     let world = World::generate(bench.seed, &WorldConfig::default());
+    let market = Market::new(&world)?;
     let mut rng = StdRng::seed_from_u64(bench.seed);
     let mut pool = Vec::with_capacity(POOL);
-    for i in 0..POOL {
-        let user = world.sample_user(&mut rng);
-        let sc = &world.campaigns[rng.random_range(0..world.campaigns.len())];
+    let prior = PriorRanker::default();
+    for _ in 0..POOL * 20 {
+        if pool.len() == POOL {
+            break;
+        }
+        let i = pool.len();
+        let ts = START_MS + i as i64 * 400;
+        let u = world.sample_user_index(&mut rng);
+        let user = &world.users[u];
+        let eligible = market.eligible(u, EventTime(ts));
+        let (Some(request), false) = (market.requests.get(u), eligible.is_empty()) else {
+            continue;
+        };
+        let sc = &world.campaigns[eligible[rng.random_range(0..eligible.len())]];
         let ad = &sc.ads[0];
         let clicked = rng.random_bool(world.true_ctr(user, ad, sc).clamp(0.0, 1.0));
         let served = served_record(
+            request,
             &format!("r{i}"),
-            START_MS + i as i64 * 400,
-            user,
+            ts,
             sc,
             ad,
-            "app",
+            prior.predict(&sc.campaign.campaign_id),
         );
         pool.push(LabeledExample {
             served: Box::new(served),
             click: Some(clicked),
             conversion: clicked.then(|| rng.random_bool(0.1)),
-            label_ms: START_MS + i as i64 * 400,
+            label_ms: ts,
         });
     }
+    anyhow::ensure!(
+        !pool.is_empty(),
+        "serving's retrieval admits no campaign for any user of the world"
+    );
     let dir = tempfile::tempdir()?;
     let config = TrainerConfig {
         model: bench.model.clone(),

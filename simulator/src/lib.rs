@@ -1,16 +1,33 @@
-//! `adstream simulate`: a closed-loop marketplace that drives a running pipeline.
+//! adstream's simulator, benches and demo traffic: a crate beside the product binary that drives
+//! and measures the product's own code (`adstream-operators`), never a copy of it.
 //!
-//! A seeded ground-truth [`world`] (users, advertisers, campaigns, creatives with latent traits)
-//! sends OpenRTB requests to the API at a rate that follows a daily [`traffic`] curve on a
-//! simulated clock (a day can be compressed into minutes). Every win is rendered as an impression,
-//! and clicks and conversions are drawn from the true probabilities with realistic delays
-//! ([`outcomes`]); the events go to Kafka with the billing tokens the auction returned, along
-//! with deliberate bad input ([`faults`]). What was delivered feeds the [`truth`] oracle, which
-//! says what the ledger must have charged.
+//! The `adstream` binary reaches it through its `sim` feature (`demo`, `simulate`, `bench`); the
+//! binary supplies what only it knows (pipeline files, the Kafka client configuration, the state
+//! store) as plain values, so this crate never depends on it.
+//!
+//! # The simulator (`adstream simulate`, and the traffic of `adstream demo`)
+//!
+//! A closed-loop marketplace that drives a running pipeline. A seeded ground-truth [`world`]
+//! (users, advertisers, campaigns, creatives with latent traits) sends OpenRTB requests to the
+//! API at a rate that follows a daily [`traffic`] curve on a simulated clock (a day can be
+//! compressed into minutes). Every win is rendered as an impression, and clicks and conversions
+//! are drawn from the true probabilities with realistic delays ([`outcomes`]); the events go to
+//! Kafka with the billing tokens the auction returned, along with deliberate bad input
+//! ([`faults`]). What was delivered feeds the [`truth`] oracle, which says what the ledger must
+//! have charged.
 //!
 //! Event times are wall-clock times (the pipeline judges lateness against the wall clock); only
 //! the traffic curve and the conversion delays run on the simulated clock.
+//!
+//! # The benches (`adstream bench`)
+//!
+//! [`bench`]: the ledger's hot path and dataflow, spend freshness against a running pipeline, the
+//! pacing law against an ASAP baseline, and the online ranker, each through the operators'
+//! code: targeting, headroom and pricing are serving's own ([`adstream_operators::serve`]).
+#![deny(missing_docs)]
 
+pub mod bench;
+pub mod check;
 pub mod faults;
 pub mod outcomes;
 pub mod traffic;
@@ -30,6 +47,8 @@ use anyhow::Context;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, LogNormal};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::ToBytes;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientConfig, ClientContext};
 use serde_json::json;
@@ -113,22 +132,46 @@ pub struct SimTopics {
 }
 
 impl SimTopics {
-    /// The topic names of `pipeline`.
-    pub fn of(pipeline: &crate::pipeline::Pipeline) -> Self {
-        SimTopics {
-            campaigns: pipeline.topics.campaigns.clone(),
-            impressions: pipeline.topics.impressions.clone(),
-            clicks: pipeline.topics.clicks.clone(),
-            conversions: pipeline.topics.conversions.clone(),
-        }
-    }
-
     fn of_kind(&self, kind: EventKind) -> &str {
         match kind {
             EventKind::Impression => &self.impressions,
             EventKind::Click => &self.clicks,
             EventKind::Conversion => &self.conversions,
         }
+    }
+}
+
+/// What the simulator and the benches need to know of the pipeline they drive. The `adstream`
+/// binary fills it in from a pipeline file (the Kafka settings with their secrets resolved), so
+/// this crate never reads pipeline files itself.
+#[derive(Clone)]
+pub struct Target {
+    /// A librdkafka configuration for the pipeline's brokers (SASL/SSL properties included).
+    pub kafka: ClientConfig,
+    /// The topics to write.
+    pub topics: SimTopics,
+    /// The pipeline's `time.lateness_ms`.
+    pub lateness_ms: i64,
+    /// The pipeline's attribution windows.
+    pub windows: Windows,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The client configuration may hold SASL passwords: never printed.
+        f.debug_struct("Target")
+            .field("topics", &self.topics)
+            .field("lateness_ms", &self.lateness_ms)
+            .field("windows", &self.windows)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SimConfig {
+    /// Takes the pipeline's lateness bound and attribution windows (the oracle's assumptions).
+    pub fn fit(&mut self, target: &Target) {
+        self.lateness_ms = target.lateness_ms;
+        self.windows = target.windows;
     }
 }
 
@@ -357,6 +400,31 @@ fn splitmix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
+/// Sends `record`, waiting 1 ms and trying again while the producer's queue is full, at most
+/// `attempts` times; then the queue-full error is returned. Any other error returns at once.
+pub fn send_waiting<'a, K, P, C>(
+    producer: &ThreadedProducer<C>,
+    mut record: BaseRecord<'a, K, P, C::DeliveryOpaque>,
+    attempts: usize,
+) -> Result<(), KafkaError>
+where
+    K: ToBytes + ?Sized,
+    P: ToBytes + ?Sized,
+    C: ProducerContext + 'static,
+{
+    for _ in 0..attempts {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+    Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull))
+}
+
 /// A simulation against one pipeline.
 pub struct Simulator {
     config: SimConfig,
@@ -451,7 +519,7 @@ impl Simulator {
         let record = BaseRecord::with_opaque_to(&topic, Box::new(receipt))
             .key(&key)
             .payload(&payload);
-        if let Err(e) = crate::kafka::send_waiting(&self.producer, record, usize::MAX) {
+        if let Err(e) = send_waiting(&self.producer, record, usize::MAX) {
             tracing::warn!(error = %e, topic, "simulator could not produce");
             self.stats.delivery_errors.fetch_add(1, Ordering::Relaxed);
         }
@@ -603,19 +671,7 @@ impl Simulator {
         let slots = if rng.random_bool(0.3) { 2 } else { 1 };
         // Publishers' floors (CPM, currency units) vary around the market's typical price.
         let floor: f64 = LogNormal::new(0.0, 0.8).map_or(1.0, |l| l.sample(&mut rng));
-        let imps: Vec<serde_json::Value> = (1..=slots)
-            .map(|i| {
-                json!({"id": i.to_string(), "tagid": format!("feed-{i}"), "bidfloor": (floor * 100.0).round() / 100.0})
-            })
-            .collect();
-        let body = json!({
-            "id": request_id,
-            "imp": imps,
-            "user": {"id": user.id, "keywords": user.interests.join(",")},
-            "device": {"geo": {"country": user.country}, "devicetype": user.devicetype},
-            "site": {"domain": "news.example"},
-            "tmax": self.config.tmax_ms,
-        });
+        let body = user.bid_request(&request_id, slots, floor, self.config.tmax_ms);
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let sent = Instant::now();
         let response = self
@@ -931,21 +987,14 @@ impl Simulator {
     }
 }
 
-/// `adstream simulate`: runs against the pipeline whose Kafka is `brokers` and whose API is
-/// `api`, printing progress; with `check`, waits until the API's spend equals the ground truth.
+/// `adstream simulate`: runs against the pipeline `target` whose API is `api`, printing progress; with `check`, waits until the API's spend equals the ground truth.
 pub fn run_standalone(
-    pipeline: &crate::pipeline::Pipeline,
-    brokers: &str,
+    target: &Target,
     api: &str,
     mut config: SimConfig,
     check: bool,
 ) -> anyhow::Result<()> {
-    config.lateness_ms = *pipeline.time.lateness_ms.get_ref();
-    config.windows = Windows {
-        click_ms: *pipeline.attribution.click_window_ms.get_ref(),
-        view_ms: *pipeline.attribution.view_window_ms.get_ref(),
-    };
-    let kafka = crate::kafka::client_config(pipeline, brokers)?;
+    config.fit(target);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -955,8 +1004,8 @@ pub fn run_standalone(
         let _guard = rt.enter();
         Arc::new(Simulator::new(
             config,
-            &kafka,
-            SimTopics::of(pipeline),
+            &target.kafka,
+            target.topics.clone(),
             api,
         )?)
     };

@@ -8,21 +8,21 @@
 //! - [`freshness`]: produce-to-API delay and end-to-end throughput against a running pipeline.
 //! - [`pacing`]: the pacing law against an ASAP baseline over simulated days.
 //! - [`ranker`]: the online ranker's AUC over a simulated day, and training examples/s.
+//!
+//! The pacing and ranker benches see the simulated world through [`market`]: serving's own
+//! retrieval decides which campaigns may bid, and the pacing bench answers every request with
+//! serving's [`adstream_operators::serve::operator::answer`] (headroom, auction, pricing).
 
 pub mod freshness;
+pub mod market;
 pub mod pacing;
 pub mod ranker;
 
 /// Produces `n` active CPM/CPC/CPA campaigns over 20 countries, 3 device types and 50
-/// advertisers to `pipeline`'s campaigns topic, for serving benchmarks.
-pub fn seed_campaigns(
-    pipeline: &crate::pipeline::Pipeline,
-    brokers: &str,
-    n: usize,
-) -> anyhow::Result<()> {
+/// advertisers to `target`'s campaigns topic, for serving benchmarks.
+pub fn seed_campaigns(target: &crate::Target, n: usize) -> anyhow::Result<()> {
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-    let config = crate::kafka::client_config(pipeline, brokers)?;
-    let producer: BaseProducer = config.create()?;
+    let producer: BaseProducer = target.kafka.create()?;
     let countries = [
         "US", "FR", "DE", "GB", "JP", "BR", "IN", "CA", "AU", "ES", "IT", "NL", "SE", "MX", "KR",
         "PL", "AR", "ZA", "NG", "TR",
@@ -39,7 +39,7 @@ pub fn seed_campaigns(
             countries[(i / 3) % countries.len()],
             devices[i % 3],
         );
-        let mut record = BaseRecord::to(&pipeline.topics.campaigns)
+        let mut record = BaseRecord::to(&target.topics.campaigns)
             .key(&id)
             .payload(&doc);
         loop {
@@ -384,15 +384,21 @@ pub fn report_contributions(n: usize) -> f64 {
     n as f64 / started.elapsed().as_secs_f64()
 }
 
-/// Milliseconds to make a checkpoint of `entries` dirty entries durable in RocksDB (the store
-/// the binary uses), and the store's size in entries before it: a checkpoint writes only what
-/// changed, so its cost follows the dirty entries more than the state held.
-pub fn checkpoint_cost(fsync: bool) -> Vec<(usize, usize, f64)> {
+/// Opens the binary's durable state store (RocksDB) in an empty directory, syncing each write to
+/// disk or not: how the `adstream` binary hands its store to [`run`] without this crate
+/// depending on it.
+pub type OpenStore<'a> = &'a dyn Fn(&std::path::Path, bool) -> anyhow::Result<Arc<dyn StateStore>>;
+
+/// Milliseconds to make a checkpoint of `entries` dirty entries durable in the store `open`
+/// makes (RocksDB, the store the binary uses), and the store's size in entries before it: a
+/// checkpoint writes only what changed, so its cost follows the dirty entries more than the
+/// state held.
+pub fn checkpoint_cost(open: OpenStore<'_>, fsync: bool) -> Vec<(usize, usize, f64)> {
     use adstream_operators::checkpoint::StateBatch;
     let Ok(dir) = tempfile::tempdir() else {
         return Vec::new();
     };
-    let Ok(store) = crate::state::RocksStore::open(dir.path(), 0, 1, fsync, None) else {
+    let Ok(store) = open(dir.path(), fsync) else {
         return Vec::new();
     };
     let mut held = 0usize;
@@ -421,8 +427,8 @@ pub fn checkpoint_cost(fsync: bool) -> Vec<(usize, usize, f64)> {
     out
 }
 
-/// Prints every figure.
-pub fn run(events: usize) {
+/// Prints every figure; the checkpoint figures are of the store `open` makes.
+pub fn run(events: usize, open: OpenStore<'_>) {
     println!(
         "machine: {} cores",
         std::thread::available_parallelism().map_or(0, |n| n.get())
@@ -448,7 +454,7 @@ pub fn run(events: usize) {
     let reports = report_contributions(events);
     println!("report contributions alone (dedup + 3 reports), 1 thread: {reports:>12.0} events/s");
     for fsync in [false, true] {
-        for (entries, held, ms) in checkpoint_cost(fsync) {
+        for (entries, held, ms) in checkpoint_cost(open, fsync) {
             println!(
                 "checkpoint (RocksDB{}): {entries:>9} dirty entries into a store of {held:>9}: {ms:>8.1} ms ({:.2} us/entry)",
                 if fsync { ", fsync" } else { "" },

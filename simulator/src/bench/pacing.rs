@@ -2,26 +2,34 @@
 //! over simulated days in virtual time.
 //!
 //! Both arms see the same seeded world (about 60 campaigns: CPM, CPC and CPA, log-normal budgets)
-//! and the same request stream along the diurnal curve. They run the same retrieval, GSP auction
-//! and budget gate with reservations, and billing events arrive late: impressions ~1 s after the
+//! and the same request stream along the diurnal curve. Every request is answered by serving's
+//! own [`answer`]: its retrieval (targeting, throttle, budget left), its headroom per campaign
+//! ([`PacingBoard::headroom`], fed with the pacers' broadcast state as the pacing operator
+//! publishes it) and its gated GSP auction and pricing, on one serving replica with the
+//! pipeline's default serving settings. Billing events arrive late: impressions ~1 s after the
 //! win, clicks seconds to minutes later, 5% of events another 0-5 minutes late, conversions hours
 //! later. The paced arm also throttles each campaign with [`adstream_operators::pacing`]; the
 //! ASAP arm takes part in every auction it qualifies for. Day 1 trains the traffic profiles;
 //! day 2 is measured. Every campaign runs on UTC days here, so both days line up.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::path::Path;
 
+use adstream_operators::catalog::Listed;
 use adstream_operators::events::{Billing, CampaignStatus};
 use adstream_operators::ledger::split_charge;
+use adstream_operators::pacing::board::PacingBoard;
 use adstream_operators::pacing::delays::DelayCurve;
 use adstream_operators::pacing::pacer::{CampaignPacer, Terms};
 use adstream_operators::pacing::profile::position;
 use adstream_operators::pacing::reservation::expected_cost;
-use adstream_operators::pacing::PacingConfig;
-use adstream_operators::request::Slot;
-use adstream_operators::serve::auction::{run_gated_auction, Candidate};
+use adstream_operators::pacing::{PacingConfig, PacingUpdate};
+use adstream_operators::ranker::prior::{Prediction, Ranker};
+use adstream_operators::records::{DaySpend, LedgerState};
+use adstream_operators::request::{AdRequest, Slot};
+use adstream_operators::serve::auction::Candidate;
+use adstream_operators::serve::operator::{answer, ServeConfig};
 use adstream_operators::time::day::budget_day;
 use adstream_operators::time::EventTime;
 use anyhow::Context;
@@ -29,33 +37,35 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Exp, LogNormal};
 
-use crate::simulator::outcomes::{draw, OutcomeParams};
-use crate::simulator::traffic::{DailyCurve, SimClock};
-use crate::simulator::world::{World, WorldConfig, DEVICES};
+use super::market::Market;
+use crate::outcomes::{draw, OutcomeParams};
+use crate::traffic::{DailyCurve, SimClock};
+use crate::world::{World, WorldConfig};
 
 const DAY_MS: i64 = 86_400_000;
 /// 2026-01-05T00:00:00Z.
 const START_MS: i64 = 1_767_571_200_000;
 
-/// Per-campaign predictions: the campaign's mean true CTR and CVR over the users it targets, as
-/// serving's per-campaign prior learns them (calibrated on average, blind to the user).
-fn calibrated_predictions(world: &World, seed: u64) -> Vec<(f64, f64)> {
+/// Per-campaign predictions: the campaign's mean true CTR and CVR over the users serving's
+/// retrieval shows it to, as serving's per-campaign prior learns them (calibrated on average,
+/// blind to the user).
+fn calibrated_predictions(market: &Market<'_>, seed: u64) -> Vec<(f64, f64)> {
+    let world = market.world;
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
-    world
-        .campaigns
-        .iter()
-        .map(|sc| {
-            let tg = &sc.campaign.targeting;
-            let (mut ctr, mut cvr, mut n) = (0.0, 0.0, 0.0);
-            for _ in 0..4_000 {
-                let user = world.sample_user(&mut rng);
-                if !(tg.countries.is_empty() || tg.countries.iter().any(|x| x == user.country)) {
-                    continue;
-                }
-                ctr += world.true_ctr(user, &sc.ads[0], sc);
-                cvr += world.true_cvr(user, sc);
-                n += 1.0;
-            }
+    let mut sums = vec![(0.0, 0.0, 0.0); world.campaigns.len()];
+    for _ in 0..20_000 {
+        let u = world.sample_user_index(&mut rng);
+        let user = &world.users[u];
+        for c in market.eligible(u, EventTime(START_MS)) {
+            let sc = &world.campaigns[c];
+            let (ctr, cvr, n) = &mut sums[c];
+            *ctr += world.true_ctr(user, &sc.ads[0], sc);
+            *cvr += world.true_cvr(user, sc);
+            *n += 1.0;
+        }
+    }
+    sums.into_iter()
+        .map(|(ctr, cvr, n)| {
             if n == 0.0 {
                 (0.02, 0.05)
             } else {
@@ -63,6 +73,42 @@ fn calibrated_predictions(world: &World, seed: u64) -> Vec<(f64, f64)> {
             }
         })
         .collect()
+}
+
+/// Serving's ranker in the bench: each campaign's calibrated prediction.
+struct Calibrated(HashMap<String, Prediction>);
+
+impl Ranker for Calibrated {
+    fn score(&self, _: &AdRequest, candidates: &[&Listed], _: EventTime) -> Vec<Prediction> {
+        candidates
+            .iter()
+            .map(|l| {
+                self.0
+                    .get(&l.campaign.campaign_id)
+                    .copied()
+                    .unwrap_or(Prediction {
+                        pctr: 0.02,
+                        pcvr: 0.05,
+                    })
+            })
+            .collect()
+    }
+
+    fn version(&self) -> String {
+        "calibrated".into()
+    }
+}
+
+/// Serving's settings in the bench: the pipeline's defaults (`serving.per_advertiser` 2,
+/// `serving.max_candidates` 200), a market-wide reserve of 0.01 CPM.
+fn serve_config(pacing: &PacingConfig) -> ServeConfig {
+    ServeConfig {
+        secret: b"bench-secret".to_vec(),
+        reserve_ecpm_micros: 10_000,
+        per_advertiser: 2,
+        max_candidates: 200,
+        reservation_ttl_ms: pacing.reservation_ttl_ms,
+    }
 }
 
 /// Settings of the evaluation.
@@ -112,11 +158,14 @@ pub struct CampaignDay {
     pub max_charge: u64,
 }
 
-/// A billing event to come: (arrival ms, win number, campaign, charge micros, win ms).
-type BillingEvent = (i64, u64, usize, u64, i64);
+/// A billing event to come: (arrival ms, win number, campaign, charge micros, win ms, request
+/// number, slot number).
+type BillingEvent = (i64, u64, usize, u64, i64, u64, u32);
 
-fn simulate(world: &World, bench: &PacingBench, paced: bool) -> Vec<CampaignDay> {
+fn simulate(market: &Market<'_>, bench: &PacingBench, paced: bool) -> Vec<CampaignDay> {
+    let world = market.world;
     let cfg = &bench.pacing;
+    let serve = serve_config(cfg);
     let n = world.campaigns.len();
     let slots = cfg.slots.max(1);
     let mut rng = StdRng::seed_from_u64(bench.seed);
@@ -126,8 +175,11 @@ fn simulate(world: &World, bench: &PacingBench, paced: bool) -> Vec<CampaignDay>
         impression_delay_ms: 1_000.0,
         ..OutcomeParams::default()
     };
-    // The live pacing state of each campaign: plan, profile, controller and reservations (one
-    // serving replica here).
+    // Serving's replica of the budget state, and its view of pacing (one serving replica here).
+    let mut book = world.budget_book();
+    let mut board = PacingBoard::new(0, 1);
+    let mut reach: HashMap<String, u64> = HashMap::new();
+    // The live pacing state of each campaign: plan, profile, controller and reservations.
     let mut pacers: Vec<CampaignPacer> = world
         .campaigns
         .iter()
@@ -145,20 +197,29 @@ fn simulate(world: &World, bench: &PacingBench, paced: bool) -> Vec<CampaignDay>
             p
         })
         .collect();
-    let mut pass: Vec<f64> = pacers
-        .iter()
-        .map(|p| if paced { p.controller.pass } else { 1.0 })
-        .collect();
     let mut spend = vec![0u64; n];
-    // Expected cost of CPA conversions still to come today, as of the last control step.
-    let mut to_come = vec![0u64; n];
     // Conversion delays, learned from all campaigns' conversions (one worker here).
     let mut delays = DelayCurve::default();
-    // Billing events to come: (arrival ms, win number, campaign, charge micros, win ms).
-    let predicted: Vec<(f64, f64)> = calibrated_predictions(world, bench.seed)
+    let predicted: Vec<(f64, f64)> = calibrated_predictions(market, bench.seed)
         .into_iter()
         .map(|(ctr, cvr)| (ctr / bench.click_surprise.max(1e-9), cvr))
         .collect();
+    let ranker = Calibrated(
+        world
+            .campaigns
+            .iter()
+            .zip(&predicted)
+            .map(|(sc, (pctr, pcvr))| {
+                (
+                    sc.campaign.campaign_id.clone(),
+                    Prediction {
+                        pctr: *pctr,
+                        pcvr: *pcvr,
+                    },
+                )
+            })
+            .collect(),
+    );
     // Billed and overdelivered micros per budget day (0, 1, and 2 for late events past the end)
     // and campaign, as the ledger splits them.
     let mut billed = vec![vec![0u64; n]; 3];
@@ -171,6 +232,7 @@ fn simulate(world: &World, bench: &PacingBench, paced: bool) -> Vec<CampaignDay>
     let mut current_day = 0i64;
     let mut last_slot = usize::MAX;
     let mut seq = 0u64;
+    let mut requests = 0u64;
     let late: Exp<f64> = Exp::new(1.0 / 150_000.0).expect("valid rate");
     let floors = LogNormal::new(0.0, 0.8).expect("valid log-normal");
     loop {
@@ -198,21 +260,25 @@ fn simulate(world: &World, bench: &PacingBench, paced: bool) -> Vec<CampaignDay>
                 }
                 let at = EventTime(next_control);
                 let slot = position(at, chrono_tz::UTC, slots).slot;
+                board.expire(next_control);
                 for (c, p) in pacers.iter_mut().enumerate() {
                     p.expire(next_control);
                     p.control(at, cfg, &delays, paced);
-                    // What serving sees of CPA conversions to come: the broadcast state, here
-                    // refreshed at each control step.
-                    to_come[c] = p.conversions_pending(at, cfg, &delays);
-                    pass[c] = p.controller.pass;
+                    // What serving sees: the state the pacing operator broadcasts, here at each
+                    // control step.
+                    let Some(state) = p.state(at, cfg, &delays, paced) else {
+                        continue;
+                    };
                     if day == 1 && slot != last_slot {
                         let o = &mut out[c];
                         o.spend_curve.push(spend[c]);
-                        o.target_curve.push(
-                            p.state(at, cfg, &delays, paced)
-                                .map_or(0, |s| s.target_micros),
-                        );
+                        o.target_curve.push(state.target_micros);
                     }
+                    board.apply(PacingUpdate {
+                        campaign_id: world.campaigns[c].campaign.campaign_id.clone(),
+                        state,
+                        reserved_by_replica: p.reserved_by_replica(1),
+                    });
                 }
                 last_slot = slot;
                 next_control += cfg.interval_ms;
@@ -221,129 +287,123 @@ fn simulate(world: &World, bench: &PacingBench, paced: bool) -> Vec<CampaignDay>
             if event_at.is_none() {
                 break;
             }
-            let Some(Reverse((at, win, campaign, charge, won))) = pending.pop() else {
+            let Some(Reverse((at, _, campaign, charge, won, request, imp))) = pending.pop() else {
                 break;
             };
+            let (request_id, imp_id) = (request.to_string(), imp.to_string());
             let p = &mut pacers[campaign];
-            p.settle(&win.to_string(), "1");
-            if world.campaigns[campaign].campaign.billing == Billing::Cpa {
+            p.settle(&request_id, &imp_id);
+            board.settle(&request_id, &imp_id);
+            let camp = &world.campaigns[campaign].campaign;
+            if camp.billing == Billing::Cpa {
                 delays.observe(at - won);
             }
             // The ledger charges the budget day of the win, at most what is left of its budget.
             let day = ((won - START_MS) / DAY_MS).clamp(0, 2) as usize;
-            let budget = world.campaigns[campaign].campaign.daily_budget_micros;
-            let (b, o) = split_charge(charge, billed[day][campaign], budget);
+            let (b, o) = split_charge(charge, billed[day][campaign], camp.daily_budget_micros);
             billed[day][campaign] += b;
             over[day][campaign] += o;
             if day as i64 == current_day {
                 spend[campaign] = billed[day][campaign];
             }
-            p.record_spend(
-                budget_day(EventTime(won), chrono_tz::UTC),
-                billed[day][campaign],
-            );
+            let won_day = budget_day(EventTime(won), chrono_tz::UTC);
+            p.record_spend(won_day, billed[day][campaign]);
+            book.apply(&LedgerState::Spend(DaySpend {
+                campaign_id: camp.campaign_id.clone(),
+                day: won_day,
+                spend_micros: billed[day][campaign],
+                overdelivery_micros: over[day][campaign],
+            }));
             if day == 1 {
                 let o = &mut out[campaign];
                 o.units += 1;
                 o.max_charge = o.max_charge.max(charge);
             }
         }
-        // One request: retrieval (targeting, reach, throttle, budget left), the gated auction.
-        let user = world.sample_user(&mut rng);
-        let device = DEVICES
-            .iter()
-            .find(|d| d.0 == user.devicetype)
-            .map_or("other", |d| d.1);
-        let pos = position(EventTime(now), chrono_tz::UTC, slots);
-        let mut candidates = Vec::new();
-        for (c, sc) in world.campaigns.iter().enumerate() {
-            let camp = &sc.campaign;
-            let tg = &camp.targeting;
-            if camp.status != CampaignStatus::Active
-                || !(tg.countries.is_empty() || tg.countries.iter().any(|x| x == user.country))
-                || !(tg.devices.is_empty() || tg.devices.iter().any(|x| x == device))
-                || !(tg.interests.is_empty()
-                    || tg
-                        .interests
-                        .iter()
-                        .any(|i| user.interests.contains(&i.as_str())))
-            {
-                continue;
-            }
-            // Every campaign is on UTC days here: one position serves all.
-            pacers[c].profile.observe(pos, 1.0, cfg.profile_smoothing);
-            if pass[c] < 1.0 && !rng.random_bool(pass[c].clamp(0.0, 1.0)) {
-                continue;
-            }
-            let remaining = camp.daily_budget_micros.saturating_sub(spend[c]);
-            let headroom = remaining
-                .saturating_sub(pacers[c].reserved())
-                .saturating_sub(to_come[c]);
-            let candidate = Candidate {
-                campaign_id: c.to_string(),
-                advertiser_id: camp.advertiser_id.clone(),
-                ad_id: sc.ads[0].ad_id.clone(),
-                billing: camp.billing,
-                bid_micros: camp.bid_micros,
-                pctr: predicted[c].0,
-                pcvr: predicted[c].1,
-            };
-            // Demand exceeded the budget once a win at the bid no longer fits.
-            let at_bid = expected_cost(
-                camp.billing,
-                candidate.max_charge_micros(),
-                candidate.pctr,
-                candidate.pcvr,
-            );
-            if headroom < at_bid && current_day == 1 {
-                out[c].budget_bound = true;
-            }
-            if remaining > 0 {
-                candidates.push(candidate);
-            }
-        }
-        if candidates.is_empty() {
+        // One request, answered by serving: retrieval (targeting, reach, throttle, budget left),
+        // headroom and the gated auction.
+        let u = world.sample_user_index(&mut rng);
+        let user = &world.users[u];
+        let Some(template) = market.requests.get(u) else {
             continue;
-        }
-        let floor: f64 = floors.sample(&mut rng);
-        let slots_here: Vec<Slot> = (0..if rng.random_bool(0.3) { 2 } else { 1 })
-            .map(|i| Slot {
-                imp_id: i.to_string(),
-                tag_id: None,
-                floor_ecpm_micros: (floor * 1e6) as u64,
-            })
-            .collect();
-        let headroom = |id: &str| {
-            id.parse::<usize>().map_or(0, |c| {
-                world.campaigns[c]
-                    .campaign
-                    .daily_budget_micros
-                    .saturating_sub(spend[c])
-                    .saturating_sub(pacers[c].reserved())
-                    .saturating_sub(to_come[c])
-            })
         };
-        for win in run_gated_auction(&slots_here, candidates, headroom, 10_000) {
-            let Ok(c) = win.candidate.campaign_id.parse::<usize>() else {
+        requests += 1;
+        let floor: f64 = floors.sample(&mut rng);
+        let request = AdRequest {
+            id: requests.to_string(),
+            slots: (1..=if rng.random_bool(0.3) { 2 } else { 1 })
+                .map(|i| Slot {
+                    imp_id: i.to_string(),
+                    tag_id: None,
+                    floor_ecpm_micros: (floor * 1e6) as u64,
+                })
+                .collect(),
+            ..template.clone()
+        };
+        let at = EventTime(now);
+        let outcome = answer(
+            &book,
+            &market.index,
+            &board,
+            &mut reach,
+            &ranker,
+            &serve,
+            &request,
+            at,
+        );
+        // What pacing learns of the request: every campaign it could reach. Demand exceeded a
+        // campaign's budget once a win at its bid no longer fits its headroom.
+        for (id, count) in reach.drain() {
+            let Some(c) = world.campaign_index(&id) else {
                 continue;
             };
-            let sc = &world.campaigns[c];
-            let ad = &sc.ads[0];
+            pacers[c].observe_reach(at, count, cfg);
+            if current_day == 1 && !out[c].budget_bound {
+                let Some(listed) = book.catalog().get(&id) else {
+                    continue;
+                };
+                let camp = &listed.campaign;
+                let max_charge = Candidate {
+                    campaign_id: id.clone(),
+                    advertiser_id: camp.advertiser_id.clone(),
+                    ad_id: String::new(),
+                    billing: camp.billing,
+                    bid_micros: camp.bid_micros,
+                    pctr: predicted[c].0,
+                    pcvr: predicted[c].1,
+                }
+                .max_charge_micros();
+                let at_bid =
+                    expected_cost(camp.billing, max_charge, predicted[c].0, predicted[c].1);
+                if board.headroom(&id, book.remaining(listed, at)) < at_bid {
+                    out[c].budget_bound = true;
+                }
+            }
+        }
+        for signed in outcome.wins {
+            let win = signed.win;
+            let Some(c) = world.campaign_index(&win.candidate.campaign_id) else {
+                continue;
+            };
             seq += 1;
+            // The reservation serving makes, and the feedback pacing takes it from.
             let cost = expected_cost(
                 win.candidate.billing,
                 win.charge_micros,
                 win.candidate.pctr,
                 win.candidate.pcvr,
             );
-            pacers[c].reserve(
-                0,
-                &seq.to_string(),
-                "1",
+            let expires = now + serve.reservation_ttl_ms;
+            board.reserve(
+                &win.candidate.campaign_id,
+                &request.id,
+                &win.imp_id,
                 cost,
-                now,
-                now + cfg.reservation_ttl_ms,
+                expires,
             );
+            pacers[c].reserve(0, &request.id, &win.imp_id, cost, now, expires);
+            let sc = &world.campaigns[c];
+            let ad = &sc.ads[0];
             let fate = draw(
                 &mut rng,
                 &params,
@@ -362,12 +422,15 @@ fn simulate(world: &World, bench: &PacingBench, paced: bool) -> Vec<CampaignDay>
             } else {
                 0
             };
+            let imp = win.imp_id.parse::<u32>().unwrap_or(0);
             pending.push(Reverse((
                 now + offset + extra,
                 seq,
                 c,
                 win.charge_micros,
                 now,
+                requests,
+                imp,
             )));
         }
     }
@@ -561,9 +624,10 @@ pub fn run(bench: &PacingBench, png: Option<&Path>) -> anyhow::Result<()> {
     for c in &mut world.campaigns {
         c.campaign.timezone = "UTC".into();
     }
+    let market = Market::new(&world)?;
     let started = std::time::Instant::now();
-    let asap = simulate(&world, bench, false);
-    let paced = simulate(&world, bench, true);
+    let asap = simulate(&market, bench, false);
+    let paced = simulate(&market, bench, true);
     let a = summarise(&world, &asap, &asap);
     let p = summarise(&world, &paced, &asap);
     println!(
@@ -597,8 +661,8 @@ pub fn run(bench: &PacingBench, png: Option<&Path>) -> anyhow::Result<()> {
         click_surprise: 10.0,
         ..bench.clone()
     };
-    let asap10 = summarise(&world, &simulate(&world, &surprised, false), &asap);
-    let paced10 = summarise(&world, &simulate(&world, &surprised, true), &asap);
+    let asap10 = summarise(&world, &simulate(&market, &surprised, false), &asap);
+    let paced10 = summarise(&world, &simulate(&market, &surprised, true), &asap);
     for (k, name) in ["CPM", "CPC", "CPA"].iter().enumerate() {
         println!(
             "| overdelivery {name}, % of budgets (worst campaign) | small | {:.2} ({:.1}) | {:.2} ({:.1}) |",
@@ -664,8 +728,9 @@ mod tests {
         for c in &mut world.campaigns {
             c.campaign.timezone = "UTC".into();
         }
-        let asap = simulate(&world, &bench, false);
-        let paced = simulate(&world, &bench, true);
+        let market = Market::new(&world).unwrap();
+        let asap = simulate(&market, &bench, false);
+        let paced = simulate(&market, &bench, true);
         let a = summarise(&world, &asap, &asap);
         let p = summarise(&world, &paced, &asap);
         assert!(a.bound > 0, "no campaign was budget-bound: {a:?}");

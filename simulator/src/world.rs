@@ -12,6 +12,9 @@ use std::collections::HashMap;
 use adstream_operators::events::{
     Billing, Campaign, CampaignStatus, Creative, Objective, Targeting,
 };
+use adstream_operators::ledger::status::BudgetBook;
+use adstream_operators::records::CatalogUpdate;
+use adstream_operators::request::{parse_request, AdRequest, RequestError};
 use rand::distr::weighted::WeightedIndex;
 use rand::prelude::*;
 use rand::rngs::StdRng;
@@ -89,6 +92,44 @@ pub struct User {
     pub interests: Vec<&'static str>,
     /// Hidden taste vector.
     pub latent: Vec<f64>,
+}
+
+impl User {
+    /// The OpenRTB 2.6 BidRequest of one visit of this user from a site: `slots` impressions
+    /// (`imp.id` 1, 2, ...; `tagid` `feed-N`) with the publisher's floor `floor_cpm` (CPM,
+    /// currency units), answered within `tmax_ms`. What the simulator posts to `/v1/openrtb`.
+    pub fn bid_request(
+        &self,
+        request_id: &str,
+        slots: usize,
+        floor_cpm: f64,
+        tmax_ms: u64,
+    ) -> serde_json::Value {
+        let imps: Vec<serde_json::Value> = (1..=slots)
+            .map(|i| {
+                serde_json::json!({"id": i.to_string(), "tagid": format!("feed-{i}"), "bidfloor": (floor_cpm * 100.0).round() / 100.0})
+            })
+            .collect();
+        serde_json::json!({
+            "id": request_id,
+            "imp": imps,
+            "user": {"id": self.id, "keywords": self.interests.join(",")},
+            "device": {"geo": {"country": self.country}, "devicetype": self.devicetype},
+            "site": {"domain": "news.example"},
+            "tmax": tmax_ms,
+        })
+    }
+
+    /// One visit of this user (one slot, no floor) as serving reads it: [`Self::bid_request`]
+    /// through the product's parser, so country, device and interests are what serving's
+    /// targeting matches. The benches run serving's retrieval on it.
+    pub fn ad_request(&self, request_id: &str) -> Result<AdRequest, RequestError> {
+        parse_request(
+            self.bid_request(request_id, 1, 0.0, 50)
+                .to_string()
+                .as_bytes(),
+        )
+    }
 }
 
 /// A creative and its hidden quality.
@@ -286,7 +327,30 @@ impl World {
 
     /// A user drawn by activity (heavy users request more).
     pub fn sample_user(&self, rng: &mut impl Rng) -> &User {
-        &self.users[self.user_pick.sample(rng)]
+        &self.users[self.sample_user_index(rng)]
+    }
+
+    /// The index in [`World::users`] of a user drawn as [`World::sample_user`] draws one.
+    pub fn sample_user_index(&self, rng: &mut impl Rng) -> usize {
+        self.user_pick.sample(rng)
+    }
+
+    /// The index in [`World::campaigns`] of the campaign with this id.
+    pub fn campaign_index(&self, campaign_id: &str) -> Option<usize> {
+        self.by_campaign.get(campaign_id).copied()
+    }
+
+    /// Every campaign of the world in a serving replica's budget book (its catalog), nothing
+    /// spent yet: what serving's retrieval reads.
+    pub fn budget_book(&self) -> BudgetBook {
+        let mut book = BudgetBook::default();
+        for c in &self.campaigns {
+            book.apply_catalog(&CatalogUpdate::new(
+                c.campaign.campaign_id.clone(),
+                Some(Box::new(c.campaign.clone())),
+            ));
+        }
+        book
     }
 
     /// The campaign with this id.

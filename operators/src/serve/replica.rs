@@ -1,0 +1,698 @@
+//! One worker's serving state as plain data: the replica of the catalog and budget state, the
+//! prior ranker it learns, this replica's reservations (on the shared [`PacingBoard`]) and the
+//! reach counts owed to pacing.
+//!
+//! [`ServingReplica::apply`] takes in the replicated ledger stream, [`ServingReplica::tick`]
+//! expires reservations and reindexes, and [`ServingReplica::handle`] answers a request: retrieval,
+//! ranking (the live model, else the prior), the gated auction, then a reservation per win with its
+//! pacing feedback and its `ads.served` record, collected by [`ServingReplica::take_outputs`].
+//! The [`super::operator`] shell only moves data between timely and these methods.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::auction::{run_gated_auction, Candidate, Win};
+use super::retrieval::{retrieve, CampaignIndex};
+use crate::ledger::status::BudgetBook;
+use crate::pacing::board::PacingBoard;
+use crate::pacing::reservation::expected_cost;
+use crate::ranker::prior::{PriorRanker, Ranker};
+use crate::ranker::scoring::ModelSlot;
+use crate::records::{LedgerState, PacingFeedback, ReplicaUpdate, Served};
+use crate::request::AdRequest;
+use crate::routing::route;
+use crate::time::EventTime;
+use crate::token::{sign, WinClaims};
+
+/// A won slot with its signed billing token.
+#[derive(Debug, Clone)]
+pub struct SignedWin {
+    /// The auction's result.
+    pub win: Win,
+    /// `billing_token` for the win's events.
+    pub token: String,
+}
+
+/// The answer to one request.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOutcome {
+    /// Wins, one per filled slot (empty: no fill).
+    pub wins: Vec<SignedWin>,
+    /// Model that ranked.
+    pub model_version: String,
+    /// Whether the deadline had passed before the request was reached.
+    pub late: bool,
+}
+
+impl Served {
+    /// The log record of `win` in `request`, with the raw feature values the ranker used
+    /// (`ranker::features::FeatureContext::from_served` reads them back for training).
+    pub fn from_win(
+        request: &AdRequest,
+        win: &Win,
+        ad_interests: &[String],
+        now: EventTime,
+        model_version: &str,
+    ) -> Served {
+        let c = &win.candidate;
+        Served {
+            request_id: request.id.clone(),
+            imp_id: win.imp_id.clone(),
+            ts: now,
+            campaign_id: c.campaign_id.clone(),
+            advertiser_id: c.advertiser_id.clone(),
+            ad_id: c.ad_id.clone(),
+            billing: c.billing,
+            charge_micros: win.charge_micros,
+            price_ecpm_micros: win.price_ecpm_micros,
+            pctr: c.pctr,
+            pcvr: c.pcvr,
+            model_version: model_version.to_string(),
+            user_id: request.user_id.clone(),
+            country: request.country.clone(),
+            device: request.device.clone(),
+            interests: request.interests.clone(),
+            tag_id: request
+                .slots
+                .iter()
+                .find(|s| s.imp_id == win.imp_id)
+                .and_then(|s| s.tag_id.clone()),
+            inventory: Some(if request.is_site { "site" } else { "app" }.to_string()),
+            bid_micros: c.bid_micros,
+            ad_interests: ad_interests.to_vec(),
+            billing_token: String::new(),
+        }
+    }
+
+    /// A record for `listed` winning `request`'s first slot, for tests.
+    #[cfg(test)]
+    pub fn for_test(request: &AdRequest, listed: &crate::catalog::Listed, now: EventTime) -> Self {
+        let c = &listed.campaign;
+        let win = Win {
+            imp_id: request
+                .slots
+                .first()
+                .map_or(String::new(), |s| s.imp_id.clone()),
+            candidate: super::auction::Candidate {
+                campaign_id: c.campaign_id.clone(),
+                advertiser_id: c.advertiser_id.clone(),
+                ad_id: c
+                    .creatives
+                    .first()
+                    .map_or(String::new(), |a| a.ad_id.clone()),
+                billing: c.billing,
+                bid_micros: c.bid_micros,
+                pctr: 0.02,
+                pcvr: 0.05,
+            },
+            ecpm_micros: 0,
+            price_ecpm_micros: 0,
+            charge_micros: 0,
+        };
+        Served::from_win(request, &win, &c.targeting.interests, now, "test")
+    }
+}
+
+/// What the serving operator emits: served ads for `ads.served`, and feedback for pacing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ServeOutput {
+    /// A served ad.
+    Served(Box<Served>),
+    /// A reservation or reach count for the campaign's pacing operator.
+    Pacing(PacingFeedback),
+}
+
+/// Settings of the serving operator.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    /// Billing-token key.
+    pub secret: Vec<u8>,
+    /// Pipeline-wide reserve, eCPM micros.
+    pub reserve_ecpm_micros: u64,
+    /// At most this many campaigns of one advertiser reach ranking.
+    pub per_advertiser: usize,
+    /// At most this many candidates are scored per request.
+    pub max_candidates: usize,
+    /// How long a win's reservation waits for its billing event, ms.
+    pub reservation_ttl_ms: i64,
+}
+
+/// How often reach counts go to pacing.
+pub const REACH_FLUSH: Duration = Duration::from_millis(100);
+
+/// Uniform in [0, 1) from the request and campaign: the throttle's coin, reproducible for a
+/// request and independent across campaigns.
+fn coin(request_id: &str, campaign_id: &str) -> f64 {
+    let h = xxhash_rust::xxh3::xxh3_64_with_seed(request_id.as_bytes(), route(campaign_id));
+    (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Whether `campaign` takes part in the auction of `request_id` (its throttle) and counts the
+/// request as reachable.
+fn pace(
+    board: &PacingBoard,
+    reach: &mut HashMap<String, u64>,
+    request_id: &str,
+    campaign_id: &str,
+) -> bool {
+    match reach.get_mut(campaign_id) {
+        Some(n) => *n += 1,
+        None => {
+            reach.insert(campaign_id.to_string(), 1);
+        }
+    }
+    let pass = board.pass(campaign_id);
+    pass >= 1.0 || coin(request_id, campaign_id) < pass
+}
+
+/// Answers one request against `book` and the pacing `board`; every campaign the request
+/// reaches is counted in `reach`.
+#[allow(clippy::too_many_arguments)]
+pub fn answer(
+    book: &BudgetBook,
+    index: &CampaignIndex,
+    board: &PacingBoard,
+    reach: &mut HashMap<String, u64>,
+    ranker: &dyn Ranker,
+    config: &ServeConfig,
+    request: &AdRequest,
+    now: EventTime,
+) -> ServeOutcome {
+    let listed = retrieve(
+        book,
+        index,
+        request,
+        now,
+        config.per_advertiser,
+        config.max_candidates,
+        |l| pace(board, reach, &request.id, &l.campaign.campaign_id),
+    );
+    let predictions = ranker.score(request, &listed, now);
+    let candidates: Vec<Candidate> = listed
+        .iter()
+        .zip(predictions)
+        .filter_map(|(l, p)| {
+            Some(Candidate {
+                campaign_id: l.campaign.campaign_id.clone(),
+                advertiser_id: l.campaign.advertiser_id.clone(),
+                ad_id: l.campaign.creatives.first()?.ad_id.clone(),
+                billing: l.campaign.billing,
+                bid_micros: l.campaign.bid_micros,
+                pctr: p.pctr,
+                pcvr: p.pcvr,
+            })
+        })
+        .collect();
+    // What this replica may still reserve, per candidate.
+    let headroom: HashMap<&str, u64> = listed
+        .iter()
+        .map(|l| {
+            let id = l.campaign.campaign_id.as_str();
+            (id, board.headroom(id, book.remaining(l, now)))
+        })
+        .collect();
+    let wins = run_gated_auction(
+        &request.slots,
+        candidates,
+        |id| headroom.get(id).copied().unwrap_or(0),
+        config.reserve_ecpm_micros,
+    )
+    .into_iter()
+    .map(|win| {
+        let claims = WinClaims {
+            request_id: request.id.clone(),
+            imp_id: win.imp_id.clone(),
+            campaign_id: win.candidate.campaign_id.clone(),
+            advertiser_id: win.candidate.advertiser_id.clone(),
+            ad_id: win.candidate.ad_id.clone(),
+            billing: win.candidate.billing,
+            charge_micros: win.charge_micros,
+            issued: now,
+            country: request.country.clone(),
+            device: request.device.clone(),
+        };
+        SignedWin {
+            token: sign(&config.secret, &claims),
+            win,
+        }
+    })
+    .collect();
+    ServeOutcome {
+        wins,
+        model_version: ranker.version(),
+        late: false,
+    }
+}
+
+/// Whether a request received at `received` is past its `tmax` deadline at `at`.
+pub fn past_deadline(request: &AdRequest, received: Instant, at: Instant) -> bool {
+    at >= received + Duration::from_millis(request.tmax_ms)
+}
+
+/// What one serving replica (one worker) knows and owes: the replicated catalog and spend, the
+/// prior ranker, the shared pacing board of its worker, the live model slot, the reach counts not
+/// yet sent to pacing, and the outputs of the requests handled since the last
+/// [`ServingReplica::take_outputs`].
+pub struct ServingReplica {
+    replica: usize,
+    config: ServeConfig,
+    board: Rc<RefCell<PacingBoard>>,
+    models: Arc<ModelSlot>,
+    book: BudgetBook,
+    index: CampaignIndex,
+    index_stale: bool,
+    ranker: PriorRanker,
+    reach: HashMap<String, u64>,
+    last_flush: Instant,
+    outputs: Vec<ServeOutput>,
+}
+
+impl ServingReplica {
+    /// The empty replica of worker `replica`, reading pacing from `board` (kept current by the
+    /// runtime from pacing's broadcast) and ranking with the model in `models` when one is live.
+    pub fn new(
+        replica: usize,
+        config: ServeConfig,
+        board: Rc<RefCell<PacingBoard>>,
+        models: Arc<ModelSlot>,
+    ) -> Self {
+        ServingReplica {
+            replica,
+            config,
+            board,
+            models,
+            book: BudgetBook::default(),
+            index: CampaignIndex::default(),
+            index_stale: false,
+            ranker: PriorRanker::default(),
+            reach: HashMap::new(),
+            last_flush: Instant::now(),
+            outputs: Vec::new(),
+        }
+    }
+
+    /// Takes in one replicated update: campaigns and spend go to the book (a campaign marks the
+    /// index stale), settled wins release this replica's reservations, activity goes to the
+    /// prior ranker.
+    pub fn apply(&mut self, update: &ReplicaUpdate) {
+        match update {
+            ReplicaUpdate::Ledger(state) => {
+                self.index_stale |= matches!(state, LedgerState::Campaign(_));
+                if let LedgerState::Settled { wins, .. } = state {
+                    let mut board = self.board.borrow_mut();
+                    for (request_id, imp_id) in wins {
+                        board.settle(request_id, imp_id);
+                    }
+                }
+                self.book.apply(state);
+            }
+            ReplicaUpdate::Activity(counts) => {
+                for c in counts {
+                    self.ranker.observe(
+                        &c.campaign_id,
+                        c.impressions as f64,
+                        c.clicks as f64,
+                        c.conversions as f64,
+                    );
+                }
+            }
+        }
+    }
+
+    /// Before requests are answered at `now_ms`: drops this replica's expired reservations and
+    /// rebuilds the campaign index if campaigns changed.
+    pub fn tick(&mut self, now_ms: i64) {
+        self.board.borrow_mut().expire(now_ms);
+        if self.index_stale {
+            self.index = CampaignIndex::build(&self.book);
+            self.index_stale = false;
+        }
+    }
+
+    /// Answers `request` at `now` without reserving or logging its wins (for when nothing can be
+    /// logged any more); the campaigns it reaches are counted all the same.
+    pub fn answer(&mut self, request: &AdRequest, now: EventTime) -> ServeOutcome {
+        let model = self.models.current();
+        let ranker: &dyn Ranker = match &model {
+            Some(m) => m.as_ref(),
+            None => &self.ranker,
+        };
+        answer(
+            &self.book,
+            &self.index,
+            &self.board.borrow(),
+            &mut self.reach,
+            ranker,
+            &self.config,
+            request,
+            now,
+        )
+    }
+
+    /// Answers `request` at `now`, reserves each win's expected cost on the board until the
+    /// reservation TTL, and queues for each win its pacing reservation and its served record.
+    pub fn handle(&mut self, request: &AdRequest, now: EventTime) -> ServeOutcome {
+        let outcome = self.answer(request, now);
+        let mut board = self.board.borrow_mut();
+        for w in &outcome.wins {
+            let candidate = &w.win.candidate;
+            let micros = expected_cost(
+                candidate.billing,
+                w.win.charge_micros,
+                candidate.pctr,
+                candidate.pcvr,
+            );
+            let expires_ms = now.millis() + self.config.reservation_ttl_ms;
+            board.reserve(
+                &candidate.campaign_id,
+                &request.id,
+                &w.win.imp_id,
+                micros,
+                expires_ms,
+            );
+            self.outputs
+                .push(ServeOutput::Pacing(PacingFeedback::Reserve {
+                    campaign_id: candidate.campaign_id.clone(),
+                    replica: self.replica,
+                    request_id: request.id.clone(),
+                    imp_id: w.win.imp_id.clone(),
+                    micros,
+                    expires_ms,
+                }));
+            let ad_interests = self
+                .book
+                .catalog()
+                .get(&candidate.campaign_id)
+                .map_or(&[][..], |l| &l.campaign.targeting.interests[..]);
+            let mut served =
+                Served::from_win(request, &w.win, ad_interests, now, &outcome.model_version);
+            served.billing_token = w.token.clone();
+            self.outputs.push(ServeOutput::Served(Box::new(served)));
+        }
+        outcome
+    }
+
+    /// The outputs queued by [`ServingReplica::handle`] since the last call, in order.
+    pub fn take_outputs(&mut self) -> Vec<ServeOutput> {
+        std::mem::take(&mut self.outputs)
+    }
+
+    /// Whether reach counts are waiting to go to pacing.
+    pub fn has_reach(&self) -> bool {
+        !self.reach.is_empty()
+    }
+
+    /// Whether the reach counts are due at `at` (some are waiting and [`REACH_FLUSH`] passed since
+    /// the last time they were due); restarts the flush period when they are.
+    pub fn reach_due(&mut self, at: Instant) -> bool {
+        let due = self.has_reach() && at.saturating_duration_since(self.last_flush) >= REACH_FLUSH;
+        if due {
+            self.last_flush = at;
+        }
+        due
+    }
+
+    /// The reach counts since the last call, as pacing feedback stamped `at_ms`, by campaign.
+    pub fn take_reach(&mut self, at_ms: i64) -> Vec<ServeOutput> {
+        let mut reach: Vec<(String, u64)> = self.reach.drain().collect();
+        reach.sort();
+        reach
+            .into_iter()
+            .map(|(campaign_id, count)| {
+                ServeOutput::Pacing(PacingFeedback::Reach {
+                    campaign_id,
+                    at_ms,
+                    count,
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::Campaign;
+    use crate::records::{CampaignActivity, CatalogUpdate, DaySpend, PacingState, PacingUpdate};
+    use crate::request::parse_request;
+    use crate::token::verify;
+
+    const TTL: i64 = 120_000;
+
+    fn config() -> ServeConfig {
+        ServeConfig {
+            secret: b"secret".to_vec(),
+            reserve_ecpm_micros: 1_000_000,
+            per_advertiser: 2,
+            max_candidates: 100,
+            reservation_ttl_ms: TTL,
+        }
+    }
+
+    fn replica() -> (ServingReplica, Rc<RefCell<PacingBoard>>) {
+        let board = Rc::new(RefCell::new(PacingBoard::new(0, 1)));
+        let r = ServingReplica::new(0, config(), board.clone(), Arc::new(ModelSlot::default()));
+        (r, board)
+    }
+
+    /// A CPM campaign bidding `bid` eCPM micros: alone, it clears at the 1 000 000 reserve and
+    /// pays 1 000 micros an impression.
+    fn campaign(id: &str, adv: &str, budget: u64, bid: u64) -> ReplicaUpdate {
+        let json = format!(
+            r#"{{"campaign_id":"{id}","advertiser_id":"{adv}","daily_budget_micros":{budget},"timezone":"UTC","billing":"cpm","bid_micros":{bid},"targeting":{{"interests":["sports"]}},"creatives":[{{"ad_id":"{id}-ad"}}]}}"#
+        );
+        let c = Campaign::parse(json.as_bytes()).expect("campaign");
+        ReplicaUpdate::Ledger(LedgerState::Campaign(CatalogUpdate::new(
+            id.into(),
+            Some(Box::new(c)),
+        )))
+    }
+
+    fn request(id: &str) -> AdRequest {
+        let json = format!(
+            r#"{{"id":"{id}","imp":[{{"id":"1","tagid":"top"}}],"site":{{}},"device":{{"geo":{{"country":"FR"}},"devicetype":2}},"user":{{"id":"u1","keywords":"sports"}}}}"#
+        );
+        parse_request(json.as_bytes()).expect("request")
+    }
+
+    fn winners(outcome: &ServeOutcome) -> Vec<&str> {
+        outcome
+            .wins
+            .iter()
+            .map(|w| w.win.candidate.campaign_id.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn a_win_is_reserved_signed_and_logged() {
+        let (mut r, board) = replica();
+        r.apply(&campaign("c1", "A", 1_000_000, 2_000_000));
+        r.tick(0);
+        let now = EventTime::now();
+        let outcome = r.handle(&request("r1"), now);
+        assert_eq!(winners(&outcome), vec!["c1"]);
+        assert_eq!(outcome.model_version, "prior");
+        assert!(!outcome.late);
+        let win = &outcome.wins[0];
+        assert_eq!(win.win.charge_micros, 1_000);
+        assert_eq!(board.borrow().reserved("c1"), 1_000);
+        let outputs = r.take_outputs();
+        assert_eq!(outputs.len(), 2);
+        assert_eq!(
+            outputs[0],
+            ServeOutput::Pacing(PacingFeedback::Reserve {
+                campaign_id: "c1".into(),
+                replica: 0,
+                request_id: "r1".into(),
+                imp_id: "1".into(),
+                micros: 1_000,
+                expires_ms: now.millis() + TTL,
+            })
+        );
+        let ServeOutput::Served(served) = &outputs[1] else {
+            panic!("expected a served record, got {:?}", outputs[1]);
+        };
+        assert_eq!(served.campaign_id, "c1");
+        assert_eq!(served.ad_id, "c1-ad");
+        assert_eq!(served.tag_id.as_deref(), Some("top"));
+        assert_eq!(served.inventory.as_deref(), Some("site"));
+        assert_eq!(served.ad_interests, vec!["sports".to_string()]);
+        assert_eq!(served.billing_token, win.token);
+        let claims = verify(b"secret", &served.billing_token).expect("token");
+        assert_eq!(claims, served.claims());
+        assert!(r.take_outputs().is_empty());
+    }
+
+    #[test]
+    fn the_same_input_gives_the_same_outputs() {
+        let run = || {
+            let (mut r, _) = replica();
+            for (id, adv, bid) in [
+                ("a", "A", 3_000_000),
+                ("b", "B", 2_000_000),
+                ("c", "B", 2_500_000),
+            ] {
+                r.apply(&campaign(id, adv, 1_000_000, bid));
+            }
+            r.tick(0);
+            let now = EventTime(1_764_000_000_000);
+            let mut all = Vec::new();
+            for i in 0..5 {
+                let outcome = r.handle(&request(&format!("r{i}")), now);
+                all.push(winners(&outcome).join(","));
+                all.extend(r.take_outputs().iter().map(|o| format!("{o:?}")));
+            }
+            all.extend(r.take_reach(now.millis()).iter().map(|o| format!("{o:?}")));
+            all
+        };
+        let first = run();
+        assert_eq!(first[0], "a");
+        assert_eq!(first, run());
+    }
+
+    #[test]
+    fn the_budget_gate_counts_reservations_until_they_settle_or_expire() {
+        let (mut r, board) = replica();
+        // Room for two reservations of 1 000.
+        r.apply(&campaign("c1", "A", 2_500, 2_000_000));
+        r.tick(0);
+        let now = EventTime::now();
+        assert_eq!(winners(&r.handle(&request("r1"), now)), vec!["c1"]);
+        assert_eq!(winners(&r.handle(&request("r2"), now)), vec!["c1"]);
+        assert!(r.handle(&request("r3"), now).wins.is_empty());
+        assert_eq!(board.borrow().reserved("c1"), 2_000);
+        // The billing event of r1 settles its reservation: room for one more.
+        r.apply(&ReplicaUpdate::Ledger(LedgerState::Settled {
+            campaign_id: "c1".into(),
+            wins: vec![("r1".into(), "1".into())],
+            conversion_delays_ms: vec![],
+        }));
+        assert_eq!(board.borrow().reserved("c1"), 1_000);
+        assert_eq!(winners(&r.handle(&request("r4"), now)), vec!["c1"]);
+        assert!(r.handle(&request("r5"), now).wins.is_empty());
+        // Reservations lapse after the TTL.
+        r.tick(now.millis() + TTL);
+        assert_eq!(board.borrow().reserved("c1"), 0);
+        assert_eq!(winners(&r.handle(&request("r6"), now)), vec!["c1"]);
+        // Spend the ledger reports counts against the budget.
+        r.apply(&ReplicaUpdate::Ledger(LedgerState::Spend(DaySpend {
+            campaign_id: "c1".into(),
+            day: crate::time::day::budget_day(now, chrono_tz::UTC),
+            spend_micros: 2_500,
+            overdelivery_micros: 0,
+        })));
+        assert!(r.handle(&request("r7"), now).wins.is_empty());
+    }
+
+    #[test]
+    fn other_replicas_reservations_and_the_throttle_come_from_the_board() {
+        let (mut r, board) = replica();
+        r.apply(&campaign("c1", "A", 2_500, 2_000_000));
+        r.tick(0);
+        let now = EventTime::now();
+        let update = |pass: f64, reserved: u64| PacingUpdate {
+            campaign_id: "c1".into(),
+            state: PacingState {
+                mode: "paced".into(),
+                pass_probability: pass,
+                target_micros: 0,
+                committed_micros: 0,
+                conversions_pending_micros: 0,
+                day: crate::time::day::budget_day(now, chrono_tz::UTC),
+                full_rate_micros_per_hour: None,
+                updated_ms: 0,
+            },
+            reserved_by_replica: vec![0, reserved],
+        };
+        board.borrow_mut().apply(update(1.0, 2_000));
+        assert!(r.handle(&request("r1"), now).wins.is_empty());
+        board.borrow_mut().apply(update(0.0, 0));
+        assert!(r.handle(&request("r2"), now).wins.is_empty());
+        board.borrow_mut().apply(update(1.0, 0));
+        assert_eq!(winners(&r.handle(&request("r3"), now)), vec!["c1"]);
+        // Throttled or not, every request counted as reachable.
+        assert_eq!(
+            r.take_reach(7),
+            vec![ServeOutput::Pacing(PacingFeedback::Reach {
+                campaign_id: "c1".into(),
+                at_ms: 7,
+                count: 3,
+            })]
+        );
+    }
+
+    #[test]
+    fn answering_alone_reserves_and_logs_nothing() {
+        let (mut r, board) = replica();
+        r.apply(&campaign("c1", "A", 1_000_000, 2_000_000));
+        r.tick(0);
+        let outcome = r.answer(&request("r1"), EventTime::now());
+        assert_eq!(winners(&outcome), vec!["c1"]);
+        assert_eq!(board.borrow().reserved("c1"), 0);
+        assert!(r.take_outputs().is_empty());
+        assert!(r.has_reach());
+    }
+
+    #[test]
+    fn campaigns_are_served_only_after_a_tick_reindexes() {
+        let (mut r, _) = replica();
+        r.apply(&campaign("c1", "A", 1_000_000, 2_000_000));
+        assert!(r.handle(&request("r1"), EventTime::now()).wins.is_empty());
+        r.tick(0);
+        assert_eq!(
+            winners(&r.handle(&request("r2"), EventTime::now())),
+            vec!["c1"]
+        );
+    }
+
+    #[test]
+    fn activity_moves_the_prior_used_to_score() {
+        let (mut r, _) = replica();
+        r.apply(&campaign("c1", "A", 1_000_000, 2_000_000));
+        r.tick(0);
+        let pctr = |r: &mut ServingReplica, id: &str| {
+            r.handle(&request(id), EventTime::now()).wins[0]
+                .win
+                .candidate
+                .pctr
+        };
+        let before = pctr(&mut r, "r1");
+        r.apply(&ReplicaUpdate::Activity(vec![CampaignActivity {
+            campaign_id: "c1".into(),
+            impressions: 1_000,
+            clicks: 200,
+            conversions: 0,
+        }]));
+        assert!(pctr(&mut r, "r2") > before);
+    }
+
+    #[test]
+    fn reach_is_due_every_flush_period() {
+        let (mut r, _) = replica();
+        let start = Instant::now();
+        assert!(!r.reach_due(start + REACH_FLUSH), "nothing to flush");
+        r.apply(&campaign("c1", "A", 1_000_000, 2_000_000));
+        r.tick(0);
+        r.handle(&request("r1"), EventTime::now());
+        let at = start + REACH_FLUSH;
+        assert!(r.reach_due(at));
+        assert!(!r.reach_due(at + REACH_FLUSH / 2));
+        assert!(r.reach_due(at + REACH_FLUSH));
+        assert_eq!(r.take_reach(0).len(), 1);
+        assert!(!r.has_reach());
+    }
+
+    #[test]
+    fn requests_past_their_tmax_are_late() {
+        let r = request("r1");
+        let received = Instant::now();
+        let tmax = Duration::from_millis(r.tmax_ms);
+        assert!(!past_deadline(&r, received, received + tmax / 2));
+        assert!(past_deadline(&r, received, received + tmax));
+    }
+}
