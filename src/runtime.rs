@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use adstream_operators::checkpoint::StateStore;
 use adstream_operators::deliver::Deliver;
 use adstream_operators::graph::{self, GraphConfig, GraphContext, GraphInputs};
-use adstream_operators::ingest::decode;
+use adstream_operators::ingest::{decode, DecodeConfig};
 use adstream_operators::labels::operator::LabelStatsHandle;
 use adstream_operators::ledger::operator::LedgerConfig;
 use adstream_operators::ledger::status::BudgetStatus;
@@ -29,7 +29,9 @@ use adstream_operators::ranker::trainer::TrainerControl;
 use adstream_operators::records::{Ingested, LedgerState, PacingUpdate, Served, StreamId};
 use adstream_operators::report::operator::ReportStatsHandle;
 use adstream_operators::report::ReportRow;
-use adstream_operators::source::{kafka_source, restore_offsets, wall_clock, SourceControl};
+use adstream_operators::source::{
+    kafka_source, restore_offsets, wall_clock, SourceConfig, SourceControl,
+};
 use adstream_operators::time::EventTime;
 use anyhow::Context;
 use timely::dataflow::operators::{Inspect, Probe};
@@ -393,159 +395,33 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
         pacing: pipeline.pacing.clone(),
     };
     let decode_config = unlocked.decode;
-    let topic_names = pipeline.topics.clone();
-    let worker_sinks = sinks.clone();
-    let worker_live = live.clone();
-    let worker_metrics = metrics.clone();
-    let worker_stop = stop.clone();
-    let worker_models = models.clone();
-    let worker_health = health.clone();
-    let guards = timely::execute(timely_config(workers, &opts)?, crate::fail_stop::worker(move |worker| -> Result<(), String> {
-        let (index, peers) = (worker.index(), worker.peers());
-        let leader = index % workers == 0;
-        let on_lost = offsets_lost(worker_metrics.clone(), worker_sinks.clone(), topic_names.clone());
-        let links = ReaderLinks { worker: (index, peers), topology: topology.clone(), live: worker_live.clone(), on_lost };
-        let reader = KafkaReader::new(&config, &topics, &offsets, links).map_err(|e| format!("{e:#}"))?;
-        let (requests, requests_activator) = receivers
-            .lock()
-            .ok()
-            .and_then(|mut r| r.get_mut(index % workers).and_then(Option::take))
-            .ok_or_else(|| "serving queue already taken".to_string())?;
-        let control = SourceControl {
-            stop: worker_stop.clone(),
-            hold: worker_sinks.congested(),
-            ..SourceControl::default()
-        };
-        worker_live.track_source(control.caught_up.clone());
-        let probe = ProbeHandle::new();
-        let status_pending: Rc<RefCell<BTreeMap<String, BudgetStatus>>> = Rc::default();
-        let stats: Rc<RefCell<Option<(LabelStatsHandle, ReportStatsHandle)>>> = Rc::default();
-        let (sinks, live, metrics) = (worker_sinks.clone(), worker_live.clone(), worker_metrics.clone());
-        let (decode_config, graph_config, source_config) = (decode_config.clone(), graph_config.clone(), source_config.clone());
-        let (store, topic_names, report_specs) = (store.clone(), topic_names.clone(), report_specs.clone());
-        let trainer = if index == 0 { trainer_link.lock().ok().and_then(|mut l| l.take()) } else { None };
-        let context = GraphContext { store: store.clone(), models: worker_models.clone(), clock: wall_clock(), progress: probe.clone() };
-        worker.dataflow::<u64, _, _>(|scope| {
-            // Input: this worker's share of the Kafka partitions, decoded.
-            let decode_metrics = metrics.clone();
-            let ingested = kafka_source(
-                scope,
-                "KafkaSource",
-                reader,
-                source_config,
-                wall_clock(),
-                store.clone(),
-                probe.clone(),
-                control.clone(),
-                move |msg| {
-                    let stream = msg.stream;
-                    if let (Some(ts), StreamId::Impressions | StreamId::Clicks | StreamId::Conversions) = (msg.timestamp_ms, stream) {
-                        let delay = (EventTime::now().millis() - ts).max(0) as f64 / 1000.0;
-                        decode_metrics.ingest_delay_seconds.observe(delay);
-                    }
-                    let (time, record) = decode(msg, &decode_config);
-                    let outcome = if matches!(record, Ingested::Dead(_)) { "dead" } else { "accepted" };
-                    decode_metrics.events.with_label_values(&[stream.as_str(), outcome]).inc();
-                    (time, record)
-                },
-            );
-            let inputs = GraphInputs { ingested, requests, requests_activator, trainer };
-            let out = graph::build(inputs, graph_config, context);
-            *stats.borrow_mut() = Some((out.label_stats.clone(), out.report_stats.clone()));
-
-            // Outputs. Report rows go to their report's compacted topic, upserted by group and
-            // window; like dead letters, through a fence that holds checkpoints until they are
-            // delivered.
-            let (report_sinks, report_metrics) = (sinks.clone(), metrics.clone());
-            if let Some(rows) = out.reports {
-                rows.deliver("ReportSink", move |row: ReportRow, receipt| {
-                    if let Some(spec) = report_specs.get(row.report) {
-                        report_sinks.report(&spec.topic, &row, Some(receipt));
-                        let state = if row.value["final"] == true { "final" } else { "open" };
-                        report_metrics.report_rows.with_label_values(&[spec.name.as_str(), state]).inc();
-                    }
-                })
-                .probe_with(&probe);
-            }
-            let dead_sinks = sinks.clone();
-            let install_metrics = metrics.clone();
-            out.dead_letters
-                .deliver("DeadLetterSink", move |d, receipt| {
-                    metrics.dead_letters.with_label_values(&[d.reason.as_str()]).inc();
-                    let topic = StreamId::from_u8(d.origin.stream).map_or("unknown", |s| topic_names.input(s));
-                    tracing::warn!(reason = d.reason.as_str(), topic, partition = d.origin.partition, offset = d.origin.offset, detail = %d.detail, "dead letter");
-                    dead_sinks.dead_letter(&d, Some(receipt));
-                })
-                .probe_with(&probe);
-            let served_sinks = sinks.clone();
-            out.served.inspect(move |s: &Served| served_sinks.served(s));
-            // Budget status, coalesced per campaign (published by the worker loop below at most
-            // every 200 ms).
-            let status_queue = status_pending.clone();
-            out.budget_status.inspect(move |s: &BudgetStatus| {
-                status_queue.borrow_mut().insert(s.campaign_id.clone(), s.clone());
-            });
-            // Every process's live view (the API) sees every campaign, from its first worker.
-            let ledger_live = live.clone();
-            out.ledger_replica.inspect(move |rec: &LedgerState| {
-                if leader {
-                    ledger_live.apply(rec);
-                }
-            });
-            out.pacing_replica.inspect(move |u: &PacingUpdate| {
-                if leader {
-                    live.apply_pacing(u);
-                }
-            });
-            // The versions the trainer publishes reach every process's serving replicas.
-            let (slot, spec) = (worker_models.clone(), spec.clone());
-            out.models.inspect(move |p: &PublishedModel| {
-                if leader {
-                    install(&slot, p, &spec, &install_metrics);
-                }
-            });
-        });
-        let label_metrics = worker_metrics.clone();
-        let worker_billing_stats = billing_stats.clone();
-        let heartbeat = worker_health.register(index % workers);
-        let mut last_status = Instant::now();
-        loop {
-            let done = control.finished.get() && probe.done();
-            if done || last_status.elapsed() >= Duration::from_millis(200) {
-                for status in std::mem::take(&mut *status_pending.borrow_mut()).values() {
-                    worker_sinks.budget_status(status);
-                }
-                for (billing, billed, over) in worker_billing_stats.take() {
-                    for (part, micros) in [("billed", billed), ("overdelivery", over)] {
-                        if micros > 0 {
-                            label_metrics.charged_micros.with_label_values(&[billing.as_str(), part]).inc_by(micros);
-                        }
-                    }
-                }
-                if let Some((label_handle, report_handle)) = stats.borrow().as_ref() {
-                    let counts = report_handle.lock().map(|mut s| std::mem::take(&mut *s)).unwrap_or_default();
-                    for (outcome, n) in counts.counters() {
-                        if n > 0 {
-                            label_metrics.report_events.with_label_values(&[outcome]).inc_by(n);
-                        }
-                    }
-                    let counts = label_handle.lock().map(|mut s| std::mem::take(&mut *s)).unwrap_or_default();
-                    for (kind, n) in counts.counters() {
-                        if n > 0 {
-                            label_metrics.labels.with_label_values(&[kind]).inc_by(n);
-                        }
-                    }
-                }
-                last_status = Instant::now();
-            }
-            if done {
-                break;
-            }
-            worker.step_or_park(Some(Duration::from_millis(20)));
-            heartbeat.beat();
-        }
-        Ok(())
-    }))
+    let shared = Arc::new(WorkerIo {
+        workers,
+        client: config,
+        topics,
+        offsets,
+        topology,
+        receivers,
+        trainer_link,
+        sinks: sinks.clone(),
+        live: live.clone(),
+        metrics: metrics.clone(),
+        stop: stop.clone(),
+        models: models.clone(),
+        health,
+        store,
+        topic_names: pipeline.topics.clone(),
+        decode_config,
+        graph_config,
+        source_config,
+        report_specs,
+        billing_stats,
+        spec,
+    });
+    let guards = timely::execute(
+        timely_config(workers, &opts)?,
+        crate::fail_stop::worker(move |worker| run_worker(worker, &shared)),
+    )
     .map_err(|e| anyhow::anyhow!("starting timely: {e}"))?;
     Ok(Running {
         api: bound,
@@ -561,6 +437,253 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
         server: Some(server),
         shutdown: Some(shutdown_tx),
     })
+}
+
+/// What every worker of a process shares: the I/O it attaches around the graph (Kafka client
+/// settings and partitions, serving queues, the trainer link, sinks, live view, metrics) and the
+/// graph's settings.
+struct WorkerIo {
+    workers: usize,
+    client: rdkafka::ClientConfig,
+    topics: Vec<(StreamId, String)>,
+    offsets: BTreeMap<(StreamId, i32), i64>,
+    topology: Arc<Topology>,
+    receivers: Arc<Mutex<Vec<Option<QueueEnd>>>>,
+    trainer_link: Arc<Mutex<Option<adstream_operators::ranker::link::TrainerLink>>>,
+    sinks: Sinks,
+    live: Arc<LiveState>,
+    metrics: Metrics,
+    stop: Arc<AtomicBool>,
+    models: Arc<ModelSlot>,
+    health: Arc<crate::health::Health>,
+    store: Arc<dyn StateStore>,
+    topic_names: crate::pipeline::Topics,
+    decode_config: DecodeConfig,
+    graph_config: GraphConfig,
+    source_config: SourceConfig,
+    report_specs: Arc<[adstream_operators::report::ReportSpec]>,
+    billing_stats: Arc<adstream_operators::ledger::operator::BillingStats>,
+    spec: adstream_operators::ranker::features::FeatureSpec,
+}
+
+/// A worker's end of its serving queue: the requests, and where the serving operator leaves
+/// the activator the API wakes it with.
+type QueueEnd = (
+    std::sync::mpsc::Receiver<adstream_operators::serve::operator::ServeRequest>,
+    Arc<Mutex<Option<timely::scheduling::SyncActivator>>>,
+);
+
+/// One timely worker: builds the graph ([`graph::build`]) over this worker's share of the
+/// input partitions, attaches its outputs to the sinks, live view and metrics, and steps it
+/// until the sources have stopped and everything is drained.
+fn run_worker(worker: &mut timely::worker::Worker, io: &WorkerIo) -> Result<(), String> {
+    let WorkerIo {
+        workers,
+        client: config,
+        topics,
+        offsets,
+        topology,
+        receivers,
+        trainer_link,
+        sinks: worker_sinks,
+        live: worker_live,
+        metrics: worker_metrics,
+        stop: worker_stop,
+        models: worker_models,
+        health: worker_health,
+        store,
+        topic_names,
+        decode_config,
+        graph_config,
+        source_config,
+        report_specs,
+        billing_stats,
+        spec,
+    } = io;
+    let workers = *workers;
+    let (index, peers) = (worker.index(), worker.peers());
+    let leader = index % workers == 0;
+    let on_lost = offsets_lost(
+        worker_metrics.clone(),
+        worker_sinks.clone(),
+        topic_names.clone(),
+    );
+    let links = ReaderLinks {
+        worker: (index, peers),
+        topology: topology.clone(),
+        live: worker_live.clone(),
+        on_lost,
+    };
+    let reader = KafkaReader::new(config, topics, offsets, links).map_err(|e| format!("{e:#}"))?;
+    let (requests, requests_activator) = receivers
+        .lock()
+        .ok()
+        .and_then(|mut r| r.get_mut(index % workers).and_then(Option::take))
+        .ok_or_else(|| "serving queue already taken".to_string())?;
+    let control = SourceControl {
+        stop: worker_stop.clone(),
+        hold: worker_sinks.congested(),
+        ..SourceControl::default()
+    };
+    worker_live.track_source(control.caught_up.clone());
+    let probe = ProbeHandle::new();
+    let status_pending: Rc<RefCell<BTreeMap<String, BudgetStatus>>> = Rc::default();
+    let stats: Rc<RefCell<Option<(LabelStatsHandle, ReportStatsHandle)>>> = Rc::default();
+    let (sinks, live, metrics) = (
+        worker_sinks.clone(),
+        worker_live.clone(),
+        worker_metrics.clone(),
+    );
+    let (decode_config, graph_config, source_config) = (
+        decode_config.clone(),
+        graph_config.clone(),
+        source_config.clone(),
+    );
+    let (store, topic_names, report_specs) =
+        (store.clone(), topic_names.clone(), report_specs.clone());
+    let trainer = if index == 0 {
+        trainer_link.lock().ok().and_then(|mut l| l.take())
+    } else {
+        None
+    };
+    let context = GraphContext {
+        store: store.clone(),
+        models: worker_models.clone(),
+        clock: wall_clock(),
+        progress: probe.clone(),
+    };
+    worker.dataflow::<u64, _, _>(|scope| {
+        // Input: this worker's share of the Kafka partitions, decoded.
+        let decode_metrics = metrics.clone();
+        let ingested = kafka_source(
+            scope,
+            "KafkaSource",
+            reader,
+            source_config,
+            wall_clock(),
+            store.clone(),
+            probe.clone(),
+            control.clone(),
+            move |msg| {
+                let stream = msg.stream;
+                if let (Some(ts), StreamId::Impressions | StreamId::Clicks | StreamId::Conversions) = (msg.timestamp_ms, stream) {
+                    let delay = (EventTime::now().millis() - ts).max(0) as f64 / 1000.0;
+                    decode_metrics.ingest_delay_seconds.observe(delay);
+                }
+                let (time, record) = decode(msg, &decode_config);
+                let outcome = if matches!(record, Ingested::Dead(_)) { "dead" } else { "accepted" };
+                decode_metrics.events.with_label_values(&[stream.as_str(), outcome]).inc();
+                (time, record)
+            },
+        );
+        let inputs = GraphInputs { ingested, requests, requests_activator, trainer };
+        let out = graph::build(inputs, graph_config, context);
+        *stats.borrow_mut() = Some((out.label_stats.clone(), out.report_stats.clone()));
+
+        // Outputs. Report rows go to their report's compacted topic, upserted by group and
+        // window; like dead letters, through a fence that holds checkpoints until they are
+        // delivered.
+        let (report_sinks, report_metrics) = (sinks.clone(), metrics.clone());
+        if let Some(rows) = out.reports {
+            rows.deliver("ReportSink", move |row: ReportRow, receipt| {
+                if let Some(spec) = report_specs.get(row.report) {
+                    report_sinks.report(&spec.topic, &row, Some(receipt));
+                    let state = if row.value["final"] == true { "final" } else { "open" };
+                    report_metrics.report_rows.with_label_values(&[spec.name.as_str(), state]).inc();
+                }
+            })
+            .probe_with(&probe);
+        }
+        let dead_sinks = sinks.clone();
+        let install_metrics = metrics.clone();
+        out.dead_letters
+            .deliver("DeadLetterSink", move |d, receipt| {
+                metrics.dead_letters.with_label_values(&[d.reason.as_str()]).inc();
+                let topic = StreamId::from_u8(d.origin.stream).map_or("unknown", |s| topic_names.input(s));
+                tracing::warn!(reason = d.reason.as_str(), topic, partition = d.origin.partition, offset = d.origin.offset, detail = %d.detail, "dead letter");
+                dead_sinks.dead_letter(&d, Some(receipt));
+            })
+            .probe_with(&probe);
+        let served_sinks = sinks.clone();
+        out.served.inspect(move |s: &Served| served_sinks.served(s));
+        // Budget status, coalesced per campaign (published by the worker loop below at most
+        // every 200 ms).
+        let status_queue = status_pending.clone();
+        out.budget_status.inspect(move |s: &BudgetStatus| {
+            status_queue.borrow_mut().insert(s.campaign_id.clone(), s.clone());
+        });
+        // Every process's live view (the API) sees every campaign, from its first worker.
+        let ledger_live = live.clone();
+        out.ledger_replica.inspect(move |rec: &LedgerState| {
+            if leader {
+                ledger_live.apply(rec);
+            }
+        });
+        out.pacing_replica.inspect(move |u: &PacingUpdate| {
+            if leader {
+                live.apply_pacing(u);
+            }
+        });
+        // The versions the trainer publishes reach every process's serving replicas.
+        let (slot, spec) = (worker_models.clone(), spec.clone());
+        out.models.inspect(move |p: &PublishedModel| {
+            if leader {
+                install(&slot, p, &spec, &install_metrics);
+            }
+        });
+    });
+    let label_metrics = worker_metrics.clone();
+    let worker_billing_stats = billing_stats.clone();
+    let heartbeat = worker_health.register(index % workers);
+    let mut last_status = Instant::now();
+    loop {
+        let done = control.finished.get() && probe.done();
+        if done || last_status.elapsed() >= Duration::from_millis(200) {
+            for status in std::mem::take(&mut *status_pending.borrow_mut()).values() {
+                worker_sinks.budget_status(status);
+            }
+            for (billing, billed, over) in worker_billing_stats.take() {
+                for (part, micros) in [("billed", billed), ("overdelivery", over)] {
+                    if micros > 0 {
+                        label_metrics
+                            .charged_micros
+                            .with_label_values(&[billing.as_str(), part])
+                            .inc_by(micros);
+                    }
+                }
+            }
+            if let Some((label_handle, report_handle)) = stats.borrow().as_ref() {
+                let counts = report_handle
+                    .lock()
+                    .map(|mut s| std::mem::take(&mut *s))
+                    .unwrap_or_default();
+                for (outcome, n) in counts.counters() {
+                    if n > 0 {
+                        label_metrics
+                            .report_events
+                            .with_label_values(&[outcome])
+                            .inc_by(n);
+                    }
+                }
+                let counts = label_handle
+                    .lock()
+                    .map(|mut s| std::mem::take(&mut *s))
+                    .unwrap_or_default();
+                for (kind, n) in counts.counters() {
+                    if n > 0 {
+                        label_metrics.labels.with_label_values(&[kind]).inc_by(n);
+                    }
+                }
+            }
+            last_status = Instant::now();
+        }
+        if done {
+            break;
+        }
+        worker.step_or_park(Some(Duration::from_millis(20)));
+        heartbeat.beat();
+    }
+    Ok(())
 }
 
 /// What a reader calls when it finds input messages deleted before they were read: counted per
