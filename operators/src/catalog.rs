@@ -15,7 +15,7 @@
 //! every update, so that every replica (serving, pacing, the live view) decides budget days and
 //! bids exactly as the ledger does.
 
-use std::collections::HashMap;
+use crate::hash::HashMap;
 
 use chrono::NaiveDate;
 use chrono_tz::Tz;

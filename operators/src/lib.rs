@@ -16,6 +16,7 @@ pub mod checkpoint;
 pub mod deliver;
 pub mod events;
 pub mod graph;
+pub mod hash;
 pub mod ingest;
 pub mod labels;
 pub mod ledger;

@@ -4,7 +4,9 @@
 //! Touches are kept per (user, advertiser), a few of each kind, so a conversion that arrives
 //! before a slightly later click is still matched against the touches that preceded it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::BTreeMap;
+
+use crate::hash::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -59,12 +61,19 @@ pub type UserAdvertiser = (String, String);
 
 pub mod operator;
 
+/// Width of the expiry index's time buckets, ms.
+const EXPIRY_BUCKET_MS: i64 = 60_000;
+
 /// The attribution state of one worker's users.
 #[derive(Debug, Default)]
 pub struct Attributor {
     windows: Windows,
     touches: HashMap<UserAdvertiser, UserTouches>,
     dirty: HashSet<UserAdvertiser>,
+    /// The keys with a touch whose window ends in each bucket of event time: [`Attributor::expire`]
+    /// visits only the buckets that have ended, not every key. A key may be filed under buckets
+    /// whose touch is gone (pushed out by newer ones); visiting it then changes nothing.
+    expiring: BTreeMap<i64, HashSet<UserAdvertiser>>,
 }
 
 impl Attributor {
@@ -76,9 +85,27 @@ impl Attributor {
         }
     }
 
+    /// When `touch`'s attribution window ends, ms.
+    fn window_end(&self, touch: &Touch) -> i64 {
+        let window = match touch.kind {
+            EventKind::Click => self.windows.click_ms,
+            _ => self.windows.view_ms,
+        };
+        touch.ts.millis().saturating_add(window)
+    }
+
+    fn file_expiry(&mut self, key: &UserAdvertiser, end: i64) {
+        let bucket = end.div_euclid(EXPIRY_BUCKET_MS);
+        let keys = self.expiring.entry(bucket).or_default();
+        if !keys.contains(key) {
+            keys.insert(key.clone());
+        }
+    }
+
     /// Records an impression or click of `user`.
     pub fn record(&mut self, user: &str, touch: Touch) {
         let key = (user.to_string(), touch.claims.advertiser_id.clone());
+        self.file_expiry(&key, self.window_end(&touch));
         let entry = self.touches.entry(key.clone()).or_default();
         match touch.kind {
             EventKind::Click => keep_recent(&mut entry.clicks, touch),
@@ -102,34 +129,60 @@ impl Attributor {
     }
 
     /// Drops touches too old to be attributed anything at event-time `frontier`.
+    ///
+    /// Only the keys filed under buckets that ended before `frontier` are visited; a touch in a
+    /// bucket that has not ended yet is dropped with a later call (attribution checks the
+    /// windows itself, so a touch kept a little longer is never attributed anything).
     pub fn expire(&mut self, frontier: i64) {
         let (click_ms, view_ms) = (self.windows.click_ms, self.windows.view_ms);
-        let dirty = &mut self.dirty;
-        self.touches.retain(|key, t| {
+        let pending = self
+            .expiring
+            .split_off(&frontier.div_euclid(EXPIRY_BUCKET_MS));
+        let ended = std::mem::replace(&mut self.expiring, pending);
+        for key in ended.into_values().flatten() {
+            let Some(t) = self.touches.get_mut(&key) else {
+                continue;
+            };
             let before = t.clicks.len() + t.impressions.len();
-            t.clicks.retain(|c| c.ts.millis() + click_ms >= frontier);
+            t.clicks
+                .retain(|c| c.ts.millis().saturating_add(click_ms) >= frontier);
             t.impressions
-                .retain(|i| i.ts.millis() + view_ms >= frontier);
+                .retain(|i| i.ts.millis().saturating_add(view_ms) >= frontier);
             if t.clicks.len() + t.impressions.len() != before {
-                dirty.insert(key.clone());
+                if t.clicks.is_empty() && t.impressions.is_empty() {
+                    self.touches.remove(&key);
+                }
+                self.dirty.insert(key);
             }
-            !(t.clicks.is_empty() && t.impressions.is_empty())
-        });
+        }
     }
 
     /// Takes the entries changed since the last call (`None`: deleted), for a checkpoint.
     pub fn take_changes(&mut self) -> Vec<(UserAdvertiser, Option<UserTouches>)> {
-        self.dirty
-            .drain()
-            .map(|k| {
-                let v = self.touches.get(&k).cloned();
-                (k, v)
-            })
-            .collect()
+        let mut out = Vec::with_capacity(self.dirty.len());
+        self.drain_changes(|k, v| out.push((k.clone(), v.cloned())));
+        out
+    }
+
+    /// Visits the entries changed since the last call (`None`: deleted) without copying them:
+    /// a checkpoint encodes them straight from the state.
+    pub fn drain_changes(&mut self, mut visit: impl FnMut(&UserAdvertiser, Option<&UserTouches>)) {
+        for key in self.dirty.drain() {
+            visit(&key, self.touches.get(&key));
+        }
     }
 
     /// Restores checkpointed entries.
     pub fn restore(&mut self, key: UserAdvertiser, touches: UserTouches) {
+        let ends: Vec<i64> = touches
+            .clicks
+            .iter()
+            .chain(&touches.impressions)
+            .map(|t| self.window_end(t))
+            .collect();
+        for end in ends {
+            self.file_expiry(&key, end);
+        }
         self.touches.insert(key, touches);
     }
 
@@ -150,6 +203,7 @@ mod tests {
     use crate::events::Billing;
     use crate::records::Touch;
     use crate::token::WinClaims;
+    use proptest::prelude::any;
 
     fn touch(rid: &str, kind: EventKind, ts: i64) -> Touch {
         Touch {
@@ -221,8 +275,62 @@ mod tests {
                 .request_id,
             "clk"
         );
+        // Touches go once the index's bucket of their window's end has passed.
         a.expire(2_000);
+        assert_eq!(a.len(), 1);
+        a.expire(EXPIRY_BUCKET_MS);
         assert!(a.is_empty());
         assert_eq!(a.take_changes().len(), 1);
+    }
+
+    proptest::proptest! {
+        /// Against a plain model: expiry keeps every touch whose window has not ended, drops every
+        /// one whose window ended a bucket before, and attribution is the same as with no expiry.
+        #[test]
+        fn expiry_by_the_time_index_matches_a_full_scan(
+            touches in proptest::collection::vec((0u8..4, 0u8..3, any::<bool>(), 0i64..600_000), 1..60),
+            frontiers in proptest::collection::vec(0i64..900_000, 1..6),
+            probe in 0i64..900_000,
+        ) {
+            let windows = Windows { click_ms: 200_000, view_ms: 50_000 };
+            let mut indexed = Attributor::new(windows);
+            let mut model = Attributor::new(windows);
+            for (i, (user, adv, click, ts)) in touches.iter().enumerate() {
+                let kind = if *click { EventKind::Click } else { EventKind::Impression };
+                let mut t = touch(&format!("r{i}"), kind, *ts);
+                t.claims.advertiser_id = format!("a{adv}");
+                indexed.record(&format!("u{user}"), t.clone());
+                model.record(&format!("u{user}"), t);
+            }
+            let mut frontiers = frontiers;
+            frontiers.sort_unstable();
+            for f in frontiers {
+                indexed.expire(f);
+                for t in indexed.touches.values().flat_map(|t| t.clicks.iter().chain(&t.impressions)) {
+                    let end = indexed.window_end(t);
+                    proptest::prop_assert!(end.div_euclid(EXPIRY_BUCKET_MS) >= f.div_euclid(EXPIRY_BUCKET_MS));
+                }
+                for (key, t) in &model.touches {
+                    for kept in t.clicks.iter().chain(&t.impressions) {
+                        if model.window_end(kept) >= f {
+                            let held = indexed.touches.get(key).is_some_and(|i| {
+                                i.clicks.iter().chain(&i.impressions).any(|x| x == kept)
+                            });
+                            proptest::prop_assert!(held, "a touch inside its window was dropped");
+                        }
+                    }
+                }
+                for user in 0..4 {
+                    for adv in 0..3 {
+                        let (u, a) = (format!("u{user}"), format!("a{adv}"));
+                        let at = EventTime(f.max(probe));
+                        proptest::prop_assert_eq!(
+                            indexed.attribute(&u, &a, at).map(|t| &t.claims.request_id),
+                            model.attribute(&u, &a, at).map(|t| &t.claims.request_id)
+                        );
+                    }
+                }
+            }
+        }
     }
 }

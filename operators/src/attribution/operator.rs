@@ -123,13 +123,13 @@ pub fn attribute<'scope>(
                         state.expire(at.min(i64::MAX as u64) as i64);
                     }
                     let mut batch = StateBatch::default();
-                    for ((user, advertiser), touches) in state.take_changes() {
-                        let key = state_key(&user, &advertiser);
-                        match touches.map(|t| serde_json::to_vec(&t)) {
+                    state.drain_changes(|(user, advertiser), touches| {
+                        let key = state_key(user, advertiser);
+                        match touches.map(serde_json::to_vec) {
                             Some(Ok(v)) => batch.puts.push((key, v)),
                             _ => batch.deletes.push(key),
                         }
-                    }
+                    });
                     batch
                 });
             }

@@ -49,7 +49,9 @@
 //! State changes are tracked per key for checkpoints ([`LabelJoin::take_changes`],
 //! [`LabelJoin::restore`]), as in [`crate::attribution::Attributor`].
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
+
+use crate::hash::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 

@@ -6,7 +6,9 @@
 //! Each entry remembers where it was first read, which tells a replay after a restart (same
 //! Kafka position: ignored) from a true duplicate (another position: dead-lettered).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use crate::hash::HashMap;
 
 use serde::{Deserialize, Serialize};
 

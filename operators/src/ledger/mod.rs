@@ -22,7 +22,9 @@ pub mod dedup;
 pub mod operator;
 pub mod status;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+use crate::hash::{HashMap, HashSet};
 
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
@@ -647,7 +649,7 @@ mod tests {
             let tz: Tz = tz.parse().unwrap();
             // Ground truth: the first occurrence of each identity, at its own time and price.
             let mut expected: BTreeMap<NaiveDate, u64> = BTreeMap::new();
-            let mut seen = HashSet::new();
+            let mut seen = HashSet::default();
             let charges: Vec<Charge> = events.iter().enumerate().map(|(i, (rid, kind, price, ts))| {
                 let kind = [EventKind::Impression, EventKind::Click, EventKind::Conversion][*kind as usize];
                 // Duplicates carry the same identity and price as the original.

@@ -3,7 +3,9 @@
 //! checkpointed with the worker's other state, re-injected into the dataflow after a restart,
 //! and retracted from it once a row is final.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+use crate::hash::{HashMap, HashSet};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -93,11 +95,11 @@ impl Contributions {
         Contributions {
             specs,
             worker,
-            seen: HashMap::new(),
+            seen: HashMap::default(),
             forget_at: BTreeMap::new(),
-            partial: HashMap::new(),
+            partial: HashMap::default(),
             closing: BTreeMap::new(),
-            dirty_rows: HashSet::new(),
+            dirty_rows: HashSet::default(),
             added_seen: Vec::new(),
             dropped_seen: Vec::new(),
             stale: Vec::new(),

@@ -3,7 +3,7 @@
 //! `ReportContributions` (exchanged by event identity, checkpointed) → differential's
 //! `count_total` over `(RowKey, Totals)` (exchanged by row) → `ReportPublisher`.
 
-use std::collections::HashMap;
+use crate::hash::HashMap;
 use std::sync::{Arc, Mutex};
 
 use differential_dataflow::collection::AsCollection;
@@ -61,7 +61,7 @@ pub fn reports<'scope>(
                         return;
                     };
                     // Events of one batch that share a row leave as one update.
-                    let mut batch: HashMap<RowKey, Totals> = HashMap::new();
+                    let mut batch: HashMap<RowKey, Totals> = HashMap::default();
                     for event in data.drain(..) {
                         if let Admitted::Counted(rows) = state.admit(&event, time) {
                             for (key, share) in rows {

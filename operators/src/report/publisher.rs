@@ -2,7 +2,9 @@
 //! records, at most once per `update_ms` of event time per row, and once more, `final`, when
 //! the watermark passes the window's end plus `final_after_ms`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+use crate::hash::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::row::{render, ReportRow, RowKey};
@@ -28,8 +30,8 @@ impl Publisher {
         let next_update = vec![0; specs.len()];
         Publisher {
             specs,
-            rows: HashMap::new(),
-            dirty: HashSet::new(),
+            rows: HashMap::default(),
+            dirty: HashSet::default(),
             closing: BTreeMap::new(),
             pending: Vec::new(),
             next_update,
