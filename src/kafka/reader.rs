@@ -186,10 +186,14 @@ impl KafkaReader {
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false")
             .set("auto.offset.reset", "error")
-            .set("fetch.wait.max.ms", "20")
             .set("fetch.min.bytes", "1");
-        if config.get("group.id").is_none() {
-            config.set("group.id", "adstream");
+        // How long the broker may hold a fetch that finds nothing: what an idle pipeline costs
+        // the broker (one fetch per worker per wait); data is returned as soon as it comes.
+        // `[kafka.properties] "fetch.wait.max.ms"` overrides it.
+        for (key, default) in [("group.id", "adstream"), ("fetch.wait.max.ms", "20")] {
+            if config.get(key).is_none() {
+                config.set(key, default);
+            }
         }
         let consumer: BaseConsumer<ReaderContext> = config
             .create_with_context(ReaderContext::new(links.live.clone()))
