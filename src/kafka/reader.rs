@@ -171,6 +171,27 @@ pub struct ReaderLinks {
     pub on_lost: OnLost,
 }
 
+/// The reader's consumer settings over the pipeline's client `config`: offsets are the
+/// checkpoint's, never committed or reset by the client.
+fn consumer_config(config: &ClientConfig) -> ClientConfig {
+    let mut config = config.clone();
+    config
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false")
+        .set("auto.offset.reset", "error")
+        .set("fetch.min.bytes", "1");
+    // `fetch.wait.max.ms`: how long the broker may hold a fetch that finds nothing, which is
+    // what an idle pipeline costs the broker (one fetch per worker per wait). Both may be set
+    // in `[kafka.properties]`.
+    for (key, default) in [("group.id", "adstream"), ("fetch.wait.max.ms", "20")] {
+        if config.get(key).is_none() {
+            config.set(key, default);
+        }
+    }
+    config
+}
+
 impl KafkaReader {
     /// A consumer assigned the partitions worker `links.worker` owns in `links.topology`,
     /// starting at `offsets` (or the beginning).
@@ -180,21 +201,7 @@ impl KafkaReader {
         offsets: &BTreeMap<(StreamId, i32), i64>,
         links: ReaderLinks,
     ) -> anyhow::Result<Self> {
-        let mut config = config.clone();
-        config
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "false")
-            .set("auto.offset.reset", "error")
-            .set("fetch.min.bytes", "1");
-        // How long the broker may hold a fetch that finds nothing: what an idle pipeline costs
-        // the broker (one fetch per worker per wait); data is returned as soon as it comes.
-        // `[kafka.properties] "fetch.wait.max.ms"` overrides it.
-        for (key, default) in [("group.id", "adstream"), ("fetch.wait.max.ms", "20")] {
-            if config.get(key).is_none() {
-                config.set(key, default);
-            }
-        }
+        let config = consumer_config(config);
         let consumer: BaseConsumer<ReaderContext> = config
             .create_with_context(ReaderContext::new(links.live.clone()))
             .context("creating a Kafka consumer")?;
@@ -514,6 +521,22 @@ impl PartitionReader for KafkaReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fetch_wait_and_group_default_unless_the_pipeline_sets_them() {
+        let defaults = consumer_config(&ClientConfig::new());
+        assert_eq!(defaults.get("fetch.wait.max.ms"), Some("20"));
+        assert_eq!(defaults.get("group.id"), Some("adstream"));
+        let mut set = ClientConfig::new();
+        set.set("fetch.wait.max.ms", "500")
+            .set("group.id", "g")
+            .set("enable.auto.commit", "true");
+        let config = consumer_config(&set);
+        assert_eq!(config.get("fetch.wait.max.ms"), Some("500"));
+        assert_eq!(config.get("group.id"), Some("g"));
+        // Offsets are the checkpoint's: never committed by the client.
+        assert_eq!(config.get("enable.auto.commit"), Some("false"));
+    }
 
     #[test]
     fn a_checkpoint_below_the_low_watermark_reports_the_lost_range() {
