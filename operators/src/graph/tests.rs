@@ -551,8 +551,20 @@ fn run_whole_graph(workers: usize, restart: bool) -> (Vec<Served>, Seen, Referen
     } else {
         run
     };
-    // The rest, and the duplicates.
-    for (stream, key, json) in second.iter().chain(duplicates.iter()) {
+    // The rest, with every campaign changed halfway (a second creative: the terms, and so the
+    // spend and its cap, carry over), and the duplicates.
+    let (early, late) = second.split_at(second.len() / 2);
+    for (stream, key, json) in early {
+        log.append(*stream, key, Some(json.clone()));
+    }
+    for c in CAMPAIGNS.iter() {
+        let changed =
+            campaign_json(c).replace("}]}", &format!("}},{{\"ad_id\":\"{}-ad2\"}}]}}", c.0));
+        let parsed = crate::events::Campaign::parse(changed.as_bytes()).expect("a valid change");
+        assert_eq!(parsed.creatives.len(), 2);
+        log.append(StreamId::Campaigns, c.0, Some(changed));
+    }
+    for (stream, key, json) in late.iter().chain(duplicates.iter()) {
         log.append(*stream, key, Some(json.clone()));
     }
     run.finish(&log);
