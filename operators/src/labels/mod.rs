@@ -337,13 +337,17 @@ impl LabelJoin {
 
     /// Takes the entries changed since the last call (`None`: deleted), for a checkpoint.
     pub fn take_changes(&mut self) -> Vec<(ExampleKey, Option<Entry>)> {
-        self.dirty
-            .drain()
-            .map(|k| {
-                let v = self.entries.get(&k).cloned();
-                (k, v)
-            })
-            .collect()
+        let mut out = Vec::with_capacity(self.dirty.len());
+        self.drain_changes(|k, v| out.push((k.clone(), v.cloned())));
+        out
+    }
+
+    /// Visits the entries changed since the last call (`None`: deleted) without copying them:
+    /// a checkpoint encodes them straight from the state.
+    pub fn drain_changes(&mut self, mut visit: impl FnMut(&ExampleKey, Option<&Entry>)) {
+        for key in self.dirty.drain() {
+            visit(&key, self.entries.get(&key));
+        }
     }
 
     /// Restores a checkpointed entry.

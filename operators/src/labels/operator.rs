@@ -84,13 +84,13 @@ pub fn label_join<'scope>(
                 }
                 gate.step(frontier, &*store, |_| {
                     let mut batch = StateBatch::default();
-                    for ((request_id, imp_id), entry) in join.take_changes() {
-                        let key = state_key(&request_id, &imp_id);
-                        match entry.map(|e| serde_json::to_vec(&e)) {
+                    join.drain_changes(|(request_id, imp_id), entry| {
+                        let key = state_key(request_id, imp_id);
+                        match entry.map(serde_json::to_vec) {
                             Some(Ok(v)) => batch.puts.push((key, v)),
                             _ => batch.deletes.push(key),
                         }
-                    }
+                    });
                     batch
                 });
             }
