@@ -157,7 +157,9 @@ impl Attributor {
         }
     }
 
-    /// Takes the entries changed since the last call (`None`: deleted), for a checkpoint.
+    /// The entries changed since the last call (`None`: deleted), copied: for tests; a
+    /// checkpoint visits them with `drain_changes`.
+    #[cfg(test)]
     pub fn take_changes(&mut self) -> Vec<(UserAdvertiser, Option<UserTouches>)> {
         let mut out = Vec::with_capacity(self.dirty.len());
         self.drain_changes(|k, v| out.push((k.clone(), v.cloned())));

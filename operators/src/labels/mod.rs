@@ -46,7 +46,7 @@
 //!   chance of a conversion positive). No tombstone is kept for an evicted key. Each counts as
 //!   `evicted` (and the negative, if any, as `examples_click_neg`).
 //!
-//! State changes are tracked per key for checkpoints ([`LabelJoin::take_changes`],
+//! State changes are tracked per key for checkpoints ([`LabelJoin::drain_changes`],
 //! [`LabelJoin::restore`]), as in [`crate::attribution::Attributor`].
 
 use std::collections::BTreeSet;
@@ -335,7 +335,9 @@ impl LabelJoin {
         &self.stats
     }
 
-    /// Takes the entries changed since the last call (`None`: deleted), for a checkpoint.
+    /// The entries changed since the last call (`None`: deleted), copied: for tests; a
+    /// checkpoint visits them with `drain_changes`.
+    #[cfg(test)]
     pub fn take_changes(&mut self) -> Vec<(ExampleKey, Option<Entry>)> {
         let mut out = Vec::with_capacity(self.dirty.len());
         self.drain_changes(|k, v| out.push((k.clone(), v.cloned())));

@@ -257,12 +257,13 @@ pub fn dataflow(n: usize, workers: usize, reports: bool) -> f64 {
             secret: SECRET.to_vec(),
             max_message_bytes: 65_536,
         };
+        let source = SourceConfig::default();
         worker.dataflow::<u64, _, _>(|scope| {
             let ingested = kafka_source(
                 scope,
                 "Bench",
                 reader,
-                SourceConfig::default(),
+                source.clone(),
                 adstream_operators::source::wall_clock(),
                 store.clone(),
                 probe.clone(),
@@ -282,7 +283,8 @@ pub fn dataflow(n: usize, workers: usize, reports: bool) -> f64 {
                     ledger: LedgerConfig {
                         stats: Default::default(),
                         horizons: Horizons::default(),
-                        checkpoint_interval: 1_000,
+                        // The source's interval: a stop moves past the next checkpoint.
+                        checkpoint_interval: source.checkpoint_interval_ms as u64,
                     },
                     windows: Windows::default(),
                     labels: LabelConfig::default(),
