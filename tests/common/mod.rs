@@ -15,12 +15,28 @@ use rdkafka::ClientConfig;
 
 pub const SECRET: &str = "integration-test-secret";
 
+/// A loopback port that is free now, for a server a test starts later (a broker, a timely
+/// cluster's hostfile). It is taken below the kernel's range for outgoing connections
+/// (32768-60999 by default), so no client socket takes it meanwhile, and a test binary never
+/// hands one out twice, since its tests run in parallel. A port from the kernel (`bind` to 0)
+/// could be in use again by the time the server binds it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let offset = std::process::id() % SPAN;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(
+            n < SPAN,
+            "no free loopback port left below the ephemeral range"
+        );
+        let port = (LOW + (offset + n) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 fn tansu_binary() -> PathBuf {
