@@ -41,7 +41,7 @@ use crate::http::{app, AppState};
 use crate::kafka::client_config;
 use crate::kafka::deadletters::{published_since, read_back_since, DeadLetterGate};
 use crate::kafka::monitor::{Topology, Watched};
-use crate::kafka::reader::{discover, KafkaReader, OnLost, ReaderLinks};
+use crate::kafka::reader::{discover, KafkaReader, OnLost, ReaderLinks, SharedConsumer};
 use crate::kafka::sink::Sinks;
 use crate::live::LiveState;
 use crate::metrics::Metrics;
@@ -395,9 +395,11 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
         pacing: pipeline.pacing.clone(),
     };
     let decode_config = unlocked.decode;
+    // One consumer for every worker of this process (each reads its partitions' own queues).
+    let consumer = SharedConsumer::new(&config, &topics, live.clone())?;
     let shared = Arc::new(WorkerIo {
         workers,
-        client: config,
+        consumer,
         topics,
         offsets,
         topology,
@@ -444,7 +446,7 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
 /// graph's settings.
 struct WorkerIo {
     workers: usize,
-    client: rdkafka::ClientConfig,
+    consumer: Arc<SharedConsumer>,
     topics: Vec<(StreamId, String)>,
     offsets: BTreeMap<(StreamId, i32), i64>,
     topology: Arc<Topology>,
@@ -479,7 +481,7 @@ type QueueEnd = (
 fn run_worker(worker: &mut timely::worker::Worker, io: &WorkerIo) -> Result<(), String> {
     let WorkerIo {
         workers,
-        client: config,
+        consumer,
         topics,
         offsets,
         topology,
@@ -514,7 +516,8 @@ fn run_worker(worker: &mut timely::worker::Worker, io: &WorkerIo) -> Result<(), 
         live: worker_live.clone(),
         on_lost,
     };
-    let reader = KafkaReader::new(config, topics, offsets, links).map_err(|e| format!("{e:#}"))?;
+    let reader =
+        KafkaReader::new(consumer.clone(), topics, offsets, links).map_err(|e| format!("{e:#}"))?;
     let (requests, requests_activator) = receivers
         .lock()
         .ok()

@@ -30,7 +30,7 @@ use std::time::Duration;
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::{ProbeHandle, Scope, StreamVec};
 
-use crate::checkpoint::{text_value, RestoreError, StateBatch, StateStore, Ticket};
+use crate::checkpoint::{codec, RestoreError, StateBatch, StateStore, Ticket};
 use crate::records::{RawMessage, StreamId};
 use crate::routing::KeyError;
 use crate::time::EventTime;
@@ -155,10 +155,7 @@ pub fn restore_position_times(
         let Some((stream, partition)) = parsed else {
             return Err(RestoreError::value(&k, "not a stream/partition key"));
         };
-        out.insert(
-            (stream, partition),
-            crate::checkpoint::text_value::<i64>(&k, &v)?,
-        );
+        out.insert((stream, partition), codec::decode_number::<i64>(&k, &v)?);
     }
     Ok(out)
 }
@@ -180,7 +177,7 @@ pub fn restore_offsets(
         let (Some(stream), Some(partition), None) = (stream, partition, parts.next()) else {
             return Err(KeyError::new(&k, "expected offsets/{stream}/{partition}").into());
         };
-        out.insert((stream, partition), text_value::<i64>(&k, &v)?);
+        out.insert((stream, partition), codec::decode_number::<i64>(&k, &v)?);
     }
     Ok(out)
 }
@@ -333,27 +330,19 @@ where
                 if let Some(s) = ready {
                     // Every partition read so far is confirmed at the snapshot's time, changed
                     // or not, so the times stay recent on idle partitions too.
-                    let taken = s.taken_ms.to_string();
-                    let mut puts: Vec<(Vec<u8>, Vec<u8>)> = s
-                        .positions
-                        .keys()
-                        .map(|(st, p)| (position_time_key(*st, *p), taken.clone().into_bytes()))
-                        .collect();
+                    let mut batch = StateBatch::default();
+                    for (st, p) in s.positions.keys() {
+                        batch.put(position_time_key(*st, *p), &s.taken_ms);
+                    }
                     let changed: BTreeMap<_, _> = s
                         .positions
                         .into_iter()
                         .filter(|(k, v)| persisted.get(k) != Some(v))
                         .collect();
-                    puts.extend(
-                        changed
-                            .iter()
-                            .map(|((s, p), o)| (offset_key(*s, *p), o.to_string().into_bytes())),
-                    );
-                    if !puts.is_empty() {
-                        let batch = StateBatch {
-                            puts,
-                            deletes: vec![],
-                        };
+                    for ((s, p), o) in &changed {
+                        batch.put(offset_key(*s, *p), o);
+                    }
+                    if !batch.is_empty() {
                         in_flight = Some((store.persist(batch), changed));
                     }
                 }

@@ -1,22 +1,28 @@
-//! The rdkafka [`PartitionReader`]: one `BaseConsumer` per worker, partitions assigned by hand.
+//! The rdkafka [`PartitionReader`]: one consumer per process ([`SharedConsumer`]), each
+//! partition split into its own queue that the worker owning it reads.
 //!
-//! Partitions are assigned deterministically (partition `p` of every input topic goes to worker
+//! The broker serves one fetch per process, not one per worker. (Pausing idle partitions to
+//! fetch them less often does not work with librdkafka: its fetcher notices a resumed
+//! partition only at its next fetch, up to a second later when nothing else is fetched, so
+//! the resumed partition starves.) Partitions are assigned deterministically (partition `p` of every input topic goes to worker
 //! `p % workers`) and start at the offsets of the last checkpoint, not at the consumer group's
 //! committed offsets: the checkpoint is the source of truth. The campaigns topic is compacted and
 //! is always read from its beginning, so the catalog is rebuilt on every start. Partitions added
 //! while running are picked up through the [`Topology`] the monitor keeps
 //! ([`super::monitor`]); offsets that retention deleted before they were read are reported.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use adstream_operators::records::{RawMessage, StreamId};
 use adstream_operators::source::PartitionReader;
 use anyhow::Context;
+use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientContext;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -92,6 +98,106 @@ impl ClientContext for ReaderContext {
 
 impl ConsumerContext for ReaderContext {}
 
+/// The process's one consumer. Each worker's [`KafkaReader`] assigns its partitions to it and
+/// reads them from their own queues; the broker sees one client fetching every partition of
+/// the process.
+pub struct SharedConsumer {
+    consumer: Arc<BaseConsumer<ReaderContext>>,
+    /// Messages the consumer's main queue returned: fetched between a partition's assignment
+    /// and the split of its queue. Each comes before anything in its partition's queue, so
+    /// every reader empties the main queue (under this lock) before reading its queues.
+    spilled: Mutex<HashMap<(StreamId, i32), VecDeque<RawMessage>>>,
+    /// Offset-out-of-range errors seen on the main queue (whoever's partition they concern).
+    resets: AtomicU64,
+    streams: HashMap<String, StreamId>,
+}
+
+impl SharedConsumer {
+    /// Creates the process's consumer over the pipeline's client `config`, reading `topics`.
+    pub fn new(
+        config: &ClientConfig,
+        topics: &[(StreamId, String)],
+        live: Arc<LiveState>,
+    ) -> anyhow::Result<Arc<Self>> {
+        let consumer: BaseConsumer<ReaderContext> = consumer_config(config)
+            .create_with_context(ReaderContext::new(live))
+            .context("creating a Kafka consumer")?;
+        Ok(Arc::new(SharedConsumer {
+            consumer: Arc::new(consumer),
+            spilled: Mutex::default(),
+            resets: AtomicU64::new(0),
+            streams: topics.iter().map(|(s, t)| (t.clone(), *s)).collect(),
+        }))
+    }
+
+    /// Empties the main queue (serving the client's callbacks too) into the spill, and moves
+    /// the spilled messages of `owned` to `out`.
+    fn drain_main_queue(&self, owned: &[(StreamId, i32)], out: &mut Vec<RawMessage>) {
+        let Ok(mut spilled) = self.spilled.lock() else {
+            return;
+        };
+        while let Some(polled) = self.consumer.poll(Duration::ZERO) {
+            match polled {
+                Ok(m) => {
+                    if let Some(raw) = raw_message(&self.streams, &m) {
+                        spilled
+                            .entry((raw.stream, raw.partition))
+                            .or_default()
+                            .push_back(raw);
+                    }
+                }
+                Err(e) => {
+                    if is_offset_reset(&e) {
+                        self.resets.fetch_add(1, Ordering::Relaxed);
+                    }
+                    log_consumer_error(&e);
+                }
+            }
+        }
+        if spilled.is_empty() {
+            return;
+        }
+        for p in owned {
+            if let Some(messages) = spilled.remove(p) {
+                out.extend(messages);
+            }
+        }
+    }
+}
+
+fn raw_message(streams: &HashMap<String, StreamId>, m: &BorrowedMessage<'_>) -> Option<RawMessage> {
+    let stream = streams.get(m.topic()).copied()?;
+    Some(RawMessage {
+        stream,
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key().map(<[u8]>::to_vec),
+        payload: m.payload().map(<[u8]>::to_vec),
+        timestamp_ms: m.timestamp().to_millis(),
+    })
+}
+
+fn is_offset_reset(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange)
+    )
+}
+
+fn log_consumer_error(e: &KafkaError) {
+    if is_offset_reset(e) {
+        tracing::error!(error = %e, "offset out of range: messages were deleted before they were read");
+    } else if matches!(
+        e.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure)
+    ) {
+        // Already logged by the client's error callback.
+        tracing::debug!(error = %e, "kafka consumer error");
+    } else {
+        tracing::warn!(error = %e, "kafka consumer error");
+    }
+}
+
 /// Where a reader starts on a partition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Start {
@@ -141,8 +247,12 @@ const RESET_CHECK: Duration = Duration::from_millis(100);
 /// resumes at the low watermark. Partitions added to the input topics while running are
 /// assigned as soon as the monitor's [`Topology`] shows them.
 pub struct KafkaReader {
-    consumer: BaseConsumer<ReaderContext>,
-    streams: HashMap<String, StreamId>,
+    shared: Arc<SharedConsumer>,
+    /// The queue of each partition read.
+    queues: BTreeMap<(StreamId, i32), PartitionQueue<ReaderContext>>,
+    /// Where the next poll starts among the queues (so that none starves).
+    rotate: usize,
+    resets_seen: u64,
     names: HashMap<StreamId, String>,
     owned: Vec<(StreamId, i32)>,
     /// Partitions still behind their start-up high watermark.
@@ -193,23 +303,21 @@ fn consumer_config(config: &ClientConfig) -> ClientConfig {
 }
 
 impl KafkaReader {
-    /// A consumer assigned the partitions worker `links.worker` owns in `links.topology`,
-    /// starting at `offsets` (or the beginning).
+    /// A reader of the partitions worker `links.worker` owns in `links.topology`, through the
+    /// process's `shared` consumer, starting at `offsets` (or the beginning).
     pub fn new(
-        config: &ClientConfig,
+        shared: Arc<SharedConsumer>,
         topics: &[(StreamId, String)],
         offsets: &BTreeMap<(StreamId, i32), i64>,
         links: ReaderLinks,
     ) -> anyhow::Result<Self> {
-        let config = consumer_config(config);
-        let consumer: BaseConsumer<ReaderContext> = config
-            .create_with_context(ReaderContext::new(links.live.clone()))
-            .context("creating a Kafka consumer")?;
         let (index, peers) = links.worker;
         let owned = assignment(&links.topology.layout(), index, peers);
         let mut reader = KafkaReader {
-            consumer,
-            streams: topics.iter().map(|(s, t)| (t.clone(), *s)).collect(),
+            resets_seen: shared.resets.load(Ordering::Relaxed),
+            shared,
+            queues: BTreeMap::new(),
+            rotate: 0,
             names: topics.iter().map(|(s, t)| (*s, t.clone())).collect(),
             owned: Vec::new(),
             behind: HashMap::new(),
@@ -229,6 +337,7 @@ impl KafkaReader {
                 continue;
             };
             let (low, high) = reader
+                .shared
                 .consumer
                 .fetch_watermarks(&topic, *partition, Duration::from_secs(15))
                 .with_context(|| format!("reading the watermarks of {topic}/{partition}"))?;
@@ -240,9 +349,13 @@ impl KafkaReader {
             }
         }
         reader
+            .shared
             .consumer
-            .assign(&tpl)
+            .incremental_assign(&tpl)
             .context("assigning partitions")?;
+        for p in &owned {
+            reader.split(*p)?;
+        }
         reader.owned = owned;
         reader.publish_positions(reader.owned.clone());
         if reader.behind.keys().any(|(s, _)| *s == StreamId::Campaigns) {
@@ -276,6 +389,21 @@ impl KafkaReader {
         start.offset
     }
 
+    /// Reads `partition` from its own queue from now on.
+    fn split(&mut self, partition: (StreamId, i32)) -> anyhow::Result<()> {
+        let topic = self
+            .names
+            .get(&partition.0)
+            .with_context(|| format!("no topic for {:?}", partition.0))?;
+        let queue = self
+            .shared
+            .consumer
+            .split_partition_queue(topic, partition.1)
+            .with_context(|| format!("splitting the queue of {topic}/{}", partition.1))?;
+        self.queues.insert(partition, queue);
+        Ok(())
+    }
+
     fn publish_positions(&self, partitions: Vec<(StreamId, i32)>) {
         self.topology.set_positions(
             partitions
@@ -300,11 +428,13 @@ impl KafkaReader {
         let tpl = self.event_partitions();
         if tpl.count() > 0 {
             if paused {
-                self.consumer
+                self.shared
+                    .consumer
                     .pause(&tpl)
                     .context("pausing event partitions")?;
             } else {
-                self.consumer
+                self.shared
+                    .consumer
                     .resume(&tpl)
                     .context("resuming event partitions")?;
             }
@@ -358,10 +488,16 @@ impl KafkaReader {
             }
             tracing::info!(topic, partition, worker = index, "reading a new partition");
         }
-        if let Err(e) = self.consumer.incremental_assign(&tpl) {
+        if let Err(e) = self.shared.consumer.incremental_assign(&tpl) {
             // Tried again at the next layout change; the monitor's lag shows them unread.
             tracing::error!(error = %e, "cannot assign new partitions");
             return;
+        }
+        for p in &new {
+            if let Err(e) = self.split(*p) {
+                // Its messages come through the main queue meanwhile (the spill).
+                tracing::error!(error = %e, "cannot split a new partition's queue");
+            }
         }
         self.owned.extend(new.iter().copied());
         if self.events_paused {
@@ -374,7 +510,7 @@ impl KafkaReader {
                 }
             }
             if paused.count() > 0 {
-                if let Err(e) = self.consumer.pause(&paused) {
+                if let Err(e) = self.shared.consumer.pause(&paused) {
                     tracing::error!(error = %e, "cannot pause new event partitions");
                 }
             }
@@ -410,13 +546,16 @@ impl KafkaReader {
             {
                 continue;
             }
-            let reassigned = self
-                .consumer
+            let consumer = &self.shared.consumer;
+            let reassigned = consumer
                 .incremental_unassign(&tpl)
-                .and_then(|()| self.consumer.incremental_assign(&tpl));
+                .and_then(|()| consumer.incremental_assign(&tpl));
             if let Err(e) = reassigned {
                 tracing::error!(error = %e, topic, partition, "cannot move past lost offsets");
                 continue;
+            }
+            if let Err(e) = self.split((stream, partition)) {
+                tracing::error!(error = %e, topic, partition, "cannot split the queue again");
             }
             (self.on_lost)(stream, partition, next, low);
             self.next.insert((stream, partition), low);
@@ -440,6 +579,11 @@ impl PartitionReader for KafkaReader {
         if self.topology.version() != self.version {
             self.take_new_partitions();
         }
+        let resets = self.shared.resets.load(Ordering::Relaxed);
+        if resets != self.resets_seen {
+            self.resets_seen = resets;
+            self.reset_since.get_or_insert_with(Instant::now);
+        }
         if self.reset_since.is_some() && self.last_reset_check.elapsed() >= RESET_CHECK {
             self.last_reset_check = Instant::now();
             self.recover_lost_offsets();
@@ -448,57 +592,43 @@ impl PartitionReader for KafkaReader {
             return;
         }
         let first = out.len();
-        for _ in 0..max {
-            match self.consumer.poll(Duration::ZERO) {
-                None => break,
-                Some(Err(e)) => {
-                    let code = e.rdkafka_error_code();
-                    if matches!(
-                        code,
-                        Some(
-                            RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange
-                        )
-                    ) {
-                        tracing::error!(error = %e, "offset out of range: messages were deleted before they were read");
-                        self.reset_since.get_or_insert_with(Instant::now);
-                    } else if matches!(
-                        code,
-                        Some(
-                            RDKafkaErrorCode::AllBrokersDown
-                                | RDKafkaErrorCode::BrokerTransportFailure
-                        )
-                    ) {
-                        // Already logged by the client's error callback.
-                        tracing::debug!(error = %e, "kafka consumer error");
-                    } else {
-                        tracing::warn!(error = %e, "kafka consumer error");
+        self.shared.drain_main_queue(&self.owned, out);
+        let partitions: Vec<(StreamId, i32)> = self.queues.keys().copied().collect();
+        let n = partitions.len();
+        self.rotate = self.rotate.wrapping_add(1);
+        'queues: for i in 0..n {
+            let partition = partitions[(self.rotate + i) % n];
+            let Some(queue) = self.queues.get(&partition) else {
+                continue;
+            };
+            while out.len() - first < max {
+                match queue.poll(Duration::ZERO) {
+                    None => continue 'queues,
+                    Some(Err(e)) => {
+                        if is_offset_reset(&e) {
+                            self.reset_since.get_or_insert_with(Instant::now);
+                        }
+                        log_consumer_error(&e);
+                        continue 'queues;
                     }
-                    break;
-                }
-                Some(Ok(m)) => {
-                    let Some(stream) = self.streams.get(m.topic()).copied() else {
-                        continue;
-                    };
-                    let raw = RawMessage {
-                        stream,
-                        partition: m.partition(),
-                        offset: m.offset(),
-                        key: m.key().map(<[u8]>::to_vec),
-                        payload: m.payload().map(<[u8]>::to_vec),
-                        timestamp_ms: m.timestamp().to_millis(),
-                    };
-                    drop(m);
-                    if !self.behind.is_empty() {
-                        self.advance(raw.stream, raw.partition, raw.offset);
+                    Some(Ok(m)) => {
+                        if let Some(raw) = raw_message(&self.shared.streams, &m) {
+                            out.push(raw);
+                        }
                     }
-                    out.push(raw);
                 }
             }
+            break;
         }
         if out.len() > first {
             let mut read = BTreeMap::new();
             for m in &out[first..] {
                 read.insert((m.stream, m.partition), m.offset + 1);
+            }
+            if !self.behind.is_empty() {
+                for ((stream, partition), next) in &read {
+                    self.advance(*stream, *partition, next - 1);
+                }
             }
             self.next.extend(read.iter().map(|(k, v)| (*k, *v)));
             self.topology.set_positions(read);

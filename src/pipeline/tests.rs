@@ -125,7 +125,10 @@ fn the_shipped_pipeline_resolves() {
     // Mappings across sections.
     assert_eq!(p.pacing.conversion_window_ms, p.windows.click_ms);
     assert_eq!(p.horizons.conversion_ms, p.windows.click_ms + 86_400_000);
-    assert_eq!(p.source.checkpoint_interval_ms, 1_000);
+    // Report rows within two seconds of their events: lateness + checkpoint + update_ms.
+    assert_eq!(p.source.checkpoint_interval_ms, 500);
+    assert_eq!(p.source.lateness_ms, 1_000);
+    assert_eq!(p.reports[0].update_ms, 500);
     assert_eq!(p.serving.reservation_ttl_ms, p.pacing.reservation_ttl_ms);
 }
 

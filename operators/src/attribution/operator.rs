@@ -15,7 +15,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::StreamVec;
 
 use super::{Attributor, UserTouches, Windows};
-use crate::checkpoint::{json_value, CheckpointGate, RestoreError, StateBatch, StateStore};
+use crate::checkpoint::{codec, CheckpointGate, RestoreError, StateBatch, StateStore};
 use crate::events::{Billing, EventKind};
 use crate::records::Charge;
 pub use crate::records::{Attributed, AttributedConversion, ConversionIn, UserTouch};
@@ -37,7 +37,7 @@ pub fn restore(
     for (k, v) in store.scan(ATTRIBUTION.prefix.as_bytes())? {
         let (hash, [user, advertiser]) = ATTRIBUTION.parse_as(&k)?;
         if owns(hash, index, peers) {
-            attributor.restore((user, advertiser), json_value::<UserTouches>(&k, &v)?);
+            attributor.restore((user, advertiser), codec::decode::<UserTouches>(&k, &v)?);
         }
     }
     Ok(attributor)
@@ -125,9 +125,9 @@ pub fn attribute<'scope>(
                     let mut batch = StateBatch::default();
                     state.drain_changes(|(user, advertiser), touches| {
                         let key = state_key(user, advertiser);
-                        match touches.map(serde_json::to_vec) {
-                            Some(Ok(v)) => batch.puts.push((key, v)),
-                            _ => batch.deletes.push(key),
+                        match touches {
+                            Some(touches) => batch.put(key, touches),
+                            None => batch.deletes.push(key),
                         }
                     });
                     batch
@@ -183,7 +183,16 @@ mod tests {
             &store,
             pairs
                 .iter()
-                .map(|(u, a)| (state_key(u, a), serde_json::to_vec(&touches(a)).unwrap()))
+                .enumerate()
+                // Both formats restore: the binary one, and the JSON of earlier releases.
+                .map(|(i, (u, a))| {
+                    let value = if i % 2 == 0 {
+                        codec::encode(&touches(a)).unwrap()
+                    } else {
+                        serde_json::to_vec(&touches(a)).unwrap()
+                    };
+                    (state_key(u, a), value)
+                })
                 .collect(),
         );
         for peers in [1, 2] {

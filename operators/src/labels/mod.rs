@@ -49,7 +49,8 @@
 //! State changes are tracked per key for checkpoints ([`LabelJoin::drain_changes`],
 //! [`LabelJoin::restore`]), as in [`crate::attribution::Attributor`].
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, VecDeque};
+use std::rc::Rc;
 
 use crate::hash::{HashMap, HashSet};
 
@@ -185,7 +186,7 @@ impl LabelStats {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
     /// The served record, until it is no longer needed for an example.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     served: Option<Box<Served>>,
     /// Impression time.
     #[serde(default)]
@@ -250,14 +251,18 @@ impl Entry {
     }
 }
 
+/// A key held once and shared by the entry map, the deadline index and the dirty set.
+type SharedKey = Rc<ExampleKey>;
+
 /// The label join state of one worker's keys.
 #[derive(Debug, Default)]
 pub struct LabelJoin {
     config: LabelConfig,
-    entries: HashMap<ExampleKey, Entry>,
-    /// (deadline, key) of every entry.
-    deadlines: BTreeSet<(i64, ExampleKey)>,
-    dirty: HashSet<ExampleKey>,
+    entries: HashMap<SharedKey, Entry>,
+    /// Keys by deadline. An entry whose deadline moves is listed again under the new one and
+    /// its old listing goes stale: a listing counts only while it is its entry's deadline.
+    deadlines: BTreeMap<i64, VecDeque<SharedKey>>,
+    dirty: HashSet<SharedKey>,
     stats: LabelStats,
 }
 
@@ -295,32 +300,59 @@ impl LabelJoin {
             }
         }
         let key = event.key();
-        let existing = self.take(&key);
+        let (key, existing) = match self.entries.remove_entry(&key) {
+            Some((key, entry)) => {
+                let deadline = entry.deadline(&self.config).0;
+                (key, Some((entry, deadline)))
+            }
+            None => (Rc::new(key), None),
+        };
         let is_new = existing.is_none();
-        let mut entry = existing.unwrap_or_default();
+        let (mut entry, listed) = existing.map_or((Entry::default(), None), |(e, d)| (e, Some(d)));
         self.update(&mut entry, event);
         self.emit_ready(&mut entry, &mut out);
-        self.put(key, entry);
+        self.put(key, entry, listed);
         if is_new {
             self.enforce_bound(&mut out);
         }
         out
     }
 
+    /// The earliest listed key whose listing is current (the first listed, among equal
+    /// deadlines), removed from the index with its entry; stale listings met on the way are
+    /// dropped. `None` once nothing is listed before `before` (`None`: at all).
+    fn pop_due(&mut self, before: Option<i64>) -> Option<(SharedKey, Entry)> {
+        loop {
+            let mut first = self.deadlines.first_entry()?;
+            let deadline = *first.key();
+            if before.is_some_and(|b| deadline >= b) {
+                return None;
+            }
+            let Some(key) = first.get_mut().pop_front() else {
+                first.remove();
+                continue;
+            };
+            if first.get().is_empty() {
+                first.remove();
+            }
+            let current = self
+                .entries
+                .get(&*key)
+                .is_some_and(|e| e.deadline(&self.config).0 == deadline);
+            if current {
+                if let Some((key, entry)) = self.entries.remove_entry(&*key) {
+                    return Some((key, entry));
+                }
+            }
+        }
+    }
+
     /// Closes every window the event-time `frontier_ms` has passed (deadline < frontier);
     /// returns the click negatives due.
     pub fn advance(&mut self, frontier_ms: i64) -> Vec<LabeledExample> {
         let mut out = Vec::new();
-        while let Some((deadline, _)) = self.deadlines.first() {
-            if *deadline >= frontier_ms {
-                break;
-            }
-            let Some((_, key)) = self.deadlines.pop_first() else {
-                break;
-            };
-            if let Some(entry) = self.entries.remove(&key) {
-                self.close(key, entry, true, &mut out);
-            }
+        while let Some((key, entry)) = self.pop_due(Some(frontier_ms)) {
+            self.close(key, entry, true, &mut out);
         }
         out
     }
@@ -348,18 +380,18 @@ impl LabelJoin {
     /// a checkpoint encodes them straight from the state.
     pub fn drain_changes(&mut self, mut visit: impl FnMut(&ExampleKey, Option<&Entry>)) {
         for key in self.dirty.drain() {
-            visit(&key, self.entries.get(&key));
+            visit(&key, self.entries.get(&*key));
         }
     }
 
     /// Restores a checkpointed entry.
     pub fn restore(&mut self, key: ExampleKey, entry: Entry) {
-        if let Some(old) = self.entries.remove(&key) {
-            self.deadlines
-                .remove(&(old.deadline(&self.config).0, key.clone()));
-        }
+        let key = Rc::new(key);
+        self.entries.remove(&*key);
         self.deadlines
-            .insert((entry.deadline(&self.config).0, key.clone()));
+            .entry(entry.deadline(&self.config).0)
+            .or_default()
+            .push_back(key.clone());
         self.entries.insert(key, entry);
     }
 
@@ -373,18 +405,16 @@ impl LabelJoin {
         self.entries.is_empty()
     }
 
-    /// Removes `key`'s entry (and its deadline).
-    fn take(&mut self, key: &ExampleKey) -> Option<Entry> {
-        let entry = self.entries.remove(key)?;
-        self.deadlines
-            .remove(&(entry.deadline(&self.config).0, key.clone()));
-        Some(entry)
-    }
-
-    /// Holds `entry` under `key` until its deadline.
-    fn put(&mut self, key: ExampleKey, entry: Entry) {
-        self.deadlines
-            .insert((entry.deadline(&self.config).0, key.clone()));
+    /// Holds `entry` under `key` until its deadline; `listed` is the deadline it is already
+    /// listed under, if any.
+    fn put(&mut self, key: SharedKey, entry: Entry, listed: Option<i64>) {
+        let deadline = entry.deadline(&self.config).0;
+        if listed != Some(deadline) {
+            self.deadlines
+                .entry(deadline)
+                .or_default()
+                .push_back(key.clone());
+        }
         self.dirty.insert(key.clone());
         self.entries.insert(key, entry);
     }
@@ -476,7 +506,7 @@ impl LabelJoin {
     /// (`tombstone`) or nothing.
     fn close(
         &mut self,
-        key: ExampleKey,
+        key: SharedKey,
         mut entry: Entry,
         tombstone: bool,
         out: &mut Vec<LabeledExample>,
@@ -500,7 +530,7 @@ impl LabelJoin {
                 if tombstone {
                     entry.clicked = Some(false);
                     entry.conversion_ms = None;
-                    self.put(key, entry);
+                    self.put(key, entry, None);
                 }
             }
         }
@@ -509,13 +539,11 @@ impl LabelJoin {
     /// Closes the earliest-deadline keys while more than `max_pending` are held.
     fn enforce_bound(&mut self, out: &mut Vec<LabeledExample>) {
         while self.entries.len() > self.config.max_pending.max(1) {
-            let Some((_, key)) = self.deadlines.pop_first() else {
+            let Some((key, entry)) = self.pop_due(None) else {
                 break;
             };
-            if let Some(entry) = self.entries.remove(&key) {
-                self.stats.evicted += 1;
-                self.close(key, entry, false, out);
-            }
+            self.stats.evicted += 1;
+            self.close(key, entry, false, out);
         }
     }
 }

@@ -16,7 +16,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::StreamVec;
 
 use super::{Entry, LabelConfig, LabelEvent, LabelJoin, LabelStats, LabeledExample};
-use crate::checkpoint::{json_value, CheckpointGate, RestoreError, StateBatch, StateStore};
+use crate::checkpoint::{codec, CheckpointGate, RestoreError, StateBatch, StateStore};
 use crate::routing::{owns, route, LABELS};
 
 fn state_key(request_id: &str, imp_id: &str) -> Vec<u8> {
@@ -35,7 +35,7 @@ pub fn restore(
     for (k, v) in store.scan(LABELS.prefix.as_bytes())? {
         let (hash, [request_id, imp_id]) = LABELS.parse_as(&k)?;
         if owns(hash, index, peers) {
-            join.restore((request_id, imp_id), json_value::<Entry>(&k, &v)?);
+            join.restore((request_id, imp_id), codec::decode::<Entry>(&k, &v)?);
         }
     }
     Ok(join)
@@ -86,9 +86,9 @@ pub fn label_join<'scope>(
                     let mut batch = StateBatch::default();
                     join.drain_changes(|(request_id, imp_id), entry| {
                         let key = state_key(request_id, imp_id);
-                        match entry.map(serde_json::to_vec) {
-                            Some(Ok(v)) => batch.puts.push((key, v)),
-                            _ => batch.deletes.push(key),
+                        match entry {
+                            Some(entry) => batch.put(key, entry),
+                            None => batch.deletes.push(key),
                         }
                     });
                     batch
@@ -220,7 +220,17 @@ mod tests {
         let puts = join
             .take_changes()
             .into_iter()
-            .map(|((r, i), e)| (state_key(&r, &i), serde_json::to_vec(&e.unwrap()).unwrap()))
+            .enumerate()
+            // Both formats restore: the binary one, and the JSON of earlier releases.
+            .map(|(n, ((r, i), e))| {
+                let e = e.unwrap();
+                let value = if n % 2 == 0 {
+                    codec::encode(&e).unwrap()
+                } else {
+                    serde_json::to_vec(&e).unwrap()
+                };
+                (state_key(&r, &i), value)
+            })
             .collect();
         crate::checkpoint::testing::put(&store, puts);
         let mut restored = 0;

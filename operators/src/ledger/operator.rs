@@ -17,7 +17,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 
 use crate::catalog::Catalog;
-use crate::checkpoint::{json_value, CheckpointGate, RestoreError, StateBatch, StateStore};
+use crate::checkpoint::{codec, CheckpointGate, RestoreError, StateBatch, StateStore};
 use crate::events::EventKind;
 use crate::ledger::{DayTotals, DedupEntry, Horizons, Ledger, LedgerChanges, Refusal, Terms};
 use crate::records::WinKey;
@@ -85,27 +85,19 @@ fn history_key(campaign: &str) -> Vec<u8> {
     LEDGER_CAMPAIGN.key(route(campaign), &[campaign])
 }
 
-/// A day's totals as stored: `billed` alone (as written before budgets were capped), or
-/// `billed,overdelivered`.
-fn encode_totals(t: DayTotals) -> Vec<u8> {
-    if t.over == 0 {
-        t.billed.to_string().into_bytes()
-    } else {
-        format!("{},{}", t.billed, t.over).into_bytes()
-    }
-}
-
+/// A day's totals as stored: `(billed, overdelivered)` in the checkpoint format; earlier
+/// releases wrote the text `billed` alone (before budgets were capped) or `billed,overdelivered`.
 fn decode_totals(key: &[u8], v: &[u8]) -> Result<DayTotals, RestoreError> {
-    let text = std::str::from_utf8(v).map_err(|e| RestoreError::value(key, e))?;
-    let (billed, over) = text.split_once(',').unwrap_or((text, "0"));
-    let number = |s: &str| {
-        s.parse::<u64>()
-            .map_err(|e| RestoreError::value(key, format!("{text:?}: {e}")))
-    };
-    Ok(DayTotals {
-        billed: number(billed)?,
-        over: number(over)?,
-    })
+    let (billed, over) = codec::decode_with(key, v, |key, v| {
+        let text = std::str::from_utf8(v).map_err(|e| RestoreError::value(key, e))?;
+        let (billed, over) = text.split_once(',').unwrap_or((text, "0"));
+        let number = |s: &str| {
+            s.parse::<u64>()
+                .map_err(|e| RestoreError::value(key, format!("{text:?}: {e}")))
+        };
+        Ok((number(billed)?, number(over)?))
+    })?;
+    Ok(DayTotals { billed, over })
 }
 
 /// The checkpoint writes for `changes` of worker `worker`'s shard, and the campaign histories
@@ -118,27 +110,23 @@ pub fn encode(
     let mut batch = StateBatch::default();
     for (c, day, spend) in changes.spend {
         match spend {
-            Some(s) => batch.puts.push((spend_key(&c, day), encode_totals(s))),
+            Some(s) => batch.put(spend_key(&c, day), &(s.billed, s.over)),
             None => batch.deletes.push(spend_key(&c, day)),
         }
     }
     for (c, history) in histories {
-        if let Ok(v) = serde_json::to_vec(&history) {
-            batch.puts.push((history_key(&c), v));
-        }
+        batch.put(history_key(&c), &history);
     }
     for (k, entry) in changes.added {
-        if let Ok(v) = serde_json::to_vec(&entry) {
-            batch.puts.push((dedup_key_bytes(entry.shard, k), v));
-        }
+        batch.put(dedup_key_bytes(entry.shard, k), &entry);
     }
     for (k, entry) in changes.dropped {
         batch.deletes.push(dedup_key_bytes(entry.shard, k));
     }
-    batch.puts.push((
+    batch.put(
         format!("ledger/closed/{worker}").into_bytes(),
-        changes.closed_before.to_string().into_bytes(),
-    ));
+        &changes.closed_before,
+    );
     batch
 }
 
@@ -175,12 +163,12 @@ pub fn restore(
         }
         let digest = u128::from_str_radix(&digest, 16)
             .map_err(|e| KeyError::new(&k, format!("digest {digest:?}: {e}")))?;
-        dedup.push((digest, json_value::<DedupEntry>(&k, &v)?));
+        dedup.push((digest, codec::decode::<DedupEntry>(&k, &v)?));
     }
     let mut closed_before = i64::MAX;
     let mut any_closed = false;
     for (k, v) in store.scan(b"ledger/closed/")? {
-        closed_before = closed_before.min(crate::checkpoint::text_value::<i64>(&k, &v)?);
+        closed_before = closed_before.min(codec::decode_number::<i64>(&k, &v)?);
         any_closed = true;
     }
     let closed_before = if any_closed { closed_before } else { i64::MIN };
@@ -197,7 +185,7 @@ pub fn restore_histories(
     for (k, v) in store.scan(LEDGER_CAMPAIGN.prefix.as_bytes())? {
         let (hash, [campaign]) = LEDGER_CAMPAIGN.parse_as(&k)?;
         if owns(hash, index, peers) {
-            out.push((campaign, json_value::<History>(&k, &v)?));
+            out.push((campaign, codec::decode::<History>(&k, &v)?));
         }
     }
     Ok(out)

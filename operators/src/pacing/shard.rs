@@ -13,7 +13,7 @@ use std::collections::{BTreeSet, HashMap};
 use super::delays::DelayCurve;
 use super::pacer::{CampaignPacer, Terms};
 use super::{PacingConfig, PacingFeedback, PacingUpdate};
-use crate::checkpoint::{json_value, RestoreError, StateBatch, StateStore};
+use crate::checkpoint::{codec, RestoreError, StateBatch, StateStore};
 use crate::events::CampaignStatus;
 use crate::records::{CatalogUpdate, LedgerState};
 use crate::routing::{owns, route, PACING};
@@ -58,7 +58,7 @@ pub fn restore(
     for (k, v) in store.scan(PACING.prefix.as_bytes())? {
         let (hash, [campaign]) = PACING.parse_as(&k)?;
         if owns(hash, index, peers) {
-            pacers.insert(campaign, json_value::<CampaignPacer>(&k, &v)?);
+            pacers.insert(campaign, codec::decode::<CampaignPacer>(&k, &v)?);
         }
     }
     Ok(pacers)
@@ -69,7 +69,7 @@ pub fn restore(
 pub fn restore_delays(store: &dyn StateStore, index: usize) -> Result<DelayCurve, RestoreError> {
     let mut curves: Vec<(Vec<u8>, DelayCurve)> = Vec::new();
     for (k, v) in store.scan(DELAYS_PREFIX.as_bytes())? {
-        let curve = json_value(&k, &v)?;
+        let curve = codec::decode(&k, &v)?;
         curves.push((k, curve));
     }
     let own = delays_key(index);
@@ -257,13 +257,11 @@ impl PacingShard {
     pub fn take_checkpoint(&mut self) -> StateBatch {
         let mut batch = StateBatch::default();
         if std::mem::take(&mut self.delays_dirty) {
-            if let Ok(v) = serde_json::to_vec(&self.delays) {
-                batch.puts.push((delays_key(self.index), v));
-            }
+            batch.put(delays_key(self.index), &self.delays);
         }
         for id in std::mem::take(&mut self.dirty) {
-            if let Some(Ok(v)) = self.pacers.get(&id).map(serde_json::to_vec) {
-                batch.puts.push((state_key(&id), v));
+            if let Some(pacer) = self.pacers.get(&id) {
+                batch.put(state_key(&id), pacer);
             }
         }
         batch
@@ -296,7 +294,16 @@ mod tests {
         let campaigns = ["%00", "50%", "a", "b", "c", "d", "e", "x\u{0}y"];
         let puts = campaigns
             .iter()
-            .map(|c| (state_key(c), serde_json::to_vec(&p).unwrap()))
+            .enumerate()
+            // Both formats restore: the binary one, and the JSON of earlier releases.
+            .map(|(i, c)| {
+                let value = if i % 2 == 0 {
+                    codec::encode(&p).unwrap()
+                } else {
+                    serde_json::to_vec(&p).unwrap()
+                };
+                (state_key(c), value)
+            })
             .collect();
         store.persist(StateBatch {
             puts,

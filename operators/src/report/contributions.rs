@@ -15,7 +15,7 @@ use super::row::RowKey;
 use super::spec::ReportSpec;
 use super::take_due;
 use super::totals::Totals;
-use crate::checkpoint::{json_value, text_value, RestoreError, StateBatch, StateStore};
+use crate::checkpoint::{codec, RestoreError, StateBatch, StateStore};
 use crate::records::DedupKey;
 use crate::routing::{owns, KeyError, REPORT_ROWS, REPORT_SEEN};
 
@@ -204,14 +204,14 @@ impl Contributions {
             let Some(store_key) = self.row_key(&key) else {
                 continue;
             };
-            match self.partial.get(&key).map(serde_json::to_vec) {
-                Some(Ok(v)) => batch.puts.push((store_key, v)),
-                _ => batch.deletes.push(store_key),
+            match self.partial.get(&key) {
+                Some(share) => batch.put(store_key, share),
+                None => batch.deletes.push(store_key),
             }
         }
         for id in self.added_seen.drain(..) {
             if let Some(at) = self.seen.get(&id) {
-                batch.puts.push((seen_key(id), at.to_string().into_bytes()));
+                batch.put(seen_key(id), at);
             }
         }
         for id in self.dropped_seen.drain(..) {
@@ -239,7 +239,7 @@ impl Contributions {
             }
             let id = DedupKey::from_str_radix(&id, 16)
                 .map_err(|e| KeyError::new(&k, format!("identity {id:?}: {e}")))?;
-            let at = text_value::<i64>(&k, &v)?;
+            let at = codec::decode_number::<i64>(&k, &v)?;
             state.seen.insert(id, at);
             state.forget_at.entry(at).or_default().push(id);
         }
@@ -250,7 +250,7 @@ impl Contributions {
             }
             let stored = serde_json::from_str::<StoredRow>(&json)
                 .map_err(|e| KeyError::new(&k, format!("row: {e}")))?;
-            let share = json_value::<Totals>(&k, &v)?;
+            let share = codec::decode::<Totals>(&k, &v)?;
             let Some(report) = specs.iter().position(|s| s.name == stored.report) else {
                 // A report the pipeline no longer declares: its rows go.
                 state.stale.push(k);

@@ -62,7 +62,7 @@ use std::time::{Duration, Instant};
 
 use adstream_operators::attribution::Windows;
 use adstream_operators::catalog::Catalog;
-use adstream_operators::checkpoint::{MemoryStore, StateStore};
+use adstream_operators::checkpoint::StateStore;
 use adstream_operators::events::Billing;
 use adstream_operators::graph::{self, GraphConfig, GraphContext, GraphInputs};
 use adstream_operators::ingest::{decode, DecodeConfig};
@@ -83,8 +83,19 @@ use timely::dataflow::ProbeHandle;
 const SECRET: &[u8] = b"bench-secret";
 
 fn messages(n: usize, campaigns: usize) -> Vec<RawMessage> {
-    let now = EventTime::now().millis();
-    (0..n)
+    share_of_messages(n, campaigns, EventTime::now().millis(), 1, 0)
+}
+
+/// Messages `i < n` with `i % workers == worker`, stamped around `now`.
+fn share_of_messages(
+    n: usize,
+    campaigns: usize,
+    now: i64,
+    workers: usize,
+    worker: usize,
+) -> Vec<RawMessage> {
+    (worker..n)
+        .step_by(workers.max(1))
         .map(|i| {
             let claims = WinClaims {
                 request_id: format!("req-{i}"),
@@ -215,41 +226,38 @@ pub fn hot_path(n: usize, checked: bool) -> f64 {
 }
 
 /// The billing dataflow with `workers` threads over in-memory partitions, with the default
-/// reports or without any; returns events/s.
+/// reports or without any, checkpointing into the store `open` makes in a fresh directory (the
+/// binary's RocksDB store, without fsync as a pipeline's default); returns events/s.
 ///
 /// Timed as a running pipeline pays: from each worker's first step over its built dataflow to
 /// the end of its drain (every record processed, the final checkpoint written), the slowest
 /// worker counting. Building the inputs and tearing the state down afterwards are not timed.
-pub fn dataflow(n: usize, workers: usize, reports: bool) -> f64 {
-    let msgs = Arc::new(std::sync::Mutex::new(Some(messages(n, 1_000))));
-    let campaigns = campaign_messages(1_000);
+pub fn dataflow(
+    n: usize,
+    workers: usize,
+    reports: bool,
+    open: OpenStore<'_>,
+) -> anyhow::Result<f64> {
+    let dir = tempfile::tempdir()?;
+    let store = open(dir.path(), false)?;
+    let now = EventTime::now().millis();
     let took: Arc<std::sync::Mutex<Vec<Duration>>> = Arc::default();
     let worker_took = took.clone();
     let _ = timely::execute(timely::Config::process(workers), move |worker| {
-        let (index, peers) = (worker.index(), worker.peers());
-        let mut mine: Vec<RawMessage> = campaigns
-            .clone()
-            .into_iter()
-            .filter(|_| index == 0)
-            .collect();
-        if let Ok(mut guard) = msgs.lock() {
-            if let Some(all) = guard.as_ref() {
-                mine.extend(
-                    all.iter()
-                        .enumerate()
-                        .filter(|(i, _)| i % peers == index)
-                        .map(|(_, m)| m.clone()),
-                );
-            }
-            if index + 1 == peers {
-                guard.take();
-            }
-        }
+        let index = worker.index();
+        // Each worker builds its share (`i % workers == index`; the campaigns go to worker 0,
+        // which routes them to all) on its own thread, as a consumer would allocate what it reads.
+        let mut mine = if index == 0 {
+            campaign_messages(1_000)
+        } else {
+            Vec::new()
+        };
+        mine.extend(share_of_messages(n, 1_000, now, workers, index));
         let reader = VecReader {
             messages: mine.into(),
             owned: vec![(StreamId::Impressions, index as i32)],
         };
-        let store: Arc<dyn StateStore> = Arc::new(MemoryStore::default());
+        let store = store.clone();
         let probe = ProbeHandle::new();
         let control = SourceControl::default();
         let stop = control.stop.clone();
@@ -333,7 +341,7 @@ pub fn dataflow(n: usize, workers: usize, reports: bool) -> f64 {
         .ok()
         .and_then(|t| t.iter().max().copied())
         .unwrap_or_default();
-    n as f64 / slowest.as_secs_f64().max(1e-9)
+    Ok(n as f64 / slowest.as_secs_f64().max(1e-9))
 }
 
 fn rss_bytes() -> u64 {
@@ -459,9 +467,12 @@ pub fn run(events: usize, open: OpenStore<'_>) {
     let dec = decode_only(events);
     println!("  of which decode alone (parse + validate + verify), 1 thread: {dec:>12.0} events/s");
     for workers in [1, 2] {
-        let df = dataflow(events, workers, false);
+        let Ok(df) = dataflow(events, workers, false, open) else {
+            println!("billing dataflow: the state store could not be opened");
+            continue;
+        };
         println!("billing dataflow, {workers} worker(s), no reports:         {df:>12.0} events/s");
-        let with = dataflow(events, workers, true);
+        let with = dataflow(events, workers, true, open).unwrap_or(f64::NAN);
         println!(
             "billing dataflow, {workers} worker(s), 3 default reports:  {with:>12.0} events/s ({:+.1}%)",
             (with / df - 1.0) * 100.0

@@ -23,6 +23,8 @@ use std::time::Duration;
 use timely::dataflow::operators::Capability;
 use timely::scheduling::Activator;
 
+pub mod codec;
+
 /// Writes one operator makes durable together.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StateBatch {
@@ -33,6 +35,22 @@ pub struct StateBatch {
 }
 
 impl StateBatch {
+    /// Writes `value` under `key` in the checkpoint format ([`codec`]).
+    ///
+    /// # Panics
+    /// When the value cannot be encoded (a bug in a state type, never bad input): the worker
+    /// stops rather than write a checkpoint that leaves the entry out, and a restart resumes from
+    /// the last durable checkpoint.
+    pub fn put<T: serde::Serialize + ?Sized>(&mut self, key: Vec<u8>, value: &T) {
+        match codec::encode(value) {
+            Ok(v) => self.puts.push((key, v)),
+            Err(e) => panic!(
+                "{e} (state key {}): stopping before a partial checkpoint",
+                show_key(&key)
+            ),
+        }
+    }
+
     /// Whether nothing changes.
     pub fn is_empty(&self) -> bool {
         self.puts.is_empty() && self.deletes.is_empty()
@@ -101,6 +119,20 @@ pub enum RestoreError {
     /// An entry's key cannot be decoded.
     #[error(transparent)]
     Key(#[from] KeyError),
+    /// An entry was written in a checkpoint format this build does not read.
+    #[error(
+        "state entry {key} is in value format v{found}; this build reads v{reads} (and \
+         migrates the JSON state of earlier versions). Run the adstream release that wrote the \
+         state, or start from an empty state directory (its Kafka offsets go with it)"
+    )]
+    Format {
+        /// The entry's key, printable.
+        key: String,
+        /// The version found.
+        found: u8,
+        /// The version this build reads and writes.
+        reads: u8,
+    },
     /// An entry's value cannot be decoded.
     #[error("state entry {key}: {message}")]
     Value {
@@ -112,6 +144,15 @@ pub enum RestoreError {
 }
 
 impl RestoreError {
+    /// The value under `key` is in format version `found`, which this build does not read.
+    pub fn format(key: &[u8], found: u8) -> Self {
+        RestoreError::Format {
+            key: show_key(key),
+            found,
+            reads: codec::VALUE_VERSION,
+        }
+    }
+
     /// The value stored under `key` cannot be read.
     pub fn value(key: &[u8], message: impl std::fmt::Display) -> Self {
         RestoreError::Value {

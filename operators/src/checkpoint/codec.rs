@@ -1,0 +1,135 @@
+//! The on-disk format of checkpointed values: versioned, compact binary, read back or refused.
+//!
+//! Every value an operator checkpoints is written as a two-byte header, [`BINARY`] then
+//! [`VALUE_VERSION`], followed by the value in [postcard](https://docs.rs/postcard)'s wire format
+//! (varint integers, length-prefixed strings; postcard 1.x documents it as stable). Reading:
+//! - the current version decodes;
+//! - a value without the header is the state adstream wrote before this format (JSON documents,
+//!   and numbers as text): it is migrated on read by the operator's legacy decoder, and rewritten
+//!   in the current format the next time it changes;
+//! - any other version (state written by a newer adstream, or damaged) is refused with an error
+//!   that names the key and the versions: the process stops rather than guess.
+//!
+//! Legacy values can never be mistaken for binary ones: JSON and numbers never start with a zero
+//! byte.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::RestoreError;
+
+/// First byte of every value in the binary format (never the first byte of JSON or text).
+pub const BINARY: u8 = 0;
+
+/// The format version this build writes and reads. Bump it when a checkpointed type changes
+/// shape, and teach [`decode_with`] to migrate the version before.
+pub const VALUE_VERSION: u8 = 1;
+
+/// A value could not be encoded: a bug in a state type (a field the format cannot carry), never
+/// a property of the input. Operators stop on it rather than write a partial checkpoint.
+#[derive(Debug, thiserror::Error)]
+#[error("encoding a checkpoint value: {0}")]
+pub struct EncodeError(#[from] postcard::Error);
+
+/// `value` in the current format, header included.
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, EncodeError> {
+    Ok(postcard::to_extend(value, vec![BINARY, VALUE_VERSION])?)
+}
+
+/// Decodes the value stored under `key`: the current format, or a legacy (pre-binary) value
+/// through `legacy`. Any other version is refused.
+pub fn decode_with<T: DeserializeOwned>(
+    key: &[u8],
+    value: &[u8],
+    legacy: impl FnOnce(&[u8], &[u8]) -> Result<T, RestoreError>,
+) -> Result<T, RestoreError> {
+    match value {
+        [BINARY, VALUE_VERSION, body @ ..] => {
+            postcard::from_bytes(body).map_err(|e| RestoreError::value(key, e))
+        }
+        [BINARY, version, ..] => Err(RestoreError::format(key, *version)),
+        [BINARY] => Err(RestoreError::value(key, "truncated format header")),
+        _ => legacy(key, value),
+    }
+}
+
+/// Decodes a value stored under `key`: the current format, or the JSON adstream wrote before it.
+pub fn decode<T: DeserializeOwned>(key: &[u8], value: &[u8]) -> Result<T, RestoreError> {
+    decode_with(key, value, super::json_value)
+}
+
+/// Decodes a number stored under `key`: the current format, or the text adstream wrote before it.
+pub fn decode_number<T>(key: &[u8], value: &[u8]) -> Result<T, RestoreError>
+where
+    T: DeserializeOwned + std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    decode_with(key, value, super::text_value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Sample {
+        name: String,
+        at: Option<i64>,
+        amounts: Vec<(u64, u64)>,
+    }
+
+    fn sample() -> Sample {
+        Sample {
+            name: "camp-1".into(),
+            at: Some(-5),
+            amounts: vec![(1, 2), (u64::MAX, 0)],
+        }
+    }
+
+    #[test]
+    fn round_trips_with_its_header() {
+        let bytes = encode(&sample()).unwrap();
+        assert_eq!(&bytes[..2], &[BINARY, VALUE_VERSION]);
+        assert_eq!(decode::<Sample>(b"k", &bytes), Ok(sample()));
+        assert_eq!(
+            decode_number::<i64>(b"k", &encode(&-42i64).unwrap()),
+            Ok(-42)
+        );
+    }
+
+    #[test]
+    fn is_smaller_than_the_json_it_replaces() {
+        let binary = encode(&sample()).unwrap();
+        let json = serde_json::to_vec(&sample()).unwrap();
+        assert!(binary.len() * 2 < json.len(), "{binary:?} vs {json:?}");
+    }
+
+    #[test]
+    fn migrates_legacy_json_and_text() {
+        let json = serde_json::to_vec(&sample()).unwrap();
+        assert_eq!(decode::<Sample>(b"k", &json), Ok(sample()));
+        assert_eq!(decode_number::<i64>(b"k", b"-42"), Ok(-42));
+        assert_eq!(decode_number::<u64>(b"k", b"7"), Ok(7));
+    }
+
+    #[test]
+    fn refuses_other_versions_naming_the_key() {
+        let mut bytes = encode(&sample()).unwrap();
+        bytes[1] = VALUE_VERSION + 1;
+        let err = decode::<Sample>(b"ledger/dedup/x", &bytes).unwrap_err();
+        assert!(matches!(err, RestoreError::Format { found, .. } if found == VALUE_VERSION + 1));
+        let text = err.to_string();
+        assert!(text.contains("ledger/dedup/x"), "{text}");
+        assert!(text.contains(&format!("v{}", VALUE_VERSION + 1)), "{text}");
+    }
+
+    #[test]
+    fn refuses_damaged_values() {
+        let bytes = encode(&sample()).unwrap();
+        assert!(decode::<Sample>(b"k", &bytes[..bytes.len() - 3]).is_err());
+        assert!(decode::<Sample>(b"k", &[BINARY]).is_err());
+        assert!(decode::<Sample>(b"k", b"{not json").is_err());
+        assert!(decode_number::<i64>(b"k", b"12x").is_err());
+    }
+}
