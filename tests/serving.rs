@@ -134,10 +134,16 @@ fn serving_end_to_end() {
     let state = dir.path().join("state");
     let run = Running::start(&pipeline, &state, &["--workers", "2"]);
     let api = run.api.clone();
-    assert!(eventually(Duration::from_secs(60), || http_get(&format!(
-        "{api}/v1/campaigns/fr-c"
-    ))
-    .is_some_and(|(s, _)| s == 200)));
+    // Every campaign is known (each partition of the campaigns topic is read by its own worker).
+    for (id, _) in &defs {
+        assert!(
+            eventually(Duration::from_secs(60), || http_get(&format!(
+                "{api}/v1/campaigns/{id}"
+            ))
+            .is_some_and(|(s, _)| s == 200)),
+            "{id} never appeared"
+        );
+    }
 
     // Two slots: A wins the first at B's price, B the second at the reserve (A cannot win twice).
     let (status, body) = post(&api, &US_DESKTOP.replace("REQ", "q1"));
