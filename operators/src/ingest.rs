@@ -186,7 +186,7 @@ pub fn decode(msg: RawMessage, cfg: &DecodeConfig) -> (Option<EventTime>, Ingest
                     Ingested::Ad {
                         kind,
                         event: Box::new(event),
-                        claims,
+                        claims: claims.into(),
                         origin: msg.origin(),
                         raw: Box::new(RawBytes {
                             key: msg.key.clone(),

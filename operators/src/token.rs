@@ -15,6 +15,10 @@ use crate::time::EventTime;
 
 const VERSION: &str = "v1";
 
+/// A win's claims shared by every record made from one event (charge, touch, report fact):
+/// cloned by reference count, never field by field.
+pub type SharedClaims = std::sync::Arc<WinClaims>;
+
 /// What a token proves: who won which slot, and what its billing event costs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WinClaims {

@@ -211,7 +211,7 @@ mod tests {
         Touch {
             ts: EventTime(ts),
             kind,
-            claims: WinClaims {
+            claims: std::sync::Arc::new(WinClaims {
                 request_id: rid.into(),
                 imp_id: "1".into(),
                 campaign_id: "c".into(),
@@ -222,7 +222,7 @@ mod tests {
                 issued: EventTime(ts),
                 country: None,
                 device: None,
-            },
+            }),
         }
     }
 
@@ -300,7 +300,7 @@ mod tests {
             for (i, (user, adv, click, ts)) in touches.iter().enumerate() {
                 let kind = if *click { EventKind::Click } else { EventKind::Impression };
                 let mut t = touch(&format!("r{i}"), kind, *ts);
-                t.claims.advertiser_id = format!("a{adv}");
+                std::sync::Arc::make_mut(&mut t.claims).advertiser_id = format!("a{adv}");
                 indexed.record(&format!("u{user}"), t.clone());
                 model.record(&format!("u{user}"), t);
             }

@@ -95,7 +95,7 @@ pub fn attribute<'scope>(
                         ts: e.ts,
                         via_click: touch.kind == EventKind::Click,
                         value_micros: e.value_micros,
-                        claims: Box::new(touch.claims.clone()),
+                        claims: touch.claims.clone(),
                     }));
                     if touch.claims.billing == Billing::Cpa {
                         session.give(Attributed::Charge(Box::new(Charge {
@@ -153,7 +153,7 @@ mod tests {
             Touch {
                 ts: EventTime(100),
                 kind: EventKind::Click,
-                claims: WinClaims {
+                claims: std::sync::Arc::new(WinClaims {
                     request_id: "r".into(),
                     imp_id: "1".into(),
                     campaign_id: "c".into(),
@@ -164,7 +164,7 @@ mod tests {
                     issued: EventTime(100),
                     country: None,
                     device: None,
-                },
+                }),
             },
         );
         a.take_changes().pop().unwrap().1.unwrap()

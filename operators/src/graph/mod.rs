@@ -165,7 +165,7 @@ pub fn build<'scope>(
         });
         won.concat(routes.touches.clone().map(|(_, t)| ReportEvent::Touch {
             kind: t.kind,
-            claims: Box::new(t.claims),
+            claims: t.claims,
             ts: t.ts,
         }))
     });

@@ -45,7 +45,7 @@ fn conv(rid: &str, ts: i64, via_click: bool) -> LabelEvent {
         ts: EventTime(ts),
         via_click,
         value_micros: 0,
-        claims: Box::new(crate::token::WinClaims {
+        claims: std::sync::Arc::new(crate::token::WinClaims {
             request_id: rid.into(),
             imp_id: "1".into(),
             campaign_id: "c".into(),

@@ -32,7 +32,6 @@ use serde::{Deserialize, Serialize};
 use crate::events::EventKind;
 pub use crate::records::{Charge, Charged, DaySpend, DedupKey, Origin};
 use crate::time::EventTime;
-use crate::token::WinClaims;
 pub use dedup::{dedup_key, DedupEntry, DedupSet, Seen};
 
 /// How long after the auction each kind of billing event may still be charged, and how far
@@ -89,7 +88,7 @@ impl Charge {
     pub fn for_event(
         kind: EventKind,
         ts: EventTime,
-        claims: WinClaims,
+        claims: crate::token::SharedClaims,
         origin: Origin,
         raw: crate::records::RawBytes,
     ) -> Self {
@@ -437,12 +436,13 @@ pub struct LedgerChanges {
 mod tests {
     use super::*;
     use crate::events::Billing;
+    use crate::token::WinClaims;
     use chrono_tz::Tz;
     use proptest::prelude::*;
 
     fn charge(rid: &str, kind: EventKind, price: u64, ts: i64, offset: i64) -> Charge {
         Charge {
-            claims: WinClaims {
+            claims: std::sync::Arc::new(WinClaims {
                 request_id: rid.into(),
                 imp_id: "1".into(),
                 campaign_id: "c1".into(),
@@ -457,7 +457,7 @@ mod tests {
                 issued: EventTime(ts - 10),
                 country: None,
                 device: None,
-            },
+            }),
             kind,
             ts: EventTime(ts),
             conversion_id: (kind == EventKind::Conversion).then(|| format!("conv-{rid}")),
@@ -520,7 +520,7 @@ mod tests {
         let mut l = Ledger::new(Horizons::default());
         let late = charge("r1", EventKind::Click, 5, 2 * DAY, 1);
         let mut late = late;
-        late.claims.issued = EventTime(0);
+        std::sync::Arc::make_mut(&mut late.claims).issued = EventTime(0);
         assert!(matches!(
             apply(&mut l, &late, chrono_tz::UTC),
             Err(Refusal::BadTime(_))
@@ -538,7 +538,7 @@ mod tests {
         let issued = 1_780_000_000_000; // 2026-05-28
         let at = |ts: i64, kind: EventKind, rid: &str| {
             let mut c = charge(rid, kind, 5, ts, 1);
-            c.claims.issued = EventTime(issued);
+            std::sync::Arc::make_mut(&mut c.claims).issued = EventTime(issued);
             c
         };
         let mut l = Ledger::new(Horizons::default());

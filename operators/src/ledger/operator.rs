@@ -601,7 +601,7 @@ mod tests {
         // Noon UTC, 2026-03-01.
         let ts = 1_772_366_400_000;
         Charge {
-            claims: crate::token::WinClaims {
+            claims: std::sync::Arc::new(crate::token::WinClaims {
                 request_id: request_id.into(),
                 imp_id: "1".into(),
                 campaign_id: campaign.into(),
@@ -612,7 +612,7 @@ mod tests {
                 issued: EventTime(ts - 10),
                 country: None,
                 device: None,
-            },
+            }),
             kind,
             ts: EventTime(ts),
             conversion_id: None,

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Served, WinClaims};
+use super::Served;
 use crate::events::{AdEvent, Campaign, Conversion, EventKind};
 
 /// The input streams, by role (the pipeline file maps them to topic names).
@@ -201,7 +201,7 @@ pub enum Ingested {
         /// The event.
         event: Box<AdEvent>,
         /// The verified token's claims.
-        claims: WinClaims,
+        claims: crate::token::SharedClaims,
         /// Where it was read.
         origin: Origin,
         /// The original message, kept for a dead letter downstream.

@@ -6,7 +6,6 @@ use serde::{Deserialize, Serialize};
 use super::{CatalogUpdate, Origin};
 use crate::events::EventKind;
 use crate::time::EventTime;
-use crate::token::WinClaims;
 
 /// 128-bit digest of a billing identity such as `(request_id, imp_id, "click")`.
 pub type DedupKey = u128;
@@ -15,7 +14,7 @@ pub type DedupKey = u128;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Charge {
     /// The win, as signed by the auction.
-    pub claims: WinClaims,
+    pub claims: crate::token::SharedClaims,
     /// The billing event's kind (matches `claims.billing`).
     pub kind: EventKind,
     /// The billing event's time.
@@ -34,7 +33,7 @@ pub struct Charge {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Charged {
     /// The win charged.
-    pub claims: WinClaims,
+    pub claims: crate::token::SharedClaims,
     /// The billing event's kind.
     pub kind: EventKind,
     /// The billing event's time.

@@ -5,7 +5,6 @@ use serde::{Deserialize, Serialize};
 use super::{Charge, Origin, RawBytes};
 use crate::events::{Conversion, EventKind};
 use crate::time::EventTime;
-use crate::token::WinClaims;
 
 /// A conversion on its way to attribution.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,7 +33,7 @@ pub struct AttributedConversion {
     /// The conversion's value, micros.
     pub value_micros: u64,
     /// The touched win (campaign, advertiser, ad, country, device: what reports group by).
-    pub claims: Box<WinClaims>,
+    pub claims: crate::token::SharedClaims,
 }
 
 /// What the attribution operator emits.
@@ -57,5 +56,5 @@ pub struct Touch {
     /// Impression or click.
     pub kind: EventKind,
     /// The signed win.
-    pub claims: WinClaims,
+    pub claims: crate::token::SharedClaims,
 }

@@ -297,7 +297,7 @@ mod tests {
     fn click(rid: &str, ts: i64) -> ReportEvent {
         ReportEvent::Touch {
             kind: EventKind::Click,
-            claims: Box::new(claims(rid, "c1", 10)),
+            claims: std::sync::Arc::new(claims(rid, "c1", 10)),
             ts: EventTime(ts),
         }
     }

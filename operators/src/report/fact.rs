@@ -24,7 +24,7 @@ pub enum ReportEvent {
         /// Impression or click.
         kind: EventKind,
         /// The win it is for.
-        claims: Box<WinClaims>,
+        claims: crate::token::SharedClaims,
         /// When it happened.
         ts: EventTime,
     },
@@ -175,17 +175,17 @@ pub(crate) mod tests {
         let c = claims("r1", "c1", 500);
         let imp = ReportEvent::Touch {
             kind: EventKind::Impression,
-            claims: Box::new(c.clone()),
+            claims: std::sync::Arc::new(c.clone()),
             ts: EventTime(10),
         };
         let imp_later = ReportEvent::Touch {
             kind: EventKind::Impression,
-            claims: Box::new(c.clone()),
+            claims: std::sync::Arc::new(c.clone()),
             ts: EventTime(99),
         };
         let click = ReportEvent::Touch {
             kind: EventKind::Click,
-            claims: Box::new(c.clone()),
+            claims: std::sync::Arc::new(c.clone()),
             ts: EventTime(10),
         };
         assert_eq!(imp.identity(), imp_later.identity());

@@ -37,12 +37,12 @@ fn event(i: u32, ts: i64) -> ReportEvent {
     match i % 3 {
         0 => ReportEvent::Touch {
             kind: EventKind::Impression,
-            claims: Box::new(c),
+            claims: std::sync::Arc::new(c),
             ts: EventTime(ts),
         },
         1 => ReportEvent::Touch {
             kind: EventKind::Click,
-            claims: Box::new(c),
+            claims: std::sync::Arc::new(c),
             ts: EventTime(ts),
         },
         _ => ReportEvent::Charged(Box::new(Charged {
@@ -50,7 +50,7 @@ fn event(i: u32, ts: i64) -> ReportEvent {
             billed_micros: c.charge_micros,
             overdelivery_micros: 0,
             replayed: false,
-            claims: c,
+            claims: std::sync::Arc::new(c),
             kind: EventKind::Click,
             ts: EventTime(ts),
         })),

@@ -384,7 +384,7 @@ pub fn report_contributions(n: usize) -> f64 {
             let campaign = format!("c{}", i % 1_000);
             ReportEvent::Touch {
                 kind: EventKind::Impression,
-                claims: Box::new(WinClaims {
+                claims: std::sync::Arc::new(WinClaims {
                     request_id: format!("r{i}"),
                     imp_id: "1".into(),
                     advertiser_id: format!("a{}", i % 300),

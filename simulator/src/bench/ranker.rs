@@ -373,7 +373,7 @@ pub fn run(bench: &RankerBench, mut progress: impl FnMut(f64)) -> anyhow::Result
                                 ts: EventTime(at),
                                 via_click: true,
                                 value_micros: 0,
-                                claims: Box::new(claims),
+                                claims: claims.into(),
                             }),
                         );
                     }
