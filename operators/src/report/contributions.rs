@@ -131,12 +131,19 @@ impl Contributions {
                 group: dims.group(&spec.dimensions),
                 window_start: start,
             };
-            let share = self.partial.entry(key.clone()).or_insert_with(|| {
-                self.closing.entry(final_at).or_default().push(key.clone());
-                Totals::default()
-            });
-            share.add(&totals);
-            self.dirty_rows.insert(key.clone());
+            // The row's key is copied only when it is new here (or newly dirty), not per event.
+            match self.partial.get_mut(&key) {
+                Some(share) => share.add(&totals),
+                None => {
+                    self.closing.entry(final_at).or_default().push(key.clone());
+                    let mut share = Totals::default();
+                    share.add(&totals);
+                    self.partial.insert(key.clone(), share);
+                }
+            }
+            if !self.dirty_rows.contains(&key) {
+                self.dirty_rows.insert(key.clone());
+            }
             forget = forget.max(final_at);
             rows.push((key, totals));
         }
