@@ -513,7 +513,6 @@ fn run_worker(worker: &mut timely::worker::Worker, io: &WorkerIo) -> Result<(), 
     let links = ReaderLinks {
         worker: (index, peers),
         topology: topology.clone(),
-        live: worker_live.clone(),
         on_lost,
     };
     let reader =

@@ -34,7 +34,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use adstream_operators::checkpoint::{StateBatch, StateStore};
+use adstream_operators::checkpoint::{codec, StateBatch, StateStore};
 use adstream_operators::records::Origin;
 use adstream_operators::records::StreamId;
 use adstream_operators::source::restore_position_times;
@@ -63,17 +63,16 @@ pub fn read_back_since(store: &dyn StateStore, now_ms: i64) -> anyhow::Result<Op
             .into_iter()
             .find(|(k, _)| k.as_slice() == FIRST_START_KEY)
         {
-            Some((k, v)) => Some(adstream_operators::checkpoint::text_value::<i64>(&k, &v)?),
+            Some((k, v)) => Some(codec::decode_number::<i64>(&k, &v)?),
             None => None,
         },
     };
     if let Some(t) = oldest {
         return Ok(Some(t - LOOKBACK_MS));
     }
-    let ticket = store.persist(StateBatch {
-        puts: vec![(FIRST_START_KEY.to_vec(), now_ms.to_string().into_bytes())],
-        deletes: vec![],
-    });
+    let mut batch = StateBatch::default();
+    batch.put(FIRST_START_KEY.to_vec(), &now_ms);
+    let ticket = store.persist(batch);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         match ticket.poll() {

@@ -4,7 +4,9 @@
 //! The broker serves one fetch per process, not one per worker. (Pausing idle partitions to
 //! fetch them less often does not work with librdkafka: its fetcher notices a resumed
 //! partition only at its next fetch, up to a second later when nothing else is fetched, so
-//! the resumed partition starves.) Partitions are assigned deterministically (partition `p` of every input topic goes to worker
+//! the resumed partition starves.)
+//!
+//! Partitions are assigned deterministically (partition `p` of every input topic goes to worker
 //! `p % workers`) and start at the offsets of the last checkpoint, not at the consumer group's
 //! committed offsets: the checkpoint is the source of truth. The campaigns topic is compacted and
 //! is always read from its beginning, so the catalog is rebuilt on every start. Partitions added
@@ -275,8 +277,6 @@ pub struct ReaderLinks {
     pub worker: (usize, usize),
     /// The layout and watermarks the monitor keeps, and the positions readers publish.
     pub topology: Arc<Topology>,
-    /// Readiness (client errors).
-    pub live: Arc<LiveState>,
     /// Where lost offsets are reported.
     pub on_lost: OnLost,
 }
@@ -292,7 +292,7 @@ fn consumer_config(config: &ClientConfig) -> ClientConfig {
         .set("auto.offset.reset", "error")
         .set("fetch.min.bytes", "1");
     // `fetch.wait.max.ms`: how long the broker may hold a fetch that finds nothing, which is
-    // what an idle pipeline costs the broker (one fetch per worker per wait). Both may be set
+    // what an idle pipeline costs the broker (one fetch per process per wait). Both may be set
     // in `[kafka.properties]`.
     for (key, default) in [("group.id", "adstream"), ("fetch.wait.max.ms", "20")] {
         if config.get(key).is_none() {
@@ -593,23 +593,20 @@ impl PartitionReader for KafkaReader {
         }
         let first = out.len();
         self.shared.drain_main_queue(&self.owned, out);
-        let partitions: Vec<(StreamId, i32)> = self.queues.keys().copied().collect();
-        let n = partitions.len();
+        // Each poll starts at the next queue, so that a busy partition starves none.
+        let n = self.queues.len();
         self.rotate = self.rotate.wrapping_add(1);
-        'queues: for i in 0..n {
-            let partition = partitions[(self.rotate + i) % n];
-            let Some(queue) = self.queues.get(&partition) else {
-                continue;
-            };
+        let start = self.rotate % n.max(1);
+        for queue in self.queues.values().cycle().skip(start).take(n) {
             while out.len() - first < max {
                 match queue.poll(Duration::ZERO) {
-                    None => continue 'queues,
+                    None => break,
                     Some(Err(e)) => {
                         if is_offset_reset(&e) {
                             self.reset_since.get_or_insert_with(Instant::now);
                         }
                         log_consumer_error(&e);
-                        continue 'queues;
+                        break;
                     }
                     Some(Ok(m)) => {
                         if let Some(raw) = raw_message(&self.shared.streams, &m) {
@@ -618,7 +615,9 @@ impl PartitionReader for KafkaReader {
                     }
                 }
             }
-            break;
+            if out.len() - first >= max {
+                break;
+            }
         }
         if out.len() > first {
             let mut read = BTreeMap::new();

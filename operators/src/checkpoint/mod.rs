@@ -162,16 +162,14 @@ impl RestoreError {
     }
 }
 
-/// Decodes a JSON value stored under `key`.
-pub fn json_value<T: serde::de::DeserializeOwned>(
-    key: &[u8],
-    value: &[u8],
-) -> Result<T, RestoreError> {
+/// Decodes a JSON value stored under `key` (the values of releases before [`codec`]).
+fn json_value<T: serde::de::DeserializeOwned>(key: &[u8], value: &[u8]) -> Result<T, RestoreError> {
     serde_json::from_slice(value).map_err(|e| RestoreError::value(key, e))
 }
 
-/// Decodes a value stored under `key` as the text of a number (or of anything [`std::str::FromStr`]).
-pub fn text_value<T>(key: &[u8], value: &[u8]) -> Result<T, RestoreError>
+/// Decodes a value stored under `key` as the text of a number (or of anything
+/// [`std::str::FromStr`]): the numbers of releases before [`codec`].
+fn text_value<T>(key: &[u8], value: &[u8]) -> Result<T, RestoreError>
 where
     T: std::str::FromStr,
     T::Err: std::fmt::Display,

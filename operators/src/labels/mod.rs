@@ -340,9 +340,7 @@ impl LabelJoin {
                 .get(&*key)
                 .is_some_and(|e| e.deadline(&self.config).0 == deadline);
             if current {
-                if let Some((key, entry)) = self.entries.remove_entry(&*key) {
-                    return Some((key, entry));
-                }
+                return self.entries.remove_entry(&*key);
             }
         }
     }
