@@ -200,10 +200,15 @@ pub fn published_since(
             Instant::now() < deadline,
             "could not read {topic} back to its end in time"
         );
-        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
-            continue;
+        let m = match consumer.poll(Duration::from_millis(100)) {
+            None => continue,
+            // The deadline bounds the wait for librdkafka to reconnect.
+            Some(Err(e)) if super::is_transient(&e) => {
+                tracing::warn!(error = %e, topic, "reading back: broker connection lost, retrying");
+                continue;
+            }
+            Some(message) => message.with_context(|| format!("reading {topic} back"))?,
         };
-        let m = message.with_context(|| format!("reading {topic} back"))?;
         if let Some(position) = m
             .payload()
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())

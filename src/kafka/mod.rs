@@ -14,10 +14,21 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
 
 use crate::pipeline::Pipeline;
+
+/// Whether a consumer error is the connection to the brokers coming and going (librdkafka
+/// reconnects by itself): a loop reading to a deadline waits on, rather than fail at once.
+pub fn is_transient(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure)
+    )
+}
 
 /// A librdkafka configuration for `brokers` with the pipeline's pass-through properties
 /// (SASL/SSL...), secrets resolved.
@@ -72,10 +83,14 @@ pub fn read_latest(
             Instant::now() < deadline,
             "could not read {topic} to its end within {timeout:?}"
         );
-        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
-            continue;
+        let m = match consumer.poll(Duration::from_millis(100)) {
+            None => continue,
+            Some(Err(e)) if is_transient(&e) => {
+                tracing::warn!(error = %e, topic, "reading: broker connection lost, retrying");
+                continue;
+            }
+            Some(message) => message.with_context(|| format!("reading {topic}"))?,
         };
-        let m = message.with_context(|| format!("reading {topic}"))?;
         let key = m.key().unwrap_or_default().to_vec();
         match m.payload().map(serde_json::from_slice::<serde_json::Value>) {
             Some(Ok(value)) => {
@@ -93,4 +108,18 @@ pub fn read_latest(
         }
     }
     Ok(latest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_lost_connections_are_transient() {
+        let error = |code| KafkaError::MessageConsumption(code);
+        assert!(is_transient(&error(RDKafkaErrorCode::AllBrokersDown)));
+        assert!(is_transient(&error(RDKafkaErrorCode::BrokerTransportFailure)));
+        assert!(!is_transient(&error(RDKafkaErrorCode::OffsetOutOfRange)));
+        assert!(!is_transient(&error(RDKafkaErrorCode::UnknownTopicOrPartition)));
+    }
 }

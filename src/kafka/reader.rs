@@ -189,10 +189,7 @@ fn is_offset_reset(e: &KafkaError) -> bool {
 fn log_consumer_error(e: &KafkaError) {
     if is_offset_reset(e) {
         tracing::error!(error = %e, "offset out of range: messages were deleted before they were read");
-    } else if matches!(
-        e.rdkafka_error_code(),
-        Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure)
-    ) {
+    } else if super::is_transient(e) {
         // Already logged by the client's error callback.
         tracing::debug!(error = %e, "kafka consumer error");
     } else {
