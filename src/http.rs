@@ -10,6 +10,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
+use crate::billing_notice::{BillingNotices, Notice, NoticeError};
 use crate::dashboard::{asset, History};
 use crate::health::Health;
 use crate::live::LiveState;
@@ -19,6 +20,8 @@ use adstream_operators::ranker::registry::RegistryError;
 use adstream_operators::ranker::scoring::ModelSlot;
 use adstream_operators::ranker::trainer::{Command, TrainerControl, TrainerError};
 use adstream_operators::request::parse_request;
+use adstream_operators::serve::brand_safety::seat_allowed;
+use adstream_operators::serve::explain::Nbr;
 use axum::body::Bytes;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::post;
@@ -42,6 +45,8 @@ pub struct AppState {
     pub admin_token: Option<Arc<str>>,
     /// The workers' heartbeats, behind `GET /healthz`.
     pub health: Arc<Health>,
+    /// Turns fired billing notices into impressions (absent in tests of the other routes).
+    pub billing: Option<Arc<BillingNotices>>,
 }
 
 /// Refuses an admin request without the pipeline's bearer token (401), when one is set.
@@ -95,6 +100,28 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Every route of the API as (method, path), in the form the OpenAPI document
+/// (`GET /openapi.json`) lists them; [`app`] serves exactly these.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/"),
+    ("get", "/assets/{file}"),
+    ("get", "/v1/dashboard"),
+    ("get", "/v1/campaigns/{id}"),
+    ("get", "/v1/campaigns"),
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/metrics"),
+    ("post", "/v1/openrtb"),
+    ("get", "/v1/billing"),
+    ("get", "/v1/models"),
+    ("post", "/v1/models/{version}/promote"),
+    ("post", "/v1/models/resume"),
+    ("get", "/openapi.json"),
+];
+
+/// The API reference, served at `GET /openapi.json`.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
 /// The router.
 pub fn app(state: AppState) -> Router {
     Router::new()
@@ -110,6 +137,16 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/openrtb", post(openrtb))
+        .route("/v1/billing", get(billing))
+        .route(
+            "/openapi.json",
+            get(|| async {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    OPENAPI,
+                )
+            }),
+        )
         .route("/v1/models", get(models))
         .route("/v1/models/{version}/promote", post(promote))
         .route("/v1/models/resume", post(resume))
@@ -158,7 +195,11 @@ async fn campaign(
     Ok(Json(body).into_response())
 }
 
-async fn openrtb(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+async fn openrtb(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let received = std::time::Instant::now();
     let outcome = |o: &str| {
         state.metrics.requests.with_label_values(&[o]).inc();
@@ -167,32 +208,117 @@ async fn openrtb(State(state): State<AppState>, body: Bytes) -> Result<Response,
             .serving_latency_seconds
             .observe(received.elapsed().as_secs_f64());
     };
-    let request = parse_request(&body).map_err(|e| {
+    let mut request = parse_request(&body).map_err(|e| {
         outcome("bad_request");
         ApiError {
             status: StatusCode::BAD_REQUEST,
             message: e.to_string(),
         }
     })?;
+    if request.debug {
+        authorize_admin(&state, &headers).inspect_err(|_| outcome("bad_request"))?;
+    }
     let serving = state.serving.as_ref().ok_or_else(|| ApiError {
         status: StatusCode::SERVICE_UNAVAILABLE,
         message: "serving is not running".into(),
     })?;
-    let id = request.id.clone();
+    let settings = &serving.settings;
+    let no_bid =
+        |nbr: Nbr, debug: Option<&adstream_operators::serve::operator::ServeOutcome>, id: &str| {
+            outcome("no_fill");
+            state
+                .metrics
+                .no_bids
+                .with_label_values(&[&nbr.0.to_string()])
+                .inc();
+            if settings.nbr_body || debug.is_some() {
+                Json(Serving::no_bid_response(id, nbr, debug)).into_response()
+            } else {
+                let mut response = StatusCode::NO_CONTENT.into_response();
+                response
+                    .headers_mut()
+                    .insert("x-openrtb-nbr", axum::http::HeaderValue::from(nbr.0));
+                response
+            }
+        };
+    if !seat_allowed(&settings.seat, &request.blocks) {
+        return Ok(no_bid(Nbr::SEAT_BLOCKED, None, &request.id));
+    }
+    let Some((currency, rate)) = settings.rates.response_currency(&request) else {
+        return Ok(no_bid(Nbr::UNSUPPORTED_CURRENCY, None, &request.id));
+    };
+    for (_, reason) in settings.rates.price_floors(&mut request) {
+        state
+            .metrics
+            .skipped_imps
+            .with_label_values(&[reason.as_str()])
+            .inc();
+    }
+    if request.slots.is_empty() {
+        return Ok(no_bid(Nbr::UNSUPPORTED_CURRENCY, None, &request.id));
+    }
+    let kept = request.clone();
     match serving.submit(request, received).await {
         Answer::Filled(filled) => {
             outcome("filled");
-            Ok(Json(serving.response(&id, &filled)).into_response())
+            Ok(Json(serving.response(&kept, &filled, (&currency, rate))).into_response())
         }
-        Answer::NoFill => {
-            outcome("no_fill");
-            Ok(StatusCode::NO_CONTENT.into_response())
-        }
+        Answer::NoFill(nbr, debug) => Ok(no_bid(nbr, debug.as_ref(), &kept.id)),
         Answer::Overloaded => {
             outcome("overloaded");
+            state
+                .metrics
+                .no_bids
+                .with_label_values(&[&Nbr::TECHNICAL_ERROR.0.to_string()])
+                .inc();
             Err(ApiError {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 message: "overloaded: every serving queue is full".into(),
+            })
+        }
+    }
+}
+
+/// Query of `GET /v1/billing`.
+#[derive(Debug, serde::Deserialize)]
+struct NoticeQuery {
+    /// The win's billing token.
+    token: Option<String>,
+    /// The viewer's id, as the request gave it.
+    u: Option<String>,
+}
+
+async fn billing(
+    State(state): State<AppState>,
+    Query(query): Query<NoticeQuery>,
+) -> Result<Response, ApiError> {
+    let count = |o: &str| state.metrics.billing_notices.with_label_values(&[o]).inc();
+    let notices = state.billing.as_ref().ok_or_else(|| ApiError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        message: "billing notices are not running".into(),
+    })?;
+    let token = query.token.unwrap_or_default();
+    match notices.fire(&token, query.u.as_deref()).await {
+        Ok(Notice::Published) => {
+            count("published");
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        Ok(Notice::Repeat) => {
+            count("repeat");
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        Err(e @ NoticeError::Publish(_)) => {
+            count("failed");
+            Err(ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message: e.to_string(),
+            })
+        }
+        Err(e) => {
+            count("refused");
+            Err(ApiError {
+                status: StatusCode::BAD_REQUEST,
+                message: e.to_string(),
             })
         }
     }
@@ -396,6 +522,7 @@ mod tests {
             history: Arc::new(History::new(std::time::Duration::from_secs(2))),
             admin_token,
             health: Arc::default(),
+            billing: None,
         }
     }
     use tower::ServiceExt;
@@ -411,6 +538,94 @@ mod tests {
             status,
             serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
         )
+    }
+
+    /// The OpenAPI document lists exactly the routes the router serves, each with the method
+    /// it is served with, and every schema it references exists.
+    #[tokio::test]
+    async fn the_openapi_document_matches_the_handlers() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("valid JSON");
+        assert_eq!(doc["openapi"], "3.1.0");
+        let mut documented: Vec<(String, String)> = doc["paths"]
+            .as_object()
+            .expect("paths")
+            .iter()
+            .flat_map(|(path, ops)| {
+                ops.as_object()
+                    .expect("operations")
+                    .keys()
+                    .map(move |method| (method.clone(), path.clone()))
+            })
+            .collect();
+        documented.sort();
+        let mut served: Vec<(String, String)> = ROUTES
+            .iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
+        served.sort();
+        assert_eq!(documented, served);
+        // Every listed route reaches a handler with its method: not 404 (no route) and not
+        // 405 (another method). Path parameters get a sample value.
+        for (method, path) in ROUTES {
+            let uri = path
+                .replace("{file}", "app.js")
+                .replace("{id}", "c1")
+                .replace("{version}", "v1");
+            let request = Request::builder()
+                .method(method.to_ascii_uppercase().as_str())
+                .uri(&uri)
+                .header("content-type", "application/json")
+                .body(Body::from("{}"))
+                .unwrap();
+            let status = app(state(Arc::default(), None))
+                .oneshot(request)
+                .await
+                .unwrap()
+                .status();
+            assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+            let unknown_id = *path == "/v1/campaigns/{id}" || path.contains("{version}");
+            if !unknown_id && !path.contains("{file}") {
+                assert_ne!(status, StatusCode::NOT_FOUND, "{method} {path}");
+            }
+        }
+        // An undocumented route is not served.
+        let (status, _) = get_json(app(state(Arc::default(), None)), "/v1/nope").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        // Every $ref resolves.
+        let text = OPENAPI;
+        for part in text.split("\"$ref\": \"#/components/schemas/").skip(1) {
+            let name = part.split('"').next().unwrap_or_default();
+            assert!(
+                doc["components"]["schemas"].get(name).is_some(),
+                "unresolved schema {name}"
+            );
+        }
+        let (status, served_doc) =
+            get_json(app(state(Arc::default(), None)), "/openapi.json").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(served_doc, doc);
+    }
+
+    #[tokio::test]
+    async fn debug_requests_need_the_admin_token_and_notices_need_a_token() {
+        let app_with = || app(state(Arc::default(), Some(Arc::from("sesame"))));
+        let body = r#"{"id":"r","imp":[{"id":"1"}],"ext":{"debug":true}}"#;
+        let post = |auth: Option<&str>| {
+            let mut b = Request::post("/v1/openrtb").header("content-type", "application/json");
+            if let Some(a) = auth {
+                b = b.header("authorization", a);
+            }
+            b.body(Body::from(body)).unwrap()
+        };
+        let status = app_with().oneshot(post(None)).await.unwrap().status();
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        // With the token it passes the check (and meets no serving in this test: 503).
+        let status = app_with()
+            .oneshot(post(Some("Bearer sesame")))
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     }
 
     #[tokio::test]

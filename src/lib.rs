@@ -7,6 +7,7 @@
 //! whose traffic simulator and benches live in the `adstream-sim` crate.
 #![deny(missing_docs)]
 
+pub mod billing_notice;
 pub mod cli;
 pub mod dashboard;
 #[cfg(feature = "sim")]

@@ -48,6 +48,13 @@ pub struct Metrics {
     pub report_rows: IntCounterVec,
     /// Ad requests answered, by outcome (`filled`, `no_fill`, `overloaded`, `bad_request`).
     pub requests: IntCounterVec,
+    /// Ad requests not bid on, by OpenRTB no-bid reason code (`nbr`).
+    pub no_bids: IntCounterVec,
+    /// Impressions left out of an auction, by reason (`unknown_currency`).
+    pub skipped_imps: IntCounterVec,
+    /// Billing notices (`GET /v1/billing`), by outcome (`published`, `repeat`, `refused`,
+    /// `failed`).
+    pub billing_notices: IntCounterVec,
     /// From receiving an ad request to answering it, seconds (every outcome).
     pub serving_latency_seconds: Histogram,
     /// Messages behind the high watermark, per input partition this process reads.
@@ -187,6 +194,27 @@ impl Metrics {
             &["outcome"],
         )
         .expect("valid");
+        let no_bids = IntCounterVec::new(
+            Opts::new(
+                "no_bids_total",
+                "Ad requests not bid on, by OpenRTB no-bid reason code",
+            ),
+            &["nbr"],
+        )
+        .expect("valid");
+        let skipped_imps = IntCounterVec::new(
+            Opts::new(
+                "skipped_imps_total",
+                "Impressions left out of an auction, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("valid");
+        let billing_notices = IntCounterVec::new(
+            Opts::new("billing_notices_total", "Billing notices, by outcome"),
+            &["outcome"],
+        )
+        .expect("valid");
         let serving_latency_seconds = Histogram::with_opts(
             HistogramOpts::new(
                 "serving_latency_seconds",
@@ -291,6 +319,9 @@ impl Metrics {
             Box::new(report_events.clone()),
             Box::new(report_rows.clone()),
             Box::new(requests.clone()),
+            Box::new(no_bids.clone()),
+            Box::new(skipped_imps.clone()),
+            Box::new(billing_notices.clone()),
             Box::new(serving_latency_seconds.clone()),
             Box::new(consumer_lag.clone()),
             Box::new(checkpoint_age_seconds.clone()),
@@ -337,6 +368,9 @@ impl Metrics {
             report_events,
             report_rows,
             requests,
+            no_bids,
+            skipped_imps,
+            billing_notices,
             serving_latency_seconds,
             consumer_lag,
             checkpoint_age_seconds,

@@ -344,10 +344,27 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
         receivers.push(Some((receiver, activator)));
     }
     let receivers = Arc::new(Mutex::new(receivers));
+    let public_url = pipeline.serving.public_url.clone().unwrap_or_else(|| {
+        let mut reachable = bound;
+        if reachable.ip().is_unspecified() {
+            reachable.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        format!("http://{reachable}")
+    });
     let serving = Arc::new(crate::serving::Serving::new(
         queues,
-        pipeline.serving.burl_base.clone(),
+        crate::serving::ServingSettings {
+            public_url,
+            seat: pipeline.serving.seat.clone(),
+            rates: pipeline.currency.clone(),
+            nbr_body: pipeline.serving.nbr_body,
+        },
     ));
+    let billing = Arc::new(crate::billing_notice::BillingNotices::new(
+        &config,
+        pipeline.topics.input(StreamId::Impressions),
+        unlocked.serve.secret.clone(),
+    )?);
     // The dashboard's history, sampled on the API runtime.
     let history = Arc::new(crate::dashboard::History::new(Duration::from_secs(2)));
     let health = Arc::new(crate::health::Health::default());
@@ -367,6 +384,7 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
         history: history.clone(),
         admin_token: unlocked.admin_token.map(Arc::from),
         health: health.clone(),
+        billing: Some(billing),
     };
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
     let server = runtime.spawn(crate::server::serve(

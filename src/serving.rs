@@ -6,6 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use adstream_operators::request::AdRequest;
+use adstream_operators::serve::currency::Rates;
+use adstream_operators::serve::explain::Nbr;
 use adstream_operators::serve::operator::{ServeOutcome, ServeRequest};
 use serde_json::json;
 use timely::scheduling::SyncActivator;
@@ -18,33 +20,68 @@ pub struct WorkerQueue {
     pub activator: Arc<Mutex<Option<SyncActivator>>>,
 }
 
+/// The API's serving settings: where billing notices go, the seat, currencies, how a no-bid
+/// is answered.
+#[derive(Debug, Clone)]
+pub struct ServingSettings {
+    /// The API's public base URL (no trailing slash).
+    pub public_url: String,
+    /// adstream's buyer seat.
+    pub seat: String,
+    /// Exchange rates.
+    pub rates: Rates,
+    /// Answer a no-bid with a BidResponse carrying `nbr` (else an empty 204).
+    pub nbr_body: bool,
+}
+
+impl Default for ServingSettings {
+    fn default() -> Self {
+        ServingSettings {
+            public_url: "http://127.0.0.1:8080".into(),
+            seat: "adstream".into(),
+            rates: Rates::default(),
+            nbr_body: false,
+        }
+    }
+}
+
 /// What `POST /v1/openrtb` needs.
 pub struct Serving {
     /// The process's workers.
     pub queues: Vec<WorkerQueue>,
     next: AtomicUsize,
-    /// Base of `burl`.
-    pub burl_base: String,
+    /// Settings.
+    pub settings: ServingSettings,
 }
 
 /// How a request ended.
 pub enum Answer {
     /// Wins to return.
     Filled(ServeOutcome),
-    /// Nothing qualified, or the deadline passed: 204.
-    NoFill,
+    /// Nothing to bid, and why; with the per-campaign explanation in debug mode.
+    NoFill(Nbr, Option<ServeOutcome>),
     /// Every queue is full: 503.
     Overloaded,
 }
 
 impl Serving {
     /// Queues for `queues.len()` workers.
-    pub fn new(queues: Vec<WorkerQueue>, burl_base: String) -> Self {
+    pub fn new(queues: Vec<WorkerQueue>, settings: ServingSettings) -> Self {
         Serving {
             queues,
             next: AtomicUsize::new(0),
-            burl_base,
+            settings,
         }
+    }
+
+    /// The billing notice URL of a win: `{public_url}/v1/billing?token=...&u=...`.
+    pub fn burl(&self, token: &str, user_id: Option<&str>) -> String {
+        let mut url = format!("{}/v1/billing?token={token}", self.settings.public_url);
+        if let Some(user) = user_id {
+            url.push_str("&u=");
+            url.extend(form_urlencoded::byte_serialize(user.as_bytes()));
+        }
+        url
     }
 
     /// Hands `request` to a worker (round robin, skipping full queues) and waits at most until
@@ -83,26 +120,40 @@ impl Serving {
         let left = tmax.saturating_sub(received.elapsed());
         match tokio::time::timeout(left, rx).await {
             Ok(Ok(outcome)) if !outcome.wins.is_empty() => Answer::Filled(outcome),
-            _ => Answer::NoFill,
+            Ok(Ok(outcome)) if outcome.late => Answer::NoFill(Nbr::INSUFFICIENT_TIME, None),
+            Ok(Ok(mut outcome)) => {
+                let nbr = outcome.nbr.take().unwrap_or(Nbr::NO_MATCHING_CAMPAIGN);
+                let debug = outcome.explanation.is_some().then_some(outcome);
+                Answer::NoFill(nbr, debug)
+            }
+            _ => Answer::NoFill(Nbr::INSUFFICIENT_TIME, None),
         }
     }
 
-    /// The OpenRTB BidResponse for `outcome`.
-    pub fn response(&self, request_id: &str, outcome: &ServeOutcome) -> serde_json::Value {
+    /// The OpenRTB BidResponse for `outcome`, priced in `currency` (worth `rate` units of the
+    /// account currency).
+    pub fn response(
+        &self,
+        request: &AdRequest,
+        outcome: &ServeOutcome,
+        (currency, rate): (&str, f64),
+    ) -> serde_json::Value {
         let bids: Vec<serde_json::Value> = outcome
             .wins
             .iter()
             .map(|w| {
                 let c = &w.win.candidate;
-                json!({
-                    "id": format!("{request_id}-{}", w.win.imp_id),
+                let mut bid = json!({
+                    "id": format!("{}-{}", request.id, w.win.imp_id),
                     "impid": w.win.imp_id,
-                    "price": w.win.price_ecpm_micros as f64 / 1e6,
+                    "price": Rates::price(w.win.price_ecpm_micros, rate),
                     "adid": c.ad_id,
                     "crid": c.ad_id,
                     "cid": c.campaign_id,
-                    "adomain": [],
-                    "burl": format!("{}?token={}", self.burl_base, w.token),
+                    "adomain": w.adomain,
+                    "cat": w.cat,
+                    "mtype": w.markup.mtype,
+                    "burl": self.burl(&w.token, request.user_id.as_deref()),
                     "ext": {
                         "billing_token": w.token,
                         "billing": c.billing.as_str(),
@@ -111,10 +162,44 @@ impl Serving {
                         "pcvr": c.pcvr,
                         "model_version": outcome.model_version,
                     }
-                })
+                });
+                let fields = [
+                    ("w", w.markup.w.map(serde_json::Value::from)),
+                    ("h", w.markup.h.map(serde_json::Value::from)),
+                    ("adm", w.markup.adm.clone().map(serde_json::Value::from)),
+                    ("nurl", w.markup.nurl.clone().map(serde_json::Value::from)),
+                    ("bundle", w.bundle.clone().map(serde_json::Value::from)),
+                ];
+                for (key, value) in fields {
+                    if let Some(v) = value {
+                        bid[key] = v;
+                    }
+                }
+                bid
             })
             .collect();
-        json!({ "id": request_id, "cur": "USD", "seatbid": [{ "seat": "adstream", "bid": bids }] })
+        let mut response = json!({
+            "id": request.id,
+            "cur": currency,
+            "seatbid": [{ "seat": self.settings.seat, "bid": bids }],
+        });
+        if let Some(explanation) = &outcome.explanation {
+            response["ext"] = json!({ "debug": { "campaigns": explanation } });
+        }
+        response
+    }
+
+    /// The BidResponse of a no-bid: its `nbr`, and the explanation in debug mode.
+    pub fn no_bid_response(
+        request_id: &str,
+        nbr: Nbr,
+        debug: Option<&ServeOutcome>,
+    ) -> serde_json::Value {
+        let mut response = json!({ "id": request_id, "nbr": nbr.0 });
+        if let Some(explanation) = debug.and_then(|o| o.explanation.as_ref()) {
+            response["ext"] = json!({ "debug": { "campaigns": explanation } });
+        }
+        response
     }
 }
 
@@ -137,12 +222,12 @@ mod tests {
                 sender,
                 activator: Arc::new(Mutex::new(None)),
             }],
-            "http://x/b".into(),
+            ServingSettings::default(),
         );
         let started = Instant::now();
         assert!(matches!(
             serving.submit(request(30), Instant::now()).await,
-            Answer::NoFill
+            Answer::NoFill(Nbr::INSUFFICIENT_TIME, None)
         ));
         assert!(started.elapsed() >= Duration::from_millis(30));
         let started = Instant::now();

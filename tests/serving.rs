@@ -278,3 +278,314 @@ fn serving_end_to_end() {
         );
     }
 }
+
+/// A typed campaign of advertiser `adv` for the formats test: US only, CPM, with `extra` fields
+/// (creatives, brand) spliced in.
+fn typed(id: &str, adv: &str, bid: u64, extra: &str) -> String {
+    format!(
+        r#"{{"campaign_id":"{id}","advertiser_id":"{adv}","daily_budget_micros":1000000000,"timezone":"UTC","billing":"cpm","bid_micros":{bid},"targeting":{{"countries":["US"]}},{extra}}}"#
+    )
+}
+
+/// GETs `url`; its status.
+fn get_status(url: &str) -> u16 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async { reqwest::get(url).await.unwrap().status().as_u16() })
+}
+
+/// What real exchanges send: banner, video, native and audio imps (OpenRTB 2.6, alpha-3
+/// countries), block lists, floors in another currency, and billing notices fired twice.
+#[test]
+fn formats_brand_safety_currency_and_billing_notices() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = pipeline_file(
+        dir.path(),
+        &broker.brokers(),
+        "\n[serving]\nno_bid = \"nbr\"\n\n[pacing]\nenabled = false\n\n[currency]\naccount = \"USD\"\nrates = { EUR = 2.0 }\n",
+    );
+    create_topics(&pipeline);
+    let p = producer(&broker.brokers());
+    let defs = [
+        (
+            "disp",
+            typed(
+                "disp",
+                "D",
+                3_000_000,
+                r#""adomain":["disp.com"],"cat":["IAB1"],"creatives":[{"ad_id":"disp-300","w":300,"h":250,"adm":"<a href='https://disp.com'><img src='https://cdn/300.png'></a>"},{"ad_id":"disp-728","w":728,"h":90,"adm":"<img>"}]"#,
+            ),
+        ),
+        (
+            "vid",
+            typed(
+                "vid",
+                "V",
+                4_000_000,
+                r#""adomain":["vid.com"],"cat":["IAB9-7"],"creatives":[{"ad_id":"vid-15","type":"video","mimes":["video/mp4"],"duration":15,"protocols":[2,3,7],"adm":"<VAST version=\"3.0\"></VAST>"}]"#,
+            ),
+        ),
+        (
+            "nat",
+            typed(
+                "nat",
+                "N",
+                2_000_000,
+                r#""adomain":["nat.com"],"cat":["IAB2"],"creatives":[{"ad_id":"nat-1","type":"native","native":{"title":"Ten tips","sponsored":"Nat","image":{"url":"https://cdn/n.png","w":1200,"h":627},"click_url":"https://nat.com/tips"}}]"#,
+            ),
+        ),
+        (
+            "aud",
+            typed(
+                "aud",
+                "A",
+                2_500_000,
+                r#""adomain":["aud.com"],"cat":["IAB3"],"creatives":[{"ad_id":"aud-30","type":"audio","mimes":["audio/mpeg"],"duration":30,"nurl":"https://aud.com/vast"}]"#,
+            ),
+        ),
+    ];
+    for (id, doc) in &defs {
+        produce(&p, "ads.campaigns", id, Some(doc.as_bytes()));
+    }
+    flush(&p);
+    let state = dir.path().join("state");
+    let run = Running::start(&pipeline, &state, &["--workers", "2"]);
+    let api = run.api.clone();
+    for (id, _) in &defs {
+        assert!(
+            eventually(Duration::from_secs(60), || http_get(&format!(
+                "{api}/v1/campaigns/{id}"
+            ))
+            .is_some_and(|(s, _)| s == 200)),
+            "campaign {id} never became known"
+        );
+    }
+    let request = |id: &str, imp: &str, extra: &str| {
+        format!(
+            r#"{{"id":"{id}","imp":[{imp}],"device":{{"geo":{{"country":"USA"}},"devicetype":2}},"user":{{"id":"u 1"}},"site":{{"id":"s","domain":"news.example"}},"tmax":500{extra}}}"#
+        )
+    };
+    let bid_of = |body: &serde_json::Value| body["seatbid"][0]["bid"][0].clone();
+    // The serving replicas may lag the catalog by a tick: wait for the first fill.
+    let banner = request(
+        "b1",
+        r#"{"id":"1","banner":{"w":300,"h":250,"format":[{"w":300,"h":250},{"w":320,"h":50}]},"bidfloor":0.5}"#,
+        "",
+    );
+    let mut answer = (0, serde_json::Value::Null);
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            answer = post(
+                &api,
+                &banner.replace("\"b1\"", &format!("\"b1-{}\"", rand_id())),
+            );
+            answer.0 == 200 && answer.1["seatbid"].is_array()
+        }),
+        "{answer:?}"
+    );
+    let (_, body) = post(&api, &banner);
+    let bid = bid_of(&body);
+    assert_eq!(body["cur"], "USD");
+    assert_eq!(bid["cid"], "disp");
+    assert_eq!(bid["crid"], "disp-300", "the creative of the slot's size");
+    assert_eq!(
+        (bid["mtype"].as_u64(), bid["w"].as_u64(), bid["h"].as_u64()),
+        (Some(1), Some(300), Some(250))
+    );
+    assert!(bid["adm"].as_str().unwrap().contains("disp.com"));
+    assert_eq!(bid["adomain"], serde_json::json!(["disp.com"]));
+    assert_eq!(bid["cat"], serde_json::json!(["IAB1"]));
+    let burl = bid["burl"].as_str().unwrap().to_string();
+    assert!(
+        burl.starts_with(&format!("{api}/v1/billing?token=")),
+        "{burl}"
+    );
+    assert!(burl.ends_with("&u=u+1"), "{burl}");
+    let charge = bid["ext"]["charge_micros"].as_u64().unwrap();
+    assert!(charge > 0);
+
+    // Video, native, audio: each gets the one creative of its kind.
+    let (_, body) = post(
+        &api,
+        &request(
+            "v1",
+            r#"{"id":"1","video":{"mimes":["video/mp4","video/webm"],"minduration":5,"maxduration":30,"protocols":[3,6],"w":640,"h":480}}"#,
+            "",
+        ),
+    );
+    let bid = bid_of(&body);
+    assert_eq!(
+        (bid["cid"].as_str(), bid["mtype"].as_u64()),
+        (Some("vid"), Some(2))
+    );
+    assert!(bid["adm"].as_str().unwrap().starts_with("<VAST"));
+    assert_eq!(
+        (bid["w"].as_u64(), bid["h"].as_u64()),
+        (Some(640), Some(480))
+    );
+    let native_request = serde_json::json!({"ver":"1.2","assets":[{"id":1,"required":1,"title":{"len":90}},{"id":2,"required":1,"img":{"type":3,"wmin":600,"hmin":314}},{"id":3,"data":{"type":1}}]}).to_string();
+    let native_imp =
+        serde_json::json!({"id":"1","native":{"request":native_request,"ver":"1.2"}}).to_string();
+    let (_, body) = post(&api, &request("n1", &native_imp, ""));
+    let bid = bid_of(&body);
+    assert_eq!(
+        (bid["cid"].as_str(), bid["mtype"].as_u64()),
+        (Some("nat"), Some(4))
+    );
+    let adm: serde_json::Value = serde_json::from_str(bid["adm"].as_str().unwrap()).unwrap();
+    assert_eq!(adm["link"]["url"], "https://nat.com/tips");
+    assert_eq!(adm["assets"].as_array().unwrap().len(), 3);
+    let (_, body) = post(
+        &api,
+        &request(
+            "a1",
+            r#"{"id":"1","audio":{"mimes":["audio/mpeg"],"maxduration":60}}"#,
+            "",
+        ),
+    );
+    let bid = bid_of(&body);
+    assert_eq!(
+        (bid["cid"].as_str(), bid["mtype"].as_u64()),
+        (Some("aud"), Some(3))
+    );
+    assert_eq!(bid["nurl"], "https://aud.com/vast");
+    assert!(bid.get("adm").is_none());
+
+    // Block lists: the video campaign's category and the display advertiser's domain.
+    let video_imp = r#"{"id":"1","video":{"mimes":["video/mp4"]}}"#;
+    let (status, body) = post(&api, &request("x1", video_imp, r#","bcat":["IAB9"]"#));
+    assert_eq!((status, body["nbr"].as_u64()), (200, Some(502)), "{body}");
+    let banner_imp = r#"{"id":"1","banner":{"w":300,"h":250}}"#;
+    let (_, body) = post(&api, &request("x2", banner_imp, r#","badv":["DISP.com"]"#));
+    assert_eq!(body["nbr"], 502);
+    let (_, body) = post(&api, &request("x3", banner_imp, r#","bseat":["adstream"]"#));
+    assert_eq!(body["nbr"], 503);
+    let (_, body) = post(&api, &request("x4", banner_imp, r#","wseat":["other"]"#));
+    assert_eq!(body["nbr"], 503);
+    // A banner slot no creative fits.
+    let (_, body) = post(
+        &api,
+        &request("x5", r#"{"id":"1","banner":{"w":160,"h":600}}"#, ""),
+    );
+    assert_eq!(body["nbr"], 501);
+
+    // Currency: a floor of 1 EUR is 2 USD; the response in EUR, priced at that floor.
+    let (_, body) = post(
+        &api,
+        &request(
+            "e1",
+            r#"{"id":"1","banner":{"w":300,"h":250},"bidfloor":1.0,"bidfloorcur":"EUR"}"#,
+            r#","cur":["EUR"]"#,
+        ),
+    );
+    assert_eq!(body["cur"], "EUR", "{body}");
+    assert!(
+        (bid_of(&body)["price"].as_f64().unwrap() - 1.0).abs() < 1e-9,
+        "{body}"
+    );
+    let (_, body) = post(
+        &api,
+        &request(
+            "e2",
+            r#"{"id":"1","banner":{"w":300,"h":250},"bidfloor":1.0,"bidfloorcur":"XYZ"}"#,
+            "",
+        ),
+    );
+    assert_eq!(body["nbr"], 504);
+    assert!(
+        metric(
+            &api,
+            "adstream_skipped_imps_total{reason=\"unknown_currency\"}"
+        )
+        .unwrap_or(0.0)
+            >= 1.0
+    );
+    let (_, body) = post(&api, &request("e3", banner_imp, r#","cur":["CHF"]"#));
+    assert_eq!(body["nbr"], 504);
+
+    // Debug: every campaign's part in the request (no admin token is set in this pipeline).
+    let (_, body) = post(&api, &request("d1", banner_imp, r#","ext":{"debug":true}"#));
+    let explained: Vec<(String, String)> = body["ext"]["debug"]["campaigns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["campaign_id"].as_str().unwrap().into(),
+                e["outcome"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, String)> = [
+        ("aud", "format"),
+        ("disp", "won"),
+        ("nat", "format"),
+        ("vid", "format"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(explained, expected);
+
+    // The billing notice of b1's win, fired twice, and the impression of the same win: billed once.
+    assert_eq!(get_status(&burl), 204);
+    assert_eq!(get_status(&burl), 204);
+    assert!(eventually(Duration::from_secs(30), || {
+        http_get(&format!("{api}/v1/campaigns/disp"))
+            .is_some_and(|(_, b)| b["spend_micros"] == charge)
+    }));
+    let token = burl
+        .split("token=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap();
+    produce(
+        &p,
+        "ads.impressions",
+        "b1",
+        Some(serde_json::json!({"event_id": "logger-b1", "ts": adstream_operators::time::EventTime::now().millis(),
+            "request_id": "b1", "imp_id": "1", "campaign_id": "disp", "ad_id": "disp-300", "user_id": "u 1",
+            "billing_token": token}).to_string().as_bytes()),
+    );
+    flush(&p);
+    assert!(
+        eventually(Duration::from_secs(30), || metric(
+            &api,
+            "adstream_dead_letters_total{reason=\"duplicate\"}"
+        )
+        .unwrap_or(0.0)
+            >= 1.0),
+        "the logger's impression of a billed win is a duplicate"
+    );
+    let (_, state) = http_get(&format!("{api}/v1/campaigns/disp")).unwrap();
+    assert_eq!(state["spend_micros"], charge, "{state}");
+    // Forged or missing tokens are refused.
+    assert_eq!(
+        get_status(&format!("{api}/v1/billing?token=v1.e30.AAAA")),
+        400
+    );
+    assert_eq!(get_status(&format!("{api}/v1/billing")), 400);
+    assert_eq!(
+        metric(
+            &api,
+            "adstream_billing_notices_total{outcome=\"published\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&api, "adstream_billing_notices_total{outcome=\"repeat\"}"),
+        Some(1.0)
+    );
+}
+
+/// A fresh suffix for request ids.
+fn rand_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}

@@ -24,7 +24,7 @@ pub enum ParseError {
 }
 
 impl ParseError {
-    fn field(field: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn field(field: &str, message: impl Into<String>) -> Self {
         ParseError::Field {
             field: field.to_string(),
             message: message.into(),
@@ -219,17 +219,15 @@ pub struct Targeting {
     pub devices: Vec<String>,
     /// Interest labels.
     pub interests: Vec<String>,
+    /// ISO 3166-2 subdivisions, `CC-SUB` (`US-CA`); matched against `device.geo.region`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<String>,
+    /// Metro areas (`device.geo.metro`: Nielsen DMA codes in the US, `803`), as given.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub metros: Vec<String>,
 }
 
-/// One creative of a campaign; fields beyond `ad_id` are kept as given.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Creative {
-    /// The ad's identifier.
-    pub ad_id: String,
-    /// Everything else the advertiser attached (landing domain, sizes...).
-    #[serde(flatten)]
-    pub extra: serde_json::Map<String, serde_json::Value>,
-}
+pub use crate::creative::{Creative, CreativeKind};
 
 /// The largest daily budget a campaign may declare, micros: a guard against unit mistakes and
 /// overflow (10 million currency units a day).
@@ -265,6 +263,15 @@ pub struct Campaign {
     /// Ads of this campaign.
     #[serde(default)]
     pub creatives: Vec<Creative>,
+    /// The advertiser's landing domains (`bid.adomain`, checked against a request's `badv`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adomain: Vec<String>,
+    /// IAB content categories of the ads (`bid.cat`, checked against a request's `bcat`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cat: Vec<String>,
+    /// The advertised app's store id, for app-install ads (`bid.bundle`, checked against `bapp`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<String>,
     /// Flight start; absent = already started.
     #[serde(default)]
     pub start: Option<EventTime>,
@@ -274,11 +281,41 @@ pub struct Campaign {
 }
 
 impl Campaign {
-    /// Parses and validates a campaign document.
+    /// Parses and validates a campaign document, and normalises what targeting and brand
+    /// safety compare: country codes to upper-case alpha-2 (`USA` is `US`), regions to `CC-SUB`,
+    /// domains to lower case.
     pub fn parse(bytes: &[u8]) -> Result<Self, ParseError> {
-        let c: Campaign = parse_json(bytes)?;
+        let mut c: Campaign = parse_json(bytes)?;
+        c.normalise()?;
         c.validate()?;
         Ok(c)
+    }
+
+    /// Normalises targeting codes and domains (see [`Campaign::parse`]); unknown codes are
+    /// refused, naming the entry.
+    pub fn normalise(&mut self) -> Result<(), ParseError> {
+        for (i, code) in self.targeting.countries.iter_mut().enumerate() {
+            let Some(a2) = crate::geo::country(code) else {
+                return Err(ParseError::field(
+                    &format!("targeting.countries[{i}]"),
+                    format!("{code:?} is not an ISO-3166-1 alpha-2 or alpha-3 country code"),
+                ));
+            };
+            *code = a2.to_string();
+        }
+        for (i, code) in self.targeting.regions.iter_mut().enumerate() {
+            let Some(region) = crate::geo::region(code) else {
+                return Err(ParseError::field(
+                    &format!("targeting.regions[{i}]"),
+                    format!("{code:?} is not an ISO-3166-2 subdivision written CC-SUB (`US-CA`)"),
+                ));
+            };
+            *code = region;
+        }
+        for d in &mut self.adomain {
+            *d = d.trim().trim_end_matches('.').to_ascii_lowercase();
+        }
+        Ok(())
     }
 
     /// Checks the invariants serde cannot express.
@@ -310,7 +347,26 @@ impl Campaign {
             }
         }
         for (i, c) in self.creatives.iter().enumerate() {
-            require_id(&format!("creatives[{i}].ad_id"), &c.ad_id)?;
+            c.validate(&format!("creatives[{i}]"))?;
+        }
+        for (i, d) in self.adomain.iter().enumerate() {
+            let ok = !d.is_empty()
+                && d.len() <= 253
+                && d.contains('.')
+                && d.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+            if !ok {
+                return Err(ParseError::field(
+                    &format!("adomain[{i}]"),
+                    format!("{d:?} is not a domain name (`brand.com`)"),
+                ));
+            }
+        }
+        for (i, c) in self.cat.iter().enumerate() {
+            require_id(&format!("cat[{i}]"), c)?;
+        }
+        if let Some(bundle) = &self.bundle {
+            require_id("bundle", bundle)?;
         }
         Ok(())
     }

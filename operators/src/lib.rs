@@ -13,8 +13,10 @@
 pub mod attribution;
 pub mod catalog;
 pub mod checkpoint;
+pub mod creative;
 pub mod deliver;
 pub mod events;
+pub mod geo;
 pub mod graph;
 pub mod hash;
 pub mod ingest;

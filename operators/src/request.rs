@@ -35,6 +35,20 @@ struct RawRequest {
     site: Option<serde_json::Value>,
     #[serde(default)]
     app: Option<serde_json::Value>,
+    #[serde(default)]
+    cur: Option<Vec<String>>,
+    #[serde(default)]
+    bcat: Option<Vec<String>>,
+    #[serde(default)]
+    badv: Option<Vec<String>>,
+    #[serde(default)]
+    bapp: Option<Vec<String>>,
+    #[serde(default)]
+    bseat: Option<Vec<String>>,
+    #[serde(default)]
+    wseat: Option<Vec<String>>,
+    #[serde(default)]
+    ext: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -44,6 +58,16 @@ struct RawImp {
     tagid: Option<String>,
     #[serde(default)]
     bidfloor: Option<f64>,
+    #[serde(default)]
+    bidfloorcur: Option<String>,
+    #[serde(default)]
+    banner: Option<serde_json::Value>,
+    #[serde(default)]
+    video: Option<serde_json::Value>,
+    #[serde(default)]
+    audio: Option<serde_json::Value>,
+    #[serde(default)]
+    native: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -66,6 +90,10 @@ struct RawDevice {
 struct RawGeo {
     #[serde(default)]
     country: Option<String>,
+    #[serde(default)]
+    region: Option<String>,
+    #[serde(default)]
+    metro: Option<String>,
 }
 
 /// One impression slot.
@@ -75,8 +103,14 @@ pub struct Slot {
     pub imp_id: String,
     /// `imp.tagid`.
     pub tag_id: Option<String>,
-    /// Floor as eCPM micros (OpenRTB's `bidfloor` is CPM in currency units).
+    /// Floor as eCPM micros of the account currency once
+    /// [`crate::serve::currency::Rates::price_floors`] has converted it; until then, micros of
+    /// `floor_currency` (OpenRTB's `bidfloor` is CPM in currency units).
     pub floor_ecpm_micros: u64,
+    /// `bidfloorcur`, upper case (OpenRTB's default: `USD`).
+    pub floor_currency: String,
+    /// The media the slot takes.
+    pub formats: crate::serve::formats::ImpFormats,
 }
 
 /// A validated ad request.
@@ -88,8 +122,13 @@ pub struct AdRequest {
     pub slots: Vec<Slot>,
     /// `user.id`.
     pub user_id: Option<String>,
-    /// `device.geo.country` (upper-case).
+    /// `device.geo.country` as upper-case ISO alpha-2 (alpha-3 `USA` is `US`); absent when the
+    /// request gives none or a code that is not a country.
     pub country: Option<String>,
+    /// `device.geo.region` as `CC-SUB` (`US-CA`), when the country is known.
+    pub region: Option<String>,
+    /// `device.geo.metro`, as given.
+    pub metro: Option<String>,
     /// `device.devicetype` as a name (`mobile`, `desktop`, `ctv`, `tablet`, `phone`...).
     pub device: Option<String>,
     /// Interests from `user.keywords` (comma-separated).
@@ -98,6 +137,27 @@ pub struct AdRequest {
     pub tmax_ms: u64,
     /// Whether it came from a site (`false`: an app).
     pub is_site: bool,
+    /// `cur`: currencies the bid may be in, upper case, in the request's order (empty: any).
+    pub currencies: Vec<String>,
+    /// Brand-safety block lists of the request.
+    pub blocks: Blocks,
+    /// `ext.debug`: explain per campaign why it did or did not bid (admin only).
+    pub debug: bool,
+}
+
+/// What a request refuses: `bcat`, `badv`, `bapp`, `bseat`, and the allow list `wseat`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Blocks {
+    /// Blocked IAB categories (`IAB25` also blocks `IAB25-3`).
+    pub bcat: Vec<String>,
+    /// Blocked advertiser domains (a domain also blocks its subdomains), lower case.
+    pub badv: Vec<String>,
+    /// Blocked apps (store ids of advertised apps).
+    pub bapp: Vec<String>,
+    /// Blocked buyer seats.
+    pub bseat: Vec<String>,
+    /// Allowed buyer seats (empty: any).
+    pub wseat: Vec<String>,
 }
 
 /// OpenRTB device types (AdCOM 1.0 list) by name.
@@ -144,10 +204,29 @@ pub fn parse_request(body: &[u8]) -> Result<AdRequest, RequestError> {
                 "must be a CPM between 0 and 1000000",
             ));
         }
+        let floor_currency = match imp.bidfloorcur.as_deref().map(str::trim) {
+            None | Some("") => "USD".to_string(),
+            Some(c) if c.len() == 3 && c.bytes().all(|b| b.is_ascii_alphabetic()) => {
+                c.to_ascii_uppercase()
+            }
+            Some(c) => {
+                return Err(err(
+                    format!("imp[{i}].bidfloorcur"),
+                    format!("{c:?} is not an ISO-4217 currency code"),
+                ))
+            }
+        };
         slots.push(Slot {
             imp_id: imp.id.clone(),
             tag_id: imp.tagid.clone(),
             floor_ecpm_micros: (floor * 1e6).round() as u64,
+            floor_currency,
+            formats: crate::serve::formats::ImpFormats::read(
+                imp.banner.as_ref(),
+                imp.video.as_ref(),
+                imp.audio.as_ref(),
+                imp.native.as_ref(),
+            ),
         });
     }
     let tmax_ms = raw.tmax.unwrap_or(50);
@@ -161,16 +240,55 @@ pub fn parse_request(body: &[u8]) -> Result<AdRequest, RequestError> {
     if let Some(id) = user.and_then(|u| u.id.as_deref()) {
         check_optional_id(id).map_err(|e| err("user.id", e.to_string()))?;
     }
+    let geo = raw.device.as_ref().and_then(|d| d.geo.as_ref());
+    let country = geo
+        .and_then(|g| g.country.as_deref())
+        .and_then(crate::geo::country);
+    let region = country
+        .zip(geo.and_then(|g| g.region.as_deref()))
+        .and_then(|(country, region)| crate::geo::request_region(country, region));
+    let metro = geo
+        .and_then(|g| g.metro.as_deref())
+        .map(str::trim)
+        .filter(|m| !m.is_empty() && m.len() <= 32)
+        .map(str::to_string);
+    let list = |field: &str, given: Option<Vec<String>>| -> Result<Vec<String>, RequestError> {
+        let given = given.unwrap_or_default();
+        if given.len() > 1_000 {
+            return Err(err(field, "at most 1000 entries"));
+        }
+        Ok(given
+            .into_iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty() && s.len() <= 256)
+            .collect())
+    };
+    let blocks = Blocks {
+        bcat: list("bcat", raw.bcat)?,
+        badv: list("badv", raw.badv)?
+            .into_iter()
+            .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
+            .collect(),
+        bapp: list("bapp", raw.bapp)?,
+        bseat: list("bseat", raw.bseat)?,
+        wseat: list("wseat", raw.wseat)?,
+    };
+    let currencies = list("cur", raw.cur)?
+        .into_iter()
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
+    let debug = raw
+        .ext
+        .as_ref()
+        .and_then(|e| e.get("debug"))
+        .is_some_and(|d| d.as_bool() == Some(true) || d.as_i64() == Some(1));
     Ok(AdRequest {
         id: raw.id,
         slots,
         user_id: user.and_then(|u| u.id.clone()).filter(|s| !s.is_empty()),
-        country: raw
-            .device
-            .as_ref()
-            .and_then(|d| d.geo.as_ref())
-            .and_then(|g| g.country.as_ref())
-            .map(|c| c.to_ascii_uppercase()),
+        country: country.map(str::to_string),
+        region,
+        metro,
         device: raw
             .device
             .as_ref()
@@ -187,6 +305,9 @@ pub fn parse_request(body: &[u8]) -> Result<AdRequest, RequestError> {
             .unwrap_or_default(),
         tmax_ms,
         is_site: raw.app.is_none(),
+        currencies,
+        blocks,
+        debug,
     })
 }
 
@@ -204,6 +325,33 @@ mod tests {
         assert_eq!(r.device.as_deref(), Some("mobile"));
         assert_eq!(r.interests, vec!["sports", "travel"]);
         assert_eq!(r.tmax_ms, 80);
+    }
+
+    #[test]
+    fn geography_currency_block_lists_and_debug_are_read() {
+        let r = parse_request(br#"{"id":"r","imp":[{"id":"1","bidfloor":2,"bidfloorcur":"eur","video":{"mimes":["video/mp4"]}}],
+            "device":{"geo":{"country":"USA","region":"ca","metro":"803"}},"cur":["eur","USD"],
+            "bcat":["IAB25"," "],"badv":["Brand.COM"],"bapp":["com.x"],"bseat":["s1"],"wseat":["s2"],"ext":{"debug":1}}"#).unwrap();
+        assert_eq!(r.country.as_deref(), Some("US"));
+        assert_eq!(r.region.as_deref(), Some("US-CA"));
+        assert_eq!(r.metro.as_deref(), Some("803"));
+        assert_eq!(r.currencies, vec!["EUR", "USD"]);
+        assert_eq!(r.slots[0].floor_currency, "EUR");
+        assert!(r.slots[0].formats.video.is_some() && !r.slots[0].formats.any);
+        assert_eq!(r.blocks.bcat, vec!["IAB25"], "blank entries dropped");
+        assert_eq!(r.blocks.badv, vec!["brand.com"]);
+        assert!(r.debug);
+        // A country that is no country is no country (untargeted campaigns still match).
+        let r = parse_request(
+            br#"{"id":"r","imp":[{"id":"1"}],"device":{"geo":{"country":"XXX","region":"CA"}}}"#,
+        )
+        .unwrap();
+        assert_eq!((r.country, r.region), (None, None));
+        assert!(r.slots[0].formats.any);
+        assert_eq!(r.slots[0].floor_currency, "USD", "OpenRTB's default");
+        let e =
+            parse_request(br#"{"id":"r","imp":[{"id":"1","bidfloorcur":"EURO"}]}"#).unwrap_err();
+        assert_eq!(e.field, "imp[0].bidfloorcur");
     }
 
     #[test]

@@ -291,11 +291,11 @@ impl World {
                     targeting,
                     creatives: ads
                         .iter()
-                        .map(|ad| Creative {
-                            ad_id: ad.ad_id.clone(),
-                            extra: serde_json::Map::new(),
-                        })
+                        .map(|ad| Creative::plain(ad.ad_id.clone()))
                         .collect(),
+                    adomain: vec![format!("adv{a}.example")],
+                    cat: vec![format!("IAB{}", 1 + a % 26)],
+                    bundle: None,
                     start: None,
                     end: None,
                 };

@@ -118,8 +118,12 @@ mod tests {
     fn only_lost_connections_are_transient() {
         let error = |code| KafkaError::MessageConsumption(code);
         assert!(is_transient(&error(RDKafkaErrorCode::AllBrokersDown)));
-        assert!(is_transient(&error(RDKafkaErrorCode::BrokerTransportFailure)));
+        assert!(is_transient(&error(
+            RDKafkaErrorCode::BrokerTransportFailure
+        )));
         assert!(!is_transient(&error(RDKafkaErrorCode::OffsetOutOfRange)));
-        assert!(!is_transient(&error(RDKafkaErrorCode::UnknownTopicOrPartition)));
+        assert!(!is_transient(&error(
+            RDKafkaErrorCode::UnknownTopicOrPartition
+        )));
     }
 }

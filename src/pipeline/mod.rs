@@ -92,6 +92,8 @@ pub struct Pipeline {
     pub api: Api,
     /// `[serving]`.
     pub serving: Serving,
+    /// `[currency]`.
+    pub currency: adstream_operators::serve::currency::Rates,
     /// `[pacing]`, with `conversion_window_ms` = `attribution.click_window_ms`.
     pub pacing: PacingConfig,
     /// `[labels]`.
@@ -210,8 +212,13 @@ pub struct Serving {
     pub reservation_ttl_ms: i64,
     /// Requests queued per worker before the API answers 503.
     pub queue: usize,
-    /// Base of the billing notice URL (`burl`) returned with each win.
-    pub burl_base: String,
+    /// The API's public base URL (`burl` is `{public_url}/v1/billing?...`); `None`: the address
+    /// the API is bound to.
+    pub public_url: Option<String>,
+    /// adstream's buyer seat.
+    pub seat: String,
+    /// Answer a no-bid with a BidResponse carrying `nbr` (else an empty 204).
+    pub nbr_body: bool,
 }
 
 /// `[model]`: the online ranker.
@@ -299,8 +306,10 @@ impl Pipeline {
             per_advertiser,
             max_candidates,
             reservation_ttl_ms,
-            queue: _,     // the API's, not the operator's
-            burl_base: _, // likewise
+            queue: _, // the API's, not the operator's
+            public_url: _,
+            seat: _,
+            nbr_body: _,
         } = self.serving;
         Ok(Unlocked {
             serve: ServeConfig {

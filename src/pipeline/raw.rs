@@ -57,6 +57,9 @@ pub struct RawPipeline {
     /// `[serving]`.
     #[serde(default)]
     pub serving: RawServing,
+    /// `[currency]`.
+    #[serde(default)]
+    pub currency: RawCurrency,
     /// `[pacing]`.
     #[serde(default)]
     pub pacing: RawPacing,
@@ -304,8 +307,15 @@ pub struct RawServing {
     pub max_candidates: Spanned<usize>,
     /// Requests queued per worker before the API answers 503.
     pub queue: Spanned<usize>,
-    /// Base of the billing notice URL (`burl`) returned with each win.
-    pub burl_base: String,
+    /// The API's public base URL, which exchanges reach: bids' billing notices (`burl`) point
+    /// at `{public_url}/v1/billing`. Default: the address the API is bound to.
+    pub public_url: Option<Spanned<String>>,
+    /// Replaced by `public_url`; kept only to say so.
+    pub burl_base: Option<Spanned<String>>,
+    /// adstream's buyer seat (`seatbid.seat`, checked against `bseat`/`wseat`).
+    pub seat: Spanned<String>,
+    /// How a no-bid is answered: `204` (empty) or `nbr` (a BidResponse with its reason code).
+    pub no_bid: Spanned<String>,
 }
 
 impl Default for RawServing {
@@ -315,7 +325,30 @@ impl Default for RawServing {
             per_advertiser: spanned(2),
             max_candidates: spanned(200),
             queue: spanned(1024),
-            burl_base: "http://127.0.0.1:8080/v1/billing".into(),
+            public_url: None,
+            burl_base: None,
+            seat: spanned("adstream".into()),
+            no_bid: spanned("204".into()),
+        }
+    }
+}
+
+/// `[currency]`: the account currency and the exchange rates of the currencies requests may
+/// use (floors, `cur`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCurrency {
+    /// The currency of budgets, bids and spend (ISO 4217).
+    pub account: Spanned<String>,
+    /// How many units of the account currency one unit of each currency is worth.
+    pub rates: Spanned<std::collections::BTreeMap<String, f64>>,
+}
+
+impl Default for RawCurrency {
+    fn default() -> Self {
+        RawCurrency {
+            account: spanned("USD".into()),
+            rates: spanned(Default::default()),
         }
     }
 }

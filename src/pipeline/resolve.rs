@@ -63,6 +63,7 @@ pub(super) fn resolve(raw: RawPipeline, errors: &mut Collector<'_>) -> Pipeline 
         attribution,
         api,
         serving,
+        currency,
         pacing,
         labels,
         model,
@@ -116,6 +117,7 @@ pub(super) fn resolve(raw: RawPipeline, errors: &mut Collector<'_>) -> Pipeline 
         windows,
         api: resolve_api(api, errors),
         serving,
+        currency: resolve_currency(currency, errors),
         pacing,
         labels: resolve_labels(labels, errors),
         model: resolve_model(model, errors),
@@ -405,8 +407,44 @@ fn resolve_serving(raw: RawServing, pacing: &PacingConfig, errors: &mut Collecto
         per_advertiser,
         max_candidates,
         queue,
+        public_url,
         burl_base,
+        seat,
+        no_bid,
     } = raw;
+    if let Some(old) = burl_base {
+        errors.error(
+            old.span(),
+            "serving.burl_base",
+            "was replaced by `serving.public_url`, the API's public base URL (burl is {public_url}/v1/billing)",
+        );
+    }
+    let public_url = public_url.map(|url| {
+        errors
+            .check(
+                url,
+                "serving.public_url",
+                |u| {
+                    (u.starts_with("http://") || u.starts_with("https://"))
+                        && !u.contains(['?', '#', ' '])
+                },
+                "must be an http(s) base URL without query, such as https://ads.example.com",
+            )
+            .trim_end_matches('/')
+            .to_string()
+    });
+    let seat = errors.check(
+        seat,
+        "serving.seat",
+        |s| adstream_operators::events::check_id(s).is_ok(),
+        "must be a non-empty id",
+    );
+    let nbr_body = errors.check(
+        no_bid,
+        "serving.no_bid",
+        |n| n == "204" || n == "nbr",
+        "must be \"204\" (an empty answer) or \"nbr\" (a BidResponse with its reason)",
+    ) == "nbr";
     let reserve_cpm = errors.check(
         reserve_cpm,
         "serving.reserve_cpm",
@@ -429,7 +467,31 @@ fn resolve_serving(raw: RawServing, pacing: &PacingConfig, errors: &mut Collecto
         ),
         reservation_ttl_ms: pacing.reservation_ttl_ms,
         queue: errors.check(queue, "serving.queue", |q| *q >= 1, "must be at least 1"),
-        burl_base,
+        public_url,
+        seat,
+        nbr_body,
+    }
+}
+
+fn resolve_currency(
+    raw: RawCurrency,
+    errors: &mut Collector<'_>,
+) -> adstream_operators::serve::currency::Rates {
+    use adstream_operators::serve::currency::{RateError, Rates};
+    let RawCurrency { account, rates } = raw;
+    let (account_span, rates_span) = (account.span(), rates.span());
+    match Rates::new(account.get_ref(), rates.get_ref()) {
+        Ok(table) => table,
+        Err(e) => {
+            let (span, field) = match &e {
+                RateError::Code(c) if c.eq_ignore_ascii_case(account.get_ref()) => {
+                    (account_span, "currency.account")
+                }
+                _ => (rates_span, "currency.rates"),
+            };
+            errors.error(span, field, e.to_string());
+            Rates::default()
+        }
     }
 }
 

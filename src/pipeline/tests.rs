@@ -13,6 +13,7 @@ use adstream_operators::report::ReportSpec;
 use adstream_operators::source::SourceConfig;
 
 use super::*;
+use adstream_operators::serve::currency::Rates;
 
 const OK: &str = r#"
 [pipeline]
@@ -101,9 +102,12 @@ fn every_section_defaults() {
             max_candidates: 200,
             reservation_ttl_ms: PacingConfig::default().reservation_ttl_ms,
             queue: 1024,
-            burl_base: "http://127.0.0.1:8080/v1/billing".into(),
+            public_url: None,
+            seat: "adstream".into(),
+            nbr_body: false,
         }
     );
+    assert_eq!(p.currency, Rates::default());
     assert_eq!(p.pacing, PacingConfig::default());
     assert_eq!(p.labels, LabelConfig::default());
     assert!(p.model.enabled);
@@ -285,8 +289,44 @@ fn serving_settings_resolve_and_are_checked() {
         ("reserve_cpm = -1.0", "serving.reserve_cpm"),
         ("queue = 0", "serving.queue"),
         ("per_advertiser = 0", "serving.per_advertiser"),
+        ("public_url = \"ads.example.com\"", "serving.public_url"),
+        ("public_url = \"https://x/?a=1\"", "serving.public_url"),
+        ("burl_base = \"http://x/v1/billing\"", "serving.burl_base"),
+        ("seat = \"\"", "serving.seat"),
+        ("no_bid = \"200\"", "serving.no_bid"),
     ] {
         let err = one_error(&with(&format!("[serving]\n{bad}")));
+        assert_eq!(err.field.as_deref(), Some(field), "{bad}: {err}");
+    }
+    let err = one_error(&with("[serving]\nburl_base = \"http://x/v1/billing\""));
+    assert!(err.to_string().contains("public_url"), "{err}");
+    let p = parse(&with(
+        "[serving]\npublic_url = \"https://ads.example.com/\"\nseat = \"s9\"\nno_bid = \"nbr\"",
+    ))
+    .unwrap();
+    assert_eq!(
+        p.serving.public_url.as_deref(),
+        Some("https://ads.example.com")
+    );
+    assert_eq!(p.serving.seat, "s9");
+    assert!(p.serving.nbr_body);
+}
+
+#[test]
+fn currency_tables_resolve_and_are_checked() {
+    let p = parse(&with(
+        "[currency]\naccount = \"eur\"\nrates = { USD = 0.92, GBP = 1.17 }",
+    ))
+    .unwrap();
+    assert_eq!(p.currency.account(), "EUR");
+    assert_eq!(p.currency.rate("usd"), Some(0.92));
+    assert_eq!(p.currency.rate("EUR"), Some(1.0));
+    for (bad, field) in [
+        ("account = \"EURO\"", "currency.account"),
+        ("rates = { USD = -1.0 }", "currency.rates"),
+        ("rates = { DOLLAR = 1.0 }", "currency.rates"),
+    ] {
+        let err = one_error(&with(&format!("[currency]\n{bad}")));
         assert_eq!(err.field.as_deref(), Some(field), "{bad}: {err}");
     }
 }

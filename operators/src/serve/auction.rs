@@ -32,7 +32,12 @@ pub struct Candidate {
     pub pctr: f64,
     /// Predicted conversion probability after a click.
     pub pcvr: f64,
+    /// The slots (by index: bit `i` is `slots[i]`) it has a creative for.
+    pub fits: u16,
 }
+
+/// A candidate that fits every slot.
+pub const FITS_ALL: u16 = u16::MAX;
 
 impl Candidate {
     /// Expected value per thousand impressions, micros.
@@ -84,6 +89,8 @@ impl Candidate {
 pub struct Win {
     /// The slot.
     pub imp_id: String,
+    /// Its index in the request.
+    pub slot: usize,
     /// Who won.
     pub candidate: Candidate,
     /// The winner's eCPM, micros.
@@ -97,13 +104,15 @@ pub struct Win {
 /// The auction under the budget gate: a win whose expected cost
 /// ([`crate::pacing::reservation::expected_cost`]) exceeds its campaign's `headroom` (what may
 /// still be reserved for it) is not taken; the campaign leaves and the auction runs again
-/// without it, so the slot goes to the next bidder at its own price.
+/// without it, so the slot goes to the next bidder at its own price. Returns the wins and the
+/// campaigns the gate sent away.
 pub fn run_gated_auction(
     slots: &[Slot],
     mut candidates: Vec<Candidate>,
     headroom: impl Fn(&str) -> u64,
     reserve_ecpm_micros: u64,
-) -> Vec<Win> {
+) -> (Vec<Win>, Vec<String>) {
+    let mut gated = Vec::new();
     loop {
         let wins = run_auction(slots, &candidates, reserve_ecpm_micros);
         let over = wins.iter().find(|w| {
@@ -111,10 +120,11 @@ pub fn run_gated_auction(
             headroom(&c.campaign_id) < expected_cost(c.billing, w.charge_micros, c.pctr, c.pcvr)
         });
         match over {
-            None => return wins,
+            None => return (wins, gated),
             Some(w) => {
                 let out = w.candidate.campaign_id.clone();
                 candidates.retain(|c| c.campaign_id != out);
+                gated.push(out);
             }
         }
     }
@@ -131,10 +141,14 @@ pub fn run_auction(slots: &[Slot], candidates: &[Candidate], reserve_ecpm_micros
     });
     let mut advertisers_won: HashSet<&str> = HashSet::new();
     let mut wins = Vec::new();
-    for slot in slots {
+    for (index, slot) in slots.iter().enumerate() {
         let reserve = slot.floor_ecpm_micros.max(reserve_ecpm_micros);
+        let bit = 1u16.checked_shl(index as u32).unwrap_or(0);
         let mut eligible = ranked.iter().filter(|(ecpm, c)| {
-            *ecpm >= reserve && *ecpm > 0 && !advertisers_won.contains(c.advertiser_id.as_str())
+            *ecpm >= reserve
+                && *ecpm > 0
+                && c.fits & bit != 0
+                && !advertisers_won.contains(c.advertiser_id.as_str())
         });
         let Some(&(ecpm, winner)) = eligible.next() else {
             continue;
@@ -146,6 +160,7 @@ pub fn run_auction(slots: &[Slot], candidates: &[Candidate], reserve_ecpm_micros
         advertisers_won.insert(winner.advertiser_id.as_str());
         wins.push(Win {
             imp_id: slot.imp_id.clone(),
+            slot: index,
             candidate: winner.clone(),
             ecpm_micros: ecpm,
             price_ecpm_micros: price,
@@ -169,6 +184,7 @@ mod tests {
             bid_micros: bid,
             pctr,
             pcvr: 0.1,
+            fits: FITS_ALL,
         }
     }
 
@@ -177,6 +193,8 @@ mod tests {
             imp_id: id.into(),
             tag_id: None,
             floor_ecpm_micros: floor,
+            floor_currency: "USD".into(),
+            formats: crate::serve::formats::ImpFormats::anything(),
         }
     }
 
@@ -189,12 +207,13 @@ mod tests {
         ];
         // a would pay 2_000 per impression but has 1_999 of headroom: b wins at c's price.
         let headroom = |id: &str| if id == "a" { 1_999 } else { u64::MAX };
-        let wins = run_gated_auction(&[slot("1", 0)], cands.clone(), headroom, 0);
+        let (wins, gated) = run_gated_auction(&[slot("1", 0)], cands.clone(), headroom, 0);
+        assert_eq!(gated, vec!["a".to_string()]);
         assert_eq!(wins.len(), 1);
         assert_eq!(wins[0].candidate.campaign_id, "b");
         assert_eq!(wins[0].charge_micros, 1_000);
         // With room for exactly its charge, a wins.
-        let wins = run_gated_auction(&[slot("1", 0)], cands, |_| 2_000, 0);
+        let (wins, _) = run_gated_auction(&[slot("1", 0)], cands, |_| 2_000, 0);
         assert_eq!(wins[0].candidate.campaign_id, "a");
     }
 
@@ -235,6 +254,21 @@ mod tests {
         assert_eq!(wins[0].price_ecpm_micros, 0);
     }
 
+    #[test]
+    fn a_candidate_bids_only_on_the_slots_it_fits() {
+        let mut video_only = cand("v", "V", Billing::Cpm, 5_000_000, 0.0);
+        video_only.fits = 0b10;
+        let cands = vec![video_only, cand("b", "B", Billing::Cpm, 1_000_000, 0.0)];
+        let wins = run_auction(&[slot("banner", 0), slot("video", 0)], &cands, 0);
+        let won: Vec<(&str, &str, usize)> = wins
+            .iter()
+            .map(|w| (w.imp_id.as_str(), w.candidate.campaign_id.as_str(), w.slot))
+            .collect();
+        assert_eq!(won, vec![("banner", "b", 0), ("video", "v", 1)]);
+        // The runner-up of a slot is a candidate that fits it: v pays the reserve, not b's bid.
+        assert_eq!(wins[1].price_ecpm_micros, 0);
+    }
+
     proptest! {
         #[test]
         fn invariants_hold(
@@ -250,6 +284,7 @@ mod tests {
                 bid_micros: *bid,
                 pctr: *ctr as f64 / 10_000.0,
                 pcvr: 0.2,
+                fits: FITS_ALL,
             }).collect();
             let slots: Vec<Slot> = floors.iter().enumerate().map(|(i, f)| slot(&format!("s{i}"), *f)).collect();
             let wins = run_auction(&slots, &cands, reserve);

@@ -7,6 +7,10 @@
 //! feeds it from the graph.
 
 pub mod auction;
+pub mod brand_safety;
+pub mod currency;
+pub mod explain;
+pub mod formats;
 pub mod operator;
 pub mod replica;
 pub mod retrieval;

@@ -9,7 +9,7 @@
 //! The [`super::operator`] shell only moves data between timely and these methods.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,7 +17,10 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::auction::{run_gated_auction, Candidate, Win};
-use super::retrieval::{retrieve, CampaignIndex};
+use super::explain::{Explanation, Nbr, MAX_EXPLAINED};
+use super::formats::{markup, BidMarkup};
+use super::retrieval::{qualify, retrieve, CampaignIndex, NoBid, Retrieved};
+use crate::catalog::Listed;
 use crate::ledger::status::BudgetBook;
 use crate::pacing::board::PacingBoard;
 use crate::pacing::reservation::expected_cost;
@@ -29,13 +32,21 @@ use crate::routing::route;
 use crate::time::EventTime;
 use crate::token::{sign, WinClaims};
 
-/// A won slot with its signed billing token.
+/// A won slot with its signed billing token and what the bid says about its ad.
 #[derive(Debug, Clone)]
 pub struct SignedWin {
     /// The auction's result.
     pub win: Win,
     /// `billing_token` for the win's events.
     pub token: String,
+    /// Type, size and markup of the creative shown.
+    pub markup: BidMarkup,
+    /// The campaign's landing domains (`adomain`).
+    pub adomain: Vec<String>,
+    /// The campaign's IAB categories (`cat`).
+    pub cat: Vec<String>,
+    /// The advertised app (`bundle`).
+    pub bundle: Option<String>,
 }
 
 /// The answer to one request.
@@ -47,6 +58,10 @@ pub struct ServeOutcome {
     pub model_version: String,
     /// Whether the deadline had passed before the request was reached.
     pub late: bool,
+    /// Why nothing was bid (set when `wins` is empty).
+    pub nbr: Option<Nbr>,
+    /// With `ext.debug`: every campaign's part in the request, by id.
+    pub explanation: Option<Vec<Explanation>>,
 }
 
 impl Served {
@@ -109,7 +124,9 @@ impl Served {
                 bid_micros: c.bid_micros,
                 pctr: 0.02,
                 pcvr: 0.05,
+                fits: super::auction::FITS_ALL,
             },
+            slot: 0,
             ecpm_micros: 0,
             price_ecpm_micros: 0,
             charge_micros: 0,
@@ -166,6 +183,11 @@ fn pace(
             reach.insert(campaign_id.to_string(), 1);
         }
     }
+    passes(board, request_id, campaign_id)
+}
+
+/// Whether the pacing throttle lets `campaign_id` into the auction of `request_id`.
+fn passes(board: &PacingBoard, request_id: &str, campaign_id: &str) -> bool {
     let pass = board.pass(campaign_id);
     pass >= 1.0 || coin(request_id, campaign_id) < pass
 }
@@ -183,7 +205,7 @@ pub fn answer(
     request: &AdRequest,
     now: EventTime,
 ) -> ServeOutcome {
-    let listed = retrieve(
+    let (retrieved, furthest) = retrieve(
         book,
         index,
         request,
@@ -192,19 +214,23 @@ pub fn answer(
         config.max_candidates,
         |l| pace(board, reach, &request.id, &l.campaign.campaign_id),
     );
+    let listed: Vec<&Listed> = retrieved.iter().map(|r| r.listed).collect();
     let predictions = ranker.score(request, &listed, now);
-    let candidates: Vec<Candidate> = listed
+    let candidates: Vec<Candidate> = retrieved
         .iter()
         .zip(predictions)
-        .filter_map(|(l, p)| {
+        .filter_map(|(r, p)| {
+            let c = &r.listed.campaign;
+            let first = r.creatives.iter().flatten().next()?;
             Some(Candidate {
-                campaign_id: l.campaign.campaign_id.clone(),
-                advertiser_id: l.campaign.advertiser_id.clone(),
-                ad_id: l.campaign.creatives.first()?.ad_id.clone(),
-                billing: l.campaign.billing,
-                bid_micros: l.campaign.bid_micros,
+                campaign_id: c.campaign_id.clone(),
+                advertiser_id: c.advertiser_id.clone(),
+                ad_id: c.creatives.get(*first)?.ad_id.clone(),
+                billing: c.billing,
+                bid_micros: c.bid_micros,
                 pctr: p.pctr,
                 pcvr: p.pcvr,
+                fits: r.fits(),
             })
         })
         .collect();
@@ -216,37 +242,141 @@ pub fn answer(
             (id, board.headroom(id, book.remaining(l, now)))
         })
         .collect();
-    let wins = run_gated_auction(
+    let explained = request.debug.then(|| candidates.clone());
+    let (wins, gated) = run_gated_auction(
         &request.slots,
         candidates,
         |id| headroom.get(id).copied().unwrap_or(0),
         config.reserve_ecpm_micros,
-    )
-    .into_iter()
-    .map(|win| {
-        let claims = WinClaims {
-            request_id: request.id.clone(),
-            imp_id: win.imp_id.clone(),
-            campaign_id: win.candidate.campaign_id.clone(),
-            advertiser_id: win.candidate.advertiser_id.clone(),
-            ad_id: win.candidate.ad_id.clone(),
-            billing: win.candidate.billing,
-            charge_micros: win.charge_micros,
-            issued: now,
-            country: request.country.clone(),
-            device: request.device.clone(),
+    );
+    let wins: Vec<SignedWin> = wins
+        .into_iter()
+        .filter_map(|mut win| {
+            let r = retrieved
+                .iter()
+                .find(|r| r.listed.campaign.campaign_id == win.candidate.campaign_id)?;
+            let campaign = &r.listed.campaign;
+            let creative = campaign
+                .creatives
+                .get(r.creatives.get(win.slot).copied().flatten()?)?;
+            let slot = request.slots.get(win.slot)?;
+            win.candidate.ad_id = creative.ad_id.clone();
+            let claims = WinClaims {
+                request_id: request.id.clone(),
+                imp_id: win.imp_id.clone(),
+                campaign_id: win.candidate.campaign_id.clone(),
+                advertiser_id: win.candidate.advertiser_id.clone(),
+                ad_id: win.candidate.ad_id.clone(),
+                billing: win.candidate.billing,
+                charge_micros: win.charge_micros,
+                issued: now,
+                country: request.country.clone(),
+                device: request.device.clone(),
+            };
+            Some(SignedWin {
+                token: sign(&config.secret, &claims),
+                markup: markup(creative, &slot.formats),
+                adomain: campaign.adomain.clone(),
+                cat: campaign.cat.clone(),
+                bundle: campaign.bundle.clone(),
+                win,
+            })
+        })
+        .collect();
+    let nbr = wins.is_empty().then(|| {
+        let auction = if !gated.is_empty() {
+            Some(NoBid::BudgetGate)
+        } else if !retrieved.is_empty() {
+            Some(NoBid::Floor)
+        } else {
+            None
         };
-        SignedWin {
-            token: sign(&config.secret, &claims),
-            win,
-        }
-    })
-    .collect();
+        Nbr::of(auction.max(furthest))
+    });
+    let explanation = explained.map(|candidates| {
+        explain(
+            book,
+            board,
+            request,
+            now,
+            config,
+            &retrieved,
+            &candidates,
+            &wins,
+            &gated,
+        )
+    });
     ServeOutcome {
         wins,
         model_version: ranker.version(),
         late: false,
+        nbr,
+        explanation,
     }
+}
+
+/// Every campaign's part in `request` (at most [`MAX_EXPLAINED`], by id): the stage it stopped
+/// at, or its fate in the auction. The checks are the ones [`answer`] ran: [`qualify`], the
+/// pacing coin, the budget, and the auction's candidates, wins and gate.
+#[allow(clippy::too_many_arguments)]
+fn explain(
+    book: &BudgetBook,
+    board: &PacingBoard,
+    request: &AdRequest,
+    now: EventTime,
+    config: &ServeConfig,
+    retrieved: &[Retrieved],
+    candidates: &[Candidate],
+    wins: &[SignedWin],
+    gated: &[String],
+) -> Vec<Explanation> {
+    let mut all: Vec<&Listed> = book.catalog().iter().collect();
+    all.sort_by(|a, b| a.campaign.campaign_id.cmp(&b.campaign.campaign_id));
+    all.truncate(MAX_EXPLAINED);
+    let advertisers_on: HashSet<&str> = retrieved
+        .iter()
+        .map(|r| r.listed.campaign.advertiser_id.as_str())
+        .collect();
+    all.into_iter()
+        .map(|l| {
+            let id = l.campaign.campaign_id.as_str();
+            let outcome = if wins.iter().any(|w| w.win.candidate.campaign_id == id) {
+                "won"
+            } else if let Err(why) = qualify(l, request, now) {
+                why.as_str()
+            } else if !passes(board, &request.id, id) {
+                NoBid::Pacing.as_str()
+            } else if book.remaining(l, now) == 0 {
+                NoBid::Budget.as_str()
+            } else if gated.iter().any(|g| g == id) {
+                NoBid::BudgetGate.as_str()
+            } else if let Some(c) = candidates.iter().find(|c| c.campaign_id == id) {
+                let ecpm = c.ecpm_micros();
+                let clears_a_floor = request.slots.iter().enumerate().any(|(i, s)| {
+                    c.fits & (1u16.checked_shl(i as u32).unwrap_or(0)) != 0
+                        && ecpm > 0
+                        && ecpm >= s.floor_ecpm_micros.max(config.reserve_ecpm_micros)
+                });
+                if clears_a_floor {
+                    NoBid::Outbid.as_str()
+                } else {
+                    NoBid::Floor.as_str()
+                }
+            } else if advertisers_on.contains(l.campaign.advertiser_id.as_str())
+                && !retrieved
+                    .iter()
+                    .any(|r| r.listed.campaign.campaign_id == id)
+            {
+                NoBid::AdvertiserLimit.as_str()
+            } else {
+                NoBid::CandidateLimit.as_str()
+            };
+            Explanation {
+                campaign_id: id.to_string(),
+                outcome,
+            }
+        })
+        .collect()
 }
 
 /// Whether a request received at `received` is past its `tmax` deadline at `at`.
@@ -685,6 +815,101 @@ mod tests {
         assert!(r.reach_due(at + REACH_FLUSH));
         assert_eq!(r.take_reach(0).len(), 1);
         assert!(!r.has_reach());
+    }
+
+    fn parsed(json: &str) -> AdRequest {
+        parse_request(json.as_bytes()).expect("request")
+    }
+
+    #[test]
+    fn a_no_bid_says_why_and_debug_explains_every_campaign() {
+        let (mut r, _) = replica();
+        r.apply(&campaign("rich", "A", 1_000_000, 2_000_000));
+        r.apply(&campaign("cheap", "B", 1_000_000, 1_500_000));
+        r.apply(&campaign("broke", "C", 0, 3_000_000));
+        r.apply(&campaign("sibling", "A", 1_000_000, 1_900_000));
+        r.tick(0);
+        let now = EventTime::now();
+        let base =
+            r#""imp":[{"id":"1","bidfloor":1.8}],"site":{},"user":{"id":"u","keywords":"sports"}"#;
+        let outcome = r.handle(
+            &parsed(&format!(r#"{{"id":"d1",{base},"ext":{{"debug":true}}}}"#)),
+            now,
+        );
+        assert_eq!(winners(&outcome), vec!["rich"]);
+        assert_eq!(outcome.nbr, None);
+        let explained: Vec<(&str, &str)> = outcome
+            .explanation
+            .as_ref()
+            .expect("debug explains")
+            .iter()
+            .map(|e| (e.campaign_id.as_str(), e.outcome))
+            .collect();
+        assert_eq!(
+            explained,
+            vec![
+                ("broke", "budget"),
+                ("cheap", "floor"),
+                ("rich", "won"),
+                ("sibling", "outbid"),
+            ]
+        );
+        // Without debug: no explanation. Above every bid: below the floor.
+        let high = base.replace("1.8", "2.5");
+        let outcome = r.handle(&parsed(&format!(r#"{{"id":"d2",{high}}}"#)), now);
+        assert!(outcome.wins.is_empty());
+        assert_eq!(outcome.nbr, Some(Nbr::BELOW_FLOOR));
+        assert!(outcome.explanation.is_none());
+        // Nobody targets this user's interests.
+        let bored = base.replace("sports", "knitting");
+        let outcome = r.handle(&parsed(&format!(r#"{{"id":"d3",{bored}}}"#)), now);
+        assert_eq!(outcome.nbr, Some(Nbr::NO_MATCHING_CAMPAIGN));
+        // A video slot: no creative fits.
+        let video = base.replace(r#""bidfloor":1.8"#, r#""video":{"mimes":["video/mp4"]}"#);
+        let outcome = r.handle(&parsed(&format!(r#"{{"id":"d4",{video}}}"#)), now);
+        assert_eq!(outcome.nbr, Some(Nbr::NO_FITTING_CREATIVE));
+        // Every category blocked: these campaigns declare none, so none is shown to be safe.
+        let outcome = r.handle(
+            &parsed(&format!(r#"{{"id":"d5",{base},"bcat":["IAB7"]}}"#)),
+            now,
+        );
+        assert_eq!(outcome.nbr, Some(Nbr::BLOCKED));
+    }
+
+    #[test]
+    fn a_win_carries_its_creatives_markup_and_the_campaigns_brand() {
+        let (mut r, _) = replica();
+        let json = r#"{"campaign_id":"v","advertiser_id":"A","daily_budget_micros":1000000,"timezone":"UTC","billing":"cpm","bid_micros":2000000,"adomain":["brand.com"],"cat":["IAB2"],
+            "creatives":[{"ad_id":"banner","w":300,"h":250,"adm":"<img>"},{"ad_id":"spot","type":"video","mimes":["video/mp4"],"duration":15,"adm":"<VAST/>"}]}"#;
+        let c = Campaign::parse(json.as_bytes()).expect("campaign");
+        r.apply(&ReplicaUpdate::Ledger(LedgerState::Campaign(
+            CatalogUpdate::new("v".into(), Some(Box::new(c))),
+        )));
+        r.tick(0);
+        let request = parsed(
+            r#"{"id":"m","imp":[{"id":"1","video":{"mimes":["video/mp4"],"w":640,"h":360}},{"id":"2","banner":{"w":300,"h":250}}],"site":{}}"#,
+        );
+        let outcome = r.handle(&request, EventTime::now());
+        // One advertiser wins once: the first slot, with the creative that fits it.
+        assert_eq!(outcome.wins.len(), 1);
+        let w = &outcome.wins[0];
+        assert_eq!(
+            (w.win.imp_id.as_str(), w.win.candidate.ad_id.as_str()),
+            ("1", "spot")
+        );
+        assert_eq!(
+            (w.markup.mtype, w.markup.w, w.markup.h),
+            (2, Some(640), Some(360))
+        );
+        assert_eq!(w.adomain, vec!["brand.com"]);
+        assert_eq!(w.cat, vec!["IAB2"]);
+        let claims = verify(b"secret", &w.token).expect("token");
+        assert_eq!(claims.ad_id, "spot", "the token names the creative shown");
+        let outputs = r.take_outputs();
+        let ServeOutput::Served(served) = &outputs[1] else {
+            panic!("expected a served record");
+        };
+        assert_eq!(served.ad_id, "spot");
     }
 
     #[test]

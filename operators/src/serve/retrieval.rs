@@ -2,11 +2,15 @@
 //!
 //! An index by targeted country (plus the campaigns that target everyone) narrows the catalog
 //! before any per-campaign check, so a request never scans every campaign. A campaign qualifies
-//! when it is active and in flight, has budget left today, matches the request's device and
-//! interests, and has a creative; at most `per_advertiser` campaigns of one advertiser go on.
+//! ([`qualify`]) when it is active and in flight, matches the request's geography (country,
+//! region, metro), device and interests, has a creative that fits one of its slots, and is not
+//! blocked by the request's block lists; then pacing may hold it back and it needs budget left
+//! today. At most `per_advertiser` campaigns of one advertiser go on.
 
 use std::collections::HashMap;
 
+use super::brand_safety::{blocked, Blocked};
+use super::formats::best_creative;
 use crate::catalog::Listed;
 use crate::events::CampaignStatus;
 use crate::ledger::status::BudgetBook;
@@ -55,24 +59,164 @@ impl CampaignIndex {
     }
 }
 
-fn admits(listed: &Listed, request: &AdRequest) -> bool {
-    let t = &listed.campaign.targeting;
-    let device_ok = t.devices.is_empty()
-        || request
-            .device
-            .as_ref()
-            .is_some_and(|d| t.devices.iter().any(|x| x.eq_ignore_ascii_case(d)));
+/// Why a campaign did not bid on a request: the answer to "why didn't my ad serve", in the
+/// order the stages run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum NoBid {
+    /// Paused.
+    Paused,
+    /// Before its start or after its end.
+    OutOfFlight,
+    /// It has no creative.
+    NoCreative,
+    /// Country targeting.
+    Country,
+    /// Region targeting.
+    Region,
+    /// Metro targeting.
+    Metro,
+    /// Device targeting.
+    Device,
+    /// Interest targeting.
+    Interests,
+    /// None of its creatives fits a slot.
+    Format,
+    /// A block list of the request.
+    Blocked(Blocked),
+    /// Its pacing throttle held it back from this request.
+    Pacing,
+    /// No budget left today.
+    Budget,
+    /// Another campaign of its advertiser went on instead.
+    AdvertiserLimit,
+    /// More candidates than ranking takes.
+    CandidateLimit,
+    /// Its expected value is below every floor it could bid on.
+    Floor,
+    /// Another bid was higher.
+    Outbid,
+    /// What its win would reserve exceeds what it may still reserve today.
+    BudgetGate,
+}
+
+impl NoBid {
+    /// The name used in explanations.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoBid::Paused => "paused",
+            NoBid::OutOfFlight => "out_of_flight",
+            NoBid::NoCreative => "no_creative",
+            NoBid::Country => "targeting_country",
+            NoBid::Region => "targeting_region",
+            NoBid::Metro => "targeting_metro",
+            NoBid::Device => "targeting_device",
+            NoBid::Interests => "targeting_interests",
+            NoBid::Blocked(b) => b.as_str(),
+            NoBid::Format => "format",
+            NoBid::Pacing => "pacing",
+            NoBid::Budget => "budget",
+            NoBid::AdvertiserLimit => "advertiser_limit",
+            NoBid::CandidateLimit => "candidate_limit",
+            NoBid::Floor => "floor",
+            NoBid::Outbid => "outbid",
+            NoBid::BudgetGate => "budget_gate",
+        }
+    }
+}
+
+fn listed_in(list: &[String], value: Option<&str>, eq: fn(&str, &str) -> bool) -> bool {
+    list.is_empty() || value.is_some_and(|v| list.iter().any(|x| eq(x, v)))
+}
+
+fn same(a: &str, b: &str) -> bool {
+    a == b
+}
+
+fn same_ignoring_case(a: &str, b: &str) -> bool {
+    a.eq_ignore_ascii_case(b)
+}
+
+/// Whether `listed` may bid on `request` at `now` as far as the campaign and the request alone
+/// say (status, flight, targeting, formats, block lists); if so, the best creative of each slot
+/// (by index into its creatives).
+pub fn qualify(
+    listed: &Listed,
+    request: &AdRequest,
+    now: EventTime,
+) -> Result<Vec<Option<usize>>, NoBid> {
+    let c = &listed.campaign;
+    let t = &c.targeting;
+    if c.status != CampaignStatus::Active {
+        return Err(NoBid::Paused);
+    }
+    if !c.in_flight(now) {
+        return Err(NoBid::OutOfFlight);
+    }
+    if c.creatives.is_empty() {
+        return Err(NoBid::NoCreative);
+    }
+    if !listed_in(&t.countries, request.country.as_deref(), same) {
+        return Err(NoBid::Country);
+    }
+    if !listed_in(&t.regions, request.region.as_deref(), same) {
+        return Err(NoBid::Region);
+    }
+    if !listed_in(&t.metros, request.metro.as_deref(), same) {
+        return Err(NoBid::Metro);
+    }
+    if !listed_in(&t.devices, request.device.as_deref(), same_ignoring_case) {
+        return Err(NoBid::Device);
+    }
     let interests_ok = t.interests.is_empty()
         || request
             .interests
             .iter()
             .any(|i| t.interests.iter().any(|x| x.eq_ignore_ascii_case(i)));
-    device_ok && interests_ok
+    if !interests_ok {
+        return Err(NoBid::Interests);
+    }
+    let fits: Vec<Option<usize>> = request
+        .slots
+        .iter()
+        .map(|slot| best_creative(&c.creatives, &slot.formats))
+        .collect();
+    if fits.iter().all(Option::is_none) {
+        return Err(NoBid::Format);
+    }
+    // After formats: a request whose only fitting campaign is blocked says "blocked".
+    if let Some(b) = blocked(c, &request.blocks) {
+        return Err(NoBid::Blocked(b));
+    }
+    Ok(fits)
+}
+
+/// A campaign that may bid, with its best creative per slot.
+#[derive(Debug, Clone)]
+pub struct Retrieved<'a> {
+    /// The campaign.
+    pub listed: &'a Listed,
+    /// Per slot of the request, the index of the creative it shows there (`None`: it does
+    /// not fit that slot).
+    pub creatives: Vec<Option<usize>>,
+}
+
+impl Retrieved<'_> {
+    /// The slots it fits, as the auction's bit set.
+    pub fn fits(&self) -> u16 {
+        self.creatives
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.is_some())
+            .fold(0u16, |bits, (i, _)| {
+                bits | 1u16.checked_shl(i as u32).unwrap_or(0)
+            })
+    }
 }
 
 /// The campaigns that may bid on `request` at `now`, best bid first, at most `per_advertiser`
-/// per advertiser and `limit` in all. `pace` is asked about every campaign the request reaches
-/// (live and targeted, before the budget check): pacing counts it there, and it returns whether
+/// per advertiser and `limit` in all, and the furthest stage a campaign that did not make it
+/// reached (what a no-bid is explained by). `pace` is asked about every campaign the request
+/// reaches (qualified, before the budget check): pacing counts it there, and it returns whether
 /// the campaign takes part in this auction.
 pub fn retrieve<'a>(
     book: &'a BudgetBook,
@@ -82,33 +226,49 @@ pub fn retrieve<'a>(
     per_advertiser: usize,
     limit: usize,
     mut pace: impl FnMut(&Listed) -> bool,
-) -> Vec<&'a Listed> {
-    let mut found: Vec<&Listed> = index
+) -> (Vec<Retrieved<'a>>, Option<NoBid>) {
+    let mut furthest: Option<NoBid> = None;
+    let mut missed = |why: NoBid| {
+        furthest = Some(furthest.map_or(why, |f| f.max(why)));
+    };
+    let mut found: Vec<Retrieved> = Vec::new();
+    for listed in index
         .lookup(request.country.as_deref())
         .filter_map(|id| book.catalog().get(id))
-        .filter(|l| {
-            l.campaign.status == CampaignStatus::Active
-                && l.campaign.in_flight(now)
-                && !l.campaign.creatives.is_empty()
-        })
-        .filter(|l| admits(l, request))
-        .filter(|l| pace(l))
-        .filter(|l| book.remaining(l, now) > 0)
-        .collect();
+    {
+        let creatives = match qualify(listed, request, now) {
+            Ok(c) => c,
+            Err(why) => {
+                missed(why);
+                continue;
+            }
+        };
+        if !pace(listed) {
+            missed(NoBid::Pacing);
+            continue;
+        }
+        if book.remaining(listed, now) == 0 {
+            missed(NoBid::Budget);
+            continue;
+        }
+        found.push(Retrieved { listed, creatives });
+    }
     found.sort_by(|a, b| {
-        b.campaign
-            .bid_micros
-            .cmp(&a.campaign.bid_micros)
-            .then_with(|| a.campaign.campaign_id.cmp(&b.campaign.campaign_id))
+        let (a, b) = (&a.listed.campaign, &b.listed.campaign);
+        b.bid_micros
+            .cmp(&a.bid_micros)
+            .then_with(|| a.campaign_id.cmp(&b.campaign_id))
     });
     let mut per: HashMap<&str, usize> = HashMap::new();
-    found.retain(|l| {
-        let n = per.entry(l.campaign.advertiser_id.as_str()).or_default();
+    found.retain(|r| {
+        let n = per
+            .entry(r.listed.campaign.advertiser_id.as_str())
+            .or_default();
         *n += 1;
         *n <= per_advertiser
     });
     found.truncate(limit);
-    found
+    (found, furthest)
 }
 
 #[cfg(test)]
@@ -161,8 +321,9 @@ mod tests {
         let ids = |book: &BudgetBook, req: &str, k| {
             let r = parse_request(req.as_bytes()).unwrap();
             retrieve(book, &index, &r, now, k, 100, |_| true)
+                .0
                 .iter()
-                .map(|l| l.campaign.campaign_id.clone())
+                .map(|r| r.listed.campaign.campaign_id.clone())
                 .collect::<Vec<_>>()
         };
         let fr =
@@ -185,12 +346,97 @@ mod tests {
         // Pacing sees every reachable campaign (out of budget included) and may hold one back.
         let r = parse_request(fr.as_bytes()).unwrap();
         let mut reached = Vec::new();
-        let found = retrieve(&book, &index, &r, now, 5, 100, |l| {
+        let (found, furthest) = retrieve(&book, &index, &r, now, 5, 100, |l| {
             reached.push(l.campaign.campaign_id.clone());
             l.campaign.campaign_id != "all-2"
         });
         assert_eq!(found.len(), 1);
+        assert_eq!(furthest, Some(NoBid::Budget));
         reached.sort();
         assert_eq!(reached, vec!["all-1", "all-2", "fr"]);
+    }
+
+    #[test]
+    fn alpha_3_requests_meet_alpha_2_targeting_and_regions_and_metros_narrow_it() {
+        let mut book = BudgetBook::default();
+        add(
+            &mut book,
+            &campaign("us", "A", r#"{"countries":["US"]}"#, 5),
+        );
+        add(
+            &mut book,
+            &campaign("usa", "B", r#"{"countries":["usa"]}"#, 4),
+        );
+        add(
+            &mut book,
+            &campaign("ca", "C", r#"{"regions":["US-CA"]}"#, 3),
+        );
+        add(&mut book, &campaign("la", "D", r#"{"metros":["803"]}"#, 2));
+        let index = CampaignIndex::build(&book);
+        let now = EventTime::now();
+        let ids = |geo: &str| {
+            let r = parse_request(
+                format!(r#"{{"id":"r","imp":[{{"id":"1"}}],"device":{{"geo":{geo}}}}}"#).as_bytes(),
+            )
+            .unwrap();
+            let (found, furthest) = retrieve(&book, &index, &r, now, 5, 100, |_| true);
+            let ids: Vec<String> = found
+                .iter()
+                .map(|r| r.listed.campaign.campaign_id.clone())
+                .collect();
+            (ids, furthest)
+        };
+        assert_eq!(ids(r#"{"country":"USA"}"#).0, vec!["us", "usa"]);
+        assert_eq!(ids(r#"{"country":"us"}"#).0, vec!["us", "usa"]);
+        assert_eq!(
+            ids(r#"{"country":"USA","region":"CA","metro":"803"}"#).0,
+            vec!["us", "usa", "ca", "la"]
+        );
+        assert_eq!(
+            ids(r#"{"country":"USA","region":"NY"}"#).0,
+            vec!["us", "usa"]
+        );
+        let (none, why) = ids(r#"{"country":"FRA"}"#);
+        assert!(none.is_empty());
+        assert_eq!(why, Some(NoBid::Metro), "the furthest stage reached");
+    }
+
+    #[test]
+    fn block_lists_and_formats_leave_campaigns_out_with_their_reason() {
+        let mut book = BudgetBook::default();
+        add(
+            &mut book,
+            r#"{"campaign_id":"safe","advertiser_id":"A","daily_budget_micros":1000,"timezone":"UTC","billing":"cpm","bid_micros":5,"cat":["IAB1"],"adomain":["a.com"],"creatives":[{"ad_id":"s","w":300,"h":250}]}"#,
+        );
+        add(
+            &mut book,
+            r#"{"campaign_id":"gambling","advertiser_id":"B","daily_budget_micros":1000,"timezone":"UTC","billing":"cpm","bid_micros":9,"cat":["IAB9-7"],"adomain":["b.com"],"creatives":[{"ad_id":"g","w":300,"h":250}]}"#,
+        );
+        let index = CampaignIndex::build(&book);
+        let now = EventTime::now();
+        let run = |body: &str| {
+            let r = parse_request(body.as_bytes()).unwrap();
+            let (found, why) = retrieve(&book, &index, &r, now, 5, 100, |_| true);
+            let ids: Vec<String> = found
+                .iter()
+                .map(|r| r.listed.campaign.campaign_id.clone())
+                .collect();
+            (ids, why)
+        };
+        let banner = r#"{"id":"r","imp":[{"id":"1","banner":{"w":300,"h":250}}],"bcat":["IAB9"]}"#;
+        assert_eq!(
+            run(banner),
+            (
+                vec!["safe".to_string()],
+                Some(NoBid::Blocked(Blocked::Category))
+            )
+        );
+        let video = r#"{"id":"r","imp":[{"id":"1","video":{"mimes":["video/mp4"]}}]}"#;
+        assert_eq!(run(video), (vec![], Some(NoBid::Format)));
+        let both = r#"{"id":"r","imp":[{"id":"1","video":{"mimes":["video/mp4"]}},{"id":"2","banner":{"w":300,"h":250}}]}"#;
+        let r = parse_request(both.as_bytes()).unwrap();
+        let (found, _) = retrieve(&book, &index, &r, now, 5, 100, |_| true);
+        assert_eq!(found[0].creatives, vec![None, Some(0)]);
+        assert_eq!(found[0].fits(), 0b10);
     }
 }

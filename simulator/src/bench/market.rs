@@ -5,7 +5,6 @@
 //! ([`adstream_operators::serve::retrieval::retrieve`]: status, flight, country, device and
 //! interest targeting, case-insensitive, budget left), never by a copy of it here.
 
-use adstream_operators::catalog::Listed;
 use adstream_operators::ledger::status::BudgetBook;
 use adstream_operators::request::AdRequest;
 use adstream_operators::serve::retrieval::{retrieve, CampaignIndex};
@@ -62,8 +61,9 @@ impl<'w> Market<'w> {
             usize::MAX,
             |_| true,
         )
+        .0
         .into_iter()
-        .filter_map(|l: &Listed| self.world.campaign_index(&l.campaign.campaign_id))
+        .filter_map(|r| self.world.campaign_index(&r.listed.campaign.campaign_id))
         .collect()
     }
 }

@@ -336,6 +336,8 @@ fn simulate(market: &Market<'_>, bench: &PacingBench, paced: bool) -> Vec<Campai
                     imp_id: i.to_string(),
                     tag_id: None,
                     floor_ecpm_micros: (floor * 1e6) as u64,
+                    floor_currency: "USD".into(),
+                    formats: adstream_operators::serve::formats::ImpFormats::anything(),
                 })
                 .collect(),
             ..template.clone()
@@ -371,6 +373,7 @@ fn simulate(market: &Market<'_>, bench: &PacingBench, paced: bool) -> Vec<Campai
                     bid_micros: camp.bid_micros,
                     pctr: predicted[c].0,
                     pcvr: predicted[c].1,
+                    fits: adstream_operators::serve::auction::FITS_ALL,
                 }
                 .max_charge_micros();
                 let at_bid =
