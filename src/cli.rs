@@ -66,6 +66,10 @@ pub enum Command {
         /// Instead: evaluate pacing against an ASAP baseline over simulated days.
         #[arg(long)]
         pacing: bool,
+        /// Instead: answer ad requests on one worker thread against this many seeded
+        /// campaigns, plain and with mixed formats and block lists (requests/s, p50/p99).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+        serving: Option<u64>,
         /// With --pacing: write each campaign's spend and target curves to this PNG.
         #[arg(long)]
         png: Option<PathBuf>,
@@ -465,6 +469,7 @@ fn dispatch_sim(command: Command) -> anyhow::Result<()> {
             burst,
             seed_campaigns,
             pacing,
+            serving,
             png,
             pacing_rate,
             ranker,
@@ -508,6 +513,11 @@ fn dispatch_sim(command: Command) -> anyhow::Result<()> {
                     adstream_sim::bench::ranker::print(&bench, &report, started.elapsed());
                 }
                 Ok(())
+            }
+            None if serving.is_some() => {
+                let campaigns = serving.unwrap_or(10_000) as usize;
+                adstream_sim::bench::serving::run(campaigns, (events / 10).clamp(1_000, 100_000))
+                    .map(|_| ())
             }
             None if pacing => adstream_sim::bench::pacing::run(
                 &adstream_sim::bench::pacing::PacingBench {

@@ -13,7 +13,7 @@
 pub mod attribution;
 pub mod catalog;
 pub mod checkpoint;
-pub mod creative;
+
 pub mod deliver;
 pub mod events;
 pub mod geo;

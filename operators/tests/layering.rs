@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// Modules every stage may import and that import no stage.
-const FOUNDATION: [&str; 5] = ["records", "events", "time", "token", "hash"];
+const FOUNDATION: [&str; 6] = ["records", "events", "geo", "time", "token", "hash"];
 
 /// Each source file's module path (`ledger/operator.rs` is `["ledger", "operator"]`) and its
 /// non-test code with comments removed.

@@ -16,244 +16,10 @@
 
 use serde_json::{json, Value};
 
-use crate::creative::{Creative, CreativeKind, NativeAssets};
-
-/// The media one slot takes, read leniently: a field of the wrong type is ignored, never a 400
-/// (exchanges send many dialects; what cannot be read is not offered).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ImpFormats {
-    /// The slot has no media object: any banner, video or audio creative.
-    pub any: bool,
-    /// `imp.banner`.
-    pub banner: Option<BannerSlot>,
-    /// `imp.video`.
-    pub video: Option<MediaSlot>,
-    /// `imp.audio`.
-    pub audio: Option<MediaSlot>,
-    /// `imp.native`, when its `request` could be read.
-    pub native: Option<NativeSlot>,
-}
-
-/// A banner slot's accepted sizes, best first (empty: any size).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct BannerSlot {
-    /// `(w, h)` pairs.
-    pub sizes: Vec<(u32, u32)>,
-}
-
-/// A video or audio slot.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct MediaSlot {
-    /// Accepted mime types, lower case (empty: any).
-    pub mimes: Vec<String>,
-    /// Shortest accepted duration, seconds.
-    pub min_duration: Option<u32>,
-    /// Longest accepted duration, seconds.
-    pub max_duration: Option<u32>,
-    /// Accepted protocols (empty: any).
-    pub protocols: Vec<u32>,
-    /// Player width.
-    pub w: Option<u32>,
-    /// Player height.
-    pub h: Option<u32>,
-}
-
-/// One asset a native request asks for.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NativeAsset {
-    /// The asset's id, echoed in the response.
-    pub id: u64,
-    /// Whether the ad must fill it.
-    pub required: bool,
-    /// What it is.
-    pub kind: NativeAssetKind,
-}
-
-/// The kinds of native asset (OpenRTB Native 1.2).
-#[derive(Debug, Clone, PartialEq)]
-pub enum NativeAssetKind {
-    /// A title of at most `len` characters.
-    Title {
-        /// Longest title.
-        len: Option<u32>,
-    },
-    /// An image: type 1 icon, 3 main.
-    Image {
-        /// Image type.
-        image_type: u64,
-        /// Minimum width (`wmin`, else `w`).
-        min_w: Option<u32>,
-        /// Minimum height (`hmin`, else `h`).
-        min_h: Option<u32>,
-    },
-    /// Data: type 1 sponsored, 2 description, 12 call to action.
-    Data {
-        /// Data type.
-        data_type: u64,
-        /// Longest value.
-        len: Option<u32>,
-    },
-    /// Video or anything else adstream's native creatives cannot fill.
-    Other,
-}
-
-/// A native slot.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct NativeSlot {
-    /// Requested assets.
-    pub assets: Vec<NativeAsset>,
-    /// Whether the request wrapped its object in `{"native": ...}` (Native 1.0); the response
-    /// follows suit.
-    pub wrapped: bool,
-}
-
-fn number(v: &Value, key: &str) -> Option<u32> {
-    v.get(key)
-        .and_then(Value::as_u64)
-        .and_then(|n| u32::try_from(n).ok())
-}
-
-fn numbers(v: &Value, key: &str) -> Vec<u32> {
-    v.get(key)
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_u64)
-                .filter_map(|n| u32::try_from(n).ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-impl BannerSlot {
-    fn read(v: &Value) -> Self {
-        let mut sizes = Vec::new();
-        let mut add = |w: Option<u32>, h: Option<u32>| {
-            if let (Some(w), Some(h)) = (w, h) {
-                if w > 0 && h > 0 && !sizes.contains(&(w, h)) {
-                    sizes.push((w, h));
-                }
-            }
-        };
-        add(number(v, "w"), number(v, "h"));
-        for f in v
-            .get("format")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            add(number(f, "w"), number(f, "h"));
-        }
-        BannerSlot { sizes }
-    }
-}
-
-impl MediaSlot {
-    fn read(v: &Value) -> Self {
-        let mut protocols = numbers(v, "protocols");
-        if let Some(p) = number(v, "protocol") {
-            protocols.push(p);
-        }
-        MediaSlot {
-            mimes: v
-                .get("mimes")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(Value::as_str)
-                        .map(str::to_ascii_lowercase)
-                        .collect()
-                })
-                .unwrap_or_default(),
-            min_duration: number(v, "minduration"),
-            max_duration: number(v, "maxduration").filter(|d| *d > 0),
-            protocols,
-            w: number(v, "w"),
-            h: number(v, "h"),
-        }
-    }
-}
-
-impl NativeSlot {
-    /// Reads `imp.native`: its `request` is a JSON string (OpenRTB 2.x) or an object.
-    fn read(v: &Value) -> Option<Self> {
-        let request = v.get("request")?;
-        let parsed;
-        let request = match request {
-            Value::String(text) => {
-                parsed = serde_json::from_str::<Value>(text).ok()?;
-                &parsed
-            }
-            other => other,
-        };
-        let (inner, wrapped) = match request.get("native") {
-            Some(inner) => (inner, true),
-            None => (request, false),
-        };
-        let assets = inner
-            .get("assets")
-            .and_then(Value::as_array)?
-            .iter()
-            .filter_map(|a| {
-                let id = a.get("id").and_then(Value::as_u64)?;
-                let required = match a.get("required") {
-                    Some(Value::Bool(b)) => *b,
-                    Some(n) => n.as_u64() == Some(1),
-                    None => false,
-                };
-                let kind = if let Some(t) = a.get("title") {
-                    NativeAssetKind::Title {
-                        len: number(t, "len"),
-                    }
-                } else if let Some(img) = a.get("img") {
-                    NativeAssetKind::Image {
-                        image_type: img.get("type").and_then(Value::as_u64).unwrap_or(3),
-                        min_w: number(img, "wmin").or(number(img, "w")),
-                        min_h: number(img, "hmin").or(number(img, "h")),
-                    }
-                } else if let Some(d) = a.get("data") {
-                    NativeAssetKind::Data {
-                        data_type: d.get("type").and_then(Value::as_u64).unwrap_or(0),
-                        len: number(d, "len"),
-                    }
-                } else {
-                    NativeAssetKind::Other
-                };
-                Some(NativeAsset { id, required, kind })
-            })
-            .collect();
-        Some(NativeSlot { assets, wrapped })
-    }
-}
-
-impl ImpFormats {
-    /// Reads an imp's media objects.
-    pub fn read(
-        banner: Option<&Value>,
-        video: Option<&Value>,
-        audio: Option<&Value>,
-        native: Option<&Value>,
-    ) -> Self {
-        fn object(v: Option<&Value>) -> Option<&Value> {
-            v.filter(|v| v.is_object())
-        }
-        ImpFormats {
-            any: banner.is_none() && video.is_none() && audio.is_none() && native.is_none(),
-            banner: object(banner).map(BannerSlot::read),
-            video: object(video).map(MediaSlot::read),
-            audio: object(audio).map(MediaSlot::read),
-            native: object(native).and_then(NativeSlot::read),
-        }
-    }
-
-    /// A slot taking anything (tests, minimal requests).
-    pub fn anything() -> Self {
-        ImpFormats {
-            any: true,
-            ..ImpFormats::default()
-        }
-    }
-}
+use crate::events::creative::{Creative, CreativeKind, NativeAssets};
+pub use crate::request::formats::{
+    BannerSlot, ImpFormats, MediaSlot, NativeAsset, NativeAssetKind, NativeSlot,
+};
 
 fn media_fits(c: &Creative, slot: &MediaSlot) -> bool {
     let mime_ok = slot.mimes.is_empty()
@@ -273,12 +39,18 @@ fn chars(s: &str) -> u32 {
 }
 
 /// What a native creative puts in `asset`, if it can fill it.
-fn native_value(native: &NativeAssets, asset: &NativeAsset) -> Option<Value> {
+enum NativeValue<'a> {
+    Title(&'a str),
+    Image(&'a crate::events::creative::NativeImage),
+    Data(&'a str),
+}
+
+fn native_value<'a>(native: &'a NativeAssets, asset: &NativeAsset) -> Option<NativeValue<'a>> {
     match &asset.kind {
         NativeAssetKind::Title { len } => {
-            let title = native.title.as_ref()?;
-            (len.is_none_or(|l| chars(title) <= l))
-                .then(|| json!({ "id": asset.id, "title": { "text": title } }))
+            let title = native.title.as_deref()?;
+            len.is_none_or(|l| chars(title) <= l)
+                .then_some(NativeValue::Title(title))
         }
         NativeAssetKind::Image {
             image_type,
@@ -292,22 +64,31 @@ fn native_value(native: &NativeAssets, asset: &NativeAsset) -> Option<Value> {
             }?;
             let big_enough =
                 min_w.is_none_or(|w| image.w >= w) && min_h.is_none_or(|h| image.h >= h);
-            big_enough.then(|| {
-                json!({ "id": asset.id, "img": { "url": image.url, "w": image.w, "h": image.h } })
-            })
+            big_enough.then_some(NativeValue::Image(image))
         }
         NativeAssetKind::Data { data_type, len } => {
             let value = match data_type {
-                1 => native.sponsored.as_ref(),
-                2 => native.description.as_ref(),
-                12 => native.cta.as_ref(),
+                1 => native.sponsored.as_deref(),
+                2 => native.description.as_deref(),
+                12 => native.cta.as_deref(),
                 _ => None,
             }?;
-            (len.is_none_or(|l| chars(value) <= l))
-                .then(|| json!({ "id": asset.id, "data": { "value": value } }))
+            len.is_none_or(|l| chars(value) <= l)
+                .then_some(NativeValue::Data(value))
         }
         NativeAssetKind::Other => None,
     }
+}
+
+/// The native response's entry for `asset`, filled from the creative.
+fn native_asset(native: &NativeAssets, asset: &NativeAsset) -> Option<Value> {
+    Some(match native_value(native, asset)? {
+        NativeValue::Title(text) => json!({ "id": asset.id, "title": { "text": text } }),
+        NativeValue::Image(img) => {
+            json!({ "id": asset.id, "img": { "url": img.url, "w": img.w, "h": img.h } })
+        }
+        NativeValue::Data(value) => json!({ "id": asset.id, "data": { "value": value } }),
+    })
 }
 
 /// How well `creative` fits the slot: `None` when it does not, else a rank (lower is better).
@@ -401,7 +182,7 @@ pub fn markup(creative: &Creative, slot: &ImpFormats) -> BidMarkup {
                 let filled: Vec<Value> = request
                     .assets
                     .iter()
-                    .filter_map(|a| native_value(assets, a))
+                    .filter_map(|a| native_asset(assets, a))
                     .collect();
                 let response = json!({
                     "ver": "1.2",

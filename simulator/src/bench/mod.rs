@@ -8,6 +8,8 @@
 //! - [`freshness`]: produce-to-API delay and end-to-end throughput against a running pipeline.
 //! - [`pacing`]: the pacing law against an ASAP baseline over simulated days.
 //! - [`ranker`]: the online ranker's AUC over a simulated day, and training examples/s.
+//! - [`serving`]: one worker's answers per second and latency, plain and with mixed formats
+//!   and block lists.
 //!
 //! The pacing and ranker benches see the simulated world through [`market`]: serving's own
 //! retrieval decides which campaigns may bid, and the pacing bench answers every request with
@@ -17,6 +19,7 @@ pub mod freshness;
 pub mod market;
 pub mod pacing;
 pub mod ranker;
+pub mod serving;
 
 /// Produces `n` active CPM/CPC/CPA campaigns over 20 countries, 3 device types and 50
 /// advertisers to `target`'s campaigns topic, for serving benchmarks.

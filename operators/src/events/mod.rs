@@ -227,7 +227,9 @@ pub struct Targeting {
     pub metros: Vec<String>,
 }
 
-pub use crate::creative::{Creative, CreativeKind};
+pub mod creative;
+
+pub use creative::{Creative, CreativeKind};
 
 /// The largest daily budget a campaign may declare, micros: a guard against unit mistakes and
 /// overflow (10 million currency units a day).

@@ -4,6 +4,8 @@ use serde::Deserialize;
 
 use crate::events::{check_id, check_optional_id, parse_json, ParseError};
 
+pub mod formats;
+
 /// Why a request was refused (HTTP 400), naming the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("field `{field}`: {message}")]
@@ -104,13 +106,13 @@ pub struct Slot {
     /// `imp.tagid`.
     pub tag_id: Option<String>,
     /// Floor as eCPM micros of the account currency once
-    /// [`crate::serve::currency::Rates::price_floors`] has converted it; until then, micros of
+    /// `serve::currency::Rates::price_floors` has converted it; until then, micros of
     /// `floor_currency` (OpenRTB's `bidfloor` is CPM in currency units).
     pub floor_ecpm_micros: u64,
     /// `bidfloorcur`, upper case (OpenRTB's default: `USD`).
     pub floor_currency: String,
     /// The media the slot takes.
-    pub formats: crate::serve::formats::ImpFormats,
+    pub formats: formats::ImpFormats,
 }
 
 /// A validated ad request.
@@ -221,7 +223,7 @@ pub fn parse_request(body: &[u8]) -> Result<AdRequest, RequestError> {
             tag_id: imp.tagid.clone(),
             floor_ecpm_micros: (floor * 1e6).round() as u64,
             floor_currency,
-            formats: crate::serve::formats::ImpFormats::read(
+            formats: formats::ImpFormats::read(
                 imp.banner.as_ref(),
                 imp.video.as_ref(),
                 imp.audio.as_ref(),
