@@ -21,27 +21,15 @@ pub mod pacing;
 pub mod ranker;
 pub mod serving;
 
-/// Produces `n` active CPM/CPC/CPA campaigns over 20 countries, 3 device types and 50
-/// advertisers to `target`'s campaigns topic, for serving benchmarks.
+/// Produces `n` active CPM/CPC/CPA campaigns (those of [`serving::campaign`]: targeting over
+/// 10 countries and 3 device types, 500 advertisers, banner, video, native and audio creatives,
+/// domains and categories) to `target`'s campaigns topic, for serving benchmarks over HTTP.
 pub fn seed_campaigns(target: &crate::Target, n: usize) -> anyhow::Result<()> {
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
     let producer: BaseProducer = target.kafka.create()?;
-    let countries = [
-        "US", "FR", "DE", "GB", "JP", "BR", "IN", "CA", "AU", "ES", "IT", "NL", "SE", "MX", "KR",
-        "PL", "AR", "ZA", "NG", "TR",
-    ];
-    let devices = ["mobile", "desktop", "tablet"];
-    let billing = ["cpm", "cpc", "cpa"];
     for i in 0..n {
-        let id = format!("seed-{i}");
-        let doc = format!(
-            r#"{{"campaign_id":"{id}","advertiser_id":"adv-{}","daily_budget_micros":100000000000,"timezone":"UTC","billing":"{}","bid_micros":{},"targeting":{{"countries":["{}"],"devices":["{}"]}},"creatives":[{{"ad_id":"{id}-ad"}}]}}"#,
-            i % 50,
-            billing[i % 3],
-            [2_000_000u64, 200_000, 2_000_000][i % 3] + (i as u64 * 7919) % 1_000_000,
-            countries[(i / 3) % countries.len()],
-            devices[i % 3],
-        );
+        let id = format!("c{i}");
+        let doc = serving::campaign(i);
         let mut record = BaseRecord::to(&target.topics.campaigns)
             .key(&id)
             .payload(&doc);
