@@ -135,12 +135,18 @@ pub fn fit(creative: &Creative, slot: &ImpFormats) -> Option<u32> {
 
 /// The index of the creative of `creatives` that fits the slot best (see the module doc).
 pub fn best_creative(creatives: &[Creative], slot: &ImpFormats) -> Option<usize> {
-    creatives
-        .iter()
-        .enumerate()
-        .filter_map(|(i, c)| fit(c, slot).map(|rank| (rank, i)))
-        .min()
-        .map(|(_, i)| i)
+    let mut best: Option<(u32, usize)> = None;
+    for (i, c) in creatives.iter().enumerate() {
+        if let Some(rank) = fit(c, slot) {
+            if rank == 0 {
+                return Some(i);
+            }
+            if best.is_none_or(|(r, _)| rank < r) {
+                best = Some((rank, i));
+            }
+        }
+    }
+    best.map(|(_, i)| i)
 }
 
 /// What a bid says about its ad, from the creative that won the slot.
