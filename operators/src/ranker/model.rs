@@ -214,19 +214,25 @@ pub fn fake_negative_calibration(q: f64) -> f64 {
     q / (1.0 - q)
 }
 
-/// Numerically stable binary cross-entropy with logits, averaged over the examples whose
-/// `mask` is 1: `max(x, 0) - x y + ln(1 + e^{-|x|})`.
+/// Numerically stable binary cross-entropy with logits, summed over the examples whose `mask`
+/// is 1 and divided by `denominator`: `max(x, 0) - x y + ln(1 + e^{-|x|})`.
 pub fn masked_bce_with_logits(
     logits: &Tensor,
     labels: &Tensor,
     mask: &Tensor,
-    count: usize,
+    denominator: f64,
 ) -> candle_core::Result<Tensor> {
     let softplus = logits.abs()?.neg()?.exp()?.affine(1.0, 1.0)?.log()?;
     let loss = ((logits.relu()? - (logits * labels)?)? + softplus)?;
     (loss * mask)?
         .sum_all()?
-        .affine(1.0 / count.max(1) as f64, 0.0)
+        .affine(1.0 / denominator.max(1.0), 0.0)
+}
+
+/// How many examples of `targets` carry a click label and a conversion label.
+pub fn label_counts(targets: &Targets) -> (usize, usize) {
+    let count = |v: &[f32]| v.iter().filter(|m| **m > 0.0).count();
+    (count(&targets.click_mask), count(&targets.conversion_mask))
 }
 
 /// Labels and masks of a training batch, one entry per example.
@@ -243,29 +249,31 @@ pub struct Targets {
 }
 
 /// Multi-task loss and the logits it was computed from (before any update: the progressive
-/// validation scores).
+/// validation scores). Each head's loss is its sum over labelled examples divided by its
+/// `denominators` entry (the trainer's running mean of labels per batch, so that every example
+/// weighs the same whatever batch it is in; the batch's own counts give the plain mean).
 pub fn loss(
     model: &RankerModel,
     inputs: &Inputs,
     targets: &Targets,
     conversion_weight: f64,
+    denominators: (f64, f64),
 ) -> candle_core::Result<(Tensor, Tensor)> {
     let logits = model.forward(inputs)?;
     let n = inputs.len;
     let dev = model.device();
     let t = |v: &[f32]| Tensor::from_slice(v, n, dev).and_then(|t| t.to_dtype(model.dtype));
-    let count = |v: &[f32]| v.iter().filter(|m| **m > 0.0).count();
     let click = masked_bce_with_logits(
         &logits.i((.., 0))?,
         &t(&targets.click)?,
         &t(&targets.click_mask)?,
-        count(&targets.click_mask),
+        denominators.0,
     )?;
     let conversion = masked_bce_with_logits(
         &logits.i((.., 1))?,
         &t(&targets.conversion)?,
         &t(&targets.conversion_mask)?,
-        count(&targets.conversion_mask),
+        denominators.1,
     )?;
     let total = (click + conversion.affine(conversion_weight, 0.0)?)?;
     Ok((total, logits))
@@ -346,12 +354,14 @@ mod tests {
         let model = RankerModel::new(&spec, &config, vb).expect("model");
         let (batch, targets) = tiny_batch(&spec);
         let inputs = model.inputs(&batch).expect("inputs");
+        let (clicks, conversions) = label_counts(&targets);
+        let denominators = (clicks as f64, conversions as f64);
         let eval = || -> f64 {
-            loss(&model, &inputs, &targets, 0.7)
+            loss(&model, &inputs, &targets, 0.7, denominators)
                 .and_then(|(l, _)| l.to_scalar::<f64>())
                 .expect("loss")
         };
-        let (l, _) = loss(&model, &inputs, &targets, 0.7).expect("loss");
+        let (l, _) = loss(&model, &inputs, &targets, 0.7, denominators).expect("loss");
         let grads = l.backward().expect("backward");
         let vars = varmap.data().lock().expect("vars").clone();
         let mut checked = 0;
@@ -396,14 +406,14 @@ mod tests {
         let x = Tensor::new(&[-3.0f64, 0.5, 40.0, -40.0], &dev).expect("x");
         let y = Tensor::new(&[0.0f64, 1.0, 0.0, 1.0], &dev).expect("y");
         let m = Tensor::new(&[1.0f64, 1.0, 0.0, 0.0], &dev).expect("m");
-        let l = masked_bce_with_logits(&x, &y, &m, 2)
+        let l = masked_bce_with_logits(&x, &y, &m, 2.0)
             .and_then(|t| t.to_scalar::<f64>())
             .expect("loss");
         let sig = |v: f64| 1.0 / (1.0 + (-v).exp());
         let expected = (-(1.0 - sig(-3.0)).ln() - sig(0.5).ln()) / 2.0;
         assert!((l - expected).abs() < 1e-12, "{l} vs {expected}");
         let all = Tensor::new(&[1.0f64; 4], &dev).expect("m");
-        let l = masked_bce_with_logits(&x, &y, &all, 4)
+        let l = masked_bce_with_logits(&x, &y, &all, 4.0)
             .and_then(|t| t.to_scalar::<f64>())
             .expect("loss");
         assert!(l.is_finite() && l > 10.0);
