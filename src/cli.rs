@@ -96,6 +96,19 @@ pub enum Command {
         #[arg(long, default_value = "auto", value_parser = parse_device)]
         device: adstream_operators::ranker::trainer::DevicePreference,
     },
+    /// Train a model version from logged history (JSON Lines: an `ads.served` record plus
+    /// `click` and optional `conversion` per line) into the pipeline's model registry, with the
+    /// same learner and publish guards as online training; `run` serves it from its start.
+    Train {
+        /// The pipeline file (model settings and state directory).
+        pipeline: PathBuf,
+        /// The history file.
+        #[arg(long)]
+        examples: PathBuf,
+        /// State directory (overrides the file).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
     /// Manage the pipeline's Kafka topics.
     Topics {
         /// What to do with them.
@@ -358,6 +371,32 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             "this adstream was built without the simulator (cargo feature `sim`): `demo`, \
              `simulate` and `bench` are not available; rebuild with default features"
         ),
+        Command::Train {
+            pipeline,
+            examples,
+            state_dir,
+        } => {
+            let p = Pipeline::load(&pipeline)?;
+            let state_dir = state_dir.unwrap_or_else(|| p.state_dir.clone());
+            let report = crate::train::train(&p, &examples, &state_dir)?;
+            println!(
+                "trained on {} examples from {}; click metrics {}",
+                report.examples,
+                examples.display(),
+                report.click
+            );
+            match report.version {
+                Some((v, verdict)) => println!(
+                    "version v{v}: {verdict} (registry {})",
+                    state_dir.join("models").display()
+                ),
+                None => println!(
+                    "no version: fewer click labels than the guards' min_examples ({})",
+                    p.model.trainer.guards.min_examples
+                ),
+            }
+            Ok(())
+        }
         Command::Validate { pipeline } => match Pipeline::load(&pipeline) {
             Ok(_) => {
                 println!("{}: ok", pipeline.display());

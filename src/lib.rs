@@ -24,3 +24,4 @@ pub mod runtime;
 pub mod server;
 pub mod serving;
 pub mod state;
+pub mod train;

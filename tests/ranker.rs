@@ -442,7 +442,10 @@ calibration = [0.9, 1.1]
     assert!(!prior.is_empty());
     // The following traffic, served by the live version: its AUC against the prior's on the
     // very same requests (the prior's score of a request: its campaign's last prior pCTR).
-    eprintln!("live version's progressive click metrics: {}", meta["click"]);
+    eprintln!(
+        "live version's progressive click metrics: {}",
+        meta["click"]
+    );
     // It keeps learning; the judged traffic comes after 4000 more requests.
     patterned_traffic(&api, &p, sent, 4_000);
     eprintln!("after 4000 more: {}", models(&api)["training"]["click"]);
