@@ -303,6 +303,10 @@ pub struct DemoArgs {
     /// Time between two summaries.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub every: std::time::Duration,
+    /// Served ads of simulated history the first model is trained on before the demo starts
+    /// (`adstream train`'s path); 0 starts from the per-campaign prior.
+    #[arg(long, default_value_t = 150_000)]
+    pub history: usize,
     /// The simulation.
     #[command(flatten)]
     pub sim: SimArgs,
@@ -600,6 +604,7 @@ fn dispatch_sim(command: Command) -> anyhow::Result<()> {
                 args.sim.config()?
             },
             every: args.every.max(std::time::Duration::from_millis(100)),
+            history: args.history,
         }),
         Command::Simulate(args) => {
             let pipeline = match &args.pipeline {

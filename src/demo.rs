@@ -44,6 +44,39 @@ pub struct DemoOptions {
     pub sim: SimConfig,
     /// Seconds between summaries.
     pub every: Duration,
+    /// Served ads of simulated history to train the first model on (0: start from the prior).
+    pub history: usize,
+}
+
+/// Trains the first model on `served` ads of the simulated world's history (the day before),
+/// into the registry under `state_dir`, so the demo serves a trained model from its start; a
+/// line saying what came of it.
+fn train_on_history(
+    pipeline: &Pipeline,
+    sim: &SimConfig,
+    served: usize,
+    state_dir: &std::path::Path,
+) -> anyhow::Result<String> {
+    let world = adstream_sim::world::World::generate(sim.seed, &sim.world);
+    let history = adstream_sim::bench::ranker::history(
+        &world,
+        served,
+        adstream_operators::time::EventTime::now().millis(),
+        sim.seed ^ 0x5eed,
+    )?;
+    let logged = history.len();
+    let examples = history
+        .into_iter()
+        .flat_map(|(s, clicked, converted)| crate::train::examples_of(s, clicked, converted))
+        .collect();
+    let report = crate::train::train_examples(pipeline, examples, state_dir)?;
+    let auc = report.click["auc"].as_f64().unwrap_or(f64::NAN);
+    Ok(match report.version {
+        Some((v, verdict)) => {
+            format!("v{v} trained on {logged} served ads of simulated history (click AUC {auc:.3}): {verdict}")
+        }
+        None => format!("none: {logged} served ads of history are too few for the guards"),
+    })
 }
 
 /// The default pipeline, parsed.
@@ -92,6 +125,16 @@ pub fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let kafka = target.kafka.clone();
     let mut sim_config = opts.sim.clone();
     sim_config.fit(&target);
+    let bootstrap = if pipeline.model.enabled && opts.history > 0 {
+        Some(train_on_history(
+            &pipeline,
+            &sim_config,
+            opts.history,
+            state.path(),
+        )?)
+    } else {
+        None
+    };
     let running = start(
         pipeline.clone(),
         RunOptions {
@@ -113,6 +156,9 @@ pub fn run(opts: DemoOptions) -> anyhow::Result<()> {
     );
     println!("  metrics                 {api}/metrics");
     println!("  state                   {}", state.path().display());
+    if let Some(line) = &bootstrap {
+        println!("  first model             {line}");
+    }
     println!(
         "  simulator               seed {}, {} req/s mean, a simulated day every {}",
         sim_config.seed,

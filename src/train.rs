@@ -92,7 +92,8 @@ pub struct TrainReport {
     pub click: serde_json::Value,
 }
 
-/// Trains on `history` with `pipeline`'s model settings into the registry under `state_dir`.
+/// Trains on the history file `history` with `pipeline`'s model settings into the registry
+/// under `state_dir`.
 pub fn train(pipeline: &Pipeline, history: &Path, state_dir: &Path) -> anyhow::Result<TrainReport> {
     let examples = read_history(history)?;
     anyhow::ensure!(
@@ -100,6 +101,16 @@ pub fn train(pipeline: &Pipeline, history: &Path, state_dir: &Path) -> anyhow::R
         "{}: no examples in the history",
         history.display()
     );
+    train_examples(pipeline, examples, state_dir)
+}
+
+/// Trains on `examples` (in serving order) with `pipeline`'s model settings into the registry
+/// under `state_dir`.
+pub fn train_examples(
+    pipeline: &Pipeline,
+    examples: Vec<LabeledExample>,
+    state_dir: &Path,
+) -> anyhow::Result<TrainReport> {
     let config = pipeline.model.trainer.clone();
     let device = select_device(config.device)?;
     let registry = Registry::open(state_dir.join("models"), config.keep_versions)?;

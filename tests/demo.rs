@@ -58,6 +58,12 @@ fn demo_serves_charges_and_matches_the_ground_truth() {
         "demo failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
         out.status
     );
+    // It served a model trained on simulated history from its start, not the prior.
+    assert!(
+        stdout.contains("served ads of simulated history") && stdout.contains("): live"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("| model v1"), "{stdout}");
     // Live summaries were printed while it ran.
     assert!(stdout.matches("req/s").count() >= 3, "{stdout}");
     assert!(number_after(&stdout, "requests") > 500, "{stdout}");

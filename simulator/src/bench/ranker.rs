@@ -554,6 +554,46 @@ pub fn print(bench: &RankerBench, r: &RankerReport, wall: Duration) {
     }
 }
 
+/// A logged history of `served` ads spread over the day before `end_ms`, as serving would have
+/// logged them with the prior ranker (learning as outcomes come), with each one's true outcome
+/// drawn from the world's ground truth: (`ads.served` record, clicked, converted). What the
+/// demo trains its first model on before it starts (`adstream train`'s examples).
+pub fn history(
+    world: &World,
+    served: usize,
+    end_ms: i64,
+    seed: u64,
+) -> anyhow::Result<Vec<(Served, bool, Option<bool>)>> {
+    let market = Market::new(world)?;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut prior = PriorRanker::default();
+    let step_ms = DAY_MS as f64 / served.max(1) as f64;
+    let mut out = Vec::with_capacity(served);
+    for i in 0..served {
+        let ts = end_ms - DAY_MS + (i as f64 * step_ms) as i64;
+        let u = world.sample_user_index(&mut rng);
+        let eligible = market.eligible(u, EventTime(ts));
+        let (Some(request), false) = (market.requests.get(u), eligible.is_empty()) else {
+            continue;
+        };
+        let sc = &world.campaigns[eligible[rng.random_range(0..eligible.len())]];
+        let ad = &sc.ads[rng.random_range(0..sc.ads.len())];
+        let p = prior.predict(&sc.campaign.campaign_id);
+        let record = served_record(request, &format!("h{i}"), ts, sc, ad, p);
+        let user = &world.users[u];
+        let clicked = rng.random_bool(world.true_ctr(user, ad, sc).clamp(0.0, 1.0));
+        let converted = clicked && rng.random_bool(world.true_cvr(user, sc).clamp(0.0, 1.0));
+        prior.observe(
+            &sc.campaign.campaign_id,
+            1.0,
+            f64::from(u8::from(clicked)),
+            f64::from(u8::from(converted)),
+        );
+        out.push((record, clicked, clicked.then_some(converted)));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
