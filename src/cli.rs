@@ -83,9 +83,12 @@ pub enum Command {
         /// Instead: measure training examples per second for --seconds.
         #[arg(long)]
         ranker_throughput: bool,
-        /// With --ranker: served ads over the day.
+        /// With --ranker: served ads per simulated day.
         #[arg(long, default_value_t = 1_000_000)]
         served: usize,
+        /// With --ranker: simulated days, one model learning across them (per-day figures).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=30))]
+        days: u16,
         /// With --ranker / --ranker-throughput: examples per training step.
         #[arg(long, default_value_t = 256)]
         batch: usize,
@@ -518,6 +521,7 @@ fn dispatch_sim(command: Command) -> anyhow::Result<()> {
             ranker,
             ranker_throughput,
             served,
+            days,
             batch,
             features,
             device,
@@ -536,6 +540,7 @@ fn dispatch_sim(command: Command) -> anyhow::Result<()> {
                 };
                 let bench = adstream_sim::bench::ranker::RankerBench {
                     served,
+                    days: usize::from(days),
                     batch_size: batch,
                     device,
                     spec,

@@ -221,6 +221,11 @@ impl LabelAligner {
         self.held.len()
     }
 
+    /// Releases everything held (the stream has ended: no more negatives will come).
+    pub fn drain(&mut self) -> Vec<LabeledExample> {
+        self.held.drain(..).collect()
+    }
+
     /// Takes one example; appends to `out` what may be trained on now.
     pub fn admit(&mut self, example: LabeledExample, out: &mut Vec<LabeledExample>) {
         let served = example.served.ts.millis();

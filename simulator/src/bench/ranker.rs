@@ -22,7 +22,7 @@ use adstream_operators::ranker::optim::AdamWConfig;
 use adstream_operators::ranker::prior::{Prediction, PriorRanker};
 use adstream_operators::ranker::registry::Registry;
 use adstream_operators::ranker::trainer::{
-    select_device, DevicePreference, Learner, TrainerConfig,
+    select_device, Batcher, DevicePreference, LabelAligner, Learner, TrainerConfig,
 };
 use adstream_operators::records::{AttributedConversion, LabelEvent, LabeledExample, Served};
 use adstream_operators::request::AdRequest;
@@ -45,8 +45,10 @@ const DAY_MS: i64 = 86_400_000;
 pub struct RankerBench {
     /// World and traffic seed.
     pub seed: u64,
-    /// Served ads over the day.
+    /// Served ads per day.
     pub served: usize,
+    /// Simulated days, one model learning across them.
+    pub days: usize,
     /// Training device.
     pub device: DevicePreference,
     /// Examples per update.
@@ -66,6 +68,7 @@ impl Default for RankerBench {
         RankerBench {
             seed: 11,
             served: 1_000_000,
+            days: 1,
             device: DevicePreference::Auto,
             batch_size: 256,
             model: ModelConfig::default(),
@@ -93,6 +96,10 @@ pub struct Comparison {
     pub model_calibration: f64,
     /// The model's normalised entropy.
     pub model_ne: f64,
+    /// Mean log loss of the model, the prior and the oracle.
+    pub log_loss: [f64; 3],
+    /// The prior's calibration.
+    pub prior_calibration: f64,
 }
 
 /// What one run measured.
@@ -108,6 +115,9 @@ pub struct RankerReport {
     pub click: Comparison,
     /// Conversion task over the last quarter's clicks (labels: whether the click converts).
     pub conversion: Comparison,
+    /// Per simulated day, over the whole day (each example scored before training on it):
+    /// click and conversion.
+    pub days: Vec<(Comparison, Comparison)>,
 }
 
 /// What serving logs for `ad` of `sc` winning the first slot of `request` (a user's visit)
@@ -168,6 +178,9 @@ struct Truth {
     prior_cvr: f64,
 }
 
+/// (model, prior, oracle, label) of one judged example.
+type Row = (f64, f64, f64, bool);
+
 fn auc(pairs: &[(f64, bool)]) -> f64 {
     quality::auc(pairs).unwrap_or(f64::NAN)
 }
@@ -184,6 +197,8 @@ fn compare(rows: &[(f64, f64, f64, bool)]) -> Comparison {
         oracle_auc: auc(&pick(2)),
         model_calibration: quality::calibration(&model).unwrap_or(f64::NAN),
         model_ne: quality::normalised_entropy(&model).unwrap_or(f64::NAN),
+        log_loss: [0, 1, 2].map(|i| quality::log_loss(&pick(i)).unwrap_or(f64::NAN)),
+        prior_calibration: quality::calibration(&pick(1)).unwrap_or(f64::NAN),
     }
 }
 
@@ -232,19 +247,25 @@ pub fn run(bench: &RankerBench, mut progress: impl FnMut(f64)) -> anyhow::Result
         queue.push(Reverse((ts, seq, id)));
     };
     let click_delay = LogNormal::new(4_000f64.ln(), 0.8)?;
-    let mut batch: Vec<LabeledExample> = Vec::with_capacity(bench.batch_size);
+    // The live trainer's path: positives aligned with their negatives, full batches.
+    let mut aligner = LabelAligner::new(usize::MAX);
+    let mut batcher = Batcher::new(bench.batch_size);
+    let days = bench.days.max(1);
+    let total = bench.served * days;
+    let mut day_rows: Vec<(Vec<Row>, Vec<Row>)> = vec![(Vec::new(), Vec::new()); days];
     let mut click_rows: Vec<(f64, f64, f64, bool)> = Vec::new();
     let mut conversion_rows: Vec<(f64, f64, f64, bool)> = Vec::new();
-    let last_quarter = START_MS + DAY_MS * 3 / 4;
+    let last_quarter = START_MS + DAY_MS * days as i64 - DAY_MS / 4;
     let mut served = 0usize;
     let step_ms = DAY_MS as f64 / bench.served.max(1) as f64;
     let mut next_request = START_MS as f64;
-    let end_ms = START_MS + DAY_MS;
+    let end_ms = START_MS + DAY_MS * days as i64;
     let mut frontier = START_MS;
     let mut train = |batch: &mut Vec<LabeledExample>,
                      learner: &mut Learner,
                      truth: &mut HashMap<String, Truth>,
-                     report: &mut RankerReport|
+                     report: &mut RankerReport,
+                     day_rows: &mut Vec<(Vec<Row>, Vec<Row>)>|
      -> anyhow::Result<()> {
         let examples = std::mem::take(batch);
         // (request, click label, served at, served pCTR) of each example.
@@ -271,22 +292,27 @@ pub fn run(bench: &RankerBench, mut progress: impl FnMut(f64)) -> anyhow::Result
             score,
         ) in keys.into_iter().zip(scores)
         {
-            if ts < last_quarter {
-                if click.is_some() {
-                    truth.remove(&request);
-                }
-                continue;
-            }
             if let Some(y) = click {
                 if let Some(t) = truth.get(&request) {
-                    click_rows.push((score[0], pctr, t.ctr, y));
-                    if y {
-                        conversion_rows.push((
-                            fake_negative_calibration(score[1]),
-                            t.prior_cvr,
-                            t.cvr,
-                            t.converts,
-                        ));
+                    let click_row = (score[0], pctr, t.ctr, y);
+                    let conversion_row = (
+                        fake_negative_calibration(score[1]),
+                        t.prior_cvr,
+                        t.cvr,
+                        t.converts,
+                    );
+                    let day = ((ts - START_MS).max(0) / DAY_MS) as usize;
+                    if let Some((clicks, conversions)) = day_rows.get_mut(day) {
+                        clicks.push(click_row);
+                        if y {
+                            conversions.push(conversion_row);
+                        }
+                    }
+                    if ts >= last_quarter {
+                        click_rows.push(click_row);
+                        if y {
+                            conversion_rows.push(conversion_row);
+                        }
                     }
                 }
                 truth.remove(&request);
@@ -294,17 +320,16 @@ pub fn run(bench: &RankerBench, mut progress: impl FnMut(f64)) -> anyhow::Result
         }
         Ok(())
     };
-    while served < bench.served || !queue.is_empty() {
+    while served < total || !queue.is_empty() {
         // The next thing to happen: a request, or a queued outcome.
         let next_event = queue.peek().map(|Reverse((ts, _, _))| *ts);
-        let request_due =
-            served < bench.served && next_event.is_none_or(|ts| next_request as i64 <= ts);
+        let request_due = served < total && next_event.is_none_or(|ts| next_request as i64 <= ts);
         if request_due {
             let ts = next_request as i64;
             next_request += step_ms;
             served += 1;
             if served % 50_000 == 0 {
-                progress(served as f64 / bench.served as f64);
+                progress(served as f64 / total as f64);
             }
             let u = world.sample_user_index(&mut rng);
             let user = &world.users[u];
@@ -401,18 +426,41 @@ pub fn run(bench: &RankerBench, mut progress: impl FnMut(f64)) -> anyhow::Result
             if e.conversion == Some(true) {
                 prior.observe(&e.served.campaign_id, 0.0, 0.0, 1.0);
             }
-            batch.push(e);
-            if batch.len() >= bench.batch_size {
-                train(&mut batch, &mut learner, &mut truth, &mut report)?;
+            let mut ready = Vec::new();
+            aligner.admit(e, &mut ready);
+            for mut batch in batcher.push(ready) {
+                train(
+                    &mut batch,
+                    &mut learner,
+                    &mut truth,
+                    &mut report,
+                    &mut day_rows,
+                )?;
             }
         }
     }
+    let mut rest = Vec::new();
     for e in join.advance(i64::MAX) {
-        batch.push(e);
+        aligner.admit(e, &mut rest);
     }
-    train(&mut batch, &mut learner, &mut truth, &mut report)?;
+    rest.extend(aligner.drain());
+    let mut batches = batcher.push(rest);
+    batches.extend(batcher.idle());
+    for mut batch in batches {
+        train(
+            &mut batch,
+            &mut learner,
+            &mut truth,
+            &mut report,
+            &mut day_rows,
+        )?;
+    }
     report.click = compare(&click_rows);
     report.conversion = compare(&conversion_rows);
+    report.days = day_rows
+        .iter()
+        .map(|(click, conversion)| (compare(click), compare(conversion)))
+        .collect();
     Ok(report)
 }
 
@@ -524,8 +572,8 @@ pub fn throughput(bench: &RankerBench, seconds: f64) -> anyhow::Result<(String, 
 /// Prints a report.
 pub fn print(bench: &RankerBench, r: &RankerReport, wall: Duration) {
     println!(
-        "ranker over a simulated day: {} served ads, {} users, batch {}, device {}, model {:?}",
-        bench.served, bench.users, bench.batch_size, r.device, bench.model
+        "ranker over {} simulated day(s): {} served ads a day, {} users, batch {}, device {}, model {:?}",
+        bench.days.max(1), bench.served, bench.users, bench.batch_size, r.device, bench.model
     );
     println!(
         "  trained on {} examples in {:.1} s of training steps ({:.0} examples/s), {:.1} s wall",
@@ -551,6 +599,27 @@ pub fn print(bench: &RankerBench, r: &RankerReport, wall: Duration) {
             c.model_calibration,
             c.model_ne
         );
+    }
+    if r.days.len() > 1 {
+        println!("  per day (every example scored before training on it):");
+        println!("  | day | task | model AUC | prior AUC | oracle AUC | model log loss | prior log loss | oracle log loss | model calibration | prior calibration |");
+        println!("  | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+        for (d, (click, conversion)) in r.days.iter().enumerate() {
+            for (name, c) in [("click", click), ("conversion", conversion)] {
+                println!(
+                    "  | {} | {name} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.3} | {:.3} |",
+                    d + 1,
+                    c.model_auc,
+                    c.prior_auc,
+                    c.oracle_auc,
+                    c.log_loss[0],
+                    c.log_loss[1],
+                    c.log_loss[2],
+                    c.model_calibration,
+                    c.prior_calibration
+                );
+            }
+        }
     }
 }
 
