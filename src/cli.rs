@@ -86,6 +86,9 @@ pub enum Command {
         /// With --ranker: served ads per simulated day.
         #[arg(long, default_value_t = 1_000_000)]
         served: usize,
+        /// With --ranker / --ranker-throughput: AdamW's step size (default: the pipeline default).
+        #[arg(long, value_parser = parse_positive)]
+        learning_rate: Option<f64>,
         /// With --ranker: simulated days, one model learning across them (per-day figures).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=30))]
         days: u16,
@@ -522,6 +525,7 @@ fn dispatch_sim(command: Command) -> anyhow::Result<()> {
             ranker_throughput,
             served,
             days,
+            learning_rate,
             batch,
             features,
             device,
@@ -541,6 +545,9 @@ fn dispatch_sim(command: Command) -> anyhow::Result<()> {
                 let bench = adstream_sim::bench::ranker::RankerBench {
                     served,
                     days: usize::from(days),
+                    learning_rate: learning_rate.unwrap_or(
+                        adstream_operators::ranker::optim::AdamWConfig::default().learning_rate,
+                    ),
                     batch_size: batch,
                     device,
                     spec,
