@@ -106,11 +106,19 @@ pub enum Command {
     /// `click` and optional `conversion` per line) into the pipeline's model registry, with the
     /// same learner and publish guards as online training; `run` serves it from its start.
     Train {
-        /// The pipeline file (model settings and state directory).
+        /// The pipeline file (model settings, topics and state directory).
         pipeline: PathBuf,
         /// The history file.
+        #[arg(long, required_unless_present = "since", conflicts_with = "since")]
+        examples: Option<PathBuf>,
+        /// Instead: replay the pipeline's own topics (served ads, impressions, clicks,
+        /// conversions) from this time on (RFC 3339 or epoch ms) through attribution and the
+        /// label join.
         #[arg(long)]
-        examples: PathBuf,
+        since: Option<String>,
+        /// Bootstrap servers (with --since; overrides the file).
+        #[arg(long)]
+        brokers: Option<String>,
         /// State directory (overrides the file).
         #[arg(long)]
         state_dir: Option<PathBuf>,
@@ -384,16 +392,44 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Train {
             pipeline,
             examples,
+            since,
+            brokers,
             state_dir,
         } => {
             let p = Pipeline::load(&pipeline)?;
             let state_dir = state_dir.unwrap_or_else(|| p.state_dir.clone());
-            let report = crate::train::train(&p, &examples, &state_dir)?;
+            let (report, source) = match (examples, since) {
+                (Some(examples), _) => (
+                    crate::train::train(&p, &examples, &state_dir)?,
+                    examples.display().to_string(),
+                ),
+                (None, Some(since)) => {
+                    let since = adstream_operators::time::EventTime::parse(&since)
+                        .map_err(|e| anyhow::anyhow!("--since {since:?}: {e}"))?;
+                    let brokers = brokers.unwrap_or_else(|| p.kafka.brokers.clone());
+                    let (examples, read) = crate::train::examples_from_topics(
+                        &p,
+                        &brokers,
+                        since,
+                        std::time::Duration::from_secs(120),
+                    )?;
+                    anyhow::ensure!(
+                        !examples.is_empty(),
+                        "no labelled examples in the topics since {since:?} ({read} events read)"
+                    );
+                    (
+                        crate::train::train_examples(&p, examples, &state_dir)?,
+                        format!(
+                            "the pipeline's topics ({read} events since {})",
+                            since.millis()
+                        ),
+                    )
+                }
+                (None, None) => anyhow::bail!("give --examples FILE or --since TIME"),
+            };
             println!(
-                "trained on {} examples from {}; click metrics {}",
-                report.examples,
-                examples.display(),
-                report.click
+                "trained on {} examples from {source}; click metrics {}",
+                report.examples, report.click
             );
             match report.version {
                 Some((v, verdict)) => println!(

@@ -14,7 +14,7 @@ use std::io::BufRead;
 use std::path::Path;
 
 use adstream_operators::ranker::registry::Registry;
-use adstream_operators::ranker::trainer::{select_device, Batcher, Learner};
+use adstream_operators::ranker::trainer::{select_device, Batcher, LabelAligner, Learner};
 use adstream_operators::records::{LabeledExample, Served};
 use anyhow::Context;
 use serde::Deserialize;
@@ -81,6 +81,112 @@ pub fn read_history(path: &Path) -> anyhow::Result<Vec<LabeledExample>> {
         .collect())
 }
 
+/// An input event of a replay from the topics, in event-time order.
+enum Replayed {
+    Served(Box<Served>),
+    Touch(
+        adstream_operators::events::AdEvent,
+        adstream_operators::records::Touch,
+    ),
+    Conversion(adstream_operators::events::Conversion),
+}
+
+/// Reads the pipeline's own topics (`ads.served`, impressions, clicks, conversions) from their
+/// beginning to their current end and replays what happened from `since` on through the
+/// product's attribution and label join, as the live graph would have: the labelled examples
+/// of every served ad whose windows closed by the newest event read. Billing events whose token
+/// does not verify, and anything unreadable, are left out (the live graph dead-lettered them).
+pub fn examples_from_topics(
+    pipeline: &Pipeline,
+    brokers: &str,
+    since: adstream_operators::time::EventTime,
+    timeout: std::time::Duration,
+) -> anyhow::Result<(Vec<LabeledExample>, usize)> {
+    use adstream_operators::attribution::{attributed, Attributor};
+    use adstream_operators::events::{AdEvent, Conversion, EventKind};
+    use adstream_operators::labels::LabelJoin;
+    use adstream_operators::records::{LabelEvent, Touch};
+    use adstream_operators::token::verify_event;
+
+    let config = crate::kafka::client_config(pipeline, brokers)?;
+    let secret = pipeline.unlock()?.serve.secret;
+    let topics = &pipeline.topics;
+    let mut events: Vec<(i64, usize, Replayed)> = Vec::new();
+    let mut push = |ts: adstream_operators::time::EventTime, e: Replayed| {
+        if ts >= since {
+            let n = events.len();
+            events.push((ts.millis(), n, e));
+        }
+    };
+    crate::kafka::read_to_end(&config, &topics.served, timeout, |_, payload| {
+        if let Some(Ok(s)) = payload.map(serde_json::from_slice::<Served>) {
+            push(s.ts, Replayed::Served(Box::new(s)));
+        }
+    })?;
+    for (topic, kind) in [
+        (&topics.impressions, EventKind::Impression),
+        (&topics.clicks, EventKind::Click),
+    ] {
+        crate::kafka::read_to_end(&config, topic, timeout, |_, payload| {
+            let Some(Ok(event)) = payload.map(AdEvent::parse) else {
+                return;
+            };
+            if let Ok(claims) = verify_event(&secret, &event) {
+                let touch = Touch {
+                    ts: event.ts,
+                    kind,
+                    claims: std::sync::Arc::new(claims),
+                };
+                push(event.ts, Replayed::Touch(event, touch));
+            }
+        })?;
+    }
+    crate::kafka::read_to_end(&config, &topics.conversions, timeout, |_, payload| {
+        if let Some(Ok(c)) = payload.map(Conversion::parse) {
+            push(c.ts, Replayed::Conversion(c));
+        }
+    })?;
+    events.sort_by_key(|(ts, n, _)| (*ts, *n));
+    let read = events.len();
+    let newest = events.last().map_or(i64::MIN, |(ts, _, _)| *ts);
+    let mut attributor = Attributor::new(pipeline.windows);
+    let mut join = LabelJoin::new(pipeline.labels);
+    let mut out = Vec::new();
+    let mut frontier = i64::MIN;
+    for (ts, _, event) in events {
+        let input = match event {
+            Replayed::Served(s) => Some(LabelEvent::Served(s)),
+            Replayed::Touch(e, touch) => {
+                attributor.record(&e.user_id, touch.clone());
+                Some(match touch.kind {
+                    EventKind::Click => LabelEvent::Click {
+                        request_id: e.request_id,
+                        imp_id: e.imp_id,
+                        ts: e.ts,
+                    },
+                    _ => LabelEvent::Impression {
+                        request_id: e.request_id,
+                        imp_id: e.imp_id,
+                        ts: e.ts,
+                    },
+                })
+            }
+            Replayed::Conversion(c) => attributor
+                .attribute(&c.user_id, &c.advertiser_id, c.ts)
+                .map(|touch| LabelEvent::Conversion(attributed(touch, &c))),
+        };
+        if let Some(input) = input {
+            out.extend(join.apply(input));
+        }
+        if ts > frontier.saturating_add(1_000) {
+            frontier = ts;
+            out.extend(join.advance(frontier));
+        }
+    }
+    out.extend(join.advance(newest));
+    Ok((out, read))
+}
+
 /// What a training run did.
 #[derive(Debug)]
 pub struct TrainReport {
@@ -120,8 +226,15 @@ pub fn train_examples(
         device,
         registry,
     )?;
+    // The live trainer's path: positives in step with their negatives, full batches.
+    let mut aligner = LabelAligner::new(usize::MAX);
+    let mut aligned = Vec::with_capacity(examples.len());
+    for e in examples {
+        aligner.admit(e, &mut aligned);
+    }
+    aligned.extend(aligner.drain());
     let mut batcher = Batcher::new(config.batch_size);
-    let mut batches = batcher.push(examples);
+    let mut batches = batcher.push(aligned);
     batches.extend(batcher.idle());
     for batch in batches {
         learner.train(batch)?;

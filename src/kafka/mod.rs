@@ -53,6 +53,28 @@ pub fn read_latest(
     topic: &str,
     timeout: Duration,
 ) -> anyhow::Result<BTreeMap<Vec<u8>, serde_json::Value>> {
+    let mut latest = BTreeMap::new();
+    read_to_end(config, topic, timeout, |key, payload| {
+        match payload.map(serde_json::from_slice::<serde_json::Value>) {
+            Some(Ok(value)) => {
+                latest.insert(key.to_vec(), value);
+            }
+            _ => {
+                latest.remove(key);
+            }
+        }
+    })?;
+    Ok(latest)
+}
+
+/// Every record of `topic` (key, payload) from the beginning up to the end each partition has
+/// now, in partition order. Fails if the end is not reached within `timeout`.
+pub fn read_to_end(
+    config: &ClientConfig,
+    topic: &str,
+    timeout: Duration,
+    mut visit: impl FnMut(&[u8], Option<&[u8]>),
+) -> anyhow::Result<()> {
     let consumer: BaseConsumer = config
         .clone()
         .set("group.id", "adstream-read-latest")
@@ -73,7 +95,6 @@ pub fn read_latest(
             assignment.add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning)?;
         }
     }
-    let mut latest = BTreeMap::new();
     if !ends.is_empty() {
         consumer.assign(&assignment)?;
     }
@@ -91,15 +112,7 @@ pub fn read_latest(
             }
             Some(message) => message.with_context(|| format!("reading {topic}"))?,
         };
-        let key = m.key().unwrap_or_default().to_vec();
-        match m.payload().map(serde_json::from_slice::<serde_json::Value>) {
-            Some(Ok(value)) => {
-                latest.insert(key, value);
-            }
-            _ => {
-                latest.remove(&key);
-            }
-        }
+        visit(m.key().unwrap_or_default(), m.payload());
         if ends
             .get(&m.partition())
             .is_some_and(|end| m.offset() + 1 >= *end)
@@ -107,7 +120,7 @@ pub fn read_latest(
             ends.remove(&m.partition());
         }
     }
-    Ok(latest)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -61,6 +61,22 @@ pub type UserAdvertiser = (String, String);
 
 pub mod operator;
 
+/// The conversion `conversion` attributed to `touch` (what the label join and reports read).
+pub fn attributed(
+    touch: &Touch,
+    conversion: &crate::events::Conversion,
+) -> crate::records::AttributedConversion {
+    crate::records::AttributedConversion {
+        request_id: touch.claims.request_id.clone(),
+        imp_id: touch.claims.imp_id.clone(),
+        conversion_id: conversion.event_id.clone(),
+        ts: conversion.ts,
+        via_click: touch.kind == EventKind::Click,
+        value_micros: conversion.value_micros,
+        claims: touch.claims.clone(),
+    }
+}
+
 /// Width of the expiry index's time buckets, ms.
 const EXPIRY_BUCKET_MS: i64 = 60_000;
 

@@ -88,15 +88,7 @@ pub fn attribute<'scope>(
                         continue;
                     };
                     let mut session = output.session(&cap);
-                    session.give(Attributed::Conversion(AttributedConversion {
-                        request_id: touch.claims.request_id.clone(),
-                        imp_id: touch.claims.imp_id.clone(),
-                        conversion_id: e.event_id.clone(),
-                        ts: e.ts,
-                        via_click: touch.kind == EventKind::Click,
-                        value_micros: e.value_micros,
-                        claims: touch.claims.clone(),
-                    }));
+                    session.give(Attributed::Conversion(super::attributed(touch, e)));
                     if touch.claims.billing == Billing::Cpa {
                         session.give(Attributed::Charge(Box::new(Charge {
                             claims: touch.claims.clone(),

@@ -138,9 +138,45 @@ pub fn judge(clicks: &Judged, conversions: &Judged, config: &GuardConfig) -> Ver
     }
 }
 
+impl Verdict {
+    /// Judges the snapshot's own weights too: `own` is what they predict for the judged click
+    /// examples. The progressive scores the other checks read are those of the model while it
+    /// was learning; the weights that would be served can sit elsewhere (a few steps of a large
+    /// learning rate move the mean prediction by a third), so their calibration must be in range
+    /// as well.
+    pub fn check_snapshot(&mut self, own: &[(f64, bool)], config: &GuardConfig) {
+        let Some(c) = crate::quality::calibration(own) else {
+            return;
+        };
+        if !c.is_finite() || c < config.calibration[0] || c > config.calibration[1] {
+            self.reasons.push(format!(
+                "the snapshot's own click calibration {c:.3} on the judged examples is outside [{}, {}]",
+                config.calibration[0], config.calibration[1]
+            ));
+            self.passed = false;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_snapshot_off_calibration_is_refused_whatever_its_trajectory() {
+        let judged = examples(|y, _| if y { 0.08 } else { 0.045 });
+        let mut verdict = judge(&judged, &[], &GuardConfig::default());
+        assert!(verdict.passed, "{:?}", verdict.reasons);
+        // The same labels; the snapshot's weights predict twice the rate.
+        let own: Vec<(f64, bool)> = judged.iter().map(|(_, _, y)| (0.1, *y)).collect();
+        verdict.check_snapshot(&own, &GuardConfig::default());
+        assert!(!verdict.passed);
+        assert!(verdict.reasons[0].contains("snapshot's own click calibration 2.000"));
+        let mut ok = judge(&judged, &[], &GuardConfig::default());
+        let own: Vec<(f64, bool)> = judged.iter().map(|(_, _, y)| (0.05, *y)).collect();
+        ok.check_snapshot(&own, &GuardConfig::default());
+        assert!(ok.passed, "{:?}", ok.reasons);
+    }
 
     /// 4000 examples, 5% positive; `good` ranks them, `flat` does not.
     fn examples(candidate: impl Fn(bool, usize) -> f64) -> Vec<(f64, f64, bool)> {

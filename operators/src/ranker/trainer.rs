@@ -648,7 +648,20 @@ impl Learner {
                 conversions.push((h.candidate[1], b[1], y));
             }
         }
-        let verdict = judge(&clicks, &conversions, &self.config.guards);
+        let mut verdict = judge(&clicks, &conversions, &self.config.guards);
+        // What the snapshot itself would serve, on the same examples.
+        let mut own_clicks = Vec::with_capacity(clicks.len());
+        for chunk in self.held.make_contiguous().chunks(4_096) {
+            let refs: Vec<&LabeledExample> = chunk.iter().map(|h| &h.example).collect();
+            let (batch, _) = encode(&self.spec, &refs);
+            let scores = probabilities(&self.model.forward(&self.model.inputs(&batch)?)?)?;
+            for (h, p) in chunk.iter().zip(scores) {
+                if let Some(y) = h.example.click {
+                    own_clicks.push((p[0], y));
+                }
+            }
+        }
+        verdict.check_snapshot(&own_clicks, &self.config.guards);
         let mut named: HashMap<String, Tensor> = HashMap::new();
         for (name, var) in self
             .varmap
