@@ -257,13 +257,15 @@ async fn openrtb(
     if request.slots.is_empty() {
         return Ok(no_bid(Nbr::UNSUPPORTED_CURRENCY, None, &request.id));
     }
-    let kept = request.clone();
+    // What the answer needs of the request once a worker has it.
+    let (id, user_id) = (request.id.clone(), request.user_id.clone());
     match serving.submit(request, received).await {
         Answer::Filled(filled) => {
             outcome("filled");
-            Ok(Json(serving.response(&kept, &filled, (&currency, rate))).into_response())
+            let response = serving.response(&id, user_id.as_deref(), &filled, (&currency, rate));
+            Ok(Json(response).into_response())
         }
-        Answer::NoFill(nbr, debug) => Ok(no_bid(nbr, debug.as_ref(), &kept.id)),
+        Answer::NoFill(nbr, debug) => Ok(no_bid(nbr, debug.as_ref(), &id)),
         Answer::Overloaded => {
             outcome("overloaded");
             state

@@ -130,11 +130,12 @@ impl Serving {
         }
     }
 
-    /// The OpenRTB BidResponse for `outcome`, priced in `currency` (worth `rate` units of the
-    /// account currency).
+    /// The OpenRTB BidResponse to request `request_id` (of user `user_id`) for `outcome`, priced
+    /// in `currency` (worth `rate` units of the account currency).
     pub fn response(
         &self,
-        request: &AdRequest,
+        request_id: &str,
+        user_id: Option<&str>,
         outcome: &ServeOutcome,
         (currency, rate): (&str, f64),
     ) -> serde_json::Value {
@@ -144,7 +145,7 @@ impl Serving {
             .map(|w| {
                 let c = &w.win.candidate;
                 let mut bid = json!({
-                    "id": format!("{}-{}", request.id, w.win.imp_id),
+                    "id": format!("{request_id}-{}", w.win.imp_id),
                     "impid": w.win.imp_id,
                     "price": Rates::price(w.win.price_ecpm_micros, rate),
                     "adid": c.ad_id,
@@ -153,7 +154,7 @@ impl Serving {
                     "adomain": w.adomain,
                     "cat": w.cat,
                     "mtype": w.markup.mtype,
-                    "burl": self.burl(&w.token, request.user_id.as_deref()),
+                    "burl": self.burl(&w.token, user_id),
                     "ext": {
                         "billing_token": w.token,
                         "billing": c.billing.as_str(),
@@ -179,7 +180,7 @@ impl Serving {
             })
             .collect();
         let mut response = json!({
-            "id": request.id,
+            "id": request_id,
             "cur": currency,
             "seatbid": [{ "seat": self.settings.seat, "bid": bids }],
         });

@@ -104,12 +104,8 @@ fn train_builds_a_live_version_from_history() {
     let countries = ["US", "FR", "DE", "JP"];
     for i in 0..16_000usize {
         let (country, campaign) = (i % 4, (i / 4) % 4);
-        let mut x = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        x ^= x >> 31;
-        x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        x ^= x >> 29;
         let rate = if country == campaign { 200 } else { 30 };
-        let clicked = x % 1000 < rate;
+        let clicked = common::per_mille_draw(i) < rate;
         history.push_str(&format!(
             r#"{{"request_id":"r{i}","imp_id":"1","ts":{},"campaign_id":"k{campaign}","advertiser_id":"a{campaign}","ad_id":"k{campaign}-ad","billing":"cpm","charge_micros":2000,"price_ecpm_micros":2000000,"pctr":0.0725,"pcvr":0.05,"model_version":"prior","user_id":"u{}","country":"{}","device":"desktop","interests":[],"tag_id":null,"click":{clicked}}}"#,
             1_796_000_000_000i64 + i as i64 * 50,
@@ -121,15 +117,18 @@ fn train_builds_a_live_version_from_history() {
     let path = dir.path().join("history.jsonl");
     std::fs::write(&path, &history).unwrap();
     let state = dir.path().join("state");
-    let out = adstream()
-        .args(["train"])
-        .arg(&pipeline)
-        .arg("--examples")
-        .arg(&path)
-        .arg("--state-dir")
-        .arg(&state)
-        .output()
-        .unwrap();
+    let train = || {
+        adstream()
+            .args(["train"])
+            .arg(&pipeline)
+            .arg("--examples")
+            .arg(&path)
+            .arg("--state-dir")
+            .arg(&state)
+            .output()
+            .unwrap()
+    };
+    let out = train();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -137,12 +136,7 @@ fn train_builds_a_live_version_from_history() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("version v1: live"), "{stdout}");
-    let auc: f64 = stdout
-        .split("\"auc\":")
-        .nth(1)
-        .and_then(|s| s.split([',', '}']).next())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("{stdout}"));
+    let auc = common::number_following(&stdout, "\"auc\":").unwrap_or_else(|| panic!("{stdout}"));
     assert!(auc > 0.6, "progressive click AUC {auc}: {stdout}");
     assert!(state.join("models").is_dir());
 
@@ -154,15 +148,7 @@ fn train_builds_a_live_version_from_history() {
         ),
     )
     .unwrap();
-    let out = adstream()
-        .args(["train"])
-        .arg(&pipeline)
-        .arg("--examples")
-        .arg(&path)
-        .arg("--state-dir")
-        .arg(&state)
-        .output()
-        .unwrap();
+    let out = train();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("line 2"), "{stderr}");

@@ -269,8 +269,8 @@ max_prediction_shift = 100.0
 }
 
 /// Clicks that depend on country x campaign, which the per-campaign prior cannot see: every
-/// campaign and every country is clicked 7.25 % of the time, but campaign `k` in its home
-/// country `k` 20 % and elsewhere 3 %. Request `i` comes from country `i % 4` and (by its interest) goes to
+/// campaign and every country is clicked 7 % of the time, but a campaign in the countries of its
+/// parity (`country + campaign` even) 12 % and elsewhere 2 %. Request `i` comes from country `i % 4` and (by its interest) goes to
 /// campaign `(i / 4) % 4`; whether it is clicked is a fixed pseudo-random draw of `i`.
 /// Returns, per answered request, (model version, served pCTR, clicked).
 fn patterned_traffic(
@@ -309,11 +309,7 @@ fn patterned_traffic(
         } else {
             20
         };
-        let mut x = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        x ^= x >> 31;
-        x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        x ^= x >> 29;
-        let clicked = x % 1000 < rate;
+        let clicked = per_mille_draw(i) < rate;
         if clicked {
             produce(p, "ads.clicks", &rid, Some(event("click").as_bytes()));
         }
@@ -527,12 +523,7 @@ calibration = [0.9, 1.1]
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("{stdout}"));
     assert!(examples > 10_000, "{stdout}");
-    let replay_auc: f64 = stdout
-        .split("\"auc\":")
-        .nth(1)
-        .and_then(|s| s.split([',', '}']).next())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("{stdout}"));
+    let replay_auc = number_following(&stdout, "\"auc\":").unwrap_or_else(|| panic!("{stdout}"));
     assert!(replay_auc > 0.6, "{stdout}");
     assert!(stdout.contains("version v1: "), "{stdout}");
 }

@@ -283,7 +283,18 @@ pub fn country(code: &str) -> Option<&'static str> {
     if upper == "UK" {
         return Some("GB");
     }
-    COUNTRIES.iter().map(|(_, a2)| *a2).find(|a2| *a2 == upper)
+    let by_alpha2 = alpha2_sorted();
+    by_alpha2.binary_search(&upper).ok().map(|i| by_alpha2[i])
+}
+
+/// The alpha-2 codes, sorted (every request's country is looked up here).
+fn alpha2_sorted() -> &'static [&'static str] {
+    static SORTED: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    SORTED.get_or_init(|| {
+        let mut codes: Vec<&'static str> = COUNTRIES.iter().map(|(_, a2)| *a2).collect();
+        codes.sort_unstable();
+        codes
+    })
 }
 
 /// The canonical form (`CC-SUB`, upper case) of a targeted region written `CC-SUB` with either

@@ -648,3 +648,23 @@ pub fn send_signal(child: &Child, signal: &str) {
         .success();
     assert!(ok, "kill {signal} failed");
 }
+
+/// A fixed pseudo-random draw in 0..1000 for item `i` (splitmix-style mixing): whether the
+/// `i`-th served ad of a test's traffic is clicked, the same on every run and machine.
+pub fn per_mille_draw(i: usize) -> u64 {
+    let mut x = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    x ^= x >> 31;
+    x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x ^= x >> 29;
+    x % 1000
+}
+
+/// The number right after the first `marker` in `text` (up to a comma, brace or space).
+pub fn number_following(text: &str, marker: &str) -> Option<f64> {
+    text.split(marker)
+        .nth(1)?
+        .split([',', '}', ' '])
+        .next()?
+        .parse()
+        .ok()
+}

@@ -619,48 +619,39 @@ impl Learner {
             return Ok(None);
         }
         self.refresh_metrics();
-        // The baseline: the live model on the same examples, or what serving logged.
+        // Each judged example is encoded once and scored by the snapshot's own weights (what it
+        // would serve) and by the live model (the baseline; without one, what serving logged).
         let refs: Vec<&LabeledExample> = self.held.iter().map(|h| &h.example).collect();
-        let baseline: Vec<[f64; 2]> = match &self.live {
-            Some((_, live)) => {
-                let mut out = Vec::with_capacity(refs.len());
-                for chunk in refs.chunks(4_096) {
-                    let (batch, _) = encode(&self.spec, chunk);
-                    out.extend(probabilities(&live.forward(&live.inputs(&batch)?)?)?);
+        let mut own: Vec<[f64; 2]> = Vec::with_capacity(refs.len());
+        let mut baseline: Vec<[f64; 2]> = Vec::with_capacity(refs.len());
+        for chunk in refs.chunks(4_096) {
+            let (batch, _) = encode(&self.spec, chunk);
+            own.extend(probabilities(
+                &self.model.forward(&self.model.inputs(&batch)?)?,
+            )?);
+            match &self.live {
+                Some((_, live)) => {
+                    baseline.extend(probabilities(&live.forward(&live.inputs(&batch)?)?)?)
                 }
-                out
-            }
-            None => refs
-                .iter()
-                .map(|e| {
+                None => baseline.extend(chunk.iter().map(|e| {
                     let p = e.served.pcvr.clamp(0.0, 1.0);
                     [e.served.pctr, p / (1.0 + p)]
-                })
-                .collect(),
-        };
+                })),
+            }
+        }
         let mut clicks = Vec::new();
+        let mut own_clicks = Vec::new();
         let mut conversions = Vec::new();
-        for (h, b) in self.held.iter().zip(&baseline) {
+        for ((h, b), o) in self.held.iter().zip(&baseline).zip(&own) {
             if let Some(y) = h.example.click {
                 clicks.push((h.candidate[0], b[0], y));
+                own_clicks.push((o[0], y));
             }
             if let Some(y) = h.example.conversion {
                 conversions.push((h.candidate[1], b[1], y));
             }
         }
         let mut verdict = judge(&clicks, &conversions, &self.config.guards);
-        // What the snapshot itself would serve, on the same examples.
-        let mut own_clicks = Vec::with_capacity(clicks.len());
-        for chunk in self.held.make_contiguous().chunks(4_096) {
-            let refs: Vec<&LabeledExample> = chunk.iter().map(|h| &h.example).collect();
-            let (batch, _) = encode(&self.spec, &refs);
-            let scores = probabilities(&self.model.forward(&self.model.inputs(&batch)?)?)?;
-            for (h, p) in chunk.iter().zip(scores) {
-                if let Some(y) = h.example.click {
-                    own_clicks.push((p[0], y));
-                }
-            }
-        }
         verdict.check_snapshot(&own_clicks, &self.config.guards);
         let mut named: HashMap<String, Tensor> = HashMap::new();
         for (name, var) in self

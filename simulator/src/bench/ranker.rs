@@ -261,13 +261,12 @@ pub fn run(bench: &RankerBench, mut progress: impl FnMut(f64)) -> anyhow::Result
     let mut next_request = START_MS as f64;
     let end_ms = START_MS + DAY_MS * days as i64;
     let mut frontier = START_MS;
-    let mut train = |batch: &mut Vec<LabeledExample>,
+    let mut train = |examples: Vec<LabeledExample>,
                      learner: &mut Learner,
                      truth: &mut HashMap<String, Truth>,
                      report: &mut RankerReport,
                      day_rows: &mut Vec<(Vec<Row>, Vec<Row>)>|
      -> anyhow::Result<()> {
-        let examples = std::mem::take(batch);
         // (request, click label, served at, served pCTR) of each example.
         let keys: Vec<Key> = examples
             .iter()
@@ -419,6 +418,7 @@ pub fn run(bench: &RankerBench, mut progress: impl FnMut(f64)) -> anyhow::Result
             frontier = ts;
             out.extend(join.advance(frontier));
         }
+        let mut ready = Vec::new();
         for e in out {
             if let Some(y) = e.click {
                 prior.observe(&e.served.campaign_id, 1.0, f64::from(u8::from(y)), 0.0);
@@ -426,19 +426,13 @@ pub fn run(bench: &RankerBench, mut progress: impl FnMut(f64)) -> anyhow::Result
             if e.conversion == Some(true) {
                 prior.observe(&e.served.campaign_id, 0.0, 0.0, 1.0);
             }
-            let mut ready = Vec::new();
             aligner.admit(e, &mut ready);
-            for mut batch in batcher.push(ready) {
-                train(
-                    &mut batch,
-                    &mut learner,
-                    &mut truth,
-                    &mut report,
-                    &mut day_rows,
-                )?;
-            }
+        }
+        for batch in batcher.push(ready) {
+            train(batch, &mut learner, &mut truth, &mut report, &mut day_rows)?;
         }
     }
+    // The end of the stream: what the join and the aligner still hold, then the partial batch.
     let mut rest = Vec::new();
     for e in join.advance(i64::MAX) {
         aligner.admit(e, &mut rest);
@@ -446,14 +440,8 @@ pub fn run(bench: &RankerBench, mut progress: impl FnMut(f64)) -> anyhow::Result
     rest.extend(aligner.drain());
     let mut batches = batcher.push(rest);
     batches.extend(batcher.idle());
-    for mut batch in batches {
-        train(
-            &mut batch,
-            &mut learner,
-            &mut truth,
-            &mut report,
-            &mut day_rows,
-        )?;
+    for batch in batches {
+        train(batch, &mut learner, &mut truth, &mut report, &mut day_rows)?;
     }
     report.click = compare(&click_rows);
     report.conversion = compare(&conversion_rows);
