@@ -85,9 +85,9 @@ impl BillingNotices {
     /// A publisher to `topic` with the pipeline's client settings, verifying with `secret`.
     pub fn new(config: &ClientConfig, topic: &str, secret: Vec<u8>) -> anyhow::Result<Self> {
         let mut config = config.clone();
+        crate::kafka::properties::set_defaults(&mut config, &[("linger.ms", "1")]);
         config
             .set("enable.idempotence", "true")
-            .set("linger.ms", "1")
             .set(
                 "message.timeout.ms",
                 DELIVERY_TIMEOUT.as_millis().to_string(),

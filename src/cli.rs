@@ -11,6 +11,9 @@ use clap::{Parser, Subcommand};
 use crate::pipeline::Pipeline;
 use crate::runtime::{run, RunOptions};
 
+/// How long `topics create` waits for the brokers' first answer.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// adstream: spend, pacing, serving, training and reporting for ads in one stream processor.
 #[derive(Debug, Parser)]
 #[command(name = "adstream", version, about)]
@@ -467,6 +470,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let p = Pipeline::load(&pipeline)?;
             let brokers = brokers.unwrap_or_else(|| p.kafka.brokers.clone());
             let config = crate::kafka::client_config(&p, &brokers)?;
+            crate::kafka::check_connection(&config, &brokers, CONNECT_TIMEOUT)?;
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()

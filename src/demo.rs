@@ -90,8 +90,10 @@ pub fn default_pipeline() -> anyhow::Result<Pipeline> {
 /// What the simulator and the benches need of `pipeline` on `brokers` (its Kafka settings with
 /// secrets resolved, topic names, lateness bound and attribution windows).
 pub fn sim_target(pipeline: &Pipeline, brokers: &str) -> anyhow::Result<Target> {
+    let kafka = crate::kafka::client_config(pipeline, brokers)?;
+    crate::kafka::check_connection(&kafka, brokers, Duration::from_secs(15))?;
     Ok(Target {
-        kafka: crate::kafka::client_config(pipeline, brokers)?,
+        kafka,
         topics: SimTopics {
             campaigns: pipeline.topics.campaigns.clone(),
             impressions: pipeline.topics.impressions.clone(),

@@ -236,6 +236,7 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
     let processes = opts.processes.max(1);
     let stop = Arc::new(AtomicBool::new(false));
     let config = client_config(&pipeline, &brokers)?;
+    crate::kafka::check_connection(&config, &brokers, Duration::from_secs(15))?;
     let topics: Vec<(StreamId, String)> = StreamId::ALL
         .iter()
         .map(|s| (*s, pipeline.topics.input(*s).to_string()))
@@ -414,7 +415,12 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
     };
     let decode_config = unlocked.decode;
     // One consumer for every worker of this process (each reads its partitions' own queues).
-    let consumer = SharedConsumer::new(&config, &topics, live.clone())?;
+    let consumer = SharedConsumer::new(
+        &config,
+        &crate::kafka::properties::group_id(&pipeline.name),
+        &topics,
+        live.clone(),
+    )?;
     let shared = Arc::new(WorkerIo {
         workers,
         consumer,

@@ -142,6 +142,16 @@ fn resolve_kafka(raw: RawKafka, errors: &mut Collector<'_>) -> Kafka {
         },
         "must be a comma-separated list of host:port",
     );
+    for key in properties.keys() {
+        if let Some(why) = crate::kafka::properties::refusal(key) {
+            let span = errors.find(&format!("\"{key}\""));
+            errors.error(
+                span,
+                format!("kafka.properties.{key}"),
+                format!("adstream sets this property itself and it may not be changed: {why}"),
+            );
+        }
+    }
     Kafka {
         brokers,
         properties,

@@ -440,3 +440,27 @@ fn an_unreadable_file_is_one_error() {
         "{err}"
     );
 }
+
+#[test]
+fn kafka_properties_override_defaults_but_not_what_correctness_rests_on() {
+    let p = parse(&with(
+        "[kafka.properties]\n\"linger.ms\" = \"50\"\n\"compression.type\" = \"zstd\"\n\"group.id\" = \"team-ads\"",
+    ))
+    .unwrap();
+    assert_eq!(p.kafka.properties["linger.ms"].as_written(), "50");
+    for key in [
+        "enable.auto.commit",
+        "acks",
+        "message.timeout.ms",
+        "transactional.id",
+    ] {
+        let err = one_error(&with(&format!("[kafka.properties]\n\"{key}\" = \"x\"")));
+        assert_eq!(
+            err.field.as_deref(),
+            Some(format!("kafka.properties.{key}").as_str()),
+            "{err}"
+        );
+        assert!(err.message.contains("may not be changed"), "{err}");
+        assert!(err.line > 1, "the error points at the key: {err}");
+    }
+}
