@@ -731,7 +731,7 @@ mod tests {
         families.extend(metrics.process.gather());
         let mut names = Vec::new();
         for family in &families {
-            let name = family.get_name();
+            let name = family.name();
             match family.get_field_type() {
                 prometheus::proto::MetricType::GAUGE => {
                     assert!(!name.ends_with("_total"), "gauge {name}");
