@@ -120,6 +120,13 @@ fn every_section_defaults() {
 fn the_shipped_pipeline_resolves() {
     let p = shipped();
     assert_eq!(p.workers, 2);
+    // The admin routes listen apart; per-campaign series are off.
+    assert_eq!(p.api.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(
+        p.api.admin_listen.map(|a| a.to_string()).as_deref(),
+        Some("127.0.0.1:9090")
+    );
+    assert!(!p.metrics.per_campaign);
     assert_eq!(p.kafka.properties["client.id"].as_written(), "adstream");
     assert_eq!(p.reports.len(), 3);
     assert_eq!(p.reports[2].measures.len(), 12);
