@@ -310,6 +310,9 @@ pub struct DemoArgs {
     /// HTTP API address; port 0 picks a free one.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Admin API address (dashboard, metrics, models); port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub admin_listen: SocketAddr,
     /// Worker threads (default: the pipeline's).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub workers: Option<u16>,
@@ -363,6 +366,10 @@ pub struct RunArgs {
     /// HTTP API address (overrides the file); port 0 picks a free one.
     #[arg(long)]
     pub listen: Option<SocketAddr>,
+    /// Admin API address: dashboard, metrics and models move there from the API (overrides
+    /// `api.admin_listen`); port 0 picks a free one.
+    #[arg(long)]
+    pub admin_listen: Option<SocketAddr>,
     /// State directory (overrides the file).
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
@@ -531,6 +538,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 RunOptions {
                     brokers: args.brokers,
                     listen: args.listen,
+                    admin_listen: args.admin_listen,
                     state_dir: args.state_dir,
                     workers: args.workers.map(usize::from),
                     process: args.process,
@@ -649,6 +657,7 @@ fn dispatch_sim(command: Command) -> anyhow::Result<()> {
         Command::Demo(mut args) => crate::demo::run(crate::demo::DemoOptions {
             pipeline: args.pipeline,
             listen: args.listen,
+            admin_listen: args.admin_listen,
             workers: args.workers.map(usize::from),
             sim: {
                 args.sim.median_budget =

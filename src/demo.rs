@@ -38,6 +38,8 @@ pub struct DemoOptions {
     pub pipeline: Option<PathBuf>,
     /// Where the API listens.
     pub listen: SocketAddr,
+    /// Where the admin API (dashboard, metrics, models) listens.
+    pub admin_listen: SocketAddr,
     /// Worker threads (overrides the pipeline).
     pub workers: Option<usize>,
     /// The simulation.
@@ -142,6 +144,7 @@ pub fn run(opts: DemoOptions) -> anyhow::Result<()> {
         RunOptions {
             brokers: Some(brokers.clone()),
             listen: Some(opts.listen),
+            admin_listen: Some(opts.admin_listen),
             state_dir: Some(state.path().to_path_buf()),
             workers: opts.workers,
             processes: 1,
@@ -149,14 +152,17 @@ pub fn run(opts: DemoOptions) -> anyhow::Result<()> {
         },
     )?;
     let api = format!("http://{}", running.api);
+    let admin = running
+        .admin
+        .map_or_else(|| api.clone(), |a| format!("http://{a}"));
     println!("adstream demo");
     println!("  embedded Kafka cluster  {brokers}");
     println!("  API                     {api}   (POST /v1/openrtb, GET /v1/campaigns)");
-    println!("  dashboard               {api}/");
+    println!("  dashboard               {admin}/");
     println!(
         "  reports                 adstream report tail report.campaign_minute --brokers {brokers}"
     );
-    println!("  metrics                 {api}/metrics");
+    println!("  metrics                 {admin}/metrics   (and GET /v1/models)");
     println!("  state                   {}", state.path().display());
     if let Some(line) = &bootstrap {
         println!("  first model             {line}");
