@@ -743,7 +743,7 @@ fn systemd_unit_verifies() {
     let systemd = root().join("deploy/systemd");
     let unit = std::fs::read_to_string(systemd.join("adstream.service")).unwrap();
     for line in [
-        "ExecStart=/usr/local/bin/adstream run /etc/adstream/pipeline.toml --state-dir /var/lib/adstream",
+        "ExecStart=/usr/bin/adstream run /etc/adstream/pipeline.toml --state-dir /var/lib/adstream",
         "Restart=on-failure",
         "KillSignal=SIGTERM",
         "TimeoutStopSec=60",
@@ -795,7 +795,7 @@ fn systemd_unit_verifies() {
         let ok = out.status.success() && !text.contains("adstream.service");
         (ok, text)
     };
-    let local = unit.replace("/usr/local/bin/adstream", env!("CARGO_BIN_EXE_adstream"));
+    let local = unit.replace("/usr/bin/adstream", env!("CARGO_BIN_EXE_adstream"));
     let (ok, text) = verify(&local);
     println!("systemd-analyze verify adstream.service:\n{text}");
     assert!(ok, "systemd-analyze verify adstream.service:\n{text}");
