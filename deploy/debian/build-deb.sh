@@ -54,9 +54,12 @@ if command -v dpkg-shlibdeps >/dev/null; then
         | sed -n 's/^shlibs:Depends=//p')
 else
     echo "build-deb.sh: no dpkg-shlibdeps (dpkg-dev): Depends from ldd + dpkg -S, unversioned" >&2
-    depends=$(ldd "$root/usr/bin/adstream" | awk '/=> \// { print $3 }' \
-        | xargs -r readlink -f | xargs -r dpkg -S 2>/dev/null | cut -d: -f1 | sort -u | paste -sd, - \
-        | sed 's/,/, /g')
+    # Merged /usr: dpkg knows a library under /lib or /usr/lib, whichever its package says.
+    depends=$(ldd "$root/usr/bin/adstream" | awk '/=> \// { print $3 }' | while read -r lib; do
+            for p in "$lib" "/usr$lib" "${lib#/usr}"; do
+                if owner=$(dpkg -S "$p" 2>/dev/null); then echo "${owner%%:*}"; break; fi
+            done
+        done | sort -u | paste -sd, - | sed 's/,/, /g')
 fi
 [ -n "$depends" ] || { echo "build-deb.sh: could not compute Depends" >&2; exit 1; }
 
