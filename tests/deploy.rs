@@ -1287,7 +1287,10 @@ fn check_service_monitor(objects: &BTreeMap<String, Value>) -> Result<(), String
             .ok_or(format!("{name} has no port {}", service_port["targetPort"]))?;
         // The same port and path as the pods' prometheus.io annotations.
         let annotations = &template["metadata"]["annotations"];
-        if annotations["prometheus.io/port"] != container_port["containerPort"].to_string() {
+        let annotated = annotations["prometheus.io/port"]
+            .as_str()
+            .and_then(|p| p.parse::<u64>().ok());
+        if annotated != container_port["containerPort"].as_u64() {
             return Err(format!(
                 "{name}: port {container_port} is not prometheus.io/port"
             ));
