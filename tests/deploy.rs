@@ -1496,11 +1496,15 @@ fn debian_package_installs_runs_and_purges() {
     std::fs::write(target.join("var/lib/dpkg/status"), "").unwrap();
     let dpkg = || {
         let mut cmd = Command::new("dpkg");
-        cmd.arg(format!("--root={}", target.display())).args([
-            "--force-script-chrootless",
-            "--force-depends",
-            "--log=/dev/null",
-        ]);
+        // dpkg wants ldconfig and start-stop-daemon on PATH, which a user's PATH may lack.
+        let path = std::env::var("PATH").unwrap_or_default();
+        cmd.env("PATH", format!("{path}:/usr/local/sbin:/usr/sbin:/sbin"))
+            .arg(format!("--root={}", target.display()))
+            .args([
+                "--force-script-chrootless",
+                "--force-depends",
+                "--log=/dev/null",
+            ]);
         if !is_root() {
             cmd.arg("--force-not-root");
         }
