@@ -77,17 +77,25 @@ type Remembered = (HashSet<(String, String)>, VecDeque<(String, String)>);
 pub struct BillingNotices {
     producer: FutureProducer,
     topic: String,
+    /// Counts deliveries and failures by topic, as the sinks do.
+    metrics: crate::metrics::Metrics,
     secret: Vec<u8>,
     recent: Mutex<Remembered>,
 }
 
 impl BillingNotices {
-    /// A publisher to `topic` with the pipeline's client settings, verifying with `secret`.
-    pub fn new(config: &ClientConfig, topic: &str, secret: Vec<u8>) -> anyhow::Result<Self> {
+    /// A publisher to `topic` with the pipeline's client settings, verifying with `secret`;
+    /// deliveries and failures are counted in `metrics`' output families, by topic.
+    pub fn new(
+        config: &ClientConfig,
+        topic: &str,
+        secret: Vec<u8>,
+        metrics: crate::metrics::Metrics,
+    ) -> anyhow::Result<Self> {
         let mut config = config.clone();
+        crate::kafka::properties::set_defaults(&mut config, &[("linger.ms", "1")]);
         config
             .set("enable.idempotence", "true")
-            .set("linger.ms", "1")
             .set(
                 "message.timeout.ms",
                 DELIVERY_TIMEOUT.as_millis().to_string(),
@@ -96,6 +104,7 @@ impl BillingNotices {
         Ok(BillingNotices {
             producer: config.create()?,
             topic: topic.to_string(),
+            metrics,
             secret,
             recent: Mutex::new((HashSet::new(), VecDeque::new())),
         })
@@ -116,10 +125,27 @@ impl BillingNotices {
         let record = FutureRecord::to(&self.topic)
             .key(claims.request_id.as_bytes())
             .payload(payload.as_bytes());
+        let count = |outcome: &str| {
+            self.metrics
+                .output_records
+                .with_label_values(&[self.topic.as_str(), outcome])
+                .inc();
+        };
         self.producer
             .send(record, DELIVERY_TIMEOUT)
             .await
-            .map_err(|(e, _)| NoticeError::Publish(e.to_string()))?;
+            .map_err(|(e, _)| {
+                count("failed");
+                let why = e
+                    .rdkafka_error_code()
+                    .map_or_else(|| "client".to_string(), crate::kafka::output::reason);
+                self.metrics
+                    .output_failures
+                    .with_label_values(&[self.topic.as_str(), why.as_str()])
+                    .inc();
+                NoticeError::Publish(e.to_string())
+            })?;
+        count("delivered");
         if let Ok(mut recent) = self.recent.lock() {
             let (set, order) = &mut *recent;
             if set.insert(win.clone()) {

@@ -11,6 +11,9 @@ use clap::{Parser, Subcommand};
 use crate::pipeline::Pipeline;
 use crate::runtime::{run, RunOptions};
 
+/// How long `topics create` waits for the brokers' first answer.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// adstream: spend, pacing, serving, training and reporting for ads in one stream processor.
 #[derive(Debug, Parser)]
 #[command(name = "adstream", version, about)]
@@ -307,6 +310,9 @@ pub struct DemoArgs {
     /// HTTP API address; port 0 picks a free one.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Admin API address (dashboard, metrics, models); port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub admin_listen: SocketAddr,
     /// Worker threads (default: the pipeline's).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub workers: Option<u16>,
@@ -360,6 +366,10 @@ pub struct RunArgs {
     /// HTTP API address (overrides the file); port 0 picks a free one.
     #[arg(long)]
     pub listen: Option<SocketAddr>,
+    /// Admin API address: dashboard, metrics and models move there from the API (overrides
+    /// `api.admin_listen`); port 0 picks a free one.
+    #[arg(long)]
+    pub admin_listen: Option<SocketAddr>,
     /// State directory (overrides the file).
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
@@ -467,6 +477,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let p = Pipeline::load(&pipeline)?;
             let brokers = brokers.unwrap_or_else(|| p.kafka.brokers.clone());
             let config = crate::kafka::client_config(&p, &brokers)?;
+            crate::kafka::check_connection(&config, &brokers, CONNECT_TIMEOUT)?;
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -527,6 +538,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 RunOptions {
                     brokers: args.brokers,
                     listen: args.listen,
+                    admin_listen: args.admin_listen,
                     state_dir: args.state_dir,
                     workers: args.workers.map(usize::from),
                     process: args.process,
@@ -645,6 +657,7 @@ fn dispatch_sim(command: Command) -> anyhow::Result<()> {
         Command::Demo(mut args) => crate::demo::run(crate::demo::DemoOptions {
             pipeline: args.pipeline,
             listen: args.listen,
+            admin_listen: args.admin_listen,
             workers: args.workers.map(usize::from),
             sim: {
                 args.sim.median_budget =

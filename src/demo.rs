@@ -38,6 +38,8 @@ pub struct DemoOptions {
     pub pipeline: Option<PathBuf>,
     /// Where the API listens.
     pub listen: SocketAddr,
+    /// Where the admin API (dashboard, metrics, models) listens.
+    pub admin_listen: SocketAddr,
     /// Worker threads (overrides the pipeline).
     pub workers: Option<usize>,
     /// The simulation.
@@ -90,8 +92,10 @@ pub fn default_pipeline() -> anyhow::Result<Pipeline> {
 /// What the simulator and the benches need of `pipeline` on `brokers` (its Kafka settings with
 /// secrets resolved, topic names, lateness bound and attribution windows).
 pub fn sim_target(pipeline: &Pipeline, brokers: &str) -> anyhow::Result<Target> {
+    let kafka = crate::kafka::client_config(pipeline, brokers)?;
+    crate::kafka::check_connection(&kafka, brokers, Duration::from_secs(15))?;
     Ok(Target {
-        kafka: crate::kafka::client_config(pipeline, brokers)?,
+        kafka,
         topics: SimTopics {
             campaigns: pipeline.topics.campaigns.clone(),
             impressions: pipeline.topics.impressions.clone(),
@@ -140,6 +144,7 @@ pub fn run(opts: DemoOptions) -> anyhow::Result<()> {
         RunOptions {
             brokers: Some(brokers.clone()),
             listen: Some(opts.listen),
+            admin_listen: Some(opts.admin_listen),
             state_dir: Some(state.path().to_path_buf()),
             workers: opts.workers,
             processes: 1,
@@ -147,14 +152,17 @@ pub fn run(opts: DemoOptions) -> anyhow::Result<()> {
         },
     )?;
     let api = format!("http://{}", running.api);
+    let admin = running
+        .admin
+        .map_or_else(|| api.clone(), |a| format!("http://{a}"));
     println!("adstream demo");
     println!("  embedded Kafka cluster  {brokers}");
     println!("  API                     {api}   (POST /v1/openrtb, GET /v1/campaigns)");
-    println!("  dashboard               {api}/");
+    println!("  dashboard               {admin}/");
     println!(
         "  reports                 adstream report tail report.campaign_minute --brokers {brokers}"
     );
-    println!("  metrics                 {api}/metrics");
+    println!("  metrics                 {admin}/metrics   (and GET /v1/models)");
     println!("  state                   {}", state.path().display());
     if let Some(line) = &bootstrap {
         println!("  first model             {line}");

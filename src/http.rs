@@ -1,12 +1,23 @@
 //! The HTTP API (axum): campaign state, serving, models, health, readiness, metrics and the
 //! dashboard.
+//!
+//! One router serves every route ([`app`]), unless the pipeline sets `[api] admin_listen`:
+//! then the public listener serves [`Listener::Public`]'s routes (serving, billing notices,
+//! campaign reads, health, the API reference) and the admin listener
+//! [`Listener::Admin`]'s (dashboard, metrics, models, campaign reads, health); each answers
+//! 404 for the other's.
+//!
+//! Campaign reads (`GET /v1/campaigns...`) are open while the pipeline has neither an admin
+//! token nor an advertiser token; with either, they need `Authorization: Bearer TOKEN`: the
+//! admin token reads every campaign, an advertiser's token (`[api.advertiser_tokens]`) only
+//! that advertiser's (403 on another's), and no or an unknown token is refused (401).
 
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, MethodRouter};
 use axum::{Json, Router};
 use serde_json::json;
 
@@ -47,6 +58,86 @@ pub struct AppState {
     pub health: Arc<Health>,
     /// Turns fired billing notices into impressions (absent in tests of the other routes).
     pub billing: Option<Arc<BillingNotices>>,
+    /// (advertiser id, read token): each reads only its advertiser's campaigns.
+    pub advertiser_tokens: Arc<[(String, String)]>,
+    /// Export per-campaign series at `GET /metrics` (`[metrics] per_campaign`).
+    pub per_campaign_metrics: bool,
+}
+
+/// The bearer token of a request (empty without one).
+fn bearer(headers: &HeaderMap) -> &str {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
+}
+
+/// Whether `given` is `expected`, compared in time independent of where the first difference
+/// is.
+fn same_token(given: &str, expected: &str) -> bool {
+    given.len() == expected.len()
+        && given
+            .bytes()
+            .zip(expected.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+/// Who may read campaigns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Reader {
+    /// Every campaign: no token is configured, or the admin token was given.
+    All,
+    /// Only this advertiser's campaigns.
+    Advertiser(String),
+}
+
+impl Reader {
+    /// Whether this reader may see a campaign of `advertiser` (`None`: no longer defined).
+    fn may_read(&self, advertiser: Option<&str>) -> bool {
+        match self {
+            Reader::All => true,
+            Reader::Advertiser(own) => advertiser == Some(own.as_str()),
+        }
+    }
+}
+
+/// Who reads: open while no token is configured; else the admin token reads all, an
+/// advertiser's token its own campaigns, and anything else is refused (401).
+fn authorize_read(state: &AppState, headers: &HeaderMap) -> Result<Reader, ApiError> {
+    if state.admin_token.is_none() && state.advertiser_tokens.is_empty() {
+        return Ok(Reader::All);
+    }
+    let given = bearer(headers);
+    if given.is_empty() {
+        return Err(ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            message: "campaign reads need `Authorization: Bearer <advertiser or admin token>`"
+                .into(),
+        });
+    }
+    if state
+        .admin_token
+        .as_deref()
+        .is_some_and(|admin| same_token(given, admin))
+    {
+        return Ok(Reader::All);
+    }
+    // Every token is compared, so the time taken does not tell which one nearly matched.
+    let mut found = None;
+    for (advertiser, token) in state.advertiser_tokens.iter() {
+        if same_token(given, token) {
+            found = Some(advertiser);
+        }
+    }
+    found
+        .map(|advertiser| Reader::Advertiser(advertiser.clone()))
+        .ok_or_else(|| ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            message: "the bearer token is neither an advertiser's read token nor the admin token"
+                .into(),
+        })
 }
 
 /// Refuses an admin request without the pipeline's bearer token (401), when one is set.
@@ -54,19 +145,8 @@ fn authorize_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError
     let Some(expected) = state.admin_token.as_deref() else {
         return Ok(());
     };
-    let given = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    // Compared in time independent of where the first difference is.
-    let same = given.len() == expected.len()
-        && given
-            .bytes()
-            .zip(expected.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    if same {
+    let given = bearer(headers);
+    if same_token(given, expected) {
         Ok(())
     } else {
         Err(ApiError {
@@ -122,23 +202,64 @@ pub const ROUTES: &[(&str, &str)] = &[
 /// The API reference, served at `GET /openapi.json`.
 pub const OPENAPI: &str = include_str!("openapi.json");
 
-/// The router.
+/// Which routes a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// Every route: the one listener of a pipeline without `[api] admin_listen`.
+    All,
+    /// Serving, billing notices, campaign reads, health and the API reference.
+    Public,
+    /// Dashboard, metrics, models, campaign reads and health.
+    Admin,
+}
+
+/// Routes of the admin listener only (when there is one).
+pub const ADMIN_ONLY: &[&str] = &[
+    "/",
+    "/assets/{file}",
+    "/v1/dashboard",
+    "/metrics",
+    "/v1/models",
+    "/v1/models/{version}/promote",
+    "/v1/models/resume",
+];
+
+/// Routes of the public listener only (when there is an admin listener).
+pub const PUBLIC_ONLY: &[&str] = &["/v1/openrtb", "/v1/billing", "/openapi.json"];
+
+impl Listener {
+    /// Whether this listener serves `path` (a path of [`ROUTES`]).
+    pub fn serves(self, path: &str) -> bool {
+        match self {
+            Listener::All => true,
+            Listener::Public => !ADMIN_ONLY.contains(&path),
+            Listener::Admin => !PUBLIC_ONLY.contains(&path),
+        }
+    }
+}
+
+/// The router of a pipeline's only listener: every route.
 pub fn app(state: AppState) -> Router {
-    Router::new()
-        .route("/", get(|| async { asset("index.html") }))
-        .route(
+    router(state, Listener::All)
+}
+
+/// The router of `listener`: the routes it serves; any other path is 404.
+pub fn router(state: AppState, listener: Listener) -> Router {
+    let routes: [(&str, MethodRouter<AppState>); 14] = [
+        ("/", get(|| async { asset("index.html") })),
+        (
             "/assets/{file}",
             get(|Path(file): Path<String>| async move { asset(&file) }),
-        )
-        .route("/v1/dashboard", get(dashboard))
-        .route("/v1/campaigns/{id}", get(campaign))
-        .route("/v1/campaigns", get(campaigns))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/v1/openrtb", post(openrtb))
-        .route("/v1/billing", get(billing))
-        .route(
+        ),
+        ("/v1/dashboard", get(dashboard)),
+        ("/v1/campaigns/{id}", get(campaign)),
+        ("/v1/campaigns", get(campaigns)),
+        ("/healthz", get(healthz)),
+        ("/readyz", get(readyz)),
+        ("/metrics", get(metrics)),
+        ("/v1/openrtb", post(openrtb)),
+        ("/v1/billing", get(billing)),
+        (
             "/openapi.json",
             get(|| async {
                 (
@@ -146,10 +267,18 @@ pub fn app(state: AppState) -> Router {
                     OPENAPI,
                 )
             }),
-        )
-        .route("/v1/models", get(models))
-        .route("/v1/models/{version}/promote", post(promote))
-        .route("/v1/models/resume", post(resume))
+        ),
+        ("/v1/models", get(models)),
+        ("/v1/models/{version}/promote", post(promote)),
+        ("/v1/models/resume", post(resume)),
+    ];
+    let mut router = Router::new();
+    for (path, handler) in routes {
+        if listener.serves(path) {
+            router = router.route(path, handler);
+        }
+    }
+    router
         .layer(DefaultBodyLimit::max(64 * 1024))
         .with_state(state)
 }
@@ -165,11 +294,22 @@ async fn campaign(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Query(query): Query<DayQuery>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let reader = authorize_read(&state, &headers)?;
     adstream_operators::events::check_id(&id).map_err(|e| ApiError {
         status: StatusCode::BAD_REQUEST,
         message: format!("path `id`: {e}"),
     })?;
+    if reader != Reader::All && state.live.status(&id).is_some() {
+        let owner = state.live.advertiser_of(&id);
+        if !reader.may_read(owner.as_deref()) {
+            return Err(ApiError {
+                status: StatusCode::FORBIDDEN,
+                message: format!("campaign {id:?} is not this advertiser's"),
+            });
+        }
+    }
     let found = match query.day {
         None => state.live.status(&id),
         Some(day) => {
@@ -326,8 +466,17 @@ async fn billing(
     }
 }
 
-async fn campaigns(State(state): State<AppState>) -> Json<serde_json::Value> {
-    Json(json!({ "campaigns": state.live.all() }))
+/// `GET /v1/campaigns`: every campaign the reader may read.
+async fn campaigns(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let reader = authorize_read(&state, &headers)?;
+    let mut all = state.live.all();
+    if reader != Reader::All {
+        all.retain(|c| reader.may_read(state.live.advertiser_of(&c.campaign_id).as_deref()));
+    }
+    Ok(Json(json!({ "campaigns": all })))
 }
 
 /// Liveness: 503 naming a worker that has stopped stepping (a worker that failed has ended the
@@ -474,25 +623,33 @@ async fn dashboard(State(state): State<AppState>) -> Response {
 
 async fn metrics(State(state): State<AppState>) -> String {
     state.metrics.campaigns.set(state.live.campaigns() as i64);
-    let last = state.metrics.checkpoint_last_ms.get();
-    if last > 0 {
-        let age = (adstream_operators::time::EventTime::now().millis() - last).max(0);
+    let last = state.metrics.last_checkpoint_timestamp_seconds.get();
+    if last > 0.0 {
+        let now = adstream_operators::time::EventTime::now().millis() as f64 / 1000.0;
         state
             .metrics
             .checkpoint_age_seconds
-            .set(age as f64 / 1000.0);
+            .set((now - last).max(0.0));
     }
-    // Campaigns come and go: the gauge holds exactly today's live ones.
+    // Campaigns come and go: the gauge holds exactly today's live ones (per campaign only when
+    // the pipeline asks for it: one series each).
     state.metrics.budget_utilisation.reset();
+    let mut spent = 0;
     for status in state.live.all() {
         if status.budget_micros > 0 {
-            state
-                .metrics
-                .budget_utilisation
-                .with_label_values(&[status.campaign_id.as_str()])
-                .set(status.spend_micros as f64 / status.budget_micros as f64);
+            if status.spend_micros >= status.budget_micros {
+                spent += 1;
+            }
+            if state.per_campaign_metrics {
+                state
+                    .metrics
+                    .budget_utilisation
+                    .with_label_values(&[status.campaign_id.as_str()])
+                    .set(status.spend_micros as f64 / status.budget_micros as f64);
+            }
         }
     }
+    state.metrics.campaigns_budget_spent.set(spent);
     if let Some(trainer) = &state.trainer {
         if let Ok(status) = trainer.status.lock() {
             let dropped = trainer.dropped.load(std::sync::atomic::Ordering::Relaxed);
@@ -525,6 +682,8 @@ mod tests {
             admin_token,
             health: Arc::default(),
             billing: None,
+            advertiser_tokens: Arc::from(Vec::new()),
+            per_campaign_metrics: false,
         }
     }
     use tower::ServiceExt;
@@ -748,5 +907,198 @@ mod tests {
         // Read-only routes stay open.
         let (status, _) = get_json(app.clone(), "/v1/models").await;
         assert_eq!(status, StatusCode::OK);
+    }
+
+    /// Two campaigns: `c1` of advertiser `adv-a`, `c2` of `adv-b`.
+    fn two_advertisers() -> Arc<LiveState> {
+        let live = Arc::new(LiveState::default());
+        for (id, advertiser) in [("c1", "adv-a"), ("c2", "adv-b")] {
+            let json = format!(
+                r#"{{"campaign_id":"{id}","advertiser_id":"{advertiser}","daily_budget_micros":1000,"timezone":"UTC","billing":"cpc","bid_micros":5}}"#
+            );
+            let c = Campaign::parse(json.as_bytes()).unwrap();
+            live.apply(&LedgerState::Campaign(CatalogUpdate::new(
+                id.into(),
+                Some(Box::new(c)),
+            )));
+        }
+        live
+    }
+
+    async fn get_with(app: Router, uri: &str, token: Option<&str>) -> (StatusCode, Response) {
+        let mut request = Request::get(uri);
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let response = app
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        (response.status(), response)
+    }
+
+    /// With an admin listener, each listener answers 404 for the other's routes; campaign
+    /// reads and health are on both; every documented route is served by one of them.
+    #[tokio::test]
+    async fn the_admin_routes_are_apart_from_the_public_ones() {
+        let live = two_advertisers();
+        let public = router(state(live.clone(), None), Listener::Public);
+        let admin = router(state(live.clone(), None), Listener::Admin);
+        for path in [
+            "/metrics",
+            "/v1/models",
+            "/v1/dashboard",
+            "/",
+            "/assets/app.js",
+        ] {
+            let (status, _) = get_with(public.clone(), path, None).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "public {path}");
+        }
+        for path in [
+            "/metrics",
+            "/v1/models",
+            "/v1/dashboard",
+            "/",
+            "/v1/campaigns/c1",
+        ] {
+            let (status, _) = get_with(admin.clone(), path, None).await;
+            assert_eq!(status, StatusCode::OK, "admin {path}");
+        }
+        for path in [
+            "/v1/campaigns",
+            "/v1/campaigns/c1",
+            "/healthz",
+            "/openapi.json",
+        ] {
+            let (status, _) = get_with(public.clone(), path, None).await;
+            assert_eq!(status, StatusCode::OK, "public {path}");
+        }
+        // Not ready (no source), but served on both.
+        for app in [public.clone(), admin.clone()] {
+            let (status, _) = get_with(app, "/readyz", None).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        }
+        let promote = Request::post("/v1/models/v1/promote")
+            .body(Body::empty())
+            .unwrap();
+        let status = public.clone().oneshot(promote).await.unwrap().status();
+        assert_eq!(
+            status,
+            StatusCode::NOT_FOUND,
+            "promote on the public listener"
+        );
+        let bid = Request::post("/v1/openrtb")
+            .body(Body::from(r#"{"id":"r","imp":[{"id":"1"}]}"#))
+            .unwrap();
+        let status = admin.clone().oneshot(bid).await.unwrap().status();
+        assert_eq!(
+            status,
+            StatusCode::NOT_FOUND,
+            "serving on the admin listener"
+        );
+        for (_, path) in ROUTES {
+            assert!(
+                Listener::Public.serves(path) || Listener::Admin.serves(path),
+                "{path} is served by neither listener"
+            );
+            assert!(Listener::All.serves(path));
+        }
+        for path in ADMIN_ONLY.iter().chain(PUBLIC_ONLY) {
+            assert!(
+                ROUTES.iter().any(|(_, p)| p == path),
+                "{path} is not a route"
+            );
+        }
+    }
+
+    /// Campaign reads with tokens: own 200, another advertiser's 403, none or unknown 401,
+    /// the admin token reads all; the list holds only the reader's campaigns.
+    #[tokio::test]
+    async fn advertiser_tokens_read_only_their_own_campaigns() {
+        let mut with_tokens = state(two_advertisers(), Some(Arc::from("admin-token-0123456789")));
+        with_tokens.advertiser_tokens = Arc::from(vec![
+            ("adv-a".to_string(), "token-of-adv-a-0123".to_string()),
+            ("adv-b".to_string(), "token-of-adv-b-0123".to_string()),
+        ]);
+        let app = router(with_tokens, Listener::Public);
+        let status = |uri: &'static str, token: Option<&'static str>| {
+            let app = app.clone();
+            async move { get_with(app, uri, token).await.0 }
+        };
+        let a = Some("token-of-adv-a-0123");
+        let admin = Some("admin-token-0123456789");
+        assert_eq!(status("/v1/campaigns/c1", a).await, StatusCode::OK);
+        assert_eq!(status("/v1/campaigns/c2", a).await, StatusCode::FORBIDDEN);
+        assert_eq!(
+            status("/v1/campaigns/c2", Some("token-of-adv-b-0123")).await,
+            StatusCode::OK
+        );
+        assert_eq!(status("/v1/campaigns/nope", a).await, StatusCode::NOT_FOUND);
+        for uri in ["/v1/campaigns/c1", "/v1/campaigns"] {
+            let (code, response) = get_with(app.clone(), uri, None).await;
+            assert_eq!(code, StatusCode::UNAUTHORIZED, "{uri}");
+            assert_eq!(response.headers()["www-authenticate"], "Bearer");
+            for wrong in ["token-of-adv-a-0124", "nope", "admin-token-012345678"] {
+                assert_eq!(
+                    status(uri, Some(wrong)).await,
+                    StatusCode::UNAUTHORIZED,
+                    "{uri} {wrong}"
+                );
+            }
+        }
+        assert_eq!(status("/v1/campaigns/c1", admin).await, StatusCode::OK);
+        assert_eq!(status("/v1/campaigns/c2", admin).await, StatusCode::OK);
+        let listed = |token: Option<&'static str>| {
+            let app = app.clone();
+            async move {
+                let (code, response) = get_with(app, "/v1/campaigns", token).await;
+                assert_eq!(code, StatusCode::OK);
+                let bytes = response.into_body().collect().await.unwrap().to_bytes();
+                let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+                body["campaigns"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|c| c["campaign_id"].as_str().unwrap().to_string())
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(listed(a).await, ["c1"]);
+        assert_eq!(listed(admin).await, ["c1", "c2"]);
+        // An admin token alone closes the reads too; no token at all leaves them open.
+        let admin_only = router(
+            state(two_advertisers(), Some(Arc::from("admin-token-0123456789"))),
+            Listener::All,
+        );
+        assert_eq!(
+            get_with(admin_only, "/v1/campaigns/c1", None).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        let open = router(state(two_advertisers(), None), Listener::All);
+        assert_eq!(
+            get_with(open, "/v1/campaigns/c2", None).await.0,
+            StatusCode::OK
+        );
+    }
+
+    /// Per-campaign series only when asked for; the count of spent campaigns either way.
+    #[tokio::test]
+    async fn per_campaign_metrics_are_opt_in() {
+        let scrape = |per_campaign: bool| async move {
+            let mut s = state(two_advertisers(), None);
+            s.per_campaign_metrics = per_campaign;
+            let (_, response) = get_with(app(s), "/metrics", None).await;
+            let bytes = response.into_body().collect().await.unwrap().to_bytes();
+            String::from_utf8(bytes.to_vec()).unwrap()
+        };
+        let text = scrape(false).await;
+        assert!(!text.contains("adstream_budget_utilisation{"), "{text}");
+        assert!(text.contains("adstream_campaigns_budget_spent 0"), "{text}");
+        assert!(text.contains("adstream_build_info{"), "{text}");
+        let text = scrape(true).await;
+        assert!(
+            text.contains("adstream_budget_utilisation{campaign=\"c1\"} 0"),
+            "{text}"
+        );
     }
 }

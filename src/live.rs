@@ -199,6 +199,13 @@ impl LiveState {
             .status_on(campaign, day, EventTime::now())
     }
 
+    /// The advertiser of a defined campaign.
+    pub fn advertiser_of(&self, campaign: &str) -> Option<String> {
+        let book = self.book.read().ok()?;
+        let listed = book.catalog().get(campaign)?;
+        Some(listed.campaign.advertiser_id.clone())
+    }
+
     /// Every campaign's status now.
     pub fn all(&self) -> Vec<BudgetStatus> {
         let Ok(book) = self.book.read() else {

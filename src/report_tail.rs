@@ -761,16 +761,23 @@ impl ClientContext for TailContext {
 
 impl ConsumerContext for TailContext {}
 
-/// The consumer's settings: `properties` (SASL/SSL...), then no group membership or commits,
-/// every partition from the start.
+/// The consumer's settings: `properties` (SASL/SSL..., overriding the client id and fetch wait),
+/// then no group membership or commits, every partition from the start.
 pub fn consumer_config(brokers: &str, properties: &[(String, String)]) -> ClientConfig {
     let mut config = ClientConfig::new();
     for (k, v) in properties {
         config.set(k, v);
     }
+    crate::kafka::properties::set_defaults(
+        &mut config,
+        &[
+            ("client.id", "adstream-report-tail"),
+            ("fetch.wait.max.ms", "100"),
+        ],
+    );
     config
         .set("bootstrap.servers", brokers)
-        .set("client.id", "adstream-report-tail")
+        // Its own group: a tail never joins or commits to the pipeline's.
         .set(
             "group.id",
             format!("adstream-report-tail-{:016x}", rand::random::<u64>()),
@@ -779,8 +786,7 @@ pub fn consumer_config(brokers: &str, properties: &[(String, String)]) -> Client
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "true")
         .set("auto.offset.reset", "earliest")
-        .set("allow.auto.create.topics", "false")
-        .set("fetch.wait.max.ms", "100");
+        .set("allow.auto.create.topics", "false");
     config
 }
 
@@ -875,10 +881,11 @@ pub fn run(options: &TailOptions) -> anyhow::Result<()> {
 
 fn tail(options: &TailOptions, out: &mut impl Write) -> anyhow::Result<()> {
     let topic = options.topic.as_str();
-    let consumer: BaseConsumer<TailContext> =
-        consumer_config(&options.brokers, &options.properties)
-            .create_with_context(TailContext)
-            .context("creating a Kafka consumer")?;
+    let config = consumer_config(&options.brokers, &options.properties);
+    crate::kafka::check_connection(&config, &options.brokers, METADATA_TIMEOUT)?;
+    let consumer: BaseConsumer<TailContext> = config
+        .create_with_context(TailContext)
+        .context("creating a Kafka consumer")?;
     let partitions = partitions_of(&consumer, topic, &options.brokers)?;
     let mut assignment = TopicPartitionList::new();
     for p in &partitions {

@@ -37,7 +37,7 @@ use anyhow::Context;
 use timely::dataflow::operators::{Inspect, Probe};
 use timely::dataflow::ProbeHandle;
 
-use crate::http::{app, AppState};
+use crate::http::{app, router, AppState, Listener};
 use crate::kafka::client_config;
 use crate::kafka::deadletters::{published_since, read_back_since, DeadLetterGate};
 use crate::kafka::monitor::{Topology, Watched};
@@ -55,6 +55,8 @@ pub struct RunOptions {
     pub brokers: Option<String>,
     /// Overrides `api.listen`.
     pub listen: Option<SocketAddr>,
+    /// Overrides `api.admin_listen`.
+    pub admin_listen: Option<SocketAddr>,
     /// Overrides `pipeline.state_dir`.
     pub state_dir: Option<PathBuf>,
     /// Overrides `pipeline.workers`.
@@ -153,6 +155,8 @@ pub const EXIT_DRAIN_TIMEOUT: i32 = 71;
 pub struct Running {
     /// Where the HTTP API listens.
     pub api: SocketAddr,
+    /// Where the admin routes (dashboard, metrics, models) listen, when apart from `api`.
+    pub admin: Option<SocketAddr>,
     /// Set to drain, checkpoint and stop.
     pub stop: Arc<AtomicBool>,
     /// The live campaign view behind the API.
@@ -228,6 +232,10 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
         .clone()
         .unwrap_or_else(|| pipeline.kafka.brokers.clone());
     let listen: SocketAddr = opts.listen.unwrap_or(pipeline.api.listen);
+    let admin_listen = opts.admin_listen.or(pipeline.api.admin_listen);
+    if admin_listen.is_some_and(|admin| admin == listen && admin.port() != 0) {
+        anyhow::bail!("the admin API and the API cannot both listen on {listen}");
+    }
     let workers = opts.workers.unwrap_or(pipeline.workers).max(1);
     let state_dir = opts
         .state_dir
@@ -236,6 +244,7 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
     let processes = opts.processes.max(1);
     let stop = Arc::new(AtomicBool::new(false));
     let config = client_config(&pipeline, &brokers)?;
+    crate::kafka::check_connection(&config, &brokers, Duration::from_secs(15))?;
     let topics: Vec<(StreamId, String)> = StreamId::ALL
         .iter()
         .map(|s| (*s, pipeline.topics.input(*s).to_string()))
@@ -245,13 +254,7 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
     let metrics = Metrics::new();
     let observer_metrics = metrics.clone();
     let observer: crate::state::WriteObserver = Arc::new(move |entries, took| {
-        observer_metrics
-            .checkpoint_seconds
-            .observe(took.as_secs_f64());
-        observer_metrics.checkpoint_entries.inc_by(entries as u64);
-        observer_metrics
-            .checkpoint_last_ms
-            .set(EventTime::now().millis());
+        observer_metrics.checkpoint_written(entries, took);
     });
     let store: Arc<dyn StateStore> = Arc::new(RocksStore::open(
         &state_dir,
@@ -331,6 +334,22 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
     if opts.announce {
         println!("adstream: API listening on http://{bound}");
     }
+    let admin = match admin_listen {
+        Some(admin) => {
+            let listener = runtime
+                .block_on(tokio::net::TcpListener::bind(admin))
+                .with_context(|| format!("binding the admin API to {admin}"))?;
+            let bound = listener
+                .local_addr()
+                .context("reading the admin API address")?;
+            tracing::info!(%bound, "admin API listening");
+            if opts.announce {
+                println!("adstream: admin API listening on http://{bound}");
+            }
+            Some((listener, bound))
+        }
+        None => None,
+    };
     // One bounded request queue per local worker, each drained by that worker's serving operator.
     let mut queues = Vec::new();
     let mut receivers = Vec::new();
@@ -364,6 +383,7 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
         &config,
         pipeline.topics.input(StreamId::Impressions),
         unlocked.serve.secret.clone(),
+        metrics.clone(),
     )?);
     // The dashboard's history, sampled on the API runtime.
     let history = Arc::new(crate::dashboard::History::new(Duration::from_secs(2)));
@@ -385,11 +405,22 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
         admin_token: unlocked.admin_token.map(Arc::from),
         health: health.clone(),
         billing: Some(billing),
+        advertiser_tokens: unlocked.advertiser_tokens.into(),
+        per_campaign_metrics: pipeline.metrics.per_campaign,
+    };
+    let (listeners, admin) = match admin {
+        Some((admin_listener, admin)) => (
+            vec![
+                (listener, router(state.clone(), Listener::Public)),
+                (admin_listener, router(state, Listener::Admin)),
+            ],
+            Some(admin),
+        ),
+        None => (vec![(listener, app(state))], None),
     };
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = runtime.spawn(crate::server::serve(
-        listener,
-        app(state),
+    let server = runtime.spawn(crate::server::serve_all(
+        listeners,
         pipeline.api.limits.clone(),
         metrics.clone(),
         async {
@@ -414,7 +445,12 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
     };
     let decode_config = unlocked.decode;
     // One consumer for every worker of this process (each reads its partitions' own queues).
-    let consumer = SharedConsumer::new(&config, &topics, live.clone())?;
+    let consumer = SharedConsumer::new(
+        &config,
+        &crate::kafka::properties::group_id(&pipeline.name),
+        &topics,
+        live.clone(),
+    )?;
     let shared = Arc::new(WorkerIo {
         workers,
         consumer,
@@ -445,6 +481,7 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
     .map_err(|e| anyhow::anyhow!("starting timely: {e}"))?;
     Ok(Running {
         api: bound,
+        admin,
         stop,
         live,
         models,

@@ -368,6 +368,34 @@ pub async fn serve(
     }
 }
 
+/// Serves each router on its listener as [`serve`] does, under the same `limits`, until
+/// `shutdown` resolves; then every listener drains (each within `limits.shutdown_grace`) and
+/// this returns once all have.
+pub async fn serve_all(
+    listeners: Vec<(TcpListener, Router)>,
+    limits: Limits,
+    metrics: Metrics,
+    shutdown: impl Future<Output = ()>,
+) {
+    let (stop, stopped) = watch::channel(false);
+    let mut servers = JoinSet::new();
+    for (listener, router) in listeners {
+        let mut stopped = stopped.clone();
+        servers.spawn(serve(
+            listener,
+            router,
+            limits.clone(),
+            metrics.clone(),
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            },
+        ));
+    }
+    shutdown.await;
+    let _ = stop.send(true);
+    while servers.join_next().await.is_some() {}
+}
+
 /// Serves one connection until it ends, its clock expires, or (after the shutdown signal) it
 /// has finished its request under way.
 async fn connection(

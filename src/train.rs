@@ -109,6 +109,7 @@ pub fn examples_from_topics(
     use adstream_operators::token::verify_event;
 
     let config = crate::kafka::client_config(pipeline, brokers)?;
+    crate::kafka::check_connection(&config, brokers, std::time::Duration::from_secs(15))?;
     let secret = pipeline.unlock()?.serve.secret;
     let topics = &pipeline.topics;
     let mut events: Vec<(i64, usize, Replayed)> = Vec::new();

@@ -93,7 +93,7 @@ fn pipeline_for(dir: &Path, brokers: &str, tag: &str) -> std::path::PathBuf {
         &sub,
         brokers,
         &format!(
-            "\n[[reporting.reports]]\nname = \"campaign_minute\"\ntopic = \"report.{tag}\"\ndimensions = [\"campaign_id\"]\nwindow_ms = 60000\nfinal_after_ms = 600000\nupdate_ms = 200\n"
+            "\n[[reporting.reports]]\nname = \"campaign_minute\"\ntopic = \"report.{tag}\"\ndimensions = [\"campaign_id\"]\nwindow_ms = 60000\nfinal_after_ms = 600000\nupdate_ms = 200\n\n[metrics]\nper_campaign = true\n"
         ),
     )
 }
@@ -162,7 +162,8 @@ fn two_processes_match_one_survive_losing_one_and_drain_on_sigterm() {
     }));
 
     // What an operator scrapes: lag per partition (from librdkafka's statistics, every 5 s),
-    // checkpoint age, budget utilisation per campaign, events by stream and outcome.
+    // checkpoint age, budget utilisation per campaign (`[metrics] per_campaign = true`), events by
+    // stream and outcome.
     let metrics_url = format!("{}/metrics", single.api);
     let scrape = || {
         let rt = tokio::runtime::Builder::new_current_thread()

@@ -913,7 +913,7 @@ fn prometheus_config_and_alerts_are_valid() {
         .iter()
         .find(|j| j["static_configs"].is_array())
         .unwrap();
-    assert_eq!(local["static_configs"][0]["targets"][0], "127.0.0.1:8080");
+    assert_eq!(local["static_configs"][0]["targets"][0], "127.0.0.1:9090");
     let pods = jobs
         .iter()
         .find(|j| j["kubernetes_sd_configs"].is_array())

@@ -13,6 +13,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use adstream_operators::events::Billing;
 use common::*;
 
 fn connect(api: &str) -> TcpStream {
@@ -190,4 +191,116 @@ fn timeouts_connection_cap_and_a_bounded_sigterm() {
         "{log}"
     );
     drop((head, body, healthy));
+}
+
+/// `GET path` with `Authorization: Bearer token` on a kept-alive connection.
+fn get_as(stream: &mut TcpStream, path: &str, token: &str) -> (u16, String) {
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: adstream\r\nAuthorization: Bearer {token}\r\n\r\n"
+    )
+    .unwrap();
+    read_response(stream)
+}
+
+/// With `[api] admin_listen`, the dashboard, metrics and models answer on the admin port and
+/// 404 on the public one; campaign reads are on both, and with advertiser tokens an advertiser
+/// reads its own campaigns (200), not another's (403), and nothing without a token (401).
+/// SIGTERM stops both listeners and the process exits 0.
+#[test]
+fn an_admin_listener_and_advertiser_tokens() {
+    let broker = Broker::start();
+    let brokers = broker.brokers();
+    let dir = tempfile::tempdir().unwrap();
+    let admin_port = free_port();
+    let pipeline = pipeline_file(
+        dir.path(),
+        &brokers,
+        &format!(
+            "\n[model]\nenabled = false\n\n[api]\nadmin_listen = \"127.0.0.1:{admin_port}\"\nadmin_token = \"admin-token-0123456789\"\n\n[api.advertiser_tokens]\nadv-a = \"token-of-adv-a-0123\"\nadv-b = \"env:ADV_B_TOKEN\"\n"
+        ),
+    );
+    create_topics(&pipeline);
+    let p = producer(&brokers);
+    for (id, advertiser) in [("ca", "adv-a"), ("cb", "adv-b")] {
+        let json = campaign_json(id, advertiser, Billing::Cpm, 1_000_000);
+        produce(&p, "ads.campaigns", id, Some(json.as_bytes()));
+    }
+    flush(&p);
+    let log = dir.path().join("adstream.log");
+    let mut running = start_logged(
+        &pipeline,
+        &dir.path().join("state"),
+        &[],
+        &[("ADV_B_TOKEN", "token-of-adv-b-0123")],
+        &log,
+    );
+    let admin_api = format!("http://127.0.0.1:{admin_port}");
+    let mut public = connect(&running.api);
+    let mut admin = connect(&admin_api);
+    let (a, b, root) = (
+        "token-of-adv-a-0123",
+        "token-of-adv-b-0123",
+        "admin-token-0123456789",
+    );
+    assert!(
+        eventually(Duration::from_secs(60), || {
+            get_as(&mut public, "/v1/campaigns/cb", root).0 == 200
+                && get_as(&mut public, "/v1/campaigns/ca", root).0 == 200
+        }),
+        "the campaigns are read"
+    );
+
+    for path in ["/metrics", "/v1/models", "/v1/dashboard", "/"] {
+        assert_eq!(get(&mut public, path).0, 404, "public {path}");
+        assert_eq!(get(&mut admin, path).0, 200, "admin {path}");
+    }
+    let (_, text) = get(&mut admin, "/metrics");
+    assert!(text.contains("adstream_build_info{"), "{text}");
+    assert!(text.contains("process_resident_memory_bytes "), "{text}");
+    for path in ["/healthz", "/readyz"] {
+        assert!(
+            eventually(Duration::from_secs(60), || get(&mut public, path).0 == 200
+                && get(&mut admin, path).0 == 200),
+            "{path} on both listeners"
+        );
+    }
+    assert_eq!(get(&mut admin, "/openapi.json").0, 404);
+    assert_eq!(get(&mut public, "/openapi.json").0, 200);
+
+    // Advertiser tokens, on either listener.
+    for stream in [&mut public, &mut admin] {
+        assert_eq!(get_as(stream, "/v1/campaigns/ca", a).0, 200);
+        assert_eq!(get_as(stream, "/v1/campaigns/cb", a).0, 403);
+        assert_eq!(get_as(stream, "/v1/campaigns/cb", b).0, 200);
+        assert_eq!(get_as(stream, "/v1/campaigns/ca", b).0, 403);
+        assert_eq!(get(stream, "/v1/campaigns/ca").0, 401);
+        assert_eq!(
+            get_as(stream, "/v1/campaigns/ca", "token-of-adv-a-0124").0,
+            401
+        );
+        assert_eq!(get(stream, "/v1/campaigns").0, 401);
+        let (status, body) = get_as(stream, "/v1/campaigns", a);
+        assert_eq!(status, 200);
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let ids: Vec<&str> = body["campaigns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["campaign_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["ca"], "{body}");
+    }
+
+    // Both listeners stop on SIGTERM, and the process exits cleanly.
+    drop((public, admin));
+    send_signal(&running.child, "-TERM");
+    let status = exit_within(&mut running.child, Duration::from_secs(90));
+    let log = std::fs::read_to_string(&log).unwrap();
+    let status = status.unwrap_or_else(|| panic!("still running 90 s after SIGTERM:\n{log}"));
+    assert!(status.success(), "{status}\n{log}");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", admin_port)).is_err(),
+        "the admin port is closed"
+    );
 }

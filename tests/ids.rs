@@ -16,7 +16,6 @@ use adstream_operators::time::EventTime;
 use adstream_operators::token::WinClaims;
 use common::*;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 /// Valid ids a naive key encoding would trip on.
@@ -84,7 +83,7 @@ fn dead_letters(
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline && !done(&seen) {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-            seen.push(serde_json::from_slice(m.payload().unwrap_or_default()).unwrap());
+            seen.push(dead_letter_doc(&m));
         }
     }
     seen

@@ -239,7 +239,7 @@ fn http_get_text(url: &str) -> String {
 /// How many dead letters carry each payload.
 fn dead_letter_payloads(brokers: &str) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
-    for doc in read_all(brokers, "ads.deadletter") {
+    for doc in read_dead_letters(brokers) {
         *out.entry(doc["payload"].as_str().unwrap_or("").to_string())
             .or_default() += 1;
     }
@@ -433,10 +433,97 @@ fn offsets_lost_to_retention_are_reported() {
         Some(5.0)
     );
     let summary = eventually(Duration::from_secs(30), || {
-        read_all(&brokers, "ads.deadletter")
+        read_dead_letters(&brokers)
             .iter()
             .any(|d| d["reason"] == "offsets_lost" && d["offset"] == 5 && d["partition"] == 0)
     });
-    assert!(summary, "{:?}", read_all(&brokers, "ads.deadletter"));
+    assert!(summary, "{:?}", read_dead_letters(&brokers));
+    run.kill();
+}
+
+/// A dead letter keeps the refused message's bytes exactly (here not UTF-8) under its key, with
+/// the reason and source in Kafka headers; and after a checkpoint the pipeline's consumer group
+/// (`adstream-` + the pipeline's name) holds the checkpointed offsets, for a plain Kafka client
+/// (a lag monitor) to read.
+#[test]
+fn dead_letters_keep_the_original_bytes_and_offsets_are_committed_for_monitoring() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+    let broker = Broker::start();
+    let brokers = broker.brokers();
+    let dir = tempfile::tempdir().unwrap();
+    let file = pipeline(dir.path(), &brokers, "", 200, "");
+    create_topics(&file);
+    let run = Running::start(&file, &dir.path().join("state"), &[]);
+    wait_ready(&run.api);
+    let p = producer(&brokers);
+    let campaign = campaign_json("o-cpm", "adv", Billing::Cpm, 10_000_000_000);
+    produce(&p, "ads.campaigns", "o-cpm", Some(campaign.as_bytes()));
+    let binary: &[u8] = b"\xff\xfe{\"not\": utf-8 \x00\xc3\x28}";
+    produce(&p, "ads.impressions", "bin-key", Some(binary));
+    let mut expected = 0;
+    for i in 0..20u64 {
+        let imp = impression("o-cpm", &format!("o-{i}"), 100 + i);
+        produce(
+            &p,
+            "ads.impressions",
+            &format!("k{i}"),
+            Some(imp.as_bytes()),
+        );
+        expected += 100 + i;
+    }
+    flush(&p);
+
+    let dead = find_dead_letter(&brokers, "bin-key", Duration::from_secs(60))
+        .expect("a dead letter for the binary message");
+    assert_eq!(dead["payload_bytes"], serde_json::json!(binary), "{dead}");
+    assert_eq!(dead["reason"], "malformed_json", "{dead}");
+    assert_eq!(dead["topic"], "ads.impressions", "{dead}");
+    assert!(dead["partition"].as_i64().is_some() && dead["offset"].as_i64().is_some());
+    assert_eq!(dead["payload_truncated"], false, "{dead}");
+    assert!(!dead["detail"].as_str().unwrap_or("").is_empty(), "{dead}");
+    wait_spend(&run.api, "o-cpm", expected);
+
+    // Every impressions partition's committed offset reaches its end once a checkpoint covers
+    // what was read (the checkpoints are 200 ms apart).
+    let monitor: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", "adstream-it")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let ends: BTreeMap<i32, i64> = (0..4)
+        .map(|partition| {
+            let (_, high) = monitor
+                .fetch_watermarks("ads.impressions", partition, Duration::from_secs(10))
+                .unwrap();
+            (partition, high)
+        })
+        .collect();
+    assert!(ends.values().any(|e| *e > 0));
+    let committed = || -> BTreeMap<i32, i64> {
+        let mut list = TopicPartitionList::new();
+        for partition in ends.keys() {
+            list.add_partition("ads.impressions", *partition);
+        }
+        monitor
+            .committed_offsets(list, Duration::from_secs(10))
+            .map(|l| {
+                l.elements()
+                    .iter()
+                    .map(|e| match e.offset() {
+                        Offset::Offset(o) => (e.partition(), o),
+                        _ => (e.partition(), 0),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert!(
+        eventually(Duration::from_secs(60), || committed() == ends),
+        "committed {:?}, ends {ends:?}",
+        committed()
+    );
     run.kill();
 }

@@ -14,7 +14,6 @@ use adstream_operators::time::EventTime;
 use chrono::NaiveDate;
 use common::*;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 /// A message to produce.
@@ -257,8 +256,7 @@ fn dead_letter_reasons(brokers: &str, want: &BTreeSet<&'static str>) -> BTreeSet
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while std::time::Instant::now() < deadline && !want.iter().all(|r| seen.contains(*r)) {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-            let doc: serde_json::Value =
-                serde_json::from_slice(m.payload().unwrap_or_default()).unwrap();
+            let doc = dead_letter_doc(&m);
             assert!(doc["topic"].as_str().unwrap().starts_with("ads."), "{doc}");
             assert!(
                 doc["offset"].as_i64().is_some() && doc["partition"].as_i64().is_some(),

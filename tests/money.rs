@@ -45,14 +45,8 @@ fn wait_for_campaign(api: &str, id: &str) {
 
 /// The dead letter of the message keyed `key`, once it has been published.
 fn dead_letter(broker: &Broker, key: &str) -> serde_json::Value {
-    find_record(
-        &broker.brokers(),
-        "ads.deadletter",
-        key,
-        Duration::from_secs(60),
-        |_| true,
-    )
-    .unwrap_or_else(|| panic!("no dead letter for {key}"))
+    find_dead_letter(&broker.brokers(), key, Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("no dead letter for {key}"))
 }
 
 /// A CPC and a CPM campaign whose billing events all arrive after their budgets are spent, at a

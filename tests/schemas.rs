@@ -359,3 +359,32 @@ fn times_accept_rfc3339_and_integer_millis_in_both() {
         assert!(Conversion::parse(&bytes).is_err(), "Rust accepts ts {ts}");
     }
 }
+
+/// The headers the pipeline writes on a dead letter validate against `deadletter.schema.json`,
+/// for every reason.
+#[test]
+fn dead_letter_headers_validate() {
+    use adstream_operators::records::{DeadLetter, Origin, Reason};
+    for reason in Reason::ALL {
+        let dead = DeadLetter {
+            reason,
+            detail: "field `ts`: missing".into(),
+            origin: Origin {
+                stream: 1,
+                partition: 7,
+                offset: 123_456,
+            },
+            key: Some(vec![0xff, 0x00]),
+            payload: vec![0xc3, 0x28, b'{'],
+            truncated: reason == Reason::Oversize,
+        };
+        let headers: serde_json::Map<String, Value> =
+            adstream::kafka::sink::dead_letter_headers(&dead, "ads.impressions")
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(String::from_utf8(v).unwrap())))
+                .collect();
+        let doc = Value::Object(headers);
+        let errors = schema_errors("deadletter", &doc);
+        assert!(errors.is_empty(), "{doc}: {errors:#?}");
+    }
+}

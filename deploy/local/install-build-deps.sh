@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building adstream needs beyond Rust, on a fresh Debian/Ubuntu machine:
-# libclang (RocksDB's bindings are generated with bindgen) and a C/C++ toolchain (RocksDB and
-# librdkafka are compiled from source). Idempotent: installs nothing that is already there.
+# libclang (RocksDB's bindings are generated with bindgen), a C/C++ toolchain (RocksDB and
+# librdkafka are compiled from source) and OpenSSL's headers (librdkafka's TLS and SCRAM).
+# Idempotent: installs nothing that is already there.
 set -euo pipefail
 
 need=()
@@ -16,6 +17,10 @@ fi
 command -v cc >/dev/null 2>&1 || need+=(gcc)
 command -v c++ >/dev/null 2>&1 || need+=(g++)
 command -v make >/dev/null 2>&1 || need+=(make)
+# librdkafka's TLS and SASL SCRAM (rdkafka's `ssl` feature) link the system OpenSSL, found with
+# pkg-config.
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+pkg-config --exists openssl 2>/dev/null || need+=(libssl-dev)
 
 if [ ${#need[@]} -gt 0 ]; then
     echo "install-build-deps.sh: installing ${need[*]}" >&2

@@ -51,6 +51,10 @@ pub trait PartitionReader: 'static {
     fn lagging(&self) -> Vec<(StreamId, i32)> {
         Vec::new()
     }
+    /// `offsets` (the next offset to read of each partition) are now durable in a checkpoint:
+    /// a Kafka reader commits them to its consumer group for lag monitoring. They are never
+    /// read back from there; the checkpoint stays the source of truth.
+    fn checkpointed(&mut self, _offsets: &BTreeMap<(StreamId, i32), i64>) {}
 }
 
 /// A reader over messages held in memory, for tests and benchmarks.
@@ -312,6 +316,7 @@ where
             if let Some((ticket, written)) = &in_flight {
                 match ticket.poll() {
                     Some(true) => {
+                        reader.checkpointed(written);
                         persisted.extend(written.iter().map(|(k, v)| (*k, *v)));
                         in_flight = None;
                     }

@@ -469,10 +469,16 @@ impl Simulator {
             write_error: None,
         }));
         let mut kafka = kafka.clone();
-        kafka
-            .set("enable.idempotence", "true")
-            .set("linger.ms", "5")
-            .set("queue.buffering.max.messages", "1000000");
+        // The pipeline's properties (`kafka`) win over the batching defaults.
+        for (key, value) in [
+            ("linger.ms", "5"),
+            ("queue.buffering.max.messages", "1000000"),
+        ] {
+            if kafka.get(key).is_none() {
+                kafka.set(key, value);
+            }
+        }
+        kafka.set("enable.idempotence", "true");
         let producer = kafka
             .create_with_context(TruthContext {
                 recorder: recorder.clone(),

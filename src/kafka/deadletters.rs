@@ -40,7 +40,7 @@ use adstream_operators::records::StreamId;
 use adstream_operators::source::restore_position_times;
 use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
+use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use crate::pipeline::Topics;
@@ -124,14 +124,33 @@ impl DeadLetterGate {
     }
 }
 
-/// The source position a dead-letter document names, if it names an input of `topics`.
-pub fn position_of(doc: &serde_json::Value, topics: &Topics) -> Option<Position> {
-    let topic = doc["topic"].as_str()?;
+/// The source position a dead letter names, if it names an input of `topics`: `header` gives
+/// its headers' values ([`super::sink::dead_letter_header`]); `payload` is its value, read as
+/// the JSON document that releases before headers wrote, when it has no source header.
+pub fn position_of<'a>(
+    header: impl Fn(&str) -> Option<&'a str>,
+    payload: Option<&[u8]>,
+    topics: &Topics,
+) -> Option<Position> {
+    use super::sink::dead_letter_header as h;
+    let (topic, partition, offset) = match header(h::TOPIC) {
+        Some(topic) => (
+            topic.to_string(),
+            header(h::PARTITION)?.parse::<i32>().ok()?,
+            header(h::OFFSET)?.parse::<i64>().ok()?,
+        ),
+        None => {
+            let doc = serde_json::from_slice::<serde_json::Value>(payload?).ok()?;
+            (
+                doc["topic"].as_str()?.to_string(),
+                i32::try_from(doc["partition"].as_i64()?).ok()?,
+                doc["offset"].as_i64()?,
+            )
+        }
+    };
     let stream = StreamId::ALL
         .into_iter()
         .find(|s| topics.input(*s) == topic)?;
-    let partition = i32::try_from(doc["partition"].as_i64()?).ok()?;
-    let offset = doc["offset"].as_i64()?;
     Some((stream as u8, partition, offset))
 }
 
@@ -209,11 +228,14 @@ pub fn published_since(
             }
             Some(message) => message.with_context(|| format!("reading {topic} back"))?,
         };
-        if let Some(position) = m
-            .payload()
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
-            .and_then(|doc| position_of(&doc, topics))
-        {
+        let headers = m.headers();
+        let header = |name: &str| {
+            headers
+                .and_then(|h| h.iter().find(|x| x.key == name))
+                .and_then(|x| x.value)
+                .and_then(|v| std::str::from_utf8(v).ok())
+        };
+        if let Some(position) = position_of(header, m.payload(), topics) {
             published.insert(position);
         }
         if ends
@@ -286,16 +308,34 @@ mod tests {
     }
 
     #[test]
-    fn positions_are_read_from_the_documents_of_known_topics() {
+    fn positions_are_read_from_the_headers_or_legacy_documents_of_known_topics() {
+        use crate::kafka::sink::dead_letter_header as h;
         let topics = Topics::default();
-        let doc = serde_json::json!({"reason": "bad_token", "topic": topics.clicks,
-            "partition": 2, "offset": 41});
+        let headers = |topic: &'static str| {
+            move |name: &str| match name {
+                n if n == h::TOPIC => Some(topic),
+                n if n == h::PARTITION => Some("2"),
+                n if n == h::OFFSET => Some("41"),
+                _ => None,
+            }
+        };
+        let clicks: &'static str = Box::leak(topics.clicks.clone().into_boxed_str());
+        // The value is the original message's bytes, whatever they are.
         assert_eq!(
-            position_of(&doc, &topics),
+            position_of(headers(clicks), Some(b"\xff{not json"), &topics),
             Some((StreamId::Clicks as u8, 2, 41))
         );
-        let other = serde_json::json!({"topic": "elsewhere", "partition": 2, "offset": 41});
-        assert_eq!(position_of(&other, &topics), None);
-        assert_eq!(position_of(&serde_json::json!({}), &topics), None);
+        assert_eq!(position_of(headers("elsewhere"), None, &topics), None);
+        // Dead letters of earlier releases: a JSON document, no headers.
+        let none = |_: &str| None;
+        let doc = serde_json::json!({"reason": "bad_token", "topic": topics.clicks,
+            "partition": 2, "offset": 41})
+        .to_string();
+        assert_eq!(
+            position_of(none, Some(doc.as_bytes()), &topics),
+            Some((StreamId::Clicks as u8, 2, 41))
+        );
+        assert_eq!(position_of(none, Some(b"{}"), &topics), None);
+        assert_eq!(position_of(none, None, &topics), None);
     }
 }

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod deadletters;
 pub mod monitor;
 pub mod output;
+pub mod properties;
 pub mod reader;
 pub mod sink;
 
@@ -43,6 +44,98 @@ pub fn client_config(pipeline: &Pipeline, brokers: &str) -> anyhow::Result<Clien
         );
     }
     Ok(config)
+}
+
+/// What a connection check saw of the client's errors.
+#[derive(Default)]
+struct ConnectionProbe {
+    /// An error no retry will cure (bad credentials, an untrusted certificate), as reported.
+    fatal: std::sync::Mutex<Option<String>>,
+    /// The last other error (the brokers cannot be reached...).
+    last: std::sync::Mutex<Option<String>>,
+}
+
+impl rdkafka::ClientContext for ConnectionProbe {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let slot = if connection_fatal(&error, reason) {
+            &self.fatal
+        } else {
+            &self.last
+        };
+        if let Ok(mut slot) = slot.lock() {
+            *slot = Some(reason.to_string());
+        }
+    }
+
+    fn log(&self, _level: rdkafka::config::RDKafkaLogLevel, _fac: &str, _log_message: &str) {}
+}
+
+impl rdkafka::producer::ProducerContext for ConnectionProbe {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, _: &rdkafka::producer::DeliveryResult<'_>, _: ()) {}
+}
+
+/// Whether a client error is one that retrying cannot cure: the brokers refused the
+/// credentials, or the TLS handshake failed (an untrusted or mismatched certificate, a
+/// plaintext port).
+pub fn connection_fatal(error: &KafkaError, reason: &str) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed)
+    ) || [
+        "SSL handshake failed",
+        "certificate verify failed",
+        "SASL authentication",
+    ]
+    .iter()
+    .any(|needle| reason.contains(needle))
+}
+
+/// Connects to the brokers of `config` (`brokers`, for messages) and reads the cluster's
+/// metadata, so that a wrong password, an untrusted certificate or unreachable brokers are a
+/// clear error at once instead of a client retrying in silence. Fails at the first error that
+/// retrying cannot cure, or when no metadata comes within `timeout`.
+pub fn check_connection(
+    config: &ClientConfig,
+    brokers: &str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    use rdkafka::producer::Producer;
+    let probe: rdkafka::producer::BaseProducer<ConnectionProbe> = config
+        .clone()
+        .create_with_context(ConnectionProbe::default())
+        .context("creating a Kafka client (check [kafka.properties])")?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(reason) = probe.context().fatal.lock().ok().and_then(|mut f| f.take()) {
+            let hint = if reason.contains("SASL") || reason.contains("uthenticat") {
+                "check sasl.mechanism, sasl.username and sasl.password in [kafka.properties]"
+            } else {
+                "check security.protocol and ssl.ca.location (the CA that signed the brokers' \
+                 certificates) in [kafka.properties]"
+            };
+            anyhow::bail!("Kafka at {brokers} refused the connection: {reason} ({hint})");
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            let last = probe.context().last.lock().ok().and_then(|l| l.clone());
+            anyhow::bail!(
+                "cannot reach Kafka at {brokers} within {}s{}",
+                timeout.as_secs(),
+                last.map(|l| format!(": {l}")).unwrap_or_default()
+            );
+        }
+        if probe
+            .client()
+            .fetch_metadata(None, left.min(Duration::from_millis(500)))
+            .is_ok()
+        {
+            return Ok(());
+        }
+        // Serves the client's error callbacks.
+        probe.poll(Duration::from_millis(50));
+    }
 }
 
 /// The latest JSON value of every key of `topic` (a compacted upsert topic such as `report.*`),

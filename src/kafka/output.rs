@@ -100,13 +100,16 @@ pub struct Waiting<M> {
     pub key: Vec<u8>,
     /// Value.
     pub payload: Vec<u8>,
+    /// Kafka headers (name, value), in order.
+    pub headers: Vec<(String, Vec<u8>)>,
     /// What the delivery callback needs (receipt, retries).
     pub meta: M,
 }
 
 impl<M> Waiting<M> {
     fn bytes(&self) -> usize {
-        self.topic.len() + self.key.len() + self.payload.len() + 64
+        let headers: usize = self.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+        self.topic.len() + self.key.len() + self.payload.len() + headers + 64
     }
 }
 
@@ -173,6 +176,7 @@ mod tests {
             topic: "t".into(),
             key: vec![n],
             payload: vec![0; size],
+            headers: Vec::new(),
             meta: n,
         }
     }

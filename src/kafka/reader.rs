@@ -14,7 +14,7 @@
 //! ([`super::monitor`]); offsets that retention deleted before they were read are reported.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,7 @@ use adstream_operators::records::{RawMessage, StreamId};
 use adstream_operators::source::PartitionReader;
 use anyhow::Context;
 use rdkafka::consumer::base_consumer::PartitionQueue;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::types::RDKafkaErrorCode;
@@ -76,12 +76,36 @@ pub fn assignment(layout: &Layout, index: usize, peers: usize) -> Vec<(StreamId,
 /// ready again).
 pub struct ReaderContext {
     live: Arc<LiveState>,
+    /// Whether the last commit of checkpointed offsets failed (logged when this changes).
+    commits_failing: AtomicBool,
 }
 
 impl ReaderContext {
     /// A context reporting to `live`'s health.
     pub fn new(live: Arc<LiveState>) -> Self {
-        ReaderContext { live }
+        ReaderContext {
+            live,
+            commits_failing: AtomicBool::new(false),
+        }
+    }
+
+    /// Logs a commit of checkpointed offsets failing, or working again, once per change: the
+    /// commits are for monitoring only, so a failure is not fatal.
+    fn commit_outcome(&self, result: Result<(), &KafkaError>) {
+        match result {
+            Ok(()) => {
+                if self.commits_failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!(
+                        "committing checkpointed offsets to the consumer group works again"
+                    );
+                }
+            }
+            Err(e) => {
+                if !self.commits_failing.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(error = %e, "committing checkpointed offsets to the consumer group failed (they stay checkpointed; lag monitors see stale offsets)");
+                }
+            }
+        }
     }
 }
 
@@ -98,7 +122,15 @@ impl ClientContext for ReaderContext {
     }
 }
 
-impl ConsumerContext for ReaderContext {}
+impl ConsumerContext for ReaderContext {
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        _offsets: &TopicPartitionList,
+    ) {
+        self.commit_outcome(result.as_ref().map(|_| ()));
+    }
+}
 
 /// The process's one consumer. Each worker's [`KafkaReader`] assigns its partitions to it and
 /// reads them from their own queues; the broker sees one client fetching every partition of
@@ -115,13 +147,15 @@ pub struct SharedConsumer {
 }
 
 impl SharedConsumer {
-    /// Creates the process's consumer over the pipeline's client `config`, reading `topics`.
+    /// Creates the process's consumer over the pipeline's client `config`, reading `topics`,
+    /// in consumer group `group` (where checkpointed offsets are committed for monitoring).
     pub fn new(
         config: &ClientConfig,
+        group: &str,
         topics: &[(StreamId, String)],
         live: Arc<LiveState>,
     ) -> anyhow::Result<Arc<Self>> {
-        let consumer: BaseConsumer<ReaderContext> = consumer_config(config)
+        let consumer: BaseConsumer<ReaderContext> = consumer_config(config, group)
             .create_with_context(ReaderContext::new(live))
             .context("creating a Kafka consumer")?;
         Ok(Arc::new(SharedConsumer {
@@ -280,22 +314,24 @@ pub struct ReaderLinks {
 
 /// The reader's consumer settings over the pipeline's client `config`: offsets are the
 /// checkpoint's, never committed or reset by the client.
-fn consumer_config(config: &ClientConfig) -> ClientConfig {
+fn consumer_config(config: &ClientConfig, group: &str) -> ClientConfig {
     let mut config = config.clone();
     config
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false")
-        .set("auto.offset.reset", "error")
-        .set("fetch.min.bytes", "1");
+        .set("auto.offset.reset", "error");
     // `fetch.wait.max.ms`: how long the broker may hold a fetch that finds nothing, which is
-    // what an idle pipeline costs the broker (one fetch per process per wait). Both may be set
-    // in `[kafka.properties]`.
-    for (key, default) in [("group.id", "adstream"), ("fetch.wait.max.ms", "20")] {
-        if config.get(key).is_none() {
-            config.set(key, default);
-        }
-    }
+    // what an idle pipeline costs the broker (one fetch per process per wait). All of these may
+    // be set in `[kafka.properties]`.
+    super::properties::set_defaults(
+        &mut config,
+        &[
+            ("group.id", group),
+            ("fetch.wait.max.ms", "20"),
+            ("fetch.min.bytes", "1"),
+        ],
+    );
     config
 }
 
@@ -642,6 +678,25 @@ impl PartitionReader for KafkaReader {
     fn lagging(&self) -> Vec<(StreamId, i32)> {
         self.behind.keys().copied().collect()
     }
+
+    fn checkpointed(&mut self, offsets: &BTreeMap<(StreamId, i32), i64>) {
+        let mut list = TopicPartitionList::new();
+        for ((stream, partition), next) in offsets {
+            let Some(topic) = self.names.get(stream) else {
+                continue;
+            };
+            if let Err(e) = list.add_partition_offset(topic, *partition, Offset::Offset(*next)) {
+                tracing::debug!(error = %e, topic, partition, "offset not committed");
+            }
+        }
+        if list.count() == 0 {
+            return;
+        }
+        // Asynchronous: the outcome comes to `ReaderContext::commit_callback`.
+        if let Err(e) = self.shared.consumer.commit(&list, CommitMode::Async) {
+            self.shared.consumer.context().commit_outcome(Err(&e));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -650,14 +705,14 @@ mod tests {
 
     #[test]
     fn fetch_wait_and_group_default_unless_the_pipeline_sets_them() {
-        let defaults = consumer_config(&ClientConfig::new());
+        let defaults = consumer_config(&ClientConfig::new(), "adstream-ads");
         assert_eq!(defaults.get("fetch.wait.max.ms"), Some("20"));
-        assert_eq!(defaults.get("group.id"), Some("adstream"));
+        assert_eq!(defaults.get("group.id"), Some("adstream-ads"));
         let mut set = ClientConfig::new();
         set.set("fetch.wait.max.ms", "500")
             .set("group.id", "g")
             .set("enable.auto.commit", "true");
-        let config = consumer_config(&set);
+        let config = consumer_config(&set, "adstream-ads");
         assert_eq!(config.get("fetch.wait.max.ms"), Some("500"));
         assert_eq!(config.get("group.id"), Some("g"));
         // Offsets are the checkpoint's: never committed by the client.

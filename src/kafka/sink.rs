@@ -14,11 +14,10 @@ use adstream_operators::ledger::status::BudgetStatus;
 use adstream_operators::records::{DeadLetter, StreamId};
 use anyhow::Context;
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, ClientContext};
-use serde_json::json;
 
 use super::deadletters::DeadLetterGate;
 use super::output::{congested, on_failure, reason, Backlog, Failure, Waiting, BACKLOG_BYTES};
@@ -30,18 +29,52 @@ use crate::pipeline::Topics;
 /// stops at once so that it restarts from its checkpoint, and no undelivered output is lost.
 pub const EXIT_PRODUCER_FATAL: i32 = 74;
 
-/// The dead-letter document written for `dead` read from `topic`.
-pub fn dead_letter_json(dead: &DeadLetter, topic: &str) -> serde_json::Value {
-    json!({
-        "reason": dead.reason.as_str(),
-        "detail": dead.detail,
-        "topic": topic,
-        "partition": dead.origin.partition,
-        "offset": dead.origin.offset,
-        "key": dead.key.as_deref().map(String::from_utf8_lossy),
-        "payload": String::from_utf8_lossy(&dead.payload),
-        "payload_truncated": dead.truncated,
-    })
+/// Header names of a dead letter (the record's key and value are the original message's):
+/// why it was refused and where it was read, as Kafka Connect's dead-letter queues carry theirs.
+pub mod dead_letter_header {
+    /// The reason, snake_case (`malformed_json`, `bad_token`, ...).
+    pub const REASON: &str = "adstream.error.reason";
+    /// Human-readable detail naming the field or check.
+    pub const DETAIL: &str = "adstream.error.detail";
+    /// The source topic.
+    pub const TOPIC: &str = "adstream.source.topic";
+    /// The source partition, in decimal.
+    pub const PARTITION: &str = "adstream.source.partition";
+    /// The source offset, in decimal.
+    pub const OFFSET: &str = "adstream.source.offset";
+    /// `true` when the value holds only the first bytes of an oversize message, else `false`.
+    pub const TRUNCATED: &str = "adstream.payload.truncated";
+}
+
+/// The headers of the dead letter of `dead`, read from `topic`.
+pub fn dead_letter_headers(dead: &DeadLetter, topic: &str) -> Vec<(String, Vec<u8>)> {
+    use dead_letter_header as h;
+    [
+        (h::REASON, dead.reason.as_str().to_string()),
+        (h::DETAIL, dead.detail.clone()),
+        (h::TOPIC, topic.to_string()),
+        (h::PARTITION, dead.origin.partition.to_string()),
+        (h::OFFSET, dead.origin.offset.to_string()),
+        (h::TRUNCATED, dead.truncated.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.into_bytes()))
+    .collect()
+}
+
+/// `headers` for a librdkafka record, `None` when there are none.
+fn owned_headers(headers: &[(String, Vec<u8>)]) -> Option<OwnedHeaders> {
+    if headers.is_empty() {
+        return None;
+    }
+    let mut owned = OwnedHeaders::new_with_capacity(headers.len());
+    for (key, value) in headers {
+        owned = owned.insert(Header {
+            key,
+            value: Some(value),
+        });
+    }
+    Some(owned)
 }
 
 /// What the delivery callback needs of a record.
@@ -196,10 +229,16 @@ impl ProducerContext for OutputContext {
                     Failure::Retry => {
                         s.count(m.topic(), "retried");
                         meta.retries += 1;
+                        let headers = m.headers().map_or_else(Vec::new, |h| {
+                            h.iter()
+                                .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                                .collect()
+                        });
                         let record = Waiting {
                             topic: m.topic().to_string(),
                             key: m.key().unwrap_or_default().to_vec(),
                             payload: m.payload().unwrap_or_default().to_vec(),
+                            headers,
                             meta,
                         };
                         if let Ok(mut backlog) = s.backlog.lock() {
@@ -236,10 +275,17 @@ impl Sinks {
         gate: DeadLetterGate,
     ) -> anyhow::Result<Self> {
         let mut config = config.clone();
+        // Defaults the pipeline's properties may override.
+        super::properties::set_defaults(
+            &mut config,
+            &[
+                ("linger.ms", "5"),
+                ("queue.buffering.max.messages", "1000000"),
+            ],
+        );
+        // What correctness rests on (refused in `[kafka.properties]`).
         config
             .set("enable.idempotence", "true")
-            .set("linger.ms", "5")
-            .set("queue.buffering.max.messages", "1000000")
             // No deadline: librdkafka retries through an outage, in order and without
             // duplicates; the backlog and the held inputs bound what waits.
             .set("message.timeout.ms", "0")
@@ -286,6 +332,18 @@ impl Sinks {
     /// Sends a record without ever blocking: into librdkafka's queue, or into the backlog
     /// behind the records already waiting there.
     fn send(&self, topic: &str, key: &[u8], payload: &[u8], receipt: Option<&Receipt>) {
+        self.send_with_headers(topic, key, payload, Vec::new(), receipt);
+    }
+
+    /// [`Self::send`] with Kafka `headers`.
+    fn send_with_headers(
+        &self,
+        topic: &str,
+        key: &[u8],
+        payload: &[u8],
+        headers: Vec<(String, Vec<u8>)>,
+        receipt: Option<&Receipt>,
+    ) {
         if let Some(r) = receipt {
             r.add();
         }
@@ -298,25 +356,30 @@ impl Sinks {
             s.fail(topic, "poisoned", "failed", &meta);
             return;
         };
-        let waiting = |meta| Waiting {
+        let owned = owned_headers(&headers);
+        let waiting = |meta, headers| Waiting {
             topic: topic.to_string(),
             key: key.to_vec(),
             payload: payload.to_vec(),
+            headers,
             meta,
         };
         if !backlog.is_empty() {
-            s.wait_in_backlog(&mut backlog, waiting(meta));
+            s.wait_in_backlog(&mut backlog, waiting(meta, headers));
         } else {
-            let record = BaseRecord::with_opaque_to(topic, meta)
+            let mut record = BaseRecord::with_opaque_to(topic, meta)
                 .key(key)
                 .payload(payload);
+            if let Some(h) = owned {
+                record = record.headers(h);
+            }
             s.in_producer.fetch_add(1, Ordering::AcqRel);
             if let Err((e, record)) = self.producer.send(record) {
                 s.in_producer.fetch_sub(1, Ordering::AcqRel);
                 let meta = record.delivery_opaque;
                 match e.rdkafka_error_code() {
                     Some(RDKafkaErrorCode::QueueFull) => {
-                        s.wait_in_backlog(&mut backlog, waiting(meta));
+                        s.wait_in_backlog(&mut backlog, waiting(meta, headers));
                     }
                     code => {
                         let why = code.map_or_else(|| e.to_string(), reason);
@@ -330,7 +393,8 @@ impl Sinks {
         s.update(in_backlog);
     }
 
-    /// Writes a dead letter, keyed by the original key, unless an earlier run published it.
+    /// Writes a dead letter (the original key and bytes; the reason and source in its headers,
+    /// [`dead_letter_header`]) unless an earlier run published it.
     /// `receipt` (from a [`adstream_operators::deliver`] fence) settles once it is delivered.
     pub fn dead_letter(&self, dead: &DeadLetter, receipt: Option<&Receipt>) {
         let admitted = self
@@ -345,11 +409,11 @@ impl Sinks {
         }
         let source =
             StreamId::from_u8(dead.origin.stream).map_or("unknown", |s| self.topics.input(s));
-        let doc = dead_letter_json(dead, source);
-        self.send(
+        self.send_with_headers(
             &self.topics.deadletter,
             dead.key.as_deref().unwrap_or_default(),
-            doc.to_string().as_bytes(),
+            &dead.payload,
+            dead_letter_headers(dead, source),
             receipt,
         );
     }
@@ -435,9 +499,12 @@ fn drain_backlog(producer: Weak<ThreadedProducer<OutputContext>>, shared: Weak<S
         };
         let mut full = false;
         while let Some(r) = backlog.pop() {
-            let record = BaseRecord::with_opaque_to(&r.topic, r.meta)
+            let mut record = BaseRecord::with_opaque_to(&r.topic, r.meta)
                 .key(&r.key)
                 .payload(&r.payload);
+            if let Some(h) = owned_headers(&r.headers) {
+                record = record.headers(h);
+            }
             s.in_producer.fetch_add(1, Ordering::AcqRel);
             match producer.send(record) {
                 Ok(()) => {}
@@ -449,6 +516,7 @@ fn drain_backlog(producer: Weak<ThreadedProducer<OutputContext>>, shared: Weak<S
                             topic: r.topic,
                             key: r.key,
                             payload: r.payload,
+                            headers: r.headers,
                             meta,
                         });
                         full = true;

@@ -98,6 +98,14 @@ impl<'a> Collector<'a> {
         });
     }
 
+    /// The byte range of the first `needle` in the text (`0..0` if it is not there): for
+    /// errors about map keys, which carry no span of their own.
+    pub(super) fn find(&self, needle: &str) -> Range<usize> {
+        self.text
+            .find(needle)
+            .map_or(0..0, |start| start..start + needle.len())
+    }
+
     /// Errors so far.
     pub(super) fn len(&self) -> usize {
         self.errors.len()

@@ -102,6 +102,15 @@ pub struct Pipeline {
     pub model: Model,
     /// The reports to keep: `[reporting]` (none when disabled).
     pub reports: Arc<[ReportSpec]>,
+    /// `[metrics]`.
+    pub metrics: MetricsSettings,
+}
+
+/// `[metrics]`: what `GET /metrics` exports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MetricsSettings {
+    /// Export per-campaign series (one per campaign: unbounded, so opt-in).
+    pub per_campaign: bool,
 }
 
 /// `[kafka]`: the connection.
@@ -192,8 +201,12 @@ pub struct Checkpoint {
 pub struct Api {
     /// Listen address.
     pub listen: SocketAddr,
+    /// Listen address of the admin API; `None`: `listen` serves every route.
+    pub admin_listen: Option<SocketAddr>,
     /// When set, admin routes need `Authorization: Bearer TOKEN`; unresolved.
     pub admin_token: Option<Secret>,
+    /// Advertiser id → its read token (campaign reads of its own campaigns); unresolved.
+    pub advertiser_tokens: BTreeMap<String, Secret>,
     /// The server's limits.
     pub limits: Limits,
 }
@@ -241,6 +254,8 @@ pub struct Unlocked {
     pub decode: DecodeConfig,
     /// The admin token (`None`: admin routes are open).
     pub admin_token: Option<String>,
+    /// (advertiser id, read token) pairs.
+    pub advertiser_tokens: Vec<(String, String)>,
 }
 
 impl Pipeline {
@@ -301,6 +316,16 @@ impl Pipeline {
             .as_ref()
             .map(Secret::resolve)
             .transpose()?;
+        let mut advertiser_tokens = Vec::new();
+        for (advertiser, token) in &self.api.advertiser_tokens {
+            let token = token.resolve()?;
+            if token.chars().count() < MIN_READ_TOKEN {
+                return Err(SecretError::Short(format!(
+                    "api.advertiser_tokens.{advertiser}"
+                )));
+            }
+            advertiser_tokens.push((advertiser.clone(), token));
+        }
         let Serving {
             reserve_ecpm_micros,
             per_advertiser,
@@ -324,9 +349,13 @@ impl Pipeline {
                 max_message_bytes: self.max_message_bytes,
             },
             admin_token,
+            advertiser_tokens,
         })
     }
 }
+
+/// Characters an advertiser read token has at least.
+pub const MIN_READ_TOKEN: usize = 16;
 
 /// Why a secret could not be resolved.
 #[derive(Debug, thiserror::Error)]
@@ -342,6 +371,9 @@ pub enum SecretError {
         /// Why.
         source: std::io::Error,
     },
+    /// A token (the field named) resolved to fewer than [`MIN_READ_TOKEN`] characters.
+    #[error("{0}: the token must be at least {MIN_READ_TOKEN} characters")]
+    Short(String),
     /// The billing secret is [`DEVELOPMENT_SECRET`] and the pipeline does not allow it.
     #[error("pipeline.secret is the development secret shipped with adstream ({DEVELOPMENT_SECRET:?}), which anyone can sign billing tokens with: set a secret of your own (env:NAME or file:PATH), or set `allow_development_secret = true` under [pipeline] for a local try")]
     Development,

@@ -72,6 +72,9 @@ pub struct RawPipeline {
     /// `[reporting]` and `[[reporting.reports]]`.
     #[serde(default)]
     pub reporting: RawReporting,
+    /// `[metrics]`.
+    #[serde(default)]
+    pub metrics: RawMetrics,
 }
 
 /// `[pipeline]`: identity, secret, state and parallelism.
@@ -268,8 +271,14 @@ impl Default for RawAttribution {
 pub struct RawApi {
     /// Listen address.
     pub listen: Spanned<String>,
+    /// Listen address of the admin API (dashboard, metrics, models); unset: `listen` serves
+    /// everything.
+    pub admin_listen: Option<Spanned<String>>,
     /// Bearer token of the admin routes: a literal, `env:NAME` or `file:PATH`.
     pub admin_token: Option<Spanned<Secret>>,
+    /// `[api.advertiser_tokens]`: advertiser id → bearer token that reads only that
+    /// advertiser's campaigns (a literal, `env:NAME` or `file:PATH`).
+    pub advertiser_tokens: BTreeMap<String, Spanned<Secret>>,
     /// A request head must arrive in full within this long, ms.
     pub header_read_timeout_ms: Spanned<u64>,
     /// A kept-alive connection silent this long after its last response is closed, ms.
@@ -286,13 +295,24 @@ impl Default for RawApi {
         let ms = |d: std::time::Duration| spanned(d.as_millis() as u64);
         RawApi {
             listen: spanned("127.0.0.1:8080".into()),
+            admin_listen: None,
             admin_token: None,
+            advertiser_tokens: BTreeMap::new(),
             header_read_timeout_ms: ms(d.header_read_timeout),
             idle_timeout_ms: ms(d.idle_timeout),
             max_connections: spanned(d.max_connections),
             shutdown_grace_ms: ms(d.shutdown_grace),
         }
     }
+}
+
+/// `[metrics]`: what `GET /metrics` exports.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMetrics {
+    /// Export per-campaign series (`adstream_budget_utilisation{campaign}`): one series per
+    /// campaign, so off by default.
+    pub per_campaign: bool,
 }
 
 /// `[serving]`: ad serving.

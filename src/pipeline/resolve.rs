@@ -27,7 +27,9 @@ use adstream_operators::source::SourceConfig;
 
 use super::errors::Collector;
 use super::raw::*;
-use super::{Api, Checkpoint, Kafka, Model, Pipeline, Serving, Topics};
+use super::{
+    Api, Checkpoint, Kafka, MetricsSettings, Model, Pipeline, Serving, Topics, MIN_READ_TOKEN,
+};
 use crate::kafka::monitor::MonitorSettings;
 use crate::server::Limits;
 
@@ -68,6 +70,7 @@ pub(super) fn resolve(raw: RawPipeline, errors: &mut Collector<'_>) -> Pipeline 
         labels,
         model,
         reporting,
+        metrics,
     } = raw;
     let RawPipelineSection {
         name,
@@ -122,7 +125,13 @@ pub(super) fn resolve(raw: RawPipeline, errors: &mut Collector<'_>) -> Pipeline 
         labels: resolve_labels(labels, errors),
         model: resolve_model(model, errors),
         reports: reports.into(),
+        metrics: resolve_metrics(metrics),
     }
+}
+
+fn resolve_metrics(raw: RawMetrics) -> MetricsSettings {
+    let RawMetrics { per_campaign } = raw;
+    MetricsSettings { per_campaign }
 }
 
 fn resolve_kafka(raw: RawKafka, errors: &mut Collector<'_>) -> Kafka {
@@ -142,6 +151,16 @@ fn resolve_kafka(raw: RawKafka, errors: &mut Collector<'_>) -> Kafka {
         },
         "must be a comma-separated list of host:port",
     );
+    for key in properties.keys() {
+        if let Some(why) = crate::kafka::properties::refusal(key) {
+            let span = errors.find(&format!("\"{key}\""));
+            errors.error(
+                span,
+                format!("kafka.properties.{key}"),
+                format!("adstream sets this property itself and it may not be changed: {why}"),
+            );
+        }
+    }
     Kafka {
         brokers,
         properties,
@@ -342,7 +361,9 @@ fn resolve_billing(
 fn resolve_api(raw: RawApi, errors: &mut Collector<'_>) -> Api {
     let RawApi {
         listen,
+        admin_listen,
         admin_token,
+        advertiser_tokens,
         header_read_timeout_ms,
         idle_timeout_ms,
         max_connections,
@@ -360,6 +381,50 @@ fn resolve_api(raw: RawApi, errors: &mut Collector<'_>) -> Api {
             );
             SocketAddr::from(([127, 0, 0, 1], 8080))
         });
+    let admin_listen = admin_listen.and_then(|admin| {
+        let span = admin.span();
+        match admin.into_inner().parse::<SocketAddr>() {
+            Err(_) => {
+                errors.error(
+                    span,
+                    "api.admin_listen",
+                    "must be an address such as 127.0.0.1:9090",
+                );
+                None
+            }
+            Ok(addr) if addr == listen && addr.port() != 0 => {
+                errors.error(
+                    span,
+                    "api.admin_listen",
+                    "must differ from api.listen (the admin routes get a listener of their own)",
+                );
+                None
+            }
+            Ok(addr) => Some(addr),
+        }
+    });
+    let advertiser_tokens = advertiser_tokens
+        .into_iter()
+        .map(|(advertiser, token)| {
+            let field = format!("api.advertiser_tokens.{advertiser}");
+            if adstream_operators::events::check_id(&advertiser).is_err() {
+                errors.error(token.span(), &field, "the key must be an advertiser id");
+            }
+            let token = errors.check(
+                token,
+                &field,
+                |t| {
+                    let t = t.as_written();
+                    match t.strip_prefix("env:").or_else(|| t.strip_prefix("file:")) {
+                        Some(target) => !target.trim().is_empty(),
+                        None => t.chars().count() >= MIN_READ_TOKEN,
+                    }
+                },
+                "must be at least 16 characters (or env:NAME / file:PATH)",
+            );
+            (advertiser, token)
+        })
+        .collect();
     let admin_token = admin_token.map(|token| {
         errors.check(
             token,
@@ -396,7 +461,9 @@ fn resolve_api(raw: RawApi, errors: &mut Collector<'_>) -> Api {
     };
     Api {
         listen,
+        admin_listen,
         admin_token,
+        advertiser_tokens,
         limits,
     }
 }

@@ -120,6 +120,13 @@ fn every_section_defaults() {
 fn the_shipped_pipeline_resolves() {
     let p = shipped();
     assert_eq!(p.workers, 2);
+    // The admin routes listen apart; per-campaign series are off.
+    assert_eq!(p.api.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(
+        p.api.admin_listen.map(|a| a.to_string()).as_deref(),
+        Some("127.0.0.1:9090")
+    );
+    assert!(!p.metrics.per_campaign);
     assert_eq!(p.kafka.properties["client.id"].as_written(), "adstream");
     assert_eq!(p.reports.len(), 3);
     assert_eq!(p.reports[2].measures.len(), 12);
@@ -274,6 +281,60 @@ fn api_limits_parse_and_are_checked() {
         assert!(err.to_string().contains(field), "{bad}: {err}");
         assert_eq!(err.line, 10, "{bad}: {err}");
     }
+}
+
+#[test]
+fn the_admin_listener_and_advertiser_tokens_parse_and_are_checked() {
+    let p = parse(OK).unwrap();
+    assert_eq!(p.api.admin_listen, None);
+    assert!(p.api.advertiser_tokens.is_empty());
+    assert!(!p.metrics.per_campaign);
+    let p = parse(&with(
+        "[api]\nadmin_listen = \"127.0.0.1:9191\"\n[api.advertiser_tokens]\nadv-1 = \"adv-1-read-token-0123\"\nadv-2 = \"env:ADV2_TOKEN\"\n[metrics]\nper_campaign = true",
+    ))
+    .unwrap();
+    assert_eq!(p.api.admin_listen.unwrap().to_string(), "127.0.0.1:9191");
+    assert_eq!(p.api.advertiser_tokens.len(), 2);
+    assert!(p.metrics.per_campaign);
+    assert!(
+        !format!("{p:?}").contains("adv-1-read-token-0123"),
+        "tokens are never printed"
+    );
+    // An unset variable is found at start-up, not by `validate`.
+    assert!(p.unlock().is_err());
+    let p = parse(&with(
+        "[api.advertiser_tokens]\nadv-1 = \"adv-1-read-token-0123\"",
+    ))
+    .unwrap();
+    assert_eq!(
+        p.unlock().unwrap().advertiser_tokens,
+        [("adv-1".to_string(), "adv-1-read-token-0123".to_string())]
+    );
+    for (bad, field) in [
+        ("admin_listen = \"localhost\"", "api.admin_listen"),
+        ("admin_listen = \"127.0.0.1:8080\"", "api.admin_listen"),
+        (
+            "listen = \"0.0.0.0:80\"\nadmin_listen = \"0.0.0.0:80\"",
+            "api.admin_listen",
+        ),
+        (
+            "[api.advertiser_tokens]\nadv-1 = \"short\"",
+            "api.advertiser_tokens.adv-1",
+        ),
+        (
+            "[api.advertiser_tokens]\nadv-1 = \"env:\"",
+            "api.advertiser_tokens.adv-1",
+        ),
+        (
+            "[api.advertiser_tokens]\n\"a\\u0000b\" = \"a-long-enough-token-123\"",
+            "api.advertiser_tokens.a\0b",
+        ),
+    ] {
+        let err = one_error(&with(&format!("[api]\n{bad}")));
+        assert_eq!(err.field.as_deref(), Some(field), "{bad}: {err}");
+    }
+    let err = one_error(&with("[metrics]\nper_campaing = true"));
+    assert!(err.to_string().contains("per_campaing"), "{err}");
 }
 
 #[test]
@@ -439,4 +500,28 @@ fn an_unreadable_file_is_one_error() {
             .starts_with("/nonexistent/p.toml:0:0: cannot read"),
         "{err}"
     );
+}
+
+#[test]
+fn kafka_properties_override_defaults_but_not_what_correctness_rests_on() {
+    let p = parse(&with(
+        "[kafka.properties]\n\"linger.ms\" = \"50\"\n\"compression.type\" = \"zstd\"\n\"group.id\" = \"team-ads\"",
+    ))
+    .unwrap();
+    assert_eq!(p.kafka.properties["linger.ms"].as_written(), "50");
+    for key in [
+        "enable.auto.commit",
+        "acks",
+        "message.timeout.ms",
+        "transactional.id",
+    ] {
+        let err = one_error(&with(&format!("[kafka.properties]\n\"{key}\" = \"x\"")));
+        assert_eq!(
+            err.field.as_deref(),
+            Some(format!("kafka.properties.{key}").as_str()),
+            "{err}"
+        );
+        assert!(err.message.contains("may not be changed"), "{err}");
+        assert!(err.line > 1, "the error points at the key: {err}");
+    }
 }

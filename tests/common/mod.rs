@@ -39,7 +39,7 @@ pub fn free_port() -> u16 {
     }
 }
 
-fn tansu_binary() -> PathBuf {
+pub fn tansu_binary() -> PathBuf {
     if let Ok(p) = std::env::var("TANSU") {
         return PathBuf::from(p);
     }
@@ -345,6 +345,48 @@ pub fn metric(api: &str, series: &str) -> Option<f64> {
 
 /// Every record of `topic` from its beginning to the end it has now, as JSON (others skipped).
 pub fn read_all(brokers: &str, topic: &str) -> Vec<serde_json::Value> {
+    read_all_decoded(brokers, topic, |m| {
+        use rdkafka::message::Message;
+        serde_json::from_slice(m.payload().unwrap_or_default()).ok()
+    })
+}
+
+/// Every dead letter on `ads.deadletter` (read from the start to its end now), as
+/// [`dead_letter_doc`]s.
+pub fn read_dead_letters(brokers: &str) -> Vec<serde_json::Value> {
+    read_all_decoded(brokers, "ads.deadletter", |m| Some(dead_letter_doc(m)))
+}
+
+/// A dead letter as one JSON document: its headers' reason, detail, source topic, partition
+/// and offset (numbers) and truncation, its key and value as (lossy) text, and the value's
+/// exact bytes in `payload_bytes`.
+pub fn dead_letter_doc(m: &rdkafka::message::BorrowedMessage<'_>) -> serde_json::Value {
+    use rdkafka::message::{Headers, Message};
+    let header = |name: &str| -> Option<String> {
+        let h = m.headers()?.iter().find(|h| h.key == name)?;
+        Some(String::from_utf8(h.value?.to_vec()).expect("UTF-8 header"))
+    };
+    let number = |name: &str| header(name).and_then(|v| v.parse::<i64>().ok());
+    let payload = m.payload().unwrap_or_default();
+    serde_json::json!({
+        "reason": header("adstream.error.reason"),
+        "detail": header("adstream.error.detail"),
+        "topic": header("adstream.source.topic"),
+        "partition": number("adstream.source.partition"),
+        "offset": number("adstream.source.offset"),
+        "payload_truncated": header("adstream.payload.truncated").map(|t| t == "true"),
+        "key": m.key().map(String::from_utf8_lossy),
+        "payload": String::from_utf8_lossy(payload),
+        "payload_bytes": payload,
+    })
+}
+
+/// Every record of `topic` that `decode` turns into a document, from the start to its end now.
+pub fn read_all_decoded(
+    brokers: &str,
+    topic: &str,
+    mut decode: impl FnMut(&rdkafka::message::BorrowedMessage<'_>) -> Option<serde_json::Value>,
+) -> Vec<serde_json::Value> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::Message;
     let consumer: BaseConsumer = ClientConfig::new()
@@ -382,7 +424,7 @@ pub fn read_all(brokers: &str, topic: &str) -> Vec<serde_json::Value> {
         let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) else {
             continue;
         };
-        if let Ok(doc) = serde_json::from_slice(m.payload().unwrap_or_default()) {
+        if let Some(doc) = decode(&m) {
             out.push(doc);
         }
         if ends
@@ -526,6 +568,41 @@ pub fn find_record(
     topic: &str,
     key: &str,
     timeout: Duration,
+    check: impl FnMut(&serde_json::Value) -> bool,
+) -> Option<serde_json::Value> {
+    find_decoded(
+        brokers,
+        topic,
+        key,
+        timeout,
+        |m| {
+            use rdkafka::message::Message;
+            serde_json::from_slice(m.payload().unwrap_or_default()).ok()
+        },
+        check,
+    )
+}
+
+/// The dead letter of the message keyed `key` (a [`dead_letter_doc`]), once it is published
+/// (or `None` after `timeout`).
+pub fn find_dead_letter(brokers: &str, key: &str, timeout: Duration) -> Option<serde_json::Value> {
+    find_decoded(
+        brokers,
+        "ads.deadletter",
+        key,
+        timeout,
+        |m| Some(dead_letter_doc(m)),
+        |_| true,
+    )
+}
+
+/// [`find_record`] with the record's document made by `decode`.
+pub fn find_decoded(
+    brokers: &str,
+    topic: &str,
+    key: &str,
+    timeout: Duration,
+    mut decode: impl FnMut(&rdkafka::message::BorrowedMessage<'_>) -> Option<serde_json::Value>,
     mut check: impl FnMut(&serde_json::Value) -> bool,
 ) -> Option<serde_json::Value> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -546,8 +623,7 @@ pub fn find_record(
         if m.key() != Some(key.as_bytes()) {
             continue;
         }
-        let Ok(doc) = serde_json::from_slice::<serde_json::Value>(m.payload().unwrap_or_default())
-        else {
+        let Some(doc) = decode(&m) else {
             continue;
         };
         if check(&doc) {

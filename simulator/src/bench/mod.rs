@@ -231,6 +231,86 @@ pub fn dataflow(
 ) -> anyhow::Result<f64> {
     let dir = tempfile::tempdir()?;
     let store = open(dir.path(), false)?;
+    Ok(dataflow_into(store, n, workers, reports))
+}
+
+/// What one family of checkpointed state costs: its entries, their stored bytes (key and
+/// value), and the time to rebuild it from the store.
+pub struct RestoreFigure {
+    /// The state (ledger, attribution, labels).
+    pub family: &'static str,
+    /// Entries in the store.
+    pub entries: usize,
+    /// Key and value bytes in all.
+    pub bytes: usize,
+    /// Milliseconds for the product's restore of one worker owning everything.
+    pub ms: f64,
+}
+
+/// Events/s of the billing dataflow over `n` events on one worker, without reports, then the
+/// cost of restoring each family of the state it checkpointed (as a restart would).
+pub fn dataflow_and_restore(
+    n: usize,
+    open: OpenStore<'_>,
+) -> anyhow::Result<(f64, Vec<RestoreFigure>)> {
+    use adstream_operators::routing::{ATTRIBUTION, LABELS, LEDGER_DEDUP, LEDGER_SPEND};
+    let dir = tempfile::tempdir()?;
+    let store = open(dir.path(), false)?;
+    let rate = dataflow_into(store.clone(), n, 1, false);
+    let size = |prefixes: &[&str]| -> anyhow::Result<(usize, usize)> {
+        let mut out = (0, 0);
+        for prefix in prefixes {
+            for (k, v) in store.scan(prefix.as_bytes())? {
+                out.0 += 1;
+                out.1 += k.len() + v.len();
+            }
+        }
+        Ok(out)
+    };
+    let timed = |f: &dyn Fn() -> anyhow::Result<()>| -> anyhow::Result<f64> {
+        let start = Instant::now();
+        f()?;
+        Ok(start.elapsed().as_secs_f64() * 1000.0)
+    };
+    let mut figures = Vec::new();
+    let (entries, bytes) = size(&[LEDGER_SPEND.prefix, LEDGER_DEDUP.prefix])?;
+    let ms = timed(&|| {
+        adstream_operators::ledger::operator::restore(&*store, Horizons::default(), 0, 1)?;
+        Ok(())
+    })?;
+    figures.push(RestoreFigure {
+        family: "ledger (spend + dedup)",
+        entries,
+        bytes,
+        ms,
+    });
+    let (entries, bytes) = size(&[ATTRIBUTION.prefix])?;
+    let ms = timed(&|| {
+        adstream_operators::attribution::operator::restore(&*store, Windows::default(), 0, 1)?;
+        Ok(())
+    })?;
+    figures.push(RestoreFigure {
+        family: "attribution (touches per user)",
+        entries,
+        bytes,
+        ms,
+    });
+    let (entries, bytes) = size(&[LABELS.prefix])?;
+    let ms = timed(&|| {
+        adstream_operators::labels::operator::restore(&*store, LabelConfig::default(), 0, 1)?;
+        Ok(())
+    })?;
+    figures.push(RestoreFigure {
+        family: "label join",
+        entries,
+        bytes,
+        ms,
+    });
+    Ok((rate, figures))
+}
+
+/// [`dataflow`] into `store`.
+fn dataflow_into(store: Arc<dyn StateStore>, n: usize, workers: usize, reports: bool) -> f64 {
     let now = EventTime::now().millis();
     let took: Arc<std::sync::Mutex<Vec<Duration>>> = Arc::default();
     let worker_took = took.clone();
@@ -332,7 +412,7 @@ pub fn dataflow(
         .ok()
         .and_then(|t| t.iter().max().copied())
         .unwrap_or_default();
-    Ok(n as f64 / slowest.as_secs_f64().max(1e-9))
+    n as f64 / slowest.as_secs_f64().max(1e-9)
 }
 
 fn rss_bytes() -> u64 {
@@ -479,6 +559,22 @@ pub fn run(events: usize, open: OpenStore<'_>) {
                 ms * 1000.0 / entries as f64
             );
         }
+    }
+    match dataflow_and_restore(events, open) {
+        Ok((rate, figures)) => {
+            println!("restore after a 1-worker run of {events} events ({rate:.0} events/s):");
+            for f in figures {
+                println!(
+                    "  {:<32} {:>9} entries, {:>6.1} bytes/entry, restored in {:>8.1} ms ({:.2} us/entry)",
+                    f.family,
+                    f.entries,
+                    f.bytes as f64 / f.entries.max(1) as f64,
+                    f.ms,
+                    f.ms * 1000.0 / f.entries.max(1) as f64
+                );
+            }
+        }
+        Err(e) => println!("restore: {e:#}"),
     }
     let per_key = dedup_memory(1_000_000);
     println!(
