@@ -490,11 +490,24 @@ fn check_one_timely_cluster(what: &str, objects: &BTreeMap<String, Value>, gpu: 
     assert_eq!(headless["ports"][0]["port"], 2101);
     let api = &objects["Service/adstream"];
     assert_eq!(api["spec"]["ports"][0]["port"], 8080);
-    assert_eq!(
-        api["metadata"]["annotations"]["prometheus.io/scrape"],
-        "true"
-    );
-    assert_eq!(api["metadata"]["annotations"]["prometheus.io/port"], "8080");
+    // The public Service publishes the API port only: the admin routes (the dashboard,
+    // /metrics, /v1/models) stay on each pod's admin port.
+    let api_ports = api["spec"]["ports"].as_array().unwrap();
+    assert_eq!(api_ports.len(), 1, "{what}");
+    assert_eq!(api_ports[0]["targetPort"], "http", "{what}");
+    let table: toml::Table = toml::from_str(&config_data(objects, "pipeline.toml")).unwrap();
+    let admin_port: u64 = table["api"]["admin_listen"]
+        .as_str()
+        .and_then(|a| a.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .expect("the ConfigMap's pipeline sets [api] admin_listen");
+    let ingress = objects["NetworkPolicy/adstream-cluster"]["spec"]["ingress"].to_string();
+    for port in [8080, admin_port] {
+        assert!(
+            ingress.contains(&format!("\"port\":{port}")),
+            "{what}: the NetworkPolicy lets port {port} in"
+        );
+    }
 
     let processes: u64 = config_data(objects, "processes").parse().unwrap();
     let trainer = &objects["StatefulSet/adstream-trainer"];
@@ -536,8 +549,23 @@ fn check_one_timely_cluster(what: &str, objects: &BTreeMap<String, Value>, gpu: 
         );
         let annotations = &spec["template"]["metadata"]["annotations"];
         assert_eq!(annotations["prometheus.io/scrape"], "true", "{name}");
+        // Metrics are scraped on the admin listener: the container's port "admin".
+        assert_eq!(
+            annotations["prometheus.io/port"],
+            admin_port.to_string(),
+            "{name}"
+        );
 
         let (pod, container) = pod_and_container(set);
+        let ports = container["ports"].as_array().unwrap();
+        for (port_name, port) in [("http", 8080), ("admin", admin_port), ("timely", 2101)] {
+            assert!(
+                ports
+                    .iter()
+                    .any(|p| p["name"] == port_name && p["containerPort"] == port),
+                "{name}: container port {port_name} {port}"
+            );
+        }
         assert!(
             pod["terminationGracePeriodSeconds"].as_u64().unwrap() >= 60,
             "{name}"
@@ -622,6 +650,7 @@ fn k8s_pipeline_is_valid() {
         Some("env:ADSTREAM_ADMIN_TOKEN")
     );
     assert_eq!(table["api"]["listen"].as_str(), Some("0.0.0.0:8080"));
+    assert_eq!(table["api"]["admin_listen"].as_str(), Some("0.0.0.0:9090"));
 }
 
 /// Runs the ConfigMap's entrypoint as pod `pod` with a stand-in `adstream` that prints its
@@ -920,6 +949,12 @@ fn prometheus_config_and_alerts_are_valid() {
         .unwrap();
     assert_eq!(pods["kubernetes_sd_configs"][0]["role"], "pod");
     let relabel = pods["relabel_configs"].to_string();
+    // One target per pod: its admin port (where /metrics is).
+    assert!(
+        relabel.contains(r#""source_labels":["__meta_kubernetes_pod_container_port_name"]"#)
+            && relabel.contains(r#""regex":"admin""#),
+        "the pod job keeps the container port named admin: {relabel}"
+    );
     for annotation in [
         "__meta_kubernetes_pod_annotation_prometheus_io_scrape",
         "__meta_kubernetes_pod_annotation_prometheus_io_port",
@@ -1764,7 +1799,12 @@ fn dockerfiles_lint_clean_run_as_non_root_and_copy_what_exists() {
             "{file}: /var/lib/adstream owned by adstream"
         );
         assert_eq!(last("ENTRYPOINT"), r#"["adstream"]"#, "{file}");
-        assert!(last("EXPOSE").split(' ').any(|p| p == "8080"), "{file}");
+        for port in ["8080", "9090", "2101"] {
+            assert!(
+                last("EXPOSE").split(' ').any(|p| p == port),
+                "{file}: {port}"
+            );
+        }
         assert!(
             runtime
                 .iter()
