@@ -15,6 +15,8 @@
 //! every update, so that every replica (serving, pacing, the live view) decides budget days and
 //! bids exactly as the ledger does.
 
+use std::sync::Arc;
+
 use crate::hash::HashMap;
 
 use chrono::NaiveDate;
@@ -136,10 +138,11 @@ impl Listed {
     }
 }
 
-/// Campaigns by id.
+/// Campaigns by id. Each definition is shared ([`Arc`]): serving's index holds the same ones
+/// without copying or looking them up by id per request.
 #[derive(Clone, Debug, Default)]
 pub struct Catalog {
-    entries: HashMap<String, Listed>,
+    entries: HashMap<String, Arc<Listed>>,
     /// Histories of campaigns restored from a checkpoint or deleted, until defined again.
     dormant: HashMap<String, History>,
 }
@@ -174,14 +177,21 @@ impl Catalog {
                     tz,
                     history,
                 };
-                self.entries
-                    .insert(update.campaign_id.clone(), listed.clone())
-                    != Some(listed)
+                let changed = self
+                    .entries
+                    .get(&update.campaign_id)
+                    .is_none_or(|old| **old != listed);
+                if changed {
+                    self.entries
+                        .insert(update.campaign_id.clone(), Arc::new(listed));
+                }
+                changed
             }
             None => match self.entries.remove(&update.campaign_id) {
                 Some(listed) => {
-                    self.dormant
-                        .insert(update.campaign_id.clone(), listed.history);
+                    let history =
+                        Arc::try_unwrap(listed).map_or_else(|l| l.history.clone(), |l| l.history);
+                    self.dormant.insert(update.campaign_id.clone(), history);
                     true
                 }
                 None => false,
@@ -204,7 +214,7 @@ impl Catalog {
 
     /// The campaign named `id`.
     pub fn get(&self, id: &str) -> Option<&Listed> {
-        self.entries.get(id)
+        self.entries.get(id).map(|l| &**l)
     }
 
     /// Number of campaigns.
@@ -219,6 +229,11 @@ impl Catalog {
 
     /// Every campaign.
     pub fn iter(&self) -> impl Iterator<Item = &Listed> {
+        self.entries.values().map(|l| &**l)
+    }
+
+    /// Every campaign, shared.
+    pub fn shared(&self) -> impl Iterator<Item = &Arc<Listed>> {
         self.entries.values()
     }
 }

@@ -1,7 +1,7 @@
 //! A serving replica's view of pacing: the latest broadcast state of every campaign, plus the
 //! reservations this replica made itself (known exactly, at once).
 
-use std::collections::HashMap;
+use crate::hash::HashMap;
 
 use super::reservation::Reservations;
 use super::PacingUpdate;

@@ -8,8 +8,8 @@
 //! pacing feedback and its `ads.served` record, collected by [`ServingReplica::take_outputs`].
 //! The [`super::operator`] shell only moves data between timely and these methods.
 
+use crate::hash::{HashMap, HashSet};
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -420,7 +420,7 @@ impl ServingReplica {
             index: CampaignIndex::default(),
             index_stale: false,
             ranker: PriorRanker::default(),
-            reach: HashMap::new(),
+            reach: HashMap::default(),
             last_flush: Instant::now(),
             outputs: Vec::new(),
         }

@@ -1,61 +1,106 @@
 //! Retrieval: from the replicated catalog and budget state to the candidates of one request.
 //!
-//! An index by targeted country (plus the campaigns that target everyone) narrows the catalog
-//! before any per-campaign check, so a request never scans every campaign. A campaign qualifies
-//! ([`qualify`]) when it is active and in flight, matches the request's geography (country,
-//! region, metro), device and interests, has a creative that fits one of its slots, and is not
-//! blocked by the request's block lists; then pacing may hold it back and it needs budget left
-//! today. At most `per_advertiser` campaigns of one advertiser go on.
+//! An index by targeted country and device (each with a posting for the campaigns that target
+//! every country or every device) narrows the catalog before any per-campaign check, so a
+//! request only visits the campaigns that can match its geography and device, and holds the
+//! campaigns themselves (shared with the catalog), so none is looked up by id per request. A
+//! campaign qualifies ([`qualify`]) when it is active and in flight, matches the request's
+//! geography (country, region, metro), device and interests, has a creative that fits one of
+//! its slots, and is not blocked by the request's block lists; then pacing may hold it back and
+//! it needs budget left today. At most `per_advertiser` campaigns of one advertiser go on.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::brand_safety::{blocked, Blocked};
 use super::formats::best_creative;
 use crate::catalog::Listed;
 use crate::events::CampaignStatus;
+use crate::hash::HashMap;
 use crate::ledger::status::BudgetBook;
 use crate::time::EventTime;
 
 use crate::request::AdRequest;
 
-const EVERYWHERE: &str = "*";
+/// The postings of one country, by device.
+type ByDevice = HashMap<Box<str>, Vec<Arc<Listed>>>;
 
-/// Campaign ids by targeted country (`*` for campaigns without country targeting).
+/// The posting key of "any country" and "any device".
+const ANY: &str = "*";
+
+/// The campaigns of a catalog by targeted country (upper case) and device (lower case), `*`
+/// standing for no targeting on that axis. A campaign is in one posting per (country, device)
+/// pair it targets; a request, with one country and one device, finds it in at most one.
 #[derive(Debug, Default)]
 pub struct CampaignIndex {
-    by_country: HashMap<String, Vec<String>>,
+    postings: HashMap<Box<str>, ByDevice>,
+    campaigns: usize,
 }
 
 impl CampaignIndex {
     /// Builds the index over every campaign of `book`.
     pub fn build(book: &BudgetBook) -> Self {
-        let mut by_country: HashMap<String, Vec<String>> = HashMap::new();
-        for listed in book.catalog().iter() {
-            let c = &listed.campaign;
-            if c.targeting.countries.is_empty() {
-                by_country
-                    .entry(EVERYWHERE.into())
-                    .or_default()
-                    .push(c.campaign_id.clone());
+        let mut index = CampaignIndex::default();
+        for listed in book.catalog().shared() {
+            let t = &listed.campaign.targeting;
+            let countries: Vec<String> = if t.countries.is_empty() {
+                vec![ANY.into()]
+            } else {
+                t.countries.iter().map(|c| c.to_ascii_uppercase()).collect()
+            };
+            let mut devices: Vec<String> = if t.devices.is_empty() {
+                vec![ANY.into()]
+            } else {
+                t.devices.iter().map(|d| d.to_ascii_lowercase()).collect()
+            };
+            devices.sort();
+            devices.dedup();
+            let mut countries = countries;
+            countries.sort();
+            countries.dedup();
+            for country in &countries {
+                let by_device = index.postings.entry(country.as_str().into()).or_default();
+                for device in &devices {
+                    by_device
+                        .entry(device.as_str().into())
+                        .or_default()
+                        .push(listed.clone());
+                }
             }
-            for country in &c.targeting.countries {
-                by_country
-                    .entry(country.to_ascii_uppercase())
-                    .or_default()
-                    .push(c.campaign_id.clone());
-            }
+            index.campaigns += 1;
         }
-        CampaignIndex { by_country }
+        index
     }
 
-    /// Ids of campaigns whose country targeting admits `country`.
-    pub fn lookup<'a>(&'a self, country: Option<&str>) -> impl Iterator<Item = &'a String> + 'a {
-        let everywhere = self.by_country.get(EVERYWHERE).into_iter().flatten();
-        let local = country
-            .and_then(|c| self.by_country.get(c))
-            .into_iter()
-            .flatten();
-        everywhere.chain(local)
+    /// The campaigns whose country and device targeting admit `country` and `device` (each at
+    /// most once).
+    pub fn lookup<'a>(
+        &'a self,
+        country: Option<&str>,
+        device: Option<&str>,
+    ) -> impl Iterator<Item = &'a Listed> + 'a {
+        let device = device.map(str::to_ascii_lowercase);
+        let mut lists: Vec<&'a [Arc<Listed>]> = Vec::with_capacity(4);
+        for c in [Some(ANY), country].into_iter().flatten() {
+            let Some(by_device) = self.postings.get(c) else {
+                continue;
+            };
+            for d in [Some(ANY), device.as_deref()].into_iter().flatten() {
+                if let Some(list) = by_device.get(d) {
+                    lists.push(list);
+                }
+            }
+        }
+        lists.into_iter().flatten().map(|l| &**l)
+    }
+
+    /// Campaigns indexed.
+    pub fn len(&self) -> usize {
+        self.campaigns
+    }
+
+    /// Whether no campaign is indexed.
+    pub fn is_empty(&self) -> bool {
+        self.campaigns == 0
     }
 }
 
@@ -144,6 +189,17 @@ pub fn qualify(
     request: &AdRequest,
     now: EventTime,
 ) -> Result<Vec<Option<usize>>, NoBid> {
+    qualify_checked(listed, request, now, false)
+}
+
+/// [`qualify`], skipping the country and device checks when `indexed` (the campaign was found
+/// in the [`CampaignIndex`] posting of the request's country and device, which is that check).
+fn qualify_checked(
+    listed: &Listed,
+    request: &AdRequest,
+    now: EventTime,
+    indexed: bool,
+) -> Result<Vec<Option<usize>>, NoBid> {
     let c = &listed.campaign;
     let t = &c.targeting;
     if c.status != CampaignStatus::Active {
@@ -155,7 +211,7 @@ pub fn qualify(
     if c.creatives.is_empty() {
         return Err(NoBid::NoCreative);
     }
-    if !listed_in(&t.countries, request.country.as_deref(), same) {
+    if !indexed && !listed_in(&t.countries, request.country.as_deref(), same) {
         return Err(NoBid::Country);
     }
     if !listed_in(&t.regions, request.region.as_deref(), same) {
@@ -164,7 +220,7 @@ pub fn qualify(
     if !listed_in(&t.metros, request.metro.as_deref(), same) {
         return Err(NoBid::Metro);
     }
-    if !listed_in(&t.devices, request.device.as_deref(), same_ignoring_case) {
+    if !indexed && !listed_in(&t.devices, request.device.as_deref(), same_ignoring_case) {
         return Err(NoBid::Device);
     }
     let interests_ok = t.interests.is_empty()
@@ -219,8 +275,8 @@ impl Retrieved<'_> {
 /// reaches (qualified, before the budget check): pacing counts it there, and it returns whether
 /// the campaign takes part in this auction.
 pub fn retrieve<'a>(
-    book: &'a BudgetBook,
-    index: &CampaignIndex,
+    book: &BudgetBook,
+    index: &'a CampaignIndex,
     request: &AdRequest,
     now: EventTime,
     per_advertiser: usize,
@@ -232,11 +288,8 @@ pub fn retrieve<'a>(
         furthest = Some(furthest.map_or(why, |f| f.max(why)));
     };
     let mut found: Vec<Retrieved> = Vec::new();
-    for listed in index
-        .lookup(request.country.as_deref())
-        .filter_map(|id| book.catalog().get(id))
-    {
-        let creatives = match qualify(listed, request, now) {
+    for listed in index.lookup(request.country.as_deref(), request.device.as_deref()) {
+        let creatives = match qualify_checked(listed, request, now, true) {
             Ok(c) => c,
             Err(why) => {
                 missed(why);
@@ -259,7 +312,7 @@ pub fn retrieve<'a>(
             .cmp(&a.bid_micros)
             .then_with(|| a.campaign_id.cmp(&b.campaign_id))
     });
-    let mut per: HashMap<&str, usize> = HashMap::new();
+    let mut per: HashMap<&str, usize> = HashMap::default();
     found.retain(|r| {
         let n = per
             .entry(r.listed.campaign.advertiser_id.as_str())
@@ -292,6 +345,51 @@ mod tests {
         format!(
             r#"{{"campaign_id":"{id}","advertiser_id":"{adv}","daily_budget_micros":1000,"timezone":"UTC","billing":"cpm","bid_micros":{bid},"targeting":{targeting},"creatives":[{{"ad_id":"{id}-ad"}}]}}"#
         )
+    }
+
+    #[test]
+    fn the_index_visits_each_campaign_matching_country_and_device_once() {
+        let mut book = BudgetBook::default();
+        add(
+            &mut book,
+            &campaign("us-fr", "A", r#"{"countries":["US","FR","us"]}"#, 5),
+        );
+        add(
+            &mut book,
+            &campaign(
+                "us-mob",
+                "B",
+                r#"{"countries":["US"],"devices":["Mobile","tablet"]}"#,
+                5,
+            ),
+        );
+        add(&mut book, &campaign("all", "C", "{}", 3));
+        add(
+            &mut book,
+            &campaign("desk", "D", r#"{"devices":["desktop"]}"#, 3),
+        );
+        let index = CampaignIndex::build(&book);
+        assert_eq!(index.len(), 4);
+        let visited = |country: Option<&str>, device: Option<&str>| {
+            let mut ids: Vec<String> = index
+                .lookup(country, device)
+                .map(|l| l.campaign.campaign_id.clone())
+                .collect();
+            ids.sort();
+            ids
+        };
+        assert_eq!(
+            visited(Some("US"), Some("mobile")),
+            ["all", "us-fr", "us-mob"]
+        );
+        assert_eq!(
+            visited(Some("US"), Some("desktop")),
+            ["all", "desk", "us-fr"]
+        );
+        assert_eq!(visited(Some("FR"), Some("tablet")), ["all", "us-fr"]);
+        assert_eq!(visited(Some("DE"), None), ["all"]);
+        assert_eq!(visited(None, Some("DESKTOP")), ["all", "desk"]);
+        assert_eq!(visited(None, None), ["all"]);
     }
 
     #[test]

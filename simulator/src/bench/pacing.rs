@@ -178,7 +178,7 @@ fn simulate(market: &Market<'_>, bench: &PacingBench, paced: bool) -> Vec<Campai
     // Serving's replica of the budget state, and its view of pacing (one serving replica here).
     let mut book = world.budget_book();
     let mut board = PacingBoard::new(0, 1);
-    let mut reach: HashMap<String, u64> = HashMap::new();
+    let mut reach: adstream_operators::hash::HashMap<String, u64> = Default::default();
     // The live pacing state of each campaign: plan, profile, controller and reservations.
     let mut pacers: Vec<CampaignPacer> = world
         .campaigns

@@ -11,7 +11,6 @@
 //! and the HTTP round trip are not included (`wrk` with `deploy/bench/openrtb.lua` measures
 //! those against a running pipeline).
 
-use std::collections::HashMap;
 use std::time::Instant;
 
 use adstream_operators::events::Campaign;
@@ -130,7 +129,7 @@ fn measure(book: &BudgetBook, index: &CampaignIndex, requests: &[AdRequest]) -> 
         max_candidates: 200,
         reservation_ttl_ms: 120_000,
     };
-    let mut reach: HashMap<String, u64> = HashMap::new();
+    let mut reach: adstream_operators::hash::HashMap<String, u64> = Default::default();
     let now = EventTime::now();
     let mut latencies = Vec::with_capacity(requests.len());
     let mut filled = 0usize;
