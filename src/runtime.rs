@@ -330,10 +330,8 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
         .block_on(tokio::net::TcpListener::bind(listen))
         .with_context(|| format!("binding the API to {listen}"))?;
     let bound = listener.local_addr().context("reading the API address")?;
-    tracing::info!(%bound, workers, process = opts.process, processes, "API listening");
-    if opts.announce {
-        println!("adstream: API listening on http://{bound}");
-    }
+    // Both listeners are bound before either is announced: a client that saw the announcement
+    // can connect to both at once.
     let admin = match admin_listen {
         Some(admin) => {
             let listener = runtime
@@ -342,14 +340,20 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
             let bound = listener
                 .local_addr()
                 .context("reading the admin API address")?;
-            tracing::info!(%bound, "admin API listening");
-            if opts.announce {
-                println!("adstream: admin API listening on http://{bound}");
-            }
             Some((listener, bound))
         }
         None => None,
     };
+    tracing::info!(%bound, workers, process = opts.process, processes, "API listening");
+    if let Some((_, admin_bound)) = &admin {
+        tracing::info!(bound = %admin_bound, "admin API listening");
+    }
+    if opts.announce {
+        println!("adstream: API listening on http://{bound}");
+        if let Some((_, admin_bound)) = &admin {
+            println!("adstream: admin API listening on http://{admin_bound}");
+        }
+    }
     // One bounded request queue per local worker, each drained by that worker's serving operator.
     let mut queues = Vec::new();
     let mut receivers = Vec::new();
