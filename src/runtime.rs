@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -477,6 +477,7 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
         report_specs,
         billing_stats,
         spec,
+        view: ViewCatchUp::new(workers, &live),
     });
     let guards = timely::execute(
         timely_config(workers, &opts)?,
@@ -525,6 +526,48 @@ struct WorkerIo {
     report_specs: Arc<[adstream_operators::report::ReportSpec]>,
     billing_stats: Arc<adstream_operators::ledger::operator::BillingStats>,
     spec: adstream_operators::ranker::features::FeatureSpec,
+    view: ViewCatchUp,
+}
+
+/// Whether the API's view (campaigns, spend) has applied everything this process's sources read
+/// until they caught up: readiness waits for it, so that a restarted process never answers
+/// 200 on `/readyz` while its campaigns or their spend are still on their way to the view.
+struct ViewCatchUp {
+    /// Local workers whose source has not caught up yet.
+    pending: AtomicUsize,
+    /// The latest caught-up time of the local sources.
+    time: AtomicU64,
+    /// Tracked by the live view's readiness.
+    ready: Arc<AtomicBool>,
+}
+
+impl ViewCatchUp {
+    fn new(workers: usize, live: &LiveState) -> Self {
+        let ready = Arc::new(AtomicBool::new(false));
+        live.track_source(ready.clone());
+        ViewCatchUp {
+            pending: AtomicUsize::new(workers),
+            time: AtomicU64::new(0),
+            ready,
+        }
+    }
+
+    /// A local source caught up, having emitted records up to `time`.
+    fn source_caught_up(&self, time: u64) {
+        self.time.fetch_max(time, Ordering::AcqRel);
+        self.pending.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// On the worker that feeds the view: ready once every local source caught up and the
+    /// view's probe passed all they had emitted.
+    fn check(&self, view: &ProbeHandle<u64>) {
+        if self.ready.load(Ordering::Relaxed) || self.pending.load(Ordering::Acquire) > 0 {
+            return;
+        }
+        if !view.less_equal(&self.time.load(Ordering::Acquire)) {
+            self.ready.store(true, Ordering::Release);
+        }
+    }
 }
 
 /// A worker's end of its serving queue: the requests, and where the serving operator leaves
@@ -560,6 +603,7 @@ fn run_worker(worker: &mut timely::worker::Worker, io: &WorkerIo) -> Result<(), 
         report_specs,
         billing_stats,
         spec,
+        view,
     } = io;
     let workers = *workers;
     let (index, peers) = (worker.index(), worker.peers());
@@ -588,6 +632,9 @@ fn run_worker(worker: &mut timely::worker::Worker, io: &WorkerIo) -> Result<(), 
     };
     worker_live.track_source(control.caught_up.clone());
     let probe = ProbeHandle::new();
+    // Passed once the live view has applied the ledger's records up to a time.
+    let view_probe = ProbeHandle::new();
+    let mut source_caught_up = false;
     let status_pending: Rc<RefCell<BTreeMap<String, BudgetStatus>>> = Rc::default();
     let stats: Rc<RefCell<Option<(LabelStatsHandle, ReportStatsHandle)>>> = Rc::default();
     let (sinks, live, metrics) = (
@@ -675,11 +722,13 @@ fn run_worker(worker: &mut timely::worker::Worker, io: &WorkerIo) -> Result<(), 
         });
         // Every process's live view (the API) sees every campaign, from its first worker.
         let ledger_live = live.clone();
-        out.ledger_replica.inspect(move |rec: &LedgerState| {
-            if leader {
-                ledger_live.apply(rec);
-            }
-        });
+        out.ledger_replica
+            .inspect(move |rec: &LedgerState| {
+                if leader {
+                    ledger_live.apply(rec);
+                }
+            })
+            .probe_with(&view_probe);
         out.pacing_replica.inspect(move |u: &PacingUpdate| {
             if leader {
                 live.apply_pacing(u);
@@ -740,6 +789,13 @@ fn run_worker(worker: &mut timely::worker::Worker, io: &WorkerIo) -> Result<(), 
         }
         if done {
             break;
+        }
+        if !source_caught_up && control.caught_up.load(Ordering::Acquire) {
+            source_caught_up = true;
+            view.source_caught_up(control.caught_up_time.load(Ordering::Acquire));
+        }
+        if leader {
+            view.check(&view_probe);
         }
         worker.step_or_park(Some(Duration::from_millis(20)));
         heartbeat.beat();

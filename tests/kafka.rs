@@ -460,6 +460,14 @@ fn dead_letters_keep_the_original_bytes_and_offsets_are_committed_for_monitoring
     let p = producer(&brokers);
     let campaign = campaign_json("o-cpm", "adv", Billing::Cpm, 10_000_000_000);
     produce(&p, "ads.campaigns", "o-cpm", Some(campaign.as_bytes()));
+    flush(&p);
+    // Events judged before their campaign is read are refused (unknown campaign): the campaign
+    // is in the API's view first.
+    assert!(eventually(Duration::from_secs(60), || http_get(&format!(
+        "{}/v1/campaigns/o-cpm",
+        run.api
+    ))
+    .is_some_and(|(s, _)| s == 200)));
     let binary: &[u8] = b"\xff\xfe{\"not\": utf-8 \x00\xc3\x28}";
     produce(&p, "ads.impressions", "bin-key", Some(binary));
     let mut expected = 0;

@@ -323,6 +323,14 @@ fn the_pipeline_runs_through_tls_and_scram_and_bad_credentials_fail_fast() {
     let p = secured_producer(&broker);
     let campaign = campaign_json("s-cpm", "adv", Billing::Cpm, 10_000_000_000);
     produce(&p, "ads.campaigns", "s-cpm", Some(campaign.as_bytes()));
+    flush(&p);
+    // Events judged before their campaign is read are refused (unknown campaign): the campaign
+    // is in the API's view first.
+    assert!(eventually(Duration::from_secs(60), || http_get(&format!(
+        "{}/v1/campaigns/s-cpm",
+        run.api
+    ))
+    .is_some_and(|(s, _)| s == 200)));
     let mut expected = 0;
     for i in 0..30u64 {
         let imp = impression("s-cpm", &format!("s-{i}"), 1_000 + i);

@@ -23,7 +23,7 @@
 use std::cell::Cell;
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -126,6 +126,10 @@ pub struct SourceControl {
     pub finished: Rc<Cell<bool>>,
     /// Becomes true the first time the source has read everything available.
     pub caught_up: Arc<AtomicBool>,
+    /// Once `caught_up`: the latest time of the records emitted until then (at most the time
+    /// then), so that whoever needs everything read at start-up applied can wait for a probe
+    /// to pass it.
+    pub caught_up_time: Arc<AtomicU64>,
     /// Set while the sinks cannot keep up (backpressure): the source reads nothing and holds
     /// its watermark until it is cleared.
     pub hold: Arc<AtomicBool>,
@@ -244,9 +248,6 @@ where
                 }
                 full = buffer.len() >= config.batch;
                 let caught_up = !held && !full && reader.caught_up();
-                if caught_up {
-                    control.caught_up.store(true, Ordering::Relaxed);
-                }
                 let floor = *c.time();
                 let ceiling = tick(now + config.max_skew_ms, config.tick_ms).max(floor);
                 for msg in buffer.drain(..) {
@@ -264,6 +265,13 @@ where
                         *e = (*e).max(t.millis());
                     }
                     by_time.entry(time).or_default().push(record);
+                }
+                if caught_up && !control.caught_up.load(Ordering::Acquire) {
+                    // Records stamped in the future (a producer's clock ahead) are not waited
+                    // for: everything up to now is.
+                    let upto = max_time.min(tick(now, config.tick_ms));
+                    control.caught_up_time.store(upto, Ordering::Release);
+                    control.caught_up.store(true, Ordering::Release);
                 }
                 // One session per distinct time keeps records batched through the graph.
                 for (time, mut records) in std::mem::take(&mut by_time) {
@@ -435,6 +443,56 @@ mod tests {
         let times = restore_position_times(&*store).unwrap();
         assert_eq!(times.get(&(StreamId::Clicks, 0)), Some(&10_000));
         assert_eq!(times.get(&(StreamId::Clicks, 1)), Some(&10_000));
+    }
+
+    /// The caught-up time is the latest record time emitted by then, but never past the clock:
+    /// a record stamped in the future is not waited for.
+    #[test]
+    fn the_caught_up_time_is_the_latest_record_up_to_now() {
+        for (times, expected) in [(vec![5_000, 7_000], 7_000), (vec![5_000, 40_000], 10_000)] {
+            let (stop, caught_up, caught_up_time) = (
+                Arc::new(AtomicBool::new(true)),
+                Arc::new(AtomicBool::new(false)),
+                Arc::new(AtomicU64::new(0)),
+            );
+            let (seen, seen_time) = (caught_up.clone(), caught_up_time.clone());
+            timely::example(move |scope| {
+                let control = SourceControl {
+                    stop,
+                    caught_up,
+                    caught_up_time,
+                    ..SourceControl::default()
+                };
+                let reader = VecReader {
+                    messages: times
+                        .iter()
+                        .enumerate()
+                        .map(|(i, t)| msg(0, i as i64, *t))
+                        .collect(),
+                    owned: vec![(StreamId::Clicks, 0)],
+                };
+                let probe = ProbeHandle::new();
+                kafka_source(
+                    scope,
+                    "Test",
+                    reader,
+                    SourceConfig::default(),
+                    Arc::new(|| 10_000),
+                    Arc::new(MemoryStore::default()),
+                    probe.clone(),
+                    control,
+                    |m| {
+                        let ts: i64 = String::from_utf8_lossy(m.payload.as_deref().unwrap())
+                            .parse()
+                            .unwrap();
+                        (Some(EventTime(ts)), ())
+                    },
+                )
+                .probe_with(&probe);
+            });
+            assert!(seen.load(Ordering::Acquire));
+            assert_eq!(seen_time.load(Ordering::Acquire), expected);
+        }
     }
 
     /// Runs a source over `messages` with `hold` set as given and stop requested; what it
