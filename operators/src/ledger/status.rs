@@ -169,7 +169,11 @@ impl BudgetBook {
     /// Budget left today for a listed campaign at `now`, without building a full status
     /// (the serving hot path).
     pub fn remaining(&self, listed: &crate::catalog::Listed, now: EventTime) -> u64 {
-        let day = listed.day_of(now);
+        self.remaining_on(listed, listed.day_of(now))
+    }
+
+    /// Budget left on budget day `day` for a listed campaign.
+    pub fn remaining_on(&self, listed: &crate::catalog::Listed, day: NaiveDate) -> u64 {
         listed
             .campaign
             .daily_budget_micros

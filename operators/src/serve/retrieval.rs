@@ -104,6 +104,26 @@ impl CampaignIndex {
     }
 }
 
+/// The budget day of each time zone at one instant: campaigns share a handful of zones, and
+/// converting an instant to a local date is the costly part of a budget check.
+#[derive(Default)]
+struct BudgetDays {
+    known: Vec<(chrono_tz::Tz, chrono::NaiveDate)>,
+}
+
+impl BudgetDays {
+    /// `listed`'s budget day at `now` (always `now`: one instance per request).
+    fn day(&mut self, listed: &Listed, now: EventTime) -> chrono::NaiveDate {
+        let tz = listed.tz_at(now);
+        if let Some((_, day)) = self.known.iter().find(|(z, _)| *z == tz) {
+            return *day;
+        }
+        let day = crate::time::day::budget_day(now, tz);
+        self.known.push((tz, day));
+        day
+    }
+}
+
 /// Why a campaign did not bid on a request: the answer to "why didn't my ad serve", in the
 /// order the stages run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -288,6 +308,7 @@ pub fn retrieve<'a>(
         furthest = Some(furthest.map_or(why, |f| f.max(why)));
     };
     let mut found: Vec<Retrieved> = Vec::new();
+    let mut days = BudgetDays::default();
     for listed in index.lookup(request.country.as_deref(), request.device.as_deref()) {
         let creatives = match qualify_checked(listed, request, now, true) {
             Ok(c) => c,
@@ -300,13 +321,14 @@ pub fn retrieve<'a>(
             missed(NoBid::Pacing);
             continue;
         }
-        if book.remaining(listed, now) == 0 {
+        if book.remaining_on(listed, days.day(listed, now)) == 0 {
             missed(NoBid::Budget);
             continue;
         }
         found.push(Retrieved { listed, creatives });
     }
-    found.sort_by(|a, b| {
+    // A total order (ids are unique): unstable sorting gives the same result, cheaper.
+    found.sort_unstable_by(|a, b| {
         let (a, b) = (&a.listed.campaign, &b.listed.campaign);
         b.bid_micros
             .cmp(&a.bid_micros)
