@@ -34,15 +34,6 @@ fn start(dir: &std::path::Path, broker: &Broker, extra: &str) -> (std::path::Pat
     (pipeline, run)
 }
 
-fn wait_for_campaign(api: &str, id: &str) {
-    assert!(
-        eventually(Duration::from_secs(60), || {
-            http_get(&format!("{api}/v1/campaigns/{id}")).is_some_and(|(s, _)| s == 200)
-        }),
-        "campaign {id} never appeared"
-    );
-}
-
 /// The dead letter of the message keyed `key`, once it has been published.
 fn dead_letter(broker: &Broker, key: &str) -> serde_json::Value {
     find_dead_letter(&broker.brokers(), key, Duration::from_secs(60))

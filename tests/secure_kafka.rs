@@ -21,7 +21,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use adstream_operators::events::Billing;
-use adstream_operators::time::EventTime;
 use common::*;
 use rdkafka::producer::BaseProducer;
 use rdkafka::ClientConfig;
@@ -99,35 +98,6 @@ fn certificates(dir: &Path) {
     ]);
 }
 
-/// tansu on a plaintext loopback port, advertising the TLS port in front of it; with
-/// `authentication`, SASL is required.
-fn spawn_tansu(dir: &Path, port: u16, advertised: u16, authentication: bool) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("tansu.log"))
-        .unwrap();
-    let mut cmd = Command::new(tansu_binary());
-    cmd.current_dir(dir)
-        .arg("broker")
-        .args(["--listener-url", &format!("tcp://127.0.0.1:{port}")])
-        .args([
-            "--advertised-listener-url",
-            &format!("tcp://127.0.0.1:{advertised}"),
-        ])
-        .args(["--storage-engine", "sqlite://tansu.db"]);
-    if authentication {
-        cmd.arg("--authentication");
-    }
-    let child = cmd
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("tansu is installed (deploy/local/install-tansu.sh)");
-    wait_for_port(port, Duration::from_secs(60));
-    child
-}
-
 /// A SCRAM-only tansu behind stunnel: killed on drop.
 struct SecureBroker {
     tls_port: u16,
@@ -142,7 +112,7 @@ impl SecureBroker {
         certificates(dir.path());
         let (port, tls_port) = (free_port(), free_port());
         // Users are created while the broker runs without authentication.
-        let mut open = spawn_tansu(dir.path(), port, tls_port, false);
+        let mut open = spawn_tansu_behind(dir.path(), port, tls_port, false);
         run_ok(Command::new(tansu_binary()).args([
             "user",
             "create",
@@ -155,7 +125,7 @@ impl SecureBroker {
         ]));
         let _ = open.kill();
         let _ = open.wait();
-        let tansu = spawn_tansu(dir.path(), port, tls_port, true);
+        let tansu = spawn_tansu_behind(dir.path(), port, tls_port, true);
         let conf = dir.path().join("stunnel.conf");
         std::fs::write(
             &conf,
@@ -254,19 +224,6 @@ fn topics_create(pipeline: &Path) -> (bool, String, Duration) {
     )
 }
 
-fn impression(campaign: &str, rid: &str, price: u64) -> String {
-    let now = EventTime::now();
-    let c = claims(
-        rid,
-        campaign,
-        "adv",
-        Billing::Cpm,
-        price,
-        EventTime(now.millis() - 10),
-    );
-    ad_event(&format!("imp-{rid}"), now, "u1", &c, Some(token(&c)))
-}
-
 #[test]
 fn the_pipeline_runs_through_tls_and_scram_and_bad_credentials_fail_fast() {
     let broker = SecureBroker::start();
@@ -324,16 +281,10 @@ fn the_pipeline_runs_through_tls_and_scram_and_bad_credentials_fail_fast() {
     let campaign = campaign_json("s-cpm", "adv", Billing::Cpm, 10_000_000_000);
     produce(&p, "ads.campaigns", "s-cpm", Some(campaign.as_bytes()));
     flush(&p);
-    // Events judged before their campaign is read are refused (unknown campaign): the campaign
-    // is in the API's view first.
-    assert!(eventually(Duration::from_secs(60), || http_get(&format!(
-        "{}/v1/campaigns/s-cpm",
-        run.api
-    ))
-    .is_some_and(|(s, _)| s == 200)));
+    wait_for_campaign(&run.api, "s-cpm");
     let mut expected = 0;
     for i in 0..30u64 {
-        let imp = impression("s-cpm", &format!("s-{i}"), 1_000 + i);
+        let imp = signed_impression("s-cpm", &format!("s-{i}"), 1_000 + i);
         produce(
             &p,
             "ads.impressions",

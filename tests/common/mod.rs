@@ -71,20 +71,31 @@ pub struct Broker {
 }
 
 fn spawn_tansu(dir: &Path, port: u16) -> Child {
+    spawn_tansu_behind(dir, port, port, false)
+}
+
+/// tansu in `dir` (sqlite storage, log in `tansu.log`) on loopback `port`, advertising
+/// `advertised` (a proxy's port in front of it, or `port`); with `authentication`, clients
+/// must authenticate with SASL. Returns once the port is open.
+pub fn spawn_tansu_behind(dir: &Path, port: u16, advertised: u16, authentication: bool) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join("tansu.log"))
         .unwrap();
-    let child = Command::new(tansu_binary())
-        .current_dir(dir)
+    let mut cmd = Command::new(tansu_binary());
+    cmd.current_dir(dir)
         .args(["broker"])
         .args(["--listener-url", &format!("tcp://127.0.0.1:{port}")])
         .args([
             "--advertised-listener-url",
-            &format!("tcp://127.0.0.1:{port}"),
+            &format!("tcp://127.0.0.1:{advertised}"),
         ])
-        .args(["--storage-engine", "sqlite://tansu.db"])
+        .args(["--storage-engine", "sqlite://tansu.db"]);
+    if authentication {
+        cmd.arg("--authentication");
+    }
+    let child = cmd
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -500,6 +511,32 @@ pub fn ad_event(
         "billing_token": token,
     })
     .to_string()
+}
+
+/// A CPM impression for campaign `campaign` (advertiser `adv`) of request `rid`, priced
+/// `price`, with its signed billing token.
+pub fn signed_impression(campaign: &str, rid: &str, price: u64) -> String {
+    let now = EventTime::now();
+    let c = claims(
+        rid,
+        campaign,
+        "adv",
+        Billing::Cpm,
+        price,
+        EventTime(now.millis() - 10),
+    );
+    ad_event(&format!("imp-{rid}"), now, "u1", &c, Some(token(&c)))
+}
+
+/// Waits (at most 60 s) until the API at `api` serves campaign `id`: events judged before
+/// their campaign is read are refused (unknown campaign).
+pub fn wait_for_campaign(api: &str, id: &str) {
+    assert!(
+        eventually(Duration::from_secs(60), || {
+            http_get(&format!("{api}/v1/campaigns/{id}")).is_some_and(|(s, _)| s == 200)
+        }),
+        "campaign {id} never appeared"
+    );
 }
 
 pub fn token(c: &WinClaims) -> String {
