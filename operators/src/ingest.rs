@@ -4,7 +4,7 @@
 //! either a record the graph can use or a [`DeadLetter`] that says why not and where it came from.
 
 use crate::events::{
-    check_id, parse_json, require_id, require_optional_id, AdEvent, Campaign, Conversion,
+    check_id, parse_json, require_id, require_optional_id, AdEventRef, Campaign, Conversion,
     EventKind, ParseError,
 };
 use crate::records::Served;
@@ -88,6 +88,42 @@ pub struct DecodeConfig {
     pub secret: Vec<u8>,
     /// Larger messages are dead-lettered (and truncated to this size there).
     pub max_message_bytes: usize,
+    /// `secret` as a verifying key, made once.
+    key: token::TokenKey,
+}
+
+impl DecodeConfig {
+    /// The settings of a pipeline whose tokens are signed with `secret`.
+    pub fn new(secret: Vec<u8>, max_message_bytes: usize) -> Self {
+        DecodeConfig {
+            key: token::TokenKey::new(&secret),
+            secret,
+            max_message_bytes,
+        }
+    }
+}
+
+/// A conversion, its message's bytes moved into the record.
+fn decode_conversion(msg: RawMessage) -> (Option<EventTime>, Ingested) {
+    let kafka_time = msg.timestamp_ms.map(EventTime);
+    let bytes = msg.payload.as_deref().unwrap_or_default();
+    match Conversion::parse(bytes) {
+        Ok(event) => {
+            let origin = msg.origin();
+            (
+                Some(event.ts),
+                Ingested::Conversion {
+                    event,
+                    origin,
+                    raw: Box::new(RawBytes {
+                        key: msg.key,
+                        payload: msg.payload.unwrap_or_default(),
+                    }),
+                },
+            )
+        }
+        Err(e) => (kafka_time, refuse_parse(&msg, e)),
+    }
 }
 
 fn refuse_parse(msg: &RawMessage, err: ParseError) -> Ingested {
@@ -98,14 +134,68 @@ fn refuse_parse(msg: &RawMessage, err: ParseError) -> Ingested {
     Ingested::Dead(Box::new(DeadLetter::of(msg, reason, err.to_string())))
 }
 
+/// An impression or click: parsed in place, verified against its token, and kept as what the
+/// graph needs (its time, its viewer, the claims), the message's bytes moved, not copied, into
+/// the record for a dead letter downstream.
+fn decode_ad(
+    msg: RawMessage,
+    kind: EventKind,
+    cfg: &DecodeConfig,
+) -> (Option<EventTime>, Ingested) {
+    let kafka_time = msg.timestamp_ms.map(EventTime);
+    let bytes = msg.payload.as_deref().unwrap_or_default();
+    let event = match AdEventRef::parse(bytes) {
+        Ok(e) => e,
+        Err(e) => return (kafka_time, refuse_parse(&msg, e)),
+    };
+    let ts = event.ts;
+    let verified = token::verify_win(
+        &cfg.key,
+        event.billing_token.as_deref(),
+        [
+            &event.request_id,
+            &event.imp_id,
+            &event.campaign_id,
+            &event.ad_id,
+        ],
+    );
+    match verified {
+        Ok(claims) => {
+            let user_id = event.user_id.into_owned();
+            let origin = msg.origin();
+            (
+                Some(ts),
+                Ingested::Ad {
+                    kind,
+                    ts,
+                    user_id,
+                    claims: claims.into(),
+                    origin,
+                    raw: Box::new(RawBytes {
+                        key: msg.key,
+                        payload: msg.payload.unwrap_or_default(),
+                    }),
+                },
+            )
+        }
+        Err(err) => (
+            Some(ts),
+            Ingested::Dead(Box::new(DeadLetter::of(
+                &msg,
+                token_reason(&err),
+                err.to_string(),
+            ))),
+        ),
+    }
+}
+
 /// Decodes one message; returns its event time (if it has one) and the record.
 pub fn decode(msg: RawMessage, cfg: &DecodeConfig) -> (Option<EventTime>, Ingested) {
-    let msg = &msg;
     let kafka_time = msg.timestamp_ms.map(EventTime);
     let size = msg.payload.as_ref().map_or(0, Vec::len);
     if size > cfg.max_message_bytes {
         let mut dead = DeadLetter::of(
-            msg,
+            &msg,
             Reason::Oversize,
             format!(
                 "message of {size} bytes exceeds max_message_bytes = {}",
@@ -117,128 +207,72 @@ pub fn decode(msg: RawMessage, cfg: &DecodeConfig) -> (Option<EventTime>, Ingest
         return (kafka_time, Ingested::Dead(Box::new(dead)));
     }
     match msg.stream {
-        StreamId::Campaigns => {
-            let key = match campaign_key(msg) {
-                Ok(key) => key,
-                Err(detail) => {
-                    let dead = DeadLetter::of(msg, Reason::InvalidField, detail);
-                    return (kafka_time, Ingested::Dead(Box::new(dead)));
-                }
-            };
-            match &msg.payload {
-                None => match key {
-                    Some(id) => (
-                        kafka_time,
-                        Ingested::Campaign {
-                            campaign_id: id.to_string(),
-                            campaign: None,
-                        },
+        StreamId::Impressions => decode_ad(msg, EventKind::Impression, cfg),
+        StreamId::Clicks => decode_ad(msg, EventKind::Click, cfg),
+        StreamId::Conversions => decode_conversion(msg),
+        StreamId::Campaigns => (kafka_time, decode_campaign(&msg)),
+        StreamId::Served => decode_served(&msg, cfg),
+    }
+}
+
+/// A campaign upsert, or a tombstone, keyed by its id.
+fn decode_campaign(msg: &RawMessage) -> Ingested {
+    let key = match campaign_key(msg) {
+        Ok(key) => key,
+        Err(detail) => {
+            return Ingested::Dead(Box::new(DeadLetter::of(msg, Reason::InvalidField, detail)))
+        }
+    };
+    match &msg.payload {
+        None => match key {
+            Some(id) => Ingested::Campaign {
+                campaign_id: id.to_string(),
+                campaign: None,
+            },
+            _ => Ingested::Dead(Box::new(DeadLetter::of(
+                msg,
+                Reason::InvalidField,
+                "tombstone without a campaign_id key",
+            ))),
+        },
+        Some(bytes) => match Campaign::parse(bytes) {
+            Ok(c) => match key {
+                Some(k) if k != c.campaign_id => Ingested::Dead(Box::new(DeadLetter::of(
+                    msg,
+                    Reason::InvalidField,
+                    format!(
+                        "field `campaign_id`: {:?} differs from the message key {k:?}",
+                        c.campaign_id
                     ),
-                    _ => (
-                        kafka_time,
-                        Ingested::Dead(Box::new(DeadLetter::of(
-                            msg,
-                            Reason::InvalidField,
-                            "tombstone without a campaign_id key",
-                        ))),
-                    ),
+                ))),
+                _ => Ingested::Campaign {
+                    campaign_id: c.campaign_id.clone(),
+                    campaign: Some(Box::new(c)),
                 },
-                Some(bytes) => match Campaign::parse(bytes) {
-                    Ok(c) => match key {
-                        Some(k) if k != c.campaign_id => (
-                            kafka_time,
-                            Ingested::Dead(Box::new(DeadLetter::of(
-                                msg,
-                                Reason::InvalidField,
-                                format!(
-                                    "field `campaign_id`: {:?} differs from the message key {k:?}",
-                                    c.campaign_id
-                                ),
-                            ))),
-                        ),
-                        _ => (
-                            kafka_time,
-                            Ingested::Campaign {
-                                campaign_id: c.campaign_id.clone(),
-                                campaign: Some(Box::new(c)),
-                            },
-                        ),
-                    },
-                    Err(e) => (kafka_time, refuse_parse(msg, e)),
-                },
-            }
-        }
-        StreamId::Impressions | StreamId::Clicks => {
-            let kind = if msg.stream == StreamId::Impressions {
-                EventKind::Impression
-            } else {
-                EventKind::Click
-            };
-            let bytes = msg.payload.as_deref().unwrap_or_default();
-            let event = match AdEvent::parse(bytes) {
-                Ok(e) => e,
-                Err(e) => return (kafka_time, refuse_parse(msg, e)),
-            };
-            let ts = Some(event.ts);
-            match token::verify_event(&cfg.secret, &event) {
-                Ok(claims) => (
-                    ts,
-                    Ingested::Ad {
-                        kind,
-                        event: Box::new(event),
-                        claims: claims.into(),
-                        origin: msg.origin(),
-                        raw: Box::new(RawBytes {
-                            key: msg.key.clone(),
-                            payload: bytes.to_vec(),
-                        }),
-                    },
-                ),
-                Err(err) => (
-                    ts,
-                    Ingested::Dead(Box::new(DeadLetter::of(
-                        msg,
-                        token_reason(&err),
-                        err.to_string(),
-                    ))),
-                ),
-            }
-        }
-        StreamId::Conversions => {
-            let bytes = msg.payload.as_deref().unwrap_or_default();
-            match Conversion::parse(bytes) {
-                Ok(event) => (
-                    Some(event.ts),
-                    Ingested::Conversion {
-                        event,
-                        origin: msg.origin(),
-                        raw: Box::new(RawBytes {
-                            key: msg.key.clone(),
-                            payload: bytes.to_vec(),
-                        }),
-                    },
-                ),
-                Err(e) => (kafka_time, refuse_parse(msg, e)),
-            }
-        }
-        StreamId::Served => {
-            let bytes = msg.payload.as_deref().unwrap_or_default();
-            match parse_served(bytes) {
-                Ok(served) => match verify_served(&cfg.secret, &served) {
-                    Ok(()) => (Some(served.ts), Ingested::Served(Box::new(served))),
-                    // Dated by Kafka, not by the record's own (unverified) time.
-                    Err(err) => (
-                        kafka_time,
-                        Ingested::Dead(Box::new(DeadLetter::of(
-                            msg,
-                            token_reason(&err),
-                            format!("served record: {err}"),
-                        ))),
-                    ),
-                },
-                Err(e) => (kafka_time, refuse_parse(msg, e)),
-            }
-        }
+            },
+            Err(e) => refuse_parse(msg, e),
+        },
+    }
+}
+
+/// A served record read back, verified against its own token.
+fn decode_served(msg: &RawMessage, cfg: &DecodeConfig) -> (Option<EventTime>, Ingested) {
+    let kafka_time = msg.timestamp_ms.map(EventTime);
+    let bytes = msg.payload.as_deref().unwrap_or_default();
+    match parse_served(bytes) {
+        Ok(served) => match verify_served(&cfg.secret, &served) {
+            Ok(()) => (Some(served.ts), Ingested::Served(Box::new(served))),
+            // Dated by Kafka, not by the record's own (unverified) time.
+            Err(err) => (
+                kafka_time,
+                Ingested::Dead(Box::new(DeadLetter::of(
+                    msg,
+                    token_reason(&err),
+                    format!("served record: {err}"),
+                ))),
+            ),
+        },
+        Err(e) => (kafka_time, refuse_parse(msg, e)),
     }
 }
 
@@ -250,10 +284,7 @@ mod tests {
     use crate::token::WinClaims;
 
     fn cfg() -> DecodeConfig {
-        DecodeConfig {
-            secret: b"s".to_vec(),
-            max_message_bytes: 4096,
-        }
+        DecodeConfig::new(b"s".to_vec(), 4096)
     }
 
     fn msg(stream: StreamId, payload: &[u8]) -> RawMessage {
@@ -307,6 +338,37 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn escaped_ids_decode_as_their_text_and_the_message_is_kept_byte_for_byte() {
+        let t = token::sign(b"s", &claims());
+        // `\u0072` is `r`, `\u0031` is `1`, `\u0075` is `u`: escaped ids read as their text.
+        let body = format!(
+            r#"{{"event_id":"e1","ts":1000,"request_id":"\u0072","imp_id":"\u0031","campaign_id":"c","ad_id":"a","user_id":"\u0075","billing_token":"{t}"}}"#
+        );
+        let (_, rec) = decode(msg(StreamId::Clicks, body.as_bytes()), &cfg());
+        let Ingested::Ad {
+            user_id,
+            claims: c,
+            raw,
+            ..
+        } = rec
+        else {
+            panic!("not decoded: {rec:?}")
+        };
+        assert_eq!(user_id, "u");
+        assert_eq!(*c, claims());
+        assert_eq!(raw.payload, body.as_bytes());
+        assert_eq!(raw.key.as_deref(), Some(&b"k"[..]));
+        // A control character, escaped or not, is still refused, naming the field.
+        let bad = body.replace(r#""\u0075""#, r#""\u0007""#);
+        let (_, rec) = decode(msg(StreamId::Clicks, bad.as_bytes()), &cfg());
+        let Ingested::Dead(dead) = rec else {
+            panic!("accepted a control character")
+        };
+        assert_eq!(dead.reason, Reason::InvalidField);
+        assert!(dead.detail.contains("user_id"), "{}", dead.detail);
     }
 
     #[test]

@@ -67,6 +67,14 @@ fn escape_into(component: &str, out: &mut String) {
     }
 }
 
+/// Appends the low `digits` hex digits of `value`, lower-case, to `out`.
+pub fn push_hex(out: &mut Vec<u8>, value: u128, digits: u32) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for i in (0..digits).rev() {
+        out.push(HEX[((value >> (4 * i)) & 0xf) as usize]);
+    }
+}
+
 /// The escaped form of `components` joined by NUL (at least one component: `[]` and `[""]`
 /// would both be empty).
 pub fn encode_components(components: &[&str]) -> String {
@@ -213,12 +221,26 @@ impl KeyFamily {
     /// the worker of `hash`.
     pub fn key(&self, hash: u64, components: &[&str]) -> Vec<u8> {
         debug_assert_eq!(components.len(), self.arity, "{}", self.prefix);
-        format!(
-            "{}{hash:016x}/{}",
-            self.prefix,
-            encode_components(components)
-        )
-        .into_bytes()
+        // Built in one buffer (checkpoints write one key per changed entry).
+        let mut out = Vec::with_capacity(
+            self.prefix.len() + 17 + components.iter().map(|c| c.len() + 1).sum::<usize>(),
+        );
+        out.extend_from_slice(self.prefix.as_bytes());
+        push_hex(&mut out, u128::from(hash), 16);
+        out.push(b'/');
+        for (i, c) in components.iter().enumerate() {
+            if i > 0 {
+                out.push(0);
+            }
+            if c.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'%') {
+                out.extend_from_slice(c.as_bytes());
+            } else {
+                let mut escaped = String::new();
+                escape_into(c, &mut escaped);
+                out.extend_from_slice(escaped.as_bytes());
+            }
+        }
+        out
     }
 
     /// The routing hash of `key` and the rest after it, undecoded.
@@ -464,6 +486,9 @@ mod tests {
             prop_assert!(!encoded.chars().any(|c| c.is_control() && c != '\0'));
             let family = KeyFamily { prefix: "t/", arity: parts.len(), legacy: Legacy::Raw };
             let key = family.key(route(&parts[0]), &refs);
+            // The one-buffer key is the documented format, byte for byte.
+            let formatted = format!("t/{:016x}/{encoded}", route(&parts[0]));
+            prop_assert_eq!(&key, &formatted.into_bytes());
             prop_assert_eq!(family.parse(&key), Ok((route(&parts[0]), parts)));
         }
 

@@ -75,11 +75,33 @@ pub enum TokenError {
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// A pipeline's token key, with HMAC's keyed state computed once: verifying a token then hashes
+/// the token alone (the key's two blocks are not hashed again for every event).
+#[derive(Clone)]
+pub struct TokenKey(HmacSha256);
+
+impl TokenKey {
+    /// The key of `secret`.
+    pub fn new(secret: &[u8]) -> Self {
+        // HMAC accepts keys of any length, so this cannot fail.
+        TokenKey(<HmacSha256 as Mac>::new_from_slice(secret).expect("hmac takes any key length"))
+    }
+
+    fn mac(&self, signed: &str) -> HmacSha256 {
+        let mut mac = self.0.clone();
+        mac.update(signed.as_bytes());
+        mac
+    }
+}
+
+impl std::fmt::Debug for TokenKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenKey(..)")
+    }
+}
+
 fn mac(secret: &[u8], signed: &str) -> HmacSha256 {
-    // HMAC accepts keys of any length, so this cannot fail.
-    let mut mac = <HmacSha256 as Mac>::new_from_slice(secret).expect("hmac takes any key length");
-    mac.update(signed.as_bytes());
-    mac
+    TokenKey::new(secret).mac(signed)
 }
 
 /// Signs `claims` with `secret`.
@@ -92,6 +114,11 @@ pub fn sign(secret: &[u8], claims: &WinClaims) -> String {
 
 /// Verifies a token's signature and returns its claims.
 pub fn verify(secret: &[u8], token: &str) -> Result<WinClaims, TokenError> {
+    verify_with(&TokenKey::new(secret), token)
+}
+
+/// [`verify`] with a key made once.
+pub fn verify_with(key: &TokenKey, token: &str) -> Result<WinClaims, TokenError> {
     let (signed, tag) = token
         .rsplit_once('.')
         .ok_or(TokenError::Malformed("no signature"))?;
@@ -104,7 +131,7 @@ pub fn verify(secret: &[u8], token: &str) -> Result<WinClaims, TokenError> {
     let tag = URL_SAFE_NO_PAD
         .decode(tag)
         .map_err(|_| TokenError::Malformed("signature is not base64url"))?;
-    mac(secret, signed)
+    key.mac(signed)
         .verify_slice(&tag)
         .map_err(|_| TokenError::BadSignature)?;
     let json = URL_SAFE_NO_PAD
@@ -130,18 +157,37 @@ pub fn claims_unverified(token: &str) -> Result<WinClaims, TokenError> {
 
 /// Verifies the token an impression or click carries and that it names this very win.
 pub fn verify_event(secret: &[u8], event: &AdEvent) -> Result<WinClaims, TokenError> {
-    let token = event.billing_token.as_deref().ok_or(TokenError::Missing)?;
-    let claims = verify(secret, token)?;
-    if claims.request_id != event.request_id {
+    verify_win(
+        &TokenKey::new(secret),
+        event.billing_token.as_deref(),
+        [
+            &event.request_id,
+            &event.imp_id,
+            &event.campaign_id,
+            &event.ad_id,
+        ],
+    )
+}
+
+/// Verifies `token` with `key` and that it names the win `[request_id, imp_id, campaign_id,
+/// ad_id]` an event claims (what [`verify_event`] checks, from borrowed fields).
+pub fn verify_win(
+    key: &TokenKey,
+    token: Option<&str>,
+    [request_id, imp_id, campaign_id, ad_id]: [&str; 4],
+) -> Result<WinClaims, TokenError> {
+    let token = token.ok_or(TokenError::Missing)?;
+    let claims = verify_with(key, token)?;
+    if claims.request_id != request_id {
         return Err(TokenError::Mismatch("request_id"));
     }
-    if claims.imp_id != event.imp_id {
+    if claims.imp_id != imp_id {
         return Err(TokenError::Mismatch("imp_id"));
     }
-    if claims.campaign_id != event.campaign_id {
+    if claims.campaign_id != campaign_id {
         return Err(TokenError::Mismatch("campaign_id"));
     }
-    if claims.ad_id != event.ad_id {
+    if claims.ad_id != ad_id {
         return Err(TokenError::Mismatch("ad_id"));
     }
     Ok(claims)

@@ -344,10 +344,7 @@ impl Pipeline {
                 max_candidates,
                 reservation_ttl_ms,
             },
-            decode: DecodeConfig {
-                secret,
-                max_message_bytes: self.max_message_bytes,
-            },
+            decode: DecodeConfig::new(secret, self.max_message_bytes),
             admin_token,
             advertiser_tokens,
         })

@@ -5,6 +5,7 @@
 //! before a slightly later click is still matched against the touches that preceded it.
 
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use crate::hash::{HashMap, HashSet};
 
@@ -84,13 +85,17 @@ const EXPIRY_BUCKET_MS: i64 = 60_000;
 #[derive(Debug, Default)]
 pub struct Attributor {
     windows: Windows,
-    touches: HashMap<UserAdvertiser, UserTouches>,
-    dirty: HashSet<UserAdvertiser>,
+    /// Each key is held once, shared by the map, the expiry index and the dirty set.
+    touches: HashMap<SharedKey, UserTouches>,
+    dirty: HashSet<SharedKey>,
     /// The keys with a touch whose window ends in each bucket of event time: [`Attributor::expire`]
     /// visits only the buckets that have ended, not every key. A key may be filed under buckets
     /// whose touch is gone (pushed out by newer ones); visiting it then changes nothing.
-    expiring: BTreeMap<i64, HashSet<UserAdvertiser>>,
+    expiring: BTreeMap<i64, HashSet<SharedKey>>,
 }
+
+/// A (user, advertiser) key held once.
+type SharedKey = Rc<UserAdvertiser>;
 
 impl Attributor {
     /// Empty state with these windows.
@@ -110,7 +115,7 @@ impl Attributor {
         touch.ts.millis().saturating_add(window)
     }
 
-    fn file_expiry(&mut self, key: &UserAdvertiser, end: i64) {
+    fn file_expiry(&mut self, key: &SharedKey, end: i64) {
         let bucket = end.div_euclid(EXPIRY_BUCKET_MS);
         let keys = self.expiring.entry(bucket).or_default();
         if !keys.contains(key) {
@@ -119,8 +124,12 @@ impl Attributor {
     }
 
     /// Records an impression or click of `user`.
-    pub fn record(&mut self, user: &str, touch: Touch) {
-        let key = (user.to_string(), touch.claims.advertiser_id.clone());
+    pub fn record(&mut self, user: impl Into<String>, touch: Touch) {
+        let key = (user.into(), touch.claims.advertiser_id.clone());
+        let key = match self.touches.get_key_value(&key) {
+            Some((held, _)) => held.clone(),
+            None => Rc::new(key),
+        };
         self.file_expiry(&key, self.window_end(&touch));
         let entry = self.touches.entry(key.clone()).or_default();
         match touch.kind {
@@ -192,6 +201,7 @@ impl Attributor {
 
     /// Restores checkpointed entries.
     pub fn restore(&mut self, key: UserAdvertiser, touches: UserTouches) {
+        let key = Rc::new(key);
         let ends: Vec<i64> = touches
             .clicks
             .iter()
@@ -317,8 +327,8 @@ mod tests {
                 let kind = if *click { EventKind::Click } else { EventKind::Impression };
                 let mut t = touch(&format!("r{i}"), kind, *ts);
                 std::sync::Arc::make_mut(&mut t.claims).advertiser_id = format!("a{adv}");
-                indexed.record(&format!("u{user}"), t.clone());
-                model.record(&format!("u{user}"), t);
+                indexed.record(format!("u{user}"), t.clone());
+                model.record(format!("u{user}"), t);
             }
             let mut frontiers = frontiers;
             frontiers.sort_unstable();

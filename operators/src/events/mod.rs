@@ -3,6 +3,8 @@
 //! Every parser names the field that is wrong, so a dead letter says exactly why it was refused.
 //! Unknown fields are ignored (producers may add fields); money is integer micros.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use crate::time::EventTime;
@@ -415,6 +417,63 @@ impl AdEvent {
     /// Parses and validates an impression or click document.
     pub fn parse(bytes: &[u8]) -> Result<Self, ParseError> {
         let e: AdEvent = parse_json(bytes)?;
+        for (name, value) in [
+            ("event_id", &e.event_id),
+            ("request_id", &e.request_id),
+            ("imp_id", &e.imp_id),
+            ("campaign_id", &e.campaign_id),
+            ("ad_id", &e.ad_id),
+            ("user_id", &e.user_id),
+        ] {
+            require_id(name, value)?;
+        }
+        Ok(e)
+    }
+}
+
+/// An impression or click read in place: the fields borrow the message where they can (an
+/// escaped string is unescaped into its own buffer). The ingest path parses this, checks it
+/// against its token and keeps only what the graph needs; [`AdEvent`] is the owned form.
+#[derive(Debug, Deserialize)]
+pub struct AdEventRef<'a> {
+    /// Unique id of this event (producer-side).
+    #[serde(borrow)]
+    pub event_id: Cow<'a, str>,
+    /// When it happened.
+    pub ts: EventTime,
+    /// The ad request that was won.
+    #[serde(borrow)]
+    pub request_id: Cow<'a, str>,
+    /// The impression slot within the request.
+    #[serde(borrow)]
+    pub imp_id: Cow<'a, str>,
+    /// Winning campaign.
+    #[serde(borrow)]
+    pub campaign_id: Cow<'a, str>,
+    /// Winning ad.
+    #[serde(borrow)]
+    pub ad_id: Cow<'a, str>,
+    /// The viewer.
+    #[serde(borrow)]
+    pub user_id: Cow<'a, str>,
+    /// Signed proof of the win and its price; absent on forged traffic.
+    #[serde(default, borrow)]
+    pub billing_token: Option<Cow<'a, str>>,
+}
+
+impl<'a> AdEventRef<'a> {
+    /// Parses and validates an impression or click document, as [`AdEvent::parse`] does (and
+    /// with its errors).
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, ParseError> {
+        let e: AdEventRef<'a> = match serde_json::from_slice(bytes) {
+            Ok(e) => e,
+            // The owned parser explains the failure, naming the field.
+            Err(_) => {
+                return Err(AdEvent::parse(bytes).err().unwrap_or_else(|| {
+                    ParseError::Malformed("not an impression or click document".into())
+                }))
+            }
+        };
         for (name, value) in [
             ("event_id", &e.event_id),
             ("request_id", &e.request_id),

@@ -44,13 +44,13 @@ pub fn split(record: Ingested) -> Split {
         } => out.campaign = Some(CatalogUpdate::new(campaign_id, campaign)),
         Ingested::Ad {
             kind,
-            event,
+            ts,
+            user_id,
             claims,
             origin,
             raw,
         } => {
-            let (request_id, imp_id, ts) =
-                (claims.request_id.clone(), claims.imp_id.clone(), event.ts);
+            let (request_id, imp_id) = (claims.request_id.clone(), claims.imp_id.clone());
             out.label = Some(match kind {
                 EventKind::Click => LabelEvent::Click {
                     request_id,
@@ -64,23 +64,9 @@ pub fn split(record: Ingested) -> Split {
                 },
             });
             if claims.billing.charged_event() == kind {
-                out.charge = Some(Charge::for_event(
-                    kind,
-                    event.ts,
-                    claims.clone(),
-                    origin,
-                    *raw,
-                ));
+                out.charge = Some(Charge::for_event(kind, ts, claims.clone(), origin, *raw));
             }
-            let event = *event;
-            out.touch = Some((
-                event.user_id,
-                Touch {
-                    ts: event.ts,
-                    kind,
-                    claims,
-                },
-            ));
+            out.touch = Some((user_id, Touch { ts, kind, claims }));
         }
         Ingested::Conversion { event, origin, raw } => {
             out.conversion = Some(ConversionIn {

@@ -207,10 +207,7 @@ fn start(workers: usize, log: Arc<Log>, store: Arc<dyn StateStore>, seen: Arc<Mu
             clock: crate::source::wall_clock(),
             progress: probe.clone(),
         };
-        let decode_config = DecodeConfig {
-            secret: SECRET.to_vec(),
-            max_message_bytes: 65_536,
-        };
+        let decode_config = DecodeConfig::new(SECRET.to_vec(), 65_536);
         let seen = seen.clone();
         let outs: Vec<ProbeHandle<u64>> = (0..5).map(|_| ProbeHandle::new()).collect();
         worker.dataflow::<u64, _, _>(|scope| {

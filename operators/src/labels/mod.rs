@@ -290,7 +290,7 @@ impl LabelJoin {
     }
 
     /// Takes in one event; returns the examples it completes.
-    pub fn apply(&mut self, event: LabelEvent) -> Vec<LabeledExample> {
+    pub fn apply(&mut self, mut event: LabelEvent) -> Vec<LabeledExample> {
         let mut out = Vec::new();
         if let LabelEvent::Conversion(c) = &event {
             if !c.via_click {
@@ -299,7 +299,7 @@ impl LabelJoin {
                 return out;
             }
         }
-        let key = event.key();
+        let key = event.take_key();
         let (key, existing) = match self.entries.remove_entry(&key) {
             Some((key, entry)) => {
                 let deadline = entry.deadline(&self.config).0;

@@ -24,7 +24,7 @@ pub mod status;
 
 use std::collections::BTreeMap;
 
-use crate::hash::{HashMap, HashSet};
+use crate::hash::HashMap;
 
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
@@ -237,7 +237,8 @@ pub struct Ledger {
     horizons: Horizons,
     /// Windows ending before this were forgotten: their events can no longer be charged.
     closed_before: i64,
-    dirty_spend: HashSet<(String, NaiveDate)>,
+    /// The days of each campaign whose spend changed since the last checkpoint.
+    dirty_spend: HashMap<String, Vec<NaiveDate>>,
     dirty_keys: Vec<DedupKey>,
     dropped_keys: Vec<(DedupKey, DedupEntry)>,
 }
@@ -292,10 +293,14 @@ impl Ledger {
             });
         }
         let day = terms.day;
-        let days = self
-            .spend
-            .entry(charge.claims.campaign_id.clone())
-            .or_default();
+        let campaign = charge.claims.campaign_id.as_str();
+        // The campaign's id is copied only the first time it is charged, not per charge.
+        if !self.spend.contains_key(campaign) {
+            self.spend.insert(campaign.to_string(), BTreeMap::new());
+        }
+        let Some(days) = self.spend.get_mut(campaign) else {
+            unreachable!("inserted above")
+        };
         let totals = days.entry(day).or_default();
         let (billed_micros, over_micros) = split_charge(price, totals.billed, terms.budget_micros);
         totals.billed += billed_micros;
@@ -316,8 +321,16 @@ impl Ledger {
             );
             self.dirty_keys.push(key);
         }
-        self.dirty_spend
-            .insert((charge.claims.campaign_id.clone(), day));
+        match self.dirty_spend.get_mut(campaign) {
+            Some(days) => {
+                if !days.contains(&day) {
+                    days.push(day);
+                }
+            }
+            None => {
+                self.dirty_spend.insert(campaign.to_string(), vec![day]);
+            }
+        }
         Ok(Applied {
             day,
             spend_micros: totals.billed,
@@ -372,13 +385,12 @@ impl Ledger {
         let spend = self
             .dirty_spend
             .drain()
-            .map(|(campaign_id, day)| {
-                let totals = self
-                    .spend
-                    .get(&campaign_id)
-                    .and_then(|d| d.get(&day))
-                    .copied();
-                (campaign_id, day, totals)
+            .flat_map(|(campaign_id, days)| {
+                let held = self.spend.get(&campaign_id);
+                days.into_iter().map(move |day| {
+                    let totals = held.and_then(|d| d.get(&day)).copied();
+                    (campaign_id.clone(), day, totals)
+                })
             })
             .collect();
         let added = self
@@ -436,6 +448,7 @@ pub struct LedgerChanges {
 mod tests {
     use super::*;
     use crate::events::Billing;
+    use crate::hash::HashSet;
     use crate::token::WinClaims;
     use chrono_tz::Tz;
     use proptest::prelude::*;

@@ -78,7 +78,10 @@ fn spend_key(campaign: &str, day: NaiveDate) -> Vec<u8> {
 }
 
 fn dedup_key_bytes(shard: u64, key: u128) -> Vec<u8> {
-    LEDGER_DEDUP.key(shard, &[&format!("{key:032x}")])
+    let mut digest = Vec::with_capacity(32);
+    crate::routing::push_hex(&mut digest, key, 32);
+    // Hex digits are ASCII.
+    LEDGER_DEDUP.key(shard, &[std::str::from_utf8(&digest).unwrap_or_default()])
 }
 
 fn history_key(campaign: &str) -> Vec<u8> {
@@ -191,14 +194,14 @@ pub fn restore_histories(
     Ok(out)
 }
 
-/// Applies `charge` against `catalog`: the spend it moved (`None` for a replay) and the charge
-/// itself (reports count it, replays included), or the refusal.
+/// Applies `charge` against `catalog`: the day's spend it moved (`None` for a replay) and the
+/// charge itself (reports count it, replays included), or the refusal.
 fn settle(
     ledger: &mut Ledger,
     catalog: &Catalog,
     charge: &Charge,
     stats: &BillingStats,
-) -> Result<(Option<DaySpend>, Charged), DeadLetter> {
+) -> Result<(Option<(NaiveDate, DayTotals)>, Charged), DeadLetter> {
     let dead = |reason: Reason, detail: String| DeadLetter {
         reason,
         detail,
@@ -227,12 +230,13 @@ fn settle(
                 applied.over_micros,
             );
             Ok((
-                Some(DaySpend {
-                    campaign_id: charge.claims.campaign_id.clone(),
-                    day: applied.day,
-                    spend_micros: applied.spend_micros,
-                    overdelivery_micros: applied.overdelivery_micros,
-                }),
+                Some((
+                    applied.day,
+                    DayTotals {
+                        billed: applied.spend_micros,
+                        over: applied.overdelivery_micros,
+                    },
+                )),
                 Charged::of(charge, applied.billed_micros, applied.over_micros),
             ))
         }
@@ -278,7 +282,7 @@ pub struct LedgerStreams<'scope> {
 #[derive(Default)]
 struct Judged {
     records: Vec<Emitted>,
-    spend: BTreeMap<(String, NaiveDate), DayTotals>,
+    spend: BTreeMap<String, BTreeMap<NaiveDate, DayTotals>>,
     settled: BTreeMap<String, (Vec<WinKey>, Vec<i64>)>,
 }
 
@@ -293,17 +297,27 @@ impl Judged {
         stats: &BillingStats,
     ) {
         let claims = &charge.claims;
-        let entry = self.settled.entry(claims.campaign_id.clone()).or_default();
+        let campaign = claims.campaign_id.as_str();
+        // A batch's campaigns are copied once each, not once per charge.
+        if !self.settled.contains_key(campaign) {
+            self.settled
+                .insert(campaign.to_string(), Default::default());
+        }
+        let Some(entry) = self.settled.get_mut(campaign) else {
+            unreachable!("inserted above")
+        };
         match settle(ledger, catalog, charge, stats) {
             Ok((spend, charged)) => {
-                if let Some(s) = spend {
-                    self.spend.insert(
-                        (s.campaign_id, s.day),
-                        DayTotals {
-                            billed: s.spend_micros,
-                            over: s.overdelivery_micros,
-                        },
-                    );
+                if let Some((day, totals)) = spend {
+                    match self.spend.get_mut(campaign) {
+                        Some(days) => {
+                            days.insert(day, totals);
+                        }
+                        None => {
+                            self.spend
+                                .insert(campaign.to_string(), BTreeMap::from([(day, totals)]));
+                        }
+                    }
                     if charge.kind == EventKind::Conversion {
                         entry.1.push(charge.ts.millis() - claims.issued.millis());
                     }
@@ -319,13 +333,15 @@ impl Judged {
 
     /// The outputs, in order.
     fn into_outputs(self) -> impl Iterator<Item = Emitted> {
-        let spend = self.spend.into_iter().map(|((campaign_id, day), totals)| {
-            Ok(LedgerState::Spend(DaySpend {
-                campaign_id,
-                day,
-                spend_micros: totals.billed,
-                overdelivery_micros: totals.over,
-            }))
+        let spend = self.spend.into_iter().flat_map(|(campaign_id, days)| {
+            days.into_iter().map(move |(day, totals)| {
+                Ok(LedgerState::Spend(DaySpend {
+                    campaign_id: campaign_id.clone(),
+                    day,
+                    spend_micros: totals.billed,
+                    overdelivery_micros: totals.over,
+                }))
+            })
         });
         let settled = self
             .settled
@@ -711,6 +727,15 @@ mod tests {
         );
         let outputs: Vec<Emitted> = judged.into_outputs().collect();
         assert_eq!(kinds(&outputs), vec!["dead", "settled"]);
+    }
+
+    #[test]
+    fn dedup_keys_keep_their_documented_format() {
+        let key = 0x0123_4567_89ab_cdef_0011_2233_4455_6677_u128;
+        assert_eq!(
+            dedup_key_bytes(7, key),
+            format!("ledger/dedup/{:016x}/{key:032x}", 7).into_bytes()
+        );
     }
 
     #[test]

@@ -4,7 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::Served;
-use crate::events::{AdEvent, Campaign, Conversion, EventKind};
+use crate::events::{Campaign, Conversion, EventKind};
+use crate::time::EventTime;
 
 /// The input streams, by role (the pipeline file maps them to topic names).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -194,12 +195,15 @@ pub enum Ingested {
         /// The definition, or `None` to delete.
         campaign: Option<Box<Campaign>>,
     },
-    /// An impression or click with its verified win.
+    /// An impression or click with its verified win: what the graph reads of the event (its
+    /// other fields are the claims' own, checked equal).
     Ad {
         /// Impression or click.
         kind: EventKind,
-        /// The event.
-        event: Box<AdEvent>,
+        /// When it happened.
+        ts: EventTime,
+        /// The viewer.
+        user_id: String,
         /// The verified token's claims.
         claims: crate::token::SharedClaims,
         /// Where it was read.

@@ -59,6 +59,20 @@ impl LabelEvent {
     pub fn key(&self) -> ExampleKey {
         (self.request_id().to_string(), self.imp_id().to_string())
     }
+
+    /// (`request_id`, `imp_id`), moved out of an impression or click (whose ids are then
+    /// empty: all that is left to read of it is its kind and time), copied from the others.
+    pub fn take_key(&mut self) -> ExampleKey {
+        match self {
+            LabelEvent::Impression {
+                request_id, imp_id, ..
+            }
+            | LabelEvent::Click {
+                request_id, imp_id, ..
+            } => (std::mem::take(request_id), std::mem::take(imp_id)),
+            _ => self.key(),
+        }
+    }
 }
 
 /// A labelled training example: exactly one of `click` and `conversion` is `Some`.

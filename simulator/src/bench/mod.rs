@@ -136,10 +136,7 @@ fn campaign_messages(campaigns: usize) -> Vec<RawMessage> {
 /// Decode alone (parse + validate + token verify) on this thread; returns events/s.
 pub fn decode_only(n: usize) -> f64 {
     let msgs = messages(n, 1_000);
-    let cfg = DecodeConfig {
-        secret: SECRET.to_vec(),
-        max_message_bytes: 65_536,
-    };
+    let cfg = DecodeConfig::new(SECRET.to_vec(), 65_536);
     let start = Instant::now();
     let ok = msgs
         .into_iter()
@@ -155,10 +152,7 @@ pub fn decode_only(n: usize) -> f64 {
 /// ledger's own comparisons, a few per charge, run in both).
 pub fn hot_path(n: usize, checked: bool) -> f64 {
     let msgs = messages(n, 1_000);
-    let cfg = DecodeConfig {
-        secret: SECRET.to_vec(),
-        max_message_bytes: 65_536,
-    };
+    let cfg = DecodeConfig::new(SECRET.to_vec(), 65_536);
     let mut catalog = Catalog::default();
     for m in campaign_messages(1_000) {
         if let (
@@ -185,14 +179,15 @@ pub fn hot_path(n: usize, checked: bool) -> f64 {
             _,
             Ingested::Ad {
                 kind,
-                event,
+                ts,
                 claims,
                 origin,
                 raw,
+                ..
             },
         ) = decode(m, &cfg)
         {
-            let charge = Charge::for_event(kind, event.ts, claims, origin, *raw);
+            let charge = Charge::for_event(kind, ts, claims, origin, *raw);
             let terms = if checked {
                 let Some(listed) = catalog.get(&charge.claims.campaign_id) else {
                     continue;
@@ -332,10 +327,7 @@ fn dataflow_into(store: Arc<dyn StateStore>, n: usize, workers: usize, reports: 
         let probe = ProbeHandle::new();
         let control = SourceControl::default();
         let stop = control.stop.clone();
-        let cfg = DecodeConfig {
-            secret: SECRET.to_vec(),
-            max_message_bytes: 65_536,
-        };
+        let cfg = DecodeConfig::new(SECRET.to_vec(), 65_536);
         let source = SourceConfig::default();
         worker.dataflow::<u64, _, _>(|scope| {
             let ingested = kafka_source(
@@ -396,12 +388,15 @@ fn dataflow_into(store: Arc<dyn StateStore>, n: usize, workers: usize, reports: 
         });
         // Run until this worker's input is drained, then stop and let the graph complete.
         let start = Instant::now();
+        // Stepped as `adstream run` steps its workers: parked while nothing is scheduled (a
+        // checkpoint being written), so the worker does not spin against the state writer.
+        let park = Some(Duration::from_millis(1));
         while !control.caught_up.load(std::sync::atomic::Ordering::Relaxed) {
-            worker.step();
+            worker.step_or_park(park);
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         while !(control.finished.get() && probe.done()) {
-            worker.step();
+            worker.step_or_park(park);
         }
         if let Ok(mut took) = worker_took.lock() {
             took.push(start.elapsed());
