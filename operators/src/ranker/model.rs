@@ -11,7 +11,7 @@
 //! [`crate::labels`]): it learns `q = p / (1 + p)`, and [`RankerModel::predict`] returns
 //! `p = q / (1 - q)`, Ktena et al.'s fake-negative calibration.
 
-use candle_core::{DType, Device, IndexOp, Module, Tensor};
+use candle_core::{DType, Device, IndexOp, Module, Tensor, Var};
 use candle_nn::{Embedding, Init, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
@@ -51,9 +51,36 @@ pub struct Inputs {
     len: usize,
 }
 
+/// The embedding rows one training batch reads: per table, the distinct rows (ascending, on the
+/// device) and a copy of them the loss is differentiated against. Training updates only these
+/// rows ([`crate::ranker::optim::AdamW::step`]), so a step costs what the batch touches, not
+/// what the tables hold.
+pub struct BatchRows {
+    /// Per table: its variable's name in the model's `VarMap`.
+    pub names: Vec<String>,
+    /// Per table: the distinct rows the batch reads (`u32`, ascending).
+    pub rows: Vec<Tensor>,
+    /// Per table: those rows' current values, as the variable the gradient is taken against.
+    pub values: Vec<Var>,
+}
+
+/// The distinct values of `ids`, ascending, and each id's position among them.
+fn renumber(ids: &[u32]) -> (Vec<u32>, Vec<u32>) {
+    let mut distinct = ids.to_vec();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let local = ids
+        .iter()
+        .map(|id| distinct.binary_search(id).unwrap_or_default() as u32)
+        .collect();
+    (distinct, local)
+}
+
 /// The network; its parameters live in the `VarBuilder` it was built from.
 pub struct RankerModel {
     tables: Vec<Embedding>,
+    /// Each table's variable name (`emb.<feature>.weight`).
+    table_names: Vec<String>,
     bag_widths: Vec<usize>,
     cross: Vec<Linear>,
     mlp: Vec<Linear>,
@@ -73,7 +100,9 @@ impl RankerModel {
     ) -> candle_core::Result<Self> {
         let d = config.embedding_dim.max(1);
         let mut tables = Vec::new();
+        let mut table_names = Vec::new();
         for (name, rows) in spec.tables() {
+            table_names.push(format!("emb.{name}.weight"));
             let w = vb.pp("emb").pp(&name).get_with_hints(
                 (rows, d),
                 "weight",
@@ -110,6 +139,7 @@ impl RankerModel {
         };
         Ok(RankerModel {
             tables,
+            table_names,
             bag_widths: spec.bag_widths(),
             cross,
             mlp,
@@ -154,20 +184,69 @@ impl RankerModel {
         })
     }
 
+    /// Moves an encoded batch to the model's device for training: each table's ids renumbered
+    /// into the distinct rows the batch reads, and those rows gathered ([`BatchRows`]).
+    pub fn training_inputs(
+        &self,
+        batch: &EncodedBatch,
+    ) -> candle_core::Result<(Inputs, BatchRows)> {
+        let mut local = EncodedBatch {
+            len: batch.len,
+            categorical: Vec::with_capacity(batch.categorical.len()),
+            bags: Vec::with_capacity(batch.bags.len()),
+            dense: batch.dense.clone(),
+        };
+        let mut distinct = Vec::with_capacity(self.tables.len());
+        for ids in &batch.categorical {
+            let (rows, ids) = renumber(ids);
+            distinct.push(rows);
+            local.categorical.push(ids);
+        }
+        for (ids, weights) in &batch.bags {
+            let (rows, ids) = renumber(ids);
+            distinct.push(rows);
+            local.bags.push((ids, weights.clone()));
+        }
+        let inputs = self.inputs(&local)?;
+        let mut rows = Vec::with_capacity(distinct.len());
+        let mut values = Vec::with_capacity(distinct.len());
+        for (table, ids) in self.tables.iter().zip(&distinct) {
+            let ids = Tensor::from_slice(ids, ids.len(), &self.device)?;
+            values.push(Var::from_tensor(
+                &table.embeddings().index_select(&ids, 0)?,
+            )?);
+            rows.push(ids);
+        }
+        Ok((
+            inputs,
+            BatchRows {
+                names: self.table_names.clone(),
+                rows,
+                values,
+            },
+        ))
+    }
+
     /// Logits `[batch, 2]`: click, then conversion.
     pub fn forward(&self, inputs: &Inputs) -> candle_core::Result<Tensor> {
-        let mut parts = Vec::with_capacity(self.tables.len() + 1);
-        let mut tables = self.tables.iter();
+        let tables: Vec<&Tensor> = self.tables.iter().map(Embedding::embeddings).collect();
+        self.forward_with(inputs, &tables)
+    }
+
+    /// [`RankerModel::forward`] over `tables` in place of the embedding tables: the whole
+    /// tables, or a training batch's rows ([`BatchRows::values`], its ids renumbered).
+    fn forward_with(&self, inputs: &Inputs, tables: &[&Tensor]) -> candle_core::Result<Tensor> {
+        let mut parts = Vec::with_capacity(tables.len() + 1);
+        let mut tables = tables.iter();
         for ids in &inputs.categorical {
             if let Some(t) = tables.next() {
-                parts.push(t.forward(ids)?);
+                parts.push(t.index_select(ids, 0)?);
             }
         }
         for ((ids, weights), &width) in inputs.bags.iter().zip(&self.bag_widths) {
             if let Some(t) = tables.next() {
-                let rows = t
-                    .forward(ids)?
-                    .reshape((inputs.len, width, t.hidden_size()))?;
+                let d = t.dim(1)?;
+                let rows = t.index_select(ids, 0)?.reshape((inputs.len, width, d))?;
                 parts.push(rows.broadcast_mul(weights)?.sum(1)?);
             }
         }
@@ -260,6 +339,46 @@ pub fn loss(
     denominators: (f64, f64),
 ) -> candle_core::Result<(Tensor, Tensor)> {
     let logits = model.forward(inputs)?;
+    loss_of(
+        model,
+        logits,
+        inputs,
+        targets,
+        conversion_weight,
+        denominators,
+    )
+}
+
+/// [`loss`] of a training batch made by [`RankerModel::training_inputs`]: differentiated
+/// against the batch's embedding rows, not the whole tables.
+pub fn sparse_loss(
+    model: &RankerModel,
+    inputs: &Inputs,
+    rows: &BatchRows,
+    targets: &Targets,
+    conversion_weight: f64,
+    denominators: (f64, f64),
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let tables: Vec<&Tensor> = rows.values.iter().map(Var::as_tensor).collect();
+    let logits = model.forward_with(inputs, &tables)?;
+    loss_of(
+        model,
+        logits,
+        inputs,
+        targets,
+        conversion_weight,
+        denominators,
+    )
+}
+
+fn loss_of(
+    model: &RankerModel,
+    logits: Tensor,
+    inputs: &Inputs,
+    targets: &Targets,
+    conversion_weight: f64,
+    denominators: (f64, f64),
+) -> candle_core::Result<(Tensor, Tensor)> {
     let n = inputs.len;
     let dev = model.device();
     let t = |v: &[f32]| Tensor::from_slice(v, n, dev).and_then(|t| t.to_dtype(model.dtype));
@@ -398,6 +517,73 @@ mod tests {
             }
         }
         assert!(checked >= 3 * 10, "checked {checked}");
+    }
+
+    #[test]
+    fn a_sparse_step_equals_a_dense_step_and_leaves_unread_rows_alone() {
+        use crate::ranker::optim::{AdamW, AdamWConfig};
+        let spec = tiny_spec();
+        let config = ModelConfig {
+            embedding_dim: 3,
+            cross_layers: 1,
+            hidden: vec![4],
+        };
+        let build = || {
+            let varmap = VarMap::new();
+            let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);
+            let model = RankerModel::new(&spec, &config, vb).expect("model");
+            (varmap, model)
+        };
+        let (dense_map, dense) = build();
+        let (sparse_map, sparse) = build();
+        // The same starting point.
+        let start = dense_map.data().lock().expect("vars").clone();
+        for (name, var) in sparse_map.data().lock().expect("vars").iter() {
+            var.set(start[name].as_tensor()).expect("copy");
+        }
+        let host = |t: &Tensor| {
+            t.flatten_all()
+                .and_then(|t| t.to_vec1::<f64>())
+                .expect("host")
+        };
+        // Copied out: the variables are updated in place.
+        let before: std::collections::HashMap<String, Vec<f64>> =
+            start.iter().map(|(k, v)| (k.clone(), host(v))).collect();
+        let (batch, targets) = tiny_batch(&spec);
+        let (clicks, conversions) = label_counts(&targets);
+        let denominators = (clicks as f64, conversions as f64);
+        let adam = AdamWConfig {
+            learning_rate: 0.05,
+            ..AdamWConfig::default()
+        };
+        // Dense: the whole tables differentiated and updated.
+        let mut dense_opt = AdamW::new(&dense_map, adam).expect("opt");
+        let inputs = dense.inputs(&batch).expect("inputs");
+        let (l, dense_logits) = loss(&dense, &inputs, &targets, 0.7, denominators).expect("loss");
+        dense_opt.step(&l.backward().expect("grad")).expect("step");
+        // Sparse: only the rows read.
+        let mut sparse_opt = AdamW::new(&sparse_map, adam).expect("opt");
+        let (inputs, rows) = sparse.training_inputs(&batch).expect("inputs");
+        let (l, sparse_logits) =
+            sparse_loss(&sparse, &inputs, &rows, &targets, 0.7, denominators).expect("loss");
+        assert_eq!(host(&dense_logits), host(&sparse_logits), "same forward");
+        sparse_opt
+            .step_sparse(&l.backward().expect("grad"), &rows)
+            .expect("step");
+        // On a first step Adam moves no row without a gradient, so both agree everywhere.
+        let after = sparse_map.data().lock().expect("vars").clone();
+        let mut moved_rows = 0;
+        for (name, var) in dense_map.data().lock().expect("vars").iter() {
+            let (d, s) = (host(var), host(&after[name]));
+            for ((d, s), b) in d.iter().zip(&s).zip(&before[name]) {
+                assert!((d - s).abs() < 1e-12, "{name}: dense {d} vs sparse {s}");
+                if name.starts_with("emb.") && s != b {
+                    moved_rows += 1;
+                }
+            }
+        }
+        // Only the rows read moved: user (4 of 7 rows), ad (2 of 5), interests (3 of 6), 3 each.
+        assert_eq!(moved_rows, (4 + 2 + 3) * 3);
     }
 
     #[test]

@@ -10,6 +10,8 @@ use std::collections::HashMap;
 use candle_core::{Tensor, Var};
 use candle_nn::VarMap;
 
+use crate::ranker::model::BatchRows;
+
 /// Optimiser settings.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamWConfig {
@@ -43,6 +45,33 @@ struct Slot {
     m: Tensor,
     v: Tensor,
     decay: bool,
+}
+
+impl Slot {
+    /// Adam's update of the rows `ids` of this (embedding) variable, whose values were `values`
+    /// when gradient `g` was taken, written in place; no weight decay (see the module doc).
+    fn update_rows(
+        &mut self,
+        ids: &Tensor,
+        values: &Var,
+        g: &Tensor,
+        c: AdamWConfig,
+        (bias1, bias2): (f64, f64),
+    ) -> candle_core::Result<()> {
+        let m =
+            (self.m.index_select(ids, 0)?.affine(c.beta1, 0.0)? + g.affine(1.0 - c.beta1, 0.0)?)?;
+        let v = (self.v.index_select(ids, 0)?.affine(c.beta2, 0.0)?
+            + g.sqr()?.affine(1.0 - c.beta2, 0.0)?)?;
+        let update = (m.affine(1.0 / bias1, 0.0)?
+            / v.affine(1.0 / bias2, 0.0)?.sqrt()?.affine(1.0, c.eps)?)?;
+        let next = (values.as_tensor() - update.affine(c.learning_rate, 0.0)?)?;
+        // Row `ids[i]` of each target takes row `i` of its source.
+        let at = ids.unsqueeze(1)?.broadcast_as(next.shape())?.contiguous()?;
+        self.m.scatter_set(&at, &m, 0)?;
+        self.v.scatter_set(&at, &v, 0)?;
+        self.var.as_tensor().scatter_set(&at, &next, 0)?;
+        Ok(())
+    }
 }
 
 /// AdamW over every variable of a [`VarMap`].
@@ -92,11 +121,42 @@ impl AdamW {
 
     /// One update from `grads`; variables without a gradient are left alone.
     pub fn step(&mut self, grads: &candle_core::backprop::GradStore) -> candle_core::Result<()> {
+        self.step_with_rows(grads, None)
+    }
+
+    /// One update from `grads` of a loss taken against a batch's embedding rows (`rows`, see
+    /// [`crate::ranker::model::sparse_loss`]): each table's rows the batch read are updated,
+    /// with their moments, and no other row (lazy Adam: a row's moments move only when it is
+    /// read, as in TensorFlow's `LazyAdam`); dense variables are updated as by [`AdamW::step`].
+    pub fn step_sparse(
+        &mut self,
+        grads: &candle_core::backprop::GradStore,
+        rows: &BatchRows,
+    ) -> candle_core::Result<()> {
+        self.step_with_rows(grads, Some(rows))
+    }
+
+    fn step_with_rows(
+        &mut self,
+        grads: &candle_core::backprop::GradStore,
+        rows: Option<&BatchRows>,
+    ) -> candle_core::Result<()> {
         self.step += 1;
         let c = self.config;
         let t = self.step as i32;
         let (bias1, bias2) = (1.0 - c.beta1.powi(t), 1.0 - c.beta2.powi(t));
         for slot in &mut self.slots {
+            let table = rows.and_then(|r| {
+                let i = r.names.iter().position(|n| *n == slot.name)?;
+                Some((r.rows.get(i)?, r.values.get(i)?))
+            });
+            if let Some((ids, values)) = table {
+                let Some(g) = grads.get(values) else {
+                    continue;
+                };
+                slot.update_rows(ids, values, g, c, (bias1, bias2))?;
+                continue;
+            }
             let Some(g) = grads.get(&slot.var) else {
                 continue;
             };

@@ -22,7 +22,7 @@ use thiserror::Error;
 use super::features::{EncodedBatch, FeatureContext, FeatureSpec};
 use super::guards::{judge, GuardConfig};
 use super::link::TrainerLink;
-use super::model::{label_counts, loss, probabilities, ModelConfig, RankerModel, Targets};
+use super::model::{label_counts, probabilities, sparse_loss, ModelConfig, RankerModel, Targets};
 use super::optim::{AdamW, AdamWConfig};
 use super::registry::{to_safetensors, DataRange, ModelMeta, Registry, RegistryError, Status};
 use super::scoring::PublishedModel;
@@ -534,7 +534,8 @@ impl Learner {
         }
         let refs: Vec<&LabeledExample> = examples.iter().collect();
         let (batch, targets) = encode(&self.spec, &refs);
-        let inputs = self.model.inputs(&batch)?;
+        // Differentiated against the rows the batch reads, not the whole embedding tables.
+        let (inputs, rows) = self.model.training_inputs(&batch)?;
         let (clicks, conversions) = label_counts(&targets);
         let denominators = self.loss_scale.denominators(
             examples.len(),
@@ -542,16 +543,17 @@ impl Learner {
             clicks,
             conversions,
         );
-        let (total, logits) = loss(
+        let (total, logits) = sparse_loss(
             &self.model,
             &inputs,
+            &rows,
             &targets,
             self.config.conversion_weight,
             denominators,
         )?;
         let scores = probabilities(&logits)?;
         let grads = total.backward()?;
-        self.optimizer.step(&grads)?;
+        self.optimizer.step_sparse(&grads, &rows)?;
         let n = examples.len() as u64;
         for (e, p) in examples.into_iter().zip(scores.iter().copied()) {
             if let Some(y) = e.click {
