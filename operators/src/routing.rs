@@ -67,6 +67,16 @@ fn escape_into(component: &str, out: &mut String) {
     }
 }
 
+/// `value` as 32 lower-case hex digits (`format!("{value:032x}")` without the allocation).
+pub fn hex128(value: u128) -> [u8; 32] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 32];
+    for (i, digit) in out.iter_mut().enumerate() {
+        *digit = HEX[((value >> (4 * (31 - i))) & 0xf) as usize];
+    }
+    out
+}
+
 /// Appends the low `digits` hex digits of `value`, lower-case, to `out`.
 pub fn push_hex(out: &mut Vec<u8>, value: u128, digits: u32) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -489,6 +499,9 @@ mod tests {
             // The one-buffer key is the documented format, byte for byte.
             let formatted = format!("t/{:016x}/{encoded}", route(&parts[0]));
             prop_assert_eq!(&key, &formatted.into_bytes());
+            let value = u128::from(route(&parts[0])) << 64 | u128::from(route(&refs.concat()));
+            let formatted = format!("{value:032x}");
+            prop_assert_eq!(&hex128(value)[..], formatted.as_bytes());
             prop_assert_eq!(family.parse(&key), Ok((route(&parts[0]), parts)));
         }
 

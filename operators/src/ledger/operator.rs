@@ -78,8 +78,7 @@ fn spend_key(campaign: &str, day: NaiveDate) -> Vec<u8> {
 }
 
 fn dedup_key_bytes(shard: u64, key: u128) -> Vec<u8> {
-    let mut digest = Vec::with_capacity(32);
-    crate::routing::push_hex(&mut digest, key, 32);
+    let digest = crate::routing::hex128(key);
     // Hex digits are ASCII.
     LEDGER_DEDUP.key(shard, &[std::str::from_utf8(&digest).unwrap_or_default()])
 }

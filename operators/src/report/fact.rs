@@ -92,7 +92,11 @@ impl ReportEvent {
             ReportEvent::Touch { kind, claims, .. } => {
                 dedup_key(&[kind.as_str(), &claims.request_id, &claims.imp_id])
             }
-            ReportEvent::Charged(c) => dedup_key(&["charged", &format!("{:032x}", c.identity)]),
+            ReportEvent::Charged(c) => {
+                let hex = crate::routing::hex128(c.identity);
+                // Hex digits are ASCII.
+                dedup_key(&["charged", std::str::from_utf8(&hex).unwrap_or_default()])
+            }
             ReportEvent::Converted(c) => {
                 dedup_key(&["converted", &c.claims.advertiser_id, &c.conversion_id])
             }
