@@ -245,7 +245,7 @@ pub fn app(state: AppState) -> Router {
 
 /// The router of `listener`: the routes it serves; any other path is 404.
 pub fn router(state: AppState, listener: Listener) -> Router {
-    let routes: [(&str, MethodRouter<AppState>); 14] = [
+    let routes: [(&str, MethodRouter<Arc<AppState>>); 14] = [
         ("/", get(|| async { asset("index.html") })),
         (
             "/assets/{file}",
@@ -280,7 +280,8 @@ pub fn router(state: AppState, listener: Listener) -> Router {
     }
     router
         .layer(DefaultBodyLimit::max(64 * 1024))
-        .with_state(state)
+        // One handle per request, not a copy of every field (and metric handle) of the state.
+        .with_state(Arc::new(state))
 }
 
 /// Query of `GET /v1/campaigns/{id}`.
@@ -291,7 +292,7 @@ struct DayQuery {
 }
 
 async fn campaign(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
     Query(query): Query<DayQuery>,
     headers: HeaderMap,
@@ -336,7 +337,7 @@ async fn campaign(
 }
 
 async fn openrtb(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -431,7 +432,7 @@ struct NoticeQuery {
 }
 
 async fn billing(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Query(query): Query<NoticeQuery>,
 ) -> Result<Response, ApiError> {
     let count = |o: &str| state.metrics.billing_notices.with_label_values(&[o]).inc();
@@ -468,7 +469,7 @@ async fn billing(
 
 /// `GET /v1/campaigns`: every campaign the reader may read.
 async fn campaigns(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let reader = authorize_read(&state, &headers)?;
@@ -481,7 +482,7 @@ async fn campaigns(
 
 /// Liveness: 503 naming a worker that has stopped stepping (a worker that failed has ended the
 /// process already: see `crate::fail_stop`).
-async fn healthz(State(state): State<AppState>) -> (StatusCode, String) {
+async fn healthz(State(state): State<Arc<AppState>>) -> (StatusCode, String) {
     match state.health.check(std::time::Instant::now()) {
         Ok(()) => (StatusCode::OK, "ok".into()),
         Err(stalled) => (StatusCode::SERVICE_UNAVAILABLE, stalled),
@@ -489,7 +490,7 @@ async fn healthz(State(state): State<AppState>) -> (StatusCode, String) {
 }
 
 /// `GET /readyz`: 200 or 503 with `{"ready": bool, "reasons": [{"reason": ...}]}`.
-async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<crate::live::Readiness>) {
+async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<crate::live::Readiness>) {
     let readiness = state.live.readiness();
     let status = if readiness.ready {
         StatusCode::OK
@@ -500,7 +501,7 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<crate::live:
 }
 
 /// `GET /v1/models`: the live version, training status and every version with its metrics.
-async fn models(State(state): State<AppState>) -> Json<serde_json::Value> {
+async fn models(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
     let live = state.models.current();
     let serving = live
         .as_ref()
@@ -537,7 +538,7 @@ async fn models(State(state): State<AppState>) -> Json<serde_json::Value> {
 /// `POST /v1/models/{version}/promote`: makes a version live (`3` or `v3`) and pins serving to
 /// it: trained versions keep being judged, but none goes live until `POST /v1/models/resume`.
 async fn promote(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Path(version): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -560,7 +561,7 @@ async fn promote(
 
 /// `POST /v1/models/resume`: ends a promotion's pin; the next version that passes the guards
 /// goes live.
-async fn resume(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+async fn resume(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ApiError> {
     authorize_admin(&state, &headers)?;
     ask_trainer(&state, |reply| Command::Resume { reply }).await?;
     Ok(Json(json!({"pinned": false})).into_response())
@@ -613,7 +614,7 @@ async fn ask_trainer<T: Send + 'static>(
     }
 }
 
-async fn dashboard(State(state): State<AppState>) -> Response {
+async fn dashboard(State(state): State<Arc<AppState>>) -> Response {
     (
         [(axum::http::header::CACHE_CONTROL, "no-store")],
         Json(state.history.document()),
@@ -621,7 +622,7 @@ async fn dashboard(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-async fn metrics(State(state): State<AppState>) -> String {
+async fn metrics(State(state): State<Arc<AppState>>) -> String {
     state.metrics.campaigns.set(state.live.campaigns() as i64);
     let last = state.metrics.last_checkpoint_timestamp_seconds.get();
     if last > 0.0 {
