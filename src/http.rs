@@ -561,7 +561,10 @@ async fn promote(
 
 /// `POST /v1/models/resume`: ends a promotion's pin; the next version that passes the guards
 /// goes live.
-async fn resume(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ApiError> {
+async fn resume(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     authorize_admin(&state, &headers)?;
     ask_trainer(&state, |reply| Command::Resume { reply }).await?;
     Ok(Json(json!({"pinned": false})).into_response())

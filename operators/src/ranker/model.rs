@@ -51,17 +51,92 @@ pub struct Inputs {
     len: usize,
 }
 
-/// The embedding rows one training batch reads: per table, the distinct rows (ascending, on the
-/// device) and a copy of them the loss is differentiated against. Training updates only these
-/// rows ([`crate::ranker::optim::AdamW::step`]), so a step costs what the batch touches, not
-/// what the tables hold.
+/// The embedding rows one training batch reads. The loss is differentiated against the
+/// looked-up embeddings (one row per lookup), whose gradients are then summed per distinct row
+/// ([`BatchRows::row_gradients`]): training updates only the rows the batch read
+/// ([`crate::ranker::optim::AdamW::step_sparse`]), so a step costs what the batch touches, not
+/// what the tables hold, and no gradient of a whole table is ever made.
 pub struct BatchRows {
     /// Per table: its variable's name in the model's `VarMap`.
     pub names: Vec<String>,
-    /// Per table: the distinct rows the batch reads (`u32`, ascending).
+    /// Per table: the distinct rows the batch reads (`u32`, ascending, on the device).
     pub rows: Vec<Tensor>,
-    /// Per table: those rows' current values, as the variable the gradient is taken against.
-    pub values: Vec<Var>,
+    /// Per table: each lookup's position among `rows`.
+    local: Vec<Vec<u32>>,
+    /// Per table: the looked-up embeddings (`[lookups, dim]`), the variables the loss is
+    /// differentiated against.
+    looked: Vec<Var>,
+}
+
+impl BatchRows {
+    /// Per table: the gradient of each of its distinct rows (`[rows, dim]`, the sum over the
+    /// row's lookups), or `None` when the loss does not depend on the table.
+    pub fn row_gradients(
+        &self,
+        grads: &candle_core::backprop::GradStore,
+    ) -> candle_core::Result<Vec<Option<Tensor>>> {
+        self.looked
+            .iter()
+            .zip(&self.local)
+            .zip(&self.rows)
+            .map(|((looked, local), rows)| match grads.get(looked) {
+                Some(g) => segment_sum(local, g, rows.dim(0)?).map(Some),
+                None => Ok(None),
+            })
+            .collect()
+    }
+}
+
+/// Sums the rows of `values` (`[m, dim]`) by `segment` (each row's segment, below `segments`)
+/// into `[segments, dim]`. On a GPU the scatter-add is split into chunks summed afterwards:
+/// candle's kernel runs one thread per column and loops over the scattered rows, so one
+/// unsplit scatter of a large batch is serial (it was the fixed per-example cost of training).
+fn segment_sum(segment: &[u32], values: &Tensor, segments: usize) -> candle_core::Result<Tensor> {
+    let (m, dim) = values.dims2()?;
+    let device = values.device();
+    // At most this many partial sums at once (64 MiB of f32).
+    const PARTIALS: usize = 1 << 24;
+    let chunks = if device.is_cpu() {
+        1
+    } else {
+        (PARTIALS / ((segments + 1) * dim).max(1)).clamp(1, m.max(1))
+    };
+    segment_sum_in(segment, values, segments, chunks)
+}
+
+/// [`segment_sum`] in `chunks` chunks.
+fn segment_sum_in(
+    segment: &[u32],
+    values: &Tensor,
+    segments: usize,
+    chunks: usize,
+) -> candle_core::Result<Tensor> {
+    let (m, dim) = values.dims2()?;
+    let device = values.device();
+    let chunks = chunks.max(1);
+    let per = m.div_ceil(chunks).max(1);
+    let padded = chunks * per;
+    // Padding lookups add zeros to an extra segment, dropped at the end.
+    let mut ids = Vec::with_capacity(padded);
+    ids.extend_from_slice(segment);
+    ids.resize(padded, segments as u32);
+    let ids = Tensor::from_vec(ids, (chunks, per, 1), device)?
+        .broadcast_as((chunks, per, dim))?
+        .contiguous()?;
+    let src = if padded > m {
+        Tensor::cat(
+            &[
+                values,
+                &Tensor::zeros((padded - m, dim), values.dtype(), device)?,
+            ],
+            0,
+        )?
+    } else {
+        values.contiguous()?
+    };
+    let partial = Tensor::zeros((chunks, segments + 1, dim), values.dtype(), device)?;
+    partial.scatter_add_set(&ids, &src.reshape((chunks, per, dim))?, 1)?;
+    partial.sum(0)?.narrow(0, 0, segments)
 }
 
 /// The distinct values of `ids`, ascending, and each id's position among them.
@@ -184,69 +259,68 @@ impl RankerModel {
         })
     }
 
-    /// Moves an encoded batch to the model's device for training: each table's ids renumbered
-    /// into the distinct rows the batch reads, and those rows gathered ([`BatchRows`]).
+    /// Moves an encoded batch to the model's device for training, with the rows it reads
+    /// ([`BatchRows`]): each table's lookups gathered as variables, and their distinct rows.
     pub fn training_inputs(
         &self,
         batch: &EncodedBatch,
     ) -> candle_core::Result<(Inputs, BatchRows)> {
-        let mut local = EncodedBatch {
-            len: batch.len,
-            categorical: Vec::with_capacity(batch.categorical.len()),
-            bags: Vec::with_capacity(batch.bags.len()),
-            dense: batch.dense.clone(),
-        };
-        let mut distinct = Vec::with_capacity(self.tables.len());
-        for ids in &batch.categorical {
-            let (rows, ids) = renumber(ids);
-            distinct.push(rows);
-            local.categorical.push(ids);
-        }
-        for (ids, weights) in &batch.bags {
-            let (rows, ids) = renumber(ids);
-            distinct.push(rows);
-            local.bags.push((ids, weights.clone()));
-        }
-        let inputs = self.inputs(&local)?;
-        let mut rows = Vec::with_capacity(distinct.len());
-        let mut values = Vec::with_capacity(distinct.len());
-        for (table, ids) in self.tables.iter().zip(&distinct) {
-            let ids = Tensor::from_slice(ids, ids.len(), &self.device)?;
-            values.push(Var::from_tensor(
-                &table.embeddings().index_select(&ids, 0)?,
-            )?);
-            rows.push(ids);
+        let inputs = self.inputs(batch)?;
+        let host_ids = batch
+            .categorical
+            .iter()
+            .chain(batch.bags.iter().map(|(ids, _)| ids));
+        let device_ids = inputs
+            .categorical
+            .iter()
+            .chain(inputs.bags.iter().map(|(ids, _)| ids));
+        let (mut rows, mut local, mut looked) = (Vec::new(), Vec::new(), Vec::new());
+        for ((table, host), ids) in self.tables.iter().zip(host_ids).zip(device_ids) {
+            let (distinct, positions) = renumber(host);
+            rows.push(Tensor::from_slice(&distinct, distinct.len(), &self.device)?);
+            local.push(positions);
+            looked.push(Var::from_tensor(&table.embeddings().index_select(ids, 0)?)?);
         }
         Ok((
             inputs,
             BatchRows {
                 names: self.table_names.clone(),
                 rows,
-                values,
+                local,
+                looked,
             },
         ))
     }
 
     /// Logits `[batch, 2]`: click, then conversion.
     pub fn forward(&self, inputs: &Inputs) -> candle_core::Result<Tensor> {
-        let tables: Vec<&Tensor> = self.tables.iter().map(Embedding::embeddings).collect();
-        self.forward_with(inputs, &tables)
+        let ids = inputs
+            .categorical
+            .iter()
+            .chain(inputs.bags.iter().map(|(ids, _)| ids));
+        let looked = self
+            .tables
+            .iter()
+            .zip(ids)
+            .map(|(t, ids)| t.embeddings().index_select(ids, 0))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        self.forward_looked(inputs, &looked)
     }
 
-    /// [`RankerModel::forward`] over `tables` in place of the embedding tables: the whole
-    /// tables, or a training batch's rows ([`BatchRows::values`], its ids renumbered).
-    fn forward_with(&self, inputs: &Inputs, tables: &[&Tensor]) -> candle_core::Result<Tensor> {
-        let mut parts = Vec::with_capacity(tables.len() + 1);
-        let mut tables = tables.iter();
-        for ids in &inputs.categorical {
-            if let Some(t) = tables.next() {
-                parts.push(t.index_select(ids, 0)?);
+    /// [`RankerModel::forward`] from the embeddings already looked up, one tensor per table
+    /// (`[lookups, dim]`: the categorical features' then the bags').
+    fn forward_looked(&self, inputs: &Inputs, looked: &[Tensor]) -> candle_core::Result<Tensor> {
+        let mut parts = Vec::with_capacity(looked.len() + 1);
+        let mut looked = looked.iter();
+        for _ in &inputs.categorical {
+            if let Some(rows) = looked.next() {
+                parts.push(rows.clone());
             }
         }
-        for ((ids, weights), &width) in inputs.bags.iter().zip(&self.bag_widths) {
-            if let Some(t) = tables.next() {
-                let d = t.dim(1)?;
-                let rows = t.index_select(ids, 0)?.reshape((inputs.len, width, d))?;
+        for ((_, weights), &width) in inputs.bags.iter().zip(&self.bag_widths) {
+            if let Some(rows) = looked.next() {
+                let d = rows.dim(1)?;
+                let rows = rows.reshape((inputs.len, width, d))?;
                 parts.push(rows.broadcast_mul(weights)?.sum(1)?);
             }
         }
@@ -359,8 +433,8 @@ pub fn sparse_loss(
     conversion_weight: f64,
     denominators: (f64, f64),
 ) -> candle_core::Result<(Tensor, Tensor)> {
-    let tables: Vec<&Tensor> = rows.values.iter().map(Var::as_tensor).collect();
-    let logits = model.forward_with(inputs, &tables)?;
+    let looked: Vec<Tensor> = rows.looked.iter().map(|v| v.as_tensor().clone()).collect();
+    let logits = model.forward_looked(inputs, &looked)?;
     loss_of(
         model,
         logits,
@@ -584,6 +658,28 @@ mod tests {
         }
         // Only the rows read moved: user (4 of 7 rows), ad (2 of 5), interests (3 of 6), 3 each.
         assert_eq!(moved_rows, (4 + 2 + 3) * 3);
+    }
+
+    #[test]
+    fn segment_sums_are_the_same_in_any_number_of_chunks() {
+        let segment: Vec<u32> = vec![2, 0, 2, 1, 4, 2, 0, 4, 4, 3, 2];
+        let values: Vec<f64> = (0..segment.len() * 2)
+            .map(|i| i as f64 * 0.5 - 3.0)
+            .collect();
+        let mut want = vec![0.0; 5 * 2];
+        for (i, s) in segment.iter().enumerate() {
+            for c in 0..2 {
+                want[*s as usize * 2 + c] += values[i * 2 + c];
+            }
+        }
+        let values = Tensor::from_vec(values, (segment.len(), 2), &Device::Cpu).expect("t");
+        for chunks in [1, 2, 3, 4, 7, 11, 20] {
+            let got = segment_sum_in(&segment, &values, 5, chunks)
+                .and_then(|t| t.flatten_all())
+                .and_then(|t| t.to_vec1::<f64>())
+                .expect("sum");
+            assert_eq!(got, want, "{chunks} chunks");
+        }
     }
 
     #[test]

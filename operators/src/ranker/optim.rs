@@ -48,12 +48,11 @@ struct Slot {
 }
 
 impl Slot {
-    /// Adam's update of the rows `ids` of this (embedding) variable, whose values were `values`
-    /// when gradient `g` was taken, written in place; no weight decay (see the module doc).
+    /// Adam's update of the rows `ids` of this (embedding) variable from their gradient `g`,
+    /// written in place; no weight decay (see the module doc).
     fn update_rows(
         &mut self,
         ids: &Tensor,
-        values: &Var,
         g: &Tensor,
         c: AdamWConfig,
         (bias1, bias2): (f64, f64),
@@ -64,7 +63,7 @@ impl Slot {
             + g.sqr()?.affine(1.0 - c.beta2, 0.0)?)?;
         let update = (m.affine(1.0 / bias1, 0.0)?
             / v.affine(1.0 / bias2, 0.0)?.sqrt()?.affine(1.0, c.eps)?)?;
-        let next = (values.as_tensor() - update.affine(c.learning_rate, 0.0)?)?;
+        let next = (self.var.index_select(ids, 0)? - update.affine(c.learning_rate, 0.0)?)?;
         // Row `ids[i]` of each target takes row `i` of its source.
         let at = ids.unsqueeze(1)?.broadcast_as(next.shape())?.contiguous()?;
         self.m.scatter_set(&at, &m, 0)?;
@@ -145,17 +144,18 @@ impl AdamW {
         let c = self.config;
         let t = self.step as i32;
         let (bias1, bias2) = (1.0 - c.beta1.powi(t), 1.0 - c.beta2.powi(t));
+        let row_grads = match rows {
+            Some(r) => r.row_gradients(grads)?,
+            None => Vec::new(),
+        };
         for slot in &mut self.slots {
-            let table = rows.and_then(|r| {
-                let i = r.names.iter().position(|n| *n == slot.name)?;
-                Some((r.rows.get(i)?, r.values.get(i)?))
-            });
-            if let Some((ids, values)) = table {
-                let Some(g) = grads.get(values) else {
+            if let Some(r) = rows {
+                if let Some(i) = r.names.iter().position(|n| *n == slot.name) {
+                    if let (Some(ids), Some(Some(g))) = (r.rows.get(i), row_grads.get(i)) {
+                        slot.update_rows(ids, g, c, (bias1, bias2))?;
+                    }
                     continue;
-                };
-                slot.update_rows(ids, values, g, c, (bias1, bias2))?;
-                continue;
+                }
             }
             let Some(g) = grads.get(&slot.var) else {
                 continue;
