@@ -51,36 +51,36 @@ pub struct Inputs {
     len: usize,
 }
 
-/// The embedding rows one training batch reads. The loss is differentiated against the
-/// looked-up embeddings (one row per lookup), whose gradients are then summed per distinct row
-/// ([`BatchRows::row_gradients`]): training updates only the rows the batch read
-/// ([`crate::ranker::optim::AdamW::step_sparse`]), so a step costs what the batch touches, not
-/// what the tables hold, and no gradient of a whole table is ever made.
+/// The embedding lookups of one training batch, as variables: the loss is differentiated
+/// against the looked-up embeddings (one row per lookup), not through the lookup itself, and
+/// [`BatchRows::table_gradients`] sums their gradients into each table's. candle's backward of
+/// a lookup (`index_add`) runs on a GPU in one thread per embedding column, looping over every
+/// lookup of the batch: it was the fixed per-example cost of training there.
 pub struct BatchRows {
     /// Per table: its variable's name in the model's `VarMap`.
     pub names: Vec<String>,
-    /// Per table: the distinct rows the batch reads (`u32`, ascending, on the device).
-    pub rows: Vec<Tensor>,
-    /// Per table: each lookup's position among `rows`.
-    local: Vec<Vec<u32>>,
+    /// Per table: the row of each lookup.
+    ids: Vec<Vec<u32>>,
+    /// Per table: its number of rows.
+    table_rows: Vec<usize>,
     /// Per table: the looked-up embeddings (`[lookups, dim]`), the variables the loss is
     /// differentiated against.
     looked: Vec<Var>,
 }
 
 impl BatchRows {
-    /// Per table: the gradient of each of its distinct rows (`[rows, dim]`, the sum over the
-    /// row's lookups), or `None` when the loss does not depend on the table.
-    pub fn row_gradients(
+    /// Per table: the gradient of the whole table (`[rows, dim]`, each row's the sum over its
+    /// lookups, zero for rows not read), or `None` when the loss does not depend on it.
+    pub fn table_gradients(
         &self,
         grads: &candle_core::backprop::GradStore,
     ) -> candle_core::Result<Vec<Option<Tensor>>> {
         self.looked
             .iter()
-            .zip(&self.local)
-            .zip(&self.rows)
-            .map(|((looked, local), rows)| match grads.get(looked) {
-                Some(g) => segment_sum(local, g, rows.dim(0)?).map(Some),
+            .zip(&self.ids)
+            .zip(&self.table_rows)
+            .map(|((looked, ids), &rows)| match grads.get(looked) {
+                Some(g) => segment_sum(ids, g, rows).map(Some),
                 None => Ok(None),
             })
             .collect()
@@ -137,18 +137,6 @@ fn segment_sum_in(
     let partial = Tensor::zeros((chunks, segments + 1, dim), values.dtype(), device)?;
     partial.scatter_add_set(&ids, &src.reshape((chunks, per, dim))?, 1)?;
     partial.sum(0)?.narrow(0, 0, segments)
-}
-
-/// The distinct values of `ids`, ascending, and each id's position among them.
-fn renumber(ids: &[u32]) -> (Vec<u32>, Vec<u32>) {
-    let mut distinct = ids.to_vec();
-    distinct.sort_unstable();
-    distinct.dedup();
-    let local = ids
-        .iter()
-        .map(|id| distinct.binary_search(id).unwrap_or_default() as u32)
-        .collect();
-    (distinct, local)
 }
 
 /// The network; its parameters live in the `VarBuilder` it was built from.
@@ -259,8 +247,8 @@ impl RankerModel {
         })
     }
 
-    /// Moves an encoded batch to the model's device for training, with the rows it reads
-    /// ([`BatchRows`]): each table's lookups gathered as variables, and their distinct rows.
+    /// Moves an encoded batch to the model's device for training, with its embedding lookups
+    /// gathered as variables ([`BatchRows`]).
     pub fn training_inputs(
         &self,
         batch: &EncodedBatch,
@@ -274,19 +262,18 @@ impl RankerModel {
             .categorical
             .iter()
             .chain(inputs.bags.iter().map(|(ids, _)| ids));
-        let (mut rows, mut local, mut looked) = (Vec::new(), Vec::new(), Vec::new());
-        for ((table, host), ids) in self.tables.iter().zip(host_ids).zip(device_ids) {
-            let (distinct, positions) = renumber(host);
-            rows.push(Tensor::from_slice(&distinct, distinct.len(), &self.device)?);
-            local.push(positions);
+        let (mut host, mut table_rows, mut looked) = (Vec::new(), Vec::new(), Vec::new());
+        for ((table, ids_host), ids) in self.tables.iter().zip(host_ids).zip(device_ids) {
+            host.push(ids_host.clone());
+            table_rows.push(table.embeddings().dim(0)?);
             looked.push(Var::from_tensor(&table.embeddings().index_select(ids, 0)?)?);
         }
         Ok((
             inputs,
             BatchRows {
                 names: self.table_names.clone(),
-                rows,
-                local,
+                ids: host,
+                table_rows,
                 looked,
             },
         ))
@@ -594,7 +581,7 @@ mod tests {
     }
 
     #[test]
-    fn a_sparse_step_equals_a_dense_step_and_leaves_unread_rows_alone() {
+    fn gradients_summed_from_the_lookups_train_exactly_as_the_lookups_backward() {
         use crate::ranker::optim::{AdamW, AdamWConfig};
         let spec = tiny_spec();
         // No ReLU layer: with random weights one can be dead for an example, and then the
@@ -632,46 +619,47 @@ mod tests {
             learning_rate: 0.05,
             ..AdamWConfig::default()
         };
-        // Dense: the whole tables differentiated and updated.
         let mut dense_opt = AdamW::new(&dense_map, adam).expect("opt");
-        let inputs = dense.inputs(&batch).expect("inputs");
-        let (l, dense_logits) = loss(&dense, &inputs, &targets, 0.7, denominators).expect("loss");
-        dense_opt.step(&l.backward().expect("grad")).expect("step");
-        // Sparse: only the rows read.
         let mut sparse_opt = AdamW::new(&sparse_map, adam).expect("opt");
-        let (inputs, rows) = sparse.training_inputs(&batch).expect("inputs");
-        let (l, sparse_logits) =
-            sparse_loss(&sparse, &inputs, &rows, &targets, 0.7, denominators).expect("loss");
-        assert_eq!(host(&dense_logits), host(&sparse_logits), "same forward");
-        sparse_opt
-            .step_sparse(&l.backward().expect("grad"), &rows)
-            .expect("step");
-        // On a first step Adam moves no row without a gradient, so both agree everywhere.
-        let after = sparse_map.data().lock().expect("vars").clone();
-        for (name, var) in dense_map.data().lock().expect("vars").iter() {
-            let (d, s) = (host(var), host(&after[name]));
+        for step in 1..=3 {
+            // Differentiated through the lookups, as candle does.
+            let inputs = dense.inputs(&batch).expect("inputs");
+            let (l, dense_logits) =
+                loss(&dense, &inputs, &targets, 0.7, denominators).expect("loss");
+            dense_opt.step(&l.backward().expect("grad")).expect("step");
+            // Differentiated against the looked-up rows, summed per table.
+            let (inputs, rows) = sparse.training_inputs(&batch).expect("inputs");
+            let (l, sparse_logits) =
+                sparse_loss(&sparse, &inputs, &rows, &targets, 0.7, denominators).expect("loss");
+            let (d, s) = (host(&dense_logits), host(&sparse_logits));
             for (d, s) in d.iter().zip(&s) {
-                assert!((d - s).abs() < 1e-12, "{name}: dense {d} vs sparse {s}");
+                assert!((d - s).abs() < 1e-12, "step {step}: logits {d} vs {s}");
             }
-        }
-        // Only the rows read moved.
-        let mut moved = 0;
-        for (i, name) in rows.names.iter().enumerate() {
-            let read = rows.rows[i].to_vec1::<u32>().expect("rows");
-            let (s, b) = (host(&after[name]), &before[name]);
-            for (row, (s, b)) in s.chunks(3).zip(b.chunks(3)).enumerate() {
-                if s != b {
-                    assert!(
-                        read.contains(&(row as u32)),
-                        "{name}: row {row} moved, unread"
-                    );
-                    moved += 1;
+            sparse_opt
+                .step_sparse(&l.backward().expect("grad"), &rows)
+                .expect("step");
+            // The same update, every step.
+            let after = sparse_map.data().lock().expect("vars").clone();
+            for (name, var) in dense_map.data().lock().expect("vars").iter() {
+                let (d, s) = (host(var), host(&after[name]));
+                for (d, s) in d.iter().zip(&s) {
+                    assert!((d - s).abs() < 1e-12, "step {step}, {name}: {d} vs {s}");
                 }
             }
+            if step == 1 {
+                // A first step moves only the rows read: user (4 of 7 rows), ad (2 of 5),
+                // interests (3 of 6; the padding row 0 is read with weight 0).
+                let moved: usize = rows
+                    .names
+                    .iter()
+                    .map(|name| {
+                        let (s, b) = (host(&after[name]), &before[name]);
+                        s.chunks(3).zip(b.chunks(3)).filter(|(s, b)| s != b).count()
+                    })
+                    .sum();
+                assert_eq!(moved, 4 + 2 + 3);
+            }
         }
-        // user (4 of 7 rows), ad (2 of 5), interests (3 of 6; the padding row 0 is read with
-        // weight 0, so it has no gradient).
-        assert_eq!(moved, 4 + 2 + 3);
     }
 
     #[test]

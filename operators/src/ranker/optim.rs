@@ -47,32 +47,6 @@ struct Slot {
     decay: bool,
 }
 
-impl Slot {
-    /// Adam's update of the rows `ids` of this (embedding) variable from their gradient `g`,
-    /// written in place; no weight decay (see the module doc).
-    fn update_rows(
-        &mut self,
-        ids: &Tensor,
-        g: &Tensor,
-        c: AdamWConfig,
-        (bias1, bias2): (f64, f64),
-    ) -> candle_core::Result<()> {
-        let m =
-            (self.m.index_select(ids, 0)?.affine(c.beta1, 0.0)? + g.affine(1.0 - c.beta1, 0.0)?)?;
-        let v = (self.v.index_select(ids, 0)?.affine(c.beta2, 0.0)?
-            + g.sqr()?.affine(1.0 - c.beta2, 0.0)?)?;
-        let update = (m.affine(1.0 / bias1, 0.0)?
-            / v.affine(1.0 / bias2, 0.0)?.sqrt()?.affine(1.0, c.eps)?)?;
-        let next = (self.var.index_select(ids, 0)? - update.affine(c.learning_rate, 0.0)?)?;
-        // Row `ids[i]` of each target takes row `i` of its source.
-        let at = ids.unsqueeze(1)?.broadcast_as(next.shape())?.contiguous()?;
-        self.m.scatter_set(&at, &m, 0)?;
-        self.v.scatter_set(&at, &v, 0)?;
-        self.var.as_tensor().scatter_set(&at, &next, 0)?;
-        Ok(())
-    }
-}
-
 /// AdamW over every variable of a [`VarMap`].
 pub struct AdamW {
     config: AdamWConfig,
@@ -123,10 +97,10 @@ impl AdamW {
         self.step_with_rows(grads, None)
     }
 
-    /// One update from `grads` of a loss taken against a batch's embedding rows (`rows`, see
-    /// [`crate::ranker::model::sparse_loss`]): each table's rows the batch read are updated,
-    /// with their moments, and no other row (lazy Adam: a row's moments move only when it is
-    /// read, as in TensorFlow's `LazyAdam`); dense variables are updated as by [`AdamW::step`].
+    /// One update from `grads` of a loss taken against a batch's embedding lookups (`rows`, see
+    /// [`crate::ranker::model::sparse_loss`]): each table's gradient is summed from its
+    /// lookups' ([`BatchRows::table_gradients`]), then every variable is updated as by
+    /// [`AdamW::step`].
     pub fn step_sparse(
         &mut self,
         grads: &candle_core::backprop::GradStore,
@@ -144,20 +118,17 @@ impl AdamW {
         let c = self.config;
         let t = self.step as i32;
         let (bias1, bias2) = (1.0 - c.beta1.powi(t), 1.0 - c.beta2.powi(t));
-        let row_grads = match rows {
-            Some(r) => r.row_gradients(grads)?,
+        let mut tables = match rows {
+            Some(r) => r.table_gradients(grads)?,
             None => Vec::new(),
         };
         for slot in &mut self.slots {
-            if let Some(r) = rows {
-                if let Some(i) = r.names.iter().position(|n| *n == slot.name) {
-                    if let (Some(ids), Some(Some(g))) = (r.rows.get(i), row_grads.get(i)) {
-                        slot.update_rows(ids, g, c, (bias1, bias2))?;
-                    }
-                    continue;
-                }
-            }
-            let Some(g) = grads.get(&slot.var) else {
+            let table = rows.and_then(|r| r.names.iter().position(|n| *n == slot.name));
+            let g = match table {
+                Some(i) => tables.get_mut(i).and_then(Option::take),
+                None => grads.get(&slot.var).cloned(),
+            };
+            let Some(g) = g else {
                 continue;
             };
             slot.m = (slot.m.affine(c.beta1, 0.0)? + g.affine(1.0 - c.beta1, 0.0)?)?;
