@@ -32,11 +32,11 @@ fn parse_served(bytes: &[u8]) -> Result<Served, ParseError> {
 /// Checks that a served record read back was written by this pipeline's serving: its billing
 /// token verifies, and the token's claims are the record's own (so a forged record, or one
 /// whose time, price or ids were altered, is refused).
-pub fn verify_served(secret: &[u8], served: &Served) -> Result<(), TokenError> {
+pub fn verify_served(key: &token::TokenKey, served: &Served) -> Result<(), TokenError> {
     if served.billing_token.is_empty() {
         return Err(TokenError::Missing);
     }
-    let signed = token::verify(secret, &served.billing_token)?;
+    let signed = token::verify_with(key, &served.billing_token)?;
     let claimed = served.claims();
     let fields: [(&'static str, bool); 10] = [
         ("request_id", signed.request_id == claimed.request_id),
@@ -260,7 +260,7 @@ fn decode_served(msg: &RawMessage, cfg: &DecodeConfig) -> (Option<EventTime>, In
     let kafka_time = msg.timestamp_ms.map(EventTime);
     let bytes = msg.payload.as_deref().unwrap_or_default();
     match parse_served(bytes) {
-        Ok(served) => match verify_served(&cfg.secret, &served) {
+        Ok(served) => match verify_served(&cfg.key, &served) {
             Ok(()) => (Some(served.ts), Ingested::Served(Box::new(served))),
             // Dated by Kafka, not by the record's own (unverified) time.
             Err(err) => (

@@ -77,14 +77,6 @@ pub fn hex128(value: u128) -> [u8; 32] {
     out
 }
 
-/// Appends the low `digits` hex digits of `value`, lower-case, to `out`.
-pub fn push_hex(out: &mut Vec<u8>, value: u128, digits: u32) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for i in (0..digits).rev() {
-        out.push(HEX[((value >> (4 * i)) & 0xf) as usize]);
-    }
-}
-
 /// The escaped form of `components` joined by NUL (at least one component: `[]` and `[""]`
 /// would both be empty).
 pub fn encode_components(components: &[&str]) -> String {
@@ -236,7 +228,8 @@ impl KeyFamily {
             self.prefix.len() + 17 + components.iter().map(|c| c.len() + 1).sum::<usize>(),
         );
         out.extend_from_slice(self.prefix.as_bytes());
-        push_hex(&mut out, u128::from(hash), 16);
+        // The low 16 of 32 digits: the hash's own.
+        out.extend_from_slice(&hex128(u128::from(hash))[16..]);
         out.push(b'/');
         for (i, c) in components.iter().enumerate() {
             if i > 0 {

@@ -416,18 +416,7 @@ pub struct AdEvent {
 impl AdEvent {
     /// Parses and validates an impression or click document.
     pub fn parse(bytes: &[u8]) -> Result<Self, ParseError> {
-        let e: AdEvent = parse_json(bytes)?;
-        for (name, value) in [
-            ("event_id", &e.event_id),
-            ("request_id", &e.request_id),
-            ("imp_id", &e.imp_id),
-            ("campaign_id", &e.campaign_id),
-            ("ad_id", &e.ad_id),
-            ("user_id", &e.user_id),
-        ] {
-            require_id(name, value)?;
-        }
-        Ok(e)
+        AdEventRef::parse(bytes).map(AdEventRef::into_owned)
     }
 }
 
@@ -467,9 +456,9 @@ impl<'a> AdEventRef<'a> {
     pub fn parse(bytes: &'a [u8]) -> Result<Self, ParseError> {
         let e: AdEventRef<'a> = match serde_json::from_slice(bytes) {
             Ok(e) => e,
-            // The owned parser explains the failure, naming the field.
+            // The path-tracking parser explains the failure, naming the field.
             Err(_) => {
-                return Err(AdEvent::parse(bytes).err().unwrap_or_else(|| {
+                return Err(parse_json::<AdEvent>(bytes).err().unwrap_or_else(|| {
                     ParseError::Malformed("not an impression or click document".into())
                 }))
             }
@@ -485,6 +474,20 @@ impl<'a> AdEventRef<'a> {
             require_id(name, value)?;
         }
         Ok(e)
+    }
+
+    /// The owned form.
+    pub fn into_owned(self) -> AdEvent {
+        AdEvent {
+            event_id: self.event_id.into_owned(),
+            ts: self.ts,
+            request_id: self.request_id.into_owned(),
+            imp_id: self.imp_id.into_owned(),
+            campaign_id: self.campaign_id.into_owned(),
+            ad_id: self.ad_id.into_owned(),
+            user_id: self.user_id.into_owned(),
+            billing_token: self.billing_token.map(Cow::into_owned),
+        }
     }
 }
 

@@ -249,22 +249,20 @@ impl RankerModel {
 
     /// Moves an encoded batch to the model's device for training, with its embedding lookups
     /// gathered as variables ([`BatchRows`]).
-    pub fn training_inputs(
-        &self,
-        batch: &EncodedBatch,
-    ) -> candle_core::Result<(Inputs, BatchRows)> {
-        let inputs = self.inputs(batch)?;
-        let host_ids = batch
+    pub fn training_inputs(&self, batch: EncodedBatch) -> candle_core::Result<(Inputs, BatchRows)> {
+        let inputs = self.inputs(&batch)?;
+        // The batch's ids are moved, not copied, into the gradients' sums.
+        let host: Vec<Vec<u32>> = batch
             .categorical
-            .iter()
-            .chain(batch.bags.iter().map(|(ids, _)| ids));
+            .into_iter()
+            .chain(batch.bags.into_iter().map(|(ids, _)| ids))
+            .collect();
         let device_ids = inputs
             .categorical
             .iter()
             .chain(inputs.bags.iter().map(|(ids, _)| ids));
-        let (mut host, mut table_rows, mut looked) = (Vec::new(), Vec::new(), Vec::new());
-        for ((table, ids_host), ids) in self.tables.iter().zip(host_ids).zip(device_ids) {
-            host.push(ids_host.clone());
+        let (mut table_rows, mut looked) = (Vec::new(), Vec::new());
+        for (table, ids) in self.tables.iter().zip(device_ids) {
             table_rows.push(table.embeddings().dim(0)?);
             looked.push(Var::from_tensor(&table.embeddings().index_select(ids, 0)?)?);
         }
@@ -628,7 +626,7 @@ mod tests {
                 loss(&dense, &inputs, &targets, 0.7, denominators).expect("loss");
             dense_opt.step(&l.backward().expect("grad")).expect("step");
             // Differentiated against the looked-up rows, summed per table.
-            let (inputs, rows) = sparse.training_inputs(&batch).expect("inputs");
+            let (inputs, rows) = sparse.training_inputs(batch.clone()).expect("inputs");
             let (l, sparse_logits) =
                 sparse_loss(&sparse, &inputs, &rows, &targets, 0.7, denominators).expect("loss");
             let (d, s) = (host(&dense_logits), host(&sparse_logits));

@@ -535,7 +535,7 @@ impl Learner {
         let refs: Vec<&LabeledExample> = examples.iter().collect();
         let (batch, targets) = encode(&self.spec, &refs);
         // Differentiated against the rows the batch reads, not the whole embedding tables.
-        let (inputs, rows) = self.model.training_inputs(&batch)?;
+        let (inputs, rows) = self.model.training_inputs(batch)?;
         let (clicks, conversions) = label_counts(&targets);
         let denominators = self.loss_scale.denominators(
             examples.len(),
