@@ -70,9 +70,27 @@ pub enum Command {
         #[arg(long)]
         pacing: bool,
         /// Instead: answer ad requests on one worker thread against this many seeded
-        /// campaigns, plain and with mixed formats and block lists (requests/s, p50/p99).
-        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
-        serving: Option<u64>,
+        /// campaigns (a comma-separated list: one catalog after the other), plain and with
+        /// mixed formats and block lists (requests/s, p50/p99/p99.9, fill, memory).
+        #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+        serving: Vec<u64>,
+        /// With --serving: also answer with a live model of the shipped feature spec.
+        #[arg(long)]
+        live_model: bool,
+        /// With --serving: retrieval's pool for pre-ranking (`serving.prerank_candidates`).
+        #[arg(long, default_value_t = 400, value_parser = clap::value_parser!(u64).range(200..=1_000_000))]
+        prerank: u64,
+        /// Instead: drive ad requests over HTTP at the pipeline API given by --api for
+        /// --seconds from --connections keep-alive connections (requests/s, p50/p99/p99.9,
+        /// fill); serving's catalog comes from --seed-campaigns.
+        #[arg(long)]
+        load: bool,
+        /// With --load: connections, each with one request in flight.
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        connections: u64,
+        /// With --load: mixed formats and block lists instead of plain requests.
+        #[arg(long)]
+        mixed: bool,
         /// With --pacing: write each campaign's spend and target curves to this PNG.
         #[arg(long)]
         png: Option<PathBuf>,
@@ -112,8 +130,12 @@ pub enum Command {
         /// The pipeline file (model settings, topics and state directory).
         pipeline: PathBuf,
         /// The history file.
-        #[arg(long, required_unless_present = "since", conflicts_with = "since")]
+        #[arg(long, required_unless_present_any = ["since", "simulated"], conflicts_with_all = ["since", "simulated"])]
         examples: Option<PathBuf>,
+        /// Instead: this many served ads of the simulator's history (its default world, the
+        /// day before now), as `demo` trains on before it starts.
+        #[arg(long, conflicts_with = "since")]
+        simulated: Option<usize>,
         /// Instead: replay the pipeline's own topics (served ads, impressions, clicks,
         /// conversions) from this time on (RFC 3339 or epoch ms) through attribution and the
         /// label join.
@@ -387,6 +409,22 @@ pub struct RunArgs {
     pub hostfile: Option<PathBuf>,
 }
 
+/// `train --simulated`: trains on simulated history when the simulator is built in.
+#[cfg(feature = "sim")]
+fn train_simulated(p: &Pipeline, served: usize, state_dir: &std::path::Path) -> anyhow::Result<()> {
+    anyhow::ensure!(served > 0, "--simulated must be at least 1");
+    let line =
+        crate::demo::train_on_history(p, &adstream_sim::SimConfig::default(), served, state_dir)?;
+    println!("model {line}");
+    Ok(())
+}
+
+/// `train --simulated` without the simulator.
+#[cfg(not(feature = "sim"))]
+fn train_simulated(_: &Pipeline, _: usize, _: &std::path::Path) -> anyhow::Result<()> {
+    anyhow::bail!("--simulated needs a build with the simulator (the default `sim` feature)")
+}
+
 /// Runs the parsed command line.
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
@@ -402,12 +440,16 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Train {
             pipeline,
             examples,
+            simulated,
             since,
             brokers,
             state_dir,
         } => {
             let p = Pipeline::load(&pipeline)?;
             let state_dir = state_dir.unwrap_or_else(|| p.state_dir.clone());
+            if let Some(served) = simulated {
+                return train_simulated(&p, served, &state_dir);
+            }
             let (report, source) = match (examples, since) {
                 (Some(examples), _) => (
                     crate::train::train(&p, &examples, &state_dir)?,
@@ -567,6 +609,11 @@ fn dispatch_sim(command: Command) -> anyhow::Result<()> {
             seed_campaigns,
             pacing,
             serving,
+            live_model,
+            prerank,
+            load,
+            connections,
+            mixed,
             png,
             pacing_rate,
             ranker,
@@ -617,10 +664,24 @@ fn dispatch_sim(command: Command) -> anyhow::Result<()> {
                 }
                 Ok(())
             }
-            None if serving.is_some() => {
-                let campaigns = serving.unwrap_or(10_000) as usize;
-                adstream_sim::bench::serving::run(campaigns, (events / 10).clamp(1_000, 100_000))
-                    .map(|_| ())
+            None if load => {
+                adstream_sim::bench::load::run_and_print(&adstream_sim::bench::load::Load {
+                    api,
+                    connections: connections as usize,
+                    seconds: seconds as f64,
+                    mixed,
+                })
+                .map(|_| ())
+            }
+            None if !serving.is_empty() => {
+                let catalogs: Vec<usize> = serving.iter().map(|n| *n as usize).collect();
+                adstream_sim::bench::serving::run(
+                    &catalogs,
+                    (events / 10).clamp(1_000, 100_000),
+                    live_model,
+                    prerank as usize,
+                )
+                .map(|_| ())
             }
             None if pacing => adstream_sim::bench::pacing::run(
                 &adstream_sim::bench::pacing::PacingBench {

@@ -53,7 +53,7 @@ pub struct DemoOptions {
 /// Trains the first model on `served` ads of the simulated world's history (the day before),
 /// into the registry under `state_dir`, so the demo serves a trained model from its start; a
 /// line saying what came of it.
-fn train_on_history(
+pub fn train_on_history(
     pipeline: &Pipeline,
     sim: &SimConfig,
     served: usize,

@@ -121,6 +121,10 @@ impl Listed {
 
     /// The zone budget days run in at `t`.
     pub fn tz_at(&self, t: EventTime) -> Tz {
+        // The usual case without parsing the zone's name (serving asks once per candidate).
+        if self.history.zone_change.is_none() && self.history.timezone == self.tz.name() {
+            return self.tz;
+        }
         self.history.tz_at(t)
     }
 
@@ -215,6 +219,11 @@ impl Catalog {
     /// The campaign named `id`.
     pub fn get(&self, id: &str) -> Option<&Listed> {
         self.entries.get(id).map(|l| &**l)
+    }
+
+    /// The campaign named `id`, shared.
+    pub fn get_shared(&self, id: &str) -> Option<&Arc<Listed>> {
+        self.entries.get(id)
     }
 
     /// Number of campaigns.

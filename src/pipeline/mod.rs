@@ -220,6 +220,8 @@ pub struct Serving {
     pub per_advertiser: usize,
     /// At most this many candidates are scored per request.
     pub max_candidates: usize,
+    /// Retrieval stops once this many campaigns may bid (pre-ranking's pool).
+    pub prerank_candidates: usize,
     /// How long a win's reservation waits for its billing event, ms
     /// (`pacing.reservation_ttl_ms`).
     pub reservation_ttl_ms: i64,
@@ -330,6 +332,7 @@ impl Pipeline {
             reserve_ecpm_micros,
             per_advertiser,
             max_candidates,
+            prerank_candidates,
             reservation_ttl_ms,
             queue: _, // the API's, not the operator's
             public_url: _,
@@ -342,6 +345,7 @@ impl Pipeline {
                 reserve_ecpm_micros,
                 per_advertiser,
                 max_candidates,
+                prerank_candidates,
                 reservation_ttl_ms,
             },
             decode: DecodeConfig::new(secret, self.max_message_bytes),

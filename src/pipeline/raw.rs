@@ -325,6 +325,9 @@ pub struct RawServing {
     pub per_advertiser: Spanned<usize>,
     /// At most this many candidates are scored per request.
     pub max_candidates: Spanned<usize>,
+    /// Retrieval stops once this many campaigns may bid; pre-ranking keeps the best
+    /// `max_candidates` of them. Default: 4 x `max_candidates`.
+    pub prerank_candidates: Option<Spanned<usize>>,
     /// Requests queued per worker before the API answers 503.
     pub queue: Spanned<usize>,
     /// The API's public base URL, which exchanges reach: bids' billing notices (`burl`) point
@@ -344,6 +347,7 @@ impl Default for RawServing {
             reserve_cpm: spanned(0.01),
             per_advertiser: spanned(2),
             max_candidates: spanned(200),
+            prerank_candidates: None,
             queue: spanned(1024),
             public_url: None,
             burl_base: None,

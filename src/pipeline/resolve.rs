@@ -473,6 +473,7 @@ fn resolve_serving(raw: RawServing, pacing: &PacingConfig, errors: &mut Collecto
         reserve_cpm,
         per_advertiser,
         max_candidates,
+        prerank_candidates,
         queue,
         public_url,
         burl_base,
@@ -518,6 +519,21 @@ fn resolve_serving(raw: RawServing, pacing: &PacingConfig, errors: &mut Collecto
         |r| r.is_finite() && *r >= 0.0,
         "must not be negative",
     );
+    let max_candidates = errors.check(
+        max_candidates,
+        "serving.max_candidates",
+        |m| *m >= 1,
+        "must be at least 1",
+    );
+    let prerank_candidates = match prerank_candidates {
+        Some(p) => errors.check(
+            p,
+            "serving.prerank_candidates",
+            |p| *p >= max_candidates,
+            "must be at least serving.max_candidates (pre-ranking keeps that many of them)",
+        ),
+        None => max_candidates.saturating_mul(2),
+    };
     Serving {
         reserve_ecpm_micros: (reserve_cpm * 1e6).round() as u64,
         per_advertiser: errors.check(
@@ -526,12 +542,8 @@ fn resolve_serving(raw: RawServing, pacing: &PacingConfig, errors: &mut Collecto
             |p| *p >= 1,
             "must be at least 1",
         ),
-        max_candidates: errors.check(
-            max_candidates,
-            "serving.max_candidates",
-            |m| *m >= 1,
-            "must be at least 1",
-        ),
+        max_candidates,
+        prerank_candidates,
         reservation_ttl_ms: pacing.reservation_ttl_ms,
         queue: errors.check(queue, "serving.queue", |q| *q >= 1, "must be at least 1"),
         public_url,

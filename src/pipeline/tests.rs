@@ -100,6 +100,7 @@ fn every_section_defaults() {
             reserve_ecpm_micros: 10_000,
             per_advertiser: 2,
             max_candidates: 200,
+            prerank_candidates: 400,
             reservation_ttl_ms: PacingConfig::default().reservation_ttl_ms,
             queue: 1024,
             public_url: None,
@@ -346,6 +347,18 @@ fn serving_settings_resolve_and_are_checked() {
     assert_eq!(p.serving.reserve_ecpm_micros, 1_500_000);
     assert_eq!(p.serving.queue, 7);
     assert_eq!(p.serving.reservation_ttl_ms, 5_000);
+    assert_eq!(
+        (p.serving.max_candidates, p.serving.prerank_candidates),
+        (200, 400),
+        "the pool defaults to 2 x max_candidates"
+    );
+    let p = parse(&with("[serving]\nmax_candidates = 50")).unwrap();
+    assert_eq!(p.serving.prerank_candidates, 100);
+    let p = parse(&with(
+        "[serving]\nmax_candidates = 50\nprerank_candidates = 50",
+    ))
+    .unwrap();
+    assert_eq!(p.serving.prerank_candidates, 50);
     for (bad, field) in [
         ("reserve_cpm = -1.0", "serving.reserve_cpm"),
         ("queue = 0", "serving.queue"),
@@ -355,6 +368,11 @@ fn serving_settings_resolve_and_are_checked() {
         ("burl_base = \"http://x/v1/billing\"", "serving.burl_base"),
         ("seat = \"\"", "serving.seat"),
         ("no_bid = \"200\"", "serving.no_bid"),
+        ("prerank_candidates = 199", "serving.prerank_candidates"),
+        (
+            "max_candidates = 50\nprerank_candidates = 49",
+            "serving.prerank_candidates",
+        ),
     ] {
         let err = one_error(&with(&format!("[serving]\n{bad}")));
         assert_eq!(err.field.as_deref(), Some(field), "{bad}: {err}");

@@ -167,6 +167,7 @@ fn config() -> GraphConfig {
             reserve_ecpm_micros: 1_000_000,
             per_advertiser: 2,
             max_candidates: 100,
+            prerank_candidates: 400,
             reservation_ttl_ms: 600_000,
         },
         pacing: PacingConfig {

@@ -10,8 +10,9 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use super::features::{FeatureContext, FeatureSpec};
+use super::model::ModelConfig;
 use super::model::RankerModel;
-use super::registry::ModelMeta;
+use super::registry::{ModelMeta, Status};
 use crate::catalog::Listed;
 use crate::ranker::prior::{Prediction, PriorRanker, Ranker};
 use crate::request::AdRequest;
@@ -53,6 +54,41 @@ impl ScoringModel {
         Ok(ScoringModel {
             name: published.meta.name(),
             meta: published.meta.clone(),
+            spec: spec.clone(),
+            model,
+            fallback: PriorRanker::default(),
+        })
+    }
+}
+
+impl ScoringModel {
+    /// Version 0 of `spec`'s network with `config`'s sizes at its initial (random) weights, on
+    /// the CPU: scores at the cost of a trained version, for the serving bench.
+    pub fn initial(spec: &FeatureSpec, config: &ModelConfig) -> candle_core::Result<Self> {
+        let varmap = candle_nn::VarMap::new();
+        let model = RankerModel::new(
+            spec,
+            config,
+            VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+        )?;
+        let meta = ModelMeta {
+            version: 0,
+            created_ms: 0,
+            parent: None,
+            status: Status::Passed,
+            live_since_ms: None,
+            device: "cpu".into(),
+            model: config.clone(),
+            feature_spec_version: spec.version,
+            optimizer_steps: 0,
+            data: Default::default(),
+            click: Default::default(),
+            conversion: Default::default(),
+            verdict: Default::default(),
+        };
+        Ok(ScoringModel {
+            name: meta.name(),
+            meta,
             spec: spec.clone(),
             model,
             fallback: PriorRanker::default(),

@@ -15,6 +15,23 @@ use crate::pacing::reservation::expected_cost;
 
 use crate::request::Slot;
 
+/// Expected value per thousand impressions, micros, of a `billing` bid of `bid_micros` at click
+/// rate `pctr` and conversion rate `pcvr`: the bid for CPM, `bid x pCTR x 1000` for CPC,
+/// `bid x pCTR x pCVR x 1000` for CPA (0 when not a positive finite number).
+pub fn expected_ecpm(billing: Billing, bid_micros: u64, pctr: f64, pcvr: f64) -> u64 {
+    let bid = bid_micros as f64;
+    let ecpm = match billing {
+        Billing::Cpm => bid,
+        Billing::Cpc => bid * pctr * 1000.0,
+        Billing::Cpa => bid * pctr * pcvr * 1000.0,
+    };
+    if ecpm.is_finite() && ecpm > 0.0 {
+        ecpm.min(u64::MAX as f64) as u64
+    } else {
+        0
+    }
+}
+
 /// A scored ad that may bid.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Candidate {
@@ -42,17 +59,7 @@ pub const FITS_ALL: u16 = u16::MAX;
 impl Candidate {
     /// Expected value per thousand impressions, micros.
     pub fn ecpm_micros(&self) -> u64 {
-        let bid = self.bid_micros as f64;
-        let ecpm = match self.billing {
-            Billing::Cpm => bid,
-            Billing::Cpc => bid * self.pctr * 1000.0,
-            Billing::Cpa => bid * self.pctr * self.pcvr * 1000.0,
-        };
-        if ecpm.is_finite() && ecpm > 0.0 {
-            ecpm.min(u64::MAX as f64) as u64
-        } else {
-            0
-        }
+        expected_ecpm(self.billing, self.bid_micros, self.pctr, self.pcvr)
     }
 
     /// The most one billing event of a win can cost: the bid per unit.

@@ -149,6 +149,44 @@ pub fn best_creative(creatives: &[Creative], slot: &ImpFormats) -> Option<usize>
     best.map(|(_, i)| i)
 }
 
+/// A hash of what [`fit`] reads of each of `creatives`, in order (kind, size, mime types,
+/// duration, protocols, and the lengths and sizes of native assets): lists with the same
+/// signature fit every slot alike, so a request works out [`best_creative`] once per
+/// signature, not once per campaign (catalogs reuse a few standard formats). Ids, markup and
+/// texts are left out, the lengths of native texts are in.
+pub fn format_signature(creatives: &[Creative]) -> u64 {
+    let mut bytes: Vec<u8> = Vec::with_capacity(32 * creatives.len().max(1));
+    let mut put = |v: u64| bytes.extend_from_slice(&v.to_le_bytes());
+    for c in creatives {
+        put(c.kind as u64);
+        put(c.w.map_or(u64::MAX, u64::from));
+        put(c.h.map_or(u64::MAX, u64::from));
+        put(c.duration.map_or(u64::MAX, u64::from));
+        put(c.mimes.len() as u64);
+        for m in &c.mimes {
+            put(crate::routing::route(&m.to_ascii_lowercase()));
+        }
+        put(c.protocols.len() as u64);
+        for p in &c.protocols {
+            put(u64::from(*p));
+        }
+        match &c.native {
+            None => put(u64::MAX),
+            Some(n) => {
+                for text in [&n.title, &n.description, &n.sponsored, &n.cta] {
+                    put(text.as_deref().map_or(u64::MAX, |t| u64::from(chars(t))));
+                }
+                for image in [&n.image, &n.icon] {
+                    put(image
+                        .as_ref()
+                        .map_or(u64::MAX, |i| (u64::from(i.w) << 32) | u64::from(i.h)));
+                }
+            }
+        }
+    }
+    xxhash_rust::xxh3::xxh3_64(&bytes)
+}
+
 /// What a bid says about its ad, from the creative that won the slot.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct BidMarkup {

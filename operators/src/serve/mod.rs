@@ -2,7 +2,7 @@
 //! budget state, ranking, a generalized second-price auction, and signed wins out.
 //!
 //! Each stage is plain data and functions (the request schema in [`crate::request`],
-//! [`retrieval`], ranking in [`crate::ranker`], [`auction`]), tested without timely; [`replica`]
+//! [`retrieval`], [`prerank`], ranking in [`crate::ranker`], [`auction`]), tested without timely; [`replica`]
 //! holds a worker's serving state and runs the stages on it, and [`operator`] is the shell that
 //! feeds it from the graph.
 
@@ -12,6 +12,8 @@ pub mod currency;
 pub mod explain;
 pub mod formats;
 pub mod operator;
+pub mod prerank;
+pub mod reach;
 pub mod replica;
 pub mod retrieval;
 

@@ -8,7 +8,7 @@
 //! pacing feedback and its `ads.served` record, collected by [`ServingReplica::take_outputs`].
 //! The [`super::operator`] shell only moves data between timely and these methods.
 
-use crate::hash::{HashMap, HashSet};
+use crate::hash::HashSet;
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -19,7 +19,9 @@ use serde::{Deserialize, Serialize};
 use super::auction::{run_gated_auction, Candidate, Win};
 use super::explain::{Explanation, Nbr, MAX_EXPLAINED};
 use super::formats::{markup, BidMarkup};
-use super::retrieval::{qualify, retrieve, CampaignIndex, NoBid, Retrieved};
+use super::prerank::prerank;
+use super::reach::ReachCounts;
+use super::retrieval::{qualify, retrieve, CampaignIndex, Funnel, NoBid, Retrieved};
 use crate::catalog::Listed;
 use crate::ledger::status::BudgetBook;
 use crate::pacing::board::PacingBoard;
@@ -153,8 +155,11 @@ pub struct ServeConfig {
     pub reserve_ecpm_micros: u64,
     /// At most this many campaigns of one advertiser reach ranking.
     pub per_advertiser: usize,
-    /// At most this many candidates are scored per request.
+    /// At most this many candidates are scored per request (pre-ranking keeps the best).
     pub max_candidates: usize,
+    /// Retrieval stops once this many campaigns may bid (the pre-ranking pool; at least
+    /// `max_candidates`).
+    pub prerank_candidates: usize,
     /// How long a win's reservation waits for its billing event, ms.
     pub reservation_ttl_ms: i64,
 }
@@ -162,58 +167,51 @@ pub struct ServeConfig {
 /// How often reach counts go to pacing.
 pub const REACH_FLUSH: Duration = Duration::from_millis(100);
 
-/// Uniform in [0, 1) from the request and campaign: the throttle's coin, reproducible for a
-/// request and independent across campaigns.
-fn coin(request_id: &str, campaign_id: &str) -> f64 {
-    let h = xxhash_rust::xxh3::xxh3_64_with_seed(request_id.as_bytes(), route(campaign_id));
+/// Uniform in [0, 1) from the request and the campaign (by its id's hash `route`): the
+/// throttle's coin, reproducible for a request and independent across campaigns.
+fn coin(request_id: &str, route: u64) -> f64 {
+    let h = xxhash_rust::xxh3::xxh3_64_with_seed(request_id.as_bytes(), route);
     (h >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// Whether `campaign` takes part in the auction of `request_id` (its throttle) and counts the
-/// request as reachable.
-fn pace(
-    board: &PacingBoard,
-    reach: &mut HashMap<String, u64>,
-    request_id: &str,
-    campaign_id: &str,
-) -> bool {
-    match reach.get_mut(campaign_id) {
-        Some(n) => *n += 1,
-        None => {
-            reach.insert(campaign_id.to_string(), 1);
-        }
-    }
-    passes(board, request_id, campaign_id)
-}
-
-/// Whether the pacing throttle lets `campaign_id` into the auction of `request_id`.
-fn passes(board: &PacingBoard, request_id: &str, campaign_id: &str) -> bool {
+/// Whether the pacing throttle lets `campaign_id` (whose id hashes to `route`) into the auction
+/// of `request_id`.
+fn passes(board: &PacingBoard, request_id: &str, campaign_id: &str, route: u64) -> bool {
     let pass = board.pass(campaign_id);
-    pass >= 1.0 || coin(request_id, campaign_id) < pass
+    pass >= 1.0 || coin(request_id, route) < pass
 }
 
-/// Answers one request against `book` and the pacing `board`; every campaign the request
-/// reaches is counted in `reach`.
+/// Answers one request against `book` and the pacing `board`: retrieval over `index` (every
+/// campaign it reaches is counted in `reach`), pre-ranking at `prior`, ranking by `ranker`, the
+/// gated auction and signing.
 #[allow(clippy::too_many_arguments)]
 pub fn answer(
     book: &BudgetBook,
     index: &CampaignIndex,
     board: &PacingBoard,
-    reach: &mut HashMap<String, u64>,
+    reach: &mut ReachCounts,
+    prior: &PriorRanker,
     ranker: &dyn Ranker,
     config: &ServeConfig,
     request: &AdRequest,
     now: EventTime,
 ) -> ServeOutcome {
-    let (retrieved, furthest) = retrieve(
-        book,
-        index,
-        request,
-        now,
-        config.per_advertiser,
-        config.max_candidates,
-        |l| pace(board, reach, &request.id, &l.campaign.campaign_id),
-    );
+    let funnel = Funnel {
+        per_advertiser: config.per_advertiser,
+        pool: config.prerank_candidates.max(config.max_candidates),
+    };
+    let (pool, furthest) = retrieve(book, index, request, now, funnel, |number, entry| {
+        reach.count(number);
+        passes(
+            board,
+            &request.id,
+            &entry.listed.campaign.campaign_id,
+            entry.route,
+        )
+    });
+    let retrieved = prerank(pool, config.max_candidates, prior, |r| {
+        board.pass(&r.listed.campaign.campaign_id)
+    });
     let listed: Vec<&Listed> = retrieved.iter().map(|r| r.listed).collect();
     let predictions = ranker.score(request, &listed, now);
     let candidates: Vec<Candidate> = retrieved
@@ -234,19 +232,18 @@ pub fn answer(
             })
         })
         .collect();
-    // What this replica may still reserve, per candidate.
-    let headroom: HashMap<&str, u64> = listed
-        .iter()
-        .map(|l| {
-            let id = l.campaign.campaign_id.as_str();
-            (id, board.headroom(id, book.remaining(l, now)))
-        })
-        .collect();
+    // What this replica may still reserve for a candidate (asked of the auction's winners only).
+    let headroom = |id: &str| {
+        listed
+            .iter()
+            .find(|l| l.campaign.campaign_id == id)
+            .map_or(0, |l| board.headroom(id, book.remaining(l, now)))
+    };
     let explained = request.debug.then(|| candidates.clone());
     let (wins, gated) = run_gated_auction(
         &request.slots,
         candidates,
-        |id| headroom.get(id).copied().unwrap_or(0),
+        headroom,
         config.reserve_ecpm_micros,
     );
     let wins: Vec<SignedWin> = wins
@@ -344,7 +341,7 @@ fn explain(
                 "won"
             } else if let Err(why) = qualify(l, request, now) {
                 why.as_str()
-            } else if !passes(board, &request.id, id) {
+            } else if !passes(board, &request.id, id, route(id)) {
                 NoBid::Pacing.as_str()
             } else if book.remaining(l, now) == 0 {
                 NoBid::Budget.as_str()
@@ -395,9 +392,10 @@ pub struct ServingReplica {
     models: Arc<ModelSlot>,
     book: BudgetBook,
     index: CampaignIndex,
-    index_stale: bool,
+    /// Campaigns changed since the index was last brought up to date.
+    changed: Vec<String>,
     ranker: PriorRanker,
-    reach: HashMap<String, u64>,
+    reach: ReachCounts,
     last_flush: Instant,
     outputs: Vec<ServeOutput>,
 }
@@ -418,9 +416,9 @@ impl ServingReplica {
             models,
             book: BudgetBook::default(),
             index: CampaignIndex::default(),
-            index_stale: false,
+            changed: Vec::new(),
             ranker: PriorRanker::default(),
-            reach: HashMap::default(),
+            reach: ReachCounts::default(),
             last_flush: Instant::now(),
             outputs: Vec::new(),
         }
@@ -432,7 +430,9 @@ impl ServingReplica {
     pub fn apply(&mut self, update: &ReplicaUpdate) {
         match update {
             ReplicaUpdate::Ledger(state) => {
-                self.index_stale |= matches!(state, LedgerState::Campaign(_));
+                if let LedgerState::Campaign(update) = state {
+                    self.changed.push(update.campaign_id.clone());
+                }
                 if let LedgerState::Settled { wins, .. } = state {
                     let mut board = self.board.borrow_mut();
                     for (request_id, imp_id) in wins {
@@ -455,12 +455,16 @@ impl ServingReplica {
     }
 
     /// Before requests are answered at `now_ms`: drops this replica's expired reservations and
-    /// rebuilds the campaign index if campaigns changed.
+    /// brings the campaign index up to date with the campaigns changed since the last tick.
     pub fn tick(&mut self, now_ms: i64) {
         self.board.borrow_mut().expire(now_ms);
-        if self.index_stale {
-            self.index = CampaignIndex::build(&self.book);
-            self.index_stale = false;
+        if !self.changed.is_empty() {
+            self.index.update(
+                &self.book,
+                &self.ranker,
+                self.changed.iter().map(String::as_str),
+            );
+            self.changed.clear();
         }
     }
 
@@ -477,6 +481,7 @@ impl ServingReplica {
             &self.index,
             &self.board.borrow(),
             &mut self.reach,
+            &self.ranker,
             ranker,
             &self.config,
             request,
@@ -549,9 +554,8 @@ impl ServingReplica {
 
     /// The reach counts since the last call, as pacing feedback stamped `at_ms`, by campaign.
     pub fn take_reach(&mut self, at_ms: i64) -> Vec<ServeOutput> {
-        let mut reach: Vec<(String, u64)> = self.reach.drain().collect();
-        reach.sort();
-        reach
+        self.reach
+            .take(&self.index)
             .into_iter()
             .map(|(campaign_id, count)| {
                 ServeOutput::Pacing(PacingFeedback::Reach {
@@ -580,6 +584,7 @@ mod tests {
             reserve_ecpm_micros: 1_000_000,
             per_advertiser: 2,
             max_candidates: 100,
+            prerank_candidates: 400,
             reservation_ttl_ms: TTL,
         }
     }

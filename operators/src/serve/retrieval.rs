@@ -1,85 +1,249 @@
 //! Retrieval: from the replicated catalog and budget state to the candidates of one request.
 //!
-//! An index by targeted country and device (each with a posting for the campaigns that target
-//! every country or every device) narrows the catalog before any per-campaign check, so a
-//! request only visits the campaigns that can match its geography and device, and holds the
-//! campaigns themselves (shared with the catalog), so none is looked up by id per request. A
-//! campaign qualifies ([`qualify`]) when it is active and in flight, matches the request's
-//! geography (country, region, metro), device and interests, has a creative that fits one of
-//! its slots, and is not blocked by the request's block lists; then pacing may hold it back and
-//! it needs budget left today. At most `per_advertiser` campaigns of one advertiser go on.
+//! The [`CampaignIndex`] holds one compact [`Entry`] per campaign (the definition, shared with
+//! the catalog, and what the funnel orders and counts it by) and postings of entries by targeted
+//! country and device (each with a posting for the campaigns that target every country or every
+//! device). Postings are in funnel order: by expected value per thousand impressions at the
+//! campaign's prior when indexed ([`Entry::value`]), best first. A request merges the (at most
+//! four) postings of its country and device in that order, so it visits only campaigns that can
+//! match its geography and device, best first, and looks none up by id. The index follows the
+//! catalog campaign by campaign ([`CampaignIndex::update`]), so editing one campaign of a large
+//! catalog costs microseconds, not a rebuild.
+//!
+//! A visited campaign qualifies ([`qualify`]) when it is active and in flight, matches the
+//! request's geography (country, region, metro), device and interests, has a creative that fits
+//! one of its slots, and is not blocked by the request's block lists; then pacing may hold it
+//! back and it needs budget left today. At most `per_advertiser` campaigns of one advertiser go
+//! on. Retrieval stops once `pool` campaigns went on ([`Funnel`]): work per request is bounded
+//! by the pool, not by the catalog. Pre-ranking ([`super::prerank`]) then keeps the best
+//! `max_candidates` of the pool for the ranker.
 
 use std::sync::Arc;
 
+use super::auction::expected_ecpm;
 use super::brand_safety::{blocked, Blocked};
-use super::formats::best_creative;
+use super::formats::{best_creative, format_signature};
 use crate::catalog::Listed;
+use crate::events::creative::{Creative, CreativeKind};
 use crate::events::CampaignStatus;
-use crate::hash::HashMap;
+use crate::hash::{HashMap, HashSet};
 use crate::ledger::status::BudgetBook;
+use crate::ranker::prior::PriorRanker;
+use crate::routing::route;
 use crate::time::EventTime;
 
 use crate::request::AdRequest;
 
-/// The postings of one country, by device.
-type ByDevice = HashMap<Box<str>, Vec<Arc<Listed>>>;
+/// A campaign in a posting, with the key postings are ordered by (best first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Posted {
+    value: u64,
+    route: u64,
+    number: u32,
+}
+
+impl Posted {
+    /// Postings' order: higher value first; equal values by id hash, then entry number (so the
+    /// order does not depend on the order campaigns were indexed in).
+    fn order(&self) -> (std::cmp::Reverse<u64>, u64, u32) {
+        (std::cmp::Reverse(self.value), self.route, self.number)
+    }
+}
+
+/// The postings of one country, by device, each in [`Posted::order`].
+type ByDevice = HashMap<Box<str>, Vec<Posted>>;
 
 /// The posting key of "any country" and "any device".
 const ANY: &str = "*";
 
-/// The campaigns of a catalog by targeted country (upper case) and device (lower case), `*`
-/// standing for no targeting on that axis. A campaign is in one posting per (country, device)
-/// pair it targets; a request, with one country and one device, finds it in at most one.
+/// One campaign as retrieval reads it, so that no campaign is looked up by id per request.
+#[derive(Debug)]
+pub struct Entry {
+    /// The campaign (shared with the catalog).
+    pub listed: Arc<Listed>,
+    /// Its expected value per thousand impressions, micros, at its prior when indexed: the
+    /// order in which requests visit campaigns.
+    pub value: u64,
+    /// The hash of its id: the seed of its pacing coin.
+    pub route: u64,
+    /// Its advertiser, numbered within the index.
+    pub advertiser: u32,
+    /// The kinds of its creatives, one bit each: a request taking none of them is skipped
+    /// without looking at its creatives.
+    pub kinds: u8,
+    /// Its creatives' [`format_signature`].
+    pub formats: u64,
+}
+
+impl Entry {
+    fn posted(&self, number: u32) -> Posted {
+        Posted {
+            value: self.value,
+            route: self.route,
+            number,
+        }
+    }
+}
+
+/// The (country, device) postings a campaign is in: upper-case countries and lower-case
+/// devices it targets, `*` for an axis it does not target, each pair once.
+fn posting_keys(listed: &Listed) -> Vec<(String, String)> {
+    let t = &listed.campaign.targeting;
+    let mut countries: Vec<String> = if t.countries.is_empty() {
+        vec![ANY.into()]
+    } else {
+        t.countries.iter().map(|c| c.to_ascii_uppercase()).collect()
+    };
+    let mut devices: Vec<String> = if t.devices.is_empty() {
+        vec![ANY.into()]
+    } else {
+        t.devices.iter().map(|d| d.to_ascii_lowercase()).collect()
+    };
+    countries.sort();
+    countries.dedup();
+    devices.sort();
+    devices.dedup();
+    countries
+        .iter()
+        .flat_map(|c| devices.iter().map(move |d| (c.clone(), d.clone())))
+        .collect()
+}
+
+/// The campaigns of a catalog as numbered [`Entry`]s, with postings by targeted country (upper
+/// case) and device (lower case), `*` standing for no targeting on that axis. A campaign is in
+/// one posting per (country, device) pair it targets; a request, with one country and one
+/// device, finds it in at most one.
+///
+/// The index is kept up to date campaign by campaign ([`CampaignIndex::update`]): a changed
+/// campaign moves within its postings (a binary search and a move of the posting's tail), so
+/// an edit does not rebuild the index of a large catalog. An entry keeps its number while its
+/// campaign exists; a deleted campaign's number is not reused.
 #[derive(Debug, Default)]
 pub struct CampaignIndex {
+    entries: Vec<Option<Entry>>,
+    by_id: HashMap<Box<str>, u32>,
+    advertisers: HashMap<Box<str>, u32>,
     postings: HashMap<Box<str>, ByDevice>,
-    campaigns: usize,
 }
 
 impl CampaignIndex {
-    /// Builds the index over every campaign of `book`.
-    pub fn build(book: &BudgetBook) -> Self {
+    /// Builds the index over every campaign of `book`, ordered by value at `prior`.
+    pub fn build(book: &BudgetBook, prior: &PriorRanker) -> Self {
+        let mut ids: Vec<&str> = book
+            .catalog()
+            .iter()
+            .map(|l| l.campaign.campaign_id.as_str())
+            .collect();
+        // Numbered by id, whatever the catalog's own order.
+        ids.sort_unstable();
         let mut index = CampaignIndex::default();
-        for listed in book.catalog().shared() {
-            let t = &listed.campaign.targeting;
-            let countries: Vec<String> = if t.countries.is_empty() {
-                vec![ANY.into()]
-            } else {
-                t.countries.iter().map(|c| c.to_ascii_uppercase()).collect()
-            };
-            let mut devices: Vec<String> = if t.devices.is_empty() {
-                vec![ANY.into()]
-            } else {
-                t.devices.iter().map(|d| d.to_ascii_lowercase()).collect()
-            };
-            devices.sort();
-            devices.dedup();
-            let mut countries = countries;
-            countries.sort();
-            countries.dedup();
-            for country in &countries {
-                let by_device = index.postings.entry(country.as_str().into()).or_default();
-                for device in &devices {
-                    by_device
-                        .entry(device.as_str().into())
-                        .or_default()
-                        .push(listed.clone());
-                }
-            }
-            index.campaigns += 1;
-        }
+        index.update(book, prior, ids);
         index
     }
 
-    /// The campaigns whose country and device targeting admit `country` and `device` (each at
-    /// most once).
+    /// Brings the entries of the campaigns named by `changed` up to date with `book` (added,
+    /// edited or deleted), valued at `prior`. Each posting they change is merged once, so a
+    /// bulk load costs a sort of what it adds plus one pass over the postings it touches.
+    pub fn update<'s>(
+        &mut self,
+        book: &BudgetBook,
+        prior: &PriorRanker,
+        changed: impl IntoIterator<Item = &'s str>,
+    ) {
+        let mut seen: HashSet<&str> = HashSet::default();
+        let changed: Vec<&str> = changed.into_iter().filter(|id| seen.insert(id)).collect();
+        for id in &changed {
+            self.remove(id);
+        }
+        // Appended at the end of their postings, then merged in: posting -> its sorted length.
+        let mut appended: HashMap<(Box<str>, Box<str>), usize> = HashMap::default();
+        for id in changed {
+            if let Some(listed) = book.catalog().get_shared(id) {
+                self.append(listed, prior, &mut appended);
+            }
+        }
+        for ((country, device), sorted) in appended {
+            if let Some(list) = self
+                .postings
+                .get_mut(&country)
+                .and_then(|by_device| by_device.get_mut(&device))
+            {
+                merge_tail(list, sorted);
+            }
+        }
+    }
+
+    /// Takes `id` out of its postings and its entry (its number stays taken). The postings
+    /// must be in order.
+    fn remove(&mut self, id: &str) {
+        let Some(number) = self.by_id.remove(id) else {
+            return;
+        };
+        let Some(entry) = self.entries.get_mut(number as usize).and_then(Option::take) else {
+            return;
+        };
+        let posted = entry.posted(number);
+        for (country, device) in posting_keys(&entry.listed) {
+            let Some(by_device) = self.postings.get_mut(country.as_str()) else {
+                continue;
+            };
+            if let Some(list) = by_device.get_mut(device.as_str()) {
+                if let Ok(at) = list.binary_search_by_key(&posted.order(), Posted::order) {
+                    list.remove(at);
+                }
+            }
+        }
+    }
+
+    /// Adds `listed` (not in the index) as a new entry at the end of its postings, noting in
+    /// `appended` how long each posting it joins was before.
+    fn append(
+        &mut self,
+        listed: &Arc<Listed>,
+        prior: &PriorRanker,
+        appended: &mut HashMap<(Box<str>, Box<str>), usize>,
+    ) {
+        let c = &listed.campaign;
+        let p = prior.predict(&c.campaign_id);
+        let next = self.advertisers.len() as u32;
+        let advertiser = *self
+            .advertisers
+            .entry(c.advertiser_id.as_str().into())
+            .or_insert(next);
+        let number = self.entries.len() as u32;
+        let entry = Entry {
+            listed: listed.clone(),
+            value: expected_ecpm(c.billing, c.bid_micros, p.pctr, p.pcvr),
+            route: route(&c.campaign_id),
+            advertiser,
+            kinds: kinds_of(&c.creatives),
+            formats: format_signature(&c.creatives),
+        };
+        let posted = entry.posted(number);
+        for (country, device) in posting_keys(listed) {
+            let (country, device) = (country.into_boxed_str(), device.into_boxed_str());
+            let list = self
+                .postings
+                .entry(country.clone())
+                .or_default()
+                .entry(device.clone())
+                .or_default();
+            appended.entry((country, device)).or_insert(list.len());
+            list.push(posted);
+        }
+        self.by_id.insert(c.campaign_id.as_str().into(), number);
+        self.entries.push(Some(entry));
+    }
+
+    /// The campaigns whose country and device targeting admit `country` and `device`, each at
+    /// most once, best first, with their entry numbers.
     pub fn lookup<'a>(
         &'a self,
         country: Option<&str>,
         device: Option<&str>,
-    ) -> impl Iterator<Item = &'a Listed> + 'a {
+    ) -> impl Iterator<Item = (u32, &'a Entry)> + 'a {
         let device = device.map(str::to_ascii_lowercase);
-        let mut lists: Vec<&'a [Arc<Listed>]> = Vec::with_capacity(4);
+        let mut lists: Vec<&'a [Posted]> = Vec::with_capacity(4);
         for c in [Some(ANY), country].into_iter().flatten() {
             let Some(by_device) = self.postings.get(c) else {
                 continue;
@@ -90,18 +254,87 @@ impl CampaignIndex {
                 }
             }
         }
-        lists.into_iter().flatten().map(|l| &**l)
+        Merged { lists }.filter_map(|n| self.entry(n).map(|e| (n, e)))
+    }
+
+    /// The entry numbered `number` (`None`: no such number, or its campaign was deleted).
+    pub fn entry(&self, number: u32) -> Option<&Entry> {
+        self.entries.get(number as usize).and_then(Option::as_ref)
     }
 
     /// Campaigns indexed.
     pub fn len(&self) -> usize {
-        self.campaigns
+        self.by_id.len()
     }
 
     /// Whether no campaign is indexed.
     pub fn is_empty(&self) -> bool {
-        self.campaigns == 0
+        self.by_id.is_empty()
     }
+
+    /// Entry numbers given out, deleted campaigns' included (the size of per-entry arrays).
+    pub fn numbers(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+/// Sorts the tail of `list` after its first `sorted` (in order) and merges it in, in one pass.
+fn merge_tail(list: &mut Vec<Posted>, sorted: usize) {
+    let mut tail = list.split_off(sorted.min(list.len()));
+    tail.sort_unstable_by_key(Posted::order);
+    let head = std::mem::take(list);
+    list.reserve_exact(head.len() + tail.len());
+    let (mut h, mut t) = (head.into_iter().peekable(), tail.into_iter().peekable());
+    loop {
+        let take_head = match (h.peek(), t.peek()) {
+            (Some(a), Some(b)) => a.order() <= b.order(),
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => break,
+        };
+        let next = if take_head { h.next() } else { t.next() };
+        list.extend(next);
+    }
+}
+
+/// Entry numbers merged, best first, from a few postings in [`Posted::order`] (disjoint: a
+/// campaign is in at most one posting of a request).
+struct Merged<'a> {
+    lists: Vec<&'a [Posted]>,
+}
+
+impl Iterator for Merged<'_> {
+    type Item = u32;
+
+    fn next(&mut self) -> Option<u32> {
+        let (at, first) = self
+            .lists
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| l.first().map(|p| (i, *p)))
+            .min_by_key(|(_, p)| p.order())?;
+        if let Some(list) = self.lists.get_mut(at) {
+            *list = &list[1..];
+        }
+        Some(first.number)
+    }
+}
+
+/// How far retrieval goes for one request.
+#[derive(Debug, Clone, Copy)]
+pub struct Funnel {
+    /// At most this many campaigns of one advertiser go on.
+    pub per_advertiser: usize,
+    /// Retrieval stops once this many campaigns went on (the pre-ranking pool).
+    pub pool: usize,
+}
+
+impl Funnel {
+    /// No limit: every qualifying campaign of every advertiser.
+    pub const ALL: Funnel = Funnel {
+        per_advertiser: usize::MAX,
+        pool: usize::MAX,
+    };
 }
 
 /// The budget day of each time zone at one instant: campaigns share a handful of zones, and
@@ -209,16 +442,69 @@ pub fn qualify(
     request: &AdRequest,
     now: EventTime,
 ) -> Result<Vec<Option<usize>>, NoBid> {
-    qualify_checked(listed, request, now, false)
+    qualify_checked(listed, request, now, false, true, &mut |c| {
+        fits_of(&c.creatives, request)
+    })
+}
+
+/// The best creative of `creatives` per slot of `request`.
+fn fits_of(creatives: &[Creative], request: &AdRequest) -> Vec<Option<usize>> {
+    request
+        .slots
+        .iter()
+        .map(|slot| best_creative(creatives, &slot.formats))
+        .collect()
+}
+
+/// The creative kinds of `creatives` as a bit set (see [`kind_bit`]).
+fn kinds_of(creatives: &[Creative]) -> u8 {
+    creatives.iter().fold(0, |bits, c| bits | kind_bit(c.kind))
+}
+
+/// One bit per creative kind.
+fn kind_bit(kind: CreativeKind) -> u8 {
+    match kind {
+        CreativeKind::Banner => 1,
+        CreativeKind::Video => 2,
+        CreativeKind::Audio => 4,
+        CreativeKind::Native => 8,
+    }
+}
+
+/// The creative kinds some slot of `request` takes: a creative of no other kind fits any
+/// ([`super::formats::fit`]).
+fn kinds_wanted(request: &AdRequest) -> u8 {
+    request.slots.iter().fold(0, |bits, slot| {
+        let f = &slot.formats;
+        let mut b = bits;
+        if f.banner.is_some() || f.any {
+            b |= kind_bit(CreativeKind::Banner);
+        }
+        if f.video.is_some() || f.any {
+            b |= kind_bit(CreativeKind::Video);
+        }
+        if f.audio.is_some() || f.any {
+            b |= kind_bit(CreativeKind::Audio);
+        }
+        if f.native.is_some() {
+            b |= kind_bit(CreativeKind::Native);
+        }
+        b
+    })
 }
 
 /// [`qualify`], skipping the country and device checks when `indexed` (the campaign was found
-/// in the [`CampaignIndex`] posting of the request's country and device, which is that check).
+/// in the [`CampaignIndex`] posting of the request's country and device, which is that check),
+/// and the creative-by-creative format check when `may_fit` is false (none of its creative
+/// kinds is one the request takes: a format no-bid at once); `fits` gives the best creative per
+/// slot.
 fn qualify_checked(
     listed: &Listed,
     request: &AdRequest,
     now: EventTime,
     indexed: bool,
+    may_fit: bool,
+    fits: &mut dyn FnMut(&crate::events::Campaign) -> Vec<Option<usize>>,
 ) -> Result<Vec<Option<usize>>, NoBid> {
     let c = &listed.campaign;
     let t = &c.targeting;
@@ -251,11 +537,10 @@ fn qualify_checked(
     if !interests_ok {
         return Err(NoBid::Interests);
     }
-    let fits: Vec<Option<usize>> = request
-        .slots
-        .iter()
-        .map(|slot| best_creative(&c.creatives, &slot.formats))
-        .collect();
+    if !may_fit {
+        return Err(NoBid::Format);
+    }
+    let fits = fits(c);
     if fits.iter().all(Option::is_none) {
         return Err(NoBid::Format);
     }
@@ -271,6 +556,8 @@ fn qualify_checked(
 pub struct Retrieved<'a> {
     /// The campaign.
     pub listed: &'a Listed,
+    /// Its entry in the index.
+    pub entry: &'a Entry,
     /// Per slot of the request, the index of the creative it shows there (`None`: it does
     /// not fit that slot).
     pub creatives: Vec<Option<usize>>,
@@ -289,19 +576,19 @@ impl Retrieved<'_> {
     }
 }
 
-/// The campaigns that may bid on `request` at `now`, best bid first, at most `per_advertiser`
-/// per advertiser and `limit` in all, and the furthest stage a campaign that did not make it
-/// reached (what a no-bid is explained by). `pace` is asked about every campaign the request
-/// reaches (qualified, before the budget check): pacing counts it there, and it returns whether
-/// the campaign takes part in this auction.
+/// The campaigns that may bid on `request` at `now`, best value first, at most
+/// `funnel.per_advertiser` per advertiser, stopping once `funnel.pool` went on; and the
+/// furthest stage a campaign that did not make it reached (what a no-bid is explained by).
+/// `pace` is asked about every campaign the request reaches (qualified, before the budget
+/// check), with its entry number: pacing counts it there, and it returns whether the campaign
+/// takes part in this auction.
 pub fn retrieve<'a>(
     book: &BudgetBook,
     index: &'a CampaignIndex,
     request: &AdRequest,
     now: EventTime,
-    per_advertiser: usize,
-    limit: usize,
-    mut pace: impl FnMut(&Listed) -> bool,
+    funnel: Funnel,
+    mut pace: impl FnMut(u32, &Entry) -> bool,
 ) -> (Vec<Retrieved<'a>>, Option<NoBid>) {
     let mut furthest: Option<NoBid> = None;
     let mut missed = |why: NoBid| {
@@ -309,15 +596,37 @@ pub fn retrieve<'a>(
     };
     let mut found: Vec<Retrieved> = Vec::new();
     let mut days = BudgetDays::default();
-    for listed in index.lookup(request.country.as_deref(), request.device.as_deref()) {
-        let creatives = match qualify_checked(listed, request, now, true) {
+    let mut per: HashMap<u32, usize> = HashMap::default();
+    let wanted = kinds_wanted(request);
+    let mut fitted: HashMap<u64, Vec<Option<usize>>> = HashMap::default();
+    if funnel.pool == 0 {
+        return (found, furthest);
+    }
+    for (number, entry) in index.lookup(request.country.as_deref(), request.device.as_deref()) {
+        let listed = &*entry.listed;
+        if per
+            .get(&entry.advertiser)
+            .is_some_and(|n| *n >= funnel.per_advertiser)
+        {
+            // Its advertiser's better campaigns went on already.
+            missed(NoBid::AdvertiserLimit);
+            continue;
+        }
+        let may_fit = entry.kinds & wanted != 0;
+        let creatives = match qualify_checked(listed, request, now, true, may_fit, &mut |c| {
+            // Worked out once per format signature in this request.
+            fitted
+                .entry(entry.formats)
+                .or_insert_with(|| fits_of(&c.creatives, request))
+                .clone()
+        }) {
             Ok(c) => c,
             Err(why) => {
                 missed(why);
                 continue;
             }
         };
-        if !pace(listed) {
+        if !pace(number, entry) {
             missed(NoBid::Pacing);
             continue;
         }
@@ -325,24 +634,16 @@ pub fn retrieve<'a>(
             missed(NoBid::Budget);
             continue;
         }
-        found.push(Retrieved { listed, creatives });
+        *per.entry(entry.advertiser).or_default() += 1;
+        found.push(Retrieved {
+            listed,
+            entry,
+            creatives,
+        });
+        if found.len() >= funnel.pool {
+            break;
+        }
     }
-    // A total order (ids are unique): unstable sorting gives the same result, cheaper.
-    found.sort_unstable_by(|a, b| {
-        let (a, b) = (&a.listed.campaign, &b.listed.campaign);
-        b.bid_micros
-            .cmp(&a.bid_micros)
-            .then_with(|| a.campaign_id.cmp(&b.campaign_id))
-    });
-    let mut per: HashMap<&str, usize> = HashMap::default();
-    found.retain(|r| {
-        let n = per
-            .entry(r.listed.campaign.advertiser_id.as_str())
-            .or_default();
-        *n += 1;
-        *n <= per_advertiser
-    });
-    found.truncate(limit);
     (found, furthest)
 }
 
@@ -361,6 +662,13 @@ mod tests {
             c.campaign_id.clone(),
             Some(Box::new(c)),
         )));
+    }
+
+    fn five() -> Funnel {
+        Funnel {
+            per_advertiser: 5,
+            pool: 100,
+        }
     }
 
     fn campaign(id: &str, adv: &str, targeting: &str, bid: u64) -> String {
@@ -390,12 +698,12 @@ mod tests {
             &mut book,
             &campaign("desk", "D", r#"{"devices":["desktop"]}"#, 3),
         );
-        let index = CampaignIndex::build(&book);
+        let index = CampaignIndex::build(&book, &PriorRanker::default());
         assert_eq!(index.len(), 4);
         let visited = |country: Option<&str>, device: Option<&str>| {
             let mut ids: Vec<String> = index
                 .lookup(country, device)
-                .map(|l| l.campaign.campaign_id.clone())
+                .map(|(_, e)| e.listed.campaign.campaign_id.clone())
                 .collect();
             ids.sort();
             ids
@@ -436,15 +744,25 @@ mod tests {
             &mut book,
             &campaign("sports", "D", r#"{"interests":["sports"]}"#, 9),
         );
-        let index = CampaignIndex::build(&book);
+        let index = CampaignIndex::build(&book, &PriorRanker::default());
         let now = EventTime::now();
         let ids = |book: &BudgetBook, req: &str, k| {
             let r = parse_request(req.as_bytes()).unwrap();
-            retrieve(book, &index, &r, now, k, 100, |_| true)
-                .0
-                .iter()
-                .map(|r| r.listed.campaign.campaign_id.clone())
-                .collect::<Vec<_>>()
+            retrieve(
+                book,
+                &index,
+                &r,
+                now,
+                Funnel {
+                    per_advertiser: k,
+                    pool: 100,
+                },
+                |_, _| true,
+            )
+            .0
+            .iter()
+            .map(|r| r.listed.campaign.campaign_id.clone())
+            .collect::<Vec<_>>()
         };
         let fr =
             r#"{"id":"r","imp":[{"id":"1"}],"device":{"geo":{"country":"FR"},"devicetype":2}}"#;
@@ -466,9 +784,9 @@ mod tests {
         // Pacing sees every reachable campaign (out of budget included) and may hold one back.
         let r = parse_request(fr.as_bytes()).unwrap();
         let mut reached = Vec::new();
-        let (found, furthest) = retrieve(&book, &index, &r, now, 5, 100, |l| {
-            reached.push(l.campaign.campaign_id.clone());
-            l.campaign.campaign_id != "all-2"
+        let (found, furthest) = retrieve(&book, &index, &r, now, five(), |_, e| {
+            reached.push(e.listed.campaign.campaign_id.clone());
+            e.listed.campaign.campaign_id != "all-2"
         });
         assert_eq!(found.len(), 1);
         assert_eq!(furthest, Some(NoBid::Budget));
@@ -492,14 +810,14 @@ mod tests {
             &campaign("ca", "C", r#"{"regions":["US-CA"]}"#, 3),
         );
         add(&mut book, &campaign("la", "D", r#"{"metros":["803"]}"#, 2));
-        let index = CampaignIndex::build(&book);
+        let index = CampaignIndex::build(&book, &PriorRanker::default());
         let now = EventTime::now();
         let ids = |geo: &str| {
             let r = parse_request(
                 format!(r#"{{"id":"r","imp":[{{"id":"1"}}],"device":{{"geo":{geo}}}}}"#).as_bytes(),
             )
             .unwrap();
-            let (found, furthest) = retrieve(&book, &index, &r, now, 5, 100, |_| true);
+            let (found, furthest) = retrieve(&book, &index, &r, now, five(), |_, _| true);
             let ids: Vec<String> = found
                 .iter()
                 .map(|r| r.listed.campaign.campaign_id.clone())
@@ -532,11 +850,11 @@ mod tests {
             &mut book,
             r#"{"campaign_id":"gambling","advertiser_id":"B","daily_budget_micros":1000,"timezone":"UTC","billing":"cpm","bid_micros":9,"cat":["IAB9-7"],"adomain":["b.com"],"creatives":[{"ad_id":"g","w":300,"h":250}]}"#,
         );
-        let index = CampaignIndex::build(&book);
+        let index = CampaignIndex::build(&book, &PriorRanker::default());
         let now = EventTime::now();
         let run = |body: &str| {
             let r = parse_request(body.as_bytes()).unwrap();
-            let (found, why) = retrieve(&book, &index, &r, now, 5, 100, |_| true);
+            let (found, why) = retrieve(&book, &index, &r, now, five(), |_, _| true);
             let ids: Vec<String> = found
                 .iter()
                 .map(|r| r.listed.campaign.campaign_id.clone())
@@ -555,8 +873,124 @@ mod tests {
         assert_eq!(run(video), (vec![], Some(NoBid::Format)));
         let both = r#"{"id":"r","imp":[{"id":"1","video":{"mimes":["video/mp4"]}},{"id":"2","banner":{"w":300,"h":250}}]}"#;
         let r = parse_request(both.as_bytes()).unwrap();
-        let (found, _) = retrieve(&book, &index, &r, now, 5, 100, |_| true);
+        let (found, _) = retrieve(&book, &index, &r, now, five(), |_, _| true);
         assert_eq!(found[0].creatives, vec![None, Some(0)]);
         assert_eq!(found[0].fits(), 0b10);
+    }
+
+    proptest::proptest! {
+        /// Over random catalogs: retrieval visits best value first, keeps at most
+        /// `per_advertiser` per advertiser, and stopping at a pool gives exactly the first
+        /// campaigns of the unbounded answer.
+        #[test]
+        fn a_bounded_pool_is_the_best_prefix_of_the_whole_answer(
+            campaigns in proptest::collection::vec(
+                (0u8..4, 0u8..3, 0u8..3, 1u64..100, 0u8..3),
+                1..60,
+            ),
+            per_advertiser in 1usize..4,
+            pool in 0usize..70,
+            country in 0u8..3,
+            device in 0u8..3,
+        ) {
+            const COUNTRIES: [&str; 3] = ["US", "FR", "DE"];
+            const DEVICES: [&str; 3] = ["mobile", "desktop", "tablet"];
+            let mut book = BudgetBook::default();
+            for (i, (adv, c, d, bid, billing)) in campaigns.iter().enumerate() {
+                let targeting = match (c, d) {
+                    (0, _) => "{}".to_string(),
+                    (_, 0) => format!(r#"{{"countries":["{}"]}}"#, COUNTRIES[*c as usize]),
+                    _ => format!(
+                        r#"{{"countries":["{}"],"devices":["{}"]}}"#,
+                        COUNTRIES[*c as usize], DEVICES[*d as usize]
+                    ),
+                };
+                let json = campaign(&format!("c{i:02}"), &format!("a{adv}"), &targeting, *bid)
+                    .replace("\"cpm\"", ["\"cpm\"", "\"cpc\"", "\"cpa\""][*billing as usize]);
+                add(&mut book, &json);
+            }
+            let prior = PriorRanker::default();
+            let index = CampaignIndex::build(&book, &prior);
+            let request = parse_request(
+                format!(
+                    r#"{{"id":"r","imp":[{{"id":"1"}}],"device":{{"geo":{{"country":"{}"}},"devicetype":{}}}}}"#,
+                    COUNTRIES[country as usize],
+                    [4, 2, 5][device as usize]
+                )
+                .as_bytes(),
+            )
+            .unwrap();
+            let now = EventTime::now();
+            let all = retrieve(&book, &index, &request, now, Funnel { per_advertiser, pool: usize::MAX }, |_, _| true).0;
+            let values: Vec<u64> = all.iter().map(|r| r.entry.value).collect();
+            proptest::prop_assert!(values.windows(2).all(|w| w[0] >= w[1]), "best first: {:?}", values);
+            let mut per: HashMap<&str, usize> = HashMap::default();
+            for r in &all {
+                *per.entry(r.listed.campaign.advertiser_id.as_str()).or_default() += 1;
+            }
+            proptest::prop_assert!(per.values().all(|n| *n <= per_advertiser));
+            let bounded = retrieve(&book, &index, &request, now, Funnel { per_advertiser, pool }, |_, _| true).0;
+            let ids = |found: &[Retrieved]| -> Vec<String> {
+                found.iter().map(|r| r.listed.campaign.campaign_id.clone()).collect()
+            };
+            let mut prefix = ids(&all);
+            prefix.truncate(pool);
+            proptest::prop_assert_eq!(ids(&bounded), prefix);
+        }
+    }
+
+    proptest::proptest! {
+        /// Updating the index campaign by campaign (adds, edits of bid and targeting, deletes,
+        /// in batches, with repeats) visits the same campaigns in the same order as building
+        /// it afresh over the final catalog.
+        #[test]
+        fn an_updated_index_answers_as_a_fresh_one(
+            ops in proptest::collection::vec(
+                (0u8..12, proptest::option::weighted(0.8, (0u8..3, 0u8..3, 1u64..20))),
+                1..80,
+            ),
+            batch in 1usize..10,
+        ) {
+            const COUNTRIES: [&str; 3] = ["*", "US", "FR"];
+            const DEVICES: [&str; 3] = ["*", "mobile", "desktop"];
+            let prior = PriorRanker::default();
+            let mut book = BudgetBook::default();
+            let mut index = CampaignIndex::default();
+            for chunk in ops.chunks(batch) {
+                let mut changed = Vec::new();
+                for (id, def) in chunk {
+                    let id = format!("c{id}");
+                    match def {
+                        Some((c, d, bid)) => {
+                            let mut t = Vec::new();
+                            if *c > 0 {
+                                t.push(format!(r#""countries":["{}"]"#, COUNTRIES[*c as usize]));
+                            }
+                            if *d > 0 {
+                                t.push(format!(r#""devices":["{}"]"#, DEVICES[*d as usize]));
+                            }
+                            add(&mut book, &campaign(&id, "A", &format!("{{{}}}", t.join(",")), *bid));
+                        }
+                        None => {
+                            book.apply(&LedgerState::Campaign(CatalogUpdate::new(id.clone(), None)));
+                        }
+                    }
+                    changed.push(id);
+                }
+                index.update(&book, &prior, changed.iter().map(String::as_str));
+            }
+            let fresh = CampaignIndex::build(&book, &prior);
+            proptest::prop_assert_eq!(index.len(), fresh.len());
+            for country in [None, Some("US"), Some("FR"), Some("DE")] {
+                for device in [None, Some("mobile"), Some("desktop")] {
+                    let visit = |i: &CampaignIndex| -> Vec<String> {
+                        i.lookup(country, device)
+                            .map(|(_, e)| e.listed.campaign.campaign_id.clone())
+                            .collect()
+                    };
+                    proptest::prop_assert_eq!(visit(&index), visit(&fresh), "{:?} {:?}", country, device);
+                }
+            }
+        }
     }
 }

@@ -6,8 +6,9 @@
 //! interest targeting, case-insensitive, budget left), never by a copy of it here.
 
 use adstream_operators::ledger::status::BudgetBook;
+use adstream_operators::ranker::prior::PriorRanker;
 use adstream_operators::request::AdRequest;
-use adstream_operators::serve::retrieval::{retrieve, CampaignIndex};
+use adstream_operators::serve::retrieval::{retrieve, CampaignIndex, Funnel};
 use adstream_operators::time::EventTime;
 use anyhow::Context;
 
@@ -29,7 +30,7 @@ impl<'w> Market<'w> {
     /// Lists every campaign of `world` and parses every user's request.
     pub fn new(world: &'w World) -> anyhow::Result<Self> {
         let book = world.budget_book();
-        let index = CampaignIndex::build(&book);
+        let index = CampaignIndex::build(&book, &PriorRanker::default());
         let requests = world
             .users
             .iter()
@@ -57,9 +58,8 @@ impl<'w> Market<'w> {
             &self.index,
             request,
             now,
-            usize::MAX,
-            usize::MAX,
-            |_| true,
+            Funnel::ALL,
+            |_, _| true,
         )
         .0
         .into_iter()

@@ -9,20 +9,22 @@
 //! - [`pacing`]: the pacing law against an ASAP baseline over simulated days.
 //! - [`ranker`]: the online ranker's AUC over a simulated day, and training examples/s.
 //! - [`serving`]: one worker's answers per second and latency, plain and with mixed formats
-//!   and block lists.
+//!   and block lists, over catalogs of any size, with the prior and with a live model.
+//! - [`load`]: requests per second and latency over HTTP against a running pipeline.
 //!
 //! The pacing and ranker benches see the simulated world through [`market`]: serving's own
 //! retrieval decides which campaigns may bid, and the pacing bench answers every request with
 //! serving's [`adstream_operators::serve::operator::answer`] (headroom, auction, pricing).
 
 pub mod freshness;
+pub mod load;
 pub mod market;
 pub mod pacing;
 pub mod ranker;
 pub mod serving;
 
 /// Produces `n` active CPM/CPC/CPA campaigns (those of [`serving::campaign`]: targeting over
-/// 10 countries and 3 device types, 500 advertisers, banner, video, native and audio creatives,
+/// 10 countries and 3 device types, 20 campaigns per advertiser, banner, video, native and audio creatives,
 /// domains and categories) to `target`'s campaigns topic, for serving benchmarks over HTTP.
 pub fn seed_campaigns(target: &crate::Target, n: usize) -> anyhow::Result<()> {
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -369,6 +371,7 @@ fn dataflow_into(store: Arc<dyn StateStore>, n: usize, workers: usize, reports: 
                         reserve_ecpm_micros: 0,
                         per_advertiser: 1,
                         max_candidates: 100,
+                        prerank_candidates: 400,
                         reservation_ttl_ms: 60_000,
                     },
                     pacing: Default::default(),

@@ -25,11 +25,13 @@ use adstream_operators::pacing::pacer::{CampaignPacer, Terms};
 use adstream_operators::pacing::profile::position;
 use adstream_operators::pacing::reservation::expected_cost;
 use adstream_operators::pacing::{PacingConfig, PacingUpdate};
+use adstream_operators::ranker::prior::PriorRanker;
 use adstream_operators::ranker::prior::{Prediction, Ranker};
 use adstream_operators::records::{DaySpend, LedgerState};
 use adstream_operators::request::{AdRequest, Slot};
 use adstream_operators::serve::auction::Candidate;
 use adstream_operators::serve::operator::{answer, ServeConfig};
+use adstream_operators::serve::reach::ReachCounts;
 use adstream_operators::time::day::budget_day;
 use adstream_operators::time::EventTime;
 use anyhow::Context;
@@ -107,6 +109,7 @@ fn serve_config(pacing: &PacingConfig) -> ServeConfig {
         reserve_ecpm_micros: 10_000,
         per_advertiser: 2,
         max_candidates: 200,
+        prerank_candidates: 400,
         reservation_ttl_ms: pacing.reservation_ttl_ms,
     }
 }
@@ -178,7 +181,9 @@ fn simulate(market: &Market<'_>, bench: &PacingBench, paced: bool) -> Vec<Campai
     // Serving's replica of the budget state, and its view of pacing (one serving replica here).
     let mut book = world.budget_book();
     let mut board = PacingBoard::new(0, 1);
-    let mut reach: adstream_operators::hash::HashMap<String, u64> = Default::default();
+    let mut reach = ReachCounts::default();
+    // Pre-ranking's prior (the pipeline's global rates; the ranker itself is calibrated).
+    let prior = PriorRanker::default();
     // The live pacing state of each campaign: plan, profile, controller and reservations.
     let mut pacers: Vec<CampaignPacer> = world
         .campaigns
@@ -348,6 +353,7 @@ fn simulate(market: &Market<'_>, bench: &PacingBench, paced: bool) -> Vec<Campai
             &market.index,
             &board,
             &mut reach,
+            &prior,
             &ranker,
             &serve,
             &request,
@@ -355,7 +361,7 @@ fn simulate(market: &Market<'_>, bench: &PacingBench, paced: bool) -> Vec<Campai
         );
         // What pacing learns of the request: every campaign it could reach. Demand exceeded a
         // campaign's budget once a win at its bid no longer fits its headroom.
-        for (id, count) in reach.drain() {
+        for (id, count) in reach.take(&market.index) {
             let Some(c) = world.campaign_index(&id) else {
                 continue;
             };

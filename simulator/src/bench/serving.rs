@@ -16,10 +16,14 @@ use std::time::Instant;
 use adstream_operators::events::Campaign;
 use adstream_operators::ledger::status::BudgetBook;
 use adstream_operators::pacing::board::PacingBoard;
-use adstream_operators::ranker::prior::PriorRanker;
+use adstream_operators::ranker::features::FeatureSpec;
+use adstream_operators::ranker::model::ModelConfig;
+use adstream_operators::ranker::prior::{PriorRanker, Ranker};
+use adstream_operators::ranker::scoring::ScoringModel;
 use adstream_operators::records::{CatalogUpdate, LedgerState};
 use adstream_operators::request::{parse_request, AdRequest};
 use adstream_operators::serve::operator::{answer, ServeConfig};
+use adstream_operators::serve::reach::ReachCounts;
 use adstream_operators::serve::retrieval::CampaignIndex;
 use adstream_operators::time::EventTime;
 use rand::rngs::StdRng;
@@ -40,8 +44,9 @@ const COUNTRIES: [(&str, &str); 10] = [
 const DEVICES: [(&str, u32); 3] = [("mobile", 4), ("desktop", 2), ("tablet", 5)];
 const SIZES: [(u32, u32); 3] = [(300, 250), (728, 90), (320, 50)];
 
-/// The `i`-th seeded campaign: targeting spread over countries and devices, two to four
-/// creatives of mixed kinds, a domain and a category.
+/// The `i`-th seeded campaign: 20 campaigns per advertiser (so the advertisers grow with the
+/// catalog); targeting one country, or two (every fourth), and one device type, or any (every
+/// seventh); two to four creatives of mixed kinds, a domain and a category.
 pub fn campaign(i: usize) -> String {
     let (w, h) = SIZES[i % SIZES.len()];
     let creatives = [
@@ -60,13 +65,24 @@ pub fn campaign(i: usize) -> String {
         ),
     ];
     let kept = 2 + i % 3;
+    let country = |k: usize| format!(r#""{}""#, COUNTRIES[k % COUNTRIES.len()].0);
+    let countries = if i % 4 == 0 {
+        format!("{},{}", country(i / 3), country(i / 3 + 1))
+    } else {
+        country(i / 3)
+    };
+    let devices = if i % 7 == 0 {
+        String::new()
+    } else {
+        format!(r#","devices":["{}"]"#, DEVICES[i % 3].0)
+    };
     format!(
-        r#"{{"campaign_id":"c{i}","advertiser_id":"adv{}","daily_budget_micros":100000000000,"timezone":"UTC","billing":"{}","bid_micros":{},"targeting":{{"countries":["{}"],"devices":["{}"]}},"creatives":[{}],"adomain":["brand{}.example"],"cat":["IAB{}-{}"]}}"#,
-        i % 500,
+        r#"{{"campaign_id":"c{i}","advertiser_id":"adv{}","daily_budget_micros":100000000000,"timezone":"UTC","billing":"{}","bid_micros":{},"targeting":{{"countries":[{}]{}}},"creatives":[{}],"adomain":["brand{}.example"],"cat":["IAB{}-{}"]}}"#,
+        i / 20,
         ["cpm", "cpc", "cpa"][i % 3],
         [2_000_000u64, 200_000, 2_000_000][i % 3] + (i as u64 * 7_919) % 1_000_000,
-        COUNTRIES[(i / 3) % COUNTRIES.len()].0,
-        DEVICES[i % 3].0,
+        countries,
+        devices,
         creatives[..kept].join(","),
         i % 500,
         1 + i % 26,
@@ -115,34 +131,49 @@ pub struct Figures {
     pub p50_us: f64,
     /// 99th percentile, µs.
     pub p99_us: f64,
+    /// 99.9th percentile, µs.
+    pub p999_us: f64,
     /// Share of requests with at least one win.
     pub fill: f64,
 }
 
-fn measure(book: &BudgetBook, index: &CampaignIndex, requests: &[AdRequest]) -> Figures {
-    let board = PacingBoard::new(0, 1);
-    let ranker = PriorRanker::default();
-    let config = ServeConfig {
+/// The serving settings of the bench: the shipped pipeline's, with a pre-ranking pool of
+/// `prerank_candidates`.
+pub fn bench_config(prerank_candidates: usize) -> ServeConfig {
+    ServeConfig {
         secret: b"bench-secret".to_vec(),
         reserve_ecpm_micros: 10_000,
         per_advertiser: 2,
         max_candidates: 200,
+        prerank_candidates: prerank_candidates.max(200),
         reservation_ttl_ms: 120_000,
-    };
-    let mut reach: adstream_operators::hash::HashMap<String, u64> = Default::default();
+    }
+}
+
+fn measure(
+    book: &BudgetBook,
+    index: &CampaignIndex,
+    ranker: &dyn Ranker,
+    config: &ServeConfig,
+    requests: &[AdRequest],
+) -> Figures {
+    let board = PacingBoard::new(0, 1);
+    let prior = PriorRanker::default();
+    let mut reach = ReachCounts::default();
     let now = EventTime::now();
     let mut latencies = Vec::with_capacity(requests.len());
     let mut filled = 0usize;
     let started = Instant::now();
-    for request in requests {
+    for (n, request) in requests.iter().enumerate() {
         let t = Instant::now();
         let outcome = answer(
-            book, index, &board, &mut reach, &ranker, &config, request, now,
+            book, index, &board, &mut reach, &prior, ranker, config, request, now,
         );
         latencies.push(t.elapsed().as_secs_f64() * 1e6);
         filled += usize::from(!outcome.wins.is_empty());
-        if reach.len() > 100_000 {
-            reach.clear();
+        if n % 1_000 == 999 {
+            // As a replica sends its counts to pacing every flush period.
+            reach.take(index);
         }
     }
     let took = started.elapsed().as_secs_f64();
@@ -152,13 +183,21 @@ fn measure(book: &BudgetBook, index: &CampaignIndex, requests: &[AdRequest]) -> 
         per_second: requests.len() as f64 / took,
         p50_us: at(0.5),
         p99_us: at(0.99),
+        p999_us: at(0.999),
         fill: filled as f64 / requests.len() as f64,
     }
 }
 
-/// Seeds `campaigns` campaigns, then answers `requests` requests of each kind; prints and
-/// returns `(plain, mixed)`.
-pub fn run(campaigns: usize, requests: usize) -> anyhow::Result<(Figures, Figures)> {
+/// The resident set of this process, bytes (0 where /proc is not there).
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
+/// A serving replica's budget book with `campaigns` seeded campaigns.
+pub fn seeded_book(campaigns: usize) -> anyhow::Result<BudgetBook> {
     let mut book = BudgetBook::default();
     for i in 0..campaigns {
         let c = Campaign::parse(campaign(i).as_bytes())
@@ -168,7 +207,44 @@ pub fn run(campaigns: usize, requests: usize) -> anyhow::Result<(Figures, Figure
             Some(Box::new(c)),
         )));
     }
-    let index = CampaignIndex::build(&book);
+    Ok(book)
+}
+
+/// The figures of one catalog size.
+#[derive(Debug, Clone)]
+pub struct CatalogFigures {
+    /// Campaigns seeded.
+    pub campaigns: usize,
+    /// Resident memory of the book and index per campaign, bytes.
+    pub bytes_per_campaign: f64,
+    /// Time to build the index, ms.
+    pub index_ms: f64,
+    /// Plain traffic, prior.
+    pub plain: Figures,
+    /// Mixed traffic, prior.
+    pub mixed: Figures,
+    /// Mixed traffic, a live model of the shipped feature spec (when measured).
+    pub model: Option<Figures>,
+}
+
+/// Seeds each catalog size of `catalogs` in turn and answers `requests` requests of each kind
+/// with the prior (and with a live model of the shipped spec when `with_model`), retrieving up
+/// to `prerank_candidates` for pre-ranking to 200; prints and returns the figures.
+pub fn run(
+    catalogs: &[usize],
+    requests: usize,
+    with_model: bool,
+    prerank_candidates: usize,
+) -> anyhow::Result<Vec<CatalogFigures>> {
+    let config = bench_config(prerank_candidates);
+    let model = if with_model {
+        Some(
+            ScoringModel::initial(&FeatureSpec::default_spec(), &ModelConfig::default())
+                .map_err(|e| anyhow::anyhow!("the bench's model: {e}"))?,
+        )
+    } else {
+        None
+    };
     let mut rng = StdRng::seed_from_u64(7);
     let parse = |body: String| {
         parse_request(body.as_bytes()).map_err(|e| anyhow::anyhow!("bench request: {e}"))
@@ -179,25 +255,69 @@ pub fn run(campaigns: usize, requests: usize) -> anyhow::Result<(Figures, Figure
     let mixed: Vec<AdRequest> = (0..requests)
         .map(|n| parse(mixed_request(&mut rng, n)))
         .collect::<Result<_, _>>()?;
-    // Warm up, then measure each kind.
-    measure(&book, &index, &plain[..requests.min(1_000)]);
-    let p = measure(&book, &index, &plain);
-    let m = measure(&book, &index, &mixed);
-    println!("serving (one worker thread, answer() per request, {campaigns} campaigns):");
-    for (name, f) in [("plain", &p), ("mixed formats + block lists", &m)] {
-        println!(
-            "  {name:<28} {:>9.0} req/s   p50 {:>7.1} µs   p99 {:>7.1} µs   fill {:>5.1} %",
-            f.per_second,
-            f.p50_us,
-            f.p99_us,
-            f.fill * 100.0
-        );
-    }
+    let prior = PriorRanker::default();
     println!(
-        "  cost of the checks: {:+.1} % time per request",
-        (p.per_second / m.per_second - 1.0) * 100.0
+        "serving (one worker thread, answer() per request: retrieval, pre-ranking to {} of up to {}, ranking, auction, signing):",
+        config.max_candidates, config.prerank_candidates
     );
-    Ok((p, m))
+    println!(
+        "  {:>9} {:<8} {:>9} {:>9} {:>9} {:>9} {:>7}",
+        "campaigns", "traffic", "req/s", "p50 µs", "p99 µs", "p99.9 µs", "fill"
+    );
+    let mut all = Vec::new();
+    for &campaigns in catalogs {
+        let before = rss_bytes();
+        let book = seeded_book(campaigns)?;
+        let t = Instant::now();
+        let index = CampaignIndex::build(&book, &prior);
+        let index_ms = t.elapsed().as_secs_f64() * 1e3;
+        let bytes_per_campaign =
+            rss_bytes().saturating_sub(before) as f64 / campaigns.max(1) as f64;
+        // Warm up, then measure each kind.
+        measure(
+            &book,
+            &index,
+            &prior,
+            &config,
+            &plain[..requests.min(1_000)],
+        );
+        let p = measure(&book, &index, &prior, &config, &plain);
+        let m = measure(&book, &index, &prior, &config, &mixed);
+        let with_model = model.as_ref().map(|model| {
+            let n = (requests / 10).max(100).min(mixed.len());
+            measure(&book, &index, model, &config, &mixed[..n])
+        });
+        for (name, f) in [
+            ("plain", Some(&p)),
+            ("mixed", Some(&m)),
+            ("model", with_model.as_ref()),
+        ] {
+            let Some(f) = f else { continue };
+            println!(
+                "  {campaigns:>9} {name:<8} {:>9.0} {:>9.1} {:>9.1} {:>9.1} {:>6.1}%",
+                f.per_second,
+                f.p50_us,
+                f.p99_us,
+                f.p999_us,
+                f.fill * 100.0
+            );
+        }
+        println!(
+            "  {campaigns:>9} memory {:.0} bytes/campaign (book + index), index built in {index_ms:.0} ms",
+            bytes_per_campaign
+        );
+        all.push(CatalogFigures {
+            campaigns,
+            bytes_per_campaign,
+            index_ms,
+            plain: p,
+            mixed: m,
+            model: with_model,
+        });
+        drop(index);
+        drop(book);
+    }
+    Ok(all)
 }
 
 #[cfg(test)]
@@ -214,8 +334,10 @@ mod tests {
             parse_request(mixed_request(&mut rng, n).as_bytes()).expect("valid mixed request");
             parse_request(plain_request(&mut rng, n).as_bytes()).expect("valid plain request");
         }
-        let (plain, mixed) = run(300, 200).expect("runs");
-        assert!(plain.fill > 0.5, "{plain:?}");
-        assert!(mixed.fill > 0.2, "{mixed:?}");
+        let figures = run(&[300], 200, true, 800).expect("runs");
+        let f = &figures[0];
+        assert!(f.plain.fill > 0.5, "{f:?}");
+        assert!(f.mixed.fill > 0.2, "{f:?}");
+        assert!(f.model.as_ref().is_some_and(|m| m.fill > 0.2), "{f:?}");
     }
 }
