@@ -1,7 +1,7 @@
 //! A serving replica's view of pacing: the latest broadcast state of every campaign, plus the
 //! reservations this replica made itself (known exactly, at once).
 
-use crate::hash::HashMap;
+use crate::hash::{HashMap, HashSet};
 
 use super::reservation::Reservations;
 use super::PacingUpdate;
@@ -13,6 +13,9 @@ pub struct PacingBoard {
     replicas: usize,
     states: HashMap<String, PacingUpdate>,
     own: Reservations<String>,
+    /// Campaigns whose state changed since the last [`PacingBoard::take_changed`] (at most
+    /// one entry per campaign).
+    changed: HashSet<String>,
 }
 
 impl PacingBoard {
@@ -27,7 +30,16 @@ impl PacingBoard {
 
     /// Takes in a broadcast update.
     pub fn apply(&mut self, update: PacingUpdate) {
+        if !self.changed.contains(&update.campaign_id) {
+            self.changed.insert(update.campaign_id.clone());
+        }
         self.states.insert(update.campaign_id.clone(), update);
+    }
+
+    /// The campaigns whose state changed since the last call (for serving's cache of pass
+    /// probabilities).
+    pub fn take_changed(&mut self) -> Vec<String> {
+        self.changed.drain().collect()
     }
 
     /// The latest update of `campaign`.

@@ -204,9 +204,11 @@ impl PacingShard {
                 at_ms,
                 count,
             } => {
+                // The traffic profile is persisted with the next control step (every
+                // `interval_ms`), not at every checkpoint: reach moves it on every request, and
+                // a forecast that loses a few seconds of counts in a crash still paces.
                 if let Some(p) = self.pacers.get_mut(&campaign_id) {
                     p.observe_reach(EventTime(at_ms), count, &self.config);
-                    self.dirty.insert(campaign_id);
                 }
             }
         }

@@ -4,7 +4,7 @@
 //! the [`PriorRanker`] answers with a prior per campaign, so ranking never errors. The trained
 //! model is `crate::ranker::scoring::ScoringModel`.
 
-use std::collections::HashMap;
+use crate::hash::HashMap;
 
 use crate::catalog::Listed;
 use crate::time::EventTime;
@@ -48,7 +48,7 @@ impl Default for PriorRanker {
             ctr: 0.02,
             cvr: 0.05,
             strength: 1_000.0,
-            observed: HashMap::new(),
+            observed: HashMap::default(),
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod prerank;
 pub mod reach;
 pub mod replica;
 pub mod retrieval;
+pub mod throttle;
 
 pub use crate::ranker::prior as ranking;
 pub use crate::request;

@@ -66,7 +66,7 @@ mod tests {
     use crate::ledger::status::BudgetBook;
     use crate::records::{CatalogUpdate, LedgerState};
     use crate::request::parse_request;
-    use crate::serve::retrieval::{retrieve, CampaignIndex, Funnel};
+    use crate::serve::retrieval::{retrieve, CampaignIndex, Funnel, Pace};
     use crate::time::EventTime;
     use proptest::prelude::*;
 
@@ -106,7 +106,16 @@ mod tests {
         let index = CampaignIndex::build(&book, &prior);
         let request = parse_request(br#"{"id":"r","imp":[{"id":"1"}]}"#).expect("request");
         let now = EventTime::now();
-        let pool = retrieve(&book, &index, &request, now, Funnel::ALL, |_, _| true).0;
+        let pool = retrieve(
+            &book,
+            &index,
+            &request,
+            now,
+            Funnel::ALL,
+            |_, _| Pace::Bid { weight: 1.0 },
+            |_, _| {},
+        )
+        .0;
         assert_eq!(ids(&pool), ["c001", "c000", "c002", "c003"], "by value");
         let kept = prerank(pool.clone(), 2, &prior, |_| 1.0);
         assert_eq!(ids(&kept), ["c001", "c000"]);
@@ -140,7 +149,7 @@ mod tests {
             let prior = PriorRanker::default();
             let index = CampaignIndex::build(&book, &prior);
             let request = parse_request(br#"{"id":"r","imp":[{"id":"1"}]}"#).expect("request");
-            let pool = retrieve(&book, &index, &request, EventTime::now(), Funnel::ALL, |_, _| true).0;
+            let pool = retrieve(&book, &index, &request, EventTime::now(), Funnel::ALL, |_, _| Pace::Bid { weight: 1.0 }, |_, _| {}).0;
             let pass_of = |r: &Retrieved| {
                 let i: usize = r.listed.campaign.campaign_id[1..].parse().unwrap_or(0);
                 passes[i % passes.len()]

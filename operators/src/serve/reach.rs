@@ -1,6 +1,8 @@
 //! Reach counts: how many requests reached each campaign since the counts last went to pacing
 //! (pacing's traffic forecast), counted per index entry in a dense array, with no lookup by id
 //! per request; the ids are looked up only when the counts are taken, every flush period.
+//! A request may count for more than one (a sampled count: see `replica`'s reach sampling);
+//! counts are summed as weights and rounded when taken.
 
 use super::retrieval::CampaignIndex;
 use crate::hash::HashMap;
@@ -10,25 +12,30 @@ use crate::hash::HashMap;
 #[derive(Debug, Default)]
 pub struct ReachCounts {
     /// By entry number of the current index.
-    counts: Vec<u32>,
+    counts: Vec<f64>,
     /// Entries whose count is not zero, in the order they first counted.
     touched: Vec<u32>,
     /// Counts made against an index that was since replaced, by campaign id.
-    carried: HashMap<String, u64>,
+    carried: HashMap<String, f64>,
 }
 
 impl ReachCounts {
     /// Counts one request reaching entry `number` of the current index.
     pub fn count(&mut self, number: u32) {
+        self.add(number, 1.0);
+    }
+
+    /// Counts requests of total `weight` reaching entry `number` of the current index.
+    pub fn add(&mut self, number: u32, weight: f64) {
         let at = number as usize;
         if at >= self.counts.len() {
-            self.counts.resize(at + 1, 0);
+            self.counts.resize(at + 1, 0.0);
         }
         if let Some(n) = self.counts.get_mut(at) {
-            if *n == 0 {
+            if *n == 0.0 {
                 self.touched.push(number);
             }
-            *n = n.saturating_add(1);
+            *n += weight;
         }
     }
 
@@ -44,12 +51,12 @@ impl ReachCounts {
             let count = self
                 .counts
                 .get_mut(number as usize)
-                .map_or(0, std::mem::take);
+                .map_or(0.0, std::mem::take);
             if let Some(entry) = index.entry(number) {
                 *self
                     .carried
                     .entry(entry.listed.campaign.campaign_id.clone())
-                    .or_default() += u64::from(count);
+                    .or_default() += count;
             }
         }
     }
@@ -58,7 +65,12 @@ impl ReachCounts {
     /// current one) or carried from earlier ones; resets them.
     pub fn take(&mut self, index: &CampaignIndex) -> Vec<(String, u64)> {
         self.carry(index);
-        let mut counts: Vec<(String, u64)> = self.carried.drain().collect();
+        let mut counts: Vec<(String, u64)> = self
+            .carried
+            .drain()
+            .map(|(id, n)| (id, n.round().max(0.0) as u64))
+            .filter(|(_, n)| *n > 0)
+            .collect();
         counts.sort_unstable();
         counts
     }
@@ -100,7 +112,8 @@ mod tests {
         // A new index: "0" comes before "a", so a is entry 1 and b entry 2 there.
         let new = index(&[("a", 3), ("b", 2), ("0", 9)]);
         reach.count(0);
-        reach.count(1);
+        reach.add(1, 0.5);
+        reach.add(1, 0.75);
         assert_eq!(
             reach.take(&new),
             vec![("0".into(), 1), ("a".into(), 3), ("b".into(), 1)]

@@ -22,6 +22,7 @@ use super::formats::{markup, BidMarkup};
 use super::prerank::prerank;
 use super::reach::ReachCounts;
 use super::retrieval::{qualify, retrieve, CampaignIndex, Funnel, NoBid, Retrieved};
+use super::throttle::{pace, passes, reach_sample, PassCache};
 use crate::catalog::Listed;
 use crate::ledger::status::BudgetBook;
 use crate::pacing::board::PacingBoard;
@@ -165,30 +166,18 @@ pub struct ServeConfig {
 }
 
 /// How often reach counts go to pacing.
-pub const REACH_FLUSH: Duration = Duration::from_millis(100);
+pub const REACH_FLUSH: Duration = Duration::from_secs(1);
 
-/// Uniform in [0, 1) from the request and the campaign (by its id's hash `route`): the
-/// throttle's coin, reproducible for a request and independent across campaigns.
-fn coin(request_id: &str, route: u64) -> f64 {
-    let h = xxhash_rust::xxh3::xxh3_64_with_seed(request_id.as_bytes(), route);
-    (h >> 11) as f64 / (1u64 << 53) as f64
-}
-
-/// Whether the pacing throttle lets `campaign_id` (whose id hashes to `route`) into the auction
-/// of `request_id`.
-fn passes(board: &PacingBoard, request_id: &str, campaign_id: &str, route: u64) -> bool {
-    let pass = board.pass(campaign_id);
-    pass >= 1.0 || coin(request_id, route) < pass
-}
-
-/// Answers one request against `book` and the pacing `board`: retrieval over `index` (every
-/// campaign it reaches is counted in `reach`), pre-ranking at `prior`, ranking by `ranker`, the
-/// gated auction and signing.
+/// Answers one request against `book` and the pacing `board` (its pass probabilities cached
+/// by entry in `passes`, where there): retrieval over `index` (the campaigns it reaches are
+/// counted in `reach`), pre-ranking at `prior`, ranking by `ranker`, the gated auction and
+/// signing.
 #[allow(clippy::too_many_arguments)]
 pub fn answer(
     book: &BudgetBook,
     index: &CampaignIndex,
     board: &PacingBoard,
+    passes: &PassCache,
     reach: &mut ReachCounts,
     prior: &PriorRanker,
     ranker: &dyn Ranker,
@@ -200,15 +189,21 @@ pub fn answer(
         per_advertiser: config.per_advertiser,
         pool: config.prerank_candidates.max(config.max_candidates),
     };
-    let (pool, furthest) = retrieve(book, index, request, now, funnel, |number, entry| {
-        reach.count(number);
-        passes(
-            board,
-            &request.id,
-            &entry.listed.campaign.campaign_id,
-            entry.route,
-        )
-    });
+    let sample = reach_sample(index.len());
+    let (pool, furthest) = retrieve(
+        book,
+        index,
+        request,
+        now,
+        funnel,
+        |number, entry| {
+            let pass = passes
+                .get(number)
+                .unwrap_or_else(|| board.pass(&entry.listed.campaign.campaign_id));
+            pace(pass, &request.id, entry.route, sample)
+        },
+        |number, weight| reach.add(number, weight),
+    );
     let retrieved = prerank(pool, config.max_candidates, prior, |r| {
         board.pass(&r.listed.campaign.campaign_id)
     });
@@ -341,7 +336,7 @@ fn explain(
                 "won"
             } else if let Err(why) = qualify(l, request, now) {
                 why.as_str()
-            } else if !passes(board, &request.id, id, route(id)) {
+            } else if !passes(board.pass(id), &request.id, route(id)) {
                 NoBid::Pacing.as_str()
             } else if book.remaining(l, now) == 0 {
                 NoBid::Budget.as_str()
@@ -396,6 +391,7 @@ pub struct ServingReplica {
     changed: Vec<String>,
     ranker: PriorRanker,
     reach: ReachCounts,
+    passes: PassCache,
     last_flush: Instant,
     outputs: Vec<ServeOutput>,
 }
@@ -419,6 +415,7 @@ impl ServingReplica {
             changed: Vec::new(),
             ranker: PriorRanker::default(),
             reach: ReachCounts::default(),
+            passes: PassCache::default(),
             last_flush: Instant::now(),
             outputs: Vec::new(),
         }
@@ -457,20 +454,36 @@ impl ServingReplica {
     /// Before requests are answered at `now_ms`: drops this replica's expired reservations and
     /// brings the campaign index up to date with the campaigns changed since the last tick.
     pub fn tick(&mut self, now_ms: i64) {
-        self.board.borrow_mut().expire(now_ms);
+        let mut board = self.board.borrow_mut();
+        board.expire(now_ms);
+        let paced = board.take_changed();
         if !self.changed.is_empty() {
             self.index.update(
                 &self.book,
                 &self.ranker,
                 self.changed.iter().map(String::as_str),
             );
-            self.changed.clear();
         }
+        self.passes.refresh(
+            &self.index,
+            &board,
+            self.changed.iter().chain(&paced).map(String::as_str),
+        );
+        self.changed.clear();
     }
 
     /// Answers `request` at `now` without reserving or logging its wins (for when nothing can be
     /// logged any more); the campaigns it reaches are counted all the same.
     pub fn answer(&mut self, request: &AdRequest, now: EventTime) -> ServeOutcome {
+        // Pacing states that arrived since the last tick.
+        let paced = self.board.borrow_mut().take_changed();
+        if !paced.is_empty() {
+            self.passes.refresh(
+                &self.index,
+                &self.board.borrow(),
+                paced.iter().map(String::as_str),
+            );
+        }
         let model = self.models.current();
         let ranker: &dyn Ranker = match &model {
             Some(m) => m.as_ref(),
@@ -480,6 +493,7 @@ impl ServingReplica {
             &self.book,
             &self.index,
             &self.board.borrow(),
+            &self.passes,
             &mut self.reach,
             &self.ranker,
             ranker,

@@ -73,6 +73,9 @@ pub struct Entry {
     pub kinds: u8,
     /// Its creatives' [`format_signature`].
     pub formats: u64,
+    /// The zone its budget days run in, when that holds until its next edit (no zone change
+    /// in flight); `None`: ask [`Listed::tz_at`].
+    pub tz: Option<chrono_tz::Tz>,
 }
 
 impl Entry {
@@ -218,6 +221,11 @@ impl CampaignIndex {
             advertiser,
             kinds: kinds_of(&c.creatives),
             formats: format_signature(&c.creatives),
+            tz: listed
+                .history
+                .zone_change
+                .is_none()
+                .then(|| listed.tz_at(EventTime(0))),
         };
         let posted = entry.posted(number);
         for (country, device) in posting_keys(listed) {
@@ -260,6 +268,11 @@ impl CampaignIndex {
     /// The entry numbered `number` (`None`: no such number, or its campaign was deleted).
     pub fn entry(&self, number: u32) -> Option<&Entry> {
         self.entries.get(number as usize).and_then(Option::as_ref)
+    }
+
+    /// The entry number of the campaign named `id`.
+    pub fn number_of(&self, id: &str) -> Option<u32> {
+        self.by_id.get(id).copied()
     }
 
     /// Campaigns indexed.
@@ -345,9 +358,9 @@ struct BudgetDays {
 }
 
 impl BudgetDays {
-    /// `listed`'s budget day at `now` (always `now`: one instance per request).
-    fn day(&mut self, listed: &Listed, now: EventTime) -> chrono::NaiveDate {
-        let tz = listed.tz_at(now);
+    /// The budget day at `now` of `entry`'s campaign (always `now`: one instance per request).
+    fn day(&mut self, entry: &Entry, now: EventTime) -> chrono::NaiveDate {
+        let tz = entry.tz.unwrap_or_else(|| entry.listed.tz_at(now));
         if let Some((_, day)) = self.known.iter().find(|(z, _)| *z == tz) {
             return *day;
         }
@@ -576,19 +589,38 @@ impl Retrieved<'_> {
     }
 }
 
+/// What pacing says of a campaign a request visits, before the campaign is checked.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Pace {
+    /// Its throttle lets it bid; if it qualifies, its reach counts `weight`.
+    Bid {
+        /// What the request counts for in the campaign's reach.
+        weight: f64,
+    },
+    /// Its throttle holds it back; if it qualifies, its reach counts `weight`.
+    HeldBack {
+        /// What the request counts for in the campaign's reach.
+        weight: f64,
+    },
+    /// Its throttle holds it back and this request does not sample its reach: it is not
+    /// checked at all.
+    Skip,
+}
+
 /// The campaigns that may bid on `request` at `now`, best value first, at most
 /// `funnel.per_advertiser` per advertiser, stopping once `funnel.pool` went on; and the
 /// furthest stage a campaign that did not make it reached (what a no-bid is explained by).
-/// `pace` is asked about every campaign the request reaches (qualified, before the budget
-/// check), with its entry number: pacing counts it there, and it returns whether the campaign
-/// takes part in this auction.
+/// `pace` is asked about every campaign the request visits, with its entry number, before it
+/// is checked ([`Pace`]); `reached` counts each campaign that qualifies (before the budget
+/// check) with the weight pacing gave.
 pub fn retrieve<'a>(
     book: &BudgetBook,
     index: &'a CampaignIndex,
     request: &AdRequest,
     now: EventTime,
     funnel: Funnel,
-    mut pace: impl FnMut(u32, &Entry) -> bool,
+    mut pace: impl FnMut(u32, &Entry) -> Pace,
+    mut reached: impl FnMut(u32, f64),
 ) -> (Vec<Retrieved<'a>>, Option<NoBid>) {
     let mut furthest: Option<NoBid> = None;
     let mut missed = |why: NoBid| {
@@ -612,6 +644,12 @@ pub fn retrieve<'a>(
             missed(NoBid::AdvertiserLimit);
             continue;
         }
+        let paced = pace(number, entry);
+        let (bids, weight) = match paced {
+            Pace::Bid { weight } => (true, weight),
+            Pace::HeldBack { weight } => (false, weight),
+            Pace::Skip => continue,
+        };
         let may_fit = entry.kinds & wanted != 0;
         let creatives = match qualify_checked(listed, request, now, true, may_fit, &mut |c| {
             // Worked out once per format signature in this request.
@@ -626,11 +664,12 @@ pub fn retrieve<'a>(
                 continue;
             }
         };
-        if !pace(number, entry) {
+        reached(number, weight);
+        if !bids {
             missed(NoBid::Pacing);
             continue;
         }
-        if book.remaining_on(listed, days.day(listed, now)) == 0 {
+        if book.remaining_on(listed, days.day(entry, now)) == 0 {
             missed(NoBid::Budget);
             continue;
         }
@@ -662,6 +701,10 @@ mod tests {
             c.campaign_id.clone(),
             Some(Box::new(c)),
         )));
+    }
+
+    fn bid_all(_: u32, _: &Entry) -> Pace {
+        Pace::Bid { weight: 1.0 }
     }
 
     fn five() -> Funnel {
@@ -757,7 +800,8 @@ mod tests {
                     per_advertiser: k,
                     pool: 100,
                 },
-                |_, _| true,
+                |_, _| Pace::Bid { weight: 1.0 },
+                |_, _| {},
             )
             .0
             .iter()
@@ -784,10 +828,21 @@ mod tests {
         // Pacing sees every reachable campaign (out of budget included) and may hold one back.
         let r = parse_request(fr.as_bytes()).unwrap();
         let mut reached = Vec::new();
-        let (found, furthest) = retrieve(&book, &index, &r, now, five(), |_, e| {
-            reached.push(e.listed.campaign.campaign_id.clone());
-            e.listed.campaign.campaign_id != "all-2"
-        });
+        let (found, furthest) = retrieve(
+            &book,
+            &index,
+            &r,
+            now,
+            five(),
+            |_, e| {
+                if e.listed.campaign.campaign_id == "all-2" {
+                    Pace::HeldBack { weight: 1.0 }
+                } else {
+                    Pace::Bid { weight: 1.0 }
+                }
+            },
+            |n, _| reached.push(index.entry(n).unwrap().listed.campaign.campaign_id.clone()),
+        );
         assert_eq!(found.len(), 1);
         assert_eq!(furthest, Some(NoBid::Budget));
         reached.sort();
@@ -817,7 +872,7 @@ mod tests {
                 format!(r#"{{"id":"r","imp":[{{"id":"1"}}],"device":{{"geo":{geo}}}}}"#).as_bytes(),
             )
             .unwrap();
-            let (found, furthest) = retrieve(&book, &index, &r, now, five(), |_, _| true);
+            let (found, furthest) = retrieve(&book, &index, &r, now, five(), bid_all, |_, _| {});
             let ids: Vec<String> = found
                 .iter()
                 .map(|r| r.listed.campaign.campaign_id.clone())
@@ -854,7 +909,7 @@ mod tests {
         let now = EventTime::now();
         let run = |body: &str| {
             let r = parse_request(body.as_bytes()).unwrap();
-            let (found, why) = retrieve(&book, &index, &r, now, five(), |_, _| true);
+            let (found, why) = retrieve(&book, &index, &r, now, five(), bid_all, |_, _| {});
             let ids: Vec<String> = found
                 .iter()
                 .map(|r| r.listed.campaign.campaign_id.clone())
@@ -873,7 +928,7 @@ mod tests {
         assert_eq!(run(video), (vec![], Some(NoBid::Format)));
         let both = r#"{"id":"r","imp":[{"id":"1","video":{"mimes":["video/mp4"]}},{"id":"2","banner":{"w":300,"h":250}}]}"#;
         let r = parse_request(both.as_bytes()).unwrap();
-        let (found, _) = retrieve(&book, &index, &r, now, five(), |_, _| true);
+        let (found, _) = retrieve(&book, &index, &r, now, five(), bid_all, |_, _| {});
         assert_eq!(found[0].creatives, vec![None, Some(0)]);
         assert_eq!(found[0].fits(), 0b10);
     }
@@ -921,7 +976,7 @@ mod tests {
             )
             .unwrap();
             let now = EventTime::now();
-            let all = retrieve(&book, &index, &request, now, Funnel { per_advertiser, pool: usize::MAX }, |_, _| true).0;
+            let all = retrieve(&book, &index, &request, now, Funnel { per_advertiser, pool: usize::MAX }, bid_all, |_, _| {}).0;
             let values: Vec<u64> = all.iter().map(|r| r.entry.value).collect();
             proptest::prop_assert!(values.windows(2).all(|w| w[0] >= w[1]), "best first: {:?}", values);
             let mut per: HashMap<&str, usize> = HashMap::default();
@@ -929,7 +984,7 @@ mod tests {
                 *per.entry(r.listed.campaign.advertiser_id.as_str()).or_default() += 1;
             }
             proptest::prop_assert!(per.values().all(|n| *n <= per_advertiser));
-            let bounded = retrieve(&book, &index, &request, now, Funnel { per_advertiser, pool }, |_, _| true).0;
+            let bounded = retrieve(&book, &index, &request, now, Funnel { per_advertiser, pool }, bid_all, |_, _| {}).0;
             let ids = |found: &[Retrieved]| -> Vec<String> {
                 found.iter().map(|r| r.listed.campaign.campaign_id.clone()).collect()
             };

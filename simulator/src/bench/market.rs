@@ -8,7 +8,7 @@
 use adstream_operators::ledger::status::BudgetBook;
 use adstream_operators::ranker::prior::PriorRanker;
 use adstream_operators::request::AdRequest;
-use adstream_operators::serve::retrieval::{retrieve, CampaignIndex, Funnel};
+use adstream_operators::serve::retrieval::{retrieve, CampaignIndex, Funnel, Pace};
 use adstream_operators::time::EventTime;
 use anyhow::Context;
 
@@ -59,7 +59,8 @@ impl<'w> Market<'w> {
             request,
             now,
             Funnel::ALL,
-            |_, _| true,
+            |_, _| Pace::Bid { weight: 1.0 },
+            |_, _| {},
         )
         .0
         .into_iter()

@@ -32,6 +32,7 @@ use adstream_operators::request::{AdRequest, Slot};
 use adstream_operators::serve::auction::Candidate;
 use adstream_operators::serve::operator::{answer, ServeConfig};
 use adstream_operators::serve::reach::ReachCounts;
+use adstream_operators::serve::throttle::PassCache;
 use adstream_operators::time::day::budget_day;
 use adstream_operators::time::EventTime;
 use anyhow::Context;
@@ -184,6 +185,8 @@ fn simulate(market: &Market<'_>, bench: &PacingBench, paced: bool) -> Vec<Campai
     let mut reach = ReachCounts::default();
     // Pre-ranking's prior (the pipeline's global rates; the ranker itself is calibrated).
     let prior = PriorRanker::default();
+    // The board changes at every request here: serving reads it directly.
+    let no_cache = PassCache::default();
     // The live pacing state of each campaign: plan, profile, controller and reservations.
     let mut pacers: Vec<CampaignPacer> = world
         .campaigns
@@ -352,6 +355,7 @@ fn simulate(market: &Market<'_>, bench: &PacingBench, paced: bool) -> Vec<Campai
             &book,
             &market.index,
             &board,
+            &no_cache,
             &mut reach,
             &prior,
             &ranker,

@@ -25,6 +25,7 @@ use adstream_operators::request::{parse_request, AdRequest};
 use adstream_operators::serve::operator::{answer, ServeConfig};
 use adstream_operators::serve::reach::ReachCounts;
 use adstream_operators::serve::retrieval::CampaignIndex;
+use adstream_operators::serve::throttle::PassCache;
 use adstream_operators::time::EventTime;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -158,6 +159,8 @@ fn measure(
     requests: &[AdRequest],
 ) -> Figures {
     let board = PacingBoard::new(0, 1);
+    let mut passes = PassCache::default();
+    passes.refresh_all(index, &board);
     let prior = PriorRanker::default();
     let mut reach = ReachCounts::default();
     let now = EventTime::now();
@@ -167,7 +170,7 @@ fn measure(
     for (n, request) in requests.iter().enumerate() {
         let t = Instant::now();
         let outcome = answer(
-            book, index, &board, &mut reach, &prior, ranker, config, request, now,
+            book, index, &board, &passes, &mut reach, &prior, ranker, config, request, now,
         );
         latencies.push(t.elapsed().as_secs_f64() * 1e6);
         filled += usize::from(!outcome.wins.is_empty());

@@ -1,0 +1,140 @@
+//! The pacing throttle as serving applies it: each campaign takes part in a request's auction
+//! with its pass probability (pacing's broadcast), decided by a coin reproducible from the
+//! request and the campaign; and the sampling of reach counts for campaigns it holds back.
+//!
+//! A request's visit to a held-back campaign only matters for pacing's traffic forecast (its
+//! reach count), which needs the campaign checked against the request. In a large catalog most
+//! campaigns are held back most of the time, so checking each of them on every request would
+//! make every request scan the catalog: instead a held-back campaign is checked and counted on
+//! a sample of `reach_sample` of its requests, with weight `1 / reach_sample`, which keeps the
+//! expected count exact (a campaign that bids is always checked and counts 1). Catalogs of up
+//! to [`EXACT_REACH_CAMPAIGNS`] are counted exactly.
+
+use super::retrieval::{CampaignIndex, Pace};
+use crate::pacing::board::PacingBoard;
+
+/// Catalogs up to this size count every reach exactly; larger ones sample held-back campaigns
+/// so that a request checks about this many of them.
+pub const EXACT_REACH_CAMPAIGNS: usize = 4_096;
+
+/// Seed of the reach-sampling coin (independent of the throttle's).
+const SAMPLE_SEED: u64 = 0x7265_6163_685f_7361;
+
+/// Uniform in [0, 1) from the request and the campaign (by its id's hash `route`): the
+/// throttle's coin, reproducible for a request and independent across campaigns.
+pub fn coin(request_id: &str, route: u64) -> f64 {
+    let h = xxhash_rust::xxh3::xxh3_64_with_seed(request_id.as_bytes(), route);
+    (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Whether a campaign with pass probability `pass` (whose id hashes to `route`) takes part in
+/// the auction of `request_id`.
+pub fn passes(pass: f64, request_id: &str, route: u64) -> bool {
+    pass >= 1.0 || coin(request_id, route) < pass
+}
+
+/// The share of a held-back campaign's requests that check and count it, in a catalog of
+/// `campaigns`.
+pub fn reach_sample(campaigns: usize) -> f64 {
+    (EXACT_REACH_CAMPAIGNS as f64 / campaigns.max(1) as f64).min(1.0)
+}
+
+/// What pacing says of a campaign with pass probability `pass` (id hash `route`) visited by
+/// `request_id`, sampling held-back campaigns' reach at `sample`.
+pub fn pace(pass: f64, request_id: &str, route: u64, sample: f64) -> Pace {
+    if passes(pass, request_id, route) {
+        Pace::Bid { weight: 1.0 }
+    } else if sample >= 1.0 || coin(request_id, route ^ SAMPLE_SEED) < sample {
+        Pace::HeldBack {
+            weight: 1.0 / sample,
+        }
+    } else {
+        Pace::Skip
+    }
+}
+
+/// Each indexed campaign's pass probability by entry number, copied from the board when it
+/// changes, so that the throttle costs no lookup by id per visited campaign.
+#[derive(Debug, Default)]
+pub struct PassCache {
+    pass: Vec<f64>,
+}
+
+impl PassCache {
+    /// The pass probability of entry `number` (`None`: not cached; ask the board).
+    pub fn get(&self, number: u32) -> Option<f64> {
+        self.pass.get(number as usize).copied()
+    }
+
+    /// Copies from `board` the pass probability of every campaign of `index`.
+    pub fn refresh_all(&mut self, index: &CampaignIndex, board: &PacingBoard) {
+        self.pass.clear();
+        self.pass.resize(index.numbers(), 1.0);
+        for (number, p) in self.pass.iter_mut().enumerate() {
+            if let Some(entry) = index.entry(number as u32) {
+                *p = board.pass(&entry.listed.campaign.campaign_id);
+            }
+        }
+    }
+
+    /// Copies from `board` the pass probability of the campaigns named by `ids` (changed on
+    /// the board or in the index).
+    pub fn refresh<'s>(
+        &mut self,
+        index: &CampaignIndex,
+        board: &PacingBoard,
+        ids: impl IntoIterator<Item = &'s str>,
+    ) {
+        if self.pass.len() < index.numbers() {
+            self.pass.resize(index.numbers(), 1.0);
+        }
+        for id in ids {
+            if let Some(p) = index
+                .number_of(id)
+                .and_then(|n| self.pass.get_mut(n as usize))
+            {
+                *p = board.pass(id);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_back_reach_is_sampled_with_an_exact_expected_count() {
+        // Pass 0.3, sample 0.1: over many requests, bids ~30 %, counts sum to the requests.
+        let (mut bids, mut weight, mut checked) = (0usize, 0.0, 0usize);
+        let n = 200_000;
+        for r in 0..n {
+            match pace(0.3, &format!("r{r}"), 42, 0.1) {
+                Pace::Bid { weight: w } => {
+                    bids += 1;
+                    weight += w;
+                    checked += 1;
+                }
+                Pace::HeldBack { weight: w } => {
+                    weight += w;
+                    checked += 1;
+                }
+                Pace::Skip => {}
+            }
+        }
+        let share = bids as f64 / n as f64;
+        assert!((share - 0.3).abs() < 0.01, "{share}");
+        assert!(
+            (weight / n as f64 - 1.0).abs() < 0.02,
+            "{}",
+            weight / n as f64
+        );
+        let checked = checked as f64 / n as f64;
+        assert!((checked - (0.3 + 0.7 * 0.1)).abs() < 0.01, "{checked}");
+        // Exact below the threshold: every held-back campaign is checked, with weight 1.
+        assert_eq!(reach_sample(EXACT_REACH_CAMPAIGNS), 1.0);
+        assert_eq!(pace(0.0, "r", 1, 1.0), Pace::HeldBack { weight: 1.0 });
+        assert_eq!(pace(1.0, "r", 1, 0.01), Pace::Bid { weight: 1.0 });
+        assert!(reach_sample(EXACT_REACH_CAMPAIGNS * 4) < 0.3);
+    }
+}
