@@ -155,14 +155,13 @@ impl CampaignIndex {
     ) {
         let mut seen: HashSet<&str> = HashSet::default();
         let changed: Vec<&str> = changed.into_iter().filter(|id| seen.insert(id)).collect();
-        for id in &changed {
-            self.remove(id);
-        }
+        // An edited campaign keeps its number (its reach counts and cached pass stay its own).
+        let numbers: Vec<Option<u32>> = changed.iter().map(|id| self.remove(id)).collect();
         // Appended at the end of their postings, then merged in: posting -> its sorted length.
         let mut appended: HashMap<(Box<str>, Box<str>), usize> = HashMap::default();
-        for id in changed {
+        for (id, number) in changed.into_iter().zip(numbers) {
             if let Some(listed) = book.catalog().get_shared(id) {
-                self.append(listed, prior, &mut appended);
+                self.append(listed, number, prior, &mut appended);
             }
         }
         for ((country, device), sorted) in appended {
@@ -176,14 +175,13 @@ impl CampaignIndex {
         }
     }
 
-    /// Takes `id` out of its postings and its entry (its number stays taken). The postings
-    /// must be in order.
-    fn remove(&mut self, id: &str) {
-        let Some(number) = self.by_id.remove(id) else {
-            return;
-        };
+    /// Takes `id` out of its postings and its entry, and returns its number (which stays taken:
+    /// it is `id`'s again if `id` comes back in the same update, else never reused). The
+    /// postings must be in order.
+    fn remove(&mut self, id: &str) -> Option<u32> {
+        let number = self.by_id.remove(id)?;
         let Some(entry) = self.entries.get_mut(number as usize).and_then(Option::take) else {
-            return;
+            return Some(number);
         };
         let posted = entry.posted(number);
         for (country, device) in posting_keys(&entry.listed) {
@@ -196,13 +194,15 @@ impl CampaignIndex {
                 }
             }
         }
+        Some(number)
     }
 
-    /// Adds `listed` (not in the index) as a new entry at the end of its postings, noting in
-    /// `appended` how long each posting it joins was before.
+    /// Adds `listed` (not in the index) as the entry numbered `number` (`None`: a new number) at
+    /// the end of its postings, noting in `appended` how long each posting it joins was before.
     fn append(
         &mut self,
         listed: &Arc<Listed>,
+        number: Option<u32>,
         prior: &PriorRanker,
         appended: &mut HashMap<(Box<str>, Box<str>), usize>,
     ) {
@@ -213,7 +213,7 @@ impl CampaignIndex {
             .advertisers
             .entry(c.advertiser_id.as_str().into())
             .or_insert(next);
-        let number = self.entries.len() as u32;
+        let number = number.unwrap_or(self.entries.len() as u32);
         let entry = Entry {
             listed: listed.clone(),
             value: expected_ecpm(c.billing, c.bid_micros, p.pctr, p.pcvr),
@@ -240,7 +240,10 @@ impl CampaignIndex {
             list.push(posted);
         }
         self.by_id.insert(c.campaign_id.as_str().into(), number);
-        self.entries.push(Some(entry));
+        match self.entries.get_mut(number as usize) {
+            Some(slot) => *slot = Some(entry),
+            None => self.entries.push(Some(entry)),
+        }
     }
 
     /// The campaigns whose country and device targeting admit `country` and `device`, each at
@@ -1047,5 +1050,39 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn an_edited_campaign_keeps_its_entry_number() {
+        let prior = PriorRanker::default();
+        let mut book = BudgetBook::default();
+        add(&mut book, &campaign("a", "A", "{}", 5));
+        add(&mut book, &campaign("b", "B", r#"{"countries":["US"]}"#, 3));
+        let mut index = CampaignIndex::build(&book, &prior);
+        let a = index.number_of("a");
+        for bid in 1..50 {
+            add(
+                &mut book,
+                &campaign("a", "A", r#"{"countries":["FR"]}"#, bid),
+            );
+            index.update(&book, &prior, ["a"]);
+        }
+        assert_eq!(index.number_of("a"), a);
+        assert_eq!(index.numbers(), 2, "edits take no new numbers");
+        let fr: Vec<u32> = index.lookup(Some("FR"), None).map(|(n, _)| n).collect();
+        assert_eq!(fr, a.into_iter().collect::<Vec<_>>());
+        assert_eq!(
+            index.entry(a.unwrap()).unwrap().listed.campaign.bid_micros,
+            49
+        );
+        // Deleted: gone from the postings and from the ids; its number is not reused.
+        book.apply(&LedgerState::Campaign(CatalogUpdate::new("a".into(), None)));
+        index.update(&book, &prior, ["a"]);
+        assert_eq!(index.number_of("a"), None);
+        assert_eq!(index.lookup(Some("FR"), None).count(), 0);
+        add(&mut book, &campaign("c", "C", "{}", 1));
+        index.update(&book, &prior, ["c"]);
+        assert_eq!(index.number_of("c"), Some(2));
+        assert_eq!(index.len(), 2);
     }
 }
