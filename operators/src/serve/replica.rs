@@ -21,7 +21,7 @@ use super::explain::{Explanation, Nbr, MAX_EXPLAINED};
 use super::formats::{markup, BidMarkup};
 use super::prerank::prerank;
 use super::reach::ReachCounts;
-use super::retrieval::{qualify, retrieve, CampaignIndex, Funnel, NoBid, Retrieved};
+use super::retrieval::{qualify, retrieve, CampaignIndex, Entry, Funnel, NoBid, Retrieved};
 use super::throttle::{pace, passes, reach_sample, PassCache};
 use crate::catalog::Listed;
 use crate::ledger::status::BudgetBook;
@@ -190,22 +190,23 @@ pub fn answer(
         pool: config.prerank_candidates.max(config.max_candidates),
     };
     let sample = reach_sample(index.len());
+    // From the cache where it holds the entry, else from the board.
+    let pass_of = |number: u32, entry: &Entry| {
+        passes
+            .get(number)
+            .unwrap_or_else(|| board.pass(&entry.listed.campaign.campaign_id))
+    };
     let (pool, furthest) = retrieve(
         book,
         index,
         request,
         now,
         funnel,
-        |number, entry| {
-            let pass = passes
-                .get(number)
-                .unwrap_or_else(|| board.pass(&entry.listed.campaign.campaign_id));
-            pace(pass, &request.id, entry.route, sample)
-        },
+        |number, entry| pace(pass_of(number, entry), &request.id, entry.route, sample),
         |number, weight| reach.add(number, weight),
     );
     let retrieved = prerank(pool, config.max_candidates, prior, |r| {
-        board.pass(&r.listed.campaign.campaign_id)
+        pass_of(r.number, r.entry)
     });
     let listed: Vec<&Listed> = retrieved.iter().map(|r| r.listed).collect();
     let predictions = ranker.score(request, &listed, now);
@@ -454,36 +455,35 @@ impl ServingReplica {
     /// Before requests are answered at `now_ms`: drops this replica's expired reservations and
     /// brings the campaign index up to date with the campaigns changed since the last tick.
     pub fn tick(&mut self, now_ms: i64) {
+        self.board.borrow_mut().expire(now_ms);
+        let changed = std::mem::take(&mut self.changed);
+        if !changed.is_empty() {
+            self.index
+                .update(&self.book, &self.ranker, changed.iter().map(String::as_str));
+        }
+        self.refresh_passes(&changed);
+    }
+
+    /// Copies into the pass cache the pass probabilities of the campaigns in `also` (changed
+    /// in the index) and of those whose pacing state arrived since the last call.
+    fn refresh_passes(&mut self, also: &[String]) {
         let mut board = self.board.borrow_mut();
-        board.expire(now_ms);
         let paced = board.take_changed();
-        if !self.changed.is_empty() {
-            self.index.update(
-                &self.book,
-                &self.ranker,
-                self.changed.iter().map(String::as_str),
-            );
+        if also.is_empty() && paced.is_empty() {
+            return;
         }
         self.passes.refresh(
             &self.index,
             &board,
-            self.changed.iter().chain(&paced).map(String::as_str),
+            also.iter().chain(&paced).map(String::as_str),
         );
-        self.changed.clear();
     }
 
     /// Answers `request` at `now` without reserving or logging its wins (for when nothing can be
     /// logged any more); the campaigns it reaches are counted all the same.
     pub fn answer(&mut self, request: &AdRequest, now: EventTime) -> ServeOutcome {
         // Pacing states that arrived since the last tick.
-        let paced = self.board.borrow_mut().take_changed();
-        if !paced.is_empty() {
-            self.passes.refresh(
-                &self.index,
-                &self.board.borrow(),
-                paced.iter().map(String::as_str),
-            );
-        }
+        self.refresh_passes(&[]);
         let model = self.models.current();
         let ranker: &dyn Ranker = match &model {
             Some(m) => m.as_ref(),

@@ -574,6 +574,8 @@ pub struct Retrieved<'a> {
     pub listed: &'a Listed,
     /// Its entry in the index.
     pub entry: &'a Entry,
+    /// The entry's number.
+    pub number: u32,
     /// Per slot of the request, the index of the creative it shows there (`None`: it does
     /// not fit that slot).
     pub creatives: Vec<Option<usize>>,
@@ -680,6 +682,7 @@ pub fn retrieve<'a>(
         found.push(Retrieved {
             listed,
             entry,
+            number,
             creatives,
         });
         if found.len() >= funnel.pool {
