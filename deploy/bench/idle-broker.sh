@@ -33,13 +33,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-(cd "$dir" && exec "$tansu" broker --listener-url "tcp://127.0.0.1:$port" \
-    --advertised-listener-url "tcp://127.0.0.1:$port" --storage-engine sqlite://tansu.db) \
-    >"$dir/tansu.log" 2>&1 &
-broker=$!
-pids+=("$broker")
-for _ in $(seq 200); do (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+# shellcheck source=deploy/bench/local.sh
+source "$root/deploy/bench/local.sh"
+start_tansu "$dir"
 
 # The shipped pipeline with the settings under test (and its development secret allowed).
 python3 - "$root/pipelines/ads.toml" "$dir/pipeline.toml" "$wait_ms" "$health_ms" <<'PY'
@@ -53,17 +49,7 @@ open(dst, "w").write(text)
 PY
 
 "$adstream" topics create "$dir/pipeline.toml" --brokers "127.0.0.1:$port" >"$dir/topics.log" 2>&1
-api=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$adstream" run "$dir/pipeline.toml" --brokers "127.0.0.1:$port" --listen "127.0.0.1:$api" \
-    --state-dir "$dir/state" >"$dir/run.log" 2>&1 &
-pipeline=$!
-pids+=("$pipeline")
-for _ in $(seq 600); do
-    curl -fs "http://127.0.0.1:$api/readyz" >/dev/null 2>&1 && break
-    kill -0 "$pipeline" 2>/dev/null || { echo "the pipeline exited:" >&2; tail -20 "$dir/run.log" >&2; exit 1; }
-    sleep 0.1
-done
-curl -fs "http://127.0.0.1:$api/readyz" >/dev/null || { echo "the pipeline never got ready" >&2; exit 1; }
+start_pipeline "$dir"
 
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 b0=$(cpu "$broker"); p0=$(cpu "$pipeline")

@@ -27,7 +27,8 @@ tansu=${TANSU:-$HOME/.cargo/bin/tansu}
 [[ -x $adstream ]] || { echo "serving-http.sh: no $adstream (cargo build --release)" >&2; exit 1; }
 [[ -x $tansu ]] || { echo "serving-http.sh: no tansu at $tansu" >&2; exit 1; }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=deploy/bench/local.sh
+source "$root/deploy/bench/local.sh"
 
 dir=""
 pids=()
@@ -42,12 +43,7 @@ trap stop EXIT
 
 for n in ${catalogs//,/ }; do
     dir=$(mktemp -d)
-    port=$(free_port)
-    (cd "$dir" && exec "$tansu" broker --listener-url "tcp://127.0.0.1:$port" \
-        --advertised-listener-url "tcp://127.0.0.1:$port" --storage-engine sqlite://tansu.db) \
-        >"$dir/tansu.log" 2>&1 &
-    pids+=("$!")
-    for _ in $(seq 200); do (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+    start_tansu "$dir"
 
     python3 - "$root/pipelines/ads.toml" "$dir/pipeline.toml" <<'PY'
 import sys
@@ -61,17 +57,7 @@ PY
         "$adstream" train "$dir/pipeline.toml" --simulated 150000 --state-dir "$dir/state" \
             | tail -1 | sed 's/^/  /'
     fi
-    api=$(free_port)
-    "$adstream" run "$dir/pipeline.toml" --brokers "127.0.0.1:$port" --listen "127.0.0.1:$api" \
-        --workers 1 --state-dir "$dir/state" >"$dir/run.log" 2>&1 &
-    pipeline=$!
-    pids+=("$pipeline")
-    for _ in $(seq 600); do
-        curl -fs "http://127.0.0.1:$api/readyz" >/dev/null 2>&1 && break
-        kill -0 "$pipeline" 2>/dev/null || { echo "the pipeline exited:" >&2; tail -20 "$dir/run.log" >&2; exit 1; }
-        sleep 0.1
-    done
-    curl -fs "http://127.0.0.1:$api/readyz" >/dev/null || { echo "the pipeline never got ready" >&2; exit 1; }
+    start_pipeline "$dir" --workers 1
 
     started=$(date +%s.%N)
     "$adstream" bench --freshness "$dir/pipeline.toml" --brokers "127.0.0.1:$port" \
