@@ -19,13 +19,14 @@ start_tansu() {
 
 # start_pipeline DIR [ARGS...]: runs DIR/pipeline.toml on the broker at `port` (state in
 # DIR/state, log in DIR/run.log, ARGS passed on) and waits until it is ready; sets `api` (its
-# port) and `pipeline` (its pid). Exits when it does not get ready.
+# port), `admin` (its admin port) and `pipeline` (its pid). Exits when it does not get ready.
 start_pipeline() {
     local dir=$1
     shift
     api=$(free_port)
+    admin=$(free_port)
     "$adstream" run "$dir/pipeline.toml" --brokers "127.0.0.1:$port" --listen "127.0.0.1:$api" \
-        --state-dir "$dir/state" "$@" >"$dir/run.log" 2>&1 &
+        --admin-listen "127.0.0.1:$admin" --state-dir "$dir/state" "$@" >"$dir/run.log" 2>&1 &
     pipeline=$!
     pids+=("$pipeline")
     for _ in $(seq 600); do
@@ -34,4 +35,9 @@ start_pipeline() {
         sleep 0.1
     done
     curl -fs "http://127.0.0.1:$api/readyz" >/dev/null || { echo "the pipeline never got ready" >&2; exit 1; }
+}
+
+# cpu_seconds PID: the CPU time (user + system, all threads) process PID used so far, seconds.
+cpu_seconds() {
+    awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"
 }

@@ -4,7 +4,9 @@
 # (`bench --seed-campaigns`: 10 countries x 3 device types, 20 campaigns per advertiser, banner, video,
 # native and audio creatives), waits until the API knows the last one, and drives plain and
 # mixed-format requests at `POST /v1/openrtb` (`bench --load`), printing req/s, p50/p99/p99.9
-# and fill per run.
+# and fill per run, and the pipeline process's CPU over the run (user + system, all its
+# threads: the HTTP server, the worker, the Kafka clients, the state writer) with req/s per core
+# of it. The broker and the load generator share the machine but are not counted.
 #
 #   deploy/bench/serving-http.sh [CATALOGS [CONNECTIONS [SECONDS]]]
 #
@@ -73,8 +75,12 @@ PY
     for kind in plain mixed; do
         flag=""; [[ $kind == mixed ]] && flag="--mixed"
         echo -n "  $n campaigns, "
+        cpu_before=$(cpu_seconds "$pipeline"); wall_before=$(date +%s.%N)
         "$adstream" bench --load --api "http://127.0.0.1:$api" --connections "$connections" \
-            --seconds "$seconds" $flag
+            --seconds "$seconds" $flag | tee "$dir/load.txt"
+        cpu_after=$(cpu_seconds "$pipeline"); wall_after=$(date +%s.%N)
+        rate=$(grep -o '[0-9.]* req/s' "$dir/load.txt" | head -1 | cut -d' ' -f1)
+        python3 -c "cores = ($cpu_after - $cpu_before) / ($wall_after - $wall_before); print(f'    pipeline CPU {cores:.2f} cores: {$rate / cores:.0f} req/s per pipeline core')"
     done
     stop
 done

@@ -51,6 +51,11 @@ impl StateBatch {
         }
     }
 
+    /// How many writes and deletes it holds.
+    pub fn len(&self) -> usize {
+        self.puts.len() + self.deletes.len()
+    }
+
     /// Whether nothing changes.
     pub fn is_empty(&self) -> bool {
         self.puts.is_empty() && self.deletes.is_empty()

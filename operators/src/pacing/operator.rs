@@ -3,11 +3,13 @@
 //!
 //! Inputs: the ledger's output (campaign definitions, spend per day, settled wins) and serving's
 //! feedback (reservations per win, reachable requests), both exchanged by campaign. Every
-//! `interval` of wall-clock time it runs each campaign's controller; every `publish_ms` it sends
-//! the state of the campaigns that changed (reservations, spend, throttle), which the runtime
-//! broadcasts to every serving replica. Profiles, controllers and plans are written to the state
-//! store at the ledger's checkpoint boundaries and restored at start; reservations are not (they
-//! live for the reservation TTL only).
+//! `interval` of wall-clock time it runs each campaign's controller, spread over the interval
+//! and a few hundred per activation (serving shares the worker); every `publish_ms` it sends
+//! the state of the campaigns that changed (reservations, spend, a material throttle move),
+//! which the runtime broadcasts to every serving replica. Profiles, controllers and plans are
+//! written to the state store at the ledger's checkpoint boundaries when they moved materially
+//! (else every few steps) and restored at start; reservations are not (they live for the
+//! reservation TTL only).
 //!
 //! What it keeps is a [`PacingShard`]; this file only moves data between it and the graph.
 
@@ -65,7 +67,8 @@ pub fn pacing<'scope>(
                         shard.apply_feedback(f);
                     }
                 });
-                shard.tick(now);
+                // Controller steps left due run in the next activation, after what else waits.
+                let more = shard.tick(now);
                 let updates = shard.take_changes();
                 if let Some(cap) = gate.capability() {
                     if !updates.is_empty() {
@@ -76,7 +79,11 @@ pub fn pacing<'scope>(
                     shard.take_checkpoint()
                 });
                 if !gate.is_closed() {
-                    wake.activate_after(publish);
+                    if more {
+                        wake.activate();
+                    } else {
+                        wake.activate_after(publish);
+                    }
                 }
             }
         },

@@ -117,6 +117,22 @@ pub struct CampaignPacer {
     /// CPA wins' expected conversion cost by win time (buckets of [`CONVERSION_BUCKET_MS`]).
     #[serde(default)]
     conversions: BTreeMap<i64, u64>,
+    /// What was last broadcast of it (not kept: after a restart everything is published anew).
+    #[serde(skip)]
+    pub(super) published: Option<Published>,
+    /// Control steps since it was last written to the store.
+    #[serde(skip)]
+    pub(super) unsaved_steps: u32,
+}
+
+/// A campaign's pacing as last broadcast: what [`super::shard::worth_publishing`] compares a
+/// new state with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Published {
+    /// The state.
+    pub state: PacingState,
+    /// Outstanding reservations per serving replica.
+    pub reserved_by_replica: Vec<u64>,
 }
 
 /// Width of the time buckets CPA wins' expected costs are kept in, ms.
@@ -147,6 +163,8 @@ impl CampaignPacer {
             spend: BTreeMap::new(),
             reservations: Reservations::default(),
             conversions: BTreeMap::new(),
+            published: None,
+            unsaved_steps: 0,
         }
     }
 
@@ -179,6 +197,14 @@ impl CampaignPacer {
     pub fn observe_reach(&mut self, at: EventTime, n: u64, config: &PacingConfig) {
         if let Some(t) = &self.terms {
             let pos = position(at, t.zone(at), config.slots);
+            self.observe_reach_at(pos, n, config);
+        }
+    }
+
+    /// `n` requests the campaign could bid on arrived at `pos` of its budget day (the position
+    /// of their time in the campaign's zone, worked out by the caller for many campaigns at once).
+    pub fn observe_reach_at(&mut self, pos: DayPosition, n: u64, config: &PacingConfig) {
+        if self.terms.is_some() {
             self.profile
                 .observe(pos, n as f64, config.profile_smoothing);
         }
@@ -268,11 +294,21 @@ impl CampaignPacer {
         self.reservations.settle(request_id, imp_id);
     }
 
+    /// Whether CPA wins' conversions are still to come (its committed spend moves with time).
+    pub fn converting(&self) -> bool {
+        !self.conversions.is_empty()
+    }
+
+    /// Its daily budget, micros (0 for a campaign not defined).
+    pub fn budget_micros(&self) -> u64 {
+        self.terms.as_ref().map_or(0, |t| t.budget_micros)
+    }
+
     /// Drops reservations that expired by `now_ms`; returns whether any did.
     pub fn expire(&mut self, now_ms: i64) -> bool {
         let before = self.reservations.len();
         self.reservations.expire(now_ms);
-        self.reservations.len() != before || !self.conversions.is_empty()
+        self.reservations.len() != before
     }
 
     /// Outstanding reservations per serving replica (index = worker), for `peers` replicas.

@@ -8,13 +8,16 @@
 //! state store writes of what changed since the last checkpoint, and [`PacingShard::from_store`]
 //! reads them back. The [`super::operator`] shell only moves data between timely and these.
 
-use std::collections::{BTreeSet, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, VecDeque};
 
 use super::delays::DelayCurve;
-use super::pacer::{CampaignPacer, Terms};
-use super::{PacingConfig, PacingFeedback, PacingUpdate};
+use super::pacer::{CampaignPacer, Published, Terms};
+use super::profile::{position, DayPosition};
+use super::{PacingConfig, PacingFeedback, PacingState, PacingUpdate};
 use crate::checkpoint::{codec, RestoreError, StateBatch, StateStore};
 use crate::events::CampaignStatus;
+use crate::hash::HashMap;
 use crate::records::{CatalogUpdate, LedgerState};
 use crate::routing::{owns, route, PACING};
 use crate::time::EventTime;
@@ -54,7 +57,7 @@ pub fn restore(
     index: usize,
     peers: usize,
 ) -> Result<HashMap<String, CampaignPacer>, RestoreError> {
-    let mut pacers = HashMap::new();
+    let mut pacers = HashMap::default();
     for (k, v) in store.scan(PACING.prefix.as_bytes())? {
         let (hash, [campaign]) = PACING.parse_as(&k)?;
         if owns(hash, index, peers) {
@@ -83,8 +86,90 @@ pub fn restore_delays(store: &dyn StateStore, index: usize) -> Result<DelayCurve
     Ok(merged)
 }
 
+/// Controller steps a shard runs per [`PacingShard::tick`] at most; a tick that leaves steps
+/// due asks to be called again at once, so that serving, on the same worker, is never held up
+/// by a whole catalog's control step (100k campaigns take tens of milliseconds).
+pub const CONTROLS_PER_TICK: usize = 256;
+
+/// A campaign whose controller moved without anything to publish is still written to the store
+/// every this many control steps (its traffic profile and controller; a crash loses at most that
+/// much of the forecast, never money).
+pub const SAVE_EVERY_STEPS: u32 = 6;
+
+/// The pass probability is re-broadcast when it moved by more than this share.
+pub const PASS_TOLERANCE: f64 = 0.01;
+
+/// The target is re-broadcast (for the API's view) when it moved by this share of the budget.
+pub const TARGET_TOLERANCE: f64 = 0.01;
+
+/// Whether a campaign's new pacing state `next` (with `reserved` per replica) says something
+/// serving or the API must hear, against what was last broadcast (`prev`): anything that gates
+/// money (committed, pending conversions, reservations), a change of mode or day, a pass
+/// probability moved by more than [`PASS_TOLERANCE`] (or to or from 1), or a target moved by
+/// [`TARGET_TOLERANCE`] of the budget. A controller step that only nudges the pass is not.
+pub fn worth_publishing(
+    prev: Option<&Published>,
+    next: &PacingState,
+    reserved: &[u64],
+    budget_micros: u64,
+) -> bool {
+    let Some(prev) = prev else { return true };
+    let was = &prev.state;
+    let (a, b) = (was.pass_probability, next.pass_probability);
+    let pass_moved = (a - b).abs() > PASS_TOLERANCE * a.max(b) || (a >= 1.0) != (b >= 1.0);
+    let target_step = ((budget_micros as f64 * TARGET_TOLERANCE) as u64).max(1);
+    was.mode != next.mode
+        || was.day != next.day
+        || was.committed_micros != next.committed_micros
+        || was.conversions_pending_micros != next.conversions_pending_micros
+        || prev.reserved_by_replica != reserved
+        || pass_moved
+        || was.target_micros.abs_diff(next.target_micros) >= target_step
+}
+
+/// Reach records a shard folds into traffic profiles per [`PacingShard::tick`] at most; the
+/// rest wait for the next call (a serving replica sends one per reached campaign each flush, so
+/// 100k campaigns arrive as 100k records at once).
+pub const REACH_PER_TICK: usize = 4_096;
+
+/// When a campaign's state is broadcast.
+#[derive(Clone, Copy, Debug)]
+enum Publish {
+    /// Something happened to it (terms, spend, a reservation): when anything differs from what
+    /// was last broadcast.
+    IfChanged,
+    /// Its controller ran: when [`worth_publishing`].
+    IfMaterial,
+}
+
+/// The controller steps in progress: every `interval_ms` each campaign's controller runs once,
+/// spread evenly over the interval (the campaign at position `i` of `n` is due `i / n` of the
+/// way through it) rather than all at one instant. A sweep walks the first `len` campaigns of
+/// the shard's `order`; campaigns added meanwhile join the next one.
+#[derive(Debug)]
+struct Sweep {
+    len: usize,
+    next: usize,
+    /// When this sweep started (`i64::MIN`: none yet; the first one runs at once).
+    start: i64,
+    first: bool,
+}
+
+impl Sweep {
+    /// How many of this sweep's campaigns are due at `now`.
+    fn due(&self, now: i64, interval: i64) -> usize {
+        let n = self.len;
+        if self.first {
+            return n;
+        }
+        let elapsed = now.saturating_sub(self.start).max(0) as i128;
+        let due = elapsed * n as i128 / interval.max(1) as i128 + 1;
+        due.min(n as i128) as usize
+    }
+}
+
 /// The pacing state of worker `index` of `peers`: the pacers of the campaigns it owns, the
-/// conversion delays it learned, the campaigns whose state changed since the last publish and
+/// conversion-delay curve it learns, the campaigns whose state changed since the last publish and
 /// those to write at the next checkpoint, and the updates published but not yet taken.
 #[derive(Debug)]
 pub struct PacingShard {
@@ -92,11 +177,21 @@ pub struct PacingShard {
     index: usize,
     peers: usize,
     pacers: HashMap<String, CampaignPacer>,
+    /// The campaigns of `pacers`, in the order sweeps visit them (pacers are never dropped).
+    order: Vec<String>,
     delays: DelayCurve,
     delays_dirty: bool,
     changed: BTreeSet<String>,
     dirty: BTreeSet<String>,
-    last_control: i64,
+    /// When reservations lapse, earliest first: (expires_ms, campaign).
+    expiries: BinaryHeap<Reverse<(i64, String)>>,
+    /// CPA campaigns with conversions still to come (their committed spend moves with time).
+    converting: BTreeSet<String>,
+    sweep: Sweep,
+    /// Reach counts not yet folded into profiles: (campaign, at_ms, count).
+    reach: VecDeque<(String, i64, u64)>,
+    /// Day positions of the current reach stamp, by zone (one stamp per flush, few zones).
+    reach_positions: Vec<(i64, chrono_tz::Tz, DayPosition)>,
     last_publish: i64,
     updates: Vec<PacingUpdate>,
 }
@@ -111,16 +206,33 @@ impl PacingShard {
         pacers: HashMap<String, CampaignPacer>,
         delays: DelayCurve,
     ) -> Self {
+        let converting = pacers
+            .iter()
+            .filter(|(_, p)| p.converting())
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut order: Vec<String> = pacers.keys().cloned().collect();
+        order.sort_unstable();
         PacingShard {
             config,
             index,
             peers,
             pacers,
+            order,
             delays,
             delays_dirty: false,
             changed: BTreeSet::new(),
             dirty: BTreeSet::new(),
-            last_control: i64::MIN,
+            expiries: BinaryHeap::new(),
+            converting,
+            sweep: Sweep {
+                len: 0,
+                next: 0,
+                start: i64::MIN,
+                first: true,
+            },
+            reach: VecDeque::new(),
+            reach_positions: Vec::new(),
             last_publish: i64::MIN,
             updates: Vec::new(),
         }
@@ -140,9 +252,11 @@ impl PacingShard {
 
     fn pacer_mut(&mut self, campaign: &str) -> &mut CampaignPacer {
         let config = &self.config;
-        self.pacers
-            .entry(campaign.to_string())
-            .or_insert_with(|| CampaignPacer::new(config))
+        let order = &mut self.order;
+        self.pacers.entry(campaign.to_string()).or_insert_with(|| {
+            order.push(campaign.to_string());
+            CampaignPacer::new(config)
+        })
     }
 
     /// Takes in one change to the ledger's state: a campaign's terms, its spend of a day, or its
@@ -197,56 +311,204 @@ impl PacingShard {
                     won_ms,
                     expires_ms,
                 );
+                if self
+                    .pacers
+                    .get(&campaign_id)
+                    .is_some_and(|p| p.converting())
+                {
+                    self.converting.insert(campaign_id.clone());
+                }
+                self.expiries
+                    .push(Reverse((expires_ms, campaign_id.clone())));
                 self.changed.insert(campaign_id);
             }
             PacingFeedback::Reach {
                 campaign_id,
                 at_ms,
                 count,
-            } => {
-                // The traffic profile is persisted with the next control step (every
-                // `interval_ms`), not at every checkpoint: reach moves it on every request, and
-                // a forecast that loses a few seconds of counts in a crash still paces.
-                if let Some(p) = self.pacers.get_mut(&campaign_id) {
-                    p.observe_reach(EventTime(at_ms), count, &self.config);
+            } => self.reach.push_back((campaign_id, at_ms, count)),
+        }
+    }
+
+    /// Folds up to `n` waiting reach counts into their campaigns' traffic profiles; returns
+    /// whether some still wait. The profile is persisted with the control steps (at most
+    /// [`SAVE_EVERY_STEPS`] intervals apart), not at every checkpoint: reach moves it on every
+    /// request, and a forecast that loses a minute of counts in a crash still paces.
+    fn fold_reach(&mut self, n: usize) -> bool {
+        let slots = self.config.slots;
+        for _ in 0..n {
+            let Some((id, at_ms, count)) = self.reach.pop_front() else {
+                return false;
+            };
+            let Some(p) = self.pacers.get_mut(&id) else {
+                continue;
+            };
+            let Some(tz) = p.terms().map(|t| t.zone(EventTime(at_ms))) else {
+                continue;
+            };
+            let pos = match self
+                .reach_positions
+                .iter()
+                .find(|(at, zone, _)| *at == at_ms && *zone == tz)
+            {
+                Some((_, _, pos)) => *pos,
+                None => {
+                    let pos = position(EventTime(at_ms), tz, slots);
+                    if self
+                        .reach_positions
+                        .first()
+                        .is_some_and(|(at, _, _)| *at != at_ms)
+                    {
+                        self.reach_positions.clear();
+                    }
+                    self.reach_positions.push((at_ms, tz, pos));
+                    pos
                 }
+            };
+            p.observe_reach_at(pos, count, &self.config);
+        }
+        !self.reach.is_empty()
+    }
+
+    /// Wall-clock time `now` (ms) passed: runs the controllers due (each campaign's once every
+    /// `interval_ms`, spread over the interval, at most [`CONTROLS_PER_TICK`] per call) and
+    /// queues the state of those that moved materially ([`worth_publishing`]); every
+    /// `publish_ms`, expires reservations and queues the state of every campaign that changed
+    /// since the last publish (in campaign order). Returns whether controller steps are still
+    /// due (call again at once).
+    pub fn tick(&mut self, now: i64) -> bool {
+        let more_reach = self.fold_reach(REACH_PER_TICK);
+        let publishing = now.saturating_sub(self.last_publish) >= self.config.publish_ms;
+        if publishing {
+            while self
+                .expiries
+                .peek()
+                .is_some_and(|Reverse((at, _))| *at <= now)
+            {
+                let Some(Reverse((_, id))) = self.expiries.pop() else {
+                    break;
+                };
+                if self.pacers.get_mut(&id).is_some_and(|p| p.expire(now)) {
+                    self.changed.insert(id);
+                }
+            }
+            let pacers = &self.pacers;
+            self.converting
+                .retain(|id| pacers.get(id).is_some_and(CampaignPacer::converting));
+            self.changed.extend(self.converting.iter().cloned());
+        }
+        let more = self.control_due(now);
+        if publishing {
+            for id in std::mem::take(&mut self.changed) {
+                self.publish(id, now, Publish::IfChanged);
+            }
+            self.last_publish = now;
+        }
+        more || more_reach
+    }
+
+    /// Runs the controller steps due at `now`, up to [`CONTROLS_PER_TICK`]; returns whether more
+    /// are due.
+    fn control_due(&mut self, now: i64) -> bool {
+        let interval = self.config.interval_ms.max(1);
+        let mut budget = CONTROLS_PER_TICK;
+        loop {
+            if self.sweep.next >= self.sweep.len {
+                let started = self.sweep.start;
+                if started != i64::MIN && now < started.saturating_add(interval) {
+                    return false;
+                }
+                // The next sweep starts one interval after this one did; after a stall of more
+                // than an interval it starts now (the missed steps are not made up).
+                let next_start = started.saturating_add(interval);
+                self.sweep = Sweep {
+                    len: self.order.len(),
+                    next: 0,
+                    start: if started == i64::MIN || now - next_start >= interval {
+                        now
+                    } else {
+                        next_start
+                    },
+                    first: started == i64::MIN,
+                };
+            }
+            let due = self.sweep.due(now, interval);
+            while self.sweep.next < due {
+                if budget == 0 {
+                    return true;
+                }
+                budget -= 1;
+                let id = self.order[self.sweep.next].clone();
+                self.sweep.next += 1;
+                self.control(id, now);
+            }
+            if self.sweep.next < self.sweep.len {
+                return false;
             }
         }
     }
 
-    /// Wall-clock time `now` (ms) passed: every `interval_ms` runs each campaign's controller;
-    /// every `publish_ms` expires reservations and queues the state of every campaign that
-    /// changed since the last publish (in campaign order).
-    pub fn tick(&mut self, now: i64) {
+    /// Runs `id`'s controller at `now`; queues its state if that moved materially, and marks
+    /// it for the store when it did or every [`SAVE_EVERY_STEPS`] steps.
+    fn control(&mut self, id: String, now: i64) {
         let config = &self.config;
-        if now.saturating_sub(self.last_control) >= config.interval_ms {
-            for (id, p) in self.pacers.iter_mut() {
-                p.control(EventTime(now), config, &self.delays, config.enabled);
-                self.changed.insert(id.clone());
-                self.dirty.insert(id.clone());
-            }
-            self.last_control = now;
+        let Some(p) = self.pacers.get_mut(&id) else {
+            return;
+        };
+        p.control(EventTime(now), config, &self.delays, config.enabled);
+        p.unsaved_steps += 1;
+        if self.sweep.first {
+            // After a start everything is news: published with the changed, in campaign order.
+            p.unsaved_steps = 0;
+            self.changed.insert(id.clone());
+            self.dirty.insert(id);
+            return;
         }
-        if now.saturating_sub(self.last_publish) >= config.publish_ms {
-            for (id, p) in self.pacers.iter_mut() {
-                if p.expire(now) {
-                    self.changed.insert(id.clone());
-                }
+        if self.publish(id.clone(), now, Publish::IfMaterial)
+            || self.pacers[&id].unsaved_steps >= SAVE_EVERY_STEPS
+        {
+            if let Some(p) = self.pacers.get_mut(&id) {
+                p.unsaved_steps = 0;
             }
-            for id in std::mem::take(&mut self.changed) {
-                let Some(p) = self.pacers.get(&id) else {
-                    continue;
-                };
-                if let Some(state) = p.state(EventTime(now), config, &self.delays, config.enabled) {
-                    self.updates.push(PacingUpdate {
-                        reserved_by_replica: p.reserved_by_replica(self.peers),
-                        campaign_id: id,
-                        state,
-                    });
-                }
-            }
-            self.last_publish = now;
+            self.dirty.insert(id);
         }
+    }
+
+    /// Queues `id`'s state at `now` when `when` says it is news; returns whether it did.
+    fn publish(&mut self, id: String, now: i64, when: Publish) -> bool {
+        let config = &self.config;
+        let Some(p) = self.pacers.get_mut(&id) else {
+            return false;
+        };
+        let Some(state) = p.state(EventTime(now), config, &self.delays, config.enabled) else {
+            return false;
+        };
+        let reserved = p.reserved_by_replica(self.peers);
+        let prev = p.published.as_ref();
+        let news = match when {
+            Publish::IfChanged => prev.is_none_or(|prev| {
+                prev.reserved_by_replica != reserved
+                    || prev.state
+                        != PacingState {
+                            updated_ms: prev.state.updated_ms,
+                            ..state.clone()
+                        }
+            }),
+            Publish::IfMaterial => worth_publishing(prev, &state, &reserved, p.budget_micros()),
+        };
+        if !news {
+            return false;
+        }
+        p.published = Some(Published {
+            state: state.clone(),
+            reserved_by_replica: reserved.clone(),
+        });
+        self.updates.push(PacingUpdate {
+            reserved_by_replica: reserved,
+            campaign_id: id,
+            state,
+        });
+        true
     }
 
     /// The updates published by [`PacingShard::tick`] since the last call.
@@ -367,7 +629,7 @@ mod tests {
             PacingConfig::default(),
             0,
             2,
-            HashMap::new(),
+            HashMap::default(),
             DelayCurve::default(),
         )
     }
@@ -416,6 +678,128 @@ mod tests {
         assert_eq!(ids(&updates), vec!["b"]);
         assert_eq!(updates[0].reserved_by_replica, vec![0, 500]);
         assert_eq!(updates[0].reserved_micros(), 500);
+    }
+
+    fn state(pass: f64, target: u64) -> PacingState {
+        PacingState {
+            mode: "paced".into(),
+            pass_probability: pass,
+            target_micros: target,
+            committed_micros: 100,
+            conversions_pending_micros: 0,
+            day: "2026-03-01".parse().expect("day"),
+            full_rate_micros_per_hour: None,
+            updated_ms: 0,
+        }
+    }
+
+    #[test]
+    fn only_material_moves_are_worth_publishing() {
+        let was = Published {
+            state: state(0.5, 10_000),
+            reserved_by_replica: vec![0, 0],
+        };
+        let budget = 100_000;
+        let worth = |next: &PacingState, reserved: &[u64]| {
+            worth_publishing(Some(&was), next, reserved, budget)
+        };
+        assert!(worth_publishing(None, &state(0.5, 0), &[0, 0], budget));
+        // A nudge of the pass or the target, or a new timestamp, is not news.
+        let mut next = state(0.5 * (1.0 + PASS_TOLERANCE / 2.0), 10_000 + 999);
+        next.updated_ms = 5;
+        assert!(!worth(&next, &[0, 0]));
+        assert!(worth(
+            &state(0.5 * (1.0 + 2.0 * PASS_TOLERANCE), 10_000),
+            &[0, 0]
+        ));
+        assert!(worth(&state(0.5, 11_000), &[0, 0]), "1 % of the budget");
+        // Whatever gates money always is.
+        assert!(worth(&state(0.5, 10_000), &[0, 1]));
+        let mut next = state(0.5, 10_000);
+        next.committed_micros += 1;
+        assert!(worth(&next, &[0, 0]));
+        let mut next = state(0.5, 10_000);
+        next.conversions_pending_micros = 1;
+        assert!(worth(&next, &[0, 0]));
+        let mut next = state(0.5, 10_000);
+        next.mode = "exhausted".into();
+        assert!(worth(&next, &[0, 0]));
+        let mut next = state(0.5, 10_000);
+        next.day = "2026-03-02".parse().expect("day");
+        assert!(worth(&next, &[0, 0]));
+        // Reaching full participation is, however small the step.
+        let near = Published {
+            state: state(0.999, 10_000),
+            reserved_by_replica: vec![0, 0],
+        };
+        assert!(worth_publishing(
+            Some(&near),
+            &state(1.0, 10_000),
+            &[0, 0],
+            budget
+        ));
+    }
+
+    #[test]
+    fn controller_steps_are_spread_over_the_interval_a_few_per_tick() {
+        let config = PacingConfig::default();
+        let interval = config.interval_ms;
+        let mut s = shard();
+        let n = CONTROLS_PER_TICK * 3;
+        for i in 0..n {
+            s.apply(campaign(&format!("c{i:04}"), 1_000_000));
+        }
+        let controlled = |s: &PacingShard| {
+            s.pacers
+                .values()
+                .filter(|p| p.controller.last_ms.is_some())
+                .count()
+        };
+        // The first sweep runs at once, a tick's worth per call.
+        assert!(s.tick(NOON));
+        assert_eq!(controlled(&s), CONTROLS_PER_TICK);
+        assert!(s.tick(NOON));
+        assert!(!s.tick(NOON));
+        assert_eq!(controlled(&s), n);
+        assert!(s.take_changes().len() >= n, "all new: all published");
+        // The next sweep starts one interval later and runs evenly through it.
+        let at = |s: &PacingShard, t: i64| {
+            s.pacers
+                .values()
+                .filter(|p| p.controller.last_ms == Some(t))
+                .count()
+        };
+        assert!(!s.tick(NOON + interval - 1));
+        assert_eq!(at(&s, NOON + interval - 1), 0);
+        assert!(!s.tick(NOON + interval));
+        assert_eq!(at(&s, NOON + interval), 1);
+        let quarter = NOON + interval + interval / 4;
+        assert!(!s.tick(quarter));
+        assert_eq!(at(&s, quarter), n / 4);
+        // A tick past the whole interval catches up on the rest, a tick's worth at a time.
+        let late = NOON + 3 * interval;
+        while s.tick(late) {}
+        assert_eq!(
+            s.pacers
+                .values()
+                .filter(|p| p.controller.last_ms.is_some_and(|t| t > NOON))
+                .count(),
+            n
+        );
+        // What moved little is written to the store only every few steps.
+        let _ = s.take_checkpoint();
+        let mut written = 0;
+        for step in 1..=SAVE_EVERY_STEPS as i64 {
+            let t = late + step * interval;
+            while s.tick(t) {}
+            while s.tick(t + interval - 1) {}
+            written += s.take_checkpoint().len();
+        }
+        assert!(
+            written >= n,
+            "each written at least once in {SAVE_EVERY_STEPS} steps"
+        );
+        assert!(written < n * SAVE_EVERY_STEPS as usize, "{written}");
     }
 
     #[test]
@@ -501,7 +885,7 @@ mod tests {
             PacingConfig::default(),
             0,
             1,
-            HashMap::new(),
+            HashMap::default(),
             DelayCurve::default(),
         );
         for worker in 0..2 {

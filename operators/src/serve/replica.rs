@@ -21,8 +21,8 @@ use super::explain::{Explanation, Nbr, MAX_EXPLAINED};
 use super::formats::{markup, BidMarkup};
 use super::prerank::prerank;
 use super::reach::ReachCounts;
-use super::retrieval::{qualify, retrieve, CampaignIndex, Entry, Funnel, NoBid, Retrieved};
-use super::throttle::{pace, passes, reach_sample, PassCache};
+use super::retrieval::{qualify, retrieve, CampaignIndex, Funnel, NoBid, Retrieved};
+use super::throttle::{pace, passes, reach_sample, request_key, PassCache};
 use crate::catalog::Listed;
 use crate::ledger::status::BudgetBook;
 use crate::pacing::board::PacingBoard;
@@ -165,8 +165,10 @@ pub struct ServeConfig {
     pub reservation_ttl_ms: i64,
 }
 
-/// How often reach counts go to pacing.
-pub const REACH_FLUSH: Duration = Duration::from_secs(1);
+/// How often reach counts go to pacing. They only feed the traffic forecast, whose slots are
+/// minutes long; each flush sends one record per reached campaign (100k campaigns: 100k
+/// records), so it is not sent more often.
+pub const REACH_FLUSH: Duration = Duration::from_secs(5);
 
 /// Answers one request against `book` and the pacing `board` (its pass probabilities cached
 /// by entry in `passes`, where there): retrieval over `index` (the campaigns it reaches are
@@ -190,11 +192,14 @@ pub fn answer(
         pool: config.prerank_candidates.max(config.max_candidates),
     };
     let sample = reach_sample(index.len());
+    let key = request_key(&request.id);
     // From the cache where it holds the entry, else from the board.
-    let pass_of = |number: u32, entry: &Entry| {
-        passes
-            .get(number)
-            .unwrap_or_else(|| board.pass(&entry.listed.campaign.campaign_id))
+    let pass_of = |number: u32| {
+        passes.get(number).unwrap_or_else(|| {
+            index
+                .entry(number)
+                .map_or(1.0, |e| board.pass(&e.listed.campaign.campaign_id))
+        })
     };
     let (pool, furthest) = retrieve(
         book,
@@ -202,12 +207,10 @@ pub fn answer(
         request,
         now,
         funnel,
-        |number, entry| pace(pass_of(number, entry), &request.id, entry.route, sample),
+        |number, route| pace(pass_of(number), key, route, sample),
         |number, weight| reach.add(number, weight),
     );
-    let retrieved = prerank(pool, config.max_candidates, prior, |r| {
-        pass_of(r.number, r.entry)
-    });
+    let retrieved = prerank(pool, config.max_candidates, prior, |r| pass_of(r.number));
     let listed: Vec<&Listed> = retrieved.iter().map(|r| r.listed).collect();
     let predictions = ranker.score(request, &listed, now);
     let candidates: Vec<Candidate> = retrieved
@@ -337,7 +340,7 @@ fn explain(
                 "won"
             } else if let Err(why) = qualify(l, request, now) {
                 why.as_str()
-            } else if !passes(board.pass(id), &request.id, route(id)) {
+            } else if !passes(board.pass(id), request_key(&request.id), route(id)) {
                 NoBid::Pacing.as_str()
             } else if book.remaining(l, now) == 0 {
                 NoBid::Budget.as_str()

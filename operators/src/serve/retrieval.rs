@@ -253,6 +253,13 @@ impl CampaignIndex {
         country: Option<&str>,
         device: Option<&str>,
     ) -> impl Iterator<Item = (u32, &'a Entry)> + 'a {
+        self.postings_of(country, device)
+            .filter_map(|p| self.entry(p.number).map(|e| (p.number, e)))
+    }
+
+    /// The postings of a request from `country` on `device`, merged in funnel order (deleted
+    /// campaigns' included until their postings are merged).
+    fn postings_of<'a>(&'a self, country: Option<&str>, device: Option<&str>) -> Merged<'a> {
         let device = device.map(str::to_ascii_lowercase);
         let mut lists: Vec<&'a [Posted]> = Vec::with_capacity(4);
         for c in [Some(ANY), country].into_iter().flatten() {
@@ -265,7 +272,7 @@ impl CampaignIndex {
                 }
             }
         }
-        Merged { lists }.filter_map(|n| self.entry(n).map(|e| (n, e)))
+        Merged { lists }
     }
 
     /// The entry numbered `number` (`None`: no such number, or its campaign was deleted).
@@ -320,9 +327,9 @@ struct Merged<'a> {
 }
 
 impl Iterator for Merged<'_> {
-    type Item = u32;
+    type Item = Posted;
 
-    fn next(&mut self) -> Option<u32> {
+    fn next(&mut self) -> Option<Posted> {
         let (at, first) = self
             .lists
             .iter()
@@ -332,7 +339,7 @@ impl Iterator for Merged<'_> {
         if let Some(list) = self.lists.get_mut(at) {
             *list = &list[1..];
         }
-        Some(first.number)
+        Some(first)
     }
 }
 
@@ -615,8 +622,8 @@ pub enum Pace {
 /// The campaigns that may bid on `request` at `now`, best value first, at most
 /// `funnel.per_advertiser` per advertiser, stopping once `funnel.pool` went on; and the
 /// furthest stage a campaign that did not make it reached (what a no-bid is explained by).
-/// `pace` is asked about every campaign the request visits, with its entry number, before it
-/// is checked ([`Pace`]); `reached` counts each campaign that qualifies (before the budget
+/// `pace` is asked about every campaign the request visits, with its entry number and id hash,
+/// before anything else of it is looked at ([`Pace`]); `reached` counts each campaign that qualifies (before the budget
 /// check) with the weight pacing gave.
 pub fn retrieve<'a>(
     book: &BudgetBook,
@@ -624,7 +631,7 @@ pub fn retrieve<'a>(
     request: &AdRequest,
     now: EventTime,
     funnel: Funnel,
-    mut pace: impl FnMut(u32, &Entry) -> Pace,
+    mut pace: impl FnMut(u32, u64) -> Pace,
     mut reached: impl FnMut(u32, f64),
 ) -> (Vec<Retrieved<'a>>, Option<NoBid>) {
     let mut furthest: Option<NoBid> = None;
@@ -639,7 +646,18 @@ pub fn retrieve<'a>(
     if funnel.pool == 0 {
         return (found, furthest);
     }
-    for (number, entry) in index.lookup(request.country.as_deref(), request.device.as_deref()) {
+    for posted in index.postings_of(request.country.as_deref(), request.device.as_deref()) {
+        // Pacing first, from the posting alone: a campaign the throttle skips (most of a large
+        // paced catalog) costs no look at its entry.
+        let number = posted.number;
+        let (bids, weight) = match pace(number, posted.route) {
+            Pace::Bid { weight } => (true, weight),
+            Pace::HeldBack { weight } => (false, weight),
+            Pace::Skip => continue,
+        };
+        let Some(entry) = index.entry(number) else {
+            continue;
+        };
         let listed = &*entry.listed;
         if per
             .get(&entry.advertiser)
@@ -649,12 +667,6 @@ pub fn retrieve<'a>(
             missed(NoBid::AdvertiserLimit);
             continue;
         }
-        let paced = pace(number, entry);
-        let (bids, weight) = match paced {
-            Pace::Bid { weight } => (true, weight),
-            Pace::HeldBack { weight } => (false, weight),
-            Pace::Skip => continue,
-        };
         let may_fit = entry.kinds & wanted != 0;
         let creatives = match qualify_checked(listed, request, now, true, may_fit, &mut |c| {
             // Worked out once per format signature in this request.
@@ -709,7 +721,7 @@ mod tests {
         )));
     }
 
-    fn bid_all(_: u32, _: &Entry) -> Pace {
+    fn bid_all(_: u32, _: u64) -> Pace {
         Pace::Bid { weight: 1.0 }
     }
 
@@ -840,8 +852,8 @@ mod tests {
             &r,
             now,
             five(),
-            |_, e| {
-                if e.listed.campaign.campaign_id == "all-2" {
+            |_, route| {
+                if route == crate::routing::route("all-2") {
                     Pace::HeldBack { weight: 1.0 }
                 } else {
                     Pace::Bid { weight: 1.0 }

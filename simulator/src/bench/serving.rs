@@ -7,9 +7,12 @@
 //! - `mixed`: what exchanges send: banner imps with size lists, video, native and audio imps,
 //!   alpha-3 countries, and block lists (`bcat`, `badv`) on every request.
 //!
-//! The difference between the two is the cost of the format and brand-safety checks. Parsing
-//! and the HTTP round trip are not included (`wrk` with `deploy/bench/openrtb.lua` measures
-//! those against a running pipeline).
+//! The difference between the two is the cost of the format and brand-safety checks. A third
+//! row, `paced`, is plain traffic on a throttled catalog: every campaign's pass probability is
+//! [`PACED_PASS`] (what pacing gives budget-bound campaigns at peak), so retrieval visits about
+//! 1 / [`PACED_PASS`] times as many campaigns to fill its pool. Parsing and the HTTP round trip
+//! are not included (`bench --load` measures those against a running pipeline, see
+//! `deploy/bench/serving-http.sh`).
 
 use std::time::Instant;
 
@@ -21,6 +24,7 @@ use adstream_operators::ranker::model::ModelConfig;
 use adstream_operators::ranker::prior::{PriorRanker, Ranker};
 use adstream_operators::ranker::scoring::ScoringModel;
 use adstream_operators::records::{CatalogUpdate, LedgerState};
+use adstream_operators::records::{PacingState, PacingUpdate};
 use adstream_operators::request::{parse_request, AdRequest};
 use adstream_operators::serve::operator::{answer, ServeConfig};
 use adstream_operators::serve::reach::ReachCounts;
@@ -151,14 +155,46 @@ pub fn bench_config(prerank_candidates: usize) -> ServeConfig {
     }
 }
 
+/// The pass probability of every campaign in the `paced` row.
+pub const PACED_PASS: f64 = 0.05;
+
+/// Every campaign of `index` with pass probability `pass`, as pacing's broadcast sets it.
+fn board_at(index: &CampaignIndex, pass: f64) -> PacingBoard {
+    let mut board = PacingBoard::new(0, 1);
+    if pass >= 1.0 {
+        return board;
+    }
+    for number in 0..index.numbers() as u32 {
+        let Some(entry) = index.entry(number) else {
+            continue;
+        };
+        board.apply(PacingUpdate {
+            campaign_id: entry.listed.campaign.campaign_id.clone(),
+            state: PacingState {
+                mode: "paced".into(),
+                pass_probability: pass,
+                target_micros: 0,
+                committed_micros: 0,
+                conversions_pending_micros: 0,
+                day: adstream_operators::time::day::budget_day(EventTime::now(), chrono_tz::UTC),
+                full_rate_micros_per_hour: None,
+                updated_ms: 0,
+            },
+            reserved_by_replica: vec![0],
+        });
+    }
+    board
+}
+
 fn measure(
     book: &BudgetBook,
     index: &CampaignIndex,
     ranker: &dyn Ranker,
     config: &ServeConfig,
     requests: &[AdRequest],
+    pass: f64,
 ) -> Figures {
-    let board = PacingBoard::new(0, 1);
+    let board = board_at(index, pass);
     let mut passes = PassCache::default();
     passes.refresh_all(index, &board);
     let prior = PriorRanker::default();
@@ -226,6 +262,8 @@ pub struct CatalogFigures {
     pub plain: Figures,
     /// Mixed traffic, prior.
     pub mixed: Figures,
+    /// Plain traffic, prior, every campaign throttled to [`PACED_PASS`].
+    pub paced: Figures,
     /// Mixed traffic, a live model of the shipped feature spec (when measured).
     pub model: Option<Figures>,
 }
@@ -283,16 +321,19 @@ pub fn run(
             &prior,
             &config,
             &plain[..requests.min(1_000)],
+            1.0,
         );
-        let p = measure(&book, &index, &prior, &config, &plain);
-        let m = measure(&book, &index, &prior, &config, &mixed);
+        let p = measure(&book, &index, &prior, &config, &plain, 1.0);
+        let m = measure(&book, &index, &prior, &config, &mixed, 1.0);
+        let paced = measure(&book, &index, &prior, &config, &plain, PACED_PASS);
         let with_model = model.as_ref().map(|model| {
             let n = (requests / 10).max(100).min(mixed.len());
-            measure(&book, &index, model, &config, &mixed[..n])
+            measure(&book, &index, model, &config, &mixed[..n], 1.0)
         });
         for (name, f) in [
             ("plain", Some(&p)),
             ("mixed", Some(&m)),
+            ("paced", Some(&paced)),
             ("model", with_model.as_ref()),
         ] {
             let Some(f) = f else { continue };
@@ -315,6 +356,7 @@ pub fn run(
             index_ms,
             plain: p,
             mixed: m,
+            paced,
             model: with_model,
         });
         drop(index);
