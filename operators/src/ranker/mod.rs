@@ -16,6 +16,7 @@
 
 pub mod features;
 pub mod guards;
+pub mod init;
 pub mod link;
 pub mod model;
 pub mod operator;

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
+
+use super::init::{SeededVarMap, INIT_SEED};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -373,7 +375,12 @@ fn new_model(
     device: &Device,
 ) -> candle_core::Result<(VarMap, RankerModel)> {
     let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
+    // Seeded: the same examples train the same model on any machine and run.
+    let vb = VarBuilder::from_backend(
+        Box::new(SeededVarMap::new(varmap.clone(), INIT_SEED)),
+        DType::F32,
+        device.clone(),
+    );
     let model = RankerModel::new(spec, config, vb)?;
     Ok((varmap, model))
 }
