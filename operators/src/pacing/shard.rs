@@ -303,19 +303,9 @@ impl PacingShard {
                 expires_ms,
             } => {
                 let won_ms = expires_ms - self.config.reservation_ttl_ms;
-                self.pacer_mut(&campaign_id).reserve(
-                    replica,
-                    &request_id,
-                    &imp_id,
-                    micros,
-                    won_ms,
-                    expires_ms,
-                );
-                if self
-                    .pacers
-                    .get(&campaign_id)
-                    .is_some_and(|p| p.converting())
-                {
+                let pacer = self.pacer_mut(&campaign_id);
+                pacer.reserve(replica, &request_id, &imp_id, micros, won_ms, expires_ms);
+                if pacer.converting() {
                     self.converting.insert(campaign_id.clone());
                 }
                 self.expiries
@@ -375,7 +365,7 @@ impl PacingShard {
     /// queues the state of those that moved materially ([`worth_publishing`]); every
     /// `publish_ms`, expires reservations and queues the state of every campaign that changed
     /// since the last publish (in campaign order). Returns whether controller steps are still
-    /// due (call again at once).
+    /// due or reach counts still wait ([`REACH_PER_TICK`] per call): call again at once.
     pub fn tick(&mut self, now: i64) -> bool {
         let more_reach = self.fold_reach(REACH_PER_TICK);
         let publishing = now.saturating_sub(self.last_publish) >= self.config.publish_ms;
@@ -456,7 +446,6 @@ impl PacingShard {
             return;
         };
         p.control(EventTime(now), config, &self.delays, config.enabled);
-        p.unsaved_steps += 1;
         if self.sweep.first {
             // After a start everything is news: published with the changed, in campaign order.
             p.unsaved_steps = 0;
@@ -464,12 +453,13 @@ impl PacingShard {
             self.dirty.insert(id);
             return;
         }
-        if self.publish(id.clone(), now, Publish::IfMaterial)
-            || self.pacers[&id].unsaved_steps >= SAVE_EVERY_STEPS
-        {
-            if let Some(p) = self.pacers.get_mut(&id) {
-                p.unsaved_steps = 0;
-            }
+        let news = self.publish(id.clone(), now, Publish::IfMaterial);
+        let Some(p) = self.pacers.get_mut(&id) else {
+            return;
+        };
+        p.unsaved_steps += 1;
+        if news || p.unsaved_steps >= SAVE_EVERY_STEPS {
+            p.unsaved_steps = 0;
             self.dirty.insert(id);
         }
     }

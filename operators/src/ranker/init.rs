@@ -58,11 +58,7 @@ impl SeededVarMap {
         match init {
             Init::Const(c) => vec![c; n],
             Init::Uniform { lo, up } => uniform(lo, up),
-            Init::Randn { mean, stdev } => uniform(0.0, 1.0)
-                .chunks(2)
-                .flat_map(|pair| normals(pair, mean, stdev))
-                .take(n)
-                .collect(),
+            Init::Randn { mean, stdev } => normals(&uniform(0.0, 1.0), mean, stdev),
             Init::Kaiming {
                 dist,
                 fan,
@@ -74,27 +70,27 @@ impl SeededVarMap {
                         let bound = 3f64.sqrt() * std;
                         uniform(-bound, bound)
                     }
-                    NormalOrUniform::Normal => uniform(0.0, 1.0)
-                        .chunks(2)
-                        .flat_map(|pair| normals(pair, 0.0, std))
-                        .take(n)
-                        .collect(),
+                    NormalOrUniform::Normal => normals(&uniform(0.0, 1.0), 0.0, std),
                 }
             }
         }
     }
 }
 
-/// Two normals of mean `mean` and spread `stdev` from two uniforms in (0, 1) (Box-Muller);
-/// one from a single one (paired with 1/2).
-fn normals(pair: &[f64], mean: f64, stdev: f64) -> [f64; 2] {
-    let (u, v) = (
-        pair.first().copied().unwrap_or(0.5).max(f64::MIN_POSITIVE),
-        pair.get(1).copied().unwrap_or(0.5),
-    );
-    let r = (-2.0 * u.ln()).sqrt();
-    let a = std::f64::consts::TAU * v;
-    [mean + stdev * r * a.cos(), mean + stdev * r * a.sin()]
+/// As many normals of mean `mean` and spread `stdev` as `uniforms` (each in (0, 1)), two from
+/// each pair (Box-Muller); a last one left alone is paired with 1/2.
+fn normals(uniforms: &[f64], mean: f64, stdev: f64) -> Vec<f64> {
+    uniforms
+        .chunks(2)
+        .flat_map(|pair| {
+            let u = pair.first().copied().unwrap_or(0.5).max(f64::MIN_POSITIVE);
+            let v = pair.get(1).copied().unwrap_or(0.5);
+            let r = (-2.0 * u.ln()).sqrt();
+            let a = std::f64::consts::TAU * v;
+            [mean + stdev * r * a.cos(), mean + stdev * r * a.sin()]
+        })
+        .take(uniforms.len())
+        .collect()
 }
 
 impl SimpleBackend for SeededVarMap {

@@ -623,8 +623,8 @@ pub enum Pace {
 /// `funnel.per_advertiser` per advertiser, stopping once `funnel.pool` went on; and the
 /// furthest stage a campaign that did not make it reached (what a no-bid is explained by).
 /// `pace` is asked about every campaign the request visits, with its entry number and id hash,
-/// before anything else of it is looked at ([`Pace`]); `reached` counts each campaign that qualifies (before the budget
-/// check) with the weight pacing gave.
+/// before anything else of it is looked at ([`Pace`]); `reached` counts each campaign that
+/// qualifies (before the budget check) with the weight pacing gave.
 pub fn retrieve<'a>(
     book: &BudgetBook,
     index: &'a CampaignIndex,

@@ -164,6 +164,7 @@ fn board_at(index: &CampaignIndex, pass: f64) -> PacingBoard {
     if pass >= 1.0 {
         return board;
     }
+    let day = adstream_operators::time::day::budget_day(EventTime::now(), chrono_tz::UTC);
     for number in 0..index.numbers() as u32 {
         let Some(entry) = index.entry(number) else {
             continue;
@@ -176,7 +177,7 @@ fn board_at(index: &CampaignIndex, pass: f64) -> PacingBoard {
                 target_micros: 0,
                 committed_micros: 0,
                 conversions_pending_micros: 0,
-                day: adstream_operators::time::day::budget_day(EventTime::now(), chrono_tz::UTC),
+                day,
                 full_rate_micros_per_hour: None,
                 updated_ms: 0,
             },
