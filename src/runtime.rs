@@ -446,6 +446,7 @@ pub fn start(pipeline: Pipeline, opts: RunOptions) -> anyhow::Result<Running> {
         reports: report_specs.clone(),
         serve: unlocked.serve,
         pacing: pipeline.pacing.clone(),
+        history: pipeline.history,
     };
     let decode_config = unlocked.decode;
     // One consumer for every worker of this process (each reads its partitions' own queues).

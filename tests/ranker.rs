@@ -375,7 +375,7 @@ learning_rate = 0.01
 snapshot_ms = 1000
 
 [model.guards]
-min_examples = 1500
+min_examples = 3000
 min_positives = 40
 calibration = [0.9, 1.1]
 "#,

@@ -277,6 +277,43 @@ fn serving_end_to_end() {
             "us-b won beyond its budget: {body}"
         );
     }
+
+    // User history: u1 clicks q1's us-a1 ad (twice: a repeated event counts once). The graph's
+    // user-history state reaches the serving replicas, and u1's next served ads log it as the
+    // ranker's history features.
+    let click = serde_json::json!({"event_id": "clk-q1-1", "ts": adstream_operators::time::EventTime::now().millis(),
+        "request_id": "q1", "imp_id": "1", "campaign_id": "us-a1", "ad_id": "us-a1-ad", "user_id": "u1",
+        "billing_token": w[0].3})
+    .to_string();
+    for _ in 0..2 {
+        produce(&p, "ads.clicks", "q1", Some(click.as_bytes()));
+    }
+    flush(&p);
+    let mut seen = serde_json::Value::Null;
+    let mut logged = false;
+    for i in 0..60 {
+        let req = format!("hist{i}");
+        post(&api, &US_DESKTOP.replace("REQ", &req));
+        let Some(doc) = read_served(&broker.brokers(), &req, 1).pop() else {
+            continue;
+        };
+        seen = doc["history"].clone();
+        if seen["clicked_campaigns"] == serde_json::json!(["us-a1"]) {
+            logged = true;
+            break;
+        }
+    }
+    assert!(logged, "u1's click never reached serving's history: {seen}");
+    assert_eq!(
+        seen["clicked_advertisers"],
+        serde_json::json!(["A"]),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["clicks_24h"], 1,
+        "the repeated click counts once: {seen}"
+    );
+    assert!(seen["impressions_24h"].as_u64() >= Some(1), "{seen}");
 }
 
 /// A typed campaign of advertiser `adv` for the formats test: US only, CPM, with `extra` fields

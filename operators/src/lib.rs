@@ -2,6 +2,7 @@
 //!
 //! Each stage of the funnel is a module: [`source`] reads Kafka partitions, [`ingest`] decodes
 //! and verifies, [`catalog`] holds campaigns, [`attribution`] matches conversions to touches,
+//! [`history`] keeps each user's recent engagement for the ranker's features,
 //! [`ledger`] charges spend exactly once, [`labels`] joins served ads with their outcomes into
 //! training examples, [`report`] aggregates everything into reporting rows, [`deliver`] holds
 //! checkpoints behind what sinks have not delivered yet, and [`checkpoint`] is the protocol they
@@ -19,6 +20,7 @@ pub mod events;
 pub mod geo;
 pub mod graph;
 pub mod hash;
+pub mod history;
 pub mod ingest;
 pub mod labels;
 pub mod ledger;

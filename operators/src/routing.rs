@@ -10,7 +10,7 @@
 //! ```
 //!
 //! by a [`KeyFamily`] ([`LEDGER_SPEND`], [`LEDGER_DEDUP`], [`ATTRIBUTION`], [`LABELS`],
-//! [`PACING`], [`REPORT_SEEN`], [`REPORT_ROWS`]): the hash says which worker owns the entry
+//! [`PACING`], [`REPORT_SEEN`], [`REPORT_ROWS`], [`USER_HISTORY`]): the hash says which worker owns the entry
 //! (`hash % peers`), the components are the ids the entry is about. Each component is escaped
 //! before it is joined: `%` becomes `%25` and every control character (general category Cc,
 //! NUL included) becomes `%XX` for each byte of its UTF-8 form, so a component never holds a
@@ -202,6 +202,14 @@ pub const REPORT_ROWS: KeyFamily = KeyFamily {
 /// campaign.
 pub const LEDGER_CAMPAIGN: KeyFamily = KeyFamily {
     prefix: "ledger/campaign/",
+    arity: 1,
+    legacy: Legacy::Raw,
+};
+
+/// A user's recent engagement: `[user_id]`, routed by user. (Newer than key format 0, so not
+/// among the [`FAMILIES`] it migrates.)
+pub const USER_HISTORY: KeyFamily = KeyFamily {
+    prefix: "history/",
     arity: 1,
     legacy: Legacy::Raw,
 };

@@ -38,6 +38,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use adstream_operators::attribution::Windows;
+use adstream_operators::history::HistoryConfig;
 use adstream_operators::ingest::{DecodeConfig, StreamId};
 use adstream_operators::labels::LabelConfig;
 use adstream_operators::ledger::Horizons;
@@ -98,6 +99,8 @@ pub struct Pipeline {
     pub pacing: PacingConfig,
     /// `[labels]`.
     pub labels: LabelConfig,
+    /// `[history]`.
+    pub history: HistoryConfig,
     /// `[model]`.
     pub model: Model,
     /// The reports to keep: `[reporting]` (none when disabled).

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde_spanned::Spanned;
 
+use adstream_operators::history::{HistoryConfig, HOUR_MS};
 use adstream_operators::labels::LabelConfig;
 use adstream_operators::pacing::PacingConfig;
 use adstream_operators::ranker::guards::GuardConfig;
@@ -66,6 +67,9 @@ pub struct RawPipeline {
     /// `[labels]`.
     #[serde(default)]
     pub labels: RawLabels,
+    /// `[history]`.
+    #[serde(default)]
+    pub history: RawHistory,
     /// `[model]` and `[model.guards]`.
     #[serde(default)]
     pub model: RawModel,
@@ -447,6 +451,26 @@ impl Default for RawLabels {
     }
 }
 
+/// `[history]`: users' recent engagement, the ranker's user-history features.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHistory {
+    /// Clicks kept per user.
+    pub recent_clicks: Spanned<usize>,
+    /// A user with no event for this many hours is forgotten.
+    pub retention_hours: Spanned<i64>,
+}
+
+impl Default for RawHistory {
+    fn default() -> Self {
+        let d = HistoryConfig::default();
+        RawHistory {
+            recent_clicks: spanned(d.recent_clicks),
+            retention_hours: spanned(d.retention_ms / HOUR_MS),
+        }
+    }
+}
+
 /// `[model]`: the online ranker.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -475,6 +499,8 @@ pub struct RawModel {
     pub snapshot_ms: Spanned<u64>,
     /// Examples per task in the progressive-validation window.
     pub validation_window: Spanned<usize>,
+    /// Horizon, in examples, of the averaged weights a snapshot serves (0: the last step's).
+    pub average_examples: Spanned<usize>,
     /// Versions kept on disk.
     pub keep_versions: Spanned<usize>,
     /// Examples queued for the trainer before the graph drops them.
@@ -499,6 +525,7 @@ impl Default for RawModel {
             conversion_weight: spanned(d.conversion_weight),
             snapshot_ms: spanned(d.snapshot_interval.as_millis() as u64),
             validation_window: spanned(d.validation_window),
+            average_examples: spanned(d.average_examples),
             keep_versions: spanned(d.keep_versions),
             queue: spanned(d.queue),
             guards: RawGuards::default(),

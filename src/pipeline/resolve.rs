@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde_spanned::Spanned;
 
 use adstream_operators::attribution::Windows;
+use adstream_operators::history::{HistoryConfig, HOUR_MS};
 use adstream_operators::labels::LabelConfig;
 use adstream_operators::ledger::Horizons;
 use adstream_operators::pacing::PacingConfig;
@@ -68,6 +69,7 @@ pub(super) fn resolve(raw: RawPipeline, errors: &mut Collector<'_>) -> Pipeline 
         currency,
         pacing,
         labels,
+        history,
         model,
         reporting,
         metrics,
@@ -123,6 +125,7 @@ pub(super) fn resolve(raw: RawPipeline, errors: &mut Collector<'_>) -> Pipeline 
         currency: resolve_currency(currency, errors),
         pacing,
         labels: resolve_labels(labels, errors),
+        history: resolve_history(history, errors),
         model: resolve_model(model, errors),
         reports: reports.into(),
         metrics: resolve_metrics(metrics),
@@ -671,6 +674,27 @@ fn resolve_labels(raw: RawLabels, errors: &mut Collector<'_>) -> LabelConfig {
     }
 }
 
+fn resolve_history(raw: RawHistory, errors: &mut Collector<'_>) -> HistoryConfig {
+    let RawHistory {
+        recent_clicks,
+        retention_hours,
+    } = raw;
+    HistoryConfig {
+        recent_clicks: errors.check(
+            recent_clicks,
+            "history.recent_clicks",
+            |n| *n <= 256,
+            "must be at most 256",
+        ),
+        retention_ms: errors.check(
+            retention_hours,
+            "history.retention_hours",
+            |h| (24..=24 * 366).contains(h),
+            "must be between 24 (the counts' window) and 8784 (a year)",
+        ) * HOUR_MS,
+    }
+}
+
 /// The feature spec at `path`, or the shipped one.
 fn feature_spec(path: Option<&str>) -> Result<FeatureSpec, String> {
     match path {
@@ -696,6 +720,7 @@ fn resolve_model(raw: RawModel, errors: &mut Collector<'_>) -> Model {
         conversion_weight,
         snapshot_ms,
         validation_window,
+        average_examples,
         keep_versions,
         queue,
         guards,
@@ -785,6 +810,12 @@ fn resolve_model(raw: RawModel, errors: &mut Collector<'_>) -> Model {
             "model.validation_window",
             |v| (10..=10_000_000).contains(v),
             "must be between 10 and 10000000",
+        ),
+        average_examples: errors.check(
+            average_examples,
+            "model.average_examples",
+            |a| *a <= 100_000_000,
+            "must be at most 100000000",
         ),
         guards: resolve_guards(guards, errors),
         keep_versions: errors.check(

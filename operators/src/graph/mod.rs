@@ -8,7 +8,8 @@
 //!                  ├─ dead letters ───────────────────────────────────┼───────────────────┴▶ dead letters
 //!                  └─ served, impressions, clicks ─────────────────────┴▶ LabelJoin ─▶ Train ─▶ models (broadcast)
 //!
-//!  ledger state + activity ─broadcast─▶ Serve ◀─ requests (HTTP queue)    Serve ─┬─ served ─▶ ads.served
+//!  touches ─▶ UserHistory (by user) ─ changed users ─┐
+//!  ledger state + activity ─broadcast─▶ Serve ◀─────┘◀─ requests (HTTP queue)  Serve ─┬─ served ─▶ ads.served
 //!                                         ▲                                     └─ feedback ─▶ Pacing
 //!                                         └──── pacing updates (broadcast) ◀──────────────────┘
 //!  ledger state + pacing updates ─▶ BudgetStatus ─▶ budget.status
@@ -40,6 +41,8 @@ use crate::attribution::operator::attribute;
 use crate::attribution::Windows;
 use crate::checkpoint::StateStore;
 use crate::events::EventKind;
+use crate::history::operator::user_history;
+use crate::history::HistoryConfig;
 use crate::labels::operator::{label_join, LabelStatsHandle};
 use crate::labels::LabelConfig;
 use crate::ledger::operator::{ledger, LedgerConfig, LedgerStreams};
@@ -75,6 +78,8 @@ pub struct GraphConfig {
     pub serve: ServeConfig,
     /// Pacing.
     pub pacing: PacingConfig,
+    /// Users' recent engagement (the ranker's user-history features).
+    pub history: HistoryConfig,
 }
 
 /// What the graph reads, on one worker.
@@ -144,6 +149,7 @@ pub fn build<'scope>(
         reports: report_specs,
         serve: serve_config,
         pacing: pacing_config,
+        history: history_config,
     } = config;
     let GraphContext {
         store,
@@ -172,6 +178,14 @@ pub fn build<'scope>(
 
     // Attribution: touches and conversions to CPA charges and attributed conversions.
     let activity = count_activity(routes.touches.clone());
+    // Users' recent engagement, for serving's user-history features.
+    let histories = user_history(
+        routes.touches.clone(),
+        history_config,
+        checkpoint_interval,
+        store.clone(),
+    )
+    .probe_with(&progress);
     let attributed = attribute(
         routes.touches,
         routes.conversions,
@@ -226,7 +240,8 @@ pub fn build<'scope>(
     let replica = ledger_replica
         .clone()
         .map(ReplicaUpdate::Ledger)
-        .concat(activity.broadcast().map(ReplicaUpdate::Activity));
+        .concat(activity.broadcast().map(ReplicaUpdate::Activity))
+        .concat(histories.broadcast().map(ReplicaUpdate::History));
     let board = Rc::new(RefCell::new(PacingBoard::new(index, peers)));
     let serving = serve(
         replica,

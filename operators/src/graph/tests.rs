@@ -174,6 +174,7 @@ fn config() -> GraphConfig {
             enabled: false,
             ..PacingConfig::default()
         },
+        history: Default::default(),
     }
 }
 
@@ -565,10 +566,74 @@ fn run_whole_graph(workers: usize, restart: bool) -> (Vec<Served>, Seen, Referen
     for (stream, key, json) in late.iter().chain(duplicates.iter()) {
         log.append(*stream, key, Some(json.clone()));
     }
+    // User history: each user's impression and click (some sent twice, some before the restart)
+    // reach every serving replica once, and the user's next win logs them as its features.
+    wait_until("the log to be read", || log.all_read());
+    let expected = expected_histories(&events);
+    let started = Instant::now();
+    for round in 1.. {
+        let before = seen.lock().expect("seen").served.len();
+        run.serve(&requests_again(round));
+        let logged = seen.lock().expect("seen").served[before..].to_vec();
+        if !logged.is_empty() && logged.iter().all(|s| history_matches(s, &expected)) {
+            break;
+        }
+        let wrong: Vec<_> = logged
+            .iter()
+            .filter(|s| !history_matches(s, &expected))
+            .map(|s| (s.user_id.clone(), s.history.clone()))
+            .collect();
+        assert!(
+            started.elapsed() < PATIENCE,
+            "{workers} workers: served histories {wrong:?}, expected {expected:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     run.finish(&log);
     let reference = reference(&wins, &events);
     let seen = std::mem::take(&mut *seen.lock().expect("seen"));
     (wins, seen, reference)
+}
+
+/// Per user: the campaigns clicked (one win each) and the impressions, from the distinct
+/// billing events.
+fn expected_histories(
+    events: &[(StreamId, String, String)],
+) -> BTreeMap<String, (Vec<String>, u32)> {
+    let mut out: BTreeMap<String, (Vec<String>, u32)> = BTreeMap::new();
+    for (stream, _, json) in events {
+        let doc: serde_json::Value = serde_json::from_str(json).expect("event json");
+        let user = doc["user_id"].as_str().unwrap_or_default().to_string();
+        let campaign = doc["campaign_id"].as_str().unwrap_or_default().to_string();
+        let entry = out.entry(user).or_default();
+        match stream {
+            StreamId::Clicks => entry.0.push(campaign),
+            StreamId::Impressions => entry.1 += 1,
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Whether a served record logs its user's expected history.
+fn history_matches(s: &Served, expected: &BTreeMap<String, (Vec<String>, u32)>) -> bool {
+    let (clicks, impressions) = s
+        .user_id
+        .as_ref()
+        .and_then(|u| expected.get(u))
+        .cloned()
+        .unwrap_or_default();
+    s.history.clicked_campaigns == clicks
+        && s.history.clicks_24h as usize == clicks.len()
+        && s.history.impressions_24h == impressions
+}
+
+/// The test's requests again, under new ids (round `round`), for the same users.
+fn requests_again(round: usize) -> Vec<String> {
+    requests()
+        .into_iter()
+        .map(|r| r.replace(r#""id":"req-"#, &format!(r#""id":"again{round}-"#)))
+        .collect()
 }
 
 /// What the auctions decided, without the wall-clock parts (time, token).

@@ -6,6 +6,10 @@
 //! same raw values. Both go through the same [`FeatureSpec::encode`], so the model sees the same
 //! numbers for the same ad in both places (the seeds' "unified feature representation").
 //!
+//! The user-history sources (`history_*`) read the user's [`Engagement`]: serving's replica of
+//! the graph's user-history state at the serving time, logged in the served record, so
+//! training reads what serving read.
+//!
 //! Types: `categorical` (hashed into `buckets` embedding rows, row 0 = missing),
 //! `multi_categorical` (a bag of values hashed the same way and mean-pooled, at most
 //! `max_values`), `numeric` (optional `log1p`, clipped, then `(x - mean) / std`) and `dense`
@@ -21,7 +25,7 @@ use thiserror::Error;
 
 use crate::catalog::Listed;
 use crate::events::Billing;
-use crate::records::Served;
+use crate::records::{Engagement, Served};
 use crate::request::AdRequest;
 use crate::time::EventTime;
 
@@ -80,6 +84,23 @@ pub enum Source {
     InterestOverlap,
     /// `[sin, cos]` of the UTC time of day.
     TimeOfDay,
+    /// The campaigns of the user's recent clicks (a list, newest first).
+    HistoryCampaigns,
+    /// The advertisers of the user's recent clicks (a list).
+    HistoryAdvertisers,
+    /// The ads of the user's recent clicks (a list).
+    HistoryAds,
+    /// The user's impressions in the hour of serving and the 23 before it.
+    HistoryImpressions,
+    /// The user's clicks in those hours.
+    HistoryClicks,
+    /// The user's click rate in those hours, smoothed towards 2 % by 25 pseudo-impressions:
+    /// `(clicks + 0.5) / (impressions + 25)`.
+    HistoryClickRate,
+    /// How many of the user's recent clicks were on the candidate's advertiser.
+    HistoryAdvertiserClicks,
+    /// How many of the user's recent clicks were on the candidate campaign.
+    HistoryCampaignClicks,
 }
 
 impl Source {
@@ -203,11 +224,18 @@ pub struct FeatureContext<'a> {
     pub bid_micros: u64,
     /// When.
     pub ts: EventTime,
+    /// The user's engagement at `ts` (none: no history).
+    pub history: Option<&'a Engagement>,
 }
 
 impl<'a> FeatureContext<'a> {
-    /// Serving: `request` and one of its candidates at `now`.
-    pub fn for_candidate(request: &'a AdRequest, listed: &'a Listed, now: EventTime) -> Self {
+    /// Serving: `request`, its user's engagement `history` and one of its candidates at `now`.
+    pub fn for_candidate(
+        request: &'a AdRequest,
+        history: &'a Engagement,
+        listed: &'a Listed,
+        now: EventTime,
+    ) -> Self {
         let c = &listed.campaign;
         FeatureContext {
             user_id: request.user_id.as_deref(),
@@ -223,6 +251,7 @@ impl<'a> FeatureContext<'a> {
             ad_interests: &c.targeting.interests,
             bid_micros: c.bid_micros,
             ts: now,
+            history: Some(history),
         }
     }
 
@@ -242,6 +271,7 @@ impl<'a> FeatureContext<'a> {
             ad_interests: &s.ad_interests,
             bid_micros: s.bid_micros,
             ts: s.ts,
+            history: Some(&s.history),
         }
     }
 
@@ -262,9 +292,12 @@ impl<'a> FeatureContext<'a> {
     }
 
     fn bag(&self, source: Source) -> &[String] {
-        match source {
-            Source::Interests => self.interests,
-            Source::AdInterests => self.ad_interests,
+        match (source, self.history) {
+            (Source::Interests, _) => self.interests,
+            (Source::AdInterests, _) => self.ad_interests,
+            (Source::HistoryCampaigns, Some(h)) => &h.clicked_campaigns,
+            (Source::HistoryAdvertisers, Some(h)) => &h.clicked_advertisers,
+            (Source::HistoryAds, Some(h)) => &h.clicked_ads,
             _ => &[],
         }
     }
@@ -277,6 +310,28 @@ impl<'a> FeatureContext<'a> {
                 .iter()
                 .filter(|i| self.ad_interests.contains(i))
                 .count() as f64,
+            Source::HistoryImpressions => self.history.map_or(0.0, |h| h.impressions_24h.into()),
+            Source::HistoryClicks => self.history.map_or(0.0, |h| h.clicks_24h.into()),
+            Source::HistoryClickRate => {
+                let (clicks, impressions) = self.history.map_or((0.0, 0.0), |h| {
+                    (f64::from(h.clicks_24h), f64::from(h.impressions_24h))
+                });
+                (clicks + 0.5) / (impressions + 25.0)
+            }
+            Source::HistoryAdvertiserClicks => self.history.map_or(0.0, |h| {
+                let advertiser = self.advertiser_id;
+                h.clicked_advertisers
+                    .iter()
+                    .filter(|a| *a == advertiser)
+                    .count() as f64
+            }),
+            Source::HistoryCampaignClicks => self.history.map_or(0.0, |h| {
+                let campaign = self.campaign_id;
+                h.clicked_campaigns
+                    .iter()
+                    .filter(|c| *c == campaign)
+                    .count() as f64
+            }),
             _ => 0.0,
         }
     }
@@ -363,7 +418,14 @@ impl FeatureSpec {
                     max_values,
                     ..
                 } => {
-                    if !matches!(source, Source::Interests | Source::AdInterests) {
+                    if !matches!(
+                        source,
+                        Source::Interests
+                            | Source::AdInterests
+                            | Source::HistoryCampaigns
+                            | Source::HistoryAdvertisers
+                            | Source::HistoryAds
+                    ) {
                         return Err(err("source", format!("{source:?} is not a list")));
                     }
                     if *buckets < 2 {
@@ -380,7 +442,16 @@ impl FeatureSpec {
                     std,
                     ..
                 } => {
-                    if !matches!(source, Source::BidMicros | Source::InterestOverlap) {
+                    if !matches!(
+                        source,
+                        Source::BidMicros
+                            | Source::InterestOverlap
+                            | Source::HistoryImpressions
+                            | Source::HistoryClicks
+                            | Source::HistoryClickRate
+                            | Source::HistoryAdvertiserClicks
+                            | Source::HistoryCampaignClicks
+                    ) {
                         return Err(err("source", format!("{source:?} is not a number")));
                     }
                     if clip[0].partial_cmp(&clip[1]) != Some(std::cmp::Ordering::Less) {
@@ -564,8 +635,8 @@ mod tests {
     fn shipped_spec_parses() {
         let spec = FeatureSpec::default_spec();
         assert_eq!(spec.categorical_count(), 9);
-        assert_eq!(spec.bag_widths(), vec![8, 8]);
-        assert_eq!(spec.dense_dim(), 2);
+        assert_eq!(spec.bag_widths(), vec![8, 8, 16, 16]);
+        assert_eq!(spec.dense_dim(), 4);
     }
 
     #[test]
@@ -575,18 +646,46 @@ mod tests {
         req.interests = vec!["golf".into(), "chess".into()];
         let listed = campaign();
         let now = EventTime(1_700_000_123_456);
+        let history = Engagement {
+            clicked_campaigns: vec!["c1".into(), "c9".into()],
+            clicked_advertisers: vec!["a1".into(), "a1".into()],
+            clicked_ads: vec!["ad1".into(), "ad9".into()],
+            impressions_24h: 40,
+            clicks_24h: 2,
+        };
         let mut at_serving = spec.batch();
         spec.encode(
-            &FeatureContext::for_candidate(&req, &listed, now),
+            &FeatureContext::for_candidate(&req, &history, &listed, now),
             &mut at_serving,
         );
-        let served = Served::for_test(&req, &listed, now);
+        let served = Served::for_test(&req, &history, &listed, now);
+        let round_trip: Served =
+            serde_json::from_slice(&serde_json::to_vec(&served).expect("json")).expect("parse");
         let mut at_training = spec.batch();
-        spec.encode(&FeatureContext::from_served(&served), &mut at_training);
+        spec.encode(&FeatureContext::from_served(&round_trip), &mut at_training);
         assert_eq!(at_serving, at_training);
         assert_eq!(at_serving.len, 1);
         // One overlapping interest: (1 - 0.5) / 1.
         assert!((at_serving.dense[1] - 0.5).abs() < 1e-6);
+        // A click rate of (2 + 0.5) / (40 + 25), then two of the user's recent clicks were on
+        // this advertiser: (ln 3 - 0.2) / 0.5.
+        let rate = (2.5f32 / 65.0 - 0.03) / 0.05;
+        assert!(
+            (at_serving.dense[2] - rate).abs() < 1e-5,
+            "{:?}",
+            at_serving.dense
+        );
+        assert!((at_serving.dense[3] - ((3f32).ln() - 0.2) / 0.5).abs() < 1e-5);
+        // The clicked campaigns pool two rows.
+        assert_eq!(at_serving.bags[2].1[..3], [0.5, 0.5, 0.0]);
+        // Without history, the same candidate reads the missing rows.
+        let mut none = spec.batch();
+        spec.encode(
+            &FeatureContext::for_candidate(&req, &Engagement::default(), &listed, now),
+            &mut none,
+        );
+        assert_eq!(none.bags[2].0[0], 0);
+        assert_ne!(none, at_serving);
     }
 
     #[test]

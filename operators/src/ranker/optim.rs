@@ -4,6 +4,11 @@
 //! Decoupled weight decay (Loshchilov & Hutter) applies to dense layers only: embedding rows
 //! are decayed only through their gradients, so rows of rare values are not pulled to zero
 //! while they are not seen.
+//!
+//! The optimiser also keeps an exponential moving average of the weights (Polyak averaging,
+//! [`AdamW::average_step`]). Online labels come in bursts (a click at once, its impression's
+//! negative only when the click window closes), so the weights after the last step swing with
+//! the label mix of the last few batches; the average is what a snapshot serves.
 
 use std::collections::HashMap;
 
@@ -44,6 +49,8 @@ struct Slot {
     var: Var,
     m: Tensor,
     v: Tensor,
+    /// The moving average of `var` (its value until the first [`AdamW::average_step`]).
+    average: Tensor,
     decay: bool,
 }
 
@@ -75,6 +82,7 @@ impl AdamW {
                     decay: !name.starts_with("emb."),
                     m: var.zeros_like()?,
                     v: var.zeros_like()?,
+                    average: var.as_tensor().copy()?,
                     name,
                     var,
                 })
@@ -148,6 +156,28 @@ impl AdamW {
             slot.var.set(&next)?;
         }
         Ok(())
+    }
+
+    /// Folds the current weights into their moving average: `average = keep * average +
+    /// (1 - keep) * weights`. `keep = 0` restarts the average at the weights.
+    pub fn average_step(&mut self, keep: f64) -> candle_core::Result<()> {
+        let keep = keep.clamp(0.0, 1.0);
+        for slot in &mut self.slots {
+            slot.average = if keep == 0.0 {
+                slot.var.as_tensor().copy()?
+            } else {
+                (slot.average.affine(keep, 0.0)? + slot.var.affine(1.0 - keep, 0.0)?)?
+            };
+        }
+        Ok(())
+    }
+
+    /// The averaged weights, by variable name.
+    pub fn averaged(&self) -> HashMap<String, Tensor> {
+        self.slots
+            .iter()
+            .map(|s| (s.name.clone(), s.average.clone()))
+            .collect()
     }
 
     /// The moments, named for a snapshot, and the step count.

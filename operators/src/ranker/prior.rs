@@ -7,6 +7,7 @@
 use crate::hash::HashMap;
 
 use crate::catalog::Listed;
+use crate::records::Engagement;
 use crate::time::EventTime;
 
 use crate::request::AdRequest;
@@ -23,8 +24,13 @@ pub struct Prediction {
 /// Scores candidates in one batch.
 pub trait Ranker {
     /// One prediction per candidate, in order.
-    fn score(&self, request: &AdRequest, candidates: &[&Listed], now: EventTime)
-        -> Vec<Prediction>;
+    fn score(
+        &self,
+        request: &AdRequest,
+        history: &Engagement,
+        candidates: &[&Listed],
+        now: EventTime,
+    ) -> Vec<Prediction>;
     /// The model version that produced the scores.
     fn version(&self) -> String;
 }
@@ -78,6 +84,7 @@ impl Ranker for PriorRanker {
     fn score(
         &self,
         _request: &AdRequest,
+        _history: &Engagement,
         candidates: &[&Listed],
         _now: EventTime,
     ) -> Vec<Prediction> {

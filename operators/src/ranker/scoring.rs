@@ -15,6 +15,7 @@ use super::model::RankerModel;
 use super::registry::{ModelMeta, Status};
 use crate::catalog::Listed;
 use crate::ranker::prior::{Prediction, PriorRanker, Ranker};
+use crate::records::Engagement;
 use crate::request::AdRequest;
 use crate::time::EventTime;
 
@@ -111,13 +112,14 @@ impl Ranker for ScoringModel {
     fn score(
         &self,
         request: &AdRequest,
+        history: &Engagement,
         candidates: &[&Listed],
         now: EventTime,
     ) -> Vec<Prediction> {
         let mut batch = self.spec.batch();
         for listed in candidates {
             self.spec.encode(
-                &FeatureContext::for_candidate(request, listed, now),
+                &FeatureContext::for_candidate(request, history, listed, now),
                 &mut batch,
             );
         }
@@ -129,7 +131,7 @@ impl Ranker for ScoringModel {
             Ok(p) if p.len() == candidates.len() => p,
             result => {
                 tracing::warn!(model = %self.name, error = ?result.err(), "scoring failed; using the prior");
-                self.fallback.score(request, candidates, now)
+                self.fallback.score(request, history, candidates, now)
             }
         }
     }

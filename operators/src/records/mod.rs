@@ -7,6 +7,7 @@
 //! way (no import cycles, nothing here imports a stage).
 
 mod campaign;
+mod history;
 mod input;
 mod labels;
 mod pacing;
@@ -15,6 +16,7 @@ mod spend;
 mod touch;
 
 pub use campaign::{CatalogUpdate, History, ZoneChange};
+pub use history::{Clicked, Engagement, HistoryUpdate, HourCounts, UserHistory, COUNT_HOURS};
 pub use input::{DeadLetter, Ingested, Origin, RawBytes, RawMessage, Reason, StreamId};
 pub use labels::{ExampleKey, LabelEvent, LabeledExample};
 pub use pacing::{PacingFeedback, PacingState, PacingUpdate};

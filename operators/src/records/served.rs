@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::Engagement;
 use crate::events::Billing;
 use crate::time::EventTime;
 use crate::token::WinClaims;
@@ -52,6 +53,9 @@ pub struct Served {
     /// Features: the campaign's targeted interests.
     #[serde(default)]
     pub ad_interests: Vec<String>,
+    /// Features: the user's recent engagement at `ts`, as serving read it.
+    #[serde(default)]
+    pub history: Engagement,
     /// The win's signed billing token: what makes a record read back from `ads.served`
     /// trustworthy (its claims must be this record's; see the ingest stage).
     #[serde(default)]

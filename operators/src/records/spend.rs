@@ -103,6 +103,8 @@ pub enum ReplicaUpdate {
     Ledger(LedgerState),
     /// Impressions, clicks and attributed conversions per campaign in one batch of touches.
     Activity(Vec<CampaignActivity>),
+    /// A user's history changed.
+    History(super::HistoryUpdate),
 }
 
 /// Outcome counts of one campaign over a batch.

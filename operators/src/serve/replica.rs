@@ -24,12 +24,13 @@ use super::reach::ReachCounts;
 use super::retrieval::{qualify, retrieve, CampaignIndex, Funnel, NoBid, Retrieved};
 use super::throttle::{pace, passes, reach_sample, request_key, PassCache};
 use crate::catalog::Listed;
+use crate::hash::HashMap;
 use crate::ledger::status::BudgetBook;
 use crate::pacing::board::PacingBoard;
 use crate::pacing::reservation::expected_cost;
 use crate::ranker::prior::{PriorRanker, Ranker};
 use crate::ranker::scoring::ModelSlot;
-use crate::records::{LedgerState, PacingFeedback, ReplicaUpdate, Served};
+use crate::records::{Engagement, LedgerState, PacingFeedback, ReplicaUpdate, Served, UserHistory};
 use crate::request::AdRequest;
 use crate::routing::route;
 use crate::time::EventTime;
@@ -72,6 +73,7 @@ impl Served {
     /// (`ranker::features::FeatureContext::from_served` reads them back for training).
     pub fn from_win(
         request: &AdRequest,
+        history: &Engagement,
         win: &Win,
         ad_interests: &[String],
         now: EventTime,
@@ -103,13 +105,19 @@ impl Served {
             inventory: Some(if request.is_site { "site" } else { "app" }.to_string()),
             bid_micros: c.bid_micros,
             ad_interests: ad_interests.to_vec(),
+            history: history.clone(),
             billing_token: String::new(),
         }
     }
 
     /// A record for `listed` winning `request`'s first slot, for tests.
     #[cfg(test)]
-    pub fn for_test(request: &AdRequest, listed: &crate::catalog::Listed, now: EventTime) -> Self {
+    pub fn for_test(
+        request: &AdRequest,
+        history: &Engagement,
+        listed: &crate::catalog::Listed,
+        now: EventTime,
+    ) -> Self {
         let c = &listed.campaign;
         let win = Win {
             imp_id: request
@@ -134,7 +142,7 @@ impl Served {
             price_ecpm_micros: 0,
             charge_micros: 0,
         };
-        Served::from_win(request, &win, &c.targeting.interests, now, "test")
+        Served::from_win(request, history, &win, &c.targeting.interests, now, "test")
     }
 }
 
@@ -173,7 +181,8 @@ pub const REACH_FLUSH: Duration = Duration::from_secs(5);
 /// Answers one request against `book` and the pacing `board` (its pass probabilities cached
 /// by entry in `passes`, where there): retrieval over `index` (the campaigns it reaches are
 /// counted in `reach`), pre-ranking at `prior`, ranking by `ranker`, the gated auction and
-/// signing.
+/// signing. `history` is the requesting user's engagement at `now` (the ranker's user-history
+/// features).
 #[allow(clippy::too_many_arguments)]
 pub fn answer(
     book: &BudgetBook,
@@ -185,6 +194,7 @@ pub fn answer(
     ranker: &dyn Ranker,
     config: &ServeConfig,
     request: &AdRequest,
+    history: &Engagement,
     now: EventTime,
 ) -> ServeOutcome {
     let funnel = Funnel {
@@ -212,7 +222,7 @@ pub fn answer(
     );
     let retrieved = prerank(pool, config.max_candidates, prior, |r| pass_of(r.number));
     let listed: Vec<&Listed> = retrieved.iter().map(|r| r.listed).collect();
-    let predictions = ranker.score(request, &listed, now);
+    let predictions = ranker.score(request, history, &listed, now);
     let candidates: Vec<Candidate> = retrieved
         .iter()
         .zip(predictions)
@@ -398,6 +408,8 @@ pub struct ServingReplica {
     passes: PassCache,
     last_flush: Instant,
     outputs: Vec<ServeOutput>,
+    /// Every user's recent engagement, from the user-history stage's broadcast.
+    users: HashMap<String, Arc<UserHistory>>,
 }
 
 impl ServingReplica {
@@ -422,7 +434,22 @@ impl ServingReplica {
             passes: PassCache::default(),
             last_flush: Instant::now(),
             outputs: Vec::new(),
+            users: HashMap::default(),
         }
+    }
+
+    /// The engagement of `request`'s user at `now` (empty for an unknown or anonymous user).
+    pub fn engagement(&self, request: &AdRequest, now: EventTime) -> Engagement {
+        request
+            .user_id
+            .as_deref()
+            .and_then(|u| self.users.get(u))
+            .map_or_else(Engagement::default, |h| h.engagement_at(now))
+    }
+
+    /// Users whose history this replica holds.
+    pub fn users(&self) -> usize {
+        self.users.len()
     }
 
     /// Takes in one replicated update: campaigns and spend go to the book (a campaign marks the
@@ -442,6 +469,14 @@ impl ServingReplica {
                 }
                 self.book.apply(state);
             }
+            ReplicaUpdate::History(update) => match &update.history {
+                Some(h) => {
+                    self.users.insert(update.user_id.clone(), h.clone());
+                }
+                None => {
+                    self.users.remove(&update.user_id);
+                }
+            },
             ReplicaUpdate::Activity(counts) => {
                 for c in counts {
                     self.ranker.observe(
@@ -485,6 +520,16 @@ impl ServingReplica {
     /// Answers `request` at `now` without reserving or logging its wins (for when nothing can be
     /// logged any more); the campaigns it reaches are counted all the same.
     pub fn answer(&mut self, request: &AdRequest, now: EventTime) -> ServeOutcome {
+        let history = self.engagement(request, now);
+        self.answer_with(request, &history, now)
+    }
+
+    fn answer_with(
+        &mut self,
+        request: &AdRequest,
+        history: &Engagement,
+        now: EventTime,
+    ) -> ServeOutcome {
         // Pacing states that arrived since the last tick.
         self.refresh_passes(&[]);
         let model = self.models.current();
@@ -502,6 +547,7 @@ impl ServingReplica {
             ranker,
             &self.config,
             request,
+            history,
             now,
         )
     }
@@ -509,7 +555,8 @@ impl ServingReplica {
     /// Answers `request` at `now`, reserves each win's expected cost on the board until the
     /// reservation TTL, and queues for each win its pacing reservation and its served record.
     pub fn handle(&mut self, request: &AdRequest, now: EventTime) -> ServeOutcome {
-        let outcome = self.answer(request, now);
+        let history = self.engagement(request, now);
+        let outcome = self.answer_with(request, &history, now);
         let mut board = self.board.borrow_mut();
         for w in &outcome.wins {
             let candidate = &w.win.candidate;
@@ -541,8 +588,14 @@ impl ServingReplica {
                 .catalog()
                 .get(&candidate.campaign_id)
                 .map_or(&[][..], |l| &l.campaign.targeting.interests[..]);
-            let mut served =
-                Served::from_win(request, &w.win, ad_interests, now, &outcome.model_version);
+            let mut served = Served::from_win(
+                request,
+                &history,
+                &w.win,
+                ad_interests,
+                now,
+                &outcome.model_version,
+            );
             served.billing_token = w.token.clone();
             self.outputs.push(ServeOutput::Served(Box::new(served)));
         }

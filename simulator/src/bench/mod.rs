@@ -375,6 +375,7 @@ fn dataflow_into(store: Arc<dyn StateStore>, n: usize, workers: usize, reports: 
                         reservation_ttl_ms: 60_000,
                     },
                     pacing: Default::default(),
+                    history: Default::default(),
                 },
                 GraphContext {
                     store: store.clone(),

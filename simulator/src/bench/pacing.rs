@@ -27,7 +27,7 @@ use adstream_operators::pacing::reservation::expected_cost;
 use adstream_operators::pacing::{PacingConfig, PacingUpdate};
 use adstream_operators::ranker::prior::PriorRanker;
 use adstream_operators::ranker::prior::{Prediction, Ranker};
-use adstream_operators::records::{DaySpend, LedgerState};
+use adstream_operators::records::{DaySpend, Engagement, LedgerState};
 use adstream_operators::request::{AdRequest, Slot};
 use adstream_operators::serve::auction::Candidate;
 use adstream_operators::serve::operator::{answer, ServeConfig};
@@ -82,7 +82,13 @@ fn calibrated_predictions(market: &Market<'_>, seed: u64) -> Vec<(f64, f64)> {
 struct Calibrated(HashMap<String, Prediction>);
 
 impl Ranker for Calibrated {
-    fn score(&self, _: &AdRequest, candidates: &[&Listed], _: EventTime) -> Vec<Prediction> {
+    fn score(
+        &self,
+        _: &AdRequest,
+        _: &Engagement,
+        candidates: &[&Listed],
+        _: EventTime,
+    ) -> Vec<Prediction> {
         candidates
             .iter()
             .map(|l| {
@@ -361,6 +367,7 @@ fn simulate(market: &Market<'_>, bench: &PacingBench, paced: bool) -> Vec<Campai
             &ranker,
             &serve,
             &request,
+            &Engagement::default(),
             at,
         );
         // What pacing learns of the request: every campaign it could reach. Demand exceeded a

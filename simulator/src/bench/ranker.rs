@@ -8,12 +8,17 @@
 //! join ([`adstream_operators::labels::LabelJoin`]) in event-time order, and its examples train
 //! the shipped [`Learner`] as they come. Every click label is scored before it is trained on
 //! (progressive validation); the last quarter of the day is compared with the true CTR (the
-//! oracle's AUC) and with the prior that served it.
+//! oracle's AUC) and with the prior that served it. Each user's history is kept by the shipped
+//! user-history state ([`Histories`]) from the impressions and clicks as they happen, and read
+//! at serving time into the logged record, as the graph does; the report gives its cost per
+//! event and per user.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::time::{Duration, Instant};
 
+use adstream_operators::events::EventKind;
+use adstream_operators::history::{Histories, HistoryConfig};
 use adstream_operators::labels::{LabelConfig, LabelJoin};
 use adstream_operators::quality;
 use adstream_operators::ranker::features::{FeatureContext, FeatureSpec};
@@ -24,7 +29,9 @@ use adstream_operators::ranker::registry::Registry;
 use adstream_operators::ranker::trainer::{
     select_device, Batcher, DevicePreference, LabelAligner, Learner, TrainerConfig,
 };
-use adstream_operators::records::{AttributedConversion, LabelEvent, LabeledExample, Served};
+use adstream_operators::records::{
+    AttributedConversion, Engagement, LabelEvent, LabeledExample, Served, Touch, WinClaims,
+};
 use adstream_operators::request::AdRequest;
 use adstream_operators::serve::auction::{Candidate, Win};
 use adstream_operators::time::EventTime;
@@ -118,6 +125,14 @@ pub struct RankerReport {
     /// Per simulated day, over the whole day (each example scored before training on it):
     /// click and conversion.
     pub days: Vec<(Comparison, Comparison)>,
+    /// Impressions and clicks recorded in the users' histories.
+    pub history_events: u64,
+    /// Seconds spent recording them.
+    pub history_seconds: f64,
+    /// Users with a history at the end, and the bytes held per user.
+    pub history_users: usize,
+    /// Approximate bytes of state per user.
+    pub history_bytes_per_user: usize,
 }
 
 /// What serving logs for `ad` of `sc` winning the first slot of `request` (a user's visit)
@@ -129,6 +144,7 @@ fn served_record(
     sc: &SimCampaign,
     ad: &Ad,
     p: Prediction,
+    history: &Engagement,
 ) -> Served {
     let c = &sc.campaign;
     let request = AdRequest {
@@ -157,6 +173,7 @@ fn served_record(
     };
     Served::from_win(
         &request,
+        history,
         &win,
         &c.targeting.interests,
         EventTime(ts),
@@ -232,6 +249,9 @@ pub fn run(bench: &RankerBench, mut progress: impl FnMut(f64)) -> anyhow::Result
     let mut rng = StdRng::seed_from_u64(bench.seed);
     let mut join = LabelJoin::new(LabelConfig::default());
     let mut prior = PriorRanker::default();
+    let mut histories = Histories::new(HistoryConfig::default());
+    // The user, campaign and ad (indices) of each served request, by its number (`r{n}`).
+    let mut owners: Vec<(u32, u32, u32)> = Vec::new();
     let mut truth: HashMap<String, Truth> = HashMap::new();
     // (ts, sequence, event): processed in event-time order.
     let mut queue: BinaryHeap<Reverse<(i64, u64, usize)>> = BinaryHeap::new();
@@ -336,13 +356,20 @@ pub fn run(bench: &RankerBench, mut progress: impl FnMut(f64)) -> anyhow::Result
             let (Some(request), false) = (market.requests.get(u), eligible.is_empty()) else {
                 continue;
             };
-            let sc = &world.campaigns[eligible[rng.random_range(0..eligible.len())]];
-            let ad = &sc.ads[rng.random_range(0..sc.ads.len())];
+            let campaign_index = eligible[rng.random_range(0..eligible.len())];
+            let sc = &world.campaigns[campaign_index];
+            let ad_index = rng.random_range(0..sc.ads.len());
+            let ad = &sc.ads[ad_index];
             let c = &sc.campaign;
             let p = prior.predict(&c.campaign_id);
             let request_id = format!("r{served}");
-            let record = served_record(request, &request_id, ts, sc, ad, p);
+            let history = histories
+                .get(&user.id)
+                .map_or_else(Engagement::default, |h| h.engagement_at(EventTime(ts)));
+            let record = served_record(request, &request_id, ts, sc, ad, p, &history);
             let claims = record.claims();
+            owners.resize(served, (u32::MAX, 0, 0));
+            owners[served - 1] = (u as u32, campaign_index as u32, ad_index as u32);
             let ctr = world.true_ctr(user, ad, sc);
             let cvr = world.true_cvr(user, sc);
             let clicks = rng.random_bool(ctr.clamp(0.0, 1.0));
@@ -413,6 +440,47 @@ pub fn run(bench: &RankerBench, mut progress: impl FnMut(f64)) -> anyhow::Result
         let Some(event) = events.remove(&id) else {
             continue;
         };
+        // The user's history sees the impression or click when it happens.
+        let touched = match &event {
+            LabelEvent::Impression { request_id, ts, .. } => {
+                Some((request_id, *ts, EventKind::Impression))
+            }
+            LabelEvent::Click { request_id, ts, .. } => Some((request_id, *ts, EventKind::Click)),
+            _ => None,
+        };
+        if let Some((request_id, at, kind)) = touched {
+            let owner = request_id
+                .strip_prefix('r')
+                .and_then(|n| n.parse::<usize>().ok())
+                .and_then(|n| owners.get(n.wrapping_sub(1)));
+            let found = owner.and_then(|(u, c, a)| {
+                let sc = world.campaigns.get(*c as usize)?;
+                Some((world.users.get(*u as usize)?, sc, sc.ads.get(*a as usize)?))
+            });
+            if let Some((user, sc, ad)) = found {
+                let claims = WinClaims {
+                    request_id: request_id.clone(),
+                    imp_id: "1".into(),
+                    campaign_id: sc.campaign.campaign_id.clone(),
+                    advertiser_id: sc.campaign.advertiser_id.clone(),
+                    ad_id: ad.ad_id.clone(),
+                    billing: sc.campaign.billing,
+                    charge_micros: 0,
+                    issued: at,
+                    country: None,
+                    device: None,
+                };
+                let touch = Touch {
+                    ts: at,
+                    kind,
+                    claims: std::sync::Arc::new(claims),
+                };
+                let started = Instant::now();
+                histories.record(&user.id, &touch);
+                report.history_seconds += started.elapsed().as_secs_f64();
+                report.history_events += 1;
+            }
+        }
         let mut out = join.apply(event);
         if ts > frontier + 1_000 {
             frontier = ts;
@@ -445,6 +513,8 @@ pub fn run(bench: &RankerBench, mut progress: impl FnMut(f64)) -> anyhow::Result
     }
     report.click = compare(&click_rows);
     report.conversion = compare(&conversion_rows);
+    report.history_users = histories.len();
+    report.history_bytes_per_user = histories.bytes_per_user();
     report.days = day_rows
         .iter()
         .map(|(click, conversion)| (compare(click), compare(conversion)))
@@ -484,6 +554,7 @@ pub fn throughput(bench: &RankerBench, seconds: f64) -> anyhow::Result<(String, 
             sc,
             ad,
             prior.predict(&sc.campaign.campaign_id),
+            &Engagement::default(),
         );
         pool.push(LabeledExample {
             served: Box::new(served),
@@ -570,6 +641,13 @@ pub fn print(bench: &RankerBench, r: &RankerReport, wall: Duration) {
         r.examples as f64 / r.train_seconds.max(1e-9),
         wall.as_secs_f64()
     );
+    println!(
+        "  user history (the shipped state): {} impressions and clicks recorded at {:.0} ns each; {} users, ~{} bytes per user",
+        r.history_events,
+        r.history_seconds * 1e9 / r.history_events.max(1) as f64,
+        r.history_users,
+        r.history_bytes_per_user
+    );
     println!("  last quarter of the day (scored before training on each example):");
     println!("  | task | examples | positives | model AUC | prior AUC | oracle AUC | model calibration | model NE |");
     println!("  | --- | --- | --- | --- | --- | --- | --- | --- |");
@@ -636,7 +714,15 @@ pub fn history(
         let sc = &world.campaigns[eligible[rng.random_range(0..eligible.len())]];
         let ad = &sc.ads[rng.random_range(0..sc.ads.len())];
         let p = prior.predict(&sc.campaign.campaign_id);
-        let record = served_record(request, &format!("h{i}"), ts, sc, ad, p);
+        let record = served_record(
+            request,
+            &format!("h{i}"),
+            ts,
+            sc,
+            ad,
+            p,
+            &Engagement::default(),
+        );
         let user = &world.users[u];
         let clicked = rng.random_bool(world.true_ctr(user, ad, sc).clamp(0.0, 1.0));
         let converted = clicked && rng.random_bool(world.true_cvr(user, sc).clamp(0.0, 1.0));

@@ -23,7 +23,7 @@ use adstream_operators::ranker::features::FeatureSpec;
 use adstream_operators::ranker::model::ModelConfig;
 use adstream_operators::ranker::prior::{PriorRanker, Ranker};
 use adstream_operators::ranker::scoring::ScoringModel;
-use adstream_operators::records::{CatalogUpdate, LedgerState};
+use adstream_operators::records::{CatalogUpdate, Engagement, LedgerState};
 use adstream_operators::records::{PacingState, PacingUpdate};
 use adstream_operators::request::{parse_request, AdRequest};
 use adstream_operators::serve::operator::{answer, ServeConfig};
@@ -207,7 +207,17 @@ fn measure(
     for (n, request) in requests.iter().enumerate() {
         let t = Instant::now();
         let outcome = answer(
-            book, index, &board, &passes, &mut reach, &prior, ranker, config, request, now,
+            book,
+            index,
+            &board,
+            &passes,
+            &mut reach,
+            &prior,
+            ranker,
+            config,
+            request,
+            &Engagement::default(),
+            now,
         );
         latencies.push(t.elapsed().as_secs_f64() * 1e6);
         filled += usize::from(!outcome.wins.is_empty());

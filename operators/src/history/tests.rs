@@ -1,0 +1,179 @@
+//! Unit and property tests of the user-history rules.
+
+use std::sync::Arc;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::events::Billing;
+use crate::token::WinClaims;
+
+/// A touch of request `rid` (slot `1`) on campaign `c{campaign}` at `ts`.
+fn touch(rid: &str, campaign: u32, kind: EventKind, ts: i64) -> Touch {
+    Touch {
+        ts: EventTime(ts),
+        kind,
+        claims: Arc::new(WinClaims {
+            request_id: rid.into(),
+            imp_id: "1".into(),
+            campaign_id: format!("c{campaign}"),
+            advertiser_id: format!("a{}", campaign % 3),
+            ad_id: format!("ad{campaign}"),
+            billing: Billing::Cpc,
+            charge_micros: 1,
+            issued: EventTime(ts),
+            country: None,
+            device: None,
+        }),
+    }
+}
+
+const H: i64 = HOUR_MS;
+
+#[test]
+fn clicks_are_kept_newest_first_and_counted_per_window() {
+    let config = HistoryConfig {
+        recent_clicks: 2,
+        ..HistoryConfig::default()
+    };
+    let mut h = UserHistory::default();
+    let t0 = 1_000 * H;
+    assert!(h.record(&touch("r1", 1, EventKind::Impression, t0), &config));
+    assert!(h.record(&touch("r1", 1, EventKind::Click, t0 + 10), &config));
+    assert!(h.record(&touch("r2", 2, EventKind::Impression, t0 + H), &config));
+    assert!(h.record(&touch("r2", 2, EventKind::Click, t0 + H + 10), &config));
+    assert!(h.record(&touch("r3", 3, EventKind::Click, t0 + 2 * H), &config));
+    let e = h.engagement_at(EventTime(t0 + 2 * H + 1));
+    assert_eq!(
+        e.clicked_campaigns,
+        vec!["c3", "c2"],
+        "the newest two, newest first"
+    );
+    assert_eq!(e.clicked_advertisers, vec!["a0", "a2"]);
+    assert_eq!(e.clicked_ads, vec!["ad3", "ad2"]);
+    assert_eq!((e.impressions_24h, e.clicks_24h), (2, 3));
+    // Serving before the newest click does not see it.
+    let before = h.engagement_at(EventTime(t0 + H + 20));
+    assert_eq!(before.clicked_campaigns, vec!["c2"]);
+    // A day on, the first hour has left the window.
+    let later = h.engagement_at(EventTime(t0 + 24 * H));
+    assert_eq!((later.impressions_24h, later.clicks_24h), (1, 2));
+    let much_later = h.engagement_at(EventTime(t0 + 60 * H));
+    assert_eq!((much_later.impressions_24h, much_later.clicks_24h), (0, 0));
+    assert_eq!(
+        much_later.clicked_campaigns.len(),
+        2,
+        "clicks outlive the counts"
+    );
+}
+
+#[test]
+fn a_repeated_event_counts_once_and_a_late_click_goes_in_time_order() {
+    let config = HistoryConfig::default();
+    let mut h = UserHistory::default();
+    let t0 = 500 * H;
+    assert!(h.record(&touch("r1", 1, EventKind::Impression, t0), &config));
+    assert!(!h.record(&touch("r1", 1, EventKind::Impression, t0), &config));
+    assert!(h.record(&touch("r1", 1, EventKind::Click, t0 + 5), &config));
+    assert!(!h.record(&touch("r1", 1, EventKind::Click, t0 + 5), &config));
+    assert!(h.record(&touch("r3", 3, EventKind::Click, t0 + 30), &config));
+    assert!(h.record(&touch("r2", 2, EventKind::Click, t0 + 20), &config));
+    let e = h.engagement_at(EventTime(t0 + 40));
+    assert_eq!(e.clicked_campaigns, vec!["c3", "c2", "c1"]);
+    assert_eq!((e.impressions_24h, e.clicks_24h), (1, 3));
+    // An impression older than the counted hours changes nothing.
+    assert!(h.record(&touch("r9", 9, EventKind::Impression, t0 + 30 * H), &config));
+    assert!(!h.record(&touch("r8", 8, EventKind::Impression, t0), &config));
+}
+
+#[test]
+fn users_are_published_saved_and_forgotten_after_retention() {
+    let config = HistoryConfig {
+        recent_clicks: 4,
+        retention_ms: 48 * H,
+    };
+    let mut shard = Histories::new(config);
+    let t0 = 100 * H;
+    shard.record("u1", &touch("r1", 1, EventKind::Click, t0));
+    shard.record("u2", &touch("r2", 2, EventKind::Impression, t0 + 30 * H));
+    shard.record("", &touch("r3", 3, EventKind::Click, t0));
+    let updates = shard.take_updates();
+    assert_eq!(
+        updates
+            .iter()
+            .map(|u| u.user_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["u1", "u2"],
+        "a touch without a user is not kept"
+    );
+    assert!(shard.take_updates().is_empty());
+    assert_eq!(shard.take_checkpoint().len(), 2);
+    // u1's last event is 48 h old at t0 + 49 h; u2's is not.
+    shard.expire(t0 + 49 * H);
+    assert!(shard.get("u1").is_none());
+    assert!(shard.get("u2").is_some());
+    let updates = shard.take_updates();
+    assert_eq!(updates.len(), 1);
+    assert_eq!(updates[0].user_id, "u1");
+    assert!(updates[0].history.is_none(), "forgotten");
+    assert_eq!(shard.take_checkpoint(), vec![("u1".to_string(), None)]);
+    // A restored user is published again (replicas start empty).
+    let mut restored = Histories::new(config);
+    restored.restore("u2".into(), shard.get("u2").cloned().unwrap_or_default());
+    assert_eq!(restored.take_updates().len(), 1);
+    assert!(restored.take_checkpoint().is_empty(), "already saved");
+    assert!(restored.bytes_per_user() > 0);
+}
+
+proptest! {
+    /// Events in time order, each possibly repeated later: the counts are those of the
+    /// distinct events in the 24 clock hours up to the newest, and the clicked list is the
+    /// newest distinct clicks, newest first.
+    #[test]
+    fn counts_and_clicks_match_the_distinct_events(
+        events in prop::collection::vec((0i64..3_000, prop::bool::ANY, 0u32..6), 1..120),
+        repeats in prop::collection::vec((0usize..120, 0usize..120), 0..40),
+        keep in 1usize..8,
+    ) {
+        let config = HistoryConfig { recent_clicks: keep, ..HistoryConfig::default() };
+        // Timestamps in minutes from a base, in time order.
+        let mut ts: Vec<i64> = events.iter().map(|(t, _, _)| 400 * H + t * 60_000).collect();
+        ts.sort_unstable();
+        let distinct: Vec<Touch> = events
+            .iter()
+            .enumerate()
+            .map(|(i, (_, click, campaign))| {
+                let kind = if *click { EventKind::Click } else { EventKind::Impression };
+                touch(&format!("r{i}"), *campaign, kind, ts[i])
+            })
+            .collect();
+        // The arrival order: each event, then any repeats of earlier ones due after it.
+        let mut arrivals: Vec<&Touch> = Vec::new();
+        for (i, t) in distinct.iter().enumerate() {
+            arrivals.push(t);
+            for (at, of) in &repeats {
+                if *at == i && *of <= i {
+                    arrivals.push(&distinct[*of]);
+                }
+            }
+        }
+        let mut h = UserHistory::default();
+        for t in &arrivals {
+            h.record(t, &config);
+        }
+        let now = EventTime(*ts.last().unwrap_or(&0));
+        let e = h.engagement_at(now);
+        let now_hour = now.millis().div_euclid(H);
+        let within = |t: &&Touch| t.ts.millis().div_euclid(H) > now_hour - 24;
+        let count = |kind: EventKind| {
+            distinct.iter().filter(within).filter(|t| t.kind == kind).count() as u32
+        };
+        prop_assert_eq!(e.impressions_24h, count(EventKind::Impression));
+        prop_assert_eq!(e.clicks_24h, count(EventKind::Click));
+        let clicks: Vec<&Touch> = distinct.iter().filter(|t| t.kind == EventKind::Click).collect();
+        let newest: Vec<i64> = clicks.iter().rev().take(keep).map(|t| t.ts.millis()).collect();
+        let got: Vec<i64> = h.clicks.iter().rev().map(|c| c.ts.millis()).collect();
+        prop_assert_eq!(got, newest);
+        prop_assert_eq!(e.clicked_campaigns.len(), e.clicked_ads.len());
+    }
+}
