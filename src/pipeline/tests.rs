@@ -205,7 +205,10 @@ fn semantic_errors_name_field_and_line() {
 
 #[test]
 fn model_and_label_settings_are_checked() {
-    let p = parse(&with("[model]\nhidden = [64]\ndevice = \"cpu\"\n[model.guards]\nmax_auc_drop = 0.02\n[labels]\nclick_window_ms = 5000")).unwrap();
+    let p = parse(&with("[model]\nhidden = [64]\ndevice = \"cpu\"\naverage_examples = 5000\n[model.guards]\nmax_auc_drop = 0.02\n[labels]\nclick_window_ms = 5000\n[history]\nrecent_clicks = 4\nretention_hours = 48")).unwrap();
+    assert_eq!(p.model.trainer.average_examples, 5_000);
+    assert_eq!(p.history.recent_clicks, 4);
+    assert_eq!(p.history.retention_ms, 48 * 3_600_000);
     assert_eq!(p.model.trainer.model.hidden, vec![64]);
     assert_eq!(p.model.trainer.device, DevicePreference::Cpu);
     assert_eq!(p.model.trainer.guards.max_auc_drop, 0.02);
@@ -219,6 +222,10 @@ fn model_and_label_settings_are_checked() {
             "model.guards.calibration",
         ),
         ("[labels]\nclick_window_ms = -5", "labels.click_window_ms"),
+        ("[history]\nrecent_clicks = 1000", "history.recent_clicks"),
+        ("[history]\nretention_hours = 1", "history.retention_hours"),
+        ("[history]\nrecent = 3", "history"),
+        ("[model]\naverage_examples = -1", "model.average_examples"),
         (
             "[model]\nfeatures = \"/nonexistent/features.json\"",
             "model.features",
