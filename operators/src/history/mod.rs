@@ -240,7 +240,13 @@ impl Histories {
             Some(h) => {
                 let before = h.last;
                 let changed = h.record(touch, &config);
-                (changed, h.last > before)
+                // A new retention hour only when the newest event moved into another hour.
+                let hour = |t: EventTime| {
+                    t.millis()
+                        .saturating_add(config.retention_ms)
+                        .div_euclid(HOUR_MS)
+                };
+                (changed, hour(h.last) > hour(before))
             }
             None => {
                 let mut h = UserHistory::default();
@@ -252,11 +258,15 @@ impl Histories {
             }
         };
         if changed {
+            // Filed once per hour of retention end: the check reads the newest event anyway.
             if later {
                 self.file_expiry(user, touch.ts);
             }
-            self.unpublished.insert(user.to_string());
-            self.unsaved.insert(user.to_string());
+            for set in [&mut self.unpublished, &mut self.unsaved] {
+                if !set.contains(user) {
+                    set.insert(user.to_string());
+                }
+            }
         }
     }
 
@@ -265,13 +275,16 @@ impl Histories {
         let pending = self.expiring.split_off(&frontier.div_euclid(HOUR_MS));
         let ended = std::mem::replace(&mut self.expiring, pending);
         for user in ended.into_values().flatten() {
-            let Some(h) = self.users.get(&user) else {
+            let Some(last) = self.users.get(&user).map(|h| h.last) else {
                 continue;
             };
-            if h.last.millis().saturating_add(self.config.retention_ms) < frontier {
+            if last.millis().saturating_add(self.config.retention_ms) < frontier {
                 self.users.remove(&user);
                 self.unpublished.insert(user.clone());
                 self.unsaved.insert(user);
+            } else {
+                // A later event in the same hour: filed again under its own end.
+                self.file_expiry(&user, last);
             }
         }
     }

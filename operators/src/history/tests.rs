@@ -117,6 +117,20 @@ fn users_are_published_saved_and_forgotten_after_retention() {
     assert_eq!(updates[0].user_id, "u1");
     assert!(updates[0].history.is_none(), "forgotten");
     assert_eq!(shard.take_checkpoint(), vec![("u1".to_string(), None)]);
+    // A later event within the same hour of retention end is still expired in the end.
+    let mut late = Histories::new(config);
+    late.record("u3", &touch("r4", 4, EventKind::Impression, t0));
+    late.record(
+        "u3",
+        &touch("r5", 5, EventKind::Impression, t0 + 30 * 60_000),
+    );
+    late.expire(t0 + 48 * H + 10 * 60_000);
+    assert!(
+        late.get("u3").is_some(),
+        "its newest event is not 48 h old yet"
+    );
+    late.expire(t0 + 49 * H + 40 * 60_000);
+    assert!(late.get("u3").is_none(), "filed again, and forgotten");
     // A restored user is published again (replicas start empty).
     let mut restored = Histories::new(config);
     restored.restore("u2".into(), shard.get("u2").cloned().unwrap_or_default());
