@@ -27,8 +27,9 @@ use crate::time::EventTime;
 pub const HOUR_MS: i64 = 3_600_000;
 
 /// Event identities remembered per user to count a repeated event once; beyond it the oldest
-/// are forgotten first.
-pub const MAX_SEEN: usize = 512;
+/// are forgotten first. Repeats come from retries, close behind the event: a repeat of an event
+/// more than this many of the user's events old is counted again (a feature, never money).
+pub const MAX_SEEN: usize = 64;
 
 /// Settings of the user-history stage (the pipeline file's `[history]`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,11 +142,14 @@ impl UserHistory {
         }
         // Identities matter only while their hour is counted.
         let oldest = self.counts.hour - COUNT_HOURS as i64;
-        self.seen.retain(|(_, h)| *h > oldest);
-        if self.seen.len() >= MAX_SEEN {
-            self.seen.remove(0);
+        while self
+            .seen
+            .front()
+            .is_some_and(|(_, h)| *h <= oldest || self.seen.len() >= MAX_SEEN)
+        {
+            self.seen.pop_front();
         }
-        self.seen.push((key, hour));
+        self.seen.push_back((key, hour));
         true
     }
 
@@ -289,13 +293,26 @@ impl Histories {
         }
     }
 
+    /// Whether users changed since the last [`Histories::take_updates`].
+    pub fn has_updates(&self) -> bool {
+        !self.unpublished.is_empty()
+    }
+
     /// The users changed since the last call, for the serving replicas.
     pub fn take_updates(&mut self) -> Vec<HistoryUpdate> {
         let mut out: Vec<HistoryUpdate> = self
             .unpublished
             .drain()
             .map(|user| HistoryUpdate {
-                history: self.users.get(&user).cloned().map(std::sync::Arc::new),
+                // What serving reads: the clicks and counts, not the identities.
+                history: self.users.get(&user).map(|h| {
+                    std::sync::Arc::new(UserHistory {
+                        clicks: h.clicks.clone(),
+                        counts: h.counts.clone(),
+                        seen: Default::default(),
+                        last: h.last,
+                    })
+                }),
                 user_id: user,
             })
             .collect();

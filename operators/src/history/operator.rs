@@ -4,9 +4,11 @@
 //! Users are owned by the worker of their hash, like attribution's. Their states are written at
 //! the checkpoint boundaries through a [`CheckpointGate`], so they move with the input offsets
 //! (a replayed event after a crash is recorded once), and restored at start, when every restored
-//! user is published again so that the replicas, which start empty, learn them.
+//! user is published again so that the replicas, which start empty, learn them. Changed users go
+//! to the replicas every [`PUBLISH`].
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
@@ -16,6 +18,10 @@ use super::{Histories, HistoryConfig};
 use crate::checkpoint::{codec, CheckpointGate, RestoreError, StateBatch, StateStore};
 use crate::records::{HistoryUpdate, UserHistory, UserTouch};
 use crate::routing::{owns, route, USER_HISTORY};
+
+/// How often changed users are sent to the serving replicas: a feature's freshness, and the
+/// coalescing of a user's events in between.
+pub const PUBLISH: Duration = Duration::from_millis(200);
 
 fn state_key(user: &str) -> Vec<u8> {
     USER_HISTORY.key(route(user), &[user])
@@ -52,7 +58,9 @@ pub fn user_history<'scope>(
         Exchange::new(|t: &UserTouch| route(&t.0)),
         "UserHistory",
         move |capability, info| {
+            let wake = scope.activator_for(info.address.clone());
             let activator = scope.activator_for(info.address);
+            let mut published = Instant::now();
             let mut state = restore(&*store, config, index, peers)
                 .unwrap_or_else(|e| panic!("restoring user histories of worker {index}: {e}"));
             let mut gate = CheckpointGate::new(capability, checkpoint_interval, activator);
@@ -76,10 +84,18 @@ pub fn user_history<'scope>(
                     }
                     batch
                 });
+                // Changes go out every PUBLISH: a user touched several times in between is
+                // sent once.
                 if let Some(cap) = gate.capability() {
-                    let updates = state.take_updates();
-                    if !updates.is_empty() {
-                        output.session(cap).give_iterator(updates.into_iter());
+                    let due = published.elapsed() >= PUBLISH;
+                    if due || gate.is_closed() {
+                        published = Instant::now();
+                        let updates = state.take_updates();
+                        if !updates.is_empty() {
+                            output.session(cap).give_iterator(updates.into_iter());
+                        }
+                    } else if state.has_updates() {
+                        wake.activate_after(PUBLISH - published.elapsed());
                     }
                 }
             }

@@ -1,6 +1,7 @@
 //! Users' recent engagement: the state the user-history stage keeps per user, the update it
 //! broadcasts to serving, and the feature values serving logs with each served ad.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -41,9 +42,10 @@ pub struct UserHistory {
     pub clicks: Vec<Clicked>,
     /// Counts per hour.
     pub counts: HourCounts,
-    /// Identities of the impressions counted in `counts` (a hash of request and slot, and the
-    /// hour it was counted in), so a repeated impression is counted once.
-    pub seen: Vec<(u64, i64)>,
+    /// Identities of the newest events counted in `counts` (a hash of request, slot and kind,
+    /// and the hour it was counted in), oldest first, so a repeated event is counted once. Only
+    /// the owner keeps them: the copies broadcast to serving leave them out.
+    pub seen: VecDeque<(u64, i64)>,
     /// Time of the newest event recorded (the user is forgotten a retention period after it).
     pub last: EventTime,
 }
