@@ -186,14 +186,11 @@ pub struct Histories {
     users: HashMap<String, UserHistory>,
     /// Changed since the last [`Histories::take_updates`] (`None` in the update: forgotten).
     unpublished: HashSet<String>,
-    /// Changed since the last [`Histories::take_checkpoint`].
+    /// Changed since the last [`Histories::drain_changes`].
     unsaved: HashSet<String>,
     /// Users by the hour their retention may end (checked against their newest event).
     expiring: BTreeMap<i64, Vec<String>>,
 }
-
-/// What a checkpoint writes: each changed user's state, or `None` if forgotten.
-pub type HistoryChanges = Vec<(String, Option<UserHistory>)>;
 
 impl Histories {
     /// No users yet.
@@ -320,15 +317,12 @@ impl Histories {
         out
     }
 
-    /// The users changed since the last checkpoint, to write.
-    pub fn take_checkpoint(&mut self) -> HistoryChanges {
-        self.unsaved
-            .drain()
-            .map(|user| {
-                let h = self.users.get(&user).cloned();
-                (user, h)
-            })
-            .collect()
+    /// Visits each user changed since the last call, with its state (`None`: forgotten), for
+    /// a checkpoint to encode in place.
+    pub fn drain_changes(&mut self, mut visit: impl FnMut(&str, Option<&UserHistory>)) {
+        for user in self.unsaved.drain() {
+            visit(&user, self.users.get(&user));
+        }
     }
 
     /// Approximate bytes held per user (states and map entries).

@@ -75,20 +75,19 @@ pub fn user_history<'scope>(
                         state.expire(at.min(i64::MAX as u64) as i64);
                     }
                     let mut batch = StateBatch::default();
-                    for (user, history) in state.take_checkpoint() {
-                        let key = state_key(&user);
+                    state.drain_changes(|user, history| {
+                        let key = state_key(user);
                         match history {
-                            Some(h) => batch.put(key, &h),
+                            Some(h) => batch.put(key, h),
                             None => batch.deletes.push(key),
                         }
-                    }
+                    });
                     batch
                 });
                 // Changes go out every PUBLISH: a user touched several times in between is
                 // sent once.
                 if let Some(cap) = gate.capability() {
-                    let due = published.elapsed() >= PUBLISH;
-                    if due || gate.is_closed() {
+                    if published.elapsed() >= PUBLISH {
                         published = Instant::now();
                         let updates = state.take_updates();
                         if !updates.is_empty() {

@@ -104,6 +104,30 @@ pub enum Source {
 }
 
 impl Source {
+    fn is_list(self) -> bool {
+        matches!(
+            self,
+            Source::Interests
+                | Source::AdInterests
+                | Source::HistoryCampaigns
+                | Source::HistoryAdvertisers
+                | Source::HistoryAds
+        )
+    }
+
+    fn is_number(self) -> bool {
+        matches!(
+            self,
+            Source::BidMicros
+                | Source::InterestOverlap
+                | Source::HistoryImpressions
+                | Source::HistoryClicks
+                | Source::HistoryClickRate
+                | Source::HistoryAdvertiserClicks
+                | Source::HistoryCampaignClicks
+        )
+    }
+
     fn is_text(self) -> bool {
         matches!(
             self,
@@ -318,20 +342,12 @@ impl<'a> FeatureContext<'a> {
                 });
                 (clicks + 0.5) / (impressions + 25.0)
             }
-            Source::HistoryAdvertiserClicks => self.history.map_or(0.0, |h| {
-                let advertiser = self.advertiser_id;
-                h.clicked_advertisers
-                    .iter()
-                    .filter(|a| *a == advertiser)
-                    .count() as f64
-            }),
-            Source::HistoryCampaignClicks => self.history.map_or(0.0, |h| {
-                let campaign = self.campaign_id;
-                h.clicked_campaigns
-                    .iter()
-                    .filter(|c| *c == campaign)
-                    .count() as f64
-            }),
+            Source::HistoryAdvertiserClicks => {
+                occurrences(self.bag(Source::HistoryAdvertisers), self.advertiser_id)
+            }
+            Source::HistoryCampaignClicks => {
+                occurrences(self.bag(Source::HistoryCampaigns), self.campaign_id)
+            }
             _ => 0.0,
         }
     }
@@ -344,6 +360,11 @@ impl<'a> FeatureContext<'a> {
             out.push(angle.cos() as f32);
         }
     }
+}
+
+/// How many times `id` is in `list`.
+fn occurrences(list: &[String], id: &str) -> f64 {
+    list.iter().filter(|v| *v == id).count() as f64
 }
 
 /// Rows of a batch, encoded: what the model's input tensors are made of.
@@ -418,14 +439,7 @@ impl FeatureSpec {
                     max_values,
                     ..
                 } => {
-                    if !matches!(
-                        source,
-                        Source::Interests
-                            | Source::AdInterests
-                            | Source::HistoryCampaigns
-                            | Source::HistoryAdvertisers
-                            | Source::HistoryAds
-                    ) {
+                    if !source.is_list() {
                         return Err(err("source", format!("{source:?} is not a list")));
                     }
                     if *buckets < 2 {
@@ -442,16 +456,7 @@ impl FeatureSpec {
                     std,
                     ..
                 } => {
-                    if !matches!(
-                        source,
-                        Source::BidMicros
-                            | Source::InterestOverlap
-                            | Source::HistoryImpressions
-                            | Source::HistoryClicks
-                            | Source::HistoryClickRate
-                            | Source::HistoryAdvertiserClicks
-                            | Source::HistoryCampaignClicks
-                    ) {
+                    if !source.is_number() {
                         return Err(err("source", format!("{source:?} is not a number")));
                     }
                     if clip[0].partial_cmp(&clip[1]) != Some(std::cmp::Ordering::Less) {

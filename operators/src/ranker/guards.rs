@@ -41,6 +41,13 @@ impl Default for GuardConfig {
     }
 }
 
+impl GuardConfig {
+    /// Whether a calibration (mean prediction / observed rate) is within the accepted range.
+    pub fn calibrated(&self, calibration: f64) -> bool {
+        calibration >= self.calibration[0] && calibration <= self.calibration[1]
+    }
+}
+
 /// Scores of one task on the judged examples: (candidate, baseline, label).
 pub type Judged = [(f64, f64, bool)];
 
@@ -92,9 +99,7 @@ fn compare(
     config: &GuardConfig,
     reasons: &mut Vec<String>,
 ) {
-    let in_bounds = |c: Option<f64>| {
-        c.is_some_and(|c| c >= config.calibration[0] && c <= config.calibration[1])
-    };
+    let in_bounds = |c: Option<f64>| c.is_some_and(|c| config.calibrated(c));
     // A calibrated candidate against a baseline out of bounds: a wider ranking allowance, and
     // the level may move (towards calibration).
     let recalibrates = against == Baseline::LiveModel
@@ -160,7 +165,7 @@ pub fn judge_against(
         &mut reasons,
     );
     match candidate.calibration {
-        Some(c) if c < config.calibration[0] || c > config.calibration[1] => reasons.push(format!(
+        Some(c) if !config.calibrated(c) => reasons.push(format!(
             "click calibration {c:.3} is outside [{}, {}]",
             config.calibration[0], config.calibration[1]
         )),
@@ -199,7 +204,7 @@ impl Verdict {
         let Some(c) = crate::quality::calibration(own) else {
             return;
         };
-        if !c.is_finite() || c < config.calibration[0] || c > config.calibration[1] {
+        if !config.calibrated(c) {
             self.reasons.push(format!(
                 "the snapshot's own click calibration {c:.3} on the judged examples is outside [{}, {}]",
                 config.calibration[0], config.calibration[1]

@@ -8,7 +8,8 @@
 //! The optimiser also keeps an exponential moving average of the weights (Polyak averaging,
 //! [`AdamW::average_step`]). Online labels come in bursts (a click at once, its impression's
 //! negative only when the click window closes), so the weights after the last step swing with
-//! the label mix of the last few batches; the average is what a snapshot serves.
+//! the label mix of the last few batches; the average is what a snapshot serves. While the
+//! average is the weights themselves (no step folded in yet, or `keep = 0`), nothing is copied.
 
 use std::collections::HashMap;
 
@@ -49,8 +50,9 @@ struct Slot {
     var: Var,
     m: Tensor,
     v: Tensor,
-    /// The moving average of `var` (its value until the first [`AdamW::average_step`]).
-    average: Tensor,
+    /// The moving average of `var`; `None` while it is `var` itself (averaging off, or no step
+    /// folded in yet), so a learner without averaging copies no weights per step.
+    average: Option<Tensor>,
     decay: bool,
 }
 
@@ -82,7 +84,7 @@ impl AdamW {
                     decay: !name.starts_with("emb."),
                     m: var.zeros_like()?,
                     v: var.zeros_like()?,
-                    average: var.as_tensor().copy()?,
+                    average: None,
                     name,
                     var,
                 })
@@ -164,19 +166,26 @@ impl AdamW {
         let keep = keep.clamp(0.0, 1.0);
         for slot in &mut self.slots {
             slot.average = if keep == 0.0 {
-                slot.var.as_tensor().copy()?
+                None
             } else {
-                (slot.average.affine(keep, 0.0)? + slot.var.affine(1.0 - keep, 0.0)?)?
+                let old = slot.average.as_ref().unwrap_or(slot.var.as_tensor());
+                Some((old.affine(keep, 0.0)? + slot.var.affine(1.0 - keep, 0.0)?)?)
             };
         }
         Ok(())
     }
 
-    /// The averaged weights, by variable name.
-    pub fn averaged(&self) -> HashMap<String, Tensor> {
+    /// The averaged weights, by variable name (a copy of the weights where no average is kept).
+    pub fn averaged(&self) -> candle_core::Result<HashMap<String, Tensor>> {
         self.slots
             .iter()
-            .map(|s| (s.name.clone(), s.average.clone()))
+            .map(|s| {
+                let average = match &s.average {
+                    Some(a) => a.clone(),
+                    None => s.var.as_tensor().copy()?,
+                };
+                Ok((s.name.clone(), average))
+            })
             .collect()
     }
 

@@ -682,7 +682,7 @@ impl Learner {
     fn averaged_model(&self) -> candle_core::Result<(HashMap<String, Tensor>, RankerModel)> {
         let named: HashMap<String, Tensor> = self
             .optimizer
-            .averaged()
+            .averaged()?
             .into_iter()
             .map(|(name, t)| Ok((name, t.to_device(&Device::Cpu)?)))
             .collect::<candle_core::Result<_>>()?;
@@ -1085,6 +1085,31 @@ mod tests {
         assert!((conversion - 10.0).abs() < 0.5, "{conversion}");
     }
 
+    /// A fixed pseudo-random stream (xorshift64) from `seed`.
+    fn xorshift(mut x: u64) -> impl FnMut() -> u64 {
+        move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        }
+    }
+
+    /// A learner of the shipped spec on the CPU with `config`, its registry in a temporary
+    /// directory (kept alive by the first value).
+    fn cpu_learner(config: &TrainerConfig) -> (tempfile::TempDir, Learner) {
+        let dir = tempfile::tempdir().expect("dir");
+        let registry = Registry::open(dir.path().to_path_buf(), 3).expect("registry");
+        let learner = Learner::new(
+            FeatureSpec::default_spec(),
+            config.clone(),
+            Device::Cpu,
+            registry,
+        )
+        .expect("learner");
+        (dir, learner)
+    }
+
     #[test]
     fn an_offset_moves_the_mean_prediction_to_its_target() {
         let scores = [0.01, 0.02, 0.05, 0.2];
@@ -1132,22 +1157,8 @@ mod tests {
             average_examples: 4_000,
             ..TrainerConfig::default()
         };
-        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
-        let dir = tempfile::tempdir().expect("dir");
-        let registry = Registry::open(dir.path().to_path_buf(), 3).expect("registry");
-        let mut learner = Learner::new(
-            FeatureSpec::default_spec(),
-            config.clone(),
-            Device::Cpu,
-            registry,
-        )
-        .expect("learner");
+        let mut next = xorshift(0x2545_F491_4F6C_DD1D);
+        let (_dir, mut learner) = cpu_learner(&config);
         let probe = example(0, None);
         let rate = 0.04;
         let (mut raw, mut averaged) = (Vec::new(), Vec::new());
@@ -1212,14 +1223,7 @@ mod tests {
             batch_size: 64,
             ..TrainerConfig::default()
         };
-        // xorshift: a fixed pseudo-random stream.
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = xorshift(0x9E37_79B9_7F4A_7C15);
         // 4% of ads are clicked. What the trainer's wait collects at a time: each click alone
         // (clicks trickle in at serving time), and every 25 serving steps a burst of the
         // negatives served 50 steps earlier (released when the label join's frontier moves).
@@ -1239,15 +1243,7 @@ mod tests {
                 );
             }
         }
-        let dir = tempfile::tempdir().expect("dir");
-        let registry = Registry::open(dir.path().to_path_buf(), 3).expect("registry");
-        let mut learner = Learner::new(
-            FeatureSpec::default_spec(),
-            config.clone(),
-            Device::Cpu,
-            registry,
-        )
-        .expect("learner");
+        let (_dir, mut learner) = cpu_learner(&config);
         let mut aligner = LabelAligner::new(config.queue);
         let mut batcher = Batcher::new(config.batch_size);
         let mut predictions = Vec::new();
