@@ -92,6 +92,8 @@ pub struct Attributor {
     /// visits only the buckets that have ended, not every key. A key may be filed under buckets
     /// whose touch is gone (pushed out by newer ones); visiting it then changes nothing.
     expiring: BTreeMap<i64, HashSet<SharedKey>>,
+    /// The key of the touch being recorded, built in place: looking a key up allocates nothing.
+    lookup: UserAdvertiser,
 }
 
 /// A (user, advertiser) key held once.
@@ -124,11 +126,14 @@ impl Attributor {
     }
 
     /// Records an impression or click of `user`.
-    pub fn record(&mut self, user: impl Into<String>, touch: Touch) {
-        let key = (user.into(), touch.claims.advertiser_id.clone());
-        let key = match self.touches.get_key_value(&key) {
+    pub fn record(&mut self, user: &str, touch: Touch) {
+        self.lookup.0.clear();
+        self.lookup.0.push_str(user);
+        self.lookup.1.clear();
+        self.lookup.1.push_str(&touch.claims.advertiser_id);
+        let key = match self.touches.get_key_value(&self.lookup) {
             Some((held, _)) => held.clone(),
-            None => Rc::new(key),
+            None => Rc::new(self.lookup.clone()),
         };
         self.file_expiry(&key, self.window_end(&touch));
         let entry = self.touches.entry(key.clone()).or_default();
@@ -327,8 +332,8 @@ mod tests {
                 let kind = if *click { EventKind::Click } else { EventKind::Impression };
                 let mut t = touch(&format!("r{i}"), kind, *ts);
                 std::sync::Arc::make_mut(&mut t.claims).advertiser_id = format!("a{adv}");
-                indexed.record(format!("u{user}"), t.clone());
-                model.record(format!("u{user}"), t);
+                indexed.record(&format!("u{user}"), t.clone());
+                model.record(&format!("u{user}"), t);
             }
             let mut frontiers = frontiers;
             frontiers.sort_unstable();

@@ -68,7 +68,7 @@ pub fn attribute<'scope>(
             move |(touches_in, touches_frontier), (conversions_in, conversions_frontier), output| {
                 touches_in.for_each(|_cap, data| {
                     for (user, touch) in data.drain(..) {
-                        state.record(user, touch);
+                        state.record(&user, touch);
                     }
                 });
                 conversions_in.for_each(|cap, data| {

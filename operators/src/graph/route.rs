@@ -66,7 +66,7 @@ pub fn split(record: Ingested) -> Split {
             if claims.billing.charged_event() == kind {
                 out.charge = Some(Charge::for_event(kind, ts, claims.clone(), origin, *raw));
             }
-            out.touch = Some((user_id, Touch { ts, kind, claims }));
+            out.touch = Some((user_id.into(), Touch { ts, kind, claims }));
         }
         Ingested::Conversion { event, origin, raw } => {
             out.conversion = Some(ConversionIn {

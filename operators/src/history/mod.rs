@@ -15,6 +15,7 @@
 pub mod operator;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::events::EventKind;
 use crate::hash::{HashMap, HashSet};
@@ -92,8 +93,8 @@ impl HourCounts {
         let (mut impressions, mut clicks) = (0u32, 0u32);
         for h in lo..=hi {
             let i = h.rem_euclid(span) as usize;
-            impressions = impressions.saturating_add(self.impressions[i]);
-            clicks = clicks.saturating_add(self.clicks[i]);
+            impressions += u32::from(self.impressions[i]);
+            clicks += u32::from(self.clicks[i]);
         }
         (impressions, clicks)
     }
@@ -179,17 +180,21 @@ impl UserHistory {
     }
 }
 
+/// A user id held once and shared by the state map, the change sets, the expiry index and the
+/// updates sent to serving.
+pub type SharedUser = Arc<str>;
+
 /// One worker's share of the users' histories, with what changed since it was last asked.
 #[derive(Debug, Default)]
 pub struct Histories {
     config: HistoryConfig,
-    users: HashMap<String, UserHistory>,
+    users: HashMap<SharedUser, UserHistory>,
     /// Changed since the last [`Histories::take_updates`] (`None` in the update: forgotten).
-    unpublished: HashSet<String>,
+    unpublished: HashSet<SharedUser>,
     /// Changed since the last [`Histories::drain_changes`].
-    unsaved: HashSet<String>,
+    unsaved: HashSet<SharedUser>,
     /// Users by the hour their retention may end (checked against their newest event).
-    expiring: BTreeMap<i64, Vec<String>>,
+    expiring: BTreeMap<i64, Vec<SharedUser>>,
 }
 
 impl Histories {
@@ -218,57 +223,55 @@ impl Histories {
 
     /// Takes in a restored user (published again, so that replicas learn it after a restart).
     pub fn restore(&mut self, user: String, history: UserHistory) {
+        let user = SharedUser::from(user);
         self.file_expiry(&user, history.last);
         self.unpublished.insert(user.clone());
         self.users.insert(user, history);
     }
 
-    fn file_expiry(&mut self, user: &str, last: EventTime) {
+    fn file_expiry(&mut self, user: &SharedUser, last: EventTime) {
         let ends = last.millis().saturating_add(self.config.retention_ms);
         self.expiring
             .entry(ends.div_euclid(HOUR_MS))
             .or_default()
-            .push(user.to_string());
+            .push(user.clone());
     }
 
     /// Records a verified impression or click of `user`.
-    pub fn record(&mut self, user: &str, touch: &Touch) {
+    pub fn record(&mut self, user: &SharedUser, touch: &Touch) {
         if user.is_empty() {
             return;
         }
         let config = self.config;
-        let (changed, later) = match self.users.get_mut(user) {
+        let (user, later) = match self.users.get_mut(&**user) {
             Some(h) => {
                 let before = h.last;
-                let changed = h.record(touch, &config);
+                if !h.record(touch, &config) {
+                    return;
+                }
                 // A new retention hour only when the newest event moved into another hour.
                 let hour = |t: EventTime| {
                     t.millis()
                         .saturating_add(config.retention_ms)
                         .div_euclid(HOUR_MS)
                 };
-                (changed, hour(h.last) > hour(before))
+                (user.clone(), hour(h.last) > hour(before))
             }
             None => {
                 let mut h = UserHistory::default();
                 if !h.record(touch, &config) {
                     return;
                 }
-                self.users.insert(user.to_string(), h);
-                (true, true)
+                self.users.insert(user.clone(), h);
+                (user.clone(), true)
             }
         };
-        if changed {
-            // Filed once per hour of retention end: the check reads the newest event anyway.
-            if later {
-                self.file_expiry(user, touch.ts);
-            }
-            for set in [&mut self.unpublished, &mut self.unsaved] {
-                if !set.contains(user) {
-                    set.insert(user.to_string());
-                }
-            }
+        // Filed once per hour of retention end: the check reads the newest event anyway.
+        if later {
+            self.file_expiry(&user, touch.ts);
         }
+        self.unpublished.insert(user.clone());
+        self.unsaved.insert(user);
     }
 
     /// Forgets users whose newest event is a retention period before event time `frontier`.
@@ -276,11 +279,11 @@ impl Histories {
         let pending = self.expiring.split_off(&frontier.div_euclid(HOUR_MS));
         let ended = std::mem::replace(&mut self.expiring, pending);
         for user in ended.into_values().flatten() {
-            let Some(last) = self.users.get(&user).map(|h| h.last) else {
+            let Some(last) = self.users.get(&*user).map(|h| h.last) else {
                 continue;
             };
             if last.millis().saturating_add(self.config.retention_ms) < frontier {
-                self.users.remove(&user);
+                self.users.remove(&*user);
                 self.unpublished.insert(user.clone());
                 self.unsaved.insert(user);
             } else {
@@ -302,7 +305,7 @@ impl Histories {
             .drain()
             .map(|user| HistoryUpdate {
                 // What serving reads: the clicks and counts, not the identities.
-                history: self.users.get(&user).map(|h| {
+                history: self.users.get(&*user).map(|h| {
                     std::sync::Arc::new(UserHistory {
                         clicks: h.clicks.clone(),
                         counts: h.counts.clone(),
@@ -321,7 +324,7 @@ impl Histories {
     /// a checkpoint to encode in place.
     pub fn drain_changes(&mut self, mut visit: impl FnMut(&str, Option<&UserHistory>)) {
         for user in self.unsaved.drain() {
-            visit(&user, self.users.get(&user));
+            visit(&user, self.users.get(&*user));
         }
     }
 
@@ -333,7 +336,13 @@ impl Histories {
         let states: usize = self
             .users
             .iter()
-            .map(|(u, h)| u.capacity() + std::mem::size_of::<String>() + h.heap_bytes())
+            .map(|(u, h)| {
+                // The key's allocation: two reference counts and the bytes.
+                u.len()
+                    + 2 * std::mem::size_of::<usize>()
+                    + std::mem::size_of::<SharedUser>()
+                    + h.heap_bytes()
+            })
             .sum();
         states / self.users.len()
     }

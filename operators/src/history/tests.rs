@@ -37,6 +37,56 @@ fn changes(shard: &mut Histories) -> Vec<(String, Option<UserHistory>)> {
     out
 }
 
+/// State written when the counts were four bytes wide reads back the same (checkpoints carry
+/// them as varints); an hour's count saturates at the two-byte maximum.
+#[test]
+fn counts_written_four_bytes_wide_restore_and_saturate() {
+    #[derive(serde::Serialize)]
+    struct WideCounts {
+        hour: i64,
+        impressions: [u32; COUNT_HOURS],
+        clicks: [u32; COUNT_HOURS],
+    }
+    #[derive(serde::Serialize)]
+    struct WideHistory {
+        clicks: Vec<Clicked>,
+        counts: WideCounts,
+        seen: std::collections::VecDeque<(u64, i64)>,
+        last: EventTime,
+    }
+    let mut impressions = [0u32; COUNT_HOURS];
+    impressions[3] = 40_000;
+    let wide = WideHistory {
+        clicks: Vec::new(),
+        counts: WideCounts {
+            hour: 27,
+            impressions,
+            clicks: [1; COUNT_HOURS],
+        },
+        seen: [(9, 27)].into(),
+        last: EventTime(27 * H),
+    };
+    let bytes = crate::checkpoint::codec::encode(&wide).expect("encode");
+    let read: UserHistory = crate::checkpoint::codec::decode(b"history/x", &bytes).expect("decode");
+    assert_eq!(read.counts.hour, 27);
+    assert_eq!(read.counts.impressions[3], 40_000);
+    assert_eq!(read.counts.clicks, [1; COUNT_HOURS]);
+    assert_eq!(read.seen, [(9, 27)]);
+
+    let mut shard = Histories::new(HistoryConfig::default());
+    for i in 0..70_000 {
+        shard.record(
+            &"u".into(),
+            &touch(&format!("r{i}"), 1, EventKind::Impression, 5 * H),
+        );
+    }
+    let e = shard
+        .get("u")
+        .expect("kept")
+        .engagement_at(EventTime(5 * H));
+    assert_eq!(e.impressions_24h, u32::from(u16::MAX));
+}
+
 #[test]
 fn clicks_are_kept_newest_first_and_counted_per_window() {
     let config = HistoryConfig {
@@ -101,15 +151,15 @@ fn users_are_published_saved_and_forgotten_after_retention() {
     };
     let mut shard = Histories::new(config);
     let t0 = 100 * H;
-    shard.record("u1", &touch("r1", 1, EventKind::Click, t0));
-    shard.record("u2", &touch("r2", 2, EventKind::Impression, t0 + 30 * H));
-    shard.record("", &touch("r3", 3, EventKind::Click, t0));
+    shard.record(&"u1".into(), &touch("r1", 1, EventKind::Click, t0));
+    shard.record(
+        &"u2".into(),
+        &touch("r2", 2, EventKind::Impression, t0 + 30 * H),
+    );
+    shard.record(&"".into(), &touch("r3", 3, EventKind::Click, t0));
     let updates = shard.take_updates();
     assert_eq!(
-        updates
-            .iter()
-            .map(|u| u.user_id.as_str())
-            .collect::<Vec<_>>(),
+        updates.iter().map(|u| &*u.user_id).collect::<Vec<_>>(),
         vec!["u1", "u2"],
         "a touch without a user is not kept"
     );
@@ -121,14 +171,14 @@ fn users_are_published_saved_and_forgotten_after_retention() {
     assert!(shard.get("u2").is_some());
     let updates = shard.take_updates();
     assert_eq!(updates.len(), 1);
-    assert_eq!(updates[0].user_id, "u1");
+    assert_eq!(&*updates[0].user_id, "u1");
     assert!(updates[0].history.is_none(), "forgotten");
     assert_eq!(changes(&mut shard), vec![("u1".to_string(), None)]);
     // A later event within the same hour of retention end is still expired in the end.
     let mut late = Histories::new(config);
-    late.record("u3", &touch("r4", 4, EventKind::Impression, t0));
+    late.record(&"u3".into(), &touch("r4", 4, EventKind::Impression, t0));
     late.record(
-        "u3",
+        &"u3".into(),
         &touch("r5", 5, EventKind::Impression, t0 + 30 * 60_000),
     );
     late.expire(t0 + 48 * H + 10 * 60_000);

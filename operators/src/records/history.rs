@@ -25,14 +25,18 @@ pub struct Clicked {
 }
 
 /// Impressions and clicks per clock hour, for the last [`COUNT_HOURS`] hours up to `hour`.
+///
+/// An hour's count saturates at 65,535 (a feature, never money): two bytes a count keep a user's
+/// state and each serving replica's copy of it small. Checkpoints write the counts as varints,
+/// so state written with four-byte counts reads back unchanged.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HourCounts {
     /// The newest hour counted (milliseconds since the epoch / 3,600,000).
     pub hour: i64,
     /// Impressions in hour `h` at `h % COUNT_HOURS`.
-    pub impressions: [u32; COUNT_HOURS],
+    pub impressions: [u16; COUNT_HOURS],
     /// Clicks, the same way.
-    pub clicks: [u32; COUNT_HOURS],
+    pub clicks: [u16; COUNT_HOURS],
 }
 
 /// What the user-history stage keeps of one user (see `crate::history`).
@@ -53,8 +57,8 @@ pub struct UserHistory {
 /// A user's history changed (or, with `None`, was forgotten): what serving replicas apply.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HistoryUpdate {
-    /// The user.
-    pub user_id: String,
+    /// The user (shared with the stage's own state, so a copy costs no allocation).
+    pub user_id: Arc<str>,
     /// The new state.
     pub history: Option<Arc<UserHistory>>,
 }

@@ -45,8 +45,9 @@ pub enum Attributed {
     Conversion(AttributedConversion),
 }
 
-/// A touch of a user, on its way to attribution.
-pub type UserTouch = (String, Touch);
+/// A touch of a user, on its way to attribution and the user's history. The user id is shared:
+/// the stages that each take a copy of the stream copy a pointer, not the id.
+pub type UserTouch = (std::sync::Arc<str>, Touch);
 
 /// A served ad the user saw or clicked, with the win it came from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

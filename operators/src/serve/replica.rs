@@ -409,7 +409,7 @@ pub struct ServingReplica {
     last_flush: Instant,
     outputs: Vec<ServeOutput>,
     /// Every user's recent engagement, from the user-history stage's broadcast.
-    users: HashMap<String, Arc<UserHistory>>,
+    users: HashMap<Arc<str>, Arc<UserHistory>>,
 }
 
 impl ServingReplica {
@@ -474,7 +474,7 @@ impl ServingReplica {
                     self.users.insert(update.user_id.clone(), h.clone());
                 }
                 None => {
-                    self.users.remove(&update.user_id);
+                    self.users.remove(&*update.user_id);
                 }
             },
             ReplicaUpdate::Activity(counts) => {

@@ -475,8 +475,10 @@ pub fn run(bench: &RankerBench, mut progress: impl FnMut(f64)) -> anyhow::Result
                     kind,
                     claims: std::sync::Arc::new(claims),
                 };
+                // The id as the graph's touches carry it (shared from the route on).
+                let user_id: std::sync::Arc<str> = user.id.as_str().into();
                 let started = Instant::now();
-                histories.record(&user.id, &touch);
+                histories.record(&user_id, &touch);
                 report.history_seconds += started.elapsed().as_secs_f64();
                 report.history_events += 1;
             }
