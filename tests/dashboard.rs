@@ -80,8 +80,9 @@ fn dashboard_renders_live_charts_in_chromium() {
     create_topics(&pipeline);
     let p = producer(&broker.brokers());
     for (id, adv) in [("dash-1", "a1"), ("dash-2", "a2")] {
+        let zone = campaign_zone();
         let c = format!(
-            r#"{{"campaign_id":"{id}","advertiser_id":"{adv}","daily_budget_micros":50000000,"timezone":"UTC","billing":"cpm","bid_micros":2000000,"creatives":[{{"ad_id":"{id}-ad"}}]}}"#
+            r#"{{"campaign_id":"{id}","advertiser_id":"{adv}","daily_budget_micros":50000000,"timezone":"{zone}","billing":"cpm","bid_micros":2000000,"creatives":[{{"ad_id":"{id}-ad"}}]}}"#
         );
         produce(&p, "ads.campaigns", id, Some(c.as_bytes()));
     }

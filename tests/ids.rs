@@ -46,7 +46,7 @@ fn path_segment(id: &str) -> String {
 fn campaign(id: &str, advertiser: &str, ad: &str) -> String {
     serde_json::json!({
         "campaign_id": id, "advertiser_id": advertiser, "status": "active",
-        "daily_budget_micros": 10_000_000_000u64, "timezone": "UTC", "billing": "cpm",
+        "daily_budget_micros": 10_000_000_000u64, "timezone": campaign_zone(), "billing": "cpm",
         "bid_micros": 10_000_000u64, "creatives": [{"ad_id": ad}],
     })
     .to_string()

@@ -78,7 +78,7 @@ fn scenario(requests: usize, seed: u64) -> Scenario {
         *expected
             .entry(c.to_string())
             .or_default()
-            .entry(budget_day(ts, chrono_tz::UTC))
+            .entry(budget_day(ts, campaign_tz()))
             .or_default() += price;
     };
     for i in 0..requests {

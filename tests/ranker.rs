@@ -13,8 +13,9 @@ use std::time::Duration;
 use common::*;
 
 fn campaign(id: &str, adv: &str) -> String {
+    let zone = campaign_zone();
     format!(
-        r#"{{"campaign_id":"{id}","advertiser_id":"{adv}","daily_budget_micros":100000000000,"timezone":"UTC","billing":"cpm","bid_micros":2000000,"targeting":{{}},"creatives":[{{"ad_id":"{id}-ad"}}]}}"#
+        r#"{{"campaign_id":"{id}","advertiser_id":"{adv}","daily_budget_micros":100000000000,"timezone":"{zone}","billing":"cpm","bid_micros":2000000,"targeting":{{}},"creatives":[{{"ad_id":"{id}-ad"}}]}}"#
     )
 }
 
@@ -386,8 +387,9 @@ calibration = [0.9, 1.1]
     let p = producer(&broker.brokers());
     for k in 0..4 {
         let id = format!("k{k}");
+        let zone = campaign_zone();
         let doc = format!(
-            r#"{{"campaign_id":"{id}","advertiser_id":"a{k}","daily_budget_micros":100000000000,"timezone":"UTC","billing":"cpm","bid_micros":2000000,"targeting":{{"interests":["i{k}"]}},"creatives":[{{"ad_id":"{id}-ad"}}]}}"#
+            r#"{{"campaign_id":"{id}","advertiser_id":"a{k}","daily_budget_micros":100000000000,"timezone":"{zone}","billing":"cpm","bid_micros":2000000,"targeting":{{"interests":["i{k}"]}},"creatives":[{{"ad_id":"{id}-ad"}}]}}"#
         );
         produce(&p, "ads.campaigns", &id, Some(doc.as_bytes()));
     }

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use common::*;
 
 fn campaign(id: &str, adv: &str, billing: &str, bid: u64, budget: u64, targeting: &str) -> String {
+    let zone = campaign_zone();
     format!(
-        r#"{{"campaign_id":"{id}","advertiser_id":"{adv}","daily_budget_micros":{budget},"timezone":"UTC","billing":"{billing}","bid_micros":{bid},"targeting":{targeting},"creatives":[{{"ad_id":"{id}-ad"}}]}}"#
+        r#"{{"campaign_id":"{id}","advertiser_id":"{adv}","daily_budget_micros":{budget},"timezone":"{zone}","billing":"{billing}","bid_micros":{bid},"targeting":{targeting},"creatives":[{{"ad_id":"{id}-ad"}}]}}"#
     )
 }
 
@@ -319,8 +320,9 @@ fn serving_end_to_end() {
 /// A typed campaign of advertiser `adv` for the formats test: US only, CPM, with `extra` fields
 /// (creatives, brand) spliced in.
 fn typed(id: &str, adv: &str, bid: u64, extra: &str) -> String {
+    let zone = campaign_zone();
     format!(
-        r#"{{"campaign_id":"{id}","advertiser_id":"{adv}","daily_budget_micros":1000000000,"timezone":"UTC","billing":"cpm","bid_micros":{bid},"targeting":{{"countries":["US"]}},{extra}}}"#
+        r#"{{"campaign_id":"{id}","advertiser_id":"{adv}","daily_budget_micros":1000000000,"timezone":"{zone}","billing":"cpm","bid_micros":{bid},"targeting":{{"countries":["US"]}},{extra}}}"#
     )
 }
 

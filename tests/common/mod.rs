@@ -464,9 +464,35 @@ pub fn flush(p: &BaseProducer) {
     }
 }
 
+/// The time zone of the tests' campaigns: one whose local time was near noon when the test
+/// binary started (a fixed offset, `Etc/GMT±N`), so no test runs across its campaigns' midnight,
+/// where "spend today" starts again at 0. With UTC, a run across midnight UTC read a spend of 0
+/// for a minute and failed.
+pub fn campaign_zone() -> &'static str {
+    use chrono::Timelike;
+    static ZONE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ZONE.get_or_init(|| {
+        // Local hour = UTC hour + offset; the IANA names invert the sign (Etc/GMT-3 is UTC+3).
+        let offset = 12 - chrono::Utc::now().hour() as i32;
+        match offset {
+            0 => "Etc/GMT".to_string(),
+            o if o > 0 => format!("Etc/GMT-{o}"),
+            o => format!("Etc/GMT+{}", -o),
+        }
+    })
+}
+
+/// [`campaign_zone`] as the ledger reads it.
+pub fn campaign_tz() -> chrono_tz::Tz {
+    campaign_zone()
+        .parse()
+        .expect("an Etc/GMT zone is in the time zone database")
+}
+
 pub fn campaign_json(id: &str, advertiser: &str, billing: Billing, budget: u64) -> String {
+    let zone = campaign_zone();
     format!(
-        r#"{{"campaign_id":"{id}","advertiser_id":"{advertiser}","status":"active","daily_budget_micros":{budget},"timezone":"UTC","billing":"{}","bid_micros":10000000,"objective":"clicks","targeting":{{}},"creatives":[{{"ad_id":"{id}-ad"}}]}}"#,
+        r#"{{"campaign_id":"{id}","advertiser_id":"{advertiser}","status":"active","daily_budget_micros":{budget},"timezone":"{zone}","billing":"{}","bid_micros":10000000,"objective":"clicks","targeting":{{}},"creatives":[{{"ad_id":"{id}-ad"}}]}}"#,
         billing.as_str()
     )
 }
