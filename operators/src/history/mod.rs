@@ -180,8 +180,9 @@ impl UserHistory {
     }
 }
 
-/// A user id held once and shared by the state map, the change sets, the expiry index and the
-/// updates sent to serving.
+/// A user id shared, not copied: the state map, the change sets, the expiry index and the updates
+/// sent to serving hold pointers to an id a touch carried (the map to its first touch's, the
+/// others to the touch that changed the user), so recording a touch allocates no id.
 pub type SharedUser = Arc<str>;
 
 /// One worker's share of the users' histories, with what changed since it was last asked.
@@ -306,7 +307,7 @@ impl Histories {
             .map(|user| HistoryUpdate {
                 // What serving reads: the clicks and counts, not the identities.
                 history: self.users.get(&*user).map(|h| {
-                    std::sync::Arc::new(UserHistory {
+                    Arc::new(UserHistory {
                         clicks: h.clicks.clone(),
                         counts: h.counts.clone(),
                         seen: Default::default(),
