@@ -102,6 +102,13 @@ impl BudgetBook {
         self.totals(campaign, day).billed
     }
 
+    /// The latest budget day `campaign` has spend recorded on, and that day's spend (`None`:
+    /// none recorded). Spend of any later day is 0.
+    pub fn latest_spend(&self, campaign: &str) -> Option<(NaiveDate, u64)> {
+        let (day, totals) = self.spend.get(campaign)?.last_key_value()?;
+        Some((*day, totals.billed))
+    }
+
     /// Billed and overdelivered micros of `campaign` on `day`.
     pub fn totals(&self, campaign: &str, day: NaiveDate) -> DayTotals {
         self.spend

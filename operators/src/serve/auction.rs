@@ -8,6 +8,7 @@
 //! price), never more than its own eCPM; that price is turned back into the winner's billing
 //! unit (per impression, click or conversion), never above its bid.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 
 use crate::events::Billing;
@@ -32,15 +33,16 @@ pub fn expected_ecpm(billing: Billing, bid_micros: u64, pctr: f64, pcvr: f64) ->
     }
 }
 
-/// A scored ad that may bid.
+/// A scored ad that may bid. Its ids borrow from the catalog while a request is answered (a
+/// request scores hundreds of candidates and keeps a few); [`Candidate::into_owned`] keeps one.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Candidate {
+pub struct Candidate<'a> {
     /// Campaign.
-    pub campaign_id: String,
+    pub campaign_id: Cow<'a, str>,
     /// Its advertiser.
-    pub advertiser_id: String,
+    pub advertiser_id: Cow<'a, str>,
     /// The creative.
-    pub ad_id: String,
+    pub ad_id: Cow<'a, str>,
     /// Billing unit.
     pub billing: Billing,
     /// Max bid per billing unit, micros (per 1000 impressions for CPM).
@@ -56,7 +58,21 @@ pub struct Candidate {
 /// A candidate that fits every slot.
 pub const FITS_ALL: u16 = u16::MAX;
 
-impl Candidate {
+impl Candidate<'_> {
+    /// The same candidate, owning its ids.
+    pub fn into_owned(self) -> Candidate<'static> {
+        Candidate {
+            campaign_id: Cow::Owned(self.campaign_id.into_owned()),
+            advertiser_id: Cow::Owned(self.advertiser_id.into_owned()),
+            ad_id: Cow::Owned(self.ad_id.into_owned()),
+            billing: self.billing,
+            bid_micros: self.bid_micros,
+            pctr: self.pctr,
+            pcvr: self.pcvr,
+            fits: self.fits,
+        }
+    }
+
     /// Expected value per thousand impressions, micros.
     pub fn ecpm_micros(&self) -> u64 {
         expected_ecpm(self.billing, self.bid_micros, self.pctr, self.pcvr)
@@ -93,13 +109,13 @@ impl Candidate {
 
 /// A won slot.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Win {
+pub struct Win<'a> {
     /// The slot.
     pub imp_id: String,
     /// Its index in the request.
     pub slot: usize,
     /// Who won.
-    pub candidate: Candidate,
+    pub candidate: Candidate<'a>,
     /// The winner's eCPM, micros.
     pub ecpm_micros: u64,
     /// The clearing price as eCPM, micros.
@@ -108,17 +124,31 @@ pub struct Win {
     pub charge_micros: u64,
 }
 
+impl Win<'_> {
+    /// The same win, owning its candidate's ids (kept past the request's catalog borrow).
+    pub fn into_owned(self) -> Win<'static> {
+        Win {
+            imp_id: self.imp_id,
+            slot: self.slot,
+            candidate: self.candidate.into_owned(),
+            ecpm_micros: self.ecpm_micros,
+            price_ecpm_micros: self.price_ecpm_micros,
+            charge_micros: self.charge_micros,
+        }
+    }
+}
+
 /// The auction under the budget gate: a win whose expected cost
 /// ([`crate::pacing::reservation::expected_cost`]) exceeds its campaign's `headroom` (what may
 /// still be reserved for it) is not taken; the campaign leaves and the auction runs again
 /// without it, so the slot goes to the next bidder at its own price. Returns the wins and the
 /// campaigns the gate sent away.
-pub fn run_gated_auction(
+pub fn run_gated_auction<'a>(
     slots: &[Slot],
-    mut candidates: Vec<Candidate>,
+    mut candidates: Vec<Candidate<'a>>,
     headroom: impl Fn(&str) -> u64,
     reserve_ecpm_micros: u64,
-) -> (Vec<Win>, Vec<String>) {
+) -> (Vec<Win<'a>>, Vec<String>) {
     let mut gated = Vec::new();
     loop {
         let wins = run_auction(slots, &candidates, reserve_ecpm_micros);
@@ -129,7 +159,7 @@ pub fn run_gated_auction(
         match over {
             None => return (wins, gated),
             Some(w) => {
-                let out = w.candidate.campaign_id.clone();
+                let out = w.candidate.campaign_id.to_string();
                 candidates.retain(|c| c.campaign_id != out);
                 gated.push(out);
             }
@@ -138,8 +168,12 @@ pub fn run_gated_auction(
 }
 
 /// Runs the auction over `candidates` for `slots` with a pipeline-wide `reserve_ecpm_micros`.
-pub fn run_auction(slots: &[Slot], candidates: &[Candidate], reserve_ecpm_micros: u64) -> Vec<Win> {
-    let mut ranked: Vec<(u64, &Candidate)> =
+pub fn run_auction<'a>(
+    slots: &[Slot],
+    candidates: &[Candidate<'a>],
+    reserve_ecpm_micros: u64,
+) -> Vec<Win<'a>> {
+    let mut ranked: Vec<(u64, &Candidate<'a>)> =
         candidates.iter().map(|c| (c.ecpm_micros(), c)).collect();
     // Highest eCPM first; ties broken by campaign id so the outcome is deterministic.
     ranked.sort_by(|a, b| {
@@ -155,7 +189,7 @@ pub fn run_auction(slots: &[Slot], candidates: &[Candidate], reserve_ecpm_micros
             *ecpm >= reserve
                 && *ecpm > 0
                 && c.fits & bit != 0
-                && !advertisers_won.contains(c.advertiser_id.as_str())
+                && !advertisers_won.contains(&*c.advertiser_id)
         });
         let Some(&(ecpm, winner)) = eligible.next() else {
             continue;
@@ -164,7 +198,7 @@ pub fn run_auction(slots: &[Slot], candidates: &[Candidate], reserve_ecpm_micros
             .find(|(_, c)| c.advertiser_id != winner.advertiser_id)
             .map_or(0, |(e, _)| *e);
         let price = runner_up.max(reserve).min(ecpm);
-        advertisers_won.insert(winner.advertiser_id.as_str());
+        advertisers_won.insert(&*winner.advertiser_id);
         wins.push(Win {
             imp_id: slot.imp_id.clone(),
             slot: index,
@@ -182,11 +216,11 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn cand(id: &str, adv: &str, billing: Billing, bid: u64, pctr: f64) -> Candidate {
+    fn cand(id: &str, adv: &str, billing: Billing, bid: u64, pctr: f64) -> Candidate<'static> {
         Candidate {
-            campaign_id: id.into(),
-            advertiser_id: adv.into(),
-            ad_id: format!("{id}-ad"),
+            campaign_id: id.to_string().into(),
+            advertiser_id: adv.to_string().into(),
+            ad_id: format!("{id}-ad").into(),
             billing,
             bid_micros: bid,
             pctr,
@@ -269,7 +303,7 @@ mod tests {
         let wins = run_auction(&[slot("banner", 0), slot("video", 0)], &cands, 0);
         let won: Vec<(&str, &str, usize)> = wins
             .iter()
-            .map(|w| (w.imp_id.as_str(), w.candidate.campaign_id.as_str(), w.slot))
+            .map(|w| (w.imp_id.as_str(), &*w.candidate.campaign_id, w.slot))
             .collect();
         assert_eq!(won, vec![("banner", "b", 0), ("video", "v", 1)]);
         // The runner-up of a slot is a candidate that fits it: v pays the reserve, not b's bid.
@@ -284,9 +318,9 @@ mod tests {
             reserve in 0u64..2_000_000,
         ) {
             let cands: Vec<Candidate> = bids.iter().enumerate().map(|(i, (adv, b, bid, ctr))| Candidate {
-                campaign_id: format!("c{i}"),
-                advertiser_id: format!("adv{adv}"),
-                ad_id: format!("ad{i}"),
+                campaign_id: format!("c{i}").into(),
+                advertiser_id: format!("adv{adv}").into(),
+                ad_id: format!("ad{i}").into(),
                 billing: [Billing::Cpm, Billing::Cpc, Billing::Cpa][*b as usize],
                 bid_micros: *bid,
                 pctr: *ctr as f64 / 10_000.0,

@@ -67,9 +67,13 @@ pub fn blocked(campaign: &Campaign, blocks: &Blocks) -> Option<Blocked> {
     {
         return Some(Blocked::AdvertiserDomain);
     }
-    if let Some(bundle) = &campaign.bundle {
-        if blocks.bapp.iter().any(|b| b == bundle) {
-            return Some(Blocked::App);
+    // Only a request with app blocks reads the campaign's bundle: with no block list, the
+    // campaign's definition is not read at all.
+    if !blocks.bapp.is_empty() {
+        if let Some(bundle) = &campaign.bundle {
+            if blocks.bapp.iter().any(|b| b == bundle) {
+                return Some(Blocked::App);
+            }
         }
     }
     None

@@ -16,6 +16,7 @@ pub mod prerank;
 pub mod reach;
 pub mod replica;
 pub mod retrieval;
+pub mod spend_cache;
 pub mod throttle;
 
 pub use crate::ranker::prior as ranking;

@@ -22,6 +22,7 @@ use super::formats::{markup, BidMarkup};
 use super::prerank::prerank;
 use super::reach::ReachCounts;
 use super::retrieval::{qualify, retrieve, CampaignIndex, Funnel, NoBid, Retrieved};
+use super::spend_cache::{Budgets, SpendCache};
 use super::throttle::{pace, passes, reach_sample, request_key, PassCache};
 use crate::catalog::Listed;
 use crate::hash::HashMap;
@@ -40,7 +41,7 @@ use crate::token::{sign, WinClaims};
 #[derive(Debug, Clone)]
 pub struct SignedWin {
     /// The auction's result.
-    pub win: Win,
+    pub win: Win<'static>,
     /// `billing_token` for the win's events.
     pub token: String,
     /// Type, size and markup of the creative shown.
@@ -84,9 +85,9 @@ impl Served {
             request_id: request.id.clone(),
             imp_id: win.imp_id.clone(),
             ts: now,
-            campaign_id: c.campaign_id.clone(),
-            advertiser_id: c.advertiser_id.clone(),
-            ad_id: c.ad_id.clone(),
+            campaign_id: c.campaign_id.to_string(),
+            advertiser_id: c.advertiser_id.to_string(),
+            ad_id: c.ad_id.to_string(),
             billing: c.billing,
             charge_micros: win.charge_micros,
             price_ecpm_micros: win.price_ecpm_micros,
@@ -125,12 +126,9 @@ impl Served {
                 .first()
                 .map_or(String::new(), |s| s.imp_id.clone()),
             candidate: super::auction::Candidate {
-                campaign_id: c.campaign_id.clone(),
-                advertiser_id: c.advertiser_id.clone(),
-                ad_id: c
-                    .creatives
-                    .first()
-                    .map_or(String::new(), |a| a.ad_id.clone()),
+                campaign_id: c.campaign_id.as_str().into(),
+                advertiser_id: c.advertiser_id.as_str().into(),
+                ad_id: c.creatives.first().map_or("", |a| a.ad_id.as_str()).into(),
                 billing: c.billing,
                 bid_micros: c.bid_micros,
                 pctr: 0.02,
@@ -189,6 +187,7 @@ pub fn answer(
     index: &CampaignIndex,
     board: &PacingBoard,
     passes: &PassCache,
+    spent: &SpendCache,
     reach: &mut ReachCounts,
     prior: &PriorRanker,
     ranker: &dyn Ranker,
@@ -212,7 +211,7 @@ pub fn answer(
         })
     };
     let (pool, furthest) = retrieve(
-        book,
+        Budgets { book, cache: spent },
         index,
         request,
         now,
@@ -230,9 +229,9 @@ pub fn answer(
             let c = &r.listed.campaign;
             let first = r.creatives.iter().flatten().next()?;
             Some(Candidate {
-                campaign_id: c.campaign_id.clone(),
-                advertiser_id: c.advertiser_id.clone(),
-                ad_id: c.creatives.get(*first)?.ad_id.clone(),
+                campaign_id: c.campaign_id.as_str().into(),
+                advertiser_id: c.advertiser_id.as_str().into(),
+                ad_id: c.creatives.get(*first)?.ad_id.as_str().into(),
                 billing: c.billing,
                 bid_micros: c.bid_micros,
                 pctr: p.pctr,
@@ -266,13 +265,13 @@ pub fn answer(
                 .creatives
                 .get(r.creatives.get(win.slot).copied().flatten()?)?;
             let slot = request.slots.get(win.slot)?;
-            win.candidate.ad_id = creative.ad_id.clone();
+            win.candidate.ad_id = creative.ad_id.as_str().into();
             let claims = WinClaims {
                 request_id: request.id.clone(),
                 imp_id: win.imp_id.clone(),
-                campaign_id: win.candidate.campaign_id.clone(),
-                advertiser_id: win.candidate.advertiser_id.clone(),
-                ad_id: win.candidate.ad_id.clone(),
+                campaign_id: win.candidate.campaign_id.to_string(),
+                advertiser_id: win.candidate.advertiser_id.to_string(),
+                ad_id: win.candidate.ad_id.to_string(),
                 billing: win.candidate.billing,
                 charge_micros: win.charge_micros,
                 issued: now,
@@ -285,7 +284,7 @@ pub fn answer(
                 adomain: campaign.adomain.clone(),
                 cat: campaign.cat.clone(),
                 bundle: campaign.bundle.clone(),
-                win,
+                win: win.into_owned(),
             })
         })
         .collect();
@@ -406,6 +405,7 @@ pub struct ServingReplica {
     ranker: PriorRanker,
     reach: ReachCounts,
     passes: PassCache,
+    spent: SpendCache,
     last_flush: Instant,
     outputs: Vec<ServeOutput>,
     /// Every user's recent engagement, from the user-history stage's broadcast.
@@ -432,6 +432,7 @@ impl ServingReplica {
             ranker: PriorRanker::default(),
             reach: ReachCounts::default(),
             passes: PassCache::default(),
+            spent: SpendCache::default(),
             last_flush: Instant::now(),
             outputs: Vec::new(),
             users: HashMap::default(),
@@ -468,6 +469,11 @@ impl ServingReplica {
                     }
                 }
                 self.book.apply(state);
+                if let LedgerState::Spend(s) = state {
+                    // A campaign not indexed yet is cached when the index takes it in.
+                    self.spent
+                        .refresh(&self.index, &self.book, [s.campaign_id.as_str()]);
+                }
             }
             ReplicaUpdate::History(update) => match &update.history {
                 Some(h) => {
@@ -498,6 +504,8 @@ impl ServingReplica {
         if !changed.is_empty() {
             self.index
                 .update(&self.book, &self.ranker, changed.iter().map(String::as_str));
+            self.spent
+                .refresh(&self.index, &self.book, changed.iter().map(String::as_str));
         }
         self.refresh_passes(&changed);
     }
@@ -542,6 +550,7 @@ impl ServingReplica {
             &self.index,
             &self.board.borrow(),
             &self.passes,
+            &self.spent,
             &mut self.reach,
             &self.ranker,
             ranker,
@@ -576,7 +585,7 @@ impl ServingReplica {
             );
             self.outputs
                 .push(ServeOutput::Pacing(PacingFeedback::Reserve {
-                    campaign_id: candidate.campaign_id.clone(),
+                    campaign_id: candidate.campaign_id.to_string(),
                     replica: self.replica,
                     request_id: request.id.clone(),
                     imp_id: w.win.imp_id.clone(),
@@ -689,7 +698,7 @@ mod tests {
         outcome
             .wins
             .iter()
-            .map(|w| w.win.candidate.campaign_id.as_str())
+            .map(|w| &*w.win.candidate.campaign_id)
             .collect()
     }
 
@@ -969,7 +978,7 @@ mod tests {
         assert_eq!(outcome.wins.len(), 1);
         let w = &outcome.wins[0];
         assert_eq!(
-            (w.win.imp_id.as_str(), w.win.candidate.ad_id.as_str()),
+            (w.win.imp_id.as_str(), &*w.win.candidate.ad_id),
             ("1", "spot")
         );
         assert_eq!(

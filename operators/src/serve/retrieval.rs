@@ -23,6 +23,7 @@ use std::sync::Arc;
 use super::auction::expected_ecpm;
 use super::brand_safety::{blocked, Blocked};
 use super::formats::{best_creative, format_signature};
+use super::spend_cache::Budgets;
 use crate::catalog::Listed;
 use crate::events::creative::{Creative, CreativeKind};
 use crate::events::CampaignStatus;
@@ -76,6 +77,47 @@ pub struct Entry {
     /// The zone its budget days run in, when that holds until its next edit (no zone change
     /// in flight); `None`: ask [`Listed::tz_at`].
     pub tz: Option<chrono_tz::Tz>,
+    /// Its daily budget, micros (the budget check reads it with its spend by entry number).
+    pub daily_budget_micros: u64,
+    /// What qualification reads first, so that a visit costs no look at the definition
+    /// unless the campaign narrows its targeting or the request blocks something.
+    pub gate: Gate,
+}
+
+/// The first checks of [`qualify`], copied from a campaign's definition into its index
+/// [`Entry`]: retrieval reads the entry of every campaign it visits, and the definition (a
+/// separate allocation, a cache miss in a large catalog) only for what these do not settle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gate {
+    /// Its status is active.
+    pub active: bool,
+    /// It has at least one creative.
+    pub has_creatives: bool,
+    /// Its flight's start, ms (`i64::MIN`: none).
+    pub start_ms: i64,
+    /// Its flight's end, ms, exclusive (`None`: none).
+    pub end_ms: Option<i64>,
+    /// It targets regions, metros or interests: those are checked against its definition.
+    pub narrow: bool,
+}
+
+impl Gate {
+    /// The gate of `campaign`.
+    pub fn of(campaign: &crate::events::Campaign) -> Gate {
+        let t = &campaign.targeting;
+        Gate {
+            active: campaign.status == CampaignStatus::Active,
+            has_creatives: !campaign.creatives.is_empty(),
+            start_ms: campaign.start.map_or(i64::MIN, EventTime::millis),
+            end_ms: campaign.end.map(EventTime::millis),
+            narrow: !(t.regions.is_empty() && t.metros.is_empty() && t.interests.is_empty()),
+        }
+    }
+
+    /// Whether `now` is within the flight ([`crate::events::Campaign::in_flight`]).
+    fn in_flight(&self, now: EventTime) -> bool {
+        self.start_ms <= now.millis() && self.end_ms.is_none_or(|e| now.millis() < e)
+    }
 }
 
 impl Entry {
@@ -226,6 +268,8 @@ impl CampaignIndex {
                 .zone_change
                 .is_none()
                 .then(|| listed.tz_at(EventTime(0))),
+            daily_budget_micros: c.daily_budget_micros,
+            gate: Gate::of(c),
         };
         let posted = entry.posted(number);
         for (country, device) in posting_keys(listed) {
@@ -465,7 +509,8 @@ pub fn qualify(
     request: &AdRequest,
     now: EventTime,
 ) -> Result<Vec<Option<usize>>, NoBid> {
-    qualify_checked(listed, request, now, false, true, &mut |c| {
+    let gate = Gate::of(&listed.campaign);
+    qualify_checked(listed, &gate, request, now, false, true, &mut |c| {
         fits_of(&c.creatives, request)
     })
 }
@@ -523,36 +568,39 @@ fn kinds_wanted(request: &AdRequest) -> u8 {
 /// slot.
 fn qualify_checked(
     listed: &Listed,
+    gate: &Gate,
     request: &AdRequest,
     now: EventTime,
     indexed: bool,
     may_fit: bool,
     fits: &mut dyn FnMut(&crate::events::Campaign) -> Vec<Option<usize>>,
 ) -> Result<Vec<Option<usize>>, NoBid> {
+    // The definition is read only where the gate does not settle a check.
     let c = &listed.campaign;
     let t = &c.targeting;
-    if c.status != CampaignStatus::Active {
+    if !gate.active {
         return Err(NoBid::Paused);
     }
-    if !c.in_flight(now) {
+    if !gate.in_flight(now) {
         return Err(NoBid::OutOfFlight);
     }
-    if c.creatives.is_empty() {
+    if !gate.has_creatives {
         return Err(NoBid::NoCreative);
     }
     if !indexed && !listed_in(&t.countries, request.country.as_deref(), same) {
         return Err(NoBid::Country);
     }
-    if !listed_in(&t.regions, request.region.as_deref(), same) {
+    if gate.narrow && !listed_in(&t.regions, request.region.as_deref(), same) {
         return Err(NoBid::Region);
     }
-    if !listed_in(&t.metros, request.metro.as_deref(), same) {
+    if gate.narrow && !listed_in(&t.metros, request.metro.as_deref(), same) {
         return Err(NoBid::Metro);
     }
     if !indexed && !listed_in(&t.devices, request.device.as_deref(), same_ignoring_case) {
         return Err(NoBid::Device);
     }
-    let interests_ok = t.interests.is_empty()
+    let interests_ok = !gate.narrow
+        || t.interests.is_empty()
         || request
             .interests
             .iter()
@@ -626,7 +674,7 @@ pub enum Pace {
 /// before anything else of it is looked at ([`Pace`]); `reached` counts each campaign that
 /// qualifies (before the budget check) with the weight pacing gave.
 pub fn retrieve<'a>(
-    book: &BudgetBook,
+    budgets: Budgets<'_>,
     index: &'a CampaignIndex,
     request: &AdRequest,
     now: EventTime,
@@ -668,25 +716,26 @@ pub fn retrieve<'a>(
             continue;
         }
         let may_fit = entry.kinds & wanted != 0;
-        let creatives = match qualify_checked(listed, request, now, true, may_fit, &mut |c| {
-            // Worked out once per format signature in this request.
-            fitted
-                .entry(entry.formats)
-                .or_insert_with(|| fits_of(&c.creatives, request))
-                .clone()
-        }) {
-            Ok(c) => c,
-            Err(why) => {
-                missed(why);
-                continue;
-            }
-        };
+        let creatives =
+            match qualify_checked(listed, &entry.gate, request, now, true, may_fit, &mut |c| {
+                // Worked out once per format signature in this request.
+                fitted
+                    .entry(entry.formats)
+                    .or_insert_with(|| fits_of(&c.creatives, request))
+                    .clone()
+            }) {
+                Ok(c) => c,
+                Err(why) => {
+                    missed(why);
+                    continue;
+                }
+            };
         reached(number, weight);
         if !bids {
             missed(NoBid::Pacing);
             continue;
         }
-        if book.remaining_on(listed, days.day(entry, now)) == 0 {
+        if budgets.remaining(number, entry, days.day(entry, now)) == 0 {
             missed(NoBid::Budget);
             continue;
         }
@@ -712,6 +761,7 @@ mod tests {
     use crate::records::DaySpend;
     use crate::records::LedgerState;
     use crate::request::parse_request;
+    use crate::serve::spend_cache::SpendCache;
 
     fn add(book: &mut BudgetBook, json: &str) {
         let c = Campaign::parse(json.as_bytes()).unwrap();
@@ -736,6 +786,38 @@ mod tests {
         format!(
             r#"{{"campaign_id":"{id}","advertiser_id":"{adv}","daily_budget_micros":1000,"timezone":"UTC","billing":"cpm","bid_micros":{bid},"targeting":{targeting},"creatives":[{{"ad_id":"{id}-ad"}}]}}"#
         )
+    }
+
+    #[test]
+    fn the_gate_settles_status_flight_and_creatives_as_the_definition_does() {
+        let json = |extra: &str| {
+            format!(
+                r#"{{"campaign_id":"g","advertiser_id":"A","daily_budget_micros":1000,"timezone":"UTC","billing":"cpm","bid_micros":5{extra}}}"#
+            )
+        };
+        let flight = Campaign::parse(
+            json(r#","start":1000,"end":2000,"creatives":[{"ad_id":"x"}]"#).as_bytes(),
+        )
+        .unwrap();
+        let gate = Gate::of(&flight);
+        for t in [i64::MIN, 0, 999, 1000, 1999, 2000, i64::MAX] {
+            assert_eq!(
+                gate.in_flight(EventTime(t)),
+                flight.in_flight(EventTime(t)),
+                "at {t}"
+            );
+        }
+        assert!(gate.active && gate.has_creatives && !gate.narrow);
+        let open = Campaign::parse(json("").as_bytes()).unwrap();
+        let gate = Gate::of(&open);
+        assert!(gate.in_flight(EventTime(i64::MIN)) && gate.in_flight(EventTime(i64::MAX - 1)));
+        assert!(!gate.has_creatives);
+        let narrow = Campaign::parse(
+            json(r#","status":"paused","targeting":{"interests":["golf"]}"#).as_bytes(),
+        )
+        .unwrap();
+        let gate = Gate::of(&narrow);
+        assert!(!gate.active && gate.narrow);
     }
 
     #[test]
@@ -810,7 +892,10 @@ mod tests {
         let ids = |book: &BudgetBook, req: &str, k| {
             let r = parse_request(req.as_bytes()).unwrap();
             retrieve(
-                book,
+                Budgets {
+                    book,
+                    cache: &SpendCache::of(&index, book),
+                },
                 &index,
                 &r,
                 now,
@@ -847,7 +932,10 @@ mod tests {
         let r = parse_request(fr.as_bytes()).unwrap();
         let mut reached = Vec::new();
         let (found, furthest) = retrieve(
-            &book,
+            Budgets {
+                book: &book,
+                cache: &SpendCache::of(&index, &book),
+            },
             &index,
             &r,
             now,
@@ -890,7 +978,18 @@ mod tests {
                 format!(r#"{{"id":"r","imp":[{{"id":"1"}}],"device":{{"geo":{geo}}}}}"#).as_bytes(),
             )
             .unwrap();
-            let (found, furthest) = retrieve(&book, &index, &r, now, five(), bid_all, |_, _| {});
+            let (found, furthest) = retrieve(
+                Budgets {
+                    book: &book,
+                    cache: &SpendCache::of(&index, &book),
+                },
+                &index,
+                &r,
+                now,
+                five(),
+                bid_all,
+                |_, _| {},
+            );
             let ids: Vec<String> = found
                 .iter()
                 .map(|r| r.listed.campaign.campaign_id.clone())
@@ -927,7 +1026,18 @@ mod tests {
         let now = EventTime::now();
         let run = |body: &str| {
             let r = parse_request(body.as_bytes()).unwrap();
-            let (found, why) = retrieve(&book, &index, &r, now, five(), bid_all, |_, _| {});
+            let (found, why) = retrieve(
+                Budgets {
+                    book: &book,
+                    cache: &SpendCache::of(&index, &book),
+                },
+                &index,
+                &r,
+                now,
+                five(),
+                bid_all,
+                |_, _| {},
+            );
             let ids: Vec<String> = found
                 .iter()
                 .map(|r| r.listed.campaign.campaign_id.clone())
@@ -946,7 +1056,18 @@ mod tests {
         assert_eq!(run(video), (vec![], Some(NoBid::Format)));
         let both = r#"{"id":"r","imp":[{"id":"1","video":{"mimes":["video/mp4"]}},{"id":"2","banner":{"w":300,"h":250}}]}"#;
         let r = parse_request(both.as_bytes()).unwrap();
-        let (found, _) = retrieve(&book, &index, &r, now, five(), bid_all, |_, _| {});
+        let (found, _) = retrieve(
+            Budgets {
+                book: &book,
+                cache: &SpendCache::of(&index, &book),
+            },
+            &index,
+            &r,
+            now,
+            five(),
+            bid_all,
+            |_, _| {},
+        );
         assert_eq!(found[0].creatives, vec![None, Some(0)]);
         assert_eq!(found[0].fits(), 0b10);
     }
@@ -994,7 +1115,7 @@ mod tests {
             )
             .unwrap();
             let now = EventTime::now();
-            let all = retrieve(&book, &index, &request, now, Funnel { per_advertiser, pool: usize::MAX }, bid_all, |_, _| {}).0;
+            let all = retrieve(Budgets { book: &book, cache: &SpendCache::of(&index, &book) }, &index, &request, now, Funnel { per_advertiser, pool: usize::MAX }, bid_all, |_, _| {}).0;
             let values: Vec<u64> = all.iter().map(|r| r.entry.value).collect();
             proptest::prop_assert!(values.windows(2).all(|w| w[0] >= w[1]), "best first: {:?}", values);
             let mut per: HashMap<&str, usize> = HashMap::default();
@@ -1002,7 +1123,7 @@ mod tests {
                 *per.entry(r.listed.campaign.advertiser_id.as_str()).or_default() += 1;
             }
             proptest::prop_assert!(per.values().all(|n| *n <= per_advertiser));
-            let bounded = retrieve(&book, &index, &request, now, Funnel { per_advertiser, pool }, bid_all, |_, _| {}).0;
+            let bounded = retrieve(Budgets { book: &book, cache: &SpendCache::of(&index, &book) }, &index, &request, now, Funnel { per_advertiser, pool }, bid_all, |_, _| {}).0;
             let ids = |found: &[Retrieved]| -> Vec<String> {
                 found.iter().map(|r| r.listed.campaign.campaign_id.clone()).collect()
             };

@@ -32,6 +32,7 @@ use adstream_operators::request::{AdRequest, Slot};
 use adstream_operators::serve::auction::Candidate;
 use adstream_operators::serve::operator::{answer, ServeConfig};
 use adstream_operators::serve::reach::ReachCounts;
+use adstream_operators::serve::spend_cache::SpendCache;
 use adstream_operators::serve::throttle::PassCache;
 use adstream_operators::time::day::budget_day;
 use adstream_operators::time::EventTime;
@@ -362,6 +363,7 @@ fn simulate(market: &Market<'_>, bench: &PacingBench, paced: bool) -> Vec<Campai
             &market.index,
             &board,
             &no_cache,
+            &SpendCache::default(),
             &mut reach,
             &prior,
             &ranker,
@@ -383,9 +385,9 @@ fn simulate(market: &Market<'_>, bench: &PacingBench, paced: bool) -> Vec<Campai
                 };
                 let camp = &listed.campaign;
                 let max_charge = Candidate {
-                    campaign_id: id.clone(),
-                    advertiser_id: camp.advertiser_id.clone(),
-                    ad_id: String::new(),
+                    campaign_id: id.as_str().into(),
+                    advertiser_id: camp.advertiser_id.as_str().into(),
+                    ad_id: "".into(),
                     billing: camp.billing,
                     bid_micros: camp.bid_micros,
                     pctr: predicted[c].0,

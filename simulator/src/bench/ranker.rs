@@ -157,9 +157,9 @@ fn served_record(
             .first()
             .map_or_else(|| "1".to_string(), |s| s.imp_id.clone()),
         candidate: Candidate {
-            campaign_id: c.campaign_id.clone(),
-            advertiser_id: c.advertiser_id.clone(),
-            ad_id: ad.ad_id.clone(),
+            campaign_id: c.campaign_id.as_str().into(),
+            advertiser_id: c.advertiser_id.as_str().into(),
+            ad_id: ad.ad_id.as_str().into(),
             billing: c.billing,
             bid_micros: c.bid_micros,
             pctr: p.pctr,

@@ -29,6 +29,7 @@ use adstream_operators::request::{parse_request, AdRequest};
 use adstream_operators::serve::operator::{answer, ServeConfig};
 use adstream_operators::serve::reach::ReachCounts;
 use adstream_operators::serve::retrieval::CampaignIndex;
+use adstream_operators::serve::spend_cache::SpendCache;
 use adstream_operators::serve::throttle::PassCache;
 use adstream_operators::time::EventTime;
 use rand::rngs::StdRng;
@@ -198,6 +199,7 @@ fn measure(
     let board = board_at(index, pass);
     let mut passes = PassCache::default();
     passes.refresh_all(index, &board);
+    let spent = SpendCache::of(index, book);
     let prior = PriorRanker::default();
     let mut reach = ReachCounts::default();
     let now = EventTime::now();
@@ -211,6 +213,7 @@ fn measure(
             index,
             &board,
             &passes,
+            &spent,
             &mut reach,
             &prior,
             ranker,
