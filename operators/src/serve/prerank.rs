@@ -67,7 +67,6 @@ mod tests {
     use crate::records::{CatalogUpdate, LedgerState};
     use crate::request::parse_request;
     use crate::serve::retrieval::{retrieve, CampaignIndex, Funnel, Pace};
-    use crate::serve::spend_cache::{Budgets, SpendCache};
     use crate::time::EventTime;
     use proptest::prelude::*;
 
@@ -108,10 +107,7 @@ mod tests {
         let request = parse_request(br#"{"id":"r","imp":[{"id":"1"}]}"#).expect("request");
         let now = EventTime::now();
         let pool = retrieve(
-            Budgets {
-                book: &book,
-                cache: &SpendCache::of(&index, &book),
-            },
+            &book,
             &index,
             &request,
             now,
@@ -153,7 +149,7 @@ mod tests {
             let prior = PriorRanker::default();
             let index = CampaignIndex::build(&book, &prior);
             let request = parse_request(br#"{"id":"r","imp":[{"id":"1"}]}"#).expect("request");
-            let pool = retrieve(Budgets { book: &book, cache: &SpendCache::of(&index, &book) }, &index, &request, EventTime::now(), Funnel::ALL, |_, _| Pace::Bid { weight: 1.0 }, |_, _| {}).0;
+            let pool = retrieve(&book, &index, &request, EventTime::now(), Funnel::ALL, |_, _| Pace::Bid { weight: 1.0 }, |_, _| {}).0;
             let pass_of = |r: &Retrieved| {
                 let i: usize = r.listed.campaign.campaign_id[1..].parse().unwrap_or(0);
                 passes[i % passes.len()]

@@ -211,7 +211,7 @@ pub fn answer(
         })
     };
     let (pool, furthest) = retrieve(
-        Budgets { book, cache: spent },
+        &Budgets { book, cache: spent },
         index,
         request,
         now,
@@ -801,6 +801,13 @@ mod tests {
             overdelivery_micros: 0,
         })));
         assert!(r.handle(&request("r7"), now).wins.is_empty());
+        // Retrieval's budget check sees the spend at once, not only the auction's gate.
+        let n = r.index.number_of("c1").unwrap();
+        let day = crate::time::day::budget_day(now, chrono_tz::UTC);
+        assert_eq!(
+            r.spent.remaining(n, r.index.entry(n).unwrap(), day),
+            Some(0)
+        );
     }
 
     #[test]

@@ -23,7 +23,6 @@ use std::sync::Arc;
 use super::auction::expected_ecpm;
 use super::brand_safety::{blocked, Blocked};
 use super::formats::{best_creative, format_signature};
-use super::spend_cache::Budgets;
 use crate::catalog::Listed;
 use crate::events::creative::{Creative, CreativeKind};
 use crate::events::CampaignStatus;
@@ -387,6 +386,21 @@ impl Iterator for Merged<'_> {
     }
 }
 
+/// What retrieval's budget check asks: the budget left on budget day `day` for entry `number`
+/// (`entry`). The book answers it from the campaign's definition and spend
+/// ([`BudgetBook::remaining_on`]); a serving replica answers it from spend cached by entry
+/// number, falling back to the book.
+pub trait BudgetLeft {
+    /// Budget left, micros.
+    fn remaining(&self, number: u32, entry: &Entry, day: chrono::NaiveDate) -> u64;
+}
+
+impl BudgetLeft for BudgetBook {
+    fn remaining(&self, _: u32, entry: &Entry, day: chrono::NaiveDate) -> u64 {
+        self.remaining_on(&entry.listed, day)
+    }
+}
+
 /// How far retrieval goes for one request.
 #[derive(Debug, Clone, Copy)]
 pub struct Funnel {
@@ -674,7 +688,7 @@ pub enum Pace {
 /// before anything else of it is looked at ([`Pace`]); `reached` counts each campaign that
 /// qualifies (before the budget check) with the weight pacing gave.
 pub fn retrieve<'a>(
-    budgets: Budgets<'_>,
+    budgets: &impl BudgetLeft,
     index: &'a CampaignIndex,
     request: &AdRequest,
     now: EventTime,
@@ -761,7 +775,6 @@ mod tests {
     use crate::records::DaySpend;
     use crate::records::LedgerState;
     use crate::request::parse_request;
-    use crate::serve::spend_cache::SpendCache;
 
     fn add(book: &mut BudgetBook, json: &str) {
         let c = Campaign::parse(json.as_bytes()).unwrap();
@@ -892,10 +905,7 @@ mod tests {
         let ids = |book: &BudgetBook, req: &str, k| {
             let r = parse_request(req.as_bytes()).unwrap();
             retrieve(
-                Budgets {
-                    book,
-                    cache: &SpendCache::of(&index, book),
-                },
+                book,
                 &index,
                 &r,
                 now,
@@ -932,10 +942,7 @@ mod tests {
         let r = parse_request(fr.as_bytes()).unwrap();
         let mut reached = Vec::new();
         let (found, furthest) = retrieve(
-            Budgets {
-                book: &book,
-                cache: &SpendCache::of(&index, &book),
-            },
+            &book,
             &index,
             &r,
             now,
@@ -978,18 +985,7 @@ mod tests {
                 format!(r#"{{"id":"r","imp":[{{"id":"1"}}],"device":{{"geo":{geo}}}}}"#).as_bytes(),
             )
             .unwrap();
-            let (found, furthest) = retrieve(
-                Budgets {
-                    book: &book,
-                    cache: &SpendCache::of(&index, &book),
-                },
-                &index,
-                &r,
-                now,
-                five(),
-                bid_all,
-                |_, _| {},
-            );
+            let (found, furthest) = retrieve(&book, &index, &r, now, five(), bid_all, |_, _| {});
             let ids: Vec<String> = found
                 .iter()
                 .map(|r| r.listed.campaign.campaign_id.clone())
@@ -1026,18 +1022,7 @@ mod tests {
         let now = EventTime::now();
         let run = |body: &str| {
             let r = parse_request(body.as_bytes()).unwrap();
-            let (found, why) = retrieve(
-                Budgets {
-                    book: &book,
-                    cache: &SpendCache::of(&index, &book),
-                },
-                &index,
-                &r,
-                now,
-                five(),
-                bid_all,
-                |_, _| {},
-            );
+            let (found, why) = retrieve(&book, &index, &r, now, five(), bid_all, |_, _| {});
             let ids: Vec<String> = found
                 .iter()
                 .map(|r| r.listed.campaign.campaign_id.clone())
@@ -1056,18 +1041,7 @@ mod tests {
         assert_eq!(run(video), (vec![], Some(NoBid::Format)));
         let both = r#"{"id":"r","imp":[{"id":"1","video":{"mimes":["video/mp4"]}},{"id":"2","banner":{"w":300,"h":250}}]}"#;
         let r = parse_request(both.as_bytes()).unwrap();
-        let (found, _) = retrieve(
-            Budgets {
-                book: &book,
-                cache: &SpendCache::of(&index, &book),
-            },
-            &index,
-            &r,
-            now,
-            five(),
-            bid_all,
-            |_, _| {},
-        );
+        let (found, _) = retrieve(&book, &index, &r, now, five(), bid_all, |_, _| {});
         assert_eq!(found[0].creatives, vec![None, Some(0)]);
         assert_eq!(found[0].fits(), 0b10);
     }
@@ -1115,7 +1089,7 @@ mod tests {
             )
             .unwrap();
             let now = EventTime::now();
-            let all = retrieve(Budgets { book: &book, cache: &SpendCache::of(&index, &book) }, &index, &request, now, Funnel { per_advertiser, pool: usize::MAX }, bid_all, |_, _| {}).0;
+            let all = retrieve(&book, &index, &request, now, Funnel { per_advertiser, pool: usize::MAX }, bid_all, |_, _| {}).0;
             let values: Vec<u64> = all.iter().map(|r| r.entry.value).collect();
             proptest::prop_assert!(values.windows(2).all(|w| w[0] >= w[1]), "best first: {:?}", values);
             let mut per: HashMap<&str, usize> = HashMap::default();
@@ -1123,7 +1097,7 @@ mod tests {
                 *per.entry(r.listed.campaign.advertiser_id.as_str()).or_default() += 1;
             }
             proptest::prop_assert!(per.values().all(|n| *n <= per_advertiser));
-            let bounded = retrieve(Budgets { book: &book, cache: &SpendCache::of(&index, &book) }, &index, &request, now, Funnel { per_advertiser, pool }, bid_all, |_, _| {}).0;
+            let bounded = retrieve(&book, &index, &request, now, Funnel { per_advertiser, pool }, bid_all, |_, _| {}).0;
             let ids = |found: &[Retrieved]| -> Vec<String> {
                 found.iter().map(|r| r.listed.campaign.campaign_id.clone()).collect()
             };

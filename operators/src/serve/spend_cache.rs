@@ -7,7 +7,7 @@
 
 use chrono::NaiveDate;
 
-use super::retrieval::{CampaignIndex, Entry};
+use super::retrieval::{BudgetLeft, CampaignIndex, Entry};
 use crate::ledger::status::BudgetBook;
 
 /// What the cache knows of one entry's spend.
@@ -92,9 +92,8 @@ pub struct Budgets<'a> {
     pub cache: &'a SpendCache,
 }
 
-impl Budgets<'_> {
-    /// Budget left on budget day `day` for entry `number` (`entry`).
-    pub fn remaining(&self, number: u32, entry: &Entry, day: NaiveDate) -> u64 {
+impl BudgetLeft for Budgets<'_> {
+    fn remaining(&self, number: u32, entry: &Entry, day: NaiveDate) -> u64 {
         self.cache
             .remaining(number, entry, day)
             .unwrap_or_else(|| self.book.remaining_on(&entry.listed, day))

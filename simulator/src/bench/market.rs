@@ -9,7 +9,6 @@ use adstream_operators::ledger::status::BudgetBook;
 use adstream_operators::ranker::prior::PriorRanker;
 use adstream_operators::request::AdRequest;
 use adstream_operators::serve::retrieval::{retrieve, CampaignIndex, Funnel, Pace};
-use adstream_operators::serve::spend_cache::{Budgets, SpendCache};
 use adstream_operators::time::EventTime;
 use anyhow::Context;
 
@@ -54,12 +53,8 @@ impl<'w> Market<'w> {
         let Some(request) = self.requests.get(user) else {
             return Vec::new();
         };
-        // The market's book has no spend: the empty cache asks it.
         retrieve(
-            Budgets {
-                book: &self.book,
-                cache: &SpendCache::default(),
-            },
+            &self.book,
             &self.index,
             request,
             now,
