@@ -527,10 +527,15 @@ pub fn qualify(
     qualify_checked(listed, &gate, request, now, false, true, &mut |c| {
         fits_of(&c.creatives, request)
     })
+    .map(|fits| fits.to_vec())
 }
 
+/// The best creative of each slot of a request, by index into a campaign's creatives (`None`:
+/// none fits the slot). Shared by every campaign of a request with the same creative formats.
+pub type Fits = std::rc::Rc<[Option<usize>]>;
+
 /// The best creative of `creatives` per slot of `request`.
-fn fits_of(creatives: &[Creative], request: &AdRequest) -> Vec<Option<usize>> {
+fn fits_of(creatives: &[Creative], request: &AdRequest) -> Fits {
     request
         .slots
         .iter()
@@ -587,8 +592,8 @@ fn qualify_checked(
     now: EventTime,
     indexed: bool,
     may_fit: bool,
-    fits: &mut dyn FnMut(&crate::events::Campaign) -> Vec<Option<usize>>,
-) -> Result<Vec<Option<usize>>, NoBid> {
+    fits: &mut dyn FnMut(&crate::events::Campaign) -> Fits,
+) -> Result<Fits, NoBid> {
     // The definition is read only where the gate does not settle a check.
     let c = &listed.campaign;
     let t = &c.targeting;
@@ -647,7 +652,7 @@ pub struct Retrieved<'a> {
     pub number: u32,
     /// Per slot of the request, the index of the creative it shows there (`None`: it does
     /// not fit that slot).
-    pub creatives: Vec<Option<usize>>,
+    pub creatives: Fits,
 }
 
 impl Retrieved<'_> {
@@ -704,7 +709,7 @@ pub fn retrieve<'a>(
     let mut days = BudgetDays::default();
     let mut per: HashMap<u32, usize> = HashMap::default();
     let wanted = kinds_wanted(request);
-    let mut fitted: HashMap<u64, Vec<Option<usize>>> = HashMap::default();
+    let mut fitted: HashMap<u64, Fits> = HashMap::default();
     if funnel.pool == 0 {
         return (found, furthest);
     }
@@ -1042,7 +1047,7 @@ mod tests {
         let both = r#"{"id":"r","imp":[{"id":"1","video":{"mimes":["video/mp4"]}},{"id":"2","banner":{"w":300,"h":250}}]}"#;
         let r = parse_request(both.as_bytes()).unwrap();
         let (found, _) = retrieve(&book, &index, &r, now, five(), bid_all, |_, _| {});
-        assert_eq!(found[0].creatives, vec![None, Some(0)]);
+        assert_eq!(*found[0].creatives, [None, Some(0)]);
         assert_eq!(found[0].fits(), 0b10);
     }
 
