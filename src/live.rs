@@ -218,6 +218,23 @@ impl LiveState {
             .collect()
     }
 
+    /// The statuses of the at most `k` campaigns with the most spend on their latest budget day
+    /// ([`BudgetBook::top_spenders`]), most first, and how many campaigns are known. Holds the
+    /// book for one pass over its campaigns and `k` statuses, so a large catalog does not hold
+    /// up the worker that writes the book.
+    pub fn top(&self, k: usize) -> (Vec<BudgetStatus>, usize) {
+        let Ok(book) = self.book.read() else {
+            return (Vec::new(), 0);
+        };
+        let now = EventTime::now();
+        let (ids, known) = book.top_spenders(k);
+        let statuses = ids
+            .into_iter()
+            .filter_map(|c| book.status(c, now))
+            .collect();
+        (statuses, known)
+    }
+
     /// Registers a source's caught-up flag for readiness.
     pub fn track_source(&self, flag: Arc<AtomicBool>) {
         if let Ok(mut v) = self.sources_caught_up.write() {

@@ -1,8 +1,10 @@
 //! The dashboard at `GET /`: a plain HTML page with one small chart library (uPlot, vendored
 //! in `assets/`), fed by `GET /v1/dashboard` from a [`History`] this process samples itself.
 //!
-//! The history keeps, per campaign, spend vs budget vs the pacing target; requests per second
-//! and fill rate; the model's click AUC and calibration; dead letters by reason. It holds at most
+//! The history keeps, per campaign, spend vs budget vs the pacing target (for the
+//! [`TRACKED_CAMPAIGNS`] campaigns with the most spend at each sample: a catalog of 100,000
+//! campaigns costs neither 100,000 series per sample nor a pass building every campaign's
+//! status while the worker waits to update the book); requests per second and fill rate; the model's click AUC and calibration; dead letters by reason. It holds at most
 //! [`MAX_SAMPLES`] samples: when full, every other one is dropped and the period doubles, so a
 //! day of history fits in bounded memory at a resolution that degrades gracefully.
 
@@ -22,6 +24,10 @@ use adstream_operators::time::EventTime;
 
 /// Most samples kept.
 pub const MAX_SAMPLES: usize = 1_800;
+
+/// Campaigns sampled each time: those with the most spend on their latest budget day (every
+/// campaign, in a catalog this small or smaller). The page shows the first of them.
+pub const TRACKED_CAMPAIGNS: usize = 100;
 
 /// One campaign at one sample.
 #[derive(Clone, Debug, PartialEq)]
@@ -70,6 +76,8 @@ struct Inner {
     period: Duration,
     samples: VecDeque<Sample>,
     campaigns: BTreeMap<String, CampaignNow>,
+    /// Campaigns known at the last sample (tracked or not).
+    campaigns_known: usize,
     dead_by_reason: BTreeMap<String, u64>,
     live_version: Option<String>,
 }
@@ -82,6 +90,7 @@ impl History {
                 period,
                 samples: VecDeque::new(),
                 campaigns: BTreeMap::new(),
+                campaigns_known: 0,
                 dead_by_reason: BTreeMap::new(),
                 live_version: None,
             }),
@@ -109,7 +118,8 @@ impl History {
             ..Sample::default()
         };
         let mut now = BTreeMap::new();
-        for status in live.all() {
+        let (tracked, known) = live.top(TRACKED_CAMPAIGNS);
+        for status in tracked {
             let pacing = status.pacing.as_ref();
             sample.campaigns.insert(
                 status.campaign_id.clone(),
@@ -153,6 +163,9 @@ impl History {
         let dead = metrics.dead_letters_by_reason();
         sample.dead_letters = dead.values().sum();
         self.push(sample, now, dead, models.current().map(|m| m.name.clone()));
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.campaigns_known = known;
+        }
     }
 
     fn push(
@@ -241,6 +254,7 @@ impl History {
             "now_ms": EventTime::now().millis(),
             "sample_ms": inner.period.as_millis() as u64,
             "campaigns": campaigns,
+            "campaigns_known": inner.campaigns_known,
             "traffic": { "t": t, "requests_per_second": rps, "fill_rate": fill },
             "model": {
                 "live_version": inner.live_version,
@@ -361,6 +375,48 @@ mod tests {
         }
         assert_eq!(h.len(), MAX_SAMPLES / 2 + 1);
         assert_eq!(h.period(), Duration::from_secs(4));
+    }
+
+    #[test]
+    fn a_large_catalog_samples_only_its_top_spenders() {
+        use adstream_operators::events::Campaign;
+        use adstream_operators::records::{CatalogUpdate, DaySpend, LedgerState};
+        let live = LiveState::default();
+        let n = TRACKED_CAMPAIGNS + 50;
+        let today = adstream_operators::time::day::budget_day(EventTime::now(), chrono_tz::UTC);
+        for i in 0..n {
+            let id = format!("c{i:03}");
+            let json = format!(
+                r#"{{"campaign_id":"{id}","advertiser_id":"a","daily_budget_micros":1000000,"timezone":"UTC","billing":"cpm","bid_micros":1}}"#
+            );
+            let c = Campaign::parse(json.as_bytes()).unwrap();
+            live.apply(&LedgerState::Campaign(CatalogUpdate::new(
+                id.clone(),
+                Some(Box::new(c)),
+            )));
+            // The last campaigns spend the most.
+            live.apply(&LedgerState::Spend(DaySpend {
+                campaign_id: id,
+                day: today,
+                spend_micros: i as u64,
+                overdelivery_micros: 0,
+            }));
+        }
+        let h = History::new(Duration::from_secs(2));
+        h.sample(&live, &Metrics::new(), &ModelSlot::default(), None);
+        let doc = h.document();
+        let ids: Vec<&str> = doc["campaigns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["campaign_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids.len(), TRACKED_CAMPAIGNS);
+        assert!(
+            ids.iter().all(|id| id[1..].parse::<usize>().unwrap() >= 50),
+            "{ids:?}"
+        );
+        assert_eq!(doc["campaigns_known"], json!(n));
     }
 
     #[test]

@@ -136,7 +136,7 @@
     };
   }
 
-  function renderCampaigns(list) {
+  function renderCampaigns(list, known) {
     var seen = {};
     list = arr(list).filter(function (c) {  // drop malformed entries and duplicate ids
       if (!c || c.campaign_id == null || seen[c.campaign_id]) return false;
@@ -175,7 +175,8 @@
     Object.keys(charts).forEach(function (k) {
       if (k.indexOf('campaign:') === 0 && !keep[k]) drop(k);
     });
-    var more = list.length - shown.length;
+    // The server samples the campaigns with the most spend; it says how many it knows.
+    var more = Math.max(list.length, num(known) || 0) - shown.length;
     $('campaigns-more').textContent = more > 0 ? '+' + more + ' more' : '';
     $('campaigns-empty').hidden = shown.length > 0;
     document.body.dataset.campaigns = String(shown.length);
@@ -253,9 +254,9 @@
   // Each section renders independently so one bad section can't hide the rest.
   function render(j) {
     var errors = [];
-    [[renderCampaigns, j.campaigns], [renderTraffic, j.traffic],
+    [[renderCampaigns, j.campaigns, j.campaigns_known], [renderTraffic, j.traffic],
      [renderModel, j.model], [renderDeadLetters, j.dead_letters]].forEach(function (p) {
-      try { p[0](p[1]); } catch (e) { errors.push(String(e && e.message || e)); }
+      try { p[0](p[1], p[2]); } catch (e) { errors.push(String(e && e.message || e)); }
     });
     if (errors.length) throw new Error(errors.join('; '));
   }
