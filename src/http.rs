@@ -638,21 +638,23 @@ async fn metrics(State(state): State<Arc<AppState>>) -> String {
     // Campaigns come and go: the gauge holds exactly today's live ones (per campaign only when
     // the pipeline asks for it: one series each).
     state.metrics.budget_utilisation.reset();
+    // One pass over the catalog without building statuses: the worker that updates the live
+    // view waits while it runs.
     let mut spent = 0;
-    for status in state.live.all() {
-        if status.budget_micros > 0 {
-            if status.spend_micros >= status.budget_micros {
+    state.live.visit_spend_today(|id, spend, budget| {
+        if budget > 0 {
+            if spend >= budget {
                 spent += 1;
             }
             if state.per_campaign_metrics {
                 state
                     .metrics
                     .budget_utilisation
-                    .with_label_values(&[status.campaign_id.as_str()])
-                    .set(status.spend_micros as f64 / status.budget_micros as f64);
+                    .with_label_values(&[id])
+                    .set(spend as f64 / budget as f64);
             }
         }
-    }
+    });
     state.metrics.campaigns_budget_spent.set(spent);
     if let Some(trainer) = &state.trainer {
         if let Ok(status) = trainer.status.lock() {
@@ -1102,6 +1104,27 @@ mod tests {
         let text = scrape(true).await;
         assert!(
             text.contains("adstream_budget_utilisation{campaign=\"c1\"} 0"),
+            "{text}"
+        );
+        // A campaign that spent its budget today counts.
+        let live = two_advertisers();
+        live.apply(&LedgerState::Spend(adstream_operators::records::DaySpend {
+            campaign_id: "c2".into(),
+            day: adstream_operators::time::day::budget_day(
+                adstream_operators::time::EventTime::now(),
+                chrono_tz::UTC,
+            ),
+            spend_micros: 1_000,
+            overdelivery_micros: 0,
+        }));
+        let mut s = state(live, None);
+        s.per_campaign_metrics = true;
+        let (_, response) = get_with(app(s), "/metrics", None).await;
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8(bytes.to_vec()).unwrap();
+        assert!(text.contains("adstream_campaigns_budget_spent 1"), "{text}");
+        assert!(
+            text.contains("adstream_budget_utilisation{campaign=\"c2\"} 1"),
             "{text}"
         );
     }

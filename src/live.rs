@@ -218,6 +218,14 @@ impl LiveState {
             .collect()
     }
 
+    /// Visits every defined campaign with its spend today and its daily budget
+    /// ([`BudgetBook::visit_spend_today`]), holding the book for that one pass only.
+    pub fn visit_spend_today(&self, visit: impl FnMut(&str, u64, u64)) {
+        if let Ok(book) = self.book.read() {
+            book.visit_spend_today(EventTime::now(), visit);
+        }
+    }
+
     /// The statuses of the at most `k` campaigns with the most spend on their latest budget day
     /// ([`BudgetBook::top_spenders`]), most first, and how many campaigns are known. Holds the
     /// book for one pass over its campaigns and `k` statuses, so a large catalog does not hold

@@ -200,6 +200,30 @@ impl BudgetBook {
         ids
     }
 
+    /// Visits every defined campaign with its spend today (its budget day at `now`) and its
+    /// daily budget, as [`BudgetBook::status`] would give them, without building statuses: one
+    /// pass for gauges over a large catalog.
+    pub fn visit_spend_today(&self, now: EventTime, mut visit: impl FnMut(&str, u64, u64)) {
+        let mut days: Vec<(chrono_tz::Tz, NaiveDate)> = Vec::new();
+        for listed in self.catalog.iter() {
+            let tz = listed.tz_at(now);
+            let day = match days.iter().find(|(z, _)| *z == tz) {
+                Some((_, day)) => *day,
+                None => {
+                    let day = super::day::budget_day(now, tz);
+                    days.push((tz, day));
+                    day
+                }
+            };
+            let c = &listed.campaign;
+            visit(
+                &c.campaign_id,
+                self.spend(&c.campaign_id, day),
+                c.daily_budget_micros,
+            );
+        }
+    }
+
     /// Of every campaign known (defined, or charged), the at most `k` with the most spend on
     /// their latest budget day with spend, most first (ties by id), and how many are known.
     /// Costs one pass over the campaigns, without building their statuses: for views that
@@ -238,6 +262,54 @@ mod tests {
     use super::*;
     use crate::events::Campaign;
     use crate::records::DaySpend;
+
+    #[test]
+    fn spend_today_is_the_status_spend_in_each_campaigns_zone() {
+        let mut book = BudgetBook::default();
+        for (id, zone) in [
+            ("t", "Asia/Tokyo"),
+            ("u", "UTC"),
+            ("l", "America/Los_Angeles"),
+        ] {
+            let json = format!(
+                r#"{{"campaign_id":"{id}","advertiser_id":"x","daily_budget_micros":1000,"timezone":"{zone}","billing":"cpm","bid_micros":1}}"#
+            );
+            let c = Campaign::parse(json.as_bytes()).unwrap();
+            book.apply(&LedgerState::Campaign(CatalogUpdate::new(
+                id.into(),
+                Some(Box::new(c)),
+            )));
+        }
+        // 01:00 on May 2nd in Tokyo, 16:00 on May 1st in UTC, 09:00 on May 1st in Los Angeles.
+        let now = EventTime::parse("2026-05-01T16:00:00Z").unwrap();
+        for (id, d, micros) in [("t", 2, 70), ("t", 1, 900), ("u", 1, 300), ("l", 1, 20)] {
+            book.apply(&LedgerState::Spend(DaySpend {
+                campaign_id: id.into(),
+                day: NaiveDate::from_ymd_opt(2026, 5, d).unwrap(),
+                spend_micros: micros,
+                overdelivery_micros: 0,
+            }));
+        }
+        let mut seen = Vec::new();
+        book.visit_spend_today(now, |id, spend, budget| {
+            let status = book.status(id, now).unwrap();
+            assert_eq!(
+                (spend, budget),
+                (status.spend_micros, status.budget_micros),
+                "{id}"
+            );
+            seen.push((id.to_string(), spend));
+        });
+        seen.sort();
+        assert_eq!(
+            seen,
+            [
+                ("l".to_string(), 20),
+                ("t".to_string(), 70),
+                ("u".to_string(), 300)
+            ]
+        );
+    }
 
     #[test]
     fn top_spenders_rank_by_the_latest_day_with_spend_then_by_id() {
