@@ -16,6 +16,9 @@ use adstream_operators::records::LedgerState;
 use adstream_operators::records::PacingUpdate;
 use adstream_operators::time::EventTime;
 
+/// Campaign statuses built per hold of the book's lock when listing every campaign.
+const LISTING_CHUNK: usize = 1_024;
+
 /// Shared between the dataflow workers (writers) and the HTTP handlers (readers).
 #[derive(Default)]
 pub struct LiveState {
@@ -206,16 +209,23 @@ impl LiveState {
         Some(listed.campaign.advertiser_id.clone())
     }
 
-    /// Every campaign's status now.
+    /// Every campaign's status now. The book is read a chunk of campaigns at a time, so a
+    /// large catalog does not hold up the worker that writes it for the whole listing (each
+    /// status is of one instant; the listing is not one snapshot across campaigns).
     pub fn all(&self) -> Vec<BudgetStatus> {
-        let Ok(book) = self.book.read() else {
-            return Vec::new();
+        let ids = match self.book.read() {
+            Ok(book) => book.campaign_ids(),
+            Err(_) => return Vec::new(),
         };
         let now = EventTime::now();
-        book.campaign_ids()
-            .iter()
-            .filter_map(|c| book.status(c, now))
-            .collect()
+        let mut all = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(LISTING_CHUNK) {
+            let Ok(book) = self.book.read() else {
+                break;
+            };
+            all.extend(chunk.iter().filter_map(|c| book.status(c, now)));
+        }
+        all
     }
 
     /// Visits every defined campaign with its spend today and its daily budget
@@ -294,6 +304,36 @@ mod tests {
             partition,
             lag,
         }
+    }
+
+    #[test]
+    fn listing_reads_every_campaign_across_chunks_in_id_order() {
+        use adstream_operators::events::Campaign;
+        use adstream_operators::records::{CatalogUpdate, DaySpend, LedgerState};
+        let live = LiveState::default();
+        let n = LISTING_CHUNK * 2 + 3;
+        for i in 0..n {
+            let id = format!("c{i:05}");
+            let json = format!(
+                r#"{{"campaign_id":"{id}","advertiser_id":"a","daily_budget_micros":1000,"timezone":"UTC","billing":"cpm","bid_micros":1}}"#
+            );
+            let c = Campaign::parse(json.as_bytes()).unwrap();
+            live.apply(&LedgerState::Campaign(CatalogUpdate::new(
+                id,
+                Some(Box::new(c)),
+            )));
+        }
+        // A campaign charged but no longer defined is listed too.
+        live.apply(&LedgerState::Spend(DaySpend {
+            campaign_id: "gone".into(),
+            day: adstream_operators::time::day::budget_day(EventTime::now(), chrono_tz::UTC),
+            spend_micros: 5,
+            overdelivery_micros: 0,
+        }));
+        let all = live.all();
+        assert_eq!(all.len(), n + 1);
+        assert!(all.windows(2).all(|w| w[0].campaign_id < w[1].campaign_id));
+        assert_eq!(all.last().map(|s| s.status.as_str()), Some("deleted"));
     }
 
     #[test]
