@@ -114,9 +114,10 @@ pub struct Listed {
 pub const BID_PROPAGATION_MS: i64 = 60_000;
 
 impl Listed {
-    /// The budget day of instant `t`, in the zone in effect then.
+    /// The budget day of instant `t`, in the zone in effect then (without parsing the zone's
+    /// name in the usual case: the ledger asks once per charge).
     pub fn day_of(&self, t: EventTime) -> NaiveDate {
-        budget_day(t, self.history.tz_at(t))
+        budget_day(t, self.tz_at(t))
     }
 
     /// The zone budget days run in at `t`.
