@@ -118,16 +118,7 @@ impl RocksStore {
                 let mut write_opts = WriteOptions::default();
                 write_opts.set_sync(fsync);
                 let write = |pending: &[(StateBatch, Ticket)]| {
-                    let mut batch = WriteBatch::default();
-                    for (b, _) in pending {
-                        for (k, v) in &b.puts {
-                            batch.put(k, v);
-                        }
-                        for k in &b.deletes {
-                            batch.delete(k);
-                        }
-                    }
-                    db_writer.write_opt(batch, &write_opts)
+                    db_writer.write_opt(sorted_batch(pending), &write_opts)
                 };
                 if let Err(e) = write_until_failure(rx, write, observer.as_deref()) {
                     // Fail-stop: the process-wide hook (`crate::fail_stop`) ends the process.
@@ -230,6 +221,38 @@ impl StateStore for RocksStore {
 /// tickets, and those of the batches queued behind it, as failed and ends the loop (`Err`):
 /// nothing is written after it, so the store never holds a later checkpoint over a lost one.
 /// The channel closes with the loop, so a later [`StateStore::persist`] fails at once.
+/// The writes of `pending` as one batch in key order. The memtable is a skip list that
+/// remembers where its last insert went, so keys that arrive in order are inserted next to each
+/// other instead of being searched for from the top: state keys start with a routing hash, and
+/// searching for each at random was half of the writer's time. The sort is stable and the
+/// batches are taken in order (each one's puts, then its deletes), so where a key is written
+/// more than once the last write still wins.
+fn sorted_batch(pending: &[(StateBatch, Ticket)]) -> WriteBatch {
+    let mut ops: Vec<(&[u8], Option<&[u8]>)> = Vec::with_capacity(
+        pending
+            .iter()
+            .map(|(b, _)| b.puts.len() + b.deletes.len())
+            .sum(),
+    );
+    for (b, _) in pending {
+        ops.extend(
+            b.puts
+                .iter()
+                .map(|(k, v)| (k.as_slice(), Some(v.as_slice()))),
+        );
+        ops.extend(b.deletes.iter().map(|k| (k.as_slice(), None)));
+    }
+    ops.sort_by(|a, b| a.0.cmp(b.0));
+    let mut batch = WriteBatch::default();
+    for (k, v) in ops {
+        match v {
+            Some(v) => batch.put(k, v),
+            None => batch.delete(k),
+        }
+    }
+    batch
+}
+
 fn write_until_failure<E: std::fmt::Display>(
     rx: mpsc::Receiver<(StateBatch, Ticket)>,
     mut write: impl FnMut(&[(StateBatch, Ticket)]) -> Result<(), E>,
@@ -383,6 +406,47 @@ mod tests {
             .err()
             .unwrap();
         assert!(e.to_string().contains("key format is \"2\""), "{e}");
+    }
+
+    proptest::proptest! {
+        /// Writes taken in key order leave what writing them in their order would: the last
+        /// put or delete of each key wins, across the batches of one write and within one.
+        #[test]
+        fn a_sorted_write_leaves_the_last_write_of_each_key(
+            batches in proptest::collection::vec(
+                (
+                    proptest::collection::vec((0u8..6, 0u8..100), 0..6),
+                    proptest::collection::vec(0u8..6, 0..4),
+                ),
+                1..5,
+            ),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let db = DB::open_default(dir.path()).unwrap();
+            let mut model = std::collections::BTreeMap::new();
+            let pending: Vec<(StateBatch, Ticket)> = batches
+                .into_iter()
+                .map(|(puts, deletes)| {
+                    let batch = StateBatch {
+                        puts: puts.iter().map(|(k, v)| (vec![*k], vec![*v])).collect(),
+                        deletes: deletes.iter().map(|k| vec![*k]).collect(),
+                    };
+                    for (k, v) in &batch.puts {
+                        model.insert(k.clone(), v.clone());
+                    }
+                    for k in &batch.deletes {
+                        model.remove(k);
+                    }
+                    (batch, Ticket::default())
+                })
+                .collect();
+            db.write(sorted_batch(&pending)).unwrap();
+            let stored: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = db
+                .iterator(rocksdb::IteratorMode::Start)
+                .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap())
+                .collect();
+            proptest::prop_assert_eq!(stored, model);
+        }
     }
 
     /// Regression: a failed write was followed by later ones (a later checkpoint over a lost
