@@ -160,20 +160,17 @@ pub fn build<'scope>(
     let scope = ingested.scope();
     let (index, peers) = (scope.index(), scope.peers());
     let checkpoint_interval = ledger_config.checkpoint_interval;
-    let routes = route::route(ingested);
-
     // Reports copy what they count; without reports nothing is copied.
     let reporting = !report_specs.is_empty();
+    let routes = route::route(ingested, reporting);
+    let won = routes.won;
     let wins_and_touches = reporting.then(|| {
-        let won = routes.labels.clone().flat_map(|l| match l {
-            LabelEvent::Served(s) => Some(ReportEvent::Won(s)),
-            _ => None,
-        });
-        won.concat(routes.touches.clone().map(|(_, t)| ReportEvent::Touch {
-            kind: t.kind,
-            claims: t.claims,
-            ts: t.ts,
-        }))
+        won.map(ReportEvent::Won)
+            .concat(routes.touches.clone().map(|(_, t)| ReportEvent::Touch {
+                kind: t.kind,
+                claims: t.claims,
+                ts: t.ts,
+            }))
     });
 
     // Attribution: touches and conversions to CPA charges and attributed conversions.

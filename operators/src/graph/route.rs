@@ -4,7 +4,9 @@
 //! and, when its win bills on that very event, a charge for the ledger; a conversion goes to
 //! attribution; a campaign to the ledger's catalog; a served record to the label join; a refused
 //! message to the dead letters. [`split`] is the plain function, [`route`] the operator with one
-//! output per stage (no shared enum to unpack downstream).
+//! output per stage (no shared enum to unpack downstream). When reports are kept, the operator
+//! also copies each served record onto an output of its own: the reports count wins without a
+//! copy of every label-join event.
 
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
@@ -14,7 +16,7 @@ use timely::dataflow::StreamVec;
 
 use crate::events::EventKind;
 use crate::records::{
-    CatalogUpdate, Charge, ConversionIn, DeadLetter, Ingested, LabelEvent, Touch, UserTouch,
+    CatalogUpdate, Charge, ConversionIn, DeadLetter, Ingested, LabelEvent, Served, Touch, UserTouch,
 };
 
 /// What one record becomes (most records feed one or two stages).
@@ -95,10 +97,16 @@ pub struct Routes<'scope> {
     pub dead: StreamVec<'scope, u64, DeadLetter>,
     /// Served ads and their outcomes, for the label join.
     pub labels: StreamVec<'scope, u64, LabelEvent>,
+    /// Served ads again, for the reports (empty unless [`route`] is asked for them).
+    pub won: StreamVec<'scope, u64, Box<Served>>,
 }
 
-/// Routes `ingested` to the stages, one typed output each.
-pub fn route<'scope>(ingested: StreamVec<'scope, u64, Ingested>) -> Routes<'scope> {
+/// Routes `ingested` to the stages, one typed output each; with `reporting`, served records are
+/// copied to [`Routes::won`] as well.
+pub fn route<'scope>(
+    ingested: StreamVec<'scope, u64, Ingested>,
+    reporting: bool,
+) -> Routes<'scope> {
     let mut builder = OperatorBuilder::new("Route".to_owned(), ingested.scope());
     let mut input = builder.new_input(ingested, Pipeline);
     builder.set_notify_for(0, timely::progress::operate::FrontierInterest::Never);
@@ -108,6 +116,7 @@ pub fn route<'scope>(ingested: StreamVec<'scope, u64, Ingested>) -> Routes<'scop
     let (mut conversions_out, conversions) = output::<ConversionIn>(&mut builder);
     let (mut dead_out, dead) = output::<DeadLetter>(&mut builder);
     let (mut labels_out, labels) = output::<LabelEvent>(&mut builder);
+    let (mut won_out, won) = output::<Box<Served>>(&mut builder);
     builder.build(move |_| {
         move |_frontiers| {
             let mut campaigns_h = campaigns_out.activate();
@@ -116,6 +125,7 @@ pub fn route<'scope>(ingested: StreamVec<'scope, u64, Ingested>) -> Routes<'scop
             let mut conversions_h = conversions_out.activate();
             let mut dead_h = dead_out.activate();
             let mut labels_h = labels_out.activate();
+            let mut won_h = won_out.activate();
             input.for_each(|cap, data| {
                 let mut campaigns = campaigns_h.session(&cap);
                 let mut charges = charges_h.session(&cap);
@@ -123,6 +133,7 @@ pub fn route<'scope>(ingested: StreamVec<'scope, u64, Ingested>) -> Routes<'scop
                 let mut conversions = conversions_h.session(&cap);
                 let mut dead = dead_h.session(&cap);
                 let mut labels = labels_h.session(&cap);
+                let mut won = won_h.session(&cap);
                 for record in data.drain(..) {
                     let Split {
                         campaign,
@@ -137,6 +148,9 @@ pub fn route<'scope>(ingested: StreamVec<'scope, u64, Ingested>) -> Routes<'scop
                     touches.give_iterator(touch.into_iter());
                     conversions.give_iterator(conversion.into_iter());
                     dead.give_iterator(refused.into_iter());
+                    if let (true, Some(LabelEvent::Served(served))) = (reporting, &label) {
+                        won.give(served.clone());
+                    }
                     labels.give_iterator(label.into_iter());
                 }
             });
@@ -149,6 +163,7 @@ pub fn route<'scope>(ingested: StreamVec<'scope, u64, Ingested>) -> Routes<'scop
         conversions,
         dead,
         labels,
+        won,
     }
 }
 
