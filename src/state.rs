@@ -216,11 +216,6 @@ impl StateStore for RocksStore {
     }
 }
 
-/// The writer's loop: takes every batch waiting, writes them as one (`write`), completes their
-/// tickets, until the channel closes (`Ok`) or a write fails. A failed write completes its
-/// tickets, and those of the batches queued behind it, as failed and ends the loop (`Err`):
-/// nothing is written after it, so the store never holds a later checkpoint over a lost one.
-/// The channel closes with the loop, so a later [`StateStore::persist`] fails at once.
 /// The writes of `pending` as one batch in key order. The memtable is a skip list that
 /// remembers where its last insert went, so keys that arrive in order are inserted next to each
 /// other instead of being searched for from the top: state keys start with a routing hash, and
@@ -253,6 +248,11 @@ fn sorted_batch(pending: &[(StateBatch, Ticket)]) -> WriteBatch {
     batch
 }
 
+/// The writer's loop: takes every batch waiting, writes them as one (`write`), completes their
+/// tickets, until the channel closes (`Ok`) or a write fails. A failed write completes its
+/// tickets, and those of the batches queued behind it, as failed and ends the loop (`Err`):
+/// nothing is written after it, so the store never holds a later checkpoint over a lost one.
+/// The channel closes with the loop, so a later [`StateStore::persist`] fails at once.
 fn write_until_failure<E: std::fmt::Display>(
     rx: mpsc::Receiver<(StateBatch, Ticket)>,
     mut write: impl FnMut(&[(StateBatch, Ticket)]) -> Result<(), E>,
