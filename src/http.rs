@@ -668,8 +668,6 @@ async fn metrics(State(state): State<Arc<AppState>>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use adstream_operators::events::Campaign;
-    use adstream_operators::records::CatalogUpdate;
     use adstream_operators::records::LedgerState;
     use axum::body::Body;
     use axum::http::Request;
@@ -798,11 +796,7 @@ mod tests {
     #[tokio::test]
     async fn campaign_state_and_404() {
         let live = Arc::new(LiveState::default());
-        let c = Campaign::parse(br#"{"campaign_id":"c1","advertiser_id":"a","daily_budget_micros":1000,"timezone":"UTC","billing":"cpc","bid_micros":5}"#).unwrap();
-        live.apply(&LedgerState::Campaign(CatalogUpdate::new(
-            "c1".into(),
-            Some(Box::new(c)),
-        )));
+        live.define_for_test("c1", "a", 1000, "cpc", 5);
         let app = app(state(live, None));
         let (status, body) = get_json(app.clone(), "/v1/campaigns/c1").await;
         assert_eq!(status, StatusCode::OK);
@@ -919,14 +913,7 @@ mod tests {
     fn two_advertisers() -> Arc<LiveState> {
         let live = Arc::new(LiveState::default());
         for (id, advertiser) in [("c1", "adv-a"), ("c2", "adv-b")] {
-            let json = format!(
-                r#"{{"campaign_id":"{id}","advertiser_id":"{advertiser}","daily_budget_micros":1000,"timezone":"UTC","billing":"cpc","bid_micros":5}}"#
-            );
-            let c = Campaign::parse(json.as_bytes()).unwrap();
-            live.apply(&LedgerState::Campaign(CatalogUpdate::new(
-                id.into(),
-                Some(Box::new(c)),
-            )));
+            live.define_for_test(id, advertiser, 1000, "cpc", 5);
         }
         live
     }

@@ -294,6 +294,32 @@ impl LiveState {
     }
 }
 
+/// Test setup shared by the HTTP, dashboard and live-state tests.
+#[cfg(test)]
+impl LiveState {
+    /// Defines campaign `id` of `advertiser` in UTC with this daily budget, billing type
+    /// (`"cpm"`, `"cpc"`, `"cpa"`) and bid, as the ledger's catalog would replicate it.
+    pub(crate) fn define_for_test(
+        &self,
+        id: &str,
+        advertiser: &str,
+        budget_micros: u64,
+        billing: &str,
+        bid_micros: u64,
+    ) {
+        use adstream_operators::events::Campaign;
+        use adstream_operators::records::CatalogUpdate;
+        let json = format!(
+            r#"{{"campaign_id":"{id}","advertiser_id":"{advertiser}","daily_budget_micros":{budget_micros},"timezone":"UTC","billing":"{billing}","bid_micros":{bid_micros}}}"#
+        );
+        let campaign = Campaign::parse(json.as_bytes()).expect("a valid test campaign");
+        self.apply(&LedgerState::Campaign(CatalogUpdate::new(
+            id.into(),
+            Some(Box::new(campaign)),
+        )));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -308,20 +334,11 @@ mod tests {
 
     #[test]
     fn listing_reads_every_campaign_across_chunks_in_id_order() {
-        use adstream_operators::events::Campaign;
-        use adstream_operators::records::{CatalogUpdate, DaySpend, LedgerState};
+        use adstream_operators::records::DaySpend;
         let live = LiveState::default();
         let n = LISTING_CHUNK * 2 + 3;
         for i in 0..n {
-            let id = format!("c{i:05}");
-            let json = format!(
-                r#"{{"campaign_id":"{id}","advertiser_id":"a","daily_budget_micros":1000,"timezone":"UTC","billing":"cpm","bid_micros":1}}"#
-            );
-            let c = Campaign::parse(json.as_bytes()).unwrap();
-            live.apply(&LedgerState::Campaign(CatalogUpdate::new(
-                id,
-                Some(Box::new(c)),
-            )));
+            live.define_for_test(&format!("c{i:05}"), "a", 1000, "cpm", 1);
         }
         // A campaign charged but no longer defined is listed too.
         live.apply(&LedgerState::Spend(DaySpend {

@@ -379,21 +379,13 @@ mod tests {
 
     #[test]
     fn a_large_catalog_samples_only_its_top_spenders() {
-        use adstream_operators::events::Campaign;
-        use adstream_operators::records::{CatalogUpdate, DaySpend, LedgerState};
+        use adstream_operators::records::{DaySpend, LedgerState};
         let live = LiveState::default();
         let n = TRACKED_CAMPAIGNS + 50;
         let today = adstream_operators::time::day::budget_day(EventTime::now(), chrono_tz::UTC);
         for i in 0..n {
             let id = format!("c{i:03}");
-            let json = format!(
-                r#"{{"campaign_id":"{id}","advertiser_id":"a","daily_budget_micros":1000000,"timezone":"UTC","billing":"cpm","bid_micros":1}}"#
-            );
-            let c = Campaign::parse(json.as_bytes()).unwrap();
-            live.apply(&LedgerState::Campaign(CatalogUpdate::new(
-                id.clone(),
-                Some(Box::new(c)),
-            )));
+            live.define_for_test(&id, "a", 1_000_000, "cpm", 1);
             // The last campaigns spend the most.
             live.apply(&LedgerState::Spend(DaySpend {
                 campaign_id: id,
