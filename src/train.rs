@@ -174,7 +174,7 @@ pub fn examples_from_topics(
             }
             Replayed::Conversion(c) => attributor
                 .attribute(&c.user_id, &c.advertiser_id, c.ts)
-                .map(|touch| LabelEvent::Conversion(attributed(touch, &c))),
+                .map(|touch| LabelEvent::Conversion(attributed(&touch, &c))),
         };
         if let Some(input) = input {
             out.extend(join.apply(input));

@@ -44,14 +44,107 @@ pub struct UserTouches {
 
 const KEPT_PER_KIND: usize = 4;
 
-fn keep_recent(list: &mut Vec<Touch>, touch: Touch) {
-    if list.iter().any(|t| {
-        t.claims.request_id == touch.claims.request_id && t.claims.imp_id == touch.claims.imp_id
-    }) {
+/// A touch as attribution holds it: its time and kind, and the whole touch in the checkpoint
+/// format ([`crate::checkpoint::codec`]), encoded once when it is recorded (its ids are in cache
+/// then). A checkpoint copies these bytes instead of walking the win's ids again for every touch
+/// of every changed user, and the win's ids, shared with the rest of the graph, are not kept
+/// alive here. A conversion, which is rarer, decodes the touch it is attributed to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct HeldTouch {
+    ts: EventTime,
+    kind: EventKind,
+    encoded: Box<[u8]>,
+}
+
+impl HeldTouch {
+    /// # Panics
+    /// When the touch cannot be encoded: a bug in a record type, never a property of the input
+    /// (as for every checkpointed value).
+    fn of(touch: &Touch) -> HeldTouch {
+        let encoded = postcard::to_allocvec(touch)
+            .unwrap_or_else(|e| panic!("encoding a touch for attribution: {e}"));
+        HeldTouch {
+            ts: touch.ts,
+            kind: touch.kind,
+            encoded: encoded.into_boxed_slice(),
+        }
+    }
+
+    /// The served slot (request id, slot id) it touched, read from its bytes.
+    fn slot(&self) -> Option<(&str, &str)> {
+        postcard::take_from_bytes::<(i64, EventKind, &str, &str)>(&self.encoded)
+            .ok()
+            .map(|((_, _, request, imp), _)| (request, imp))
+    }
+
+    /// # Panics
+    /// When its own bytes do not decode: they were written by [`HeldTouch::of`] in this process.
+    fn touch(&self) -> Touch {
+        postcard::from_bytes(&self.encoded)
+            .unwrap_or_else(|e| panic!("decoding a touch attribution encoded: {e}"))
+    }
+}
+
+/// [`UserTouches`] as attribution holds them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct HeldTouches {
+    clicks: Vec<HeldTouch>,
+    impressions: Vec<HeldTouch>,
+}
+
+impl HeldTouches {
+    fn of(touches: &UserTouches) -> HeldTouches {
+        HeldTouches {
+            clicks: touches.clicks.iter().map(HeldTouch::of).collect(),
+            impressions: touches.impressions.iter().map(HeldTouch::of).collect(),
+        }
+    }
+
+    /// The checkpoint value of these touches: byte for byte what
+    /// [`crate::checkpoint::codec::encode`] writes for the [`UserTouches`] they hold (postcard
+    /// writes a sequence as its length, a varint, then its elements), built from the bytes each
+    /// touch was encoded to once.
+    fn encode(&self) -> Vec<u8> {
+        let size: usize = self
+            .clicks
+            .iter()
+            .chain(&self.impressions)
+            .map(|t| t.encoded.len())
+            .sum();
+        let mut out = Vec::with_capacity(2 + 2 * 10 + size);
+        out.extend_from_slice(&[
+            crate::checkpoint::codec::BINARY,
+            crate::checkpoint::codec::VALUE_VERSION,
+        ]);
+        for list in [&self.clicks, &self.impressions] {
+            push_varint(&mut out, list.len() as u64);
+            for t in list {
+                out.extend_from_slice(&t.encoded);
+            }
+        }
+        out
+    }
+}
+
+/// Appends `n` as postcard writes a length: LEB128, seven bits a byte, low bits first.
+fn push_varint(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+fn keep_recent(list: &mut Vec<HeldTouch>, touch: &Touch) {
+    let slot = (
+        touch.claims.request_id.as_str(),
+        touch.claims.imp_id.as_str(),
+    );
+    if list.iter().any(|t| t.slot() == Some(slot)) {
         return;
     }
     let at = list.partition_point(|t| t.ts <= touch.ts);
-    list.insert(at, touch);
+    list.insert(at, HeldTouch::of(touch));
     if list.len() > KEPT_PER_KIND {
         list.remove(0);
     }
@@ -86,7 +179,7 @@ const EXPIRY_BUCKET_MS: i64 = 60_000;
 pub struct Attributor {
     windows: Windows,
     /// Each key is held once, shared by the map, the expiry index and the dirty set.
-    touches: HashMap<SharedKey, UserTouches>,
+    touches: HashMap<SharedKey, HeldTouches>,
     dirty: HashSet<SharedKey>,
     /// The keys with a touch whose window ends in each bucket of event time: [`Attributor::expire`]
     /// visits only the buckets that have ended, not every key. A key may be filed under buckets
@@ -108,13 +201,13 @@ impl Attributor {
         }
     }
 
-    /// When `touch`'s attribution window ends, ms.
-    fn window_end(&self, touch: &Touch) -> i64 {
-        let window = match touch.kind {
+    /// When the attribution window of a touch of `kind` at `ts` ends, ms.
+    fn window_end(&self, kind: EventKind, ts: EventTime) -> i64 {
+        let window = match kind {
             EventKind::Click => self.windows.click_ms,
             _ => self.windows.view_ms,
         };
-        touch.ts.millis().saturating_add(window)
+        ts.millis().saturating_add(window)
     }
 
     fn file_expiry(&mut self, key: &SharedKey, end: i64) {
@@ -135,27 +228,28 @@ impl Attributor {
             Some((held, _)) => held.clone(),
             None => Rc::new(self.lookup.clone()),
         };
-        self.file_expiry(&key, self.window_end(&touch));
+        self.file_expiry(&key, self.window_end(touch.kind, touch.ts));
         let entry = self.touches.entry(key.clone()).or_default();
         match touch.kind {
-            EventKind::Click => keep_recent(&mut entry.clicks, touch),
-            _ => keep_recent(&mut entry.impressions, touch),
+            EventKind::Click => keep_recent(&mut entry.clicks, &touch),
+            _ => keep_recent(&mut entry.impressions, &touch),
         }
         self.dirty.insert(key);
     }
 
     /// The touch a conversion of `user` for `advertiser` at `ts` is attributed to.
-    pub fn attribute(&self, user: &str, advertiser: &str, ts: EventTime) -> Option<&Touch> {
+    pub fn attribute(&self, user: &str, advertiser: &str, ts: EventTime) -> Option<Touch> {
         let touches = self
             .touches
             .get(&(user.to_string(), advertiser.to_string()))?;
-        fn within(list: &[Touch], ts: EventTime, window: i64) -> Option<&Touch> {
+        fn within(list: &[HeldTouch], ts: EventTime, window: i64) -> Option<&HeldTouch> {
             list.iter()
                 .rev()
                 .find(|t| t.ts <= ts && ts.millis() - t.ts.millis() <= window)
         }
         within(&touches.clicks, ts, self.windows.click_ms)
             .or_else(|| within(&touches.impressions, ts, self.windows.view_ms))
+            .map(HeldTouch::touch)
     }
 
     /// Drops touches too old to be attributed anything at event-time `frontier`.
@@ -187,20 +281,25 @@ impl Attributor {
         }
     }
 
-    /// The entries changed since the last call (`None`: deleted), copied: for tests; a
+    /// The entries changed since the last call (`None`: deleted), decoded: for tests; a
     /// checkpoint visits them with `drain_changes`.
     #[cfg(test)]
     pub fn take_changes(&mut self) -> Vec<(UserAdvertiser, Option<UserTouches>)> {
         let mut out = Vec::with_capacity(self.dirty.len());
-        self.drain_changes(|k, v| out.push((k.clone(), v.cloned())));
+        self.drain_changes(|k, v| {
+            let touches = v.map(|v| {
+                crate::checkpoint::codec::decode(b"test", &v).expect("its own encoding decodes")
+            });
+            out.push((k.clone(), touches));
+        });
         out
     }
 
-    /// Visits the entries changed since the last call (`None`: deleted) without copying them:
-    /// a checkpoint encodes them straight from the state.
-    pub fn drain_changes(&mut self, mut visit: impl FnMut(&UserAdvertiser, Option<&UserTouches>)) {
+    /// Visits the entries changed since the last call with their checkpoint values (`None`:
+    /// deleted), encoded from the bytes each touch was encoded to when it was recorded.
+    pub fn drain_changes(&mut self, mut visit: impl FnMut(&UserAdvertiser, Option<Vec<u8>>)) {
         for key in self.dirty.drain() {
-            visit(&key, self.touches.get(&key));
+            visit(&key, self.touches.get(&key).map(HeldTouches::encode));
         }
     }
 
@@ -211,12 +310,12 @@ impl Attributor {
             .clicks
             .iter()
             .chain(&touches.impressions)
-            .map(|t| self.window_end(t))
+            .map(|t| self.window_end(t.kind, t.ts))
             .collect();
         for end in ends {
             self.file_expiry(&key, end);
         }
-        self.touches.insert(key, touches);
+        self.touches.insert(key, HeldTouches::of(&touches));
     }
 
     /// Number of (user, advertiser) pairs held.
@@ -316,6 +415,76 @@ mod tests {
         assert_eq!(a.take_changes().len(), 1);
     }
 
+    fn any_touch() -> impl proptest::strategy::Strategy<Value = Touch> {
+        use proptest::prelude::*;
+        (
+            any::<i64>(),
+            any::<bool>(),
+            // Ids past 127 bytes take a two-byte length.
+            ("\\PC{0,3}", "[a-z0-9]{0,200}", "\\PC{0,8}"),
+            any::<u64>(),
+            proptest::option::of("[A-Z]{2}"),
+        )
+            .prop_map(|(ts, click, (rid, imp, campaign), px, country)| {
+                let mut t = touch(
+                    &rid,
+                    if click {
+                        EventKind::Click
+                    } else {
+                        EventKind::Impression
+                    },
+                    ts,
+                );
+                let claims = std::sync::Arc::make_mut(&mut t.claims);
+                claims.imp_id = imp;
+                claims.campaign_id = campaign;
+                claims.charge_micros = px;
+                claims.country = country;
+                t
+            })
+    }
+
+    proptest::proptest! {
+        /// A checkpoint built from the bytes each touch was encoded to when it was recorded is
+        /// byte for byte the encoding of the touches themselves, and decodes back to them.
+        #[test]
+        fn held_touches_encode_as_the_touches_they_hold(
+            clicks in proptest::collection::vec(any_touch(), 0..6),
+            impressions in proptest::collection::vec(any_touch(), 0..200),
+        ) {
+            let touches = UserTouches { clicks, impressions };
+            let held = HeldTouches::of(&touches);
+            let bytes = held.encode();
+            proptest::prop_assert_eq!(&bytes, &crate::checkpoint::codec::encode(&touches).unwrap());
+            proptest::prop_assert_eq!(
+                crate::checkpoint::codec::decode::<UserTouches>(b"k", &bytes).unwrap(),
+                touches.clone()
+            );
+            for (h, t) in held.impressions.iter().zip(&touches.impressions) {
+                proptest::prop_assert_eq!(&h.touch(), t);
+                proptest::prop_assert_eq!(
+                    h.slot(),
+                    Some((t.claims.request_id.as_str(), t.claims.imp_id.as_str()))
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_slot_touched_again_is_kept_once() {
+        let mut a = Attributor::new(Windows::default());
+        a.record("u", touch("r1", EventKind::Click, 100));
+        a.record("u", touch("r1", EventKind::Click, 150));
+        let mut other_slot = touch("r1", EventKind::Click, 120);
+        std::sync::Arc::make_mut(&mut other_slot.claims).imp_id = "2".into();
+        a.record("u", other_slot);
+        let (_, touches) = a.take_changes().pop().unwrap();
+        let clicks = touches.unwrap().clicks;
+        assert_eq!(clicks.len(), 2);
+        assert_eq!(clicks[0].ts, EventTime(100));
+        assert_eq!(clicks[1].claims.imp_id, "2");
+    }
+
     proptest::proptest! {
         /// Against a plain model: expiry keeps every touch whose window has not ended, drops every
         /// one whose window ended a bucket before, and attribution is the same as with no expiry.
@@ -340,12 +509,12 @@ mod tests {
             for f in frontiers {
                 indexed.expire(f);
                 for t in indexed.touches.values().flat_map(|t| t.clicks.iter().chain(&t.impressions)) {
-                    let end = indexed.window_end(t);
+                    let end = indexed.window_end(t.kind, t.ts);
                     proptest::prop_assert!(end.div_euclid(EXPIRY_BUCKET_MS) >= f.div_euclid(EXPIRY_BUCKET_MS));
                 }
                 for (key, t) in &model.touches {
                     for kept in t.clicks.iter().chain(&t.impressions) {
-                        if model.window_end(kept) >= f {
+                        if model.window_end(kept.kind, kept.ts) >= f {
                             let held = indexed.touches.get(key).is_some_and(|i| {
                                 i.clicks.iter().chain(&i.impressions).any(|x| x == kept)
                             });
@@ -358,8 +527,8 @@ mod tests {
                         let (u, a) = (format!("u{user}"), format!("a{adv}"));
                         let at = EventTime(f.max(probe));
                         proptest::prop_assert_eq!(
-                            indexed.attribute(&u, &a, at).map(|t| &t.claims.request_id),
-                            model.attribute(&u, &a, at).map(|t| &t.claims.request_id)
+                            indexed.attribute(&u, &a, at).map(|t| t.claims.request_id.clone()),
+                            model.attribute(&u, &a, at).map(|t| t.claims.request_id.clone())
                         );
                     }
                 }

@@ -88,7 +88,7 @@ pub fn attribute<'scope>(
                         continue;
                     };
                     let mut session = output.session(&cap);
-                    session.give(Attributed::Conversion(super::attributed(touch, e)));
+                    session.give(Attributed::Conversion(super::attributed(&touch, e)));
                     if touch.claims.billing == Billing::Cpa {
                         session.give(Attributed::Charge(Box::new(Charge {
                             claims: touch.claims.clone(),
@@ -118,7 +118,7 @@ pub fn attribute<'scope>(
                     state.drain_changes(|(user, advertiser), touches| {
                         let key = state_key(user, advertiser);
                         match touches {
-                            Some(touches) => batch.put(key, touches),
+                            Some(value) => batch.put_encoded(key, value),
                             None => batch.deletes.push(key),
                         }
                     });

@@ -51,6 +51,12 @@ impl StateBatch {
         }
     }
 
+    /// Writes `value`, already in the checkpoint format ([`codec`], header included), under
+    /// `key`: for state that keeps parts of its values encoded.
+    pub fn put_encoded(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.puts.push((key, value));
+    }
+
     /// How many writes and deletes it holds.
     pub fn len(&self) -> usize {
         self.puts.len() + self.deletes.len()
