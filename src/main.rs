@@ -8,6 +8,7 @@ use clap::Parser;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
+    adstream_operators::ranker::fix_compute_threads();
     let cli = adstream::cli::Cli::parse();
     // The demo's terminal shows the figures (dead letters included): log only what goes wrong.
     let default_filter = match cli.command {

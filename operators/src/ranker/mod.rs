@@ -26,3 +26,20 @@ pub mod registry;
 pub mod scoring;
 pub mod trainer;
 pub mod validation;
+
+/// Fixes the number of threads candle computes with for the whole process: call it first thing
+/// in `main`, before any thread starts (it sets an environment variable).
+///
+/// candle (0.11) works out that number on every matrix product: `RAYON_NUM_THREADS` if set,
+/// else the machine's physical cores, which it reads from `/proc/cpuinfo` on each call. A
+/// serving worker scoring a request's candidates made several such products per request, and
+/// reading `/proc/cpuinfo` was about 6 % of a scored request. Setting `RAYON_NUM_THREADS` to the
+/// number candle would have found keeps its choice and reads it once; a value the operator set
+/// is left as it is. (rayon's global pool, which candle's CPU kernels run on, then has that many
+/// threads too, instead of one per logical CPU.)
+pub fn fix_compute_threads() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let threads = candle_core::utils::get_num_threads();
+        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    }
+}
