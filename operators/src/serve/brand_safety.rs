@@ -79,6 +79,97 @@ pub fn blocked(campaign: &Campaign, blocks: &Blocks) -> Option<Blocked> {
     None
 }
 
+/// Bit of a campaign that declares no categories, and of a request that blocks some.
+const NO_CATEGORIES: u64 = 1;
+/// Bit of a campaign that declares no domains, and of a request that blocks some.
+const NO_DOMAINS: u64 = 2;
+
+/// One of the 62 hashed bits of a [`BlockMask`]: an FNV-1a hash of `bytes` (lower-cased when
+/// `fold_case`), salted per list so that a category and a domain rarely share a bit.
+fn hashed_bit(salt: u64, bytes: &[u8], fold_case: bool) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ salt;
+    for &b in bytes {
+        let b = if fold_case { b.to_ascii_lowercase() } else { b };
+        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    1u64 << (2 + (h >> 32) % 62)
+}
+
+const CATEGORY_SALT: u64 = 0x9e37_79b9_7f4a_7c15;
+const DOMAIN_SALT: u64 = 0xc2b2_ae3d_27d4_eb4f;
+const APP_SALT: u64 = 0x1656_67b1_9e37_79f9;
+
+/// A Bloom filter of what could block a campaign, or of what a request blocks: a campaign is
+/// read for [`blocked`] only when its mask and the request's share a bit. A campaign's mask
+/// holds each of its categories and their parents (`IAB25-3` and `IAB25`), its domains and
+/// their parents (`shop.brand.com`, `brand.com`, `com`), its app, and a bit for a list it leaves
+/// undeclared; a request's holds each blocked entry as it is and a bit for a list it uses.
+/// Whatever [`blocked`] would refuse shares a bit with the request (the same text hashes to the
+/// same bit, case folded where [`blocked`] folds it), so a mask that shares none settles that
+/// nothing is blocked without reading the campaign.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BlockMask(u64);
+
+impl BlockMask {
+    /// The mask of what could block `campaign`.
+    pub fn of_campaign(campaign: &Campaign) -> BlockMask {
+        let mut bits = 0;
+        if campaign.cat.is_empty() {
+            bits |= NO_CATEGORIES;
+        }
+        for c in &campaign.cat {
+            bits |= hashed_bit(CATEGORY_SALT, c.as_bytes(), true);
+            for (i, b) in c.bytes().enumerate() {
+                if b == b'-' {
+                    bits |= hashed_bit(CATEGORY_SALT, &c.as_bytes()[..i], true);
+                }
+            }
+        }
+        if campaign.adomain.is_empty() {
+            bits |= NO_DOMAINS;
+        }
+        for d in &campaign.adomain {
+            bits |= hashed_bit(DOMAIN_SALT, d.as_bytes(), false);
+            for (i, b) in d.bytes().enumerate() {
+                if b == b'.' {
+                    bits |= hashed_bit(DOMAIN_SALT, &d.as_bytes()[i + 1..], false);
+                }
+            }
+        }
+        if let Some(bundle) = &campaign.bundle {
+            bits |= hashed_bit(APP_SALT, bundle.as_bytes(), false);
+        }
+        BlockMask(bits)
+    }
+
+    /// The mask of what `blocks` refuses.
+    pub fn of_request(blocks: &Blocks) -> BlockMask {
+        let mut bits = 0;
+        if !blocks.bcat.is_empty() {
+            bits |= NO_CATEGORIES;
+        }
+        for c in &blocks.bcat {
+            bits |= hashed_bit(CATEGORY_SALT, c.as_bytes(), true);
+        }
+        if !blocks.badv.is_empty() {
+            bits |= NO_DOMAINS;
+        }
+        for d in &blocks.badv {
+            bits |= hashed_bit(DOMAIN_SALT, d.as_bytes(), false);
+        }
+        for a in &blocks.bapp {
+            bits |= hashed_bit(APP_SALT, a.as_bytes(), false);
+        }
+        BlockMask(bits)
+    }
+
+    /// Whether a campaign of this mask may be blocked by a request of `request`'s: when not,
+    /// [`blocked`] is certain to answer `None`.
+    pub fn may_block(self, request: BlockMask) -> bool {
+        self.0 & request.0 != 0
+    }
+}
+
 /// Whether `seat` may bid at all: not in `bseat`, and in `wseat` when that is given.
 pub fn seat_allowed(seat: &str, blocks: &Blocks) -> bool {
     !blocks.bseat.iter().any(|s| s == seat)
@@ -158,6 +249,68 @@ mod tests {
             blocked(&app, &blocks(&[], &[], &["com.game.app"])),
             Some(Blocked::App)
         );
+    }
+
+    fn any_campaign() -> impl proptest::strategy::Strategy<Value = Campaign> {
+        use proptest::prelude::*;
+        (
+            proptest::collection::vec("(IAB|iab)[0-9]{1,2}(-[0-9]{1,2}){0,2}", 0..3),
+            proptest::collection::vec("([a-c]{1,2}\\.){1,2}(com|org)", 0..3),
+            proptest::option::of("com\\.[a-c]{1,2}"),
+        )
+            .prop_map(|(cat, adomain, bundle)| {
+                let mut extra = format!(
+                    r#","cat":{},"adomain":{}"#,
+                    serde_json::to_string(&cat).unwrap(),
+                    serde_json::to_string(&adomain).unwrap()
+                );
+                if let Some(b) = bundle {
+                    extra.push_str(&format!(r#","bundle":"{b}""#));
+                }
+                campaign(&extra)
+            })
+    }
+
+    proptest::proptest! {
+        /// A campaign whose mask shares no bit with a request's is never blocked by it: the
+        /// mask only ever skips reading campaigns that would have passed.
+        #[test]
+        fn a_mask_without_a_shared_bit_means_nothing_is_blocked(
+            c in any_campaign(),
+            bcat in proptest::collection::vec("(IAB|Iab)[0-9]{1,2}(-[0-9]{1,2}){0,1}", 0..3),
+            badv in proptest::collection::vec("([a-c]{1,2}\\.){0,2}(com|org)", 0..3),
+            bapp in proptest::collection::vec("com\\.[a-c]{1,2}", 0..2),
+        ) {
+            let b = blocks(
+                &bcat.iter().map(String::as_str).collect::<Vec<_>>(),
+                &badv.iter().map(String::as_str).collect::<Vec<_>>(),
+                &bapp.iter().map(String::as_str).collect::<Vec<_>>(),
+            );
+            let may = BlockMask::of_campaign(&c).may_block(BlockMask::of_request(&b));
+            if !may {
+                proptest::prop_assert_eq!(blocked(&c, &b), None);
+            }
+        }
+    }
+
+    #[test]
+    fn masks_catch_parents_case_and_undeclared_lists() {
+        let c = campaign(r#","cat":["IAB25-3"],"adomain":["shop.brand.com"],"bundle":"com.x""#);
+        let m = BlockMask::of_campaign(&c);
+        for b in [
+            blocks(&["iab25"], &[], &[]),
+            blocks(&["IAB25-3"], &[], &[]),
+            blocks(&[], &["brand.com"], &[]),
+            blocks(&[], &["com"], &[]),
+            blocks(&[], &[], &["com.x"]),
+        ] {
+            assert!(blocked(&c, &b).is_some());
+            assert!(m.may_block(BlockMask::of_request(&b)), "{b:?}");
+        }
+        let undeclared = BlockMask::of_campaign(&campaign(""));
+        assert!(undeclared.may_block(BlockMask::of_request(&blocks(&["IAB1"], &[], &[]))));
+        assert!(undeclared.may_block(BlockMask::of_request(&blocks(&[], &["a.com"], &[]))));
+        assert!(!undeclared.may_block(BlockMask::of_request(&Blocks::default())));
     }
 
     #[test]

@@ -21,7 +21,7 @@
 use std::sync::Arc;
 
 use super::auction::expected_ecpm;
-use super::brand_safety::{blocked, Blocked};
+use super::brand_safety::{blocked, BlockMask, Blocked};
 use super::formats::{best_creative, format_signature};
 use crate::catalog::Listed;
 use crate::events::creative::{Creative, CreativeKind};
@@ -94,10 +94,14 @@ pub struct Gate {
     pub has_creatives: bool,
     /// Its flight's start, ms (`i64::MIN`: none).
     pub start_ms: i64,
-    /// Its flight's end, ms, exclusive (`None`: none).
-    pub end_ms: Option<i64>,
+    /// Its flight's end, ms, exclusive (`i64::MAX`: none; a plain number keeps the entry
+    /// within its cache lines).
+    pub end_ms: i64,
     /// It targets regions, metros or interests: those are checked against its definition.
     pub narrow: bool,
+    /// What could block it: its definition is read for a request's block lists only when
+    /// this shares a bit with theirs.
+    pub blocks: BlockMask,
 }
 
 impl Gate {
@@ -108,14 +112,15 @@ impl Gate {
             active: campaign.status == CampaignStatus::Active,
             has_creatives: !campaign.creatives.is_empty(),
             start_ms: campaign.start.map_or(i64::MIN, EventTime::millis),
-            end_ms: campaign.end.map(EventTime::millis),
+            end_ms: campaign.end.map_or(i64::MAX, EventTime::millis),
             narrow: !(t.regions.is_empty() && t.metros.is_empty() && t.interests.is_empty()),
+            blocks: BlockMask::of_campaign(campaign),
         }
     }
 
     /// Whether `now` is within the flight ([`crate::events::Campaign::in_flight`]).
     fn in_flight(&self, now: EventTime) -> bool {
-        self.start_ms <= now.millis() && self.end_ms.is_none_or(|e| now.millis() < e)
+        self.start_ms <= now.millis() && now.millis() < self.end_ms
     }
 }
 
@@ -524,9 +529,17 @@ pub fn qualify(
     now: EventTime,
 ) -> Result<Vec<Option<usize>>, NoBid> {
     let gate = Gate::of(&listed.campaign);
-    qualify_checked(listed, &gate, request, now, false, true, &mut |c| {
-        fits_of(&c.creatives, request)
-    })
+    let request_blocks = BlockMask::of_request(&request.blocks);
+    qualify_checked(
+        listed,
+        &gate,
+        request,
+        request_blocks,
+        now,
+        false,
+        true,
+        &mut |c| fits_of(&c.creatives, request),
+    )
     .map(|fits| fits.to_vec())
 }
 
@@ -585,10 +598,12 @@ fn kinds_wanted(request: &AdRequest) -> u8 {
 /// and the creative-by-creative format check when `may_fit` is false (none of its creative
 /// kinds is one the request takes: a format no-bid at once); `fits` gives the best creative per
 /// slot.
+#[allow(clippy::too_many_arguments)]
 fn qualify_checked(
     listed: &Listed,
     gate: &Gate,
     request: &AdRequest,
+    request_blocks: BlockMask,
     now: EventTime,
     indexed: bool,
     may_fit: bool,
@@ -635,8 +650,10 @@ fn qualify_checked(
         return Err(NoBid::Format);
     }
     // After formats: a request whose only fitting campaign is blocked says "blocked".
-    if let Some(b) = blocked(c, &request.blocks) {
-        return Err(NoBid::Blocked(b));
+    if gate.blocks.may_block(request_blocks) {
+        if let Some(b) = blocked(c, &request.blocks) {
+            return Err(NoBid::Blocked(b));
+        }
     }
     Ok(fits)
 }
@@ -709,6 +726,7 @@ pub fn retrieve<'a>(
     let mut days = BudgetDays::default();
     let mut per: HashMap<u32, usize> = HashMap::default();
     let wanted = kinds_wanted(request);
+    let request_blocks = BlockMask::of_request(&request.blocks);
     let mut fitted: HashMap<u64, Fits> = HashMap::default();
     if funnel.pool == 0 {
         return (found, furthest);
@@ -735,20 +753,28 @@ pub fn retrieve<'a>(
             continue;
         }
         let may_fit = entry.kinds & wanted != 0;
-        let creatives =
-            match qualify_checked(listed, &entry.gate, request, now, true, may_fit, &mut |c| {
+        let creatives = match qualify_checked(
+            listed,
+            &entry.gate,
+            request,
+            request_blocks,
+            now,
+            true,
+            may_fit,
+            &mut |c| {
                 // Worked out once per format signature in this request.
                 fitted
                     .entry(entry.formats)
                     .or_insert_with(|| fits_of(&c.creatives, request))
                     .clone()
-            }) {
-                Ok(c) => c,
-                Err(why) => {
-                    missed(why);
-                    continue;
-                }
-            };
+            },
+        ) {
+            Ok(c) => c,
+            Err(why) => {
+                missed(why);
+                continue;
+            }
+        };
         reached(number, weight);
         if !bids {
             missed(NoBid::Pacing);
