@@ -162,16 +162,22 @@ impl History {
         }
         let dead = metrics.dead_letters_by_reason();
         sample.dead_letters = dead.values().sum();
-        self.push(sample, now, dead, models.current().map(|m| m.name.clone()));
-        if let Ok(mut inner) = self.inner.lock() {
-            inner.campaigns_known = known;
-        }
+        self.push(
+            sample,
+            now,
+            known,
+            dead,
+            models.current().map(|m| m.name.clone()),
+        );
     }
 
+    /// Stores a sample and the state beside it under one hold of the lock, so that a reader
+    /// sees the tracked campaigns with the count of known campaigns taken with them.
     fn push(
         &self,
         sample: Sample,
         campaigns: BTreeMap<String, CampaignNow>,
+        campaigns_known: usize,
         dead: BTreeMap<String, u64>,
         live_version: Option<String>,
     ) {
@@ -185,6 +191,7 @@ impl History {
             inner.period *= 2;
         }
         inner.campaigns = campaigns;
+        inner.campaigns_known = campaigns_known;
         inner.dead_by_reason = dead;
         inner.live_version = live_version;
     }
@@ -354,6 +361,7 @@ mod tests {
             h.push(
                 sample(at, req, fill),
                 BTreeMap::new(),
+                0,
                 BTreeMap::new(),
                 None,
             );
@@ -371,7 +379,7 @@ mod tests {
     fn a_full_history_is_thinned_and_its_period_doubles() {
         let h = History::new(Duration::from_secs(2));
         for i in 0..=MAX_SAMPLES as i64 {
-            h.push(sample(i, 0, 0), BTreeMap::new(), BTreeMap::new(), None);
+            h.push(sample(i, 0, 0), BTreeMap::new(), 0, BTreeMap::new(), None);
         }
         assert_eq!(h.len(), MAX_SAMPLES / 2 + 1);
         assert_eq!(h.period(), Duration::from_secs(4));
