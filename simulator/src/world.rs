@@ -388,6 +388,63 @@ impl World {
         )
     }
 
+    /// Draws of a hidden taste vector from what a user's interests say of it: `n` standard
+    /// normal vectors (the prior every user's taste is drawn from) whose interests are
+    /// `interests`, by rejection (at most `n * 10_000` tries; fewer draws come back for an
+    /// interest list no taste gives).
+    pub fn tastes_like(&self, interests: &[&str], n: usize, rng: &mut impl Rng) -> Vec<Vec<f64>> {
+        let dim = self.users.first().map_or(8, |u| u.latent.len()).max(1);
+        let normal = Normal::new(0.0, 1.0).expect("unit normal");
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n.saturating_mul(10_000) {
+            if out.len() >= n {
+                break;
+            }
+            let taste: Vec<f64> = (0..dim).map(|_| normal.sample(rng)).collect();
+            if interests_of(&taste) == interests {
+                out.push(taste);
+            }
+        }
+        out
+    }
+
+    /// P(click | impression) of `user` seeing `ad` as far as anything observable says (the
+    /// ad's and campaign's traits, the user's device and interests), averaged over `tastes`,
+    /// draws of the user's hidden taste given their interests ([`World::tastes_like`]): the best
+    /// any ranker can do without learning each user's taste from their own clicks.
+    pub fn observable_ctr(
+        &self,
+        user: &User,
+        ad: &Ad,
+        campaign: &SimCampaign,
+        tastes: &[Vec<f64>],
+    ) -> f64 {
+        let mut as_if = User {
+            id: String::new(),
+            country: user.country,
+            devicetype: user.devicetype,
+            interests: user.interests.clone(),
+            latent: Vec::new(),
+        };
+        let mut sum = 0.0;
+        for taste in tastes {
+            as_if.latent.clone_from(taste);
+            sum += self.true_ctr(&as_if, ad, campaign);
+        }
+        sum / tastes.len().max(1) as f64
+    }
+
+    /// [`World::observable_ctr`] for P(conversion | click).
+    pub fn observable_cvr(&self, campaign: &SimCampaign, tastes: &[Vec<f64>]) -> f64 {
+        let sum: f64 = tastes
+            .iter()
+            .map(|t| {
+                sigmoid(-3.0 + campaign.offer + 0.8 * affinity(t, &campaign.advertiser_latent))
+            })
+            .sum();
+        sum / tastes.len().max(1) as f64
+    }
+
     /// True P(conversion | click) of `user` on `campaign`.
     pub fn true_cvr(&self, user: &User, campaign: &SimCampaign) -> f64 {
         sigmoid(-3.0 + campaign.offer + 0.8 * affinity(&user.latent, &campaign.advertiser_latent))
@@ -473,5 +530,30 @@ mod tests {
         assert_eq!(found_ad.ad_id, ad.ad_id);
         assert!(w.ad("nope").is_none());
         assert!(w.campaign(&c.campaign.campaign_id).is_some());
+    }
+
+    #[test]
+    fn observable_rates_average_the_tastes_a_users_interests_allow() {
+        let w = World::generate(3, &small());
+        let user = &w.users[0];
+        let (c, ad) = (&w.campaigns[0], &w.campaigns[0].ads[0]);
+        let mut rng = StdRng::seed_from_u64(5);
+        let tastes = w.tastes_like(&user.interests, 64, &mut rng);
+        assert_eq!(tastes.len(), 64);
+        assert!(tastes.iter().all(|t| interests_of(t) == user.interests));
+        // Knowing the taste itself is the oracle.
+        let own = std::slice::from_ref(&user.latent);
+        assert!((w.observable_ctr(user, ad, c, own) - w.true_ctr(user, ad, c)).abs() < 1e-12);
+        assert!((w.observable_cvr(c, own) - w.true_cvr(user, c)).abs() < 1e-12);
+        // Over the draws: their mean, so within the draws' range.
+        let rates: Vec<f64> = tastes
+            .iter()
+            .map(|t| w.observable_ctr(user, ad, c, std::slice::from_ref(t)))
+            .collect();
+        let mean = w.observable_ctr(user, ad, c, &tastes);
+        let (lo, hi) = rates
+            .iter()
+            .fold((1.0f64, 0.0f64), |(l, h), r| (l.min(*r), h.max(*r)));
+        assert!(lo <= mean && mean <= hi && lo < hi, "{lo} {mean} {hi}");
     }
 }

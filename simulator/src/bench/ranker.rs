@@ -99,6 +99,9 @@ pub struct Comparison {
     pub prior_auc: f64,
     /// The true probabilities.
     pub oracle_auc: f64,
+    /// The probabilities as far as anything observable says ([`World::observable_ctr`]): the
+    /// best a ranker can do without learning each user's hidden taste from their own clicks.
+    pub observable_auc: f64,
     /// The model's calibration (mean prediction / observed rate).
     pub model_calibration: f64,
     /// The model's normalised entropy.
@@ -193,25 +196,36 @@ struct Truth {
     cvr: f64,
     converts: bool,
     prior_cvr: f64,
+    observable_ctr: f64,
+    observable_cvr: f64,
 }
 
-/// (model, prior, oracle, label) of one judged example.
-type Row = (f64, f64, f64, bool);
+/// (model, prior, oracle, observable oracle, label) of one judged example.
+type Row = (f64, f64, f64, f64, bool);
+
+/// Draws of a hidden taste per interest list ([`World::tastes_like`]), for the observable
+/// oracle; drawn from their own generator, so the simulated traffic is the same with or
+/// without them.
+const TASTE_DRAWS: usize = 256;
 
 fn auc(pairs: &[(f64, bool)]) -> f64 {
     quality::auc(pairs).unwrap_or(f64::NAN)
 }
 
-fn compare(rows: &[(f64, f64, f64, bool)]) -> Comparison {
-    let pick =
-        |i: usize| -> Vec<(f64, bool)> { rows.iter().map(|r| ([r.0, r.1, r.2][i], r.3)).collect() };
+fn compare(rows: &[Row]) -> Comparison {
+    let pick = |i: usize| -> Vec<(f64, bool)> {
+        rows.iter()
+            .map(|r| ([r.0, r.1, r.2, r.3][i], r.4))
+            .collect()
+    };
     let model = pick(0);
     Comparison {
         examples: rows.len(),
-        positives: rows.iter().filter(|r| r.3).count(),
+        positives: rows.iter().filter(|r| r.4).count(),
         model_auc: auc(&model),
         prior_auc: auc(&pick(1)),
         oracle_auc: auc(&pick(2)),
+        observable_auc: auc(&pick(3)),
         model_calibration: quality::calibration(&model).unwrap_or(f64::NAN),
         model_ne: quality::normalised_entropy(&model).unwrap_or(f64::NAN),
         log_loss: [0, 1, 2].map(|i| quality::log_loss(&pick(i)).unwrap_or(f64::NAN)),
@@ -273,8 +287,10 @@ pub fn run(bench: &RankerBench, mut progress: impl FnMut(f64)) -> anyhow::Result
     let days = bench.days.max(1);
     let total = bench.served * days;
     let mut day_rows: Vec<(Vec<Row>, Vec<Row>)> = vec![(Vec::new(), Vec::new()); days];
-    let mut click_rows: Vec<(f64, f64, f64, bool)> = Vec::new();
-    let mut conversion_rows: Vec<(f64, f64, f64, bool)> = Vec::new();
+    let mut click_rows: Vec<Row> = Vec::new();
+    let mut conversion_rows: Vec<Row> = Vec::new();
+    let mut taste_rng = StdRng::seed_from_u64(bench.seed ^ 0x7a57e);
+    let mut tastes: HashMap<Vec<&'static str>, Vec<Vec<f64>>> = HashMap::new();
     let last_quarter = START_MS + DAY_MS * days as i64 - DAY_MS / 4;
     let mut served = 0usize;
     let step_ms = DAY_MS as f64 / bench.served.max(1) as f64;
@@ -313,11 +329,12 @@ pub fn run(bench: &RankerBench, mut progress: impl FnMut(f64)) -> anyhow::Result
         {
             if let Some(y) = click {
                 if let Some(t) = truth.get(&request) {
-                    let click_row = (score[0], pctr, t.ctr, y);
+                    let click_row = (score[0], pctr, t.ctr, t.observable_ctr, y);
                     let conversion_row = (
                         fake_negative_calibration(score[1]),
                         t.prior_cvr,
                         t.cvr,
+                        t.observable_cvr,
                         t.converts,
                     );
                     let day = ((ts - START_MS).max(0) / DAY_MS) as usize;
@@ -372,6 +389,11 @@ pub fn run(bench: &RankerBench, mut progress: impl FnMut(f64)) -> anyhow::Result
             owners[served - 1] = (u as u32, campaign_index as u32, ad_index as u32);
             let ctr = world.true_ctr(user, ad, sc);
             let cvr = world.true_cvr(user, sc);
+            let drawn = tastes
+                .entry(user.interests.clone())
+                .or_insert_with(|| world.tastes_like(&user.interests, TASTE_DRAWS, &mut taste_rng));
+            let observable_ctr = world.observable_ctr(user, ad, sc, drawn);
+            let observable_cvr = world.observable_cvr(sc, drawn);
             let clicks = rng.random_bool(ctr.clamp(0.0, 1.0));
             let converts = rng.random_bool(cvr.clamp(0.0, 1.0));
             truth.insert(
@@ -381,6 +403,8 @@ pub fn run(bench: &RankerBench, mut progress: impl FnMut(f64)) -> anyhow::Result
                     cvr,
                     converts,
                     prior_cvr: p.pcvr,
+                    observable_ctr,
+                    observable_cvr,
                 },
             );
             push(
@@ -651,35 +675,38 @@ pub fn print(bench: &RankerBench, r: &RankerReport, wall: Duration) {
         r.history_bytes_per_user
     );
     println!("  last quarter of the day (scored before training on each example):");
-    println!("  | task | examples | positives | model AUC | prior AUC | oracle AUC | model calibration | model NE |");
-    println!("  | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("  (oracle: the true probabilities; observable oracle: the same as far as the ad, the device and the user's interests say, averaged over the hidden tastes those interests allow: the best a ranker can do without learning each user's taste from their own clicks)");
+    println!("  | task | examples | positives | model AUC | prior AUC | oracle AUC | observable oracle AUC | model calibration | model NE |");
+    println!("  | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for (name, c) in [
         ("click", &r.click),
         ("conversion (per click)", &r.conversion),
     ] {
         println!(
-            "  | {name} | {} | {} | {:.4} | {:.4} | {:.4} | {:.3} | {:.4} |",
+            "  | {name} | {} | {} | {:.4} | {:.4} | {:.4} | {:.4} | {:.3} | {:.4} |",
             c.examples,
             c.positives,
             c.model_auc,
             c.prior_auc,
             c.oracle_auc,
+            c.observable_auc,
             c.model_calibration,
             c.model_ne
         );
     }
     if r.days.len() > 1 {
         println!("  per day (every example scored before training on it):");
-        println!("  | day | task | model AUC | prior AUC | oracle AUC | model log loss | prior log loss | oracle log loss | model calibration | prior calibration |");
-        println!("  | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+        println!("  | day | task | model AUC | prior AUC | oracle AUC | observable oracle AUC | model log loss | prior log loss | oracle log loss | model calibration | prior calibration |");
+        println!("  | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
         for (d, (click, conversion)) in r.days.iter().enumerate() {
             for (name, c) in [("click", click), ("conversion", conversion)] {
                 println!(
-                    "  | {} | {name} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.3} | {:.3} |",
+                    "  | {} | {name} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.3} | {:.3} |",
                     d + 1,
                     c.model_auc,
                     c.prior_auc,
                     c.oracle_auc,
+                    c.observable_auc,
                     c.log_loss[0],
                     c.log_loss[1],
                     c.log_loss[2],
