@@ -7,3 +7,119 @@ pub type HashMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
 
 /// A hash set of per-event state.
 pub type HashSet<K> = std::collections::HashSet<K, ahash::RandomState>;
+
+/// A key hashed once: its keyed aHash computed when it is made, and handed to the maps and
+/// sets of [`HashedMap`] and [`HashedSet`] as it is, so that state holding one key in several
+/// of them (a map, a dirty set, a checkpoint's lookups) does not hash the key's text each time.
+/// Equality still compares the keys themselves.
+#[derive(Clone, Debug)]
+pub struct Hashed<K> {
+    hash: u64,
+    key: K,
+}
+
+/// The keyed hash of every [`Hashed`] key of the process (random per process, as
+/// [`HashMap`]'s).
+fn hashed_state() -> &'static ahash::RandomState {
+    static STATE: std::sync::OnceLock<ahash::RandomState> = std::sync::OnceLock::new();
+    STATE.get_or_init(ahash::RandomState::new)
+}
+
+impl<K: std::hash::Hash> Hashed<K> {
+    /// `key`, hashed.
+    pub fn new(key: K) -> Self {
+        Hashed {
+            hash: hashed_state().hash_one(&key),
+            key,
+        }
+    }
+}
+
+impl<K: std::hash::Hash> Hashed<K> {
+    /// Changes the key in place (reusing its allocations) and hashes it again.
+    pub fn replace_with(&mut self, change: impl FnOnce(&mut K)) {
+        change(&mut self.key);
+        self.hash = hashed_state().hash_one(&self.key);
+    }
+}
+
+impl<K> Hashed<K> {
+    /// The key.
+    pub fn key(&self) -> &K {
+        &self.key
+    }
+}
+
+impl<K: std::hash::Hash + Default> Default for Hashed<K> {
+    fn default() -> Self {
+        Hashed::new(K::default())
+    }
+}
+
+impl<K: PartialEq> PartialEq for Hashed<K> {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && self.key == other.key
+    }
+}
+
+impl<K: Eq> Eq for Hashed<K> {}
+
+impl<K> std::hash::Hash for Hashed<K> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// The hasher of [`HashedMap`] and [`HashedSet`]: it passes a [`Hashed`] key's hash through.
+#[derive(Default, Clone, Copy, Debug)]
+pub struct PassThrough(u64);
+
+impl std::hash::Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is meant to be called (by `Hashed`); anything else still hashes.
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, hash: u64) {
+        self.0 = hash;
+    }
+}
+
+/// A hash map keyed by [`Hashed`] keys (or shared pointers to them).
+pub type HashedMap<K, V> =
+    std::collections::HashMap<K, V, std::hash::BuildHasherDefault<PassThrough>>;
+
+/// A hash set of [`Hashed`] keys (or shared pointers to them).
+pub type HashedSet<K> = std::collections::HashSet<K, std::hash::BuildHasherDefault<PassThrough>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashed_keys_find_each_other_and_only_each_other() {
+        let mut map: HashedMap<std::rc::Rc<Hashed<(String, String)>>, u32> = HashedMap::default();
+        for i in 0..1_000u32 {
+            map.insert(
+                std::rc::Rc::new(Hashed::new((format!("r{i}"), "1".to_string()))),
+                i,
+            );
+        }
+        for i in 0..1_000u32 {
+            let key = Hashed::new((format!("r{i}"), "1".to_string()));
+            assert_eq!(map.get(&key), Some(&i));
+        }
+        assert_eq!(
+            map.get(&Hashed::new(("r1".to_string(), "2".to_string()))),
+            None
+        );
+        assert_eq!(Hashed::new("a"), Hashed::new("a"));
+        assert_ne!(Hashed::new("a"), Hashed::new("b"));
+    }
+}

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use crate::hash::{HashMap, HashSet};
+use crate::hash::{Hashed, HashedMap, HashedSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -179,18 +179,18 @@ const EXPIRY_BUCKET_MS: i64 = 60_000;
 pub struct Attributor {
     windows: Windows,
     /// Each key is held once, shared by the map, the expiry index and the dirty set.
-    touches: HashMap<SharedKey, HeldTouches>,
-    dirty: HashSet<SharedKey>,
+    touches: HashedMap<SharedKey, HeldTouches>,
+    dirty: HashedSet<SharedKey>,
     /// The keys with a touch whose window ends in each bucket of event time: [`Attributor::expire`]
     /// visits only the buckets that have ended, not every key. A key may be filed under buckets
     /// whose touch is gone (pushed out by newer ones); visiting it then changes nothing.
-    expiring: BTreeMap<i64, HashSet<SharedKey>>,
+    expiring: BTreeMap<i64, HashedSet<SharedKey>>,
     /// The key of the touch being recorded, built in place: looking a key up allocates nothing.
-    lookup: UserAdvertiser,
+    lookup: Hashed<UserAdvertiser>,
 }
 
-/// A (user, advertiser) key held once.
-type SharedKey = Rc<UserAdvertiser>;
+/// A (user, advertiser) key held once, hashed once.
+type SharedKey = Rc<Hashed<UserAdvertiser>>;
 
 impl Attributor {
     /// Empty state with these windows.
@@ -220,10 +220,12 @@ impl Attributor {
 
     /// Records an impression or click of `user`.
     pub fn record(&mut self, user: &str, touch: Touch) {
-        self.lookup.0.clear();
-        self.lookup.0.push_str(user);
-        self.lookup.1.clear();
-        self.lookup.1.push_str(&touch.claims.advertiser_id);
+        self.lookup.replace_with(|(u, a)| {
+            u.clear();
+            u.push_str(user);
+            a.clear();
+            a.push_str(&touch.claims.advertiser_id);
+        });
         let key = match self.touches.get_key_value(&self.lookup) {
             Some((held, _)) => held.clone(),
             None => Rc::new(self.lookup.clone()),
@@ -241,7 +243,7 @@ impl Attributor {
     pub fn attribute(&self, user: &str, advertiser: &str, ts: EventTime) -> Option<Touch> {
         let touches = self
             .touches
-            .get(&(user.to_string(), advertiser.to_string()))?;
+            .get(&Hashed::new((user.to_string(), advertiser.to_string())))?;
         fn within(list: &[HeldTouch], ts: EventTime, window: i64) -> Option<&HeldTouch> {
             list.iter()
                 .rev()
@@ -299,13 +301,13 @@ impl Attributor {
     /// deleted), encoded from the bytes each touch was encoded to when it was recorded.
     pub fn drain_changes(&mut self, mut visit: impl FnMut(&UserAdvertiser, Option<Vec<u8>>)) {
         for key in self.dirty.drain() {
-            visit(&key, self.touches.get(&key).map(HeldTouches::encode));
+            visit(key.key(), self.touches.get(&key).map(HeldTouches::encode));
         }
     }
 
     /// Restores checkpointed entries.
     pub fn restore(&mut self, key: UserAdvertiser, touches: UserTouches) {
-        let key = Rc::new(key);
+        let key = Rc::new(Hashed::new(key));
         let ends: Vec<i64> = touches
             .clicks
             .iter()

@@ -52,7 +52,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 
-use crate::hash::{HashMap, HashSet};
+use crate::hash::{Hashed, HashedMap, HashedSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -252,17 +252,17 @@ impl Entry {
 }
 
 /// A key held once and shared by the entry map, the deadline index and the dirty set.
-type SharedKey = Rc<ExampleKey>;
+type SharedKey = Rc<Hashed<ExampleKey>>;
 
 /// The label join state of one worker's keys.
 #[derive(Debug, Default)]
 pub struct LabelJoin {
     config: LabelConfig,
-    entries: HashMap<SharedKey, Entry>,
+    entries: HashedMap<SharedKey, Entry>,
     /// Keys by deadline. An entry whose deadline moves is listed again under the new one and
     /// its old listing goes stale: a listing counts only while it is its entry's deadline.
     deadlines: BTreeMap<i64, VecDeque<SharedKey>>,
-    dirty: HashSet<SharedKey>,
+    dirty: HashedSet<SharedKey>,
     stats: LabelStats,
 }
 
@@ -299,7 +299,7 @@ impl LabelJoin {
                 return out;
             }
         }
-        let key = event.take_key();
+        let key = Hashed::new(event.take_key());
         let (key, existing) = match self.entries.remove_entry(&key) {
             Some((key, entry)) => {
                 let deadline = entry.deadline(&self.config).0;
@@ -378,13 +378,13 @@ impl LabelJoin {
     /// a checkpoint encodes them straight from the state.
     pub fn drain_changes(&mut self, mut visit: impl FnMut(&ExampleKey, Option<&Entry>)) {
         for key in self.dirty.drain() {
-            visit(&key, self.entries.get(&*key));
+            visit(key.key(), self.entries.get(&*key));
         }
     }
 
     /// Restores a checkpointed entry.
     pub fn restore(&mut self, key: ExampleKey, entry: Entry) {
-        let key = Rc::new(key);
+        let key = Rc::new(Hashed::new(key));
         self.entries.remove(&*key);
         self.deadlines
             .entry(entry.deadline(&self.config).0)
