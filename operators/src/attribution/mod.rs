@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
+use crate::checkpoint::codec;
 use crate::hash::{Hashed, HashedMap, HashedSet};
 
 use serde::{Deserialize, Serialize};
@@ -101,7 +102,7 @@ impl HeldTouches {
     }
 
     /// The checkpoint value of these touches: byte for byte what
-    /// [`crate::checkpoint::codec::encode`] writes for the [`UserTouches`] they hold (postcard
+    /// [`codec::encode`] writes for the [`UserTouches`] they hold (postcard
     /// writes a sequence as its length, a varint, then its elements), built from the bytes each
     /// touch was encoded to once.
     fn encode(&self) -> Vec<u8> {
@@ -111,28 +112,15 @@ impl HeldTouches {
             .chain(&self.impressions)
             .map(|t| t.encoded.len())
             .sum();
-        let mut out = Vec::with_capacity(2 + 2 * 10 + size);
-        out.extend_from_slice(&[
-            crate::checkpoint::codec::BINARY,
-            crate::checkpoint::codec::VALUE_VERSION,
-        ]);
+        let mut out = codec::started(2 * 10 + size);
         for list in [&self.clicks, &self.impressions] {
-            push_varint(&mut out, list.len() as u64);
+            codec::push_length(&mut out, list.len());
             for t in list {
                 out.extend_from_slice(&t.encoded);
             }
         }
         out
     }
-}
-
-/// Appends `n` as postcard writes a length: LEB128, seven bits a byte, low bits first.
-fn push_varint(out: &mut Vec<u8>, mut n: u64) {
-    while n >= 0x80 {
-        out.push((n as u8) | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
 }
 
 fn keep_recent(list: &mut Vec<HeldTouch>, touch: &Touch) {
@@ -289,9 +277,7 @@ impl Attributor {
     pub fn take_changes(&mut self) -> Vec<(UserAdvertiser, Option<UserTouches>)> {
         let mut out = Vec::with_capacity(self.dirty.len());
         self.drain_changes(|k, v| {
-            let touches = v.map(|v| {
-                crate::checkpoint::codec::decode(b"test", &v).expect("its own encoding decodes")
-            });
+            let touches = v.map(|v| codec::decode(b"test", &v).expect("its own encoding decodes"));
             out.push((k.clone(), touches));
         });
         out
@@ -457,9 +443,9 @@ mod tests {
             let touches = UserTouches { clicks, impressions };
             let held = HeldTouches::of(&touches);
             let bytes = held.encode();
-            proptest::prop_assert_eq!(&bytes, &crate::checkpoint::codec::encode(&touches).unwrap());
+            proptest::prop_assert_eq!(&bytes, &codec::encode(&touches).unwrap());
             proptest::prop_assert_eq!(
-                crate::checkpoint::codec::decode::<UserTouches>(b"k", &bytes).unwrap(),
+                codec::decode::<UserTouches>(b"k", &bytes).unwrap(),
                 touches.clone()
             );
             for (h, t) in held.impressions.iter().zip(&touches.impressions) {

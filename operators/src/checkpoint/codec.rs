@@ -33,7 +33,26 @@ pub struct EncodeError(#[from] postcard::Error);
 
 /// `value` in the current format, header included.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, EncodeError> {
-    Ok(postcard::to_extend(value, vec![BINARY, VALUE_VERSION])?)
+    Ok(postcard::to_extend(value, started(0))?)
+}
+
+/// A value in the current format with nothing after its header yet, and room for `capacity`
+/// more bytes: for state that writes its values from parts it keeps encoded.
+pub fn started(capacity: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(2 + capacity);
+    out.extend_from_slice(&[BINARY, VALUE_VERSION]);
+    out
+}
+
+/// Appends a sequence's length as the format writes it before the sequence's elements
+/// (postcard's varint: LEB128, seven bits a byte, low bits first).
+pub fn push_length(out: &mut Vec<u8>, len: usize) {
+    let mut n = len as u64;
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
 }
 
 /// Decodes the value stored under `key`: the current format, or a legacy (pre-binary) value
