@@ -81,9 +81,7 @@ impl std::hash::Hasher for PassThrough {
 
     fn write(&mut self, bytes: &[u8]) {
         // Only `write_u64` is meant to be called (by `Hashed`); anything else still hashes.
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
+        self.0 = xxhash_rust::xxh3::xxh3_64_with_seed(bytes, self.0);
     }
 
     fn write_u64(&mut self, hash: u64) {

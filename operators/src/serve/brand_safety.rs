@@ -84,15 +84,43 @@ const NO_CATEGORIES: u64 = 1;
 /// Bit of a campaign that declares no domains, and of a request that blocks some.
 const NO_DOMAINS: u64 = 2;
 
-/// One of the 62 hashed bits of a [`BlockMask`]: an FNV-1a hash of `bytes` (lower-cased when
-/// `fold_case`), salted per list so that a category and a domain rarely share a bit.
-fn hashed_bit(salt: u64, bytes: &[u8], fold_case: bool) -> u64 {
-    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ salt;
-    for &b in bytes {
-        let b = if fold_case { b.to_ascii_lowercase() } else { b };
-        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-    }
+/// One of the 62 hashed bits of a [`BlockMask`]: the xxh3 hash of `text` (lower-cased when
+/// `fold_case`), seeded per list so that a category and a domain rarely share a bit.
+fn hashed_bit(salt: u64, text: &str, fold_case: bool) -> u64 {
+    let h = if fold_case && text.bytes().any(|b| b.is_ascii_uppercase()) {
+        xxhash_rust::xxh3::xxh3_64_with_seed(text.to_ascii_lowercase().as_bytes(), salt)
+    } else {
+        xxhash_rust::xxh3::xxh3_64_with_seed(text.as_bytes(), salt)
+    };
     1u64 << (2 + (h >> 32) % 62)
+}
+
+/// The bits of `values` and of each one's parents (`parents`: what also blocks a value).
+fn mask_of<'v, P: Iterator<Item = &'v str>>(
+    values: &'v [String],
+    salt: u64,
+    fold_case: bool,
+    parents: impl Fn(&'v str) -> P,
+) -> u64 {
+    values
+        .iter()
+        .flat_map(|v| std::iter::once(v.as_str()).chain(parents(v)))
+        .fold(0, |bits, text| bits | hashed_bit(salt, text, fold_case))
+}
+
+/// A category's parents: `IAB25-3-1` has `IAB25-3` and `IAB25`.
+fn parent_categories(category: &str) -> impl Iterator<Item = &str> {
+    category.match_indices('-').map(|(i, _)| &category[..i])
+}
+
+/// A domain's parents: `shop.brand.com` has `brand.com` and `com`.
+fn parent_domains(domain: &str) -> impl Iterator<Item = &str> {
+    domain.match_indices('.').map(|(i, _)| &domain[i + 1..])
+}
+
+/// A list entry blocks only itself.
+fn no_parents(_: &str) -> std::iter::Empty<&str> {
+    std::iter::empty()
 }
 
 const CATEGORY_SALT: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -113,52 +141,30 @@ pub struct BlockMask(u64);
 impl BlockMask {
     /// The mask of what could block `campaign`.
     pub fn of_campaign(campaign: &Campaign) -> BlockMask {
-        let mut bits = 0;
+        let mut bits = mask_of(&campaign.cat, CATEGORY_SALT, true, parent_categories)
+            | mask_of(&campaign.adomain, DOMAIN_SALT, false, parent_domains);
         if campaign.cat.is_empty() {
             bits |= NO_CATEGORIES;
-        }
-        for c in &campaign.cat {
-            bits |= hashed_bit(CATEGORY_SALT, c.as_bytes(), true);
-            for (i, b) in c.bytes().enumerate() {
-                if b == b'-' {
-                    bits |= hashed_bit(CATEGORY_SALT, &c.as_bytes()[..i], true);
-                }
-            }
         }
         if campaign.adomain.is_empty() {
             bits |= NO_DOMAINS;
         }
-        for d in &campaign.adomain {
-            bits |= hashed_bit(DOMAIN_SALT, d.as_bytes(), false);
-            for (i, b) in d.bytes().enumerate() {
-                if b == b'.' {
-                    bits |= hashed_bit(DOMAIN_SALT, &d.as_bytes()[i + 1..], false);
-                }
-            }
-        }
         if let Some(bundle) = &campaign.bundle {
-            bits |= hashed_bit(APP_SALT, bundle.as_bytes(), false);
+            bits |= hashed_bit(APP_SALT, bundle, false);
         }
         BlockMask(bits)
     }
 
     /// The mask of what `blocks` refuses.
     pub fn of_request(blocks: &Blocks) -> BlockMask {
-        let mut bits = 0;
+        let mut bits = mask_of(&blocks.bcat, CATEGORY_SALT, true, no_parents)
+            | mask_of(&blocks.badv, DOMAIN_SALT, false, no_parents)
+            | mask_of(&blocks.bapp, APP_SALT, false, no_parents);
         if !blocks.bcat.is_empty() {
             bits |= NO_CATEGORIES;
         }
-        for c in &blocks.bcat {
-            bits |= hashed_bit(CATEGORY_SALT, c.as_bytes(), true);
-        }
         if !blocks.badv.is_empty() {
             bits |= NO_DOMAINS;
-        }
-        for d in &blocks.badv {
-            bits |= hashed_bit(DOMAIN_SALT, d.as_bytes(), false);
-        }
-        for a in &blocks.bapp {
-            bits |= hashed_bit(APP_SALT, a.as_bytes(), false);
         }
         BlockMask(bits)
     }
