@@ -369,6 +369,11 @@ impl World {
 
     /// True P(click | impression) of `user` seeing `ad`.
     pub fn true_ctr(&self, user: &User, ad: &Ad, campaign: &SimCampaign) -> f64 {
+        self.ctr_with_taste(user, &user.latent, ad, campaign)
+    }
+
+    /// P(click | impression) of `user` seeing `ad` if their hidden taste were `taste`.
+    fn ctr_with_taste(&self, user: &User, taste: &[f64], ad: &Ad, campaign: &SimCampaign) -> f64 {
         let interest = campaign
             .campaign
             .targeting
@@ -382,7 +387,7 @@ impl World {
         };
         sigmoid(
             -4.2 + ad.quality
-                + 0.9 * affinity(&user.latent, &ad.latent)
+                + 0.9 * affinity(taste, &ad.latent)
                 + if interest { 0.4 } else { 0.0 }
                 + device,
         )
@@ -419,36 +424,28 @@ impl World {
         campaign: &SimCampaign,
         tastes: &[Vec<f64>],
     ) -> f64 {
-        let mut as_if = User {
-            id: String::new(),
-            country: user.country,
-            devicetype: user.devicetype,
-            interests: user.interests.clone(),
-            latent: Vec::new(),
-        };
-        let mut sum = 0.0;
-        for taste in tastes {
-            as_if.latent.clone_from(taste);
-            sum += self.true_ctr(&as_if, ad, campaign);
-        }
+        let sum: f64 = tastes
+            .iter()
+            .map(|t| self.ctr_with_taste(user, t, ad, campaign))
+            .sum();
         sum / tastes.len().max(1) as f64
     }
 
     /// [`World::observable_ctr`] for P(conversion | click).
     pub fn observable_cvr(&self, campaign: &SimCampaign, tastes: &[Vec<f64>]) -> f64 {
-        let sum: f64 = tastes
-            .iter()
-            .map(|t| {
-                sigmoid(-3.0 + campaign.offer + 0.8 * affinity(t, &campaign.advertiser_latent))
-            })
-            .sum();
+        let sum: f64 = tastes.iter().map(|t| cvr_with_taste(t, campaign)).sum();
         sum / tastes.len().max(1) as f64
     }
 
     /// True P(conversion | click) of `user` on `campaign`.
     pub fn true_cvr(&self, user: &User, campaign: &SimCampaign) -> f64 {
-        sigmoid(-3.0 + campaign.offer + 0.8 * affinity(&user.latent, &campaign.advertiser_latent))
+        cvr_with_taste(&user.latent, campaign)
     }
+}
+
+/// P(conversion | click) on `campaign` of a user whose hidden taste is `taste`.
+fn cvr_with_taste(taste: &[f64], campaign: &SimCampaign) -> f64 {
+    sigmoid(-3.0 + campaign.offer + 0.8 * affinity(taste, &campaign.advertiser_latent))
 }
 
 #[cfg(test)]
