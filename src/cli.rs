@@ -147,6 +147,12 @@ pub enum Command {
         /// State directory (overrides the file).
         #[arg(long)]
         state_dir: Option<PathBuf>,
+        /// Also start the per-campaign prior of a single-process pipeline that has not counted
+        /// anything yet from the examples' counts, so that a model trained with the spec's
+        /// `prior_offset` starts against the prior it was trained with instead of the global
+        /// rate (the state store is created as a single process's if there is none).
+        #[arg(long)]
+        seed_prior: bool,
     },
     /// Manage the pipeline's Kafka topics.
     Topics {
@@ -411,17 +417,27 @@ pub struct RunArgs {
 
 /// `train --simulated`: trains on simulated history when the simulator is built in.
 #[cfg(feature = "sim")]
-fn train_simulated(p: &Pipeline, served: usize, state_dir: &std::path::Path) -> anyhow::Result<()> {
+fn train_simulated(
+    p: &Pipeline,
+    served: usize,
+    state_dir: &std::path::Path,
+    seed_prior: bool,
+) -> anyhow::Result<()> {
     anyhow::ensure!(served > 0, "--simulated must be at least 1");
-    let line =
-        crate::demo::train_on_history(p, &adstream_sim::SimConfig::default(), served, state_dir)?;
+    let line = crate::demo::train_on_history(
+        p,
+        &adstream_sim::SimConfig::default(),
+        served,
+        state_dir,
+        seed_prior,
+    )?;
     println!("model {line}");
     Ok(())
 }
 
 /// `train --simulated` without the simulator.
 #[cfg(not(feature = "sim"))]
-fn train_simulated(_: &Pipeline, _: usize, _: &std::path::Path) -> anyhow::Result<()> {
+fn train_simulated(_: &Pipeline, _: usize, _: &std::path::Path, _: bool) -> anyhow::Result<()> {
     anyhow::bail!("--simulated needs a build with the simulator (the default `sim` feature)")
 }
 
@@ -444,15 +460,16 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             since,
             brokers,
             state_dir,
+            seed_prior,
         } => {
             let p = Pipeline::load(&pipeline)?;
             let state_dir = state_dir.unwrap_or_else(|| p.state_dir.clone());
             if let Some(served) = simulated {
-                return train_simulated(&p, served, &state_dir);
+                return train_simulated(&p, served, &state_dir, seed_prior);
             }
             let (report, source) = match (examples, since) {
                 (Some(examples), _) => (
-                    crate::train::train(&p, &examples, &state_dir)?,
+                    crate::train::train(&p, &examples, &state_dir, seed_prior)?,
                     examples.display().to_string(),
                 ),
                 (None, Some(since)) => {
@@ -470,7 +487,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
                         "no labelled examples in the topics since {since:?} ({read} events read)"
                     );
                     (
-                        crate::train::train_examples(&p, examples, &state_dir)?,
+                        crate::train::train_examples(&p, examples, &state_dir, seed_prior)?,
                         format!(
                             "the pipeline's topics ({read} events since {})",
                             since.millis()
@@ -483,6 +500,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 "trained on {} examples from {source}; click metrics {}",
                 report.examples, report.click
             );
+            println!("{}", report.prior);
             match report.version {
                 Some((v, verdict)) => println!(
                     "version v{v}: {verdict} (registry {})",

@@ -58,6 +58,7 @@ pub fn train_on_history(
     sim: &SimConfig,
     served: usize,
     state_dir: &std::path::Path,
+    seed_prior: bool,
 ) -> anyhow::Result<String> {
     let world = adstream_sim::world::World::generate(sim.seed, &sim.world);
     let history = adstream_sim::bench::ranker::history(
@@ -71,11 +72,11 @@ pub fn train_on_history(
         .into_iter()
         .flat_map(|(s, clicked, converted)| crate::train::examples_of(s, clicked, converted))
         .collect();
-    let report = crate::train::train_examples(pipeline, examples, state_dir)?;
+    let report = crate::train::train_examples(pipeline, examples, state_dir, seed_prior)?;
     let auc = report.click["auc"].as_f64().unwrap_or(f64::NAN);
     Ok(match report.version {
         Some((v, verdict)) => {
-            format!("v{v} trained on {logged} served ads of simulated history (click AUC {auc:.3}): {verdict}")
+            format!("v{v} trained on {logged} served ads of simulated history (click AUC {auc:.3}): {verdict}; {}", report.prior)
         }
         None => format!("none: {logged} served ads of history are too few for the guards"),
     })
@@ -135,6 +136,9 @@ pub fn run(opts: DemoOptions) -> anyhow::Result<()> {
             &sim_config,
             opts.history,
             state.path(),
+            // One process on a fresh state directory: its prior starts where the history's
+            // ended, as the model was trained against it.
+            true,
         )?)
     } else {
         None

@@ -75,10 +75,34 @@ pub fn read_history(path: &Path) -> anyhow::Result<Vec<LabeledExample>> {
     }
     // Serving order (the file's order among equal times).
     lines.sort_by_key(|(ts, i, _)| (*ts, *i));
-    Ok(lines
-        .into_iter()
-        .flat_map(|(_, _, l)| examples_of(l.served, l.click, l.conversion))
+    Ok(with_priors(lines.into_iter().map(|(_, _, l)| l))
+        .flat_map(|l| examples_of(l.served, l.click, l.conversion))
         .collect())
+}
+
+/// `lines` in serving order, each line that logs no prior (a record of an earlier version, or
+/// a history from elsewhere) given the per-campaign prior of the lines before it, counted as
+/// serving counts (an outcome counted once its line is served: the history says nothing of
+/// when it came). A model that corrects the prior is then trained against the prior the
+/// pipeline seeded from the same lines (`--seed-prior`) goes on counting, never against the
+/// global rate in training and a campaign's own at serving.
+fn with_priors(lines: impl Iterator<Item = HistoryLine>) -> impl Iterator<Item = HistoryLine> {
+    let mut prior = adstream_operators::ranker::prior::PriorRanker::default();
+    lines.map(move |mut l| {
+        if l.served.prior_pctr.is_none() || l.served.prior_pcvr.is_none() {
+            let p = prior.predict(&l.served.campaign_id);
+            l.served.prior_pctr = l.served.prior_pctr.or(Some(p.pctr));
+            l.served.prior_pcvr = l.served.prior_pcvr.or(Some(p.pcvr));
+        }
+        let converted = l.click && l.conversion == Some(true);
+        prior.observe(
+            &l.served.campaign_id,
+            1.0,
+            f64::from(u8::from(l.click)),
+            f64::from(u8::from(converted)),
+        );
+        l
+    })
 }
 
 /// An input event of a replay from the topics, in event-time order.
@@ -197,26 +221,83 @@ pub struct TrainReport {
     pub version: Option<(u64, String)>,
     /// Progressive-validation click metrics at the end.
     pub click: serde_json::Value,
+    /// What became of the examples' per-campaign counts: the prior a model with
+    /// `prior_offset` was trained against.
+    pub prior: PriorSeed,
+}
+
+/// Whether `adstream train` seeded the pipeline's per-campaign prior with its examples' counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PriorSeed {
+    /// The state store had no counts: these campaigns start from the examples' counts.
+    Seeded(usize),
+    /// The state store was left alone, for the reason given.
+    Kept(String),
+}
+
+impl std::fmt::Display for PriorSeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PriorSeed::Seeded(n) => write!(
+                f,
+                "the pipeline's prior starts from the examples' counts of {n} campaign(s)"
+            ),
+            PriorSeed::Kept(why) => write!(f, "the pipeline's prior was left alone: {why}"),
+        }
+    }
+}
+
+/// Seeds the per-campaign prior of the pipeline whose state is under `state_dir` with
+/// `totals`, when that state has no counts yet (a pipeline bootstrapped from history starts
+/// against the prior its first model was trained with, not the global rate). A store that is
+/// open elsewhere (a running pipeline, which counts for itself) or belongs to a multi-process
+/// pipeline (`process-0` written by more than one) is left alone, and says so; a store that
+/// fails to write is an error.
+fn seed_prior(
+    state_dir: &Path,
+    totals: &adstream_operators::activity::ActivityTotals,
+) -> anyhow::Result<PriorSeed> {
+    if totals.is_empty() {
+        return Ok(PriorSeed::Kept("no campaign in the examples".into()));
+    }
+    let store = match crate::state::RocksStore::open(state_dir, 0, 1, true, None) {
+        Ok(store) => store,
+        Err(e) => return Ok(PriorSeed::Kept(format!("{e}"))),
+    };
+    let n = adstream_operators::activity::operator::seed(&store, totals)
+        .with_context(|| format!("seeding the prior under {}", state_dir.display()))?;
+    Ok(if n == 0 {
+        PriorSeed::Kept("the pipeline has counts of its own".into())
+    } else {
+        PriorSeed::Seeded(n)
+    })
 }
 
 /// Trains on the history file `history` with `pipeline`'s model settings into the registry
 /// under `state_dir`.
-pub fn train(pipeline: &Pipeline, history: &Path, state_dir: &Path) -> anyhow::Result<TrainReport> {
+pub fn train(
+    pipeline: &Pipeline,
+    history: &Path,
+    state_dir: &Path,
+    seed: bool,
+) -> anyhow::Result<TrainReport> {
     let examples = read_history(history)?;
     anyhow::ensure!(
         !examples.is_empty(),
         "{}: no examples in the history",
         history.display()
     );
-    train_examples(pipeline, examples, state_dir)
+    train_examples(pipeline, examples, state_dir, seed)
 }
 
 /// Trains on `examples` (in serving order) with `pipeline`'s model settings into the registry
-/// under `state_dir`.
+/// under `state_dir`; with `seed`, also starts the prior of a single-process pipeline there
+/// that has no counts yet from the examples' ([`PriorSeed`]).
 pub fn train_examples(
     pipeline: &Pipeline,
     examples: Vec<LabeledExample>,
     state_dir: &Path,
+    seed: bool,
 ) -> anyhow::Result<TrainReport> {
     let config = pipeline.model.trainer.clone();
     let device = select_device(config.device)?;
@@ -230,7 +311,9 @@ pub fn train_examples(
     // The live trainer's path: positives in step with their negatives, full batches.
     let mut aligner = LabelAligner::new(usize::MAX);
     let mut aligned = Vec::with_capacity(examples.len());
+    let mut totals = adstream_operators::activity::ActivityTotals::default();
     for e in examples {
+        totals.count_example(&e);
         aligner.admit(e, &mut aligned);
     }
     aligned.extend(aligner.drain());
@@ -249,10 +332,16 @@ pub fn train_examples(
             .unwrap_or_default();
         (m.version, verdict)
     });
+    let prior = if seed {
+        seed_prior(state_dir, &totals)?
+    } else {
+        PriorSeed::Kept("not asked to seed it (--seed-prior)".into())
+    };
     Ok(TrainReport {
         examples: status.examples,
         version,
         click: serde_json::to_value(&status.click)?,
+        prior,
     })
 }
 
@@ -281,6 +370,82 @@ mod tests {
             vec![(Some(true), None), (None, Some(false)), (None, Some(true))]
         );
         assert_eq!(examples_of(served, false, None).len(), 1);
+    }
+
+    #[test]
+    fn the_prior_is_seeded_once_and_only_into_a_single_process_store() {
+        use adstream_operators::activity::ActivityTotals;
+        let mut totals = ActivityTotals::default();
+        for i in 0..10 {
+            let served: Served = serde_json::from_str(
+                &line(i, i % 3 == 0)
+                    .replace(r#","click":true"#, "")
+                    .replace(r#","click":false"#, ""),
+            )
+            .unwrap();
+            for e in examples_of(served, i % 3 == 0, Some(i == 3)) {
+                totals.count_example(&e);
+            }
+        }
+        let c0 = totals.get("c0").unwrap();
+        // c0: i = 0, 2, 4, 6, 8; clicks at 0 and 6; no conversion (i = 3 is c1's).
+        assert_eq!((c0.impressions, c0.clicks, c0.conversions), (5, 2, 0));
+        assert_eq!(totals.get("c1").unwrap().conversions, 1);
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            seed_prior(dir.path(), &totals).unwrap(),
+            PriorSeed::Seeded(2)
+        );
+        match seed_prior(dir.path(), &totals).unwrap() {
+            PriorSeed::Kept(why) => assert!(why.contains("counts of its own"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        let store = crate::state::RocksStore::open(dir.path(), 0, 1, false, None).unwrap();
+        let restored = adstream_operators::activity::operator::restore(&store, 0, 1).unwrap();
+        assert_eq!(restored.all(), totals.all());
+        drop(store);
+        // A multi-process pipeline's state is left alone.
+        let multi = tempfile::tempdir().unwrap();
+        drop(crate::state::RocksStore::open(multi.path(), 0, 2, false, None).unwrap());
+        assert!(matches!(
+            seed_prior(multi.path(), &totals).unwrap(),
+            PriorSeed::Kept(_)
+        ));
+    }
+
+    #[test]
+    fn lines_without_a_prior_get_the_prior_of_the_lines_before_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.jsonl");
+        // Lines 0, 2, 4 are c0's; 0 is clicked; line 4 logs a prior of its own.
+        let logged = line(4, false).replace(
+            r#""pcvr":0.05,"#,
+            r#""pcvr":0.05,"prior_pctr":0.3,"prior_pcvr":0.2,"#,
+        );
+        let text = [
+            line(0, true),
+            line(1, false),
+            line(2, false),
+            line(3, false),
+            logged,
+        ]
+        .join("\n");
+        std::fs::write(&path, text).unwrap();
+        let examples = read_history(&path).unwrap();
+        let prior_of = |request: &str| {
+            examples
+                .iter()
+                .find(|e| e.served.request_id == request)
+                .map(|e| e.served.prior())
+                .unwrap()
+        };
+        let fresh = adstream_operators::ranker::prior::PriorRanker::default();
+        let mut after_one = fresh.clone();
+        after_one.observe("c0", 1.0, 1.0, 0.0);
+        let p = after_one.predict("c0");
+        assert_eq!(prior_of("r0"), (fresh.ctr, fresh.cvr));
+        assert_eq!(prior_of("r2"), (p.pctr, p.pcvr));
+        assert_eq!(prior_of("r4"), (0.3, 0.2));
     }
 
     #[test]

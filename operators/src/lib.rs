@@ -2,7 +2,8 @@
 //!
 //! Each stage of the funnel is a module: [`source`] reads Kafka partitions, [`ingest`] decodes
 //! and verifies, [`catalog`] holds campaigns, [`attribution`] matches conversions to touches,
-//! [`history`] keeps each user's recent engagement for the ranker's features,
+//! [`history`] keeps each user's recent engagement for the ranker's features, [`activity`]
+//! each campaign's counts behind serving's prior,
 //! [`ledger`] charges spend exactly once, [`labels`] joins served ads with their outcomes into
 //! training examples, [`report`] aggregates everything into reporting rows, [`deliver`] holds
 //! checkpoints behind what sinks have not delivered yet, and [`checkpoint`] is the protocol they
@@ -11,6 +12,7 @@
 //! operators are thin shells over it.
 #![deny(missing_docs)]
 
+pub mod activity;
 pub mod attribution;
 pub mod catalog;
 pub mod checkpoint;

@@ -10,7 +10,7 @@
 //! ```
 //!
 //! by a [`KeyFamily`] ([`LEDGER_SPEND`], [`LEDGER_DEDUP`], [`ATTRIBUTION`], [`LABELS`],
-//! [`PACING`], [`REPORT_SEEN`], [`REPORT_ROWS`], [`USER_HISTORY`]): the hash says which worker owns the entry
+//! [`PACING`], [`REPORT_SEEN`], [`REPORT_ROWS`], [`USER_HISTORY`], [`CAMPAIGN_ACTIVITY`]): the hash says which worker owns the entry
 //! (`hash % peers`), the components are the ids the entry is about. Each component is escaped
 //! before it is joined: `%` becomes `%25` and every control character (general category Cc,
 //! NUL included) becomes `%XX` for each byte of its UTF-8 form, so a component never holds a
@@ -210,6 +210,14 @@ pub const LEDGER_CAMPAIGN: KeyFamily = KeyFamily {
 /// among the [`FAMILIES`] it migrates.)
 pub const USER_HISTORY: KeyFamily = KeyFamily {
     prefix: "history/",
+    arity: 1,
+    legacy: Legacy::Raw,
+};
+
+/// A campaign's impressions, clicks and click-through conversions since it was first seen
+/// (serving's prior): `[campaign_id]`, routed by campaign. (Newer than key format 0.)
+pub const CAMPAIGN_ACTIVITY: KeyFamily = KeyFamily {
+    prefix: "activity/",
     arity: 1,
     legacy: Legacy::Raw,
 };

@@ -840,6 +840,7 @@ fn empty_spec() -> FeatureSpec {
         description: String::new(),
         version: 0,
         features: Vec::new(),
+        prior_offset: false,
     }
 }
 

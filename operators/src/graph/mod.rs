@@ -9,6 +9,7 @@
 //!                  └─ served, impressions, clicks ─────────────────────┴▶ LabelJoin ─▶ Train ─▶ models (broadcast)
 //!
 //!  touches ─▶ UserHistory (by user) ─ changed users ─┐
+//!  touches + attributed conversions ─▶ CountActivity ─▶ CampaignActivity (by campaign) ─ counts ─┐
 //!  ledger state + activity ─broadcast─▶ Serve ◀─────┘◀─ requests (HTTP queue)  Serve ─┬─ served ─▶ ads.served
 //!                                         ▲                                     └─ feedback ─▶ Pacing
 //!                                         └──── pacing updates (broadcast) ◀──────────────────┘
@@ -24,7 +25,7 @@
 pub mod route;
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::rc::Rc;
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
@@ -37,10 +38,10 @@ use timely::dataflow::operators::{Inspect, Probe};
 use timely::dataflow::{ProbeHandle, StreamVec};
 use timely::scheduling::SyncActivator;
 
+use crate::activity::operator::{campaign_activity, count_activity};
 use crate::attribution::operator::attribute;
 use crate::attribution::Windows;
 use crate::checkpoint::StateStore;
-use crate::events::EventKind;
 use crate::history::operator::user_history;
 use crate::history::HistoryConfig;
 use crate::labels::operator::{label_join, LabelStatsHandle};
@@ -54,8 +55,8 @@ use crate::ranker::link::TrainerLink;
 use crate::ranker::operator::train;
 use crate::ranker::scoring::{ModelSlot, PublishedModel};
 use crate::records::{
-    Attributed, AttributedConversion, CampaignActivity, Charge, DeadLetter, Ingested, LabelEvent,
-    LabeledExample, LedgerState, PacingFeedback, PacingUpdate, ReplicaUpdate, Served, UserTouch,
+    Attributed, AttributedConversion, Charge, DeadLetter, Ingested, LabelEvent, LabeledExample,
+    LedgerState, PacingFeedback, PacingUpdate, ReplicaUpdate, Served,
 };
 use crate::report::operator::{reports, ReportStatsHandle};
 use crate::report::{ReportEvent, ReportRow, ReportSpec};
@@ -174,7 +175,7 @@ pub fn build<'scope>(
     });
 
     // Attribution: touches and conversions to CPA charges and attributed conversions.
-    let activity = count_activity(routes.touches.clone());
+    let counted_touches = routes.touches.clone();
     // Users' recent engagement, for serving's user-history features.
     let histories = user_history(
         routes.touches.clone(),
@@ -198,6 +199,13 @@ pub fn build<'scope>(
         Attributed::Charge(c) => Ok(*c),
         Attributed::Conversion(c) => Err(c),
     });
+    // Serving's prior: impressions, clicks and click-through conversions per campaign.
+    let activity = campaign_activity(
+        count_activity(counted_touches, conversions.clone()),
+        checkpoint_interval,
+        store.clone(),
+    )
+    .probe_with(&progress);
     let converted = reporting.then(|| {
         conversions
             .clone()
@@ -296,46 +304,6 @@ pub fn build<'scope>(
         label_stats,
         report_stats,
     }
-}
-
-/// Sums impressions and clicks per campaign over each batch of touches, for serving's prior.
-fn count_activity<'scope>(
-    touches: StreamVec<'scope, u64, UserTouch>,
-) -> StreamVec<'scope, u64, Vec<CampaignActivity>> {
-    touches.unary(Pipeline, "CountActivity", |_cap, _info| {
-        move |input, output| {
-            input.for_each(|cap, data| {
-                let batch = activity_of(
-                    data.iter()
-                        .map(|(_, t)| (t.claims.campaign_id.as_str(), t.kind)),
-                );
-                if !batch.is_empty() {
-                    output.session(&cap).give(batch);
-                }
-            });
-        }
-    })
-}
-
-/// Impressions and clicks per campaign, in campaign order.
-pub fn activity_of<'a>(
-    touches: impl Iterator<Item = (&'a str, EventKind)>,
-) -> Vec<CampaignActivity> {
-    let mut counts: BTreeMap<&str, CampaignActivity> = BTreeMap::new();
-    for (campaign, kind) in touches {
-        let c = counts.entry(campaign).or_default();
-        match kind {
-            EventKind::Click => c.clicks += 1,
-            _ => c.impressions += 1,
-        }
-    }
-    counts
-        .into_iter()
-        .map(|(id, mut c)| {
-            c.campaign_id = id.to_string();
-            c
-        })
-        .collect()
 }
 
 /// Each batch's changed campaigns' budget status, from the ledger's state and pacing, on the

@@ -25,6 +25,7 @@ use thiserror::Error;
 
 use crate::catalog::Listed;
 use crate::events::Billing;
+use crate::ranker::prior::Prediction;
 use crate::records::{Engagement, Served};
 use crate::request::AdRequest;
 use crate::time::EventTime;
@@ -217,6 +218,13 @@ pub struct FeatureSpec {
     pub version: u32,
     /// The features, in model input order.
     pub features: Vec<Feature>,
+    /// Whether the model's heads learn a correction to the per-campaign prior serving logged
+    /// with the example (its click log-odds and log conversion rate are added to the heads'
+    /// logits: see [`prior_offsets`]) instead of the whole rate. A campaign's own rate is then
+    /// known from its first counts on, and the network spends its updates on what the prior
+    /// cannot see (the user, the slot, the history).
+    #[serde(default)]
+    pub prior_offset: bool,
 }
 
 /// The raw values of one (request, candidate) pair.
@@ -250,14 +258,19 @@ pub struct FeatureContext<'a> {
     pub ts: EventTime,
     /// The user's engagement at `ts` (none: no history).
     pub history: Option<&'a Engagement>,
+    /// The per-campaign prior's rates for the candidate at `ts` (serving's
+    /// [`crate::ranker::prior::PriorRanker`]).
+    pub prior: Prediction,
 }
 
 impl<'a> FeatureContext<'a> {
-    /// Serving: `request`, its user's engagement `history` and one of its candidates at `now`.
+    /// Serving: `request`, its user's engagement `history` and one of its candidates, whose
+    /// prior is `prior`, at `now`.
     pub fn for_candidate(
         request: &'a AdRequest,
         history: &'a Engagement,
         listed: &'a Listed,
+        prior: Prediction,
         now: EventTime,
     ) -> Self {
         let c = &listed.campaign;
@@ -276,6 +289,7 @@ impl<'a> FeatureContext<'a> {
             bid_micros: c.bid_micros,
             ts: now,
             history: Some(history),
+            prior,
         }
     }
 
@@ -296,6 +310,10 @@ impl<'a> FeatureContext<'a> {
             bid_micros: s.bid_micros,
             ts: s.ts,
             history: Some(&s.history),
+            prior: {
+                let (pctr, pcvr) = s.prior();
+                Prediction { pctr, pcvr }
+            },
         }
     }
 
@@ -379,6 +397,19 @@ pub struct EncodedBatch {
     pub bags: Vec<(Vec<u32>, Vec<f32>)>,
     /// Numeric and dense values, `dense_dim` per example.
     pub dense: Vec<f32>,
+    /// Per example, the heads' offsets from its prior ([`prior_offsets`]): click, then
+    /// conversion.
+    pub offsets: Vec<f32>,
+}
+
+/// The prior's rates as the two heads' logit offsets: the click log-odds `ln(pctr / (1 -
+/// pctr))`, and for the conversion head, which learns `q = p / (1 + p)` with fake negatives,
+/// `logit(q) = ln(p)`. Rates are kept inside `[1e-6, 1 - 1e-6]` (click) and `[1e-6, 1]`
+/// (conversion), so a prior of 0 or 1 gives a finite offset.
+pub fn prior_offsets(prior: Prediction) -> [f32; 2] {
+    let ctr = prior.pctr.clamp(1e-6, 1.0 - 1e-6);
+    let cvr = prior.pcvr.clamp(1e-6, 1.0);
+    [(ctr / (1.0 - ctr)).ln() as f32, cvr.ln() as f32]
 }
 
 fn hash_bucket(feature: &str, value: &str, buckets: u32) -> u32 {
@@ -535,6 +566,7 @@ impl FeatureSpec {
             categorical: vec![Vec::new(); self.categorical_count()],
             bags: vec![(Vec::new(), Vec::new()); self.bag_widths().len()],
             dense: Vec::new(),
+            offsets: Vec::new(),
         }
     }
 
@@ -606,6 +638,7 @@ impl FeatureSpec {
                 Feature::Dense { source, .. } => ctx.vector(*source, &mut batch.dense),
             }
         }
+        batch.offsets.extend(prior_offsets(ctx.prior));
         batch.len += 1;
     }
 }
@@ -658,18 +691,26 @@ mod tests {
             impressions_24h: 40,
             clicks_24h: 2,
         };
+        let prior = Prediction {
+            pctr: 0.031,
+            pcvr: 0.12,
+        };
         let mut at_serving = spec.batch();
         spec.encode(
-            &FeatureContext::for_candidate(&req, &history, &listed, now),
+            &FeatureContext::for_candidate(&req, &history, &listed, prior, now),
             &mut at_serving,
         );
-        let served = Served::for_test(&req, &history, &listed, now);
+        let mut served = Served::for_test(&req, &history, &listed, now);
+        (served.prior_pctr, served.prior_pcvr) = (Some(prior.pctr), Some(prior.pcvr));
         let round_trip: Served =
             serde_json::from_slice(&serde_json::to_vec(&served).expect("json")).expect("parse");
         let mut at_training = spec.batch();
         spec.encode(&FeatureContext::from_served(&round_trip), &mut at_training);
         assert_eq!(at_serving, at_training);
         assert_eq!(at_serving.len, 1);
+        // The prior's click log-odds and log conversion rate.
+        assert!((at_serving.offsets[0] - (0.031f32 / 0.969).ln()).abs() < 1e-5);
+        assert!((at_serving.offsets[1] - 0.12f32.ln()).abs() < 1e-5);
         // One overlapping interest: (1 - 0.5) / 1.
         assert!((at_serving.dense[1] - 0.5).abs() < 1e-6);
         // A click rate of (2 + 0.5) / (40 + 25), then two of the user's recent clicks were on
@@ -686,7 +727,7 @@ mod tests {
         // Without history, the same candidate reads the missing rows.
         let mut none = spec.batch();
         spec.encode(
-            &FeatureContext::for_candidate(&req, &Engagement::default(), &listed, now),
+            &FeatureContext::for_candidate(&req, &Engagement::default(), &listed, prior, now),
             &mut none,
         );
         assert_eq!(none.bags[2].0[0], 0);

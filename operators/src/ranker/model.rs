@@ -48,6 +48,9 @@ pub struct Inputs {
     categorical: Vec<Tensor>,
     bags: Vec<(Tensor, Tensor)>,
     dense: Option<Tensor>,
+    /// The heads' prior offsets (`[batch, 2]`), for a model that learns corrections to the
+    /// prior.
+    offsets: Option<Tensor>,
     len: usize,
 }
 
@@ -189,6 +192,9 @@ pub struct RankerModel {
     mlp: Vec<Linear>,
     click: Linear,
     conversion: Linear,
+    /// Whether the heads' logits are corrections added to each example's prior offsets
+    /// ([`FeatureSpec::prior_offset`]).
+    prior_offset: bool,
     device: Device,
     dtype: DType,
 }
@@ -252,8 +258,24 @@ impl RankerModel {
             bag_sums,
             cross,
             mlp,
-            click: head("click", CLICK_PRIOR_LOGIT)?,
-            conversion: head("conversion", CONVERSION_PRIOR_LOGIT)?,
+            // A correction to the prior starts at none.
+            click: head(
+                "click",
+                if spec.prior_offset {
+                    0.0
+                } else {
+                    CLICK_PRIOR_LOGIT
+                },
+            )?,
+            conversion: head(
+                "conversion",
+                if spec.prior_offset {
+                    0.0
+                } else {
+                    CONVERSION_PRIOR_LOGIT
+                },
+            )?,
+            prior_offset: spec.prior_offset,
             device: vb.device().clone(),
             dtype: vb.dtype(),
         })
@@ -285,10 +307,16 @@ impl RankerModel {
             let dim = batch.dense.len() / n.max(1);
             Some(Tensor::from_slice(&batch.dense, (n, dim), &self.device)?.to_dtype(self.dtype)?)
         };
+        let offsets = if self.prior_offset {
+            Some(Tensor::from_slice(&batch.offsets, (n, 2), &self.device)?.to_dtype(self.dtype)?)
+        } else {
+            None
+        };
         Ok(Inputs {
             categorical,
             bags,
             dense,
+            offsets,
             len: n,
         })
     }
@@ -323,7 +351,8 @@ impl RankerModel {
         ))
     }
 
-    /// Logits `[batch, 2]`: click, then conversion.
+    /// Logits `[batch, 2]`: click, then conversion (each the prior's offset plus the heads'
+    /// correction, for a model with a `prior_offset` spec).
     pub fn forward(&self, inputs: &Inputs) -> candle_core::Result<Tensor> {
         let ids = inputs
             .categorical
@@ -366,7 +395,11 @@ impl RankerModel {
         for layer in &self.mlp {
             x = layer.forward(&x)?.relu()?;
         }
-        Tensor::cat(&[self.click.forward(&x)?, self.conversion.forward(&x)?], 1)
+        let logits = Tensor::cat(&[self.click.forward(&x)?, self.conversion.forward(&x)?], 1)?;
+        match &inputs.offsets {
+            Some(offsets) => logits + offsets,
+            None => Ok(logits),
+        }
     }
 
     /// Calibrated predictions for an encoded batch.
@@ -816,6 +849,53 @@ mod tests {
             assert!(p.pctr > 0.005 && p.pctr < 0.08, "{p:?}");
             assert!(p.pcvr > 0.01 && p.pcvr < 0.2, "{p:?}");
         }
+    }
+
+    #[test]
+    fn with_prior_offset_a_fresh_model_predicts_each_examples_prior() {
+        let mut spec = tiny_spec();
+        spec.prior_offset = true;
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let model = RankerModel::new(&spec, &ModelConfig::default(), vb).expect("model");
+        let priors = [(0.001, 0.3), (0.02, 0.05), (0.2, 0.001), (0.6, 0.25)];
+        let mut batch = spec.batch();
+        for &(pctr, pcvr) in &priors {
+            // The same example but for its prior.
+            let ctx = super::super::features::FeatureContext {
+                user_id: Some("u"),
+                campaign_id: "c",
+                advertiser_id: "a",
+                ad_id: "ad",
+                prior: Prediction { pctr, pcvr },
+                ..Default::default()
+            };
+            spec.encode(&ctx, &mut batch);
+        }
+        let predicted = model.predict(&batch).expect("predict");
+        let logit = |p: f64| (p / (1.0 - p)).ln();
+        // The network's correction, the same for every row (its inputs are), and small at the
+        // start (a zero bias, small weights).
+        let corrections: Vec<(f64, f64)> = predicted
+            .iter()
+            .zip(&priors)
+            .map(|(p, &(pctr, pcvr))| (logit(p.pctr) - logit(pctr), p.pcvr.ln() - f64::ln(pcvr)))
+            .collect();
+        for c in &corrections {
+            assert!((c.0 - corrections[0].0).abs() < 1e-3, "{corrections:?}");
+            assert!((c.1 - corrections[0].1).abs() < 1e-3, "{corrections:?}");
+            assert!(c.0.abs() < 1.0 && c.1.abs() < 1.0, "{corrections:?}");
+        }
+        // Without the offset the same rows ignore the prior.
+        spec.prior_offset = false;
+        let plain = RankerModel::new(
+            &spec,
+            &ModelConfig::default(),
+            VarBuilder::from_varmap(&VarMap::new(), DType::F32, &Device::Cpu),
+        )
+        .expect("model");
+        let p = plain.predict(&batch).expect("predict");
+        assert!(p.iter().all(|p| p.pctr < 0.1), "{p:?}");
     }
 
     #[test]

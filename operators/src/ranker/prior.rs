@@ -21,14 +21,29 @@ pub struct Prediction {
     pub pcvr: f64,
 }
 
+pub use crate::records::{GLOBAL_CTR, GLOBAL_CVR};
+
+impl Default for Prediction {
+    /// The global prior.
+    fn default() -> Self {
+        Prediction {
+            pctr: GLOBAL_CTR,
+            pcvr: GLOBAL_CVR,
+        }
+    }
+}
+
 /// Scores candidates in one batch.
 pub trait Ranker {
-    /// One prediction per candidate, in order.
+    /// One prediction per candidate, in order; `priors` holds each candidate's prior (the
+    /// serving replica's [`PriorRanker`]), what a ranker falls back to and what a model with
+    /// a `prior_offset` spec corrects.
     fn score(
         &self,
         request: &AdRequest,
         history: &Engagement,
         candidates: &[&Listed],
+        priors: &[Prediction],
         now: EventTime,
     ) -> Vec<Prediction>;
     /// The model version that produced the scores.
@@ -51,8 +66,8 @@ pub struct PriorRanker {
 impl Default for PriorRanker {
     fn default() -> Self {
         PriorRanker {
-            ctr: 0.02,
-            cvr: 0.05,
+            ctr: GLOBAL_CTR,
+            cvr: GLOBAL_CVR,
             strength: 1_000.0,
             observed: HashMap::default(),
         }
@@ -86,8 +101,12 @@ impl Ranker for PriorRanker {
         _request: &AdRequest,
         _history: &Engagement,
         candidates: &[&Listed],
+        priors: &[Prediction],
         _now: EventTime,
     ) -> Vec<Prediction> {
+        if priors.len() == candidates.len() {
+            return priors.to_vec();
+        }
         candidates
             .iter()
             .map(|l| self.predict(&l.campaign.campaign_id))

@@ -114,12 +114,14 @@ impl Ranker for ScoringModel {
         request: &AdRequest,
         history: &Engagement,
         candidates: &[&Listed],
+        priors: &[Prediction],
         now: EventTime,
     ) -> Vec<Prediction> {
         let mut batch = self.spec.batch();
-        for listed in candidates {
+        for (at, listed) in candidates.iter().enumerate() {
+            let prior = priors.get(at).copied().unwrap_or_default();
             self.spec.encode(
-                &FeatureContext::for_candidate(request, history, listed, now),
+                &FeatureContext::for_candidate(request, history, listed, prior, now),
                 &mut batch,
             );
         }
@@ -131,7 +133,8 @@ impl Ranker for ScoringModel {
             Ok(p) if p.len() == candidates.len() => p,
             result => {
                 tracing::warn!(model = %self.name, error = ?result.err(), "scoring failed; using the prior");
-                self.fallback.score(request, history, candidates, now)
+                self.fallback
+                    .score(request, history, candidates, priors, now)
             }
         }
     }

@@ -20,7 +20,7 @@ pub use history::{Clicked, Engagement, HistoryUpdate, HourCounts, UserHistory, C
 pub use input::{DeadLetter, Ingested, Origin, RawBytes, RawMessage, Reason, StreamId};
 pub use labels::{ExampleKey, LabelEvent, LabeledExample};
 pub use pacing::{PacingFeedback, PacingState, PacingUpdate};
-pub use served::Served;
+pub use served::{Served, GLOBAL_CTR, GLOBAL_CVR};
 pub use spend::{
     CampaignActivity, Charge, Charged, DaySpend, DedupKey, LedgerState, ReplicaUpdate, WinKey,
 };

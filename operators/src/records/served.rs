@@ -32,6 +32,13 @@ pub struct Served {
     pub pctr: f64,
     /// Predicted CVR used.
     pub pcvr: f64,
+    /// The per-campaign prior's CTR at serving time (what a model with `prior_offset`
+    /// corrects); `None` in records of earlier versions, which read the global prior.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prior_pctr: Option<f64>,
+    /// The per-campaign prior's conversion rate per click at serving time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prior_pcvr: Option<f64>,
     /// Model used.
     pub model_version: String,
     /// Features: user.
@@ -62,7 +69,22 @@ pub struct Served {
     pub billing_token: String,
 }
 
+/// The global prior click rate: a campaign's before it has been observed (the ranker's
+/// `PriorRanker` starts from it).
+pub const GLOBAL_CTR: f64 = 0.02;
+/// The global prior conversion rate per click.
+pub const GLOBAL_CVR: f64 = 0.05;
+
 impl Served {
+    /// The prior's (CTR, conversion rate per click) when it was served: the logged ones, else
+    /// the global prior.
+    pub fn prior(&self) -> (f64, f64) {
+        (
+            self.prior_pctr.unwrap_or(GLOBAL_CTR),
+            self.prior_pcvr.unwrap_or(GLOBAL_CVR),
+        )
+    }
+
     /// The claims the win's billing token carries (without the signature).
     pub fn claims(&self) -> WinClaims {
         WinClaims {
@@ -77,5 +99,28 @@ impl Served {
             country: self.country.clone(),
             device: self.device.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_without_a_prior_read_the_global_prior() {
+        let line = r#"{"request_id":"r","imp_id":"1","ts":5,"campaign_id":"c","advertiser_id":"a","ad_id":"x","billing":"cpc","charge_micros":1,"price_ecpm_micros":1,"pctr":0.3,"pcvr":0.2,"model_version":"v1","user_id":null,"country":null,"device":null,"interests":[],"tag_id":null}"#;
+        let s: Served = serde_json::from_str(line).expect("an earlier version's record");
+        assert_eq!((s.prior_pctr, s.prior_pcvr), (None, None));
+        assert_eq!(s.prior(), (GLOBAL_CTR, GLOBAL_CVR));
+        // A record written now carries its prior through a round trip.
+        let s = Served {
+            prior_pctr: Some(0.07),
+            prior_pcvr: Some(0.01),
+            ..s
+        };
+        assert_eq!(s.prior(), (0.07, 0.01));
+        let back: Served =
+            serde_json::from_slice(&serde_json::to_vec(&s).expect("json")).expect("parse");
+        assert_eq!(back, s);
     }
 }

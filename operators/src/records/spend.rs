@@ -116,7 +116,7 @@ pub struct CampaignActivity {
     pub impressions: u64,
     /// Verified clicks.
     pub clicks: u64,
-    /// Conversions attributed and charged (CPA).
+    /// Conversions attributed to a click (of any billing type).
     pub conversions: u64,
 }
 

@@ -29,7 +29,7 @@ use crate::hash::HashMap;
 use crate::ledger::status::BudgetBook;
 use crate::pacing::board::PacingBoard;
 use crate::pacing::reservation::expected_cost;
-use crate::ranker::prior::{PriorRanker, Ranker};
+use crate::ranker::prior::{Prediction, PriorRanker, Ranker};
 use crate::ranker::scoring::ModelSlot;
 use crate::records::{Engagement, LedgerState, PacingFeedback, ReplicaUpdate, Served, UserHistory};
 use crate::request::AdRequest;
@@ -70,13 +70,15 @@ pub struct ServeOutcome {
 }
 
 impl Served {
-    /// The log record of `win` in `request`, with the raw feature values the ranker used
-    /// (`ranker::features::FeatureContext::from_served` reads them back for training).
+    /// The log record of `win` in `request`, with the raw feature values the ranker used and
+    /// the campaign's `prior` (`ranker::features::FeatureContext::from_served` reads them back
+    /// for training).
     pub fn from_win(
         request: &AdRequest,
         history: &Engagement,
         win: &Win,
         ad_interests: &[String],
+        prior: Prediction,
         now: EventTime,
         model_version: &str,
     ) -> Served {
@@ -93,6 +95,8 @@ impl Served {
             price_ecpm_micros: win.price_ecpm_micros,
             pctr: c.pctr,
             pcvr: c.pcvr,
+            prior_pctr: Some(prior.pctr),
+            prior_pcvr: Some(prior.pcvr),
             model_version: model_version.to_string(),
             user_id: request.user_id.clone(),
             country: request.country.clone(),
@@ -140,7 +144,15 @@ impl Served {
             price_ecpm_micros: 0,
             charge_micros: 0,
         };
-        Served::from_win(request, history, &win, &c.targeting.interests, now, "test")
+        Served::from_win(
+            request,
+            history,
+            &win,
+            &c.targeting.interests,
+            Prediction::default(),
+            now,
+            "test",
+        )
     }
 }
 
@@ -221,7 +233,11 @@ pub fn answer(
     );
     let retrieved = prerank(pool, config.max_candidates, prior, |r| pass_of(r.number));
     let listed: Vec<&Listed> = retrieved.iter().map(|r| r.listed).collect();
-    let predictions = ranker.score(request, history, &listed, now);
+    let priors: Vec<Prediction> = listed
+        .iter()
+        .map(|l| prior.predict(&l.campaign.campaign_id))
+        .collect();
+    let predictions = ranker.score(request, history, &listed, &priors, now);
     let candidates: Vec<Candidate> = retrieved
         .iter()
         .zip(predictions)
@@ -602,6 +618,7 @@ impl ServingReplica {
                 &history,
                 &w.win,
                 ad_interests,
+                self.ranker.predict(&candidate.campaign_id),
                 now,
                 &outcome.model_version,
             );

@@ -88,6 +88,7 @@ impl Ranker for Calibrated {
         _: &AdRequest,
         _: &Engagement,
         candidates: &[&Listed],
+        _: &[Prediction],
         _: EventTime,
     ) -> Vec<Prediction> {
         candidates
@@ -96,10 +97,7 @@ impl Ranker for Calibrated {
                 self.0
                     .get(&l.campaign.campaign_id)
                     .copied()
-                    .unwrap_or(Prediction {
-                        pctr: 0.02,
-                        pcvr: 0.05,
-                    })
+                    .unwrap_or_default()
             })
             .collect()
     }

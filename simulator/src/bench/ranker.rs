@@ -179,6 +179,7 @@ fn served_record(
         history,
         &win,
         &c.targeting.interests,
+        p,
         EventTime(ts),
         "prior",
     )
