@@ -119,6 +119,10 @@ pub enum Command {
         /// With --ranker / --ranker-throughput: a feature spec file instead of the shipped one.
         #[arg(long)]
         features: Option<PathBuf>,
+        /// With --ranker / --ranker-throughput: the model's heads learn corrections to the
+        /// per-campaign prior (the spec's `prior_offset`), whatever the spec says.
+        #[arg(long)]
+        prior_offset: bool,
         /// With --ranker / --ranker-throughput: `auto`, `cpu` or `cuda`.
         #[arg(long, default_value = "auto", value_parser = parse_device)]
         device: adstream_operators::ranker::trainer::DevicePreference,
@@ -641,13 +645,14 @@ fn dispatch_sim(command: Command) -> anyhow::Result<()> {
             learning_rate,
             batch,
             features,
+            prior_offset,
             device,
         } => match freshness {
             None if ranker || ranker_throughput => {
                 if batch == 0 {
                     anyhow::bail!("--batch must be at least 1");
                 }
-                let spec = match &features {
+                let mut spec = match &features {
                     None => adstream_operators::ranker::features::FeatureSpec::default_spec(),
                     Some(path) => adstream_operators::ranker::features::FeatureSpec::parse(
                         &std::fs::read_to_string(path)
@@ -655,6 +660,7 @@ fn dispatch_sim(command: Command) -> anyhow::Result<()> {
                     )
                     .map_err(|e| anyhow::anyhow!("--features {}: {e}", path.display()))?,
                 };
+                spec.prior_offset |= prior_offset;
                 let bench = adstream_sim::bench::ranker::RankerBench {
                     served,
                     days: usize::from(days),

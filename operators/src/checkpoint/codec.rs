@@ -23,7 +23,16 @@ pub const BINARY: u8 = 0;
 
 /// The format version this build writes and reads. Bump it when a checkpointed type changes
 /// shape, and teach [`decode_with`] to migrate the version before.
-pub const VALUE_VERSION: u8 = 1;
+///
+/// - 1: the first binary format.
+/// - 2: the served record in the label join's entries logs the prior (`prior_pctr`,
+///   `prior_pcvr`). Every other type's layout is that of version 1, so their version-1 values
+///   decode as they are; the label join reads its version-1 entries through
+///   [`decode_migrating`].
+pub const VALUE_VERSION: u8 = 2;
+
+/// The earlier binary version this build still reads.
+pub const PREVIOUS_VERSION: u8 = 1;
 
 /// A value could not be encoded: a bug in a state type (a field the format cannot carry), never
 /// a property of the input. Operators stop on it rather than write a partial checkpoint.
@@ -63,12 +72,28 @@ pub fn decode_with<T: DeserializeOwned>(
     legacy: impl FnOnce(&[u8], &[u8]) -> Result<T, RestoreError>,
 ) -> Result<T, RestoreError> {
     match value {
-        [BINARY, VALUE_VERSION, body @ ..] => {
+        [BINARY, VALUE_VERSION | PREVIOUS_VERSION, body @ ..] => {
             postcard::from_bytes(body).map_err(|e| RestoreError::value(key, e))
         }
         [BINARY, version, ..] => Err(RestoreError::format(key, *version)),
         [BINARY] => Err(RestoreError::value(key, "truncated format header")),
         _ => legacy(key, value),
+    }
+}
+
+/// Decodes a value of a type whose layout changed in the current version: a
+/// [`PREVIOUS_VERSION`] value decodes as `Previous`, that version's layout, and converts; the
+/// current version and legacy JSON decode as `T`. Any other version is refused.
+pub fn decode_migrating<T, Previous>(key: &[u8], value: &[u8]) -> Result<T, RestoreError>
+where
+    T: DeserializeOwned,
+    Previous: DeserializeOwned + Into<T>,
+{
+    match value {
+        [BINARY, PREVIOUS_VERSION, body @ ..] => postcard::from_bytes::<Previous>(body)
+            .map(Into::into)
+            .map_err(|e| RestoreError::value(key, e)),
+        _ => decode(key, value),
     }
 }
 
@@ -141,6 +166,48 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("ledger/dedup/x"), "{text}");
         assert!(text.contains(&format!("v{}", VALUE_VERSION + 1)), "{text}");
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Grown {
+        name: String,
+        added: Option<u32>,
+        at: Option<i64>,
+        amounts: Vec<(u64, u64)>,
+    }
+
+    impl From<Sample> for Grown {
+        fn from(s: Sample) -> Self {
+            Grown {
+                name: s.name,
+                added: None,
+                at: s.at,
+                amounts: s.amounts,
+            }
+        }
+    }
+
+    #[test]
+    fn reads_the_previous_version_as_it_was_or_through_its_migration() {
+        let mut previous = encode(&sample()).unwrap();
+        previous[1] = PREVIOUS_VERSION;
+        // A type whose layout did not change reads it as it is.
+        assert_eq!(decode::<Sample>(b"k", &previous), Ok(sample()));
+        // A type that grew a field reads it through the previous layout...
+        let grown: Grown = decode_migrating::<Grown, Sample>(b"k", &previous).unwrap();
+        assert_eq!(grown, Grown::from(sample()));
+        // ... and its current values, and JSON, as they are.
+        let current = Grown {
+            added: Some(3),
+            ..Grown::from(sample())
+        };
+        let bytes = encode(&current).unwrap();
+        assert_eq!(decode_migrating::<Grown, Sample>(b"k", &bytes), Ok(current));
+        let json = serde_json::to_vec(&sample()).unwrap();
+        assert_eq!(
+            decode_migrating::<Grown, Sample>(b"k", &json),
+            Ok(Grown::from(sample()))
+        );
     }
 
     #[test]

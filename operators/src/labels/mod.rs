@@ -59,6 +59,7 @@ use serde::{Deserialize, Serialize};
 use crate::records::Served;
 pub use crate::records::{ExampleKey, LabelEvent, LabeledExample};
 
+mod format_v1;
 pub mod operator;
 
 /// Windows and bounds of the label join, in event-time milliseconds.

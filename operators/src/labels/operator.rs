@@ -35,7 +35,10 @@ pub fn restore(
     for (k, v) in store.scan(LABELS.prefix.as_bytes())? {
         let (hash, [request_id, imp_id]) = LABELS.parse_as(&k)?;
         if owns(hash, index, peers) {
-            join.restore((request_id, imp_id), codec::decode::<Entry>(&k, &v)?);
+            join.restore(
+                (request_id, imp_id),
+                codec::decode_migrating::<Entry, super::format_v1::EntryV1>(&k, &v)?,
+            );
         }
     }
     Ok(join)

@@ -34,10 +34,10 @@ pub struct Served {
     pub pcvr: f64,
     /// The per-campaign prior's CTR at serving time (what a model with `prior_offset`
     /// corrects); `None` in records of earlier versions, which read the global prior.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub prior_pctr: Option<f64>,
     /// The per-campaign prior's conversion rate per click at serving time.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub prior_pcvr: Option<f64>,
     /// Model used.
     pub model_version: String,
