@@ -34,8 +34,8 @@
 
 use std::fmt::Write as _;
 
-use crate::checkpoint::StateBatch;
 pub use crate::checkpoint::{show_key, KeyError};
+use crate::checkpoint::{RestoreError, StateBatch, StateStore};
 
 /// Stable 64-bit hash of a routing key; `route(key) % peers` is the worker that owns it.
 pub fn route(key: &str) -> u64 {
@@ -291,6 +291,26 @@ impl KeyFamily {
         let (hash, rest) = self.split(key)?;
         let components = decode_components(rest, self.arity).map_err(|m| KeyError::new(key, m))?;
         Ok((hash, components))
+    }
+
+    /// Calls `take` with the components, key and value of every entry of this family in
+    /// `store` that worker `index` of `peers` owns (the restore of a keyed operator's state);
+    /// entries of other workers are skipped. A store read error, a key that cannot be
+    /// decoded, or an error of `take` stops the scan and is returned.
+    pub fn restore_owned<const N: usize>(
+        &self,
+        store: &dyn StateStore,
+        index: usize,
+        peers: usize,
+        mut take: impl FnMut([String; N], &[u8], &[u8]) -> Result<(), RestoreError>,
+    ) -> Result<(), RestoreError> {
+        for (k, v) in store.scan(self.prefix.as_bytes())? {
+            let (hash, components) = self.parse_as::<N>(&k)?;
+            if owns(hash, index, peers) {
+                take(components, &k, &v)?;
+            }
+        }
+        Ok(())
     }
 
     /// [`KeyFamily::parse`] into an array of the family's `N` components.

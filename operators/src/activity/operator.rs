@@ -15,7 +15,7 @@ use super::{activity_of, ActivityTotals, Counts};
 use crate::checkpoint::{codec, CheckpointGate, RestoreError, StateBatch, StateStore};
 use crate::events::EventKind;
 use crate::records::{AttributedConversion, CampaignActivity, UserTouch};
-use crate::routing::{owns, route, CAMPAIGN_ACTIVITY};
+use crate::routing::{route, CAMPAIGN_ACTIVITY};
 
 fn state_key(campaign_id: &str) -> Vec<u8> {
     CAMPAIGN_ACTIVITY.key(route(campaign_id), &[campaign_id])
@@ -29,12 +29,10 @@ pub fn restore(
     peers: usize,
 ) -> Result<ActivityTotals, RestoreError> {
     let mut totals = ActivityTotals::default();
-    for (k, v) in store.scan(CAMPAIGN_ACTIVITY.prefix.as_bytes())? {
-        let (hash, [campaign]) = CAMPAIGN_ACTIVITY.parse_as(&k)?;
-        if owns(hash, index, peers) {
-            totals.restore(campaign, codec::decode::<Counts>(&k, &v)?);
-        }
-    }
+    CAMPAIGN_ACTIVITY.restore_owned(store, index, peers, |[campaign], k, v| {
+        totals.restore(campaign, codec::decode::<Counts>(k, v)?);
+        Ok(())
+    })?;
     Ok(totals)
 }
 
@@ -160,6 +158,7 @@ mod tests {
     use super::*;
     use crate::checkpoint::testing::put;
     use crate::checkpoint::MemoryStore;
+    use crate::routing::owns;
     use std::sync::Mutex;
     use timely::dataflow::operators::{Input, Inspect, Probe};
     use timely::dataflow::ProbeHandle;

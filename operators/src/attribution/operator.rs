@@ -19,7 +19,7 @@ use crate::checkpoint::{codec, CheckpointGate, RestoreError, StateBatch, StateSt
 use crate::events::{Billing, EventKind};
 use crate::records::Charge;
 pub use crate::records::{Attributed, AttributedConversion, ConversionIn, UserTouch};
-use crate::routing::{owns, route, ATTRIBUTION};
+use crate::routing::{route, ATTRIBUTION};
 
 fn state_key(user: &str, advertiser: &str) -> Vec<u8> {
     ATTRIBUTION.key(route(user), &[user, advertiser])
@@ -34,12 +34,10 @@ pub fn restore(
     peers: usize,
 ) -> Result<Attributor, RestoreError> {
     let mut attributor = Attributor::new(windows);
-    for (k, v) in store.scan(ATTRIBUTION.prefix.as_bytes())? {
-        let (hash, [user, advertiser]) = ATTRIBUTION.parse_as(&k)?;
-        if owns(hash, index, peers) {
-            attributor.restore((user, advertiser), codec::decode::<UserTouches>(&k, &v)?);
-        }
-    }
+    ATTRIBUTION.restore_owned(store, index, peers, |[user, advertiser], k, v| {
+        attributor.restore((user, advertiser), codec::decode::<UserTouches>(k, v)?);
+        Ok(())
+    })?;
     Ok(attributor)
 }
 
@@ -135,6 +133,7 @@ mod tests {
     use crate::checkpoint::testing::{put, BrokenStore};
     use crate::checkpoint::MemoryStore;
     use crate::records::Touch;
+    use crate::routing::owns;
     use crate::time::EventTime;
     use crate::token::WinClaims;
 

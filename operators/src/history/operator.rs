@@ -17,7 +17,7 @@ use timely::dataflow::StreamVec;
 use super::{Histories, HistoryConfig};
 use crate::checkpoint::{codec, CheckpointGate, RestoreError, StateBatch, StateStore};
 use crate::records::{HistoryUpdate, UserHistory, UserTouch};
-use crate::routing::{owns, route, USER_HISTORY};
+use crate::routing::{route, USER_HISTORY};
 
 /// How often changed users are sent to the serving replicas: a feature's freshness, and the
 /// coalescing of a user's events in between.
@@ -36,12 +36,10 @@ pub fn restore(
     peers: usize,
 ) -> Result<Histories, RestoreError> {
     let mut histories = Histories::new(config);
-    for (k, v) in store.scan(USER_HISTORY.prefix.as_bytes())? {
-        let (hash, [user]) = USER_HISTORY.parse_as(&k)?;
-        if owns(hash, index, peers) {
-            histories.restore(user, codec::decode::<UserHistory>(&k, &v)?);
-        }
-    }
+    USER_HISTORY.restore_owned(store, index, peers, |[user], k, v| {
+        histories.restore(user, codec::decode::<UserHistory>(k, v)?);
+        Ok(())
+    })?;
     Ok(histories)
 }
 
@@ -107,6 +105,7 @@ mod tests {
     use super::*;
     use crate::checkpoint::testing::put;
     use crate::checkpoint::MemoryStore;
+    use crate::routing::owns;
 
     #[test]
     fn users_restore_on_their_worker_and_a_bad_entry_stops_the_restore() {

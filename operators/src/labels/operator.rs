@@ -17,7 +17,7 @@ use timely::dataflow::StreamVec;
 
 use super::{Entry, LabelConfig, LabelEvent, LabelJoin, LabelStats, LabeledExample};
 use crate::checkpoint::{codec, CheckpointGate, RestoreError, StateBatch, StateStore};
-use crate::routing::{owns, route, LABELS};
+use crate::routing::{route, LABELS};
 
 fn state_key(request_id: &str, imp_id: &str) -> Vec<u8> {
     LABELS.key(route(request_id), &[request_id, imp_id])
@@ -32,15 +32,13 @@ pub fn restore(
     peers: usize,
 ) -> Result<LabelJoin, RestoreError> {
     let mut join = LabelJoin::new(config);
-    for (k, v) in store.scan(LABELS.prefix.as_bytes())? {
-        let (hash, [request_id, imp_id]) = LABELS.parse_as(&k)?;
-        if owns(hash, index, peers) {
-            join.restore(
-                (request_id, imp_id),
-                codec::decode_migrating::<Entry, super::format_v1::EntryV1>(&k, &v)?,
-            );
-        }
-    }
+    LABELS.restore_owned(store, index, peers, |[request_id, imp_id], k, v| {
+        join.restore(
+            (request_id, imp_id),
+            codec::decode_migrating::<Entry, super::format_v1::EntryV1>(k, v)?,
+        );
+        Ok(())
+    })?;
     Ok(join)
 }
 

@@ -19,7 +19,7 @@ use crate::checkpoint::{codec, RestoreError, StateBatch, StateStore};
 use crate::events::CampaignStatus;
 use crate::hash::HashMap;
 use crate::records::{CatalogUpdate, LedgerState};
-use crate::routing::{owns, route, PACING};
+use crate::routing::{route, PACING};
 use crate::time::EventTime;
 
 fn state_key(campaign: &str) -> Vec<u8> {
@@ -58,12 +58,10 @@ pub fn restore(
     peers: usize,
 ) -> Result<HashMap<String, CampaignPacer>, RestoreError> {
     let mut pacers = HashMap::default();
-    for (k, v) in store.scan(PACING.prefix.as_bytes())? {
-        let (hash, [campaign]) = PACING.parse_as(&k)?;
-        if owns(hash, index, peers) {
-            pacers.insert(campaign, codec::decode::<CampaignPacer>(&k, &v)?);
-        }
-    }
+    PACING.restore_owned(store, index, peers, |[campaign], k, v| {
+        pacers.insert(campaign, codec::decode::<CampaignPacer>(k, v)?);
+        Ok(())
+    })?;
     Ok(pacers)
 }
 
@@ -538,6 +536,7 @@ mod tests {
     use crate::checkpoint::MemoryStore;
     use crate::events::Campaign;
     use crate::records::DaySpend;
+    use crate::routing::owns;
 
     #[test]
     fn pacers_round_trip_through_the_store() {
