@@ -131,12 +131,18 @@ impl ActivityTotals {
     /// empty, learn of this worker's campaigns after a restore.
     pub fn all(&self) -> Vec<CampaignActivity> {
         let mut all: Vec<CampaignActivity> = self
-            .totals
             .iter()
             .map(|(campaign, counts)| counts.of(campaign))
             .collect();
         all.sort_by(|a, b| a.campaign_id.cmp(&b.campaign_id));
         all
+    }
+
+    /// Every campaign's totals, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, Counts)> {
+        self.totals
+            .iter()
+            .map(|(campaign, counts)| (campaign.as_str(), *counts))
     }
 
     /// The totals of `campaign_id`.

@@ -46,19 +46,13 @@ pub fn seed(store: &dyn StateStore, totals: &ActivityTotals) -> Result<usize, Se
         return Ok(0);
     }
     let mut batch = StateBatch::default();
-    let all = totals.all();
-    for a in &all {
-        let counts = Counts {
-            impressions: a.impressions,
-            clicks: a.clicks,
-            conversions: a.conversions,
-        };
-        batch.put(state_key(&a.campaign_id), &counts);
+    for (campaign, counts) in totals.iter() {
+        batch.put(state_key(campaign), &counts);
     }
     let ticket = store.persist(batch);
     loop {
         match ticket.poll() {
-            Some(true) => return Ok(all.len()),
+            Some(true) => return Ok(totals.len()),
             Some(false) => return Err(SeedError::Write),
             None => std::thread::sleep(std::time::Duration::from_millis(1)),
         }
