@@ -33,9 +33,7 @@ impl<K: std::hash::Hash> Hashed<K> {
             key,
         }
     }
-}
 
-impl<K: std::hash::Hash> Hashed<K> {
     /// Changes the key in place (reusing its allocations) and hashes it again.
     pub fn replace_with(&mut self, change: impl FnOnce(&mut K)) {
         change(&mut self.key);

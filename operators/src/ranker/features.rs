@@ -398,7 +398,7 @@ pub struct EncodedBatch {
     /// Numeric and dense values, `dense_dim` per example.
     pub dense: Vec<f32>,
     /// Per example, the heads' offsets from its prior ([`prior_offsets`]): click, then
-    /// conversion.
+    /// conversion (empty unless the spec has `prior_offset`).
     pub offsets: Vec<f32>,
 }
 
@@ -638,7 +638,9 @@ impl FeatureSpec {
                 Feature::Dense { source, .. } => ctx.vector(*source, &mut batch.dense),
             }
         }
-        batch.offsets.extend(prior_offsets(ctx.prior));
+        if self.prior_offset {
+            batch.offsets.extend(prior_offsets(ctx.prior));
+        }
         batch.len += 1;
     }
 }
@@ -679,7 +681,8 @@ mod tests {
 
     #[test]
     fn serving_and_training_encode_the_same_row() {
-        let spec = FeatureSpec::default_spec();
+        let mut spec = FeatureSpec::default_spec();
+        spec.prior_offset = true;
         let mut req = request();
         req.interests = vec!["golf".into(), "chess".into()];
         let listed = campaign();
@@ -732,6 +735,15 @@ mod tests {
         );
         assert_eq!(none.bags[2].0[0], 0);
         assert_ne!(none, at_serving);
+        // A spec without `prior_offset` encodes no offsets.
+        spec.prior_offset = false;
+        let mut plain = spec.batch();
+        spec.encode(
+            &FeatureContext::for_candidate(&req, &history, &listed, prior, now),
+            &mut plain,
+        );
+        assert!(plain.offsets.is_empty());
+        assert_eq!(plain.dense, at_serving.dense);
     }
 
     #[test]

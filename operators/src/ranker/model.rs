@@ -246,6 +246,12 @@ impl RankerModel {
             let b = vb.get_with_hints(1, "bias", Init::Const(bias))?;
             Ok(Linear::new(w, Some(b)))
         };
+        // A correction to the prior starts at none.
+        let (click_bias, conversion_bias) = if spec.prior_offset {
+            (0.0, 0.0)
+        } else {
+            (CLICK_PRIOR_LOGIT, CONVERSION_PRIOR_LOGIT)
+        };
         let bag_widths = spec.bag_widths();
         let bag_sums = bag_widths
             .iter()
@@ -258,23 +264,8 @@ impl RankerModel {
             bag_sums,
             cross,
             mlp,
-            // A correction to the prior starts at none.
-            click: head(
-                "click",
-                if spec.prior_offset {
-                    0.0
-                } else {
-                    CLICK_PRIOR_LOGIT
-                },
-            )?,
-            conversion: head(
-                "conversion",
-                if spec.prior_offset {
-                    0.0
-                } else {
-                    CONVERSION_PRIOR_LOGIT
-                },
-            )?,
+            click: head("click", click_bias)?,
+            conversion: head("conversion", conversion_bias)?,
             prior_offset: spec.prior_offset,
             device: vb.device().clone(),
             dtype: vb.dtype(),
