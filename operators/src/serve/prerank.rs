@@ -112,7 +112,7 @@ mod tests {
             &request,
             now,
             Funnel::ALL,
-            |_, _| Pace::Bid { weight: 1.0 },
+            |_, _, _| Pace::Bid { weight: 1.0 },
             |_, _| {},
         )
         .0;
@@ -149,7 +149,7 @@ mod tests {
             let prior = PriorRanker::default();
             let index = CampaignIndex::build(&book, &prior);
             let request = parse_request(br#"{"id":"r","imp":[{"id":"1"}]}"#).expect("request");
-            let pool = retrieve(&book, &index, &request, EventTime::now(), Funnel::ALL, |_, _| Pace::Bid { weight: 1.0 }, |_, _| {}).0;
+            let pool = retrieve(&book, &index, &request, EventTime::now(), Funnel::ALL, |_, _, _| Pace::Bid { weight: 1.0 }, |_, _| {}).0;
             let pass_of = |r: &Retrieved| {
                 let i: usize = r.listed.campaign.campaign_id[1..].parse().unwrap_or(0);
                 passes[i % passes.len()]

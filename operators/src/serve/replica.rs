@@ -23,7 +23,7 @@ use super::prerank::prerank;
 use super::reach::ReachCounts;
 use super::retrieval::{qualify, retrieve, CampaignIndex, Funnel, NoBid, Retrieved};
 use super::spend_cache::{Budgets, SpendCache};
-use super::throttle::{pace, passes, reach_sample, request_key, PassCache};
+use super::throttle::{pace, passes, reach_sample, request_key};
 use crate::catalog::Listed;
 use crate::hash::HashMap;
 use crate::ledger::status::BudgetBook;
@@ -188,8 +188,8 @@ pub struct ServeConfig {
 /// records), so it is not sent more often.
 pub const REACH_FLUSH: Duration = Duration::from_secs(5);
 
-/// Answers one request against `book` and the pacing `board` (its pass probabilities cached
-/// by entry in `passes`, where there): retrieval over `index` (the campaigns it reaches are
+/// Answers one request against `book` and the pacing `board` (whose pass probabilities `index`
+/// holds in its postings, [`CampaignIndex::set_passes`]): retrieval over `index` (the campaigns it reaches are
 /// counted in `reach`), pre-ranking at `prior`, ranking by `ranker`, the gated auction and
 /// signing. `history` is the requesting user's engagement at `now` (the ranker's user-history
 /// features).
@@ -198,7 +198,6 @@ pub fn answer(
     book: &BudgetBook,
     index: &CampaignIndex,
     board: &PacingBoard,
-    passes: &PassCache,
     spent: &SpendCache,
     reach: &mut ReachCounts,
     prior: &PriorRanker,
@@ -215,23 +214,16 @@ pub fn answer(
     let sample = reach_sample(index.len());
     let key = request_key(&request.id);
     // From the cache where it holds the entry, else from the board.
-    let pass_of = |number: u32| {
-        passes.get(number).unwrap_or_else(|| {
-            index
-                .entry(number)
-                .map_or(1.0, |e| board.pass(&e.listed.campaign.campaign_id))
-        })
-    };
     let (pool, furthest) = retrieve(
         &Budgets { book, cache: spent },
         index,
         request,
         now,
         funnel,
-        |number, route| pace(pass_of(number), key, route, sample),
+        |_, route, pass| pace(pass, key, route, sample),
         |number, weight| reach.add(number, weight),
     );
-    let retrieved = prerank(pool, config.max_candidates, prior, |r| pass_of(r.number));
+    let retrieved = prerank(pool, config.max_candidates, prior, |r| r.pass);
     let listed: Vec<&Listed> = retrieved.iter().map(|r| r.listed).collect();
     let priors: Vec<Prediction> = listed
         .iter()
@@ -420,7 +412,6 @@ pub struct ServingReplica {
     changed: Vec<String>,
     ranker: PriorRanker,
     reach: ReachCounts,
-    passes: PassCache,
     spent: SpendCache,
     last_flush: Instant,
     outputs: Vec<ServeOutput>,
@@ -447,7 +438,6 @@ impl ServingReplica {
             changed: Vec::new(),
             ranker: PriorRanker::default(),
             reach: ReachCounts::default(),
-            passes: PassCache::default(),
             spent: SpendCache::default(),
             last_flush: Instant::now(),
             outputs: Vec::new(),
@@ -526,19 +516,16 @@ impl ServingReplica {
         self.refresh_passes(&changed);
     }
 
-    /// Copies into the pass cache the pass probabilities of the campaigns in `also` (changed
-    /// in the index) and of those whose pacing state arrived since the last call.
+    /// Copies into the index's postings the pass probabilities of the campaigns in `also`
+    /// (changed in the index) and of those whose pacing state arrived since the last call.
     fn refresh_passes(&mut self, also: &[String]) {
         let mut board = self.board.borrow_mut();
         let paced = board.take_changed();
         if also.is_empty() && paced.is_empty() {
             return;
         }
-        self.passes.refresh(
-            &self.index,
-            &board,
-            also.iter().chain(&paced).map(String::as_str),
-        );
+        self.index
+            .set_passes(&board, also.iter().chain(&paced).map(String::as_str));
     }
 
     /// Answers `request` at `now` without reserving or logging its wins (for when nothing can be
@@ -565,7 +552,6 @@ impl ServingReplica {
             &self.book,
             &self.index,
             &self.board.borrow(),
-            &self.passes,
             &self.spent,
             &mut self.reach,
             &self.ranker,

@@ -28,17 +28,22 @@ use crate::events::creative::{Creative, CreativeKind};
 use crate::events::CampaignStatus;
 use crate::hash::{HashMap, HashSet};
 use crate::ledger::status::BudgetBook;
+use crate::pacing::board::PacingBoard;
 use crate::ranker::prior::PriorRanker;
 use crate::routing::route;
 use crate::time::EventTime;
 
 use crate::request::AdRequest;
 
-/// A campaign in a posting, with the key postings are ordered by (best first).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A campaign in a posting, with the key postings are ordered by (best first) and what the
+/// throttle needs of it: a request decides whether it bids from the posting alone, reading
+/// postings in order, with no look at a per-campaign table.
+#[derive(Debug, Clone, Copy, PartialEq)]
 struct Posted {
     value: u64,
     route: u64,
+    /// Its pass probability (pacing's broadcast; 1 until one arrives).
+    pass: f64,
     number: u32,
 }
 
@@ -125,10 +130,11 @@ impl Gate {
 }
 
 impl Entry {
-    fn posted(&self, number: u32) -> Posted {
+    fn posted(&self, number: u32, pass: f64) -> Posted {
         Posted {
             value: self.value,
             route: self.route,
+            pass,
             number,
         }
     }
@@ -201,13 +207,14 @@ impl CampaignIndex {
     ) {
         let mut seen: HashSet<&str> = HashSet::default();
         let changed: Vec<&str> = changed.into_iter().filter(|id| seen.insert(id)).collect();
-        // An edited campaign keeps its number (its reach counts and cached pass stay its own).
-        let numbers: Vec<Option<u32>> = changed.iter().map(|id| self.remove(id)).collect();
+        // An edited campaign keeps its number and pass (its reach counts stay its own, and its
+        // throttle holds until pacing says otherwise).
+        let numbers: Vec<Option<(u32, f64)>> = changed.iter().map(|id| self.remove(id)).collect();
         // Appended at the end of their postings, then merged in: posting -> its sorted length.
         let mut appended: HashMap<(Box<str>, Box<str>), usize> = HashMap::default();
-        for (id, number) in changed.into_iter().zip(numbers) {
+        for (id, kept) in changed.into_iter().zip(numbers) {
             if let Some(listed) = book.catalog().get_shared(id) {
-                self.append(listed, number, prior, &mut appended);
+                self.append(listed, kept, prior, &mut appended);
             }
         }
         for ((country, device), sorted) in appended {
@@ -222,33 +229,94 @@ impl CampaignIndex {
     }
 
     /// Takes `id` out of its postings and its entry, and returns its number (which stays taken:
-    /// it is `id`'s again if `id` comes back in the same update, else never reused). The
-    /// postings must be in order.
-    fn remove(&mut self, id: &str) -> Option<u32> {
+    /// it is `id`'s again if `id` comes back in the same update, else never reused) and pass
+    /// probability. The postings must be in order.
+    fn remove(&mut self, id: &str) -> Option<(u32, f64)> {
         let number = self.by_id.remove(id)?;
         let Some(entry) = self.entries.get_mut(number as usize).and_then(Option::take) else {
-            return Some(number);
+            return Some((number, 1.0));
         };
-        let posted = entry.posted(number);
+        let order = entry.posted(number, 1.0).order();
+        let mut pass = 1.0;
         for (country, device) in posting_keys(&entry.listed) {
             let Some(by_device) = self.postings.get_mut(country.as_str()) else {
                 continue;
             };
             if let Some(list) = by_device.get_mut(device.as_str()) {
-                if let Ok(at) = list.binary_search_by_key(&posted.order(), Posted::order) {
-                    list.remove(at);
+                if let Ok(at) = list.binary_search_by_key(&order, Posted::order) {
+                    pass = list.remove(at).pass;
                 }
             }
         }
-        Some(number)
+        Some((number, pass))
     }
 
-    /// Adds `listed` (not in the index) as the entry numbered `number` (`None`: a new number) at
-    /// the end of its postings, noting in `appended` how long each posting it joins was before.
+    /// Sets the pass probability of each campaign named by `ids` to what `board` says (pacing
+    /// states changed, or campaigns changed in the index); campaigns not indexed are skipped.
+    pub fn set_passes<'s>(&mut self, board: &PacingBoard, ids: impl IntoIterator<Item = &'s str>) {
+        for id in ids {
+            self.set_pass(id, board.pass(id));
+        }
+    }
+
+    /// Sets every indexed campaign's pass probability to what `board` says.
+    pub fn set_all_passes(&mut self, board: &PacingBoard) {
+        let ids: Vec<Box<str>> = self.by_id.keys().cloned().collect();
+        self.set_passes(board, ids.iter().map(|id| &**id));
+    }
+
+    /// Sets the pass probability of the campaign named `id` in each of its postings.
+    fn set_pass(&mut self, id: &str, pass: f64) {
+        let Some(&number) = self.by_id.get(id) else {
+            return;
+        };
+        let Some(entry) = self.entries.get(number as usize).and_then(Option::as_ref) else {
+            return;
+        };
+        let order = entry.posted(number, pass).order();
+        for (country, device) in posting_keys(&entry.listed) {
+            let Some(list) = self
+                .postings
+                .get_mut(country.as_str())
+                .and_then(|by_device| by_device.get_mut(device.as_str()))
+            else {
+                continue;
+            };
+            if let Ok(at) = list.binary_search_by_key(&order, Posted::order) {
+                if let Some(posted) = list.get_mut(at) {
+                    posted.pass = pass;
+                }
+            }
+        }
+    }
+
+    /// The pass probability the index holds for the campaign named `id` (1 when not indexed
+    /// or never set).
+    pub fn pass(&self, id: &str) -> f64 {
+        let Some(&number) = self.by_id.get(id) else {
+            return 1.0;
+        };
+        let Some(entry) = self.entry(number) else {
+            return 1.0;
+        };
+        let order = entry.posted(number, 1.0).order();
+        posting_keys(&entry.listed)
+            .into_iter()
+            .find_map(|(country, device)| {
+                let list = self.postings.get(country.as_str())?.get(device.as_str())?;
+                let at = list.binary_search_by_key(&order, Posted::order).ok()?;
+                list.get(at).map(|p| p.pass)
+            })
+            .unwrap_or(1.0)
+    }
+
+    /// Adds `listed` (not in the index) as the entry numbered `number` with pass probability
+    /// `pass` (`kept`; `None`: a new number, pass 1) at the end of its postings, noting in
+    /// `appended` how long each posting it joins was before.
     fn append(
         &mut self,
         listed: &Arc<Listed>,
-        number: Option<u32>,
+        kept: Option<(u32, f64)>,
         prior: &PriorRanker,
         appended: &mut HashMap<(Box<str>, Box<str>), usize>,
     ) {
@@ -259,7 +327,7 @@ impl CampaignIndex {
             .advertisers
             .entry(c.advertiser_id.as_str().into())
             .or_insert(next);
-        let number = number.unwrap_or(self.entries.len() as u32);
+        let (number, pass) = kept.unwrap_or((self.entries.len() as u32, 1.0));
         let entry = Entry {
             listed: listed.clone(),
             value: expected_ecpm(c.billing, c.bid_micros, p.pctr, p.pcvr),
@@ -275,7 +343,7 @@ impl CampaignIndex {
             daily_budget_micros: c.daily_budget_micros,
             gate: Gate::of(c),
         };
-        let posted = entry.posted(number);
+        let posted = entry.posted(number, pass);
         for (country, device) in posting_keys(listed) {
             let (country, device) = (country.into_boxed_str(), device.into_boxed_str());
             let list = self
@@ -321,6 +389,26 @@ impl CampaignIndex {
             }
         }
         Merged { lists }
+    }
+
+    /// Starts loading entry `number` into the cache (a hint: it changes no result). Retrieval
+    /// asks for the entries it will read a few campaigns ahead; in a large catalog each is
+    /// otherwise a wait on memory.
+    fn prefetch(&self, number: u32) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(entry) = self.entries.get(number as usize) {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            let at = (entry as *const Option<Entry>).cast::<i8>();
+            // SAFETY: a prefetch is a hint that reads and writes nothing (it cannot fault, at
+            // any address), and SSE is part of every x86_64 target. An entry spans two cache
+            // lines at most.
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(at);
+                _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(64));
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = number;
     }
 
     /// The entry numbered `number` (`None`: no such number, or its campaign was deleted).
@@ -374,20 +462,48 @@ struct Merged<'a> {
     lists: Vec<&'a [Posted]>,
 }
 
+impl Posted {
+    /// Whether `self` comes before `other` in [`Posted::order`] (the comparison the merge makes
+    /// per posting, without building the keys).
+    fn before(&self, other: &Posted) -> bool {
+        self.value > other.value
+            || (self.value == other.value
+                && (self.route, self.number) < (other.route, other.number))
+    }
+}
+
 impl Iterator for Merged<'_> {
     type Item = Posted;
 
     fn next(&mut self) -> Option<Posted> {
-        let (at, first) = self
-            .lists
-            .iter()
-            .enumerate()
-            .filter_map(|(i, l)| l.first().map(|p| (i, *p)))
-            .min_by_key(|(_, p)| p.order())?;
-        if let Some(list) = self.lists.get_mut(at) {
-            *list = &list[1..];
+        // Most requests read one or two postings; an emptied one is dropped, so the last one
+        // left is read straight through.
+        let mut at = 0;
+        loop {
+            let mut best: Option<&Posted> = None;
+            let mut emptied = None;
+            for (i, list) in self.lists.iter().enumerate() {
+                match list.first() {
+                    Some(p) if best.is_none_or(|b| p.before(b)) => {
+                        best = Some(p);
+                        at = i;
+                    }
+                    Some(_) => {}
+                    None => emptied = Some(i),
+                }
+            }
+            if let Some(i) = emptied {
+                // Postings are disjoint and ordered by key, so which list a posting came from
+                // never decides the order: dropping one reorders nothing.
+                self.lists.swap_remove(i);
+                continue;
+            }
+            let first = *best?;
+            if let Some(list) = self.lists.get_mut(at) {
+                *list = &list[1..];
+            }
+            return Some(first);
         }
-        Some(first)
     }
 }
 
@@ -667,6 +783,8 @@ pub struct Retrieved<'a> {
     pub entry: &'a Entry,
     /// The entry's number.
     pub number: u32,
+    /// Its pass probability when retrieved (the throttle's, and pre-ranking's discount).
+    pub pass: f64,
     /// Per slot of the request, the index of the creative it shows there (`None`: it does
     /// not fit that slot).
     pub creatives: Fits,
@@ -684,6 +802,10 @@ impl Retrieved<'_> {
             })
     }
 }
+
+/// How many campaigns retrieval decides ahead of the one it checks (their entries are fetched
+/// meanwhile); `pace` may be asked about that many past where retrieval stops.
+const AHEAD: usize = 8;
 
 /// What pacing says of a campaign a request visits, before the campaign is checked.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -706,16 +828,17 @@ pub enum Pace {
 /// The campaigns that may bid on `request` at `now`, best value first, at most
 /// `funnel.per_advertiser` per advertiser, stopping once `funnel.pool` went on; and the
 /// furthest stage a campaign that did not make it reached (what a no-bid is explained by).
-/// `pace` is asked about every campaign the request visits, with its entry number and id hash,
-/// before anything else of it is looked at ([`Pace`]); `reached` counts each campaign that
-/// qualifies (before the budget check) with the weight pacing gave.
+/// `pace` is asked about every campaign the request visits, with its entry number, id hash and
+/// pass probability, before anything else of it is looked at ([`Pace`]; it may be asked about
+/// up to [`AHEAD`] campaigns past the last one retrieval checks); `reached` counts each
+/// campaign that qualifies (before the budget check) with the weight pacing gave.
 pub fn retrieve<'a>(
     budgets: &impl BudgetLeft,
     index: &'a CampaignIndex,
     request: &AdRequest,
     now: EventTime,
     funnel: Funnel,
-    mut pace: impl FnMut(u32, u64) -> Pace,
+    mut pace: impl FnMut(u32, u64, f64) -> Pace,
     mut reached: impl FnMut(u32, f64),
 ) -> (Vec<Retrieved<'a>>, Option<NoBid>) {
     let mut furthest: Option<NoBid> = None;
@@ -731,68 +854,85 @@ pub fn retrieve<'a>(
     if funnel.pool == 0 {
         return (found, furthest);
     }
-    for posted in index.postings_of(request.country.as_deref(), request.device.as_deref()) {
+    let mut postings = index.postings_of(request.country.as_deref(), request.device.as_deref());
+    let mut ahead: Vec<(Posted, bool, f64)> = Vec::with_capacity(AHEAD);
+    'visits: loop {
         // Pacing first, from the posting alone: a campaign the throttle skips (most of a large
-        // paced catalog) costs no look at its entry.
-        let number = posted.number;
-        let (bids, weight) = match pace(number, posted.route) {
-            Pace::Bid { weight } => (true, weight),
-            Pace::HeldBack { weight } => (false, weight),
-            Pace::Skip => continue,
-        };
-        let Some(entry) = index.entry(number) else {
-            continue;
-        };
-        let listed = &*entry.listed;
-        if per
-            .get(&entry.advertiser)
-            .is_some_and(|n| *n >= funnel.per_advertiser)
-        {
-            // Its advertiser's better campaigns went on already.
-            missed(NoBid::AdvertiserLimit);
-            continue;
+        // paced catalog) costs no look at its entry. The next few it does not skip are
+        // decided ahead, and their entries fetched into cache while the first is checked.
+        ahead.clear();
+        for posted in postings.by_ref() {
+            let (bids, weight) = match pace(posted.number, posted.route, posted.pass) {
+                Pace::Bid { weight } => (true, weight),
+                Pace::HeldBack { weight } => (false, weight),
+                Pace::Skip => continue,
+            };
+            index.prefetch(posted.number);
+            ahead.push((posted, bids, weight));
+            if ahead.len() == AHEAD {
+                break;
+            }
         }
-        let may_fit = entry.kinds & wanted != 0;
-        let creatives = match qualify_checked(
-            listed,
-            &entry.gate,
-            request,
-            request_blocks,
-            now,
-            true,
-            may_fit,
-            &mut |c| {
-                // Worked out once per format signature in this request.
-                fitted
-                    .entry(entry.formats)
-                    .or_insert_with(|| fits_of(&c.creatives, request))
-                    .clone()
-            },
-        ) {
-            Ok(c) => c,
-            Err(why) => {
-                missed(why);
+        if ahead.is_empty() {
+            break;
+        }
+        for &(posted, bids, weight) in &ahead {
+            let number = posted.number;
+            let Some(entry) = index.entry(number) else {
+                continue;
+            };
+            let listed = &*entry.listed;
+            if per
+                .get(&entry.advertiser)
+                .is_some_and(|n| *n >= funnel.per_advertiser)
+            {
+                // Its advertiser's better campaigns went on already.
+                missed(NoBid::AdvertiserLimit);
                 continue;
             }
-        };
-        reached(number, weight);
-        if !bids {
-            missed(NoBid::Pacing);
-            continue;
-        }
-        if budgets.remaining(number, entry, days.day(entry, now)) == 0 {
-            missed(NoBid::Budget);
-            continue;
-        }
-        *per.entry(entry.advertiser).or_default() += 1;
-        found.push(Retrieved {
-            listed,
-            entry,
-            number,
-            creatives,
-        });
-        if found.len() >= funnel.pool {
-            break;
+            let may_fit = entry.kinds & wanted != 0;
+            let creatives = match qualify_checked(
+                listed,
+                &entry.gate,
+                request,
+                request_blocks,
+                now,
+                true,
+                may_fit,
+                &mut |c| {
+                    // Worked out once per format signature in this request.
+                    fitted
+                        .entry(entry.formats)
+                        .or_insert_with(|| fits_of(&c.creatives, request))
+                        .clone()
+                },
+            ) {
+                Ok(c) => c,
+                Err(why) => {
+                    missed(why);
+                    continue;
+                }
+            };
+            reached(number, weight);
+            if !bids {
+                missed(NoBid::Pacing);
+                continue;
+            }
+            if budgets.remaining(number, entry, days.day(entry, now)) == 0 {
+                missed(NoBid::Budget);
+                continue;
+            }
+            *per.entry(entry.advertiser).or_default() += 1;
+            found.push(Retrieved {
+                listed,
+                entry,
+                number,
+                pass: posted.pass,
+                creatives,
+            });
+            if found.len() >= funnel.pool {
+                break 'visits;
+            }
         }
     }
     (found, furthest)
@@ -815,7 +955,7 @@ mod tests {
         )));
     }
 
-    fn bid_all(_: u32, _: u64) -> Pace {
+    fn bid_all(_: u32, _: u64, _: f64) -> Pace {
         Pace::Bid { weight: 1.0 }
     }
 
@@ -944,7 +1084,7 @@ mod tests {
                     per_advertiser: k,
                     pool: 100,
                 },
-                |_, _| Pace::Bid { weight: 1.0 },
+                |_, _, _| Pace::Bid { weight: 1.0 },
                 |_, _| {},
             )
             .0
@@ -978,7 +1118,7 @@ mod tests {
             &r,
             now,
             five(),
-            |_, route| {
+            |_, route, _| {
                 if route == crate::routing::route("all-2") {
                     Pace::HeldBack { weight: 1.0 }
                 } else {
@@ -1188,6 +1328,159 @@ mod tests {
                             .collect()
                     };
                     proptest::prop_assert_eq!(visit(&index), visit(&fresh), "{:?} {:?}", country, device);
+                }
+            }
+        }
+    }
+
+    fn paced(board: &mut PacingBoard, id: &str, pass: f64) {
+        board.apply(crate::records::PacingUpdate {
+            campaign_id: id.into(),
+            state: crate::records::PacingState {
+                mode: "paced".into(),
+                pass_probability: pass,
+                target_micros: 0,
+                committed_micros: 0,
+                conversions_pending_micros: 0,
+                day: crate::time::day::budget_day(EventTime(0), chrono_tz::UTC),
+                full_rate_micros_per_hour: None,
+                updated_ms: 0,
+            },
+            reserved_by_replica: vec![0],
+        });
+    }
+
+    #[test]
+    fn postings_carry_each_campaigns_pass_to_the_throttle_through_edits() {
+        let prior = PriorRanker::default();
+        let mut book = BudgetBook::default();
+        // In four postings (two countries, two devices), and one in none of them.
+        add(
+            &mut book,
+            &campaign(
+                "wide",
+                "A",
+                r#"{"countries":["US","FR"],"devices":["mobile","desktop"]}"#,
+                5,
+            ),
+        );
+        add(&mut book, &campaign("all", "B", "{}", 3));
+        let mut index = CampaignIndex::build(&book, &prior);
+        assert_eq!(index.pass("wide"), 1.0, "no pacing state yet: bids");
+        let mut board = PacingBoard::new(0, 1);
+        paced(&mut board, "wide", 0.25);
+        paced(&mut board, "unknown", 0.5);
+        index.set_passes(&board, ["wide", "unknown"]);
+        assert_eq!(index.pass("wide"), 0.25);
+        assert_eq!(index.pass("all"), 1.0);
+        assert_eq!(index.pass("unknown"), 1.0, "not indexed");
+        let pace_seen = |book: &BudgetBook, index: &CampaignIndex, country: &str, device: u8| {
+            let r = parse_request(
+                format!(r#"{{"id":"r","imp":[{{"id":"1"}}],"device":{{"geo":{{"country":"{country}"}},"devicetype":{device}}}}}"#)
+                    .as_bytes(),
+            )
+            .unwrap();
+            let mut seen = Vec::new();
+            let (found, _) = retrieve(
+                book,
+                index,
+                &r,
+                EventTime::now(),
+                five(),
+                |n, _, pass| {
+                    seen.push((
+                        index.entry(n).unwrap().listed.campaign.campaign_id.clone(),
+                        pass,
+                    ));
+                    Pace::Bid { weight: 1.0 }
+                },
+                |_, _| {},
+            );
+            let passes: Vec<(String, f64)> = found
+                .iter()
+                .map(|r| (r.listed.campaign.campaign_id.clone(), r.pass))
+                .collect();
+            assert_eq!(passes, seen, "retrieved with the pass the throttle saw");
+            seen
+        };
+        // Every posting of the campaign holds its pass.
+        for (country, device) in [("US", 4), ("US", 2), ("FR", 4), ("FR", 2)] {
+            assert_eq!(
+                pace_seen(&book, &index, country, device),
+                vec![("wide".to_string(), 0.25), ("all".to_string(), 1.0)],
+                "{country} {device}"
+            );
+        }
+        // An edit (a new bid and one country fewer) keeps the pass until pacing says otherwise.
+        add(
+            &mut book,
+            &campaign(
+                "wide",
+                "A",
+                r#"{"countries":["FR"],"devices":["mobile"]}"#,
+                9,
+            ),
+        );
+        index.update(&book, &prior, ["wide"]);
+        assert_eq!(index.pass("wide"), 0.25);
+        assert_eq!(
+            pace_seen(&book, &index, "FR", 4)[0],
+            ("wide".to_string(), 0.25)
+        );
+        assert_eq!(
+            pace_seen(&book, &index, "US", 4),
+            vec![("all".to_string(), 1.0)]
+        );
+        paced(&mut board, "wide", 0.0);
+        index.set_all_passes(&board);
+        assert_eq!(
+            pace_seen(&book, &index, "FR", 4)[0],
+            ("wide".to_string(), 0.0)
+        );
+        // Deleted and defined again: a new campaign, which bids until pacing says otherwise.
+        book.apply(&LedgerState::Campaign(CatalogUpdate::new(
+            "wide".into(),
+            None,
+        )));
+        index.update(&book, &prior, ["wide"]);
+        add(&mut book, &campaign("wide", "A", "{}", 9));
+        index.update(&book, &prior, ["wide"]);
+        assert_eq!(index.pass("wide"), 1.0);
+    }
+
+    proptest::proptest! {
+        /// A request visits the campaigns of all its postings merged in the funnel's order
+        /// (value, best first; then id hash and entry number), whatever postings they sit in.
+        #[test]
+        fn merged_postings_are_in_funnel_order(
+            campaigns in proptest::collection::vec((0u8..4, 0u8..4, 1u64..6), 1..60),
+        ) {
+            const COUNTRIES: [&str; 4] = ["*", "US", "FR", "US\",\"FR"];
+            const DEVICES: [&str; 4] = ["*", "mobile", "desktop", "mobile\",\"desktop"];
+            let mut book = BudgetBook::default();
+            for (i, (c, d, bid)) in campaigns.iter().enumerate() {
+                let mut t = Vec::new();
+                if *c > 0 {
+                    t.push(format!(r#""countries":["{}"]"#, COUNTRIES[*c as usize]));
+                }
+                if *d > 0 {
+                    t.push(format!(r#""devices":["{}"]"#, DEVICES[*d as usize]));
+                }
+                add(&mut book, &campaign(&format!("c{i}"), "A", &format!("{{{}}}", t.join(",")), *bid));
+            }
+            let index = CampaignIndex::build(&book, &PriorRanker::default());
+            for country in [None, Some("US"), Some("FR")] {
+                for device in [None, Some("mobile"), Some("desktop")] {
+                    let visited: Vec<(u32, Posted)> = index
+                        .lookup(country, device)
+                        .map(|(n, e)| (n, e.posted(n, 1.0)))
+                        .collect();
+                    let mut sorted = visited.clone();
+                    sorted.sort_by_key(|(_, posted)| posted.order());
+                    proptest::prop_assert_eq!(&visited, &sorted);
+                    let mut numbers: Vec<u32> = visited.iter().map(|(n, _)| *n).collect();
+                    numbers.dedup();
+                    proptest::prop_assert_eq!(numbers.len(), visited.len(), "each campaign once");
                 }
             }
         }

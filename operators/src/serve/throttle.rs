@@ -10,8 +10,7 @@
 //! expected count exact (a campaign that bids is always checked and counts 1). Catalogs of up
 //! to [`EXACT_REACH_CAMPAIGNS`] are counted exactly.
 
-use super::retrieval::{CampaignIndex, Pace};
-use crate::pacing::board::PacingBoard;
+use super::retrieval::Pace;
 
 /// Catalogs up to this size count every reach exactly; larger ones sample held-back campaigns
 /// so that a request checks about this many of them.
@@ -64,52 +63,6 @@ pub fn pace(pass: f64, request: u64, route: u64, sample: f64) -> Pace {
         }
     } else {
         Pace::Skip
-    }
-}
-
-/// Each indexed campaign's pass probability by entry number, copied from the board when it
-/// changes, so that the throttle costs no lookup by id per visited campaign.
-#[derive(Debug, Default)]
-pub struct PassCache {
-    pass: Vec<f64>,
-}
-
-impl PassCache {
-    /// The pass probability of entry `number` (`None`: not cached; ask the board).
-    pub fn get(&self, number: u32) -> Option<f64> {
-        self.pass.get(number as usize).copied()
-    }
-
-    /// Copies from `board` the pass probability of every campaign of `index`.
-    pub fn refresh_all(&mut self, index: &CampaignIndex, board: &PacingBoard) {
-        self.pass.clear();
-        self.pass.resize(index.numbers(), 1.0);
-        for (number, p) in self.pass.iter_mut().enumerate() {
-            if let Some(entry) = index.entry(number as u32) {
-                *p = board.pass(&entry.listed.campaign.campaign_id);
-            }
-        }
-    }
-
-    /// Copies from `board` the pass probability of the campaigns named by `ids` (changed on
-    /// the board or in the index).
-    pub fn refresh<'s>(
-        &mut self,
-        index: &CampaignIndex,
-        board: &PacingBoard,
-        ids: impl IntoIterator<Item = &'s str>,
-    ) {
-        if self.pass.len() < index.numbers() {
-            self.pass.resize(index.numbers(), 1.0);
-        }
-        for id in ids {
-            if let Some(p) = index
-                .number_of(id)
-                .and_then(|n| self.pass.get_mut(n as usize))
-            {
-                *p = board.pass(id);
-            }
-        }
     }
 }
 

@@ -59,7 +59,7 @@ impl<'w> Market<'w> {
             request,
             now,
             Funnel::ALL,
-            |_, _| Pace::Bid { weight: 1.0 },
+            |_, _, _| Pace::Bid { weight: 1.0 },
             |_, _| {},
         )
         .0

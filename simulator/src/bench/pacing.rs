@@ -32,8 +32,8 @@ use adstream_operators::request::{AdRequest, Slot};
 use adstream_operators::serve::auction::Candidate;
 use adstream_operators::serve::operator::{answer, ServeConfig};
 use adstream_operators::serve::reach::ReachCounts;
+use adstream_operators::serve::retrieval::CampaignIndex;
 use adstream_operators::serve::spend_cache::SpendCache;
-use adstream_operators::serve::throttle::PassCache;
 use adstream_operators::time::day::budget_day;
 use adstream_operators::time::EventTime;
 use anyhow::Context;
@@ -190,8 +190,8 @@ fn simulate(market: &Market<'_>, bench: &PacingBench, paced: bool) -> Vec<Campai
     let mut reach = ReachCounts::default();
     // Pre-ranking's prior (the pipeline's global rates; the ranker itself is calibrated).
     let prior = PriorRanker::default();
-    // The board changes at every request here: serving reads it directly.
-    let no_cache = PassCache::default();
+    // Serving's index, holding the pass probabilities of the board's updates.
+    let mut index = CampaignIndex::build(&book, &PriorRanker::default());
     // The live pacing state of each campaign: plan, profile, controller and reservations.
     let mut pacers: Vec<CampaignPacer> = world
         .campaigns
@@ -287,11 +287,13 @@ fn simulate(market: &Market<'_>, bench: &PacingBench, paced: bool) -> Vec<Campai
                         o.spend_curve.push(spend[c]);
                         o.target_curve.push(state.target_micros);
                     }
+                    let id = &world.campaigns[c].campaign.campaign_id;
                     board.apply(PacingUpdate {
-                        campaign_id: world.campaigns[c].campaign.campaign_id.clone(),
+                        campaign_id: id.clone(),
                         state,
                         reserved_by_replica: p.reserved_by_replica(1),
                     });
+                    index.set_passes(&board, [id.as_str()]);
                 }
                 last_slot = slot;
                 next_control += cfg.interval_ms;
@@ -358,9 +360,8 @@ fn simulate(market: &Market<'_>, bench: &PacingBench, paced: bool) -> Vec<Campai
         let at = EventTime(now);
         let outcome = answer(
             &book,
-            &market.index,
+            &index,
             &board,
-            &no_cache,
             &SpendCache::default(),
             &mut reach,
             &prior,
@@ -372,7 +373,7 @@ fn simulate(market: &Market<'_>, bench: &PacingBench, paced: bool) -> Vec<Campai
         );
         // What pacing learns of the request: every campaign it could reach. Demand exceeded a
         // campaign's budget once a win at its bid no longer fits its headroom.
-        for (id, count) in reach.take(&market.index) {
+        for (id, count) in reach.take(&index) {
             let Some(c) = world.campaign_index(&id) else {
                 continue;
             };

@@ -30,7 +30,6 @@ use adstream_operators::serve::operator::{answer, ServeConfig};
 use adstream_operators::serve::reach::ReachCounts;
 use adstream_operators::serve::retrieval::CampaignIndex;
 use adstream_operators::serve::spend_cache::SpendCache;
-use adstream_operators::serve::throttle::PassCache;
 use adstream_operators::time::EventTime;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -190,15 +189,14 @@ fn board_at(index: &CampaignIndex, pass: f64) -> PacingBoard {
 
 fn measure(
     book: &BudgetBook,
-    index: &CampaignIndex,
+    index: &mut CampaignIndex,
     ranker: &dyn Ranker,
     config: &ServeConfig,
     requests: &[AdRequest],
     pass: f64,
 ) -> Figures {
     let board = board_at(index, pass);
-    let mut passes = PassCache::default();
-    passes.refresh_all(index, &board);
+    index.set_all_passes(&board);
     let spent = SpendCache::of(index, book);
     let prior = PriorRanker::default();
     let mut reach = ReachCounts::default();
@@ -212,7 +210,6 @@ fn measure(
             book,
             index,
             &board,
-            &passes,
             &spent,
             &mut reach,
             &prior,
@@ -324,25 +321,25 @@ pub fn run(
         let before = rss_bytes();
         let book = seeded_book(campaigns)?;
         let t = Instant::now();
-        let index = CampaignIndex::build(&book, &prior);
+        let mut index = CampaignIndex::build(&book, &prior);
         let index_ms = t.elapsed().as_secs_f64() * 1e3;
         let bytes_per_campaign =
             rss_bytes().saturating_sub(before) as f64 / campaigns.max(1) as f64;
         // Warm up, then measure each kind.
         measure(
             &book,
-            &index,
+            &mut index,
             &prior,
             &config,
             &plain[..requests.min(1_000)],
             1.0,
         );
-        let p = measure(&book, &index, &prior, &config, &plain, 1.0);
-        let m = measure(&book, &index, &prior, &config, &mixed, 1.0);
-        let paced = measure(&book, &index, &prior, &config, &plain, PACED_PASS);
+        let p = measure(&book, &mut index, &prior, &config, &plain, 1.0);
+        let m = measure(&book, &mut index, &prior, &config, &mixed, 1.0);
+        let paced = measure(&book, &mut index, &prior, &config, &plain, PACED_PASS);
         let with_model = model.as_ref().map(|model| {
             let n = (requests / 10).max(100).min(mixed.len());
-            measure(&book, &index, model, &config, &mixed[..n], 1.0)
+            measure(&book, &mut index, model, &config, &mixed[..n], 1.0)
         });
         for (name, f) in [
             ("plain", Some(&p)),
