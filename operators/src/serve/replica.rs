@@ -188,10 +188,10 @@ pub struct ServeConfig {
 /// records), so it is not sent more often.
 pub const REACH_FLUSH: Duration = Duration::from_secs(5);
 
-/// Answers one request against `book` and the pacing `board` (whose pass probabilities `index`
-/// holds in its postings, [`CampaignIndex::set_passes`]): retrieval over `index` (the campaigns it reaches are
-/// counted in `reach`), pre-ranking at `prior`, ranking by `ranker`, the gated auction and
-/// signing. `history` is the requesting user's engagement at `now` (the ranker's user-history
+/// Answers one request against `book` and the pacing `board` (whose pass probabilities
+/// `index` holds in its postings, [`CampaignIndex::set_passes`]): retrieval over `index` (the
+/// campaigns it reaches are counted in `reach`), pre-ranking at `prior`, ranking by `ranker`,
+/// the gated auction and signing. `history` is the requesting user's engagement at `now` (the ranker's user-history
 /// features).
 #[allow(clippy::too_many_arguments)]
 pub fn answer(
@@ -213,7 +213,6 @@ pub fn answer(
     };
     let sample = reach_sample(index.len());
     let key = request_key(&request.id);
-    // From the cache where it holds the entry, else from the board.
     let (pool, furthest) = retrieve(
         &Budgets { book, cache: spent },
         index,

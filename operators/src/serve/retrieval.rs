@@ -164,6 +164,28 @@ fn posting_keys(listed: &Listed) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Calls `found` with each posting of `entry` (numbered `number`) in `postings` and its position
+/// there (postings in order; one it is missing from is skipped).
+fn in_postings(
+    postings: &mut HashMap<Box<str>, ByDevice>,
+    entry: &Entry,
+    number: u32,
+    mut found: impl FnMut(&mut Vec<Posted>, usize),
+) {
+    let order = entry.posted(number, 1.0).order();
+    for (country, device) in posting_keys(&entry.listed) {
+        let Some(list) = postings
+            .get_mut(country.as_str())
+            .and_then(|by_device| by_device.get_mut(device.as_str()))
+        else {
+            continue;
+        };
+        if let Ok(at) = list.binary_search_by_key(&order, Posted::order) {
+            found(list, at);
+        }
+    }
+}
+
 /// The campaigns of a catalog as numbered [`Entry`]s, with postings by targeted country (upper
 /// case) and device (lower case), `*` standing for no targeting on that axis. A campaign is in
 /// one posting per (country, device) pair it targets; a request, with one country and one
@@ -236,18 +258,10 @@ impl CampaignIndex {
         let Some(entry) = self.entries.get_mut(number as usize).and_then(Option::take) else {
             return Some((number, 1.0));
         };
-        let order = entry.posted(number, 1.0).order();
         let mut pass = 1.0;
-        for (country, device) in posting_keys(&entry.listed) {
-            let Some(by_device) = self.postings.get_mut(country.as_str()) else {
-                continue;
-            };
-            if let Some(list) = by_device.get_mut(device.as_str()) {
-                if let Ok(at) = list.binary_search_by_key(&order, Posted::order) {
-                    pass = list.remove(at).pass;
-                }
-            }
-        }
+        in_postings(&mut self.postings, &entry, number, |list, at| {
+            pass = list.remove(at).pass;
+        });
         Some((number, pass))
     }
 
@@ -273,26 +287,17 @@ impl CampaignIndex {
         let Some(entry) = self.entries.get(number as usize).and_then(Option::as_ref) else {
             return;
         };
-        let order = entry.posted(number, pass).order();
-        for (country, device) in posting_keys(&entry.listed) {
-            let Some(list) = self
-                .postings
-                .get_mut(country.as_str())
-                .and_then(|by_device| by_device.get_mut(device.as_str()))
-            else {
-                continue;
-            };
-            if let Ok(at) = list.binary_search_by_key(&order, Posted::order) {
-                if let Some(posted) = list.get_mut(at) {
-                    posted.pass = pass;
-                }
+        in_postings(&mut self.postings, entry, number, |list, at| {
+            if let Some(posted) = list.get_mut(at) {
+                posted.pass = pass;
             }
-        }
+        });
     }
 
     /// The pass probability the index holds for the campaign named `id` (1 when not indexed
-    /// or never set).
-    pub fn pass(&self, id: &str) -> f64 {
+    /// or never set), as its first posting has it.
+    #[cfg(test)]
+    fn pass(&self, id: &str) -> f64 {
         let Some(&number) = self.by_id.get(id) else {
             return 1.0;
         };
