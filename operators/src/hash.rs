@@ -87,6 +87,30 @@ impl std::hash::Hasher for PassThrough {
     }
 }
 
+/// A 128-bit digest of an identity made of several ids: xxh3 over the parts, each prefixed
+/// with its length, so that no two different lists of parts frame the same bytes. Used where
+/// state keeps an identity rather than its text (billing identities, wins); the ids come from
+/// signed tokens and served records, so they cannot be chosen to collide.
+pub fn digest(parts: &[&str]) -> u128 {
+    let len: usize = parts.iter().map(|p| p.len() + 4).sum();
+    // Ids are short: the framed parts fit a buffer on the stack, not one on the heap per call.
+    let mut stack = [0u8; 512];
+    let mut heap = Vec::new();
+    let buf: &mut [u8] = if len <= stack.len() {
+        &mut stack[..len]
+    } else {
+        heap.resize(len, 0);
+        &mut heap
+    };
+    let mut at = 0;
+    for p in parts {
+        buf[at..at + 4].copy_from_slice(&(p.len() as u32).to_le_bytes());
+        buf[at + 4..at + 4 + p.len()].copy_from_slice(p.as_bytes());
+        at += 4 + p.len();
+    }
+    xxhash_rust::xxh3::xxh3_128(buf)
+}
+
 /// A hash map keyed by [`Hashed`] keys (or shared pointers to them).
 pub type HashedMap<K, V> =
     std::collections::HashMap<K, V, std::hash::BuildHasherDefault<PassThrough>>;
@@ -97,6 +121,25 @@ pub type HashedSet<K> = std::collections::HashSet<K, std::hash::BuildHasherDefau
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn digests_frame_their_parts() {
+        // The same bytes split differently are different identities.
+        assert_ne!(digest(&["ab", "c"]), digest(&["a", "bc"]));
+        assert_ne!(digest(&["abc"]), digest(&["abc", ""]));
+        assert_ne!(digest(&["win", "r1", "1"]), digest(&["win", "r1", "2"]));
+        assert_eq!(digest(&["win", "r1", "1"]), digest(&["win", "r1", "1"]));
+        // Ids longer than the stack buffer are framed on the heap, the same way.
+        let long = "x".repeat(600);
+        assert_eq!(digest(&[&long, "1"]), digest(&[&long, "1"]));
+        assert_ne!(digest(&[&long, "1"]), digest(&[&long[..599], "x1"]));
+        // A win is not a billing identity of the same ids.
+        assert_ne!(
+            crate::records::win_key("r1", "1"),
+            digest(&["r1", "1"]),
+            "win keys are digested under their own tag"
+        );
+    }
 
     #[test]
     fn hashed_keys_find_each_other_and_only_each_other() {

@@ -16,23 +16,7 @@ use crate::records::{DedupKey, Origin};
 
 /// Hashes the parts of an identity into a [`DedupKey`], unambiguously (parts are length-prefixed).
 pub fn dedup_key(parts: &[&str]) -> DedupKey {
-    let len: usize = parts.iter().map(|p| p.len() + 4).sum();
-    // Ids are short: the framed parts fit a buffer on the stack, not one on the heap per charge.
-    let mut stack = [0u8; 512];
-    let mut heap = Vec::new();
-    let buf: &mut [u8] = if len <= stack.len() {
-        &mut stack[..len]
-    } else {
-        heap.resize(len, 0);
-        &mut heap
-    };
-    let mut at = 0;
-    for p in parts {
-        buf[at..at + 4].copy_from_slice(&(p.len() as u32).to_le_bytes());
-        buf[at + 4..at + 4 + p.len()].copy_from_slice(p.as_bytes());
-        at += 4 + p.len();
-    }
-    xxhash_rust::xxh3::xxh3_128(buf)
+    crate::hash::digest(parts)
 }
 
 /// The answer of [`DedupSet::check`].

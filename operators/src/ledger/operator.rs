@@ -20,7 +20,7 @@ use crate::catalog::Catalog;
 use crate::checkpoint::{codec, CheckpointGate, RestoreError, StateBatch, StateStore};
 use crate::events::EventKind;
 use crate::ledger::{DayTotals, DedupEntry, Horizons, Ledger, LedgerChanges, Refusal, Terms};
-use crate::records::WinKey;
+use crate::records::{win_key, WinKey};
 pub use crate::records::{CampaignActivity, LedgerState};
 use crate::records::{CatalogUpdate, History};
 use crate::records::{Charge, Charged, DaySpend};
@@ -325,9 +325,7 @@ impl Judged {
             }
             Err(dead) => self.records.push(Err(Err(Box::new(dead)))),
         }
-        entry
-            .0
-            .push((claims.request_id.clone(), claims.imp_id.clone()));
+        entry.0.push(win_key(&claims.request_id, &claims.imp_id));
     }
 
     /// The outputs, in order.

@@ -3,7 +3,7 @@
 
 use crate::hash::{HashMap, HashSet};
 
-use super::reservation::Reservations;
+use super::reservation::{Reservations, WinKey};
 use super::PacingUpdate;
 
 /// What one serving replica knows of every campaign's pacing.
@@ -73,7 +73,7 @@ impl PacingBoard {
     /// Outstanding reservations against `campaign`: this replica's own, exactly, plus the other
     /// replicas' as last broadcast (and CPA conversions still to come today).
     pub fn reserved(&self, campaign: &str) -> u64 {
-        self.others(campaign) + self.own.reserved(&campaign.to_string())
+        self.others(campaign) + self.own.reserved(campaign)
     }
 
     /// What this replica may still reserve for `campaign` with `remaining` budget left today
@@ -82,25 +82,18 @@ impl PacingBoard {
     /// of the others is, so the replicas together never reserve more than the budget left.
     pub fn headroom(&self, campaign: &str, remaining: u64) -> u64 {
         let share = remaining.saturating_sub(self.others(campaign)) / self.replicas as u64;
-        share.saturating_sub(self.own.reserved(&campaign.to_string()))
+        share.saturating_sub(self.own.reserved(campaign))
     }
 
     /// Records a win of this replica.
-    pub fn reserve(
-        &mut self,
-        campaign: &str,
-        request_id: &str,
-        imp_id: &str,
-        micros: u64,
-        expires_ms: i64,
-    ) {
+    pub fn reserve(&mut self, campaign: &str, win: WinKey, micros: u64, expires_ms: i64) {
         self.own
-            .reserve(request_id, imp_id, campaign.to_string(), micros, expires_ms);
+            .reserve(win, campaign.to_string(), micros, expires_ms);
     }
 
     /// A win was charged (a no-op for other replicas' wins).
-    pub fn settle(&mut self, request_id: &str, imp_id: &str) {
-        self.own.settle(request_id, imp_id);
+    pub fn settle(&mut self, win: WinKey) {
+        self.own.settle(win);
     }
 
     /// Drops this replica's reservations that expired by `now_ms`.
@@ -112,6 +105,7 @@ impl PacingBoard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::records::win_key;
     use crate::records::PacingState;
 
     fn update(reserved: Vec<u64>, pass: f64) -> PacingUpdate {
@@ -135,7 +129,7 @@ mod tests {
     fn own_reservations_count_at_once_and_others_as_broadcast() {
         let mut b = PacingBoard::new(1, 2);
         assert_eq!(b.pass("c"), 1.0);
-        b.reserve("c", "r1", "1", 300, 1_000);
+        b.reserve("c", win_key("r1", "1"), 300, 1_000);
         assert_eq!(b.reserved("c"), 300);
         // The broadcast counts replica 1's reservations too: the board uses its own instead.
         b.apply(update(vec![200, 250], 0.5));
@@ -144,9 +138,9 @@ mod tests {
         // 1000 left: the other replica holds 200; this one's share of the 800 is 400, of which
         // it holds 300.
         assert_eq!(b.headroom("c", 1_000), 100);
-        b.settle("r1", "1");
+        b.settle(win_key("r1", "1"));
         assert_eq!(b.reserved("c"), 200);
-        b.reserve("c", "r2", "1", 50, 1_000);
+        b.reserve("c", win_key("r2", "1"), 50, 1_000);
         b.expire(1_000);
         assert_eq!(b.reserved("c"), 200);
     }
@@ -165,7 +159,7 @@ mod tests {
             for (n, (r, cost, publish)) in wins.into_iter().enumerate() {
                 let r = r % replicas;
                 if boards[r].headroom("c", remaining) >= cost {
-                    boards[r].reserve("c", &n.to_string(), "1", cost, i64::MAX);
+                    boards[r].reserve("c", win_key(&n.to_string(), "1"), cost, i64::MAX);
                     own[r] += cost;
                 }
                 if publish {

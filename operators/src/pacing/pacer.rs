@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use super::controller::Controller;
 use super::delays::DelayCurve;
 use super::profile::{position, DayPosition, TrafficProfile};
-use super::reservation::Reservations;
+use super::reservation::{Reservations, WinKey};
 use super::{PacingConfig, PacingState};
 use crate::events::Billing;
 use crate::time::day::{budget_day, day_start};
@@ -217,8 +217,7 @@ impl CampaignPacer {
     pub fn reserve(
         &mut self,
         replica: usize,
-        request_id: &str,
-        imp_id: &str,
+        win: WinKey,
         micros: u64,
         won_ms: i64,
         expires_ms: i64,
@@ -232,8 +231,7 @@ impl CampaignPacer {
             *self.conversions.entry(bucket).or_default() += micros;
             return;
         }
-        self.reservations
-            .reserve(request_id, imp_id, replica, micros, expires_ms);
+        self.reservations.reserve(win, replica, micros, expires_ms);
     }
 
     /// Expected cost of the conversions of past CPA wins that will be charged between `now`
@@ -290,8 +288,8 @@ impl CampaignPacer {
     }
 
     /// The billing event of a win was charged.
-    pub fn settle(&mut self, request_id: &str, imp_id: &str) {
-        self.reservations.settle(request_id, imp_id);
+    pub fn settle(&mut self, win: WinKey) {
+        self.reservations.settle(win);
     }
 
     /// Whether CPA wins' conversions are still to come (its committed spend moves with time).
@@ -458,6 +456,7 @@ impl CampaignPacer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::records::win_key;
 
     const HOUR: i64 = 3_600_000;
     /// No conversion delays learned yet.
@@ -598,7 +597,13 @@ mod tests {
             .unwrap();
         assert_eq!((s.day, s.mode.as_str()), (day("2026-03-01"), "exhausted"));
         // A win reserved just before midnight still counts after it.
-        p.reserve(0, "r", "1", 500, 0, at("2026-03-01T15:02:00Z").millis());
+        p.reserve(
+            0,
+            win_key("r", "1"),
+            500,
+            0,
+            at("2026-03-01T15:02:00Z").millis(),
+        );
         p.control(at("2026-03-01T15:00:30Z"), &cfg, &NONE, true);
         let s = p
             .state(at("2026-03-01T15:00:30Z"), &cfg, &NONE, true)
@@ -615,11 +620,11 @@ mod tests {
     fn reservations_are_kept_per_replica_and_settled_by_billing() {
         let cfg = config();
         let mut p = CampaignPacer::new(&cfg);
-        p.reserve(0, "a", "1", 100, 0, 1_000);
-        p.reserve(1, "b", "1", 50, 0, 1_000);
-        p.reserve(1, "c", "1", 25, 0, 1_000);
+        p.reserve(0, win_key("a", "1"), 100, 0, 1_000);
+        p.reserve(1, win_key("b", "1"), 50, 0, 1_000);
+        p.reserve(1, win_key("c", "1"), 25, 0, 1_000);
         assert_eq!(p.reserved_by_replica(2), vec![100, 75]);
-        p.settle("b", "1");
+        p.settle(win_key("b", "1"));
         assert_eq!(p.reserved_by_replica(2), vec![100, 25]);
         assert_eq!(p.reserved(), 125);
     }
@@ -639,8 +644,7 @@ mod tests {
         for i in 0..100 {
             p.reserve(
                 0,
-                &format!("r{i}"),
-                "1",
+                win_key(&format!("r{i}"), "1"),
                 1_000,
                 won.millis(),
                 won.millis() + 120_000,

@@ -1,11 +1,14 @@
 //! Reservations: the expected cost of wins whose billing events have not arrived yet, so that
 //! serving stops a campaign before its budget is gone rather than after.
 
-use std::collections::{BTreeMap, HashMap};
+use std::borrow::Borrow;
+use std::collections::BTreeMap;
 use std::hash::Hash;
 
+use crate::hash::HashMap;
+
 use crate::events::Billing;
-pub use crate::records::WinKey;
+pub use crate::records::{win_key, WinKey};
 
 /// Expected cost of a win, micros: the charge itself for CPM, times pCTR for CPC, times pCTR and
 /// pCVR for CPA.
@@ -30,31 +33,23 @@ pub struct Reservations<A = String> {
 impl<A> Default for Reservations<A> {
     fn default() -> Self {
         Reservations {
-            by_account: HashMap::new(),
-            wins: HashMap::new(),
+            by_account: HashMap::default(),
+            wins: HashMap::default(),
             expiry: BTreeMap::new(),
         }
     }
 }
 
 impl<A: Clone + Eq + Hash> Reservations<A> {
-    /// Reserves `micros` for the win (`request_id`, `imp_id`) against `account` until
-    /// `expires_ms`; a win already reserved is left as it is.
-    pub fn reserve(
-        &mut self,
-        request_id: &str,
-        imp_id: &str,
-        account: A,
-        micros: u64,
-        expires_ms: i64,
-    ) {
-        let key = (request_id.to_string(), imp_id.to_string());
-        if self.wins.contains_key(&key) {
+    /// Reserves `micros` for the win `win` ([`win_key`]) against `account` until `expires_ms`;
+    /// a win already reserved is left as it is.
+    pub fn reserve(&mut self, win: WinKey, account: A, micros: u64, expires_ms: i64) {
+        if self.wins.contains_key(&win) {
             return;
         }
         *self.by_account.entry(account.clone()).or_default() += micros;
-        self.expiry.entry(expires_ms).or_default().push(key.clone());
-        self.wins.insert(key, (account, micros, expires_ms));
+        self.expiry.entry(expires_ms).or_default().push(win);
+        self.wins.insert(win, (account, micros, expires_ms));
     }
 
     fn release(&mut self, key: &WinKey) -> Option<u64> {
@@ -70,8 +65,8 @@ impl<A: Clone + Eq + Hash> Reservations<A> {
 
     /// The billing event of a win arrived: its reservation is released (the ledger now holds
     /// the real charge). Returns what was reserved.
-    pub fn settle(&mut self, request_id: &str, imp_id: &str) -> Option<u64> {
-        self.release(&(request_id.to_string(), imp_id.to_string()))
+    pub fn settle(&mut self, win: WinKey) -> Option<u64> {
+        self.release(&win)
     }
 
     /// Releases every reservation that expired by `now_ms`.
@@ -87,7 +82,11 @@ impl<A: Clone + Eq + Hash> Reservations<A> {
     }
 
     /// Outstanding reservations of `account`, micros.
-    pub fn reserved(&self, account: &A) -> u64 {
+    pub fn reserved<Q>(&self, account: &Q) -> u64
+    where
+        A: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         self.by_account.get(account).copied().unwrap_or(0)
     }
 
@@ -127,17 +126,17 @@ mod tests {
     #[test]
     fn settle_and_expire() {
         let mut r: Reservations = Reservations::default();
-        r.reserve("r1", "1", "c".to_string(), 10, 100);
-        r.reserve("r1", "1", "c".to_string(), 10, 100); // the same win again: no double reservation
-        r.reserve("r2", "1", "c".to_string(), 5, 200);
-        assert_eq!(r.reserved(&"c".to_string()), 15);
-        assert_eq!(r.settle("r1", "1"), Some(10));
-        assert_eq!(r.settle("r1", "1"), None);
-        assert_eq!(r.reserved(&"c".to_string()), 5);
+        r.reserve(win_key("r1", "1"), "c".to_string(), 10, 100);
+        r.reserve(win_key("r1", "1"), "c".to_string(), 10, 100); // the same win again: no double reservation
+        r.reserve(win_key("r2", "1"), "c".to_string(), 5, 200);
+        assert_eq!(r.reserved("c"), 15);
+        assert_eq!(r.settle(win_key("r1", "1")), Some(10));
+        assert_eq!(r.settle(win_key("r1", "1")), None);
+        assert_eq!(r.reserved("c"), 5);
         r.expire(199);
-        assert_eq!(r.reserved(&"c".to_string()), 5);
+        assert_eq!(r.reserved("c"), 5);
         r.expire(200);
-        assert_eq!(r.reserved(&"c".to_string()), 0);
+        assert_eq!(r.reserved("c"), 0);
         assert!(r.is_empty());
     }
 
@@ -152,8 +151,8 @@ mod tests {
                 let rid = format!("r{win}");
                 let campaign = if win % 2 == 0 { "a" } else { "b" };
                 match op {
-                    0 => r.reserve(&rid, "1", campaign.to_string(), micros, now + at),
-                    1 => { r.settle(&rid, "1"); }
+                    0 => r.reserve(win_key(&rid, "1"), campaign.to_string(), micros, now + at),
+                    1 => { r.settle(win_key(&rid, "1")); }
                     _ => {
                         now += at;
                         r.expire(now);
@@ -162,7 +161,7 @@ mod tests {
                 }
                 for c in ["a", "b"] {
                     let sum: u64 = r.wins.values().filter(|(x, _, _)| x == c).map(|(_, m, _)| m).sum();
-                    prop_assert_eq!(r.reserved(&c.to_string()), sum);
+                    prop_assert_eq!(r.reserved(c), sum);
                 }
             }
         }

@@ -276,8 +276,8 @@ impl PacingShard {
                 conversion_delays_ms,
             } => {
                 if let Some(p) = self.pacers.get_mut(&campaign_id) {
-                    for (request_id, imp_id) in &wins {
-                        p.settle(request_id, imp_id);
+                    for win in wins {
+                        p.settle(win);
                     }
                     self.delays_dirty |= !conversion_delays_ms.is_empty();
                     for d in conversion_delays_ms {
@@ -295,14 +295,13 @@ impl PacingShard {
             PacingFeedback::Reserve {
                 campaign_id,
                 replica,
-                request_id,
-                imp_id,
+                win,
                 micros,
                 expires_ms,
             } => {
                 let won_ms = expires_ms - self.config.reservation_ttl_ms;
                 let pacer = self.pacer_mut(&campaign_id);
-                pacer.reserve(replica, &request_id, &imp_id, micros, won_ms, expires_ms);
+                pacer.reserve(replica, win, micros, won_ms, expires_ms);
                 if pacer.converting() {
                     self.converting.insert(campaign_id.clone());
                 }
@@ -535,6 +534,7 @@ mod tests {
     use super::*;
     use crate::checkpoint::MemoryStore;
     use crate::events::Campaign;
+    use crate::records::win_key;
     use crate::records::DaySpend;
     use crate::routing::owns;
 
@@ -635,8 +635,7 @@ mod tests {
         PacingFeedback::Reserve {
             campaign_id: id.into(),
             replica,
-            request_id: request_id.into(),
-            imp_id: "1".into(),
+            win: win_key(request_id, "1"),
             micros,
             expires_ms: NOON + PacingConfig::default().reservation_ttl_ms,
         }
@@ -801,7 +800,7 @@ mod tests {
         assert_eq!(s.take_changes()[0].reserved_by_replica, vec![300, 200]);
         s.apply(LedgerState::Settled {
             campaign_id: "c".into(),
-            wins: vec![("r1".into(), "1".into())],
+            wins: vec![win_key("r1", "1")],
             conversion_delays_ms: vec![],
         });
         let publish = PacingConfig::default().publish_ms;
@@ -834,7 +833,7 @@ mod tests {
         let mut s = shard();
         s.apply(LedgerState::Settled {
             campaign_id: "ghost".into(),
-            wins: vec![("r1".into(), "1".into())],
+            wins: vec![win_key("r1", "1")],
             conversion_delays_ms: vec![5_000],
         });
         s.apply_feedback(PacingFeedback::Reach {

@@ -22,7 +22,8 @@ pub use labels::{ExampleKey, LabelEvent, LabeledExample};
 pub use pacing::{PacingFeedback, PacingState, PacingUpdate};
 pub use served::{Served, GLOBAL_CTR, GLOBAL_CVR};
 pub use spend::{
-    CampaignActivity, Charge, Charged, DaySpend, DedupKey, LedgerState, ReplicaUpdate, WinKey,
+    win_key, CampaignActivity, Charge, Charged, DaySpend, DedupKey, LedgerState, ReplicaUpdate,
+    WinKey,
 };
 pub use touch::{Attributed, AttributedConversion, ConversionIn, Touch, UserTouch};
 

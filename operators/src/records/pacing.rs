@@ -55,10 +55,8 @@ pub enum PacingFeedback {
         campaign_id: String,
         /// Serving replica (worker index).
         replica: usize,
-        /// The win's request.
-        request_id: String,
-        /// The win's slot.
-        imp_id: String,
+        /// The win ([`super::win_key`] of its request and slot).
+        win: super::WinKey,
         /// Expected cost, micros.
         micros: u64,
         /// When the reservation lapses, ms since the epoch.

@@ -31,7 +31,9 @@ use crate::pacing::board::PacingBoard;
 use crate::pacing::reservation::expected_cost;
 use crate::ranker::prior::{Prediction, PriorRanker, Ranker};
 use crate::ranker::scoring::ModelSlot;
-use crate::records::{Engagement, LedgerState, PacingFeedback, ReplicaUpdate, Served, UserHistory};
+use crate::records::{
+    win_key, Engagement, LedgerState, PacingFeedback, ReplicaUpdate, Served, UserHistory,
+};
 use crate::request::AdRequest;
 use crate::routing::route;
 use crate::time::EventTime;
@@ -469,8 +471,8 @@ impl ServingReplica {
                 }
                 if let LedgerState::Settled { wins, .. } = state {
                     let mut board = self.board.borrow_mut();
-                    for (request_id, imp_id) in wins {
-                        board.settle(request_id, imp_id);
+                    for win in wins {
+                        board.settle(*win);
                     }
                 }
                 self.book.apply(state);
@@ -577,19 +579,13 @@ impl ServingReplica {
                 candidate.pcvr,
             );
             let expires_ms = now.millis() + self.config.reservation_ttl_ms;
-            board.reserve(
-                &candidate.campaign_id,
-                &request.id,
-                &w.win.imp_id,
-                micros,
-                expires_ms,
-            );
+            let win = win_key(&request.id, &w.win.imp_id);
+            board.reserve(&candidate.campaign_id, win, micros, expires_ms);
             self.outputs
                 .push(ServeOutput::Pacing(PacingFeedback::Reserve {
                     campaign_id: candidate.campaign_id.to_string(),
                     replica: self.replica,
-                    request_id: request.id.clone(),
-                    imp_id: w.win.imp_id.clone(),
+                    win,
                     micros,
                     expires_ms,
                 }));
@@ -724,8 +720,7 @@ mod tests {
             ServeOutput::Pacing(PacingFeedback::Reserve {
                 campaign_id: "c1".into(),
                 replica: 0,
-                request_id: "r1".into(),
-                imp_id: "1".into(),
+                win: win_key("r1", "1"),
                 micros: 1_000,
                 expires_ms: now.millis() + TTL,
             })
@@ -785,7 +780,7 @@ mod tests {
         // The billing event of r1 settles its reservation: room for one more.
         r.apply(&ReplicaUpdate::Ledger(LedgerState::Settled {
             campaign_id: "c1".into(),
-            wins: vec![("r1".into(), "1".into())],
+            wins: vec![win_key("r1", "1")],
             conversion_delays_ms: vec![],
         }));
         assert_eq!(board.borrow().reserved("c1"), 1_000);

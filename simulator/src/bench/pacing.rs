@@ -27,7 +27,7 @@ use adstream_operators::pacing::reservation::expected_cost;
 use adstream_operators::pacing::{PacingConfig, PacingUpdate};
 use adstream_operators::ranker::prior::PriorRanker;
 use adstream_operators::ranker::prior::{Prediction, Ranker};
-use adstream_operators::records::{DaySpend, Engagement, LedgerState};
+use adstream_operators::records::{win_key, DaySpend, Engagement, LedgerState};
 use adstream_operators::request::{AdRequest, Slot};
 use adstream_operators::serve::auction::Candidate;
 use adstream_operators::serve::operator::{answer, ServeConfig};
@@ -305,10 +305,10 @@ fn simulate(market: &Market<'_>, bench: &PacingBench, paced: bool) -> Vec<Campai
             let Some(Reverse((at, _, campaign, charge, won, request, imp))) = pending.pop() else {
                 break;
             };
-            let (request_id, imp_id) = (request.to_string(), imp.to_string());
+            let win = win_key(&request.to_string(), &imp.to_string());
             let p = &mut pacers[campaign];
-            p.settle(&request_id, &imp_id);
-            board.settle(&request_id, &imp_id);
+            p.settle(win);
+            board.settle(win);
             let camp = &world.campaigns[campaign].campaign;
             if camp.billing == Billing::Cpa {
                 delays.observe(at - won);
@@ -415,14 +415,9 @@ fn simulate(market: &Market<'_>, bench: &PacingBench, paced: bool) -> Vec<Campai
                 win.candidate.pcvr,
             );
             let expires = now + serve.reservation_ttl_ms;
-            board.reserve(
-                &win.candidate.campaign_id,
-                &request.id,
-                &win.imp_id,
-                cost,
-                expires,
-            );
-            pacers[c].reserve(0, &request.id, &win.imp_id, cost, now, expires);
+            let key = win_key(&request.id, &win.imp_id);
+            board.reserve(&win.candidate.campaign_id, key, cost, expires);
+            pacers[c].reserve(0, key, cost, now, expires);
             let sc = &world.campaigns[c];
             let ad = &sc.ads[0];
             let fate = draw(
