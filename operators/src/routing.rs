@@ -77,6 +77,16 @@ pub fn hex128(value: u128) -> [u8; 32] {
     out
 }
 
+/// `value` as 16 lowercase hex digits (the low half of [`hex128`] of it).
+pub fn hex64(value: u64) -> [u8; 16] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 16];
+    for (i, digit) in out.iter_mut().enumerate() {
+        *digit = HEX[((value >> (4 * (15 - i))) & 0xf) as usize];
+    }
+    out
+}
+
 /// The escaped form of `components` joined by NUL (at least one component: `[]` and `[""]`
 /// would both be empty).
 pub fn encode_components(components: &[&str]) -> String {
@@ -245,7 +255,7 @@ impl KeyFamily {
         );
         out.extend_from_slice(self.prefix.as_bytes());
         // The low 16 of 32 digits: the hash's own.
-        out.extend_from_slice(&hex128(u128::from(hash))[16..]);
+        out.extend_from_slice(&hex64(hash));
         out.push(b'/');
         for (i, c) in components.iter().enumerate() {
             if i > 0 {
@@ -531,6 +541,8 @@ mod tests {
             let value = u128::from(route(&parts[0])) << 64 | u128::from(route(&refs.concat()));
             let formatted = format!("{value:032x}");
             prop_assert_eq!(&hex128(value)[..], formatted.as_bytes());
+            let low = format!("{:016x}", route(&parts[0]));
+            prop_assert_eq!(&hex64(route(&parts[0]))[..], low.as_bytes());
             prop_assert_eq!(family.parse(&key), Ok((route(&parts[0]), parts)));
         }
 

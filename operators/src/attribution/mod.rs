@@ -62,7 +62,7 @@ impl HeldTouch {
     /// When the touch cannot be encoded: a bug in a record type, never a property of the input
     /// (as for every checkpointed value).
     fn of(touch: &Touch) -> HeldTouch {
-        let encoded = postcard::to_allocvec(touch)
+        let encoded = codec::to_vec_after(&[], touch)
             .unwrap_or_else(|e| panic!("encoding a touch for attribution: {e}"));
         HeldTouch {
             ts: touch.ts,

@@ -42,7 +42,35 @@ pub struct EncodeError(#[from] postcard::Error);
 
 /// `value` in the current format, header included.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, EncodeError> {
-    Ok(postcard::to_extend(value, started(0))?)
+    Ok(to_vec_after(&[BINARY, VALUE_VERSION], value)?)
+}
+
+/// Values up to this size are written once, into a buffer of their exact size.
+const STACK_BYTES: usize = 1024;
+
+/// `head` followed by `value` in postcard's wire format, in a vector of exactly that size: the
+/// value is written on the stack first, then copied once, where writing it into a growing
+/// vector would reallocate it several times (a checkpoint encodes every changed entry). A
+/// value larger than [`STACK_BYTES`] is written into a growing vector instead.
+pub fn to_vec_after<T: Serialize + ?Sized>(
+    head: &[u8],
+    value: &T,
+) -> Result<Vec<u8>, postcard::Error> {
+    let mut stack = [0u8; STACK_BYTES];
+    match postcard::to_slice(value, &mut stack) {
+        Ok(body) => {
+            let mut out = Vec::with_capacity(head.len() + body.len());
+            out.extend_from_slice(head);
+            out.extend_from_slice(body);
+            Ok(out)
+        }
+        Err(postcard::Error::SerializeBufferFull) => {
+            let mut out = Vec::with_capacity(head.len() + 2 * STACK_BYTES);
+            out.extend_from_slice(head);
+            postcard::to_extend(value, out)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// A value in the current format with nothing after its header yet, and room for `capacity`
@@ -140,6 +168,37 @@ mod tests {
             decode_number::<i64>(b"k", &encode(&-42i64).unwrap()),
             Ok(-42)
         );
+    }
+
+    #[test]
+    fn values_of_any_size_are_postcards_bytes_in_a_vector_of_their_size() {
+        // Around the stack buffer's size: written there, or into a growing vector past it.
+        for len in [
+            0,
+            1,
+            100,
+            STACK_BYTES - 20,
+            STACK_BYTES - 3,
+            STACK_BYTES,
+            5 * STACK_BYTES,
+        ] {
+            let value = Sample {
+                name: "x".repeat(len),
+                ..sample()
+            };
+            let mut want = vec![BINARY, VALUE_VERSION];
+            want.extend(postcard::to_allocvec(&value).unwrap());
+            let bytes = encode(&value).unwrap();
+            assert_eq!(bytes, want, "{len}");
+            if bytes.len() <= STACK_BYTES {
+                assert_eq!(bytes.capacity(), bytes.len(), "{len}: one exact allocation");
+            }
+            assert_eq!(decode::<Sample>(b"k", &bytes), Ok(value));
+            assert_eq!(
+                to_vec_after(&[], &-42i64).unwrap(),
+                postcard::to_allocvec(&-42i64).unwrap()
+            );
+        }
     }
 
     #[test]

@@ -6,7 +6,6 @@
 //! only then is it refused as `unknown_campaign`. State is checkpointed through a
 //! [`CheckpointGate`].
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::NaiveDate;
@@ -19,6 +18,7 @@ use timely::dataflow::StreamVec;
 use crate::catalog::Catalog;
 use crate::checkpoint::{codec, CheckpointGate, RestoreError, StateBatch, StateStore};
 use crate::events::EventKind;
+use crate::hash::HashMap;
 use crate::ledger::{DayTotals, DedupEntry, Horizons, Ledger, LedgerChanges, Refusal, Terms};
 use crate::records::{win_key, WinKey};
 pub use crate::records::{CampaignActivity, LedgerState};
@@ -276,13 +276,25 @@ pub struct LedgerStreams<'scope> {
 
 /// What judging a run of charges gives, in the order it is given: each charge's `Charged` or
 /// refusal, then the last spend of every (campaign, day) they moved, then the wins settled
-/// per campaign (after the spend they changed). A batch of charges is judged into one; a charge
-/// that waited for its campaign, into one of its own.
+/// per campaign (after the spend they changed), both in campaign order. A batch of charges is
+/// judged into one; a charge that waited for its campaign, into one of its own.
 #[derive(Default)]
 struct Judged {
     records: Vec<Emitted>,
-    spend: BTreeMap<String, BTreeMap<NaiveDate, DayTotals>>,
-    settled: BTreeMap<String, (Vec<WinKey>, Vec<i64>)>,
+    /// What the charges did to each campaign (found by `&str`: a batch's campaigns are copied
+    /// once each, not once per charge; ordered when the outputs are given).
+    campaigns: HashMap<String, Moved>,
+}
+
+/// What a run of charges did to one campaign.
+#[derive(Default)]
+struct Moved {
+    /// The last totals of each day they moved (one day, or two around midnight).
+    spend: Vec<(NaiveDate, DayTotals)>,
+    /// The wins judged, charged or not.
+    wins: Vec<WinKey>,
+    /// For the conversions charged: time from win to conversion, ms.
+    delays: Vec<i64>,
 }
 
 impl Judged {
@@ -297,59 +309,55 @@ impl Judged {
     ) {
         let claims = &charge.claims;
         let campaign = claims.campaign_id.as_str();
-        // A batch's campaigns are copied once each, not once per charge.
-        if !self.settled.contains_key(campaign) {
-            self.settled
-                .insert(campaign.to_string(), Default::default());
+        if !self.campaigns.contains_key(campaign) {
+            self.campaigns
+                .insert(campaign.to_string(), Moved::default());
         }
-        let Some(entry) = self.settled.get_mut(campaign) else {
+        let Some(moved) = self.campaigns.get_mut(campaign) else {
             unreachable!("inserted above")
         };
         match settle(ledger, catalog, charge, stats) {
             Ok((spend, charged)) => {
                 if let Some((day, totals)) = spend {
-                    match self.spend.get_mut(campaign) {
-                        Some(days) => {
-                            days.insert(day, totals);
-                        }
-                        None => {
-                            self.spend
-                                .insert(campaign.to_string(), BTreeMap::from([(day, totals)]));
-                        }
+                    match moved.spend.iter_mut().find(|(d, _)| *d == day) {
+                        Some((_, last)) => *last = totals,
+                        None => moved.spend.push((day, totals)),
                     }
                     if charge.kind == EventKind::Conversion {
-                        entry.1.push(charge.ts.millis() - claims.issued.millis());
+                        moved
+                            .delays
+                            .push(charge.ts.millis() - claims.issued.millis());
                     }
                 }
                 self.records.push(Err(Ok(Box::new(charged))));
             }
             Err(dead) => self.records.push(Err(Err(Box::new(dead)))),
         }
-        entry.0.push(win_key(&claims.request_id, &claims.imp_id));
+        moved.wins.push(win_key(&claims.request_id, &claims.imp_id));
     }
 
     /// The outputs, in order.
     fn into_outputs(self) -> impl Iterator<Item = Emitted> {
-        let spend = self.spend.into_iter().flat_map(|(campaign_id, days)| {
-            days.into_iter().map(move |(day, totals)| {
+        let mut campaigns: Vec<(String, Moved)> = self.campaigns.into_iter().collect();
+        campaigns.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut spend = Vec::new();
+        let mut settled = Vec::with_capacity(campaigns.len());
+        for (campaign_id, mut moved) in campaigns {
+            moved.spend.sort_unstable_by_key(|(day, _)| *day);
+            spend.extend(moved.spend.into_iter().map(|(day, totals)| {
                 Ok(LedgerState::Spend(DaySpend {
                     campaign_id: campaign_id.clone(),
                     day,
                     spend_micros: totals.billed,
                     overdelivery_micros: totals.over,
                 }))
-            })
-        });
-        let settled = self
-            .settled
-            .into_iter()
-            .map(|(campaign_id, (wins, delays))| {
-                Ok(LedgerState::Settled {
-                    campaign_id,
-                    wins,
-                    conversion_delays_ms: delays,
-                })
-            });
+            }));
+            settled.push(Ok(LedgerState::Settled {
+                campaign_id,
+                wins: moved.wins,
+                conversion_delays_ms: moved.delays,
+            }));
+        }
         self.records.into_iter().chain(spend).chain(settled)
     }
 }

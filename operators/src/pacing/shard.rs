@@ -17,7 +17,7 @@ use super::profile::{position, DayPosition};
 use super::{PacingConfig, PacingFeedback, PacingState, PacingUpdate};
 use crate::checkpoint::{codec, RestoreError, StateBatch, StateStore};
 use crate::events::CampaignStatus;
-use crate::hash::HashMap;
+use crate::hash::{HashMap, HashSet};
 use crate::records::{CatalogUpdate, LedgerState};
 use crate::routing::{route, PACING};
 use crate::time::EventTime;
@@ -179,7 +179,9 @@ pub struct PacingShard {
     order: Vec<String>,
     delays: DelayCurve,
     delays_dirty: bool,
-    changed: BTreeSet<String>,
+    /// Published in campaign order (sorted when published: most changes repeat a campaign
+    /// already in the set, which a hash set finds without comparing ids).
+    changed: HashSet<String>,
     dirty: BTreeSet<String>,
     /// When reservations lapse, earliest first: (expires_ms, campaign).
     expiries: BinaryHeap<Reverse<(i64, String)>>,
@@ -219,7 +221,7 @@ impl PacingShard {
             order,
             delays,
             delays_dirty: false,
-            changed: BTreeSet::new(),
+            changed: HashSet::default(),
             dirty: BTreeSet::new(),
             expiries: BinaryHeap::new(),
             converting,
@@ -249,12 +251,16 @@ impl PacingShard {
     }
 
     fn pacer_mut(&mut self, campaign: &str) -> &mut CampaignPacer {
-        let config = &self.config;
-        let order = &mut self.order;
-        self.pacers.entry(campaign.to_string()).or_insert_with(|| {
-            order.push(campaign.to_string());
-            CampaignPacer::new(config)
-        })
+        // Looked up by `&str` first: a known campaign (nearly every call) allocates no id.
+        if !self.pacers.contains_key(campaign) {
+            self.order.push(campaign.to_string());
+            self.pacers
+                .insert(campaign.to_string(), CampaignPacer::new(&self.config));
+        }
+        let Some(pacer) = self.pacers.get_mut(campaign) else {
+            unreachable!("inserted above")
+        };
+        pacer
     }
 
     /// Takes in one change to the ledger's state: a campaign's terms, its spend of a day, or its
@@ -386,7 +392,9 @@ impl PacingShard {
         }
         let more = self.control_due(now);
         if publishing {
-            for id in std::mem::take(&mut self.changed) {
+            let mut changed: Vec<String> = self.changed.drain().collect();
+            changed.sort_unstable();
+            for id in changed {
                 self.publish(id, now, Publish::IfChanged);
             }
             self.last_publish = now;
