@@ -102,7 +102,12 @@ pub enum IdError {
 /// quotes, any non-ASCII letter or symbol) is a valid id.
 pub fn check_id(value: &str) -> Result<(), IdError> {
     check_optional_id(value)?;
-    if value.trim().is_empty() {
+    // An id that starts with a visible ASCII character is not blank (most ids): no trimming.
+    let visible_first = value
+        .as_bytes()
+        .first()
+        .is_some_and(|b| b.is_ascii_graphic());
+    if !visible_first && value.trim().is_empty() {
         return Err(IdError::Empty);
     }
     Ok(())
@@ -113,6 +118,10 @@ pub fn check_id(value: &str) -> Result<(), IdError> {
 pub fn check_optional_id(value: &str) -> Result<(), IdError> {
     if value.len() > MAX_ID_BYTES {
         return Err(IdError::TooLong(value.len()));
+    }
+    // Printable ASCII (most ids) holds no control character: checked a byte at a time.
+    if value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return Ok(());
     }
     if let Some((at, c)) = value.char_indices().find(|(_, c)| c.is_control()) {
         return Err(IdError::Control { code: c as u32, at });
@@ -612,6 +621,10 @@ mod tests {
         }
         assert_eq!(check_id(""), Err(IdError::Empty));
         assert_eq!(check_id("  "), Err(IdError::Empty));
+        // Blank in Unicode's sense too, and not blank however it starts.
+        assert_eq!(check_id("\u{3000} \u{2003}"), Err(IdError::Empty));
+        assert_eq!(check_id(" a"), Ok(()));
+        assert_eq!(check_id("\u{3000}x"), Ok(()));
         assert_eq!(
             check_id(&format!("{max}x")),
             Err(IdError::TooLong(MAX_ID_BYTES + 1))
@@ -631,6 +644,23 @@ mod tests {
             e.to_string(),
             "field `imp_id`: contains the control character U+0000 at byte 1; ids may not contain control characters"
         );
+    }
+
+    proptest::proptest! {
+        /// The byte-wise fast paths decide as the rule's plain statement does, on any text.
+        #[test]
+        fn the_id_rule_on_any_text(value in "(\\PC|\\pC| |\u{3000}){0,12}") {
+            let plain = if value.len() > MAX_ID_BYTES {
+                Err(IdError::TooLong(value.len()))
+            } else if let Some((at, c)) = value.char_indices().find(|(_, c)| c.is_control()) {
+                Err(IdError::Control { code: c as u32, at })
+            } else if value.trim().is_empty() {
+                Err(IdError::Empty)
+            } else {
+                Ok(())
+            };
+            proptest::prop_assert_eq!(check_id(&value), plain);
+        }
     }
 
     #[test]

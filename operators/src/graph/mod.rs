@@ -322,7 +322,7 @@ fn budget_status<'scope>(
             let mut book = BudgetBook::default();
             move |ledger, pacing, output| {
                 ledger.for_each(|cap, data| {
-                    let changed: BTreeSet<String> =
+                    let changed: BTreeSet<&str> =
                         data.iter().filter_map(|rec| book.apply(rec)).collect();
                     let now = EventTime(clock());
                     output

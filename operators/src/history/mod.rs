@@ -299,10 +299,10 @@ impl Histories {
         !self.unpublished.is_empty()
     }
 
-    /// The users changed since the last call, for the serving replicas.
+    /// The users changed since the last call, for the serving replicas (each once, in no
+    /// particular order: a replica's state does not depend on it).
     pub fn take_updates(&mut self) -> Vec<HistoryUpdate> {
-        let mut out: Vec<HistoryUpdate> = self
-            .unpublished
+        self.unpublished
             .drain()
             .map(|user| HistoryUpdate {
                 // What serving reads: the clicks and counts, not the identities.
@@ -316,9 +316,7 @@ impl Histories {
                 }),
                 user_id: user,
             })
-            .collect();
-        out.sort_by(|a, b| a.user_id.cmp(&b.user_id));
-        out
+            .collect()
     }
 
     /// Visits each user changed since the last call, with its state (`None`: forgotten), for

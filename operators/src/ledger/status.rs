@@ -63,10 +63,16 @@ pub struct BudgetBook {
 
 impl BudgetBook {
     /// Folds a change to the ledger's state in; returns the campaign it concerns, if any.
-    pub fn apply(&mut self, out: &LedgerState) -> Option<String> {
+    pub fn apply<'a>(&mut self, out: &'a LedgerState) -> Option<&'a str> {
         match out {
             LedgerState::Spend(s) => {
-                let days = self.spend.entry(s.campaign_id.clone()).or_default();
+                // Looked up by `&str` first: a campaign already spending allocates no id.
+                if !self.spend.contains_key(&s.campaign_id) {
+                    self.spend.insert(s.campaign_id.clone(), BTreeMap::new());
+                }
+                let Some(days) = self.spend.get_mut(&s.campaign_id) else {
+                    unreachable!("inserted above")
+                };
                 // Spend of a day only grows, and updates may arrive out of order (batches of
                 // different times are not ordered across channels): keep the largest.
                 let totals = days.entry(s.day).or_default();
@@ -75,11 +81,11 @@ impl BudgetBook {
                 while days.len() > super::DAYS_KEPT {
                     days.pop_first();
                 }
-                Some(s.campaign_id.clone())
+                Some(&s.campaign_id)
             }
             LedgerState::Campaign(update) => {
                 self.catalog.apply(update, EventTime::now());
-                Some(update.campaign_id.clone())
+                Some(&update.campaign_id)
             }
             LedgerState::Settled { .. } => None,
         }
