@@ -66,6 +66,14 @@ pub enum Command {
         /// serving benchmarks, and exit.
         #[arg(long)]
         seed_campaigns: Option<usize>,
+        /// Instead: only the billing dataflow, warm (after --events untimed events), on this
+        /// many workers, three times (events/s each): the figure to compare builds by, alone
+        /// or under `deploy/bench/instructions.sh`.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=64))]
+        dataflow: Option<u64>,
+        /// With --dataflow: with the three default reports.
+        #[arg(long)]
+        reports: bool,
         /// Instead: evaluate pacing against an ASAP baseline over simulated days.
         #[arg(long)]
         pacing: bool,
@@ -629,6 +637,8 @@ fn dispatch_sim(command: Command) -> anyhow::Result<()> {
             seconds,
             burst,
             seed_campaigns,
+            dataflow,
+            reports,
             pacing,
             serving,
             live_model,
@@ -706,6 +716,27 @@ fn dispatch_sim(command: Command) -> anyhow::Result<()> {
                     prerank as usize,
                 )
                 .map(|_| ())
+            }
+            None if dataflow.is_some() => {
+                let workers = dataflow.unwrap_or(1) as usize;
+                let with = if reports {
+                    "3 default reports"
+                } else {
+                    "no reports"
+                };
+                for run in 1..=3 {
+                    let rate = adstream_sim::bench::dataflow(
+                        events,
+                        workers,
+                        reports,
+                        adstream_sim::bench::Start::Warm,
+                        &open_rocks_store,
+                    )?;
+                    println!(
+                        "billing dataflow, {workers} worker(s), {with}, warm, run {run}: {rate:>9.0} events/s"
+                    );
+                }
+                Ok(())
             }
             None if pacing => adstream_sim::bench::pacing::run(
                 &adstream_sim::bench::pacing::PacingBench {
