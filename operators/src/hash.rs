@@ -87,6 +87,23 @@ impl std::hash::Hasher for PassThrough {
     }
 }
 
+/// The value of `map` under `key`, made by `make` when there is none. The key's text is
+/// copied only when it is new: `entry` would need an owned key, so an allocation, on every call
+/// (per-event state is found by ids that are nearly always there already).
+pub fn by_str_or_insert_with<'m, V, S: std::hash::BuildHasher>(
+    map: &'m mut std::collections::HashMap<String, V, S>,
+    key: &str,
+    make: impl FnOnce() -> V,
+) -> &'m mut V {
+    if !map.contains_key(key) {
+        map.insert(key.to_string(), make());
+    }
+    match map.get_mut(key) {
+        Some(value) => value,
+        None => unreachable!("inserted above"),
+    }
+}
+
 /// A 128-bit digest of an identity made of several ids: xxh3 over the parts, each prefixed
 /// with its length, so that no two different lists of parts frame the same bytes. Used where
 /// state keeps an identity rather than its text (billing identities, wins); the ids come from
@@ -121,6 +138,19 @@ pub type HashedSet<K> = std::collections::HashSet<K, std::hash::BuildHasherDefau
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_value_by_str_is_made_once() {
+        let mut map: HashMap<String, u32> = HashMap::default();
+        let mut made = 0;
+        for _ in 0..3 {
+            *by_str_or_insert_with(&mut map, "c1", || {
+                made += 1;
+                0
+            }) += 1;
+        }
+        assert_eq!((made, map.get("c1")), (1, Some(&3)));
+    }
 
     #[test]
     fn digests_frame_their_parts() {

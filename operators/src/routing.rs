@@ -69,15 +69,13 @@ fn escape_into(component: &str, out: &mut String) {
 
 /// `value` as 32 lower-case hex digits (`format!("{value:032x}")` without the allocation).
 pub fn hex128(value: u128) -> [u8; 32] {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = [0u8; 32];
-    for (i, digit) in out.iter_mut().enumerate() {
-        *digit = HEX[((value >> (4 * (31 - i))) & 0xf) as usize];
-    }
+    out[..16].copy_from_slice(&hex64((value >> 64) as u64));
+    out[16..].copy_from_slice(&hex64(value as u64));
     out
 }
 
-/// `value` as 16 lowercase hex digits (the low half of [`hex128`] of it).
+/// `value` as 16 lower-case hex digits (`format!("{value:016x}")` without the allocation).
 pub fn hex64(value: u64) -> [u8; 16] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = [0u8; 16];

@@ -295,12 +295,7 @@ impl Ledger {
         let day = terms.day;
         let campaign = charge.claims.campaign_id.as_str();
         // The campaign's id is copied only the first time it is charged, not per charge.
-        if !self.spend.contains_key(campaign) {
-            self.spend.insert(campaign.to_string(), BTreeMap::new());
-        }
-        let Some(days) = self.spend.get_mut(campaign) else {
-            unreachable!("inserted above")
-        };
+        let days = crate::hash::by_str_or_insert_with(&mut self.spend, campaign, BTreeMap::new);
         let totals = days.entry(day).or_default();
         let (billed_micros, over_micros) = split_charge(price, totals.billed, terms.budget_micros);
         totals.billed += billed_micros;

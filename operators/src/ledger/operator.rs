@@ -18,7 +18,7 @@ use timely::dataflow::StreamVec;
 use crate::catalog::Catalog;
 use crate::checkpoint::{codec, CheckpointGate, RestoreError, StateBatch, StateStore};
 use crate::events::EventKind;
-use crate::hash::HashMap;
+use crate::hash::{by_str_or_insert_with, HashMap};
 use crate::ledger::{DayTotals, DedupEntry, Horizons, Ledger, LedgerChanges, Refusal, Terms};
 use crate::records::{win_key, WinKey};
 pub use crate::records::{CampaignActivity, LedgerState};
@@ -309,13 +309,7 @@ impl Judged {
     ) {
         let claims = &charge.claims;
         let campaign = claims.campaign_id.as_str();
-        if !self.campaigns.contains_key(campaign) {
-            self.campaigns
-                .insert(campaign.to_string(), Moved::default());
-        }
-        let Some(moved) = self.campaigns.get_mut(campaign) else {
-            unreachable!("inserted above")
-        };
+        let moved = by_str_or_insert_with(&mut self.campaigns, campaign, Moved::default);
         match settle(ledger, catalog, charge, stats) {
             Ok((spend, charged)) => {
                 if let Some((day, totals)) = spend {

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::DayTotals;
 use crate::catalog::Catalog;
 use crate::events::CampaignStatus;
+use crate::hash::by_str_or_insert_with;
 use crate::records::CatalogUpdate;
 use crate::records::{LedgerState, PacingState, PacingUpdate};
 use crate::time::EventTime;
@@ -66,13 +67,7 @@ impl BudgetBook {
     pub fn apply<'a>(&mut self, out: &'a LedgerState) -> Option<&'a str> {
         match out {
             LedgerState::Spend(s) => {
-                // Looked up by `&str` first: a campaign already spending allocates no id.
-                if !self.spend.contains_key(&s.campaign_id) {
-                    self.spend.insert(s.campaign_id.clone(), BTreeMap::new());
-                }
-                let Some(days) = self.spend.get_mut(&s.campaign_id) else {
-                    unreachable!("inserted above")
-                };
+                let days = by_str_or_insert_with(&mut self.spend, &s.campaign_id, BTreeMap::new);
                 // Spend of a day only grows, and updates may arrive out of order (batches of
                 // different times are not ordered across channels): keep the largest.
                 let totals = days.entry(s.day).or_default();

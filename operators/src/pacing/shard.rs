@@ -17,7 +17,7 @@ use super::profile::{position, DayPosition};
 use super::{PacingConfig, PacingFeedback, PacingState, PacingUpdate};
 use crate::checkpoint::{codec, RestoreError, StateBatch, StateStore};
 use crate::events::CampaignStatus;
-use crate::hash::{HashMap, HashSet};
+use crate::hash::{by_str_or_insert_with, HashMap, HashSet};
 use crate::records::{CatalogUpdate, LedgerState};
 use crate::routing::{route, PACING};
 use crate::time::EventTime;
@@ -251,16 +251,11 @@ impl PacingShard {
     }
 
     fn pacer_mut(&mut self, campaign: &str) -> &mut CampaignPacer {
-        // Looked up by `&str` first: a known campaign (nearly every call) allocates no id.
-        if !self.pacers.contains_key(campaign) {
-            self.order.push(campaign.to_string());
-            self.pacers
-                .insert(campaign.to_string(), CampaignPacer::new(&self.config));
-        }
-        let Some(pacer) = self.pacers.get_mut(campaign) else {
-            unreachable!("inserted above")
-        };
-        pacer
+        let (config, order) = (&self.config, &mut self.order);
+        by_str_or_insert_with(&mut self.pacers, campaign, || {
+            order.push(campaign.to_string());
+            CampaignPacer::new(config)
+        })
     }
 
     /// Takes in one change to the ledger's state: a campaign's terms, its spend of a day, or its
