@@ -87,21 +87,21 @@ impl std::hash::Hasher for PassThrough {
     }
 }
 
-/// The value of `map` under `key`, made by `make` when there is none. The key's text is
-/// copied only when it is new: `entry` would need an owned key, so an allocation, on every call
-/// (per-event state is found by ids that are nearly always there already).
-pub fn by_str_or_insert_with<'m, V, S: std::hash::BuildHasher>(
-    map: &'m mut std::collections::HashMap<String, V, S>,
+/// A map of per-event state keyed by an id's text and found by `&str`
+/// ([`by_str_or_insert_with`]): aHash-keyed as [`HashMap`], in hashbrown's map, whose
+/// `entry_ref` finds or inserts by a borrowed key with one hash and one probe.
+pub type StrMap<V> = hashbrown::HashMap<String, V, ahash::RandomState>;
+
+/// The value of `map` under `key`, made by `make` when there is none: one hash and one probe,
+/// and the key's text copied only when it is new (per-event state is found by ids that are
+/// nearly always there already; std's `entry` would need an owned key, so an allocation, on
+/// every call).
+pub fn by_str_or_insert_with<'m, V>(
+    map: &'m mut StrMap<V>,
     key: &str,
     make: impl FnOnce() -> V,
 ) -> &'m mut V {
-    if !map.contains_key(key) {
-        map.insert(key.to_string(), make());
-    }
-    match map.get_mut(key) {
-        Some(value) => value,
-        None => unreachable!("inserted above"),
-    }
+    map.entry_ref(key).or_insert_with(make)
 }
 
 /// A 128-bit digest of an identity made of several ids: xxh3 over the parts, each prefixed
@@ -141,7 +141,7 @@ mod tests {
 
     #[test]
     fn a_value_by_str_is_made_once() {
-        let mut map: HashMap<String, u32> = HashMap::default();
+        let mut map: StrMap<u32> = StrMap::default();
         let mut made = 0;
         for _ in 0..3 {
             *by_str_or_insert_with(&mut map, "c1", || {

@@ -84,13 +84,31 @@ pub fn started(capacity: usize) -> Vec<u8> {
 /// Appends a sequence's length as the format writes it before the sequence's elements
 /// (postcard's varint: LEB128, seven bits a byte, low bits first).
 pub fn push_length(out: &mut Vec<u8>, len: usize) {
-    let mut n = len as u64;
+    push_unsigned(out, len as u64);
+}
+
+/// Appends an unsigned integer (`u16` to `u64`) as the format writes it: postcard's varint.
+pub fn push_unsigned(out: &mut Vec<u8>, mut n: u64) {
     while n >= 0x80 {
         out.push((n as u8) | 0x80);
         n >>= 7;
     }
     out.push(n as u8);
 }
+
+/// Appends a signed integer as the format writes it: zigzag, then a varint.
+pub fn push_signed(out: &mut Vec<u8>, n: i64) {
+    push_unsigned(out, ((n << 1) ^ (n >> 63)) as u64);
+}
+
+/// Appends a string as the format writes it: its length in bytes, then its bytes.
+pub fn push_str(out: &mut Vec<u8>, s: &str) {
+    push_length(out, s.len());
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Bytes [`push_unsigned`] writes for a value of up to 64 bits, at most.
+pub const MAX_VARINT: usize = 10;
 
 /// Decodes the value stored under `key`: the current format, or a legacy (pre-binary) value
 /// through `legacy`. Any other version is refused.

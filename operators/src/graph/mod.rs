@@ -34,7 +34,7 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::core::{Concat, OkErr};
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::{Broadcast, Map};
-use timely::dataflow::operators::{Inspect, Probe};
+use timely::dataflow::operators::{Capability, Inspect, Probe};
 use timely::dataflow::{ProbeHandle, StreamVec};
 use timely::scheduling::SyncActivator;
 
@@ -321,24 +321,41 @@ fn budget_status<'scope>(
         move |_cap, _info| {
             let mut book = BudgetBook::default();
             move |ledger, pacing, output| {
+                // A campaign changed by several of the activation's batches gets one status,
+                // given at the earliest of their times.
+                let mut changed: BTreeSet<String> = BTreeSet::new();
+                let mut earliest: Option<Capability<u64>> = None;
+                let mut keep = |cap: Option<Capability<u64>>| {
+                    if let Some(cap) = cap {
+                        if earliest.as_ref().is_none_or(|e| cap.time() < e.time()) {
+                            earliest = Some(cap);
+                        }
+                    }
+                };
                 ledger.for_each(|cap, data| {
-                    let changed: BTreeSet<&str> =
-                        data.iter().filter_map(|rec| book.apply(rec)).collect();
-                    let now = EventTime(clock());
-                    output
-                        .session(&cap)
-                        .give_iterator(changed.iter().filter_map(|c| book.status(c, now)));
+                    keep(cap.retain_least(0));
+                    for rec in data.iter() {
+                        if let Some(c) = book.apply(rec) {
+                            if !changed.contains(c) {
+                                changed.insert(c.to_string());
+                            }
+                        }
+                    }
                 });
                 pacing.for_each(|cap, data| {
-                    let changed: BTreeSet<String> = data
-                        .iter()
-                        .map(|update| book.apply_pacing(update))
-                        .collect();
+                    keep(cap.retain_least(0));
+                    for update in data.iter() {
+                        changed.insert(book.apply_pacing(update));
+                    }
+                });
+                // Batches always travel under a time here (every operator upstream sends
+                // with a capability), so a change has one to be given at.
+                if let Some(cap) = earliest {
                     let now = EventTime(clock());
                     output
                         .session(&cap)
                         .give_iterator(changed.iter().filter_map(|c| book.status(c, now)));
-                });
+                }
             }
         },
     )

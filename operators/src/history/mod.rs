@@ -167,6 +167,43 @@ impl UserHistory {
         e
     }
 
+    /// Appends the history as a checkpoint value ([`crate::checkpoint::codec`], header
+    /// included) to `out`, written field by field: byte for byte what `codec::encode` writes
+    /// through serde (a property test holds it to that), without serde's per-element calls for
+    /// the 48 hour counts and the seen events. Every changed user is encoded at each checkpoint:
+    /// the operator writes into one scratch buffer and stores an exact-size copy.
+    pub fn write_checkpoint_value(&self, out: &mut Vec<u8>) {
+        use crate::checkpoint::codec::{push_length, push_signed, push_str, push_unsigned};
+        use crate::checkpoint::codec::{BINARY, MAX_VARINT, VALUE_VERSION};
+        let strings: usize = self
+            .clicks
+            .iter()
+            .map(|c| c.campaign_id.len() + c.advertiser_id.len() + c.ad_id.len())
+            .sum();
+        out.reserve(
+            2 + MAX_VARINT * (3 + self.clicks.len() * 4 + 2 * COUNT_HOURS + self.seen.len() * 2)
+                + strings,
+        );
+        out.extend_from_slice(&[BINARY, VALUE_VERSION]);
+        push_length(out, self.clicks.len());
+        for c in &self.clicks {
+            push_signed(out, c.ts.0);
+            push_str(out, &c.campaign_id);
+            push_str(out, &c.advertiser_id);
+            push_str(out, &c.ad_id);
+        }
+        push_signed(out, self.counts.hour);
+        for n in self.counts.impressions.iter().chain(&self.counts.clicks) {
+            push_unsigned(out, u64::from(*n));
+        }
+        push_length(out, self.seen.len());
+        for (key, hour) in &self.seen {
+            push_unsigned(out, *key);
+            push_signed(out, *hour);
+        }
+        push_signed(out, self.last.0);
+    }
+
     /// Approximate bytes held (the struct, its vectors and strings).
     pub fn heap_bytes(&self) -> usize {
         std::mem::size_of::<Self>()

@@ -62,6 +62,7 @@ pub fn user_history<'scope>(
             let mut state = restore(&*store, config, index, peers)
                 .unwrap_or_else(|e| panic!("restoring user histories of worker {index}: {e}"));
             let mut gate = CheckpointGate::new(capability, checkpoint_interval, activator);
+            let mut scratch = Vec::new();
             move |(input, frontier), output| {
                 input.for_each(|_cap, data| {
                     for (user, touch) in data.drain(..) {
@@ -76,7 +77,12 @@ pub fn user_history<'scope>(
                     state.drain_changes(|user, history| {
                         let key = state_key(user);
                         match history {
-                            Some(h) => batch.put(key, h),
+                            Some(h) => {
+                                scratch.clear();
+                                h.write_checkpoint_value(&mut scratch);
+                                // An exact-size copy: the batch is held until it is written.
+                                batch.put_encoded(key, scratch.as_slice().to_vec());
+                            }
                             None => batch.deletes.push(key),
                         }
                     });

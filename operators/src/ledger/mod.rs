@@ -24,7 +24,7 @@ pub mod status;
 
 use std::collections::BTreeMap;
 
-use crate::hash::HashMap;
+use crate::hash::{by_str_or_insert_with, StrMap};
 
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
@@ -232,13 +232,13 @@ pub fn split_charge(price: u64, billed: u64, budget: u64) -> (u64, u64) {
 /// The ledger shard held by one worker.
 #[derive(Debug, Default)]
 pub struct Ledger {
-    spend: HashMap<String, BTreeMap<NaiveDate, DayTotals>>,
+    spend: StrMap<BTreeMap<NaiveDate, DayTotals>>,
     dedup: DedupSet,
     horizons: Horizons,
     /// Windows ending before this were forgotten: their events can no longer be charged.
     closed_before: i64,
     /// The days of each campaign whose spend changed since the last checkpoint.
-    dirty_spend: HashMap<String, Vec<NaiveDate>>,
+    dirty_spend: StrMap<Vec<NaiveDate>>,
     dirty_keys: Vec<DedupKey>,
     dropped_keys: Vec<(DedupKey, DedupEntry)>,
 }
@@ -295,7 +295,7 @@ impl Ledger {
         let day = terms.day;
         let campaign = charge.claims.campaign_id.as_str();
         // The campaign's id is copied only the first time it is charged, not per charge.
-        let days = crate::hash::by_str_or_insert_with(&mut self.spend, campaign, BTreeMap::new);
+        let days = by_str_or_insert_with(&mut self.spend, campaign, BTreeMap::new);
         let totals = days.entry(day).or_default();
         let (billed_micros, over_micros) = split_charge(price, totals.billed, terms.budget_micros);
         totals.billed += billed_micros;
@@ -316,15 +316,9 @@ impl Ledger {
             );
             self.dirty_keys.push(key);
         }
-        match self.dirty_spend.get_mut(campaign) {
-            Some(days) => {
-                if !days.contains(&day) {
-                    days.push(day);
-                }
-            }
-            None => {
-                self.dirty_spend.insert(campaign.to_string(), vec![day]);
-            }
+        let dirty = by_str_or_insert_with(&mut self.dirty_spend, campaign, Vec::new);
+        if !dirty.contains(&day) {
+            dirty.push(day);
         }
         Ok(Applied {
             day,

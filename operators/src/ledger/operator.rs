@@ -18,7 +18,7 @@ use timely::dataflow::StreamVec;
 use crate::catalog::Catalog;
 use crate::checkpoint::{codec, CheckpointGate, RestoreError, StateBatch, StateStore};
 use crate::events::EventKind;
-use crate::hash::{by_str_or_insert_with, HashMap};
+use crate::hash::{by_str_or_insert_with, StrMap};
 use crate::ledger::{DayTotals, DedupEntry, Horizons, Ledger, LedgerChanges, Refusal, Terms};
 use crate::records::{win_key, WinKey};
 pub use crate::records::{CampaignActivity, LedgerState};
@@ -283,7 +283,7 @@ struct Judged {
     records: Vec<Emitted>,
     /// What the charges did to each campaign (found by `&str`: a batch's campaigns are copied
     /// once each, not once per charge; ordered when the outputs are given).
-    campaigns: HashMap<String, Moved>,
+    campaigns: StrMap<Moved>,
 }
 
 /// What a run of charges did to one campaign.

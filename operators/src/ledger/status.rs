@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::DayTotals;
 use crate::catalog::Catalog;
 use crate::events::CampaignStatus;
-use crate::hash::by_str_or_insert_with;
+use crate::hash::{by_str_or_insert_with, StrMap};
 use crate::records::CatalogUpdate;
 use crate::records::{LedgerState, PacingState, PacingUpdate};
 use crate::time::EventTime;
@@ -58,7 +58,7 @@ pub struct TimezoneChange {
 #[derive(Debug, Default)]
 pub struct BudgetBook {
     catalog: Catalog,
-    spend: HashMap<String, BTreeMap<NaiveDate, DayTotals>>,
+    spend: StrMap<BTreeMap<NaiveDate, DayTotals>>,
     pacing: HashMap<String, PacingUpdate>,
 }
 

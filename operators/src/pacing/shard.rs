@@ -17,7 +17,7 @@ use super::profile::{position, DayPosition};
 use super::{PacingConfig, PacingFeedback, PacingState, PacingUpdate};
 use crate::checkpoint::{codec, RestoreError, StateBatch, StateStore};
 use crate::events::CampaignStatus;
-use crate::hash::{by_str_or_insert_with, HashMap, HashSet};
+use crate::hash::{by_str_or_insert_with, HashMap, HashSet, StrMap};
 use crate::records::{CatalogUpdate, LedgerState};
 use crate::routing::{route, PACING};
 use crate::time::EventTime;
@@ -174,7 +174,7 @@ pub struct PacingShard {
     config: PacingConfig,
     index: usize,
     peers: usize,
-    pacers: HashMap<String, CampaignPacer>,
+    pacers: StrMap<CampaignPacer>,
     /// The campaigns of `pacers`, in the order sweeps visit them (pacers are never dropped).
     order: Vec<String>,
     delays: DelayCurve,
@@ -217,7 +217,7 @@ impl PacingShard {
             config,
             index,
             peers,
-            pacers,
+            pacers: pacers.into_iter().collect(),
             order,
             delays,
             delays_dirty: false,
