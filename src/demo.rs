@@ -314,7 +314,7 @@ fn settle_and_check(
         adstream_operators::ledger::operator::restore(&*running.store, Horizons::default(), 0, 1)?;
     let mut actual: BTreeMap<(String, chrono::NaiveDate), u64> = BTreeMap::new();
     for s in ledger.all_spend() {
-        actual.insert((s.campaign_id, s.day), s.spend_micros);
+        actual.insert((s.campaign_id.to_string(), s.day), s.spend_micros);
     }
     let ours: std::collections::HashSet<&str> = campaigns.iter().map(String::as_str).collect();
     let verdict = compare(&report.expected, &actual, &ours);

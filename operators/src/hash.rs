@@ -46,6 +46,11 @@ impl<K> Hashed<K> {
     pub fn key(&self) -> &K {
         &self.key
     }
+
+    /// The key, unwrapped.
+    pub fn into_key(self) -> K {
+        self.key
+    }
 }
 
 impl<K: std::hash::Hash + Default> Default for Hashed<K> {

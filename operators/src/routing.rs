@@ -75,14 +75,56 @@ pub fn hex128(value: u128) -> [u8; 32] {
     out
 }
 
-/// `value` as 16 lower-case hex digits (`format!("{value:016x}")` without the allocation).
+/// `value` as 16 lower-case hex digits (`format!("{value:016x}")` without the allocation),
+/// eight digits at a time: each 32-bit half's nibbles are spread one to a byte, and every byte
+/// becomes `'0' + n`, plus the distance from `'9' + 1` to `'a'` where `n` is ten or more
+/// (checkpoints write a hex routing hash in every key).
 pub fn hex64(value: u64) -> [u8; 16] {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = [0u8; 16];
-    for (i, digit) in out.iter_mut().enumerate() {
-        *digit = HEX[((value >> (4 * (15 - i))) & 0xf) as usize];
+    /// The eight nibbles of `half`, most significant first, one per byte of a big-endian word.
+    fn spread(half: u32) -> u64 {
+        let x = u64::from(half);
+        // 32 bits to 2 x 16, 4 x 8, then 8 x 4 in the low nibble of each byte.
+        let x = (x | (x << 16)) & 0x0000_ffff_0000_ffff;
+        let x = (x | (x << 8)) & 0x00ff_00ff_00ff_00ff;
+        let x = (x | (x << 4)) & 0x0f0f_0f0f_0f0f_0f0f;
+        // Byte i holds nibble i (least significant first): reversed, the first digit is the
+        // word's lowest byte, the first in memory once written little-endian.
+        x.swap_bytes()
     }
+    fn digits(nibbles: u64) -> u64 {
+        // 1 in a byte whose nibble is ten or more (n + 6 carries into 0x10).
+        let letters = ((nibbles + 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101;
+        nibbles + 0x3030_3030_3030_3030 + letters * (b'a' - b'9' - 1) as u64
+    }
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&digits(spread((value >> 32) as u32)).to_le_bytes());
+    out[8..].copy_from_slice(&digits(spread(value as u32)).to_le_bytes());
     out
+}
+
+/// Whether `bytes` are all printable ASCII other than `%` (kept as they are in a key), eight
+/// at a time: a key's components are ids and hex digests, checked in every checkpoint key.
+pub fn is_plain(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut words = bytes.chunks_exact(8);
+    for word in &mut words {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(word);
+        let x = u64::from_le_bytes(w);
+        // Some byte below 0x20, above 0x7e, or equal to `%` (exact tests, no false alarms).
+        let below = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
+        let above = (x.wrapping_add(ONES) | x) & HIGH;
+        let percent = x ^ (ONES * u64::from(b'%'));
+        let percent = percent.wrapping_sub(ONES) & !percent & HIGH;
+        if below | above | percent != 0 {
+            return false;
+        }
+    }
+    words
+        .remainder()
+        .iter()
+        .all(|b| (0x20..0x7f).contains(b) && *b != b'%')
 }
 
 /// The escaped form of `components` joined by NUL (at least one component: `[]` and `[""]`
@@ -259,7 +301,7 @@ impl KeyFamily {
             if i > 0 {
                 out.push(0);
             }
-            if c.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'%') {
+            if is_plain(c.as_bytes()) {
                 out.extend_from_slice(c.as_bytes());
             } else {
                 let mut escaped = String::new();
@@ -522,6 +564,29 @@ mod tests {
             )
             .prop_map(|cs| cs.into_iter().collect()),
         ]
+    }
+
+    #[test]
+    fn hex_digits_are_formats() {
+        let mut v = 0x0123_4567_89ab_cdefu64;
+        for _ in 0..10_000 {
+            assert_eq!(hex64(v), *format!("{v:016x}").as_bytes());
+            v = v.rotate_left(7).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (v >> 3);
+        }
+        for v in [0, u64::MAX, 9, 10, 15, 16, 0xa000_0000_0000_0009] {
+            assert_eq!(hex64(v), *format!("{v:016x}").as_bytes());
+        }
+    }
+
+    proptest! {
+        /// The word-at-a-time check is the byte rule.
+        #[test]
+        fn plain_is_printable_ascii_without_percent(
+            bytes in proptest::collection::vec(prop_oneof![any::<u8>(), 0x1fu8..0x28, 0x7du8..0x81], 0..40)
+        ) {
+            let simple = bytes.iter().all(|b| (0x20..0x7f).contains(b) && *b != b'%');
+            prop_assert_eq!(is_plain(&bytes), simple);
+        }
     }
 
     proptest! {

@@ -396,7 +396,7 @@ mod tests {
             live.define_for_test(&id, "a", 1_000_000, "cpm", 1);
             // The last campaigns spend the most.
             live.apply(&LedgerState::Spend(DaySpend {
-                campaign_id: id,
+                campaign_id: id.into(),
                 day: today,
                 spend_micros: i as u64,
                 overdelivery_micros: 0,

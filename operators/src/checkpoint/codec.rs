@@ -89,11 +89,31 @@ pub fn push_length(out: &mut Vec<u8>, len: usize) {
 
 /// Appends an unsigned integer (`u16` to `u64`) as the format writes it: postcard's varint.
 pub fn push_unsigned(out: &mut Vec<u8>, mut n: u64) {
-    while n >= 0x80 {
-        out.push((n as u8) | 0x80);
-        n >>= 7;
+    if n < 0x80 {
+        out.push(n as u8);
+        return;
     }
-    out.push(n as u8);
+    let mut bytes = [0u8; MAX_VARINT];
+    let mut len = 0;
+    while n >= 0x80 {
+        bytes[len] = (n as u8) | 0x80;
+        n >>= 7;
+        len += 1;
+    }
+    bytes[len] = n as u8;
+    out.extend_from_slice(&bytes[..=len]);
+}
+
+/// Appends small unsigned integers as the format writes them, one after the other: one byte
+/// each when all are below 128 (as most counts are), else a varint each.
+pub fn push_all_unsigned(out: &mut Vec<u8>, values: &[u16]) {
+    if values.iter().all(|n| *n < 0x80) {
+        out.extend(values.iter().map(|n| *n as u8));
+    } else {
+        for n in values {
+            push_unsigned(out, u64::from(*n));
+        }
+    }
 }
 
 /// Appends a signed integer as the format writes it: zigzag, then a varint.

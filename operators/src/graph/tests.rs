@@ -257,7 +257,7 @@ fn start(workers: usize, log: Arc<Log>, store: Arc<dyn StateStore>, seen: Arc<Mu
                         overdelivery_micros,
                     }) if index == 0 => {
                         seen.spend.insert(
-                            (campaign_id.clone(), *day),
+                            (campaign_id.to_string(), *day),
                             (*spend_micros, *overdelivery_micros),
                         );
                     }

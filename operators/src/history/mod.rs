@@ -173,7 +173,8 @@ impl UserHistory {
     /// the 48 hour counts and the seen events. Every changed user is encoded at each checkpoint:
     /// the operator writes into one scratch buffer and stores an exact-size copy.
     pub fn write_checkpoint_value(&self, out: &mut Vec<u8>) {
-        use crate::checkpoint::codec::{push_length, push_signed, push_str, push_unsigned};
+        use crate::checkpoint::codec::push_unsigned;
+        use crate::checkpoint::codec::{push_all_unsigned, push_length, push_signed, push_str};
         use crate::checkpoint::codec::{BINARY, MAX_VARINT, VALUE_VERSION};
         let strings: usize = self
             .clicks
@@ -193,9 +194,8 @@ impl UserHistory {
             push_str(out, &c.ad_id);
         }
         push_signed(out, self.counts.hour);
-        for n in self.counts.impressions.iter().chain(&self.counts.clicks) {
-            push_unsigned(out, u64::from(*n));
-        }
+        push_all_unsigned(out, &self.counts.impressions);
+        push_all_unsigned(out, &self.counts.clicks);
         push_length(out, self.seen.len());
         for (key, hour) in &self.seen {
             push_unsigned(out, *key);

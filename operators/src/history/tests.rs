@@ -263,8 +263,15 @@ fn any_history() -> impl Strategy<Value = UserHistory> {
     (
         prop::collection::vec(clicked, 0..6),
         any::<i64>(),
-        prop::array::uniform24(any::<u16>()),
-        prop::array::uniform24(any::<u16>()),
+        // Counts all below 128 (one byte each, the usual case), or any.
+        prop_oneof![
+            prop::array::uniform24(0u16..128),
+            prop::array::uniform24(any::<u16>())
+        ],
+        prop_oneof![
+            prop::array::uniform24(0u16..128),
+            prop::array::uniform24(any::<u16>())
+        ],
         prop::collection::vec((any::<u64>(), any::<i64>()), 0..70),
         any::<i64>(),
     )

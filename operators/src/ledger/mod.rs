@@ -347,7 +347,7 @@ impl Ledger {
     pub fn all_spend(&self) -> impl Iterator<Item = DaySpend> + '_ {
         self.spend.iter().flat_map(|(c, days)| {
             days.iter().map(move |(d, s)| DaySpend {
-                campaign_id: c.clone(),
+                campaign_id: c.as_str().into(),
                 day: *d,
                 spend_micros: s.billed,
                 overdelivery_micros: s.over,
@@ -404,13 +404,17 @@ impl Ledger {
     ) -> Self {
         let mut ledger = Ledger::new(horizons);
         for s in spend {
-            ledger.spend.entry(s.campaign_id).or_default().insert(
-                s.day,
-                DayTotals {
-                    billed: s.spend_micros,
-                    over: s.overdelivery_micros,
-                },
-            );
+            ledger
+                .spend
+                .entry(s.campaign_id.to_string())
+                .or_default()
+                .insert(
+                    s.day,
+                    DayTotals {
+                        billed: s.spend_micros,
+                        over: s.overdelivery_micros,
+                    },
+                );
         }
         for (k, e) in dedup {
             ledger.dedup.insert(k, e);
@@ -736,7 +740,7 @@ mod tests {
             let changes = l.take_changes();
             let restored = Ledger::restore(
                 Horizons::default(),
-                changes.spend.iter().map(|(c, d, s)| { let s = s.unwrap_or_default(); DaySpend { campaign_id: c.clone(), day: *d, spend_micros: s.billed, overdelivery_micros: s.over } }),
+                changes.spend.iter().map(|(c, d, s)| { let s = s.unwrap_or_default(); DaySpend { campaign_id: c.as_str().into(), day: *d, spend_micros: s.billed, overdelivery_micros: s.over } }),
                 changes.added.iter().copied(),
                 changes.closed_before,
             );

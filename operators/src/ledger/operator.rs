@@ -151,7 +151,7 @@ pub fn restore(
             .map_err(|e| KeyError::new(&k, format!("day {day:?}: {e}")))?;
         let totals = decode_totals(&k, &v)?;
         spend.push(DaySpend {
-            campaign_id,
+            campaign_id: campaign_id.into(),
             day,
             spend_micros: totals.billed,
             overdelivery_micros: totals.over,
@@ -337,6 +337,7 @@ impl Judged {
         let mut spend = Vec::new();
         let mut settled = Vec::with_capacity(campaigns.len());
         for (campaign_id, mut moved) in campaigns {
+            let campaign_id: std::sync::Arc<str> = campaign_id.into();
             moved.spend.sort_unstable_by_key(|(day, _)| *day);
             spend.extend(moved.spend.into_iter().map(|(day, totals)| {
                 Ok(LedgerState::Spend(DaySpend {
@@ -541,13 +542,7 @@ mod tests {
             all.sort_by_key(|s| s.spend_micros);
             let got: Vec<(&str, u64, u64)> = all
                 .iter()
-                .map(|s| {
-                    (
-                        s.campaign_id.as_str(),
-                        s.spend_micros,
-                        s.overdelivery_micros,
-                    )
-                })
+                .map(|s| (&*s.campaign_id, s.spend_micros, s.overdelivery_micros))
                 .collect();
             let want: Vec<(&str, u64, u64)> = IDS
                 .iter()
@@ -687,16 +682,13 @@ mod tests {
         let Ok(LedgerState::Spend(spend)) = &outputs[4] else {
             unreachable!()
         };
-        assert_eq!(
-            (spend.campaign_id.as_str(), spend.spend_micros),
-            ("c1", 2_000)
-        );
+        assert_eq!((&*spend.campaign_id, spend.spend_micros), ("c1", 2_000));
         let settled: Vec<(&str, usize)> = outputs[5..]
             .iter()
             .filter_map(|o| match o {
                 Ok(LedgerState::Settled {
                     campaign_id, wins, ..
-                }) => Some((campaign_id.as_str(), wins.len())),
+                }) => Some((&**campaign_id, wins.len())),
                 _ => None,
             })
             .collect();

@@ -258,6 +258,13 @@ impl PacingShard {
         })
     }
 
+    /// Marks `campaign` changed, copying its id only when it is not marked yet.
+    fn mark_changed(&mut self, campaign: &str) {
+        if !self.changed.contains(campaign) {
+            self.changed.insert(campaign.to_string());
+        }
+    }
+
     /// Takes in one change to the ledger's state: a campaign's terms, its spend of a day, or its
     /// settled wins (which release their reservations and teach the conversion delays).
     pub fn apply(&mut self, rec: LedgerState) {
@@ -269,14 +276,14 @@ impl PacingShard {
             LedgerState::Spend(s) => {
                 self.pacer_mut(&s.campaign_id)
                     .record_spend(s.day, s.spend_micros);
-                self.changed.insert(s.campaign_id);
+                self.mark_changed(&s.campaign_id);
             }
             LedgerState::Settled {
                 campaign_id,
                 wins,
                 conversion_delays_ms,
             } => {
-                if let Some(p) = self.pacers.get_mut(&campaign_id) {
+                if let Some(p) = self.pacers.get_mut(&*campaign_id) {
                     for win in wins {
                         p.settle(win);
                     }
@@ -284,7 +291,7 @@ impl PacingShard {
                     for d in conversion_delays_ms {
                         self.delays.observe(d);
                     }
-                    self.changed.insert(campaign_id);
+                    self.mark_changed(&campaign_id);
                 }
             }
         }

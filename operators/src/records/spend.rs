@@ -52,8 +52,9 @@ pub struct Charged {
 /// Spend of one campaign and day, as persisted and published.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Hash, PartialOrd, Ord)]
 pub struct DaySpend {
-    /// Campaign.
-    pub campaign_id: String,
+    /// Campaign (shared: the state goes to pacing, budget status and every replica, and a
+    /// copy costs no allocation).
+    pub campaign_id: std::sync::Arc<str>,
     /// Local budget day.
     pub day: NaiveDate,
     /// Billed that day, micros (never above the day's budget).
@@ -75,8 +76,8 @@ pub enum LedgerState {
     /// Wins of a campaign whose billing events the ledger has just judged (charged, replayed or
     /// refused): their reservations are released. Given after the spend they changed.
     Settled {
-        /// Campaign.
-        campaign_id: String,
+        /// Campaign (shared, as [`DaySpend::campaign_id`]).
+        campaign_id: std::sync::Arc<str>,
         /// Each win, as [`win_key`] of its request and slot.
         wins: Vec<WinKey>,
         /// For the conversions charged among them: time from win to conversion, ms.

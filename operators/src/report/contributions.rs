@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::hash::{HashMap, HashSet};
+use crate::hash::{HashMap, Hashed, HashedMap, HashedSet};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -64,7 +64,18 @@ struct StoredRow {
 }
 
 fn seen_key(id: DedupKey) -> Vec<u8> {
-    REPORT_SEEN.key(id as u64, &[&format!("{id:032x}")])
+    let hex = crate::routing::hex128(id);
+    // Hex digits are ASCII.
+    let hex = std::str::from_utf8(&hex).unwrap_or_default();
+    REPORT_SEEN.key(id as u64, &[hex])
+}
+
+/// [`StoredRow`] borrowed from the state, to write a key without copying the group.
+#[derive(Serialize)]
+struct StoredRowRef<'a> {
+    report: &'a str,
+    group: &'a [String],
+    window_start: i64,
 }
 
 /// The worker an event identity is exchanged to (and whose state remembers it).
@@ -79,9 +90,10 @@ pub struct Contributions {
     worker: usize,
     seen: HashMap<DedupKey, i64>,
     forget_at: BTreeMap<i64, Vec<DedupKey>>,
-    partial: HashMap<RowKey, Totals>,
-    closing: BTreeMap<i64, Vec<RowKey>>,
-    dirty_rows: HashSet<RowKey>,
+    /// Open rows' shares, by a key hashed once per event for this map and `dirty_rows`.
+    partial: HashedMap<Hashed<RowKey>, Totals>,
+    closing: BTreeMap<i64, Vec<Hashed<RowKey>>>,
+    dirty_rows: HashedSet<Hashed<RowKey>>,
     added_seen: Vec<DedupKey>,
     dropped_seen: Vec<DedupKey>,
     stale: Vec<Vec<u8>>,
@@ -97,9 +109,9 @@ impl Contributions {
             worker,
             seen: HashMap::default(),
             forget_at: BTreeMap::new(),
-            partial: HashMap::default(),
+            partial: HashedMap::default(),
             closing: BTreeMap::new(),
-            dirty_rows: HashSet::default(),
+            dirty_rows: HashedSet::default(),
             added_seen: Vec::new(),
             dropped_seen: Vec::new(),
             stale: Vec::new(),
@@ -126,11 +138,11 @@ impl Contributions {
             if now >= final_at {
                 continue;
             }
-            let key = RowKey {
+            let key = Hashed::new(RowKey {
                 report: index as u16,
                 group: dims.group(&spec.dimensions),
                 window_start: start,
-            };
+            });
             // The row's key is copied only when it is new here (or newly dirty), not per event.
             match self.partial.get_mut(&key) {
                 Some(share) => share.add(&totals),
@@ -145,7 +157,7 @@ impl Contributions {
                 self.dirty_rows.insert(key.clone());
             }
             forget = forget.max(final_at);
-            rows.push((key, totals));
+            rows.push((key.into_key(), totals));
         }
         if rows.is_empty() {
             self.stats.late += 1;
@@ -170,7 +182,7 @@ impl Contributions {
         for key in take_due(&mut self.closing, frontier) {
             if let Some(share) = self.partial.remove(&key) {
                 self.dirty_rows.insert(key.clone());
-                closed.push((key, share));
+                closed.push((key.into_key(), share));
             }
         }
         for id in take_due(&mut self.forget_at, frontier) {
@@ -192,9 +204,9 @@ impl Contributions {
 
     fn row_key(&self, key: &RowKey) -> Option<Vec<u8>> {
         let spec = self.specs.get(key.report as usize)?;
-        let stored = StoredRow {
-            report: spec.name.clone(),
-            group: key.group.clone(),
+        let stored = StoredRowRef {
+            report: &spec.name,
+            group: &key.group,
             window_start: key.window_start,
         };
         let json = serde_json::to_string(&stored).ok()?;
@@ -208,7 +220,7 @@ impl Contributions {
             ..StateBatch::default()
         };
         for key in std::mem::take(&mut self.dirty_rows) {
-            let Some(store_key) = self.row_key(&key) else {
+            let Some(store_key) = self.row_key(key.key()) else {
                 continue;
             };
             match self.partial.get(&key) {
@@ -263,23 +275,27 @@ impl Contributions {
                 state.stale.push(k);
                 continue;
             };
-            let row = RowKey {
+            let row = Hashed::new(RowKey {
                 report: report as u16,
                 group: stored.group,
                 window_start: stored.window_start,
-            };
+            });
             if writer != index as u64 {
                 state.stale.push(k);
                 state.dirty_rows.insert(row.clone());
             }
-            let final_at = specs[report].final_at(row.window_start);
+            let final_at = specs[report].final_at(row.key().window_start);
             let entry = state.partial.entry(row.clone()).or_insert_with(|| {
                 state.closing.entry(final_at).or_default().push(row.clone());
                 Totals::default()
             });
             entry.add(&share);
         }
-        let shares = state.partial.iter().map(|(k, t)| (k.clone(), *t)).collect();
+        let shares = state
+            .partial
+            .iter()
+            .map(|(k, t)| (k.key().clone(), *t))
+            .collect();
         Ok((state, shares))
     }
 }
@@ -381,6 +397,35 @@ mod tests {
         assert_eq!(shares.len(), 1);
         assert_eq!(shares[0].0.report, 0);
         assert_eq!(r.take_changes().deletes.len(), 1);
+    }
+
+    #[test]
+    fn state_keys_are_written_as_before() {
+        // Identities as 32 lowercase hex digits, rows as their JSON: keys of earlier releases.
+        for id in [
+            0u128,
+            9,
+            u128::MAX,
+            0x0123_4567_89ab_cdef_fedc_ba98_7654_3210,
+        ] {
+            assert_eq!(
+                seen_key(id),
+                REPORT_SEEN.key(id as u64, &[&format!("{id:032x}")])
+            );
+        }
+        let w = Contributions::new(specs(), 0);
+        let key = RowKey {
+            report: 0,
+            group: vec!["c\"1".into(), "50%\u{0}\n".into()],
+            window_start: -60_000,
+        };
+        let owned = StoredRow {
+            report: specs()[0].name.clone(),
+            group: key.group.clone(),
+            window_start: key.window_start,
+        };
+        let json = serde_json::to_string(&owned).unwrap();
+        assert_eq!(w.row_key(&key), Some(REPORT_ROWS.key(0, &[&json])));
     }
 
     #[test]

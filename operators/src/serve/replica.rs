@@ -479,7 +479,7 @@ impl ServingReplica {
                 if let LedgerState::Spend(s) = state {
                     // A campaign not indexed yet is cached when the index takes it in.
                     self.spent
-                        .refresh(&self.index, &self.book, [s.campaign_id.as_str()]);
+                        .refresh(&self.index, &self.book, [&*s.campaign_id]);
                 }
             }
             ReplicaUpdate::History(update) => match &update.history {

@@ -192,7 +192,7 @@ mod tests {
                     }
                     (_, Some((d, micros))) => {
                         book.apply(&LedgerState::Spend(DaySpend {
-                            campaign_id: id.clone(),
+                            campaign_id: id.as_str().into(),
                             day: day(d),
                             spend_micros: micros,
                             overdelivery_micros: 0,

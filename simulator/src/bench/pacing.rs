@@ -324,7 +324,7 @@ fn simulate(market: &Market<'_>, bench: &PacingBench, paced: bool) -> Vec<Campai
             let won_day = budget_day(EventTime(won), chrono_tz::UTC);
             p.record_spend(won_day, billed[day][campaign]);
             book.apply(&LedgerState::Spend(DaySpend {
-                campaign_id: camp.campaign_id.clone(),
+                campaign_id: camp.campaign_id.as_str().into(),
                 day: won_day,
                 spend_micros: billed[day][campaign],
                 overdelivery_micros: over[day][campaign],
