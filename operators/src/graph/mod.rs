@@ -325,31 +325,48 @@ fn budget_status<'scope>(
                 // given at the earliest of their times.
                 let mut changed: BTreeSet<String> = BTreeSet::new();
                 let mut earliest: Option<Capability<u64>> = None;
-                let mut keep = |cap: Option<Capability<u64>>| {
-                    if let Some(cap) = cap {
-                        if earliest.as_ref().is_none_or(|e| cap.time() < e.time()) {
-                            earliest = Some(cap);
-                        }
+                let mut keep = |cap: Capability<u64>| {
+                    if earliest.as_ref().is_none_or(|e| cap.time() < e.time()) {
+                        earliest = Some(cap);
                     }
                 };
-                ledger.for_each(|cap, data| {
-                    keep(cap.retain_least(0));
-                    for rec in data.iter() {
-                        if let Some(c) = book.apply(rec) {
-                            if !changed.contains(c) {
-                                changed.insert(c.to_string());
+                ledger.for_each(|cap, data| match cap.retain_least(0) {
+                    Some(time) => {
+                        keep(time);
+                        for rec in data.iter() {
+                            if let Some(c) = book.apply(rec) {
+                                if !changed.contains(c) {
+                                    changed.insert(c.to_string());
+                                }
                             }
                         }
                     }
-                });
-                pacing.for_each(|cap, data| {
-                    keep(cap.retain_least(0));
-                    for update in data.iter() {
-                        changed.insert(book.apply_pacing(update));
+                    // A batch without a time (none upstream sends one): answered as it came.
+                    None => {
+                        let now = EventTime(clock());
+                        let mine: BTreeSet<&str> =
+                            data.iter().filter_map(|rec| book.apply(rec)).collect();
+                        output
+                            .session(&cap)
+                            .give_iterator(mine.iter().filter_map(|c| book.status(c, now)));
                     }
                 });
-                // Batches always travel under a time here (every operator upstream sends
-                // with a capability), so a change has one to be given at.
+                pacing.for_each(|cap, data| match cap.retain_least(0) {
+                    Some(time) => {
+                        keep(time);
+                        for update in data.iter() {
+                            changed.insert(book.apply_pacing(update));
+                        }
+                    }
+                    None => {
+                        let now = EventTime(clock());
+                        let mine: BTreeSet<String> =
+                            data.iter().map(|u| book.apply_pacing(u)).collect();
+                        output
+                            .session(&cap)
+                            .give_iterator(mine.iter().filter_map(|c| book.status(c, now)));
+                    }
+                });
                 if let Some(cap) = earliest {
                     let now = EventTime(clock());
                     output
