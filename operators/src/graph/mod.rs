@@ -34,7 +34,7 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::core::{Concat, OkErr};
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::{Broadcast, Map};
-use timely::dataflow::operators::{Capability, Inspect, Probe};
+use timely::dataflow::operators::{Inspect, Probe};
 use timely::dataflow::{ProbeHandle, StreamVec};
 use timely::scheduling::SyncActivator;
 
@@ -321,58 +321,28 @@ fn budget_status<'scope>(
         move |_cap, _info| {
             let mut book = BudgetBook::default();
             move |ledger, pacing, output| {
-                // A campaign changed by several of the activation's batches gets one status,
-                // given at the earliest of their times.
-                let mut changed: BTreeSet<String> = BTreeSet::new();
-                let mut earliest: Option<Capability<u64>> = None;
-                let mut keep = |cap: Capability<u64>| {
-                    if earliest.as_ref().is_none_or(|e| cap.time() < e.time()) {
-                        earliest = Some(cap);
-                    }
-                };
-                ledger.for_each(|cap, data| match cap.retain_least(0) {
-                    Some(time) => {
-                        keep(time);
-                        for rec in data.iter() {
-                            if let Some(c) = book.apply(rec) {
-                                if !changed.contains(c) {
-                                    changed.insert(c.to_string());
-                                }
-                            }
-                        }
-                    }
-                    // A batch without a time (none upstream sends one): answered as it came.
-                    None => {
-                        let now = EventTime(clock());
-                        let mine: BTreeSet<&str> =
-                            data.iter().filter_map(|rec| book.apply(rec)).collect();
-                        output
-                            .session(&cap)
-                            .give_iterator(mine.iter().filter_map(|c| book.status(c, now)));
-                    }
-                });
-                pacing.for_each(|cap, data| match cap.retain_least(0) {
-                    Some(time) => {
-                        keep(time);
-                        for update in data.iter() {
-                            changed.insert(book.apply_pacing(update));
-                        }
-                    }
-                    None => {
-                        let now = EventTime(clock());
-                        let mine: BTreeSet<String> =
-                            data.iter().map(|u| book.apply_pacing(u)).collect();
-                        output
-                            .session(&cap)
-                            .give_iterator(mine.iter().filter_map(|c| book.status(c, now)));
-                    }
-                });
-                if let Some(cap) = earliest {
+                // Batches under one stamp (most of an activation's) are answered together: a
+                // campaign they change several times gets one status.
+                ledger.for_each_stamp(|cap, batches| {
+                    let changed: BTreeSet<&str> = batches
+                        .flat_map(|data| data.iter())
+                        .filter_map(|rec| book.apply(rec))
+                        .collect();
                     let now = EventTime(clock());
                     output
                         .session(&cap)
                         .give_iterator(changed.iter().filter_map(|c| book.status(c, now)));
-                }
+                });
+                pacing.for_each_stamp(|cap, batches| {
+                    let changed: BTreeSet<String> = batches
+                        .flat_map(|data| data.iter())
+                        .map(|update| book.apply_pacing(update))
+                        .collect();
+                    let now = EventTime(clock());
+                    output
+                        .session(&cap)
+                        .give_iterator(changed.iter().filter_map(|c| book.status(c, now)));
+                });
             }
         },
     )

@@ -404,17 +404,13 @@ impl Ledger {
     ) -> Self {
         let mut ledger = Ledger::new(horizons);
         for s in spend {
-            ledger
-                .spend
-                .entry(s.campaign_id.to_string())
-                .or_default()
-                .insert(
-                    s.day,
-                    DayTotals {
-                        billed: s.spend_micros,
-                        over: s.overdelivery_micros,
-                    },
-                );
+            by_str_or_insert_with(&mut ledger.spend, &s.campaign_id, BTreeMap::new).insert(
+                s.day,
+                DayTotals {
+                    billed: s.spend_micros,
+                    over: s.overdelivery_micros,
+                },
+            );
         }
         for (k, e) in dedup {
             ledger.dedup.insert(k, e);
