@@ -685,7 +685,13 @@ fn run_worker(worker: &mut timely::worker::Worker, io: &WorkerIo) -> Result<(), 
                 (time, record)
             },
         );
-        let inputs = GraphInputs { ingested, requests, requests_activator, trainer };
+        let inputs = GraphInputs {
+            ingested,
+            requests,
+            requests_activator,
+            serving: control.serving.clone(),
+            trainer,
+        };
         let out = graph::build(inputs, graph_config, context);
         *stats.borrow_mut() = Some((out.label_stats.clone(), out.report_stats.clone()));
 

@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::{ProbeHandle, Scope, StreamVec};
@@ -92,6 +92,11 @@ pub struct SourceConfig {
     pub checkpoint_interval_ms: i64,
     /// Messages read per activation.
     pub batch: usize,
+    /// Messages read per activation while this worker is serving ad requests
+    /// ([`ServingActivity`]): what one activation reads flows through the whole graph in the
+    /// worker's next steps, and a request waits behind those steps, so a serving worker reads
+    /// less at a time.
+    pub serving_batch: usize,
     /// Sleep between polls when caught up.
     pub poll_interval: Duration,
 }
@@ -104,6 +109,7 @@ impl Default for SourceConfig {
             max_skew_ms: 60_000,
             checkpoint_interval_ms: 1_000,
             batch: 4_096,
+            serving_batch: 512,
             poll_interval: Duration::from_millis(2),
         }
     }
@@ -133,6 +139,30 @@ pub struct SourceControl {
     /// Set while the sinks cannot keep up (backpressure): the source reads nothing and holds
     /// its watermark until it is cleared.
     pub hold: Arc<AtomicBool>,
+    /// When this worker last answered an ad request (its source then reads
+    /// [`SourceConfig::serving_batch`] at a time).
+    pub serving: ServingActivity,
+}
+
+/// When a worker's serving operator last answered requests, shared with that worker's source.
+#[derive(Clone, Debug, Default)]
+pub struct ServingActivity(Rc<Cell<Option<Instant>>>);
+
+impl ServingActivity {
+    /// A worker counts as serving for this long after it answered a request.
+    pub const RECENT: Duration = Duration::from_secs(1);
+
+    /// Notes that requests were answered at `at`.
+    pub fn answered(&self, at: Instant) {
+        self.0.set(Some(at));
+    }
+
+    /// Whether requests were answered within [`ServingActivity::RECENT`] before `now`.
+    pub fn serving(&self, now: Instant) -> bool {
+        self.0
+            .get()
+            .is_some_and(|at| now.saturating_duration_since(at) < Self::RECENT)
+    }
 }
 
 /// Key under which the next offset of `stream`/`partition` is checkpointed.
@@ -242,11 +272,16 @@ where
                 // Backpressure: while the sinks are congested nothing is read, and the watermark
                 // stays where it is (what is not read yet must not turn late meanwhile).
                 let held = control.hold.load(Ordering::Relaxed);
+                let batch = if control.serving.serving(Instant::now()) {
+                    config.serving_batch.clamp(1, config.batch.max(1))
+                } else {
+                    config.batch
+                };
                 buffer.clear();
                 if !held {
-                    reader.poll(config.batch, &mut buffer);
+                    reader.poll(batch, &mut buffer);
                 }
-                full = buffer.len() >= config.batch;
+                full = buffer.len() >= batch;
                 let caught_up = !held && !full && reader.caught_up();
                 let floor = *c.time();
                 let ceiling = tick(now + config.max_skew_ms, config.tick_ms).max(floor);
@@ -529,6 +564,116 @@ mod tests {
         });
         let n = captured.extract().iter().map(|(_, d)| d.len()).sum();
         (n, restore_offsets(&*store).unwrap())
+    }
+
+    /// A reader that notes the most messages each poll asked for.
+    struct Asked {
+        inner: VecReader,
+        asked: Arc<std::sync::Mutex<Vec<usize>>>,
+    }
+
+    impl PartitionReader for Asked {
+        fn poll(&mut self, max: usize, out: &mut Vec<RawMessage>) {
+            if let Ok(mut asked) = self.asked.lock() {
+                asked.push(max);
+            }
+            self.inner.poll(max, out);
+        }
+        fn partitions(&self) -> Vec<(StreamId, i32)> {
+            self.inner.partitions()
+        }
+    }
+
+    /// What each poll of a source over ten messages asked for, the worker serving or not, and
+    /// how many messages it emitted.
+    fn polls(serving: bool) -> (Vec<usize>, usize) {
+        let asked: Arc<std::sync::Mutex<Vec<usize>>> = Arc::default();
+        let asked_in = asked.clone();
+        let captured = timely::example(move |scope| {
+            let probe = ProbeHandle::new();
+            let reader = Asked {
+                inner: VecReader {
+                    messages: (0..10).map(|i| msg(0, i, 5_000)).collect(),
+                    owned: vec![(StreamId::Clicks, 0)],
+                },
+                asked: asked_in,
+            };
+            let control = SourceControl::default();
+            if serving {
+                // Answered "later than now": serving for the whole test, however slow it runs.
+                control
+                    .serving
+                    .answered(Instant::now() + Duration::from_secs(3_600));
+            }
+            let stop = control.stop.clone();
+            let config = SourceConfig {
+                batch: 8,
+                serving_batch: 3,
+                ..SourceConfig::default()
+            };
+            let reader = StopWhenEmpty { reader, stop };
+            kafka_source(
+                scope,
+                "Polled",
+                reader,
+                config,
+                Arc::new(|| 10_000),
+                Arc::new(MemoryStore::default()),
+                probe.clone(),
+                control,
+                |m| (Some(EventTime(5_000)), m.offset),
+            )
+            .probe_with(&probe)
+            .capture()
+        });
+        let emitted = captured.extract().iter().map(|(_, d)| d.len()).sum();
+        let asked = asked.lock().map(|a| a.clone()).unwrap_or_default();
+        (asked, emitted)
+    }
+
+    /// Stops its source once everything was read.
+    struct StopWhenEmpty {
+        reader: Asked,
+        stop: Arc<AtomicBool>,
+    }
+
+    impl PartitionReader for StopWhenEmpty {
+        fn poll(&mut self, max: usize, out: &mut Vec<RawMessage>) {
+            self.reader.poll(max, out);
+            if self.reader.inner.messages.is_empty() {
+                self.stop.store(true, Ordering::Relaxed);
+            }
+        }
+        fn partitions(&self) -> Vec<(StreamId, i32)> {
+            self.reader.partitions()
+        }
+    }
+
+    #[test]
+    fn a_serving_worker_reads_smaller_batches() {
+        let (asked, emitted) = polls(false);
+        assert_eq!(emitted, 10);
+        assert_eq!(asked.first(), Some(&8));
+        assert!(asked.iter().all(|n| *n == 8), "{asked:?}");
+        let (asked, emitted) = polls(true);
+        assert_eq!(emitted, 10, "smaller batches, nothing left out");
+        assert!(asked.len() >= 4, "ten messages three at a time: {asked:?}");
+        assert!(asked.iter().all(|n| *n == 3), "{asked:?}");
+    }
+
+    #[test]
+    fn serving_activity_lasts_a_second_after_the_last_answer() {
+        let activity = ServingActivity::default();
+        let t = Instant::now();
+        assert!(!activity.serving(t), "never answered");
+        activity.answered(t);
+        assert!(activity.serving(t));
+        assert!(activity.serving(t + ServingActivity::RECENT - Duration::from_millis(1)));
+        assert!(!activity.serving(t + ServingActivity::RECENT));
+        // A clone is the same worker's activity.
+        let seen = activity.clone();
+        activity.answered(t + Duration::from_secs(5));
+        assert!(seen.serving(t + Duration::from_secs(5)));
     }
 
     /// A held source reads nothing; the campaigns topic's positions are checkpointed like the

@@ -266,6 +266,7 @@ fn resolve_time(raw: RawTime, checkpoint: Checkpoint, errors: &mut Collector<'_>
         ),
         checkpoint_interval_ms: i64::try_from(checkpoint.interval_ms).unwrap_or(i64::MAX),
         batch: d.batch,
+        serving_batch: d.serving_batch,
         poll_interval: d.poll_interval,
     }
 }

@@ -14,11 +14,19 @@
 //! [`crate::source`]: Kafka offsets are written only behind that probe, never ahead of state.
 //! Writes go through a [`StateStore`] that runs them off the worker thread (RocksDB in the
 //! binary, [`MemoryStore`] in tests) and answers with a [`Ticket`].
+//!
+//! The operators of one worker take turns: a gate whose boundary passed while another gate of
+//! the same worker collected its state less than [`CHECKPOINT_TURN_GAP`] ago waits that long
+//! (the boundary is the same for all of them, so without turns every stateful operator of the
+//! worker would encode its dirty state in one step, and an ad request waiting on that worker's
+//! serving operator would wait for all of it). Waiting only moves the checkpoint to a later
+//! frontier, as if the frontier had arrived later.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use timely::dataflow::operators::Capability;
 use timely::scheduling::Activator;
@@ -245,6 +253,25 @@ impl StateStore for MemoryStore {
     }
 }
 
+/// How long after one gate of a worker collected its state another one of that worker waits
+/// before collecting its own ([`CheckpointGate::step`]): the worker's other operators (serving
+/// first) get a step in between.
+pub const CHECKPOINT_TURN_GAP: Duration = Duration::from_millis(1);
+
+thread_local! {
+    /// When a gate on this thread (one timely worker) last finished collecting a checkpoint.
+    static LAST_COLLECTED: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// How much longer a gate on this thread must wait for its turn at `now` (`None`: it may
+/// collect now).
+fn turn_wait(now: Instant) -> Option<Duration> {
+    let last = LAST_COLLECTED.with(Cell::get)?;
+    CHECKPOINT_TURN_GAP
+        .checked_sub(now.saturating_duration_since(last))
+        .filter(|wait| !wait.is_zero())
+}
+
 /// The operator's half of the protocol: holds the output at the last durable checkpoint.
 pub struct CheckpointGate {
     cap: Option<Capability<u64>>,
@@ -270,8 +297,11 @@ impl CheckpointGate {
 
     /// Call on every activation with the minimum of the operator's input frontiers (`None` once
     /// the inputs are complete). When the frontier has passed the next boundary, `collect` is
-    /// asked for the dirty state (given that frontier) and it is written through `store`.
-    /// Returns the frontier of the checkpoint that just became durable, if one did.
+    /// asked for the dirty state (given that frontier) and it is written through `store`,
+    /// unless another gate of this worker collected less than [`CHECKPOINT_TURN_GAP`] ago:
+    /// then the gate asks to be activated once the gap is over and tries again then (the final
+    /// checkpoint, inputs complete, never waits). Returns the frontier of the checkpoint that
+    /// just became durable, if one did.
     pub fn step(
         &mut self,
         frontier: Option<u64>,
@@ -284,7 +314,15 @@ impl CheckpointGate {
         }
         let due = frontier.is_none_or(|f| f >= self.next_boundary);
         if due {
-            let ticket = store.persist(collect(frontier.unwrap_or(u64::MAX)));
+            if frontier.is_some() {
+                if let Some(wait) = turn_wait(Instant::now()) {
+                    self.activator.activate_after(wait);
+                    return durable;
+                }
+            }
+            let batch = collect(frontier.unwrap_or(u64::MAX));
+            LAST_COLLECTED.with(|last| last.set(Some(Instant::now())));
+            let ticket = store.persist(batch);
             if let Some(f) = frontier {
                 self.next_boundary = (f / self.interval + 1) * self.interval;
             }
@@ -414,6 +452,62 @@ pub(crate) mod testing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_gate_waits_its_turn_after_another_collected() {
+        let t = Instant::now();
+        LAST_COLLECTED.with(|l| l.set(None));
+        assert_eq!(turn_wait(t), None, "nobody collected yet");
+        LAST_COLLECTED.with(|l| l.set(Some(t)));
+        assert_eq!(turn_wait(t), Some(CHECKPOINT_TURN_GAP));
+        assert_eq!(
+            turn_wait(t + CHECKPOINT_TURN_GAP / 2),
+            Some(CHECKPOINT_TURN_GAP - CHECKPOINT_TURN_GAP / 2)
+        );
+        assert_eq!(turn_wait(t + CHECKPOINT_TURN_GAP), None);
+        let steps = timely::example(|scope| {
+            let mut steps = Vec::new();
+            timely::dataflow::operators::generic::operator::source::<
+                _,
+                timely::container::CapacityContainerBuilder<Vec<u64>>,
+                _,
+                _,
+            >(scope, "Gates", |cap, info| {
+                let store = MemoryStore::default();
+                let mut gate = CheckpointGate::new(cap, 10, scope.activator_for(info.address));
+                let mut collected = 0;
+                let mut step = |gate: &mut CheckpointGate, frontier: Option<u64>| {
+                    let before = collected;
+                    let durable = gate.step(frontier, &store, |_| {
+                        collected += 1;
+                        StateBatch::default()
+                    });
+                    (collected > before, durable)
+                };
+                // Another gate of this worker just collected (a time ahead: however slowly
+                // this runs, the turn is not over).
+                let ahead = Instant::now() + Duration::from_secs(3_600);
+                LAST_COLLECTED.with(|l| l.set(Some(ahead)));
+                steps.push(step(&mut gate, Some(20)));
+                // Its turn is over: it collects, at the frontier it has then.
+                LAST_COLLECTED.with(|l| l.set(None));
+                steps.push(step(&mut gate, Some(25)));
+                assert!(
+                    LAST_COLLECTED.with(Cell::get).is_some(),
+                    "noted for the others"
+                );
+                // The final checkpoint never waits.
+                LAST_COLLECTED.with(|l| l.set(Some(ahead)));
+                steps.push(step(&mut gate, None));
+                |_output| {}
+            });
+            steps
+        });
+        assert_eq!(
+            steps,
+            vec![(false, None), (true, Some(25)), (true, Some(u64::MAX))]
+        );
+    }
 
     #[test]
     fn memory_store_scans_by_prefix() {

@@ -61,7 +61,7 @@ use crate::records::{
 use crate::report::operator::{reports, ReportStatsHandle};
 use crate::report::{ReportEvent, ReportRow, ReportSpec};
 use crate::serve::operator::{serve, ServeConfig, ServeOutput, ServeRequest};
-use crate::source::Clock;
+use crate::source::{Clock, ServingActivity};
 use crate::time::EventTime;
 
 /// Settings of every stage, resolved from the pipeline file.
@@ -91,6 +91,9 @@ pub struct GraphInputs<'scope> {
     pub requests: Receiver<ServeRequest>,
     /// Where the serving operator leaves the activator the queue's sender wakes it with.
     pub requests_activator: Arc<Mutex<Option<SyncActivator>>>,
+    /// Where the serving operator notes when it answered requests (this worker's source reads
+    /// smaller batches meanwhile: [`crate::source::SourceControl::serving`]).
+    pub serving: ServingActivity,
     /// The trainer thread's link (on worker 0 when the model is enabled).
     pub trainer: Option<TrainerLink>,
 }
@@ -141,6 +144,7 @@ pub fn build<'scope>(
         ingested,
         requests,
         requests_activator,
+        serving: serving_activity,
         trainer,
     } = inputs;
     let GraphConfig {
@@ -253,6 +257,7 @@ pub fn build<'scope>(
         requests,
         serve_config,
         requests_activator,
+        serving_activity,
         board.clone(),
         models,
     );

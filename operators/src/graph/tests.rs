@@ -233,6 +233,7 @@ fn start(workers: usize, log: Arc<Log>, store: Arc<dyn StateStore>, seen: Arc<Mu
                     ingested,
                     requests,
                     requests_activator,
+                    serving: control.serving.clone(),
                     trainer: None,
                 },
                 config(),

@@ -45,7 +45,8 @@
 //! reservations would exceed the budget left (budget - spend).
 //!
 //! Each serving replica knows its own reservations exactly and the other replicas' as of the
-//! last broadcast (at most `publish_ms` plus the exchange old). A replica may reserve only its
+//! last broadcast (at most `publish_ms` old, plus the exchange, plus the few activations over
+//! which a publish of thousands of campaigns is spread: [`shard::PUBLISH_PER_TICK`]). A replica may reserve only its
 //! share `1/R` of the budget left beside what the others hold ([`board::PacingBoard::headroom`]):
 //! the shares of `R` replicas sum to at most the budget left, however stale each one's view of the
 //! others, so staleness costs no overspend, only (near exhaustion) a little throughput. Spend and

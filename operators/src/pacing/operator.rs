@@ -20,7 +20,7 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::StreamVec;
 
-use super::shard::PacingShard;
+use super::shard::{PacingShard, PACERS_PER_CHECKPOINT};
 use super::{PacingConfig, PacingFeedback, PacingUpdate};
 use crate::checkpoint::{CheckpointGate, StateStore};
 use crate::records::LedgerState;
@@ -75,8 +75,12 @@ pub fn pacing<'scope>(
                         output.session(cap).give_iterator(updates.into_iter());
                     }
                 }
-                gate.step(ledger_frontier.frontier().first().copied(), &*store, |_| {
-                    shard.take_checkpoint()
+                gate.step(ledger_frontier.frontier().first().copied(), &*store, |at| {
+                    if at == u64::MAX {
+                        shard.take_checkpoint()
+                    } else {
+                        shard.take_checkpoint_at_most(PACERS_PER_CHECKPOINT)
+                    }
                 });
                 if !gate.is_closed() {
                     if more {

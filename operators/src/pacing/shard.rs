@@ -94,6 +94,16 @@ pub const CONTROLS_PER_TICK: usize = 256;
 /// much of the forecast, never money).
 pub const SAVE_EVERY_STEPS: u32 = 6;
 
+/// Changed campaigns a shard publishes per [`PacingShard::tick`] at most; a publish with more
+/// goes on in the next calls (a busy serving worker reserves for thousands of campaigns per
+/// publish period, and every update also moves the board, budget status and the index of each
+/// replica: all of it at once would hold the worker's requests up for milliseconds).
+pub const PUBLISH_PER_TICK: usize = 512;
+
+/// Pacers a shard writes per checkpoint at most while it runs
+/// ([`PacingShard::take_checkpoint_at_most`]); its final checkpoint writes them all.
+pub const PACERS_PER_CHECKPOINT: usize = 1_024;
+
 /// The pass probability is re-broadcast when it moved by more than this share.
 pub const PASS_TOLERANCE: f64 = 0.01;
 
@@ -183,6 +193,8 @@ pub struct PacingShard {
     /// already in the set, which a hash set finds without comparing ids).
     changed: HashSet<String>,
     dirty: BTreeSet<String>,
+    /// Where the last checkpoint that could not write every dirty pacer stopped.
+    save_cursor: Option<String>,
     /// When reservations lapse, earliest first: (expires_ms, campaign).
     expiries: BinaryHeap<Reverse<(i64, String)>>,
     /// CPA campaigns with conversions still to come (their committed spend moves with time).
@@ -193,6 +205,9 @@ pub struct PacingShard {
     /// Day positions of the current reach stamp, by zone (one stamp per flush, few zones).
     reach_positions: Vec<(i64, chrono_tz::Tz, DayPosition)>,
     last_publish: i64,
+    /// The changed campaigns of the publish under way, in campaign order, not yet published
+    /// ([`PUBLISH_PER_TICK`] per tick).
+    publishing: VecDeque<String>,
     updates: Vec<PacingUpdate>,
 }
 
@@ -223,6 +238,7 @@ impl PacingShard {
             delays_dirty: false,
             changed: HashSet::default(),
             dirty: BTreeSet::new(),
+            save_cursor: None,
             expiries: BinaryHeap::new(),
             converting,
             sweep: Sweep {
@@ -234,6 +250,7 @@ impl PacingShard {
             reach: VecDeque::new(),
             reach_positions: Vec::new(),
             last_publish: i64::MIN,
+            publishing: VecDeque::new(),
             updates: Vec::new(),
         }
     }
@@ -368,12 +385,15 @@ impl PacingShard {
     /// Wall-clock time `now` (ms) passed: runs the controllers due (each campaign's once every
     /// `interval_ms`, spread over the interval, at most [`CONTROLS_PER_TICK`] per call) and
     /// queues the state of those that moved materially ([`worth_publishing`]); every
-    /// `publish_ms`, expires reservations and queues the state of every campaign that changed
-    /// since the last publish (in campaign order). Returns whether controller steps are still
-    /// due or reach counts still wait ([`REACH_PER_TICK`] per call): call again at once.
+    /// `publish_ms`, once the previous publish is through, expires reservations and starts
+    /// publishing the state of every campaign that changed since (in campaign order, at most
+    /// [`PUBLISH_PER_TICK`] per call). Returns whether controller steps are still due, reach
+    /// counts still wait ([`REACH_PER_TICK`] per call) or a publish is under way: call again at
+    /// once.
     pub fn tick(&mut self, now: i64) -> bool {
         let more_reach = self.fold_reach(REACH_PER_TICK);
-        let publishing = now.saturating_sub(self.last_publish) >= self.config.publish_ms;
+        let publishing = self.publishing.is_empty()
+            && now.saturating_sub(self.last_publish) >= self.config.publish_ms;
         if publishing {
             while self
                 .expiries
@@ -396,12 +416,16 @@ impl PacingShard {
         if publishing {
             let mut changed: Vec<String> = self.changed.drain().collect();
             changed.sort_unstable();
-            for id in changed {
-                self.publish(id, now, Publish::IfChanged);
-            }
+            self.publishing = changed.into();
             self.last_publish = now;
         }
-        more || more_reach
+        for _ in 0..PUBLISH_PER_TICK {
+            let Some(id) = self.publishing.pop_front() else {
+                break;
+            };
+            self.publish(id, now, Publish::IfChanged);
+        }
+        more || more_reach || !self.publishing.is_empty()
     }
 
     /// Runs the controller steps due at `now`, up to [`CONTROLS_PER_TICK`]; returns whether more
@@ -516,14 +540,49 @@ impl PacingShard {
     /// The store writes of the state changed since the last call: the delay curve if it learned,
     /// and the pacers whose controller or traffic profile moved.
     pub fn take_checkpoint(&mut self) -> StateBatch {
+        self.take_checkpoint_at_most(usize::MAX)
+    }
+
+    /// [`PacingShard::take_checkpoint`], writing at most `limit` pacers; the others stay to be
+    /// written, first, by the next calls (they take turns in campaign order from where the
+    /// last call stopped, so each is written within a few calls however many keep moving).
+    /// Pacing state is a forecast, never money: a crash before they are written loses that
+    /// much of it, and a checkpoint of a large catalog does not hold the worker (and the
+    /// requests it serves) up for tens of milliseconds.
+    pub fn take_checkpoint_at_most(&mut self, limit: usize) -> StateBatch {
+        use std::ops::Bound::{Excluded, Included, Unbounded};
         let mut batch = StateBatch::default();
         if std::mem::take(&mut self.delays_dirty) {
             batch.put(delays_key(self.index), &self.delays);
         }
-        for id in std::mem::take(&mut self.dirty) {
-            if let Some(pacer) = self.pacers.get(&id) {
-                batch.put(state_key(&id), pacer);
+        let resume = self.save_cursor.take();
+        let mut ids: Vec<String> = match &resume {
+            Some(after) => self
+                .dirty
+                .range::<str, _>((Excluded(after.as_str()), Unbounded))
+                .take(limit)
+                .cloned()
+                .collect(),
+            None => self.dirty.iter().take(limit).cloned().collect(),
+        };
+        if let Some(after) = &resume {
+            // Wrapped around: then the ones up to where the last call stopped.
+            let room = limit.saturating_sub(ids.len());
+            ids.extend(
+                self.dirty
+                    .range::<str, _>((Unbounded, Included(after.as_str())))
+                    .take(room)
+                    .cloned(),
+            );
+        }
+        for id in &ids {
+            self.dirty.remove(id);
+            if let Some(pacer) = self.pacers.get(id) {
+                batch.put(state_key(id), pacer);
             }
+        }
+        if !self.dirty.is_empty() {
+            self.save_cursor = ids.pop();
         }
         batch
     }
@@ -676,6 +735,114 @@ mod tests {
         assert_eq!(ids(&updates), vec!["b"]);
         assert_eq!(updates[0].reserved_by_replica, vec![0, 500]);
         assert_eq!(updates[0].reserved_micros(), 500);
+    }
+
+    #[test]
+    fn a_large_publish_goes_out_a_slice_per_tick_in_order_once() {
+        let mut s = shard();
+        let n = PUBLISH_PER_TICK * 2 + 7;
+        let all: Vec<String> = (0..n).map(|i| format!("c{i:05}")).collect();
+        for id in all.iter().rev() {
+            s.apply(campaign(id, 1_000_000));
+        }
+        // Controllers' first sweep is news as well: let it finish first.
+        let mut ticks = 0;
+        let mut published: Vec<String> = Vec::new();
+        let publish = PacingConfig::default().publish_ms;
+        let mut at = NOON;
+        loop {
+            let more = s.tick(at);
+            let updates = s.take_changes();
+            assert!(
+                updates.len() <= PUBLISH_PER_TICK + CONTROLS_PER_TICK,
+                "{}",
+                updates.len()
+            );
+            published.extend(updates.into_iter().map(|u| u.campaign_id));
+            ticks += 1;
+            if !more {
+                if published.len() >= n {
+                    break;
+                }
+                at += publish;
+            }
+            assert!(ticks < 1_000, "never finished");
+        }
+        let mut sorted = published.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted, all, "every campaign published");
+        assert_eq!(published.len(), n, "each once");
+        // A reservation on every campaign: the next publish takes three ticks, in campaign order,
+        // and none of them starts the publish after it.
+        for id in &all {
+            s.apply_feedback(reserve(id, "r", 1, 10));
+        }
+        at += publish;
+        let mut slices = Vec::new();
+        while s.tick(at) {
+            slices.push(
+                ids(&s.take_changes())
+                    .iter()
+                    .map(|c| c.to_string())
+                    .collect::<Vec<_>>(),
+            );
+        }
+        slices.push(
+            ids(&s.take_changes())
+                .iter()
+                .map(|c| c.to_string())
+                .collect(),
+        );
+        let lens: Vec<usize> = slices.iter().map(Vec::len).collect();
+        assert_eq!(lens, vec![PUBLISH_PER_TICK, PUBLISH_PER_TICK, 7]);
+        assert_eq!(slices.concat(), all, "in campaign order");
+        // Changed while a publish is under way: in the next one.
+        s.apply_feedback(reserve("c00000", "r2", 1, 10));
+        s.tick(at);
+        assert!(s.take_changes().is_empty(), "not before publish_ms");
+        s.tick(at + publish);
+        assert_eq!(ids(&s.take_changes()), vec!["c00000"]);
+    }
+
+    #[test]
+    fn checkpoints_write_a_bounded_share_in_turns() {
+        let mut s = shard();
+        let all: Vec<String> = (0..10).map(|i| format!("c{i}")).collect();
+        for id in &all {
+            s.apply(campaign(id, 1_000_000));
+        }
+        while s.tick(NOON) {}
+        let keys = |b: &StateBatch| -> Vec<String> {
+            b.puts
+                .iter()
+                .filter_map(|(k, _)| PACING.parse(k).ok())
+                .map(|(_, parts)| parts.join("/"))
+                .collect()
+        };
+        let mut written = Vec::new();
+        for _ in 0..3 {
+            let b = s.take_checkpoint_at_most(4);
+            assert!(b.puts.len() <= 4 + 1, "the delay curve at most besides");
+            written.extend(keys(&b));
+        }
+        written.sort();
+        assert_eq!(written, all, "ten in three turns of four, each once");
+        assert!(s.take_checkpoint_at_most(4).is_empty());
+        // Turns go on from where the last one stopped, past campaigns that moved again.
+        for id in ["c0", "c1", "c5", "c8", "c9"] {
+            s.dirty.insert(id.to_string());
+        }
+        assert_eq!(keys(&s.take_checkpoint_at_most(2)), vec!["c0", "c1"]);
+        s.dirty.insert("c0".into());
+        assert_eq!(keys(&s.take_checkpoint_at_most(2)), vec!["c5", "c8"]);
+        assert_eq!(keys(&s.take_checkpoint_at_most(2)), vec!["c9", "c0"]);
+        assert!(s.take_checkpoint_at_most(2).is_empty());
+        // The final checkpoint writes everything.
+        for id in &all {
+            s.dirty.insert(id.clone());
+        }
+        assert_eq!(keys(&s.take_checkpoint()).len(), 10);
     }
 
     fn state(pass: f64, target: u64) -> PacingState {

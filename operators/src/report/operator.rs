@@ -24,6 +24,11 @@ use crate::checkpoint::{follow_frontier, CheckpointGate, StateStore};
 /// One worker's report counts, drained by the runtime into metrics.
 pub type ReportStatsHandle = Arc<Mutex<ReportStats>>;
 
+/// Report rows rendered per activation of the publisher at most: a checkpoint releases the
+/// changes of every row of its interval at once (thousands with a large catalog), and the
+/// worker's requests wait while they are rendered.
+pub const ROWS_PER_ACTIVATION: usize = 512;
+
 /// Builds the reports over `events`; the contributions' checkpoints are behind `progress`.
 pub fn reports<'scope>(
     events: StreamVec<'scope, u64, ReportEvent>,
@@ -99,9 +104,10 @@ pub fn reports<'scope>(
     );
     let rows = shares.probe_with(progress).as_collection().count_total();
     rows.inner
-        .unary_frontier(Pipeline, "ReportPublisher", move |capability, _info| {
+        .unary_frontier(Pipeline, "ReportPublisher", move |capability, info| {
             let mut cap = Some(capability);
             let mut publisher = Publisher::new(specs);
+            let activator = scope.activator_for(info.address);
             move |(input, frontier), output| {
                 input.for_each(|_cap, data| {
                     for ((key, totals), time, diff) in data.drain(..) {
@@ -109,9 +115,13 @@ pub fn reports<'scope>(
                     }
                 });
                 let f = frontier.frontier().first().copied();
-                let out = publisher.advance(f);
+                let out = publisher.advance_at_most(f, ROWS_PER_ACTIVATION);
                 if let (false, Some(c)) = (out.is_empty(), cap.as_ref()) {
                     output.session(c).give_iterator(out.into_iter());
+                }
+                if publisher.has_due() {
+                    // The rest next, after what else waits on this worker (serving first).
+                    activator.activate();
                 }
                 follow_frontier(&mut cap, f.as_ref());
             }

@@ -25,6 +25,7 @@ use crate::ranker::scoring::ModelSlot;
 use crate::records::ReplicaUpdate;
 pub use crate::records::Served;
 use crate::request::AdRequest;
+use crate::source::ServingActivity;
 use crate::time::EventTime;
 
 pub use super::replica::{answer, ServeConfig, ServeOutcome, ServeOutput, SignedWin};
@@ -44,12 +45,13 @@ const BURST: usize = 256;
 
 /// Builds the serving operator over the replicated ledger stream and this worker's pacing
 /// `board` (kept current by the runtime from pacing's broadcast); publishes its activator into
-/// `activator` so the API can wake it.
+/// `activator` so the API can wake it, and notes in `activity` when it answered requests.
 pub fn serve<'scope>(
     replica: StreamVec<'scope, u64, ReplicaUpdate>,
     requests: Receiver<ServeRequest>,
     config: ServeConfig,
     activator: Arc<Mutex<Option<SyncActivator>>>,
+    activity: ServingActivity,
     board: Rc<RefCell<PacingBoard>>,
     models: Arc<ModelSlot>,
 ) -> StreamVec<'scope, u64, ServeOutput> {
@@ -94,6 +96,9 @@ pub fn serve<'scope>(
                     state.answer(&job.request, EventTime::now())
                 };
                 (job.reply)(outcome);
+                if round == 0 {
+                    activity.answered(Instant::now());
+                }
             }
             if state.reach_due(Instant::now()) {
                 if let Some(c) = cap.as_ref() {

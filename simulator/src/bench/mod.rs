@@ -445,6 +445,7 @@ fn dataflow_into(
                     ingested,
                     requests,
                     requests_activator: Default::default(),
+                    serving: control.serving.clone(),
                     trainer: None,
                 },
                 GraphConfig {
