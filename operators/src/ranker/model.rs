@@ -72,6 +72,20 @@ pub struct BatchRows {
 }
 
 impl BatchRows {
+    /// Per table: the distinct rows the batch read, in increasing order (what a lazy optimiser
+    /// step moves: [`crate::ranker::optim::AdamW::step_sparse`]).
+    pub fn read_rows(&self) -> Vec<Vec<u32>> {
+        self.ids
+            .iter()
+            .map(|ids| {
+                let mut rows = ids.clone();
+                rows.sort_unstable();
+                rows.dedup();
+                rows
+            })
+            .collect()
+    }
+
     /// Per table: the gradient of the whole table (`[rows, dim]`, each row's the sum over its
     /// lookups, zero for rows not read), or `None` when the loss does not depend on it.
     pub fn table_gradients(

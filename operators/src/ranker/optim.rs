@@ -109,8 +109,10 @@ impl AdamW {
 
     /// One update from `grads` of a loss taken against a batch's embedding lookups (`rows`, see
     /// [`crate::ranker::model::sparse_loss`]): each table's gradient is summed from its
-    /// lookups' ([`BatchRows::table_gradients`]), then every variable is updated as by
-    /// [`AdamW::step`].
+    /// lookups' ([`BatchRows::table_gradients`]); dense variables are updated as by
+    /// [`AdamW::step`], and each embedding table lazily: only the rows the batch read, their
+    /// moments included. A row read once is then not moved on by its momentum for the tens of
+    /// steps after (which over-fits rare ids), and a step costs the rows read, not the table.
     pub fn step_sparse(
         &mut self,
         grads: &candle_core::backprop::GradStore,
@@ -132,6 +134,7 @@ impl AdamW {
             Some(r) => r.table_gradients(grads)?,
             None => Vec::new(),
         };
+        let read = rows.map(BatchRows::read_rows).unwrap_or_default();
         for slot in &mut self.slots {
             let table = rows.and_then(|r| r.names.iter().position(|n| *n == slot.name));
             let g = match table {
@@ -141,6 +144,10 @@ impl AdamW {
             let Some(g) = g else {
                 continue;
             };
+            if let Some(read) = table.and_then(|i| read.get(i)) {
+                lazy_step(slot, &g, read, c, (bias1, bias2))?;
+                continue;
+            }
             slot.m = (slot.m.affine(c.beta1, 0.0)? + g.affine(1.0 - c.beta1, 0.0)?)?;
             slot.v = (slot.v.affine(c.beta2, 0.0)? + g.sqr()?.affine(1.0 - c.beta2, 0.0)?)?;
             let update = (slot.m.affine(1.0 / bias1, 0.0)?
@@ -227,11 +234,112 @@ impl AdamW {
     }
 }
 
+/// The AdamW step of an embedding table `slot` (no weight decay) on the rows `read` alone
+/// (distinct, increasing), from the table's gradient `g`: the other rows, and their moments,
+/// stay as they are.
+fn lazy_step(
+    slot: &mut Slot,
+    g: &Tensor,
+    read: &[u32],
+    c: AdamWConfig,
+    (bias1, bias2): (f64, f64),
+) -> candle_core::Result<()> {
+    if read.is_empty() {
+        return Ok(());
+    }
+    let at = Tensor::from_slice(read, read.len(), slot.var.device())?;
+    let g = g.index_select(&at, 0)?;
+    let (m0, v0, w0) = (
+        slot.m.index_select(&at, 0)?,
+        slot.v.index_select(&at, 0)?,
+        slot.var.index_select(&at, 0)?,
+    );
+    let m = (m0.affine(c.beta1, 0.0)? + g.affine(1.0 - c.beta1, 0.0)?)?;
+    let v = (v0.affine(c.beta2, 0.0)? + g.sqr()?.affine(1.0 - c.beta2, 0.0)?)?;
+    let update =
+        (m.affine(1.0 / bias1, 0.0)? / v.affine(1.0 / bias2, 0.0)?.sqrt()?.affine(1.0, c.eps)?)?;
+    let w = (&w0 - update.affine(c.learning_rate, 0.0)?)?;
+    // The rows are distinct, so adding each one's change sets it.
+    slot.m = slot.m.index_add(&at, &(m - m0)?, 0)?;
+    slot.v = slot.v.index_add(&at, &(v - v0)?, 0)?;
+    let next = slot.var.index_add(&at, &(w - w0)?, 0)?;
+    slot.var.set(&next)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use candle_core::{DType, Device};
     use candle_nn::{Init, VarBuilder};
+
+    #[test]
+    fn a_lazy_step_moves_the_rows_read_as_a_dense_step_would_and_no_other() {
+        let device = Device::Cpu;
+        let start = Tensor::new(
+            &[[1.0f64, 2.0], [3.0, 4.0], [5.0, 6.0], [7.0, 8.0]],
+            &device,
+        )
+        .expect("t");
+        let slot = |moment: f64| -> Slot {
+            let var = Var::from_tensor(&start).expect("var");
+            Slot {
+                name: "emb.t".into(),
+                m: start.affine(0.0, moment).expect("m"),
+                v: start.affine(0.0, moment * moment).expect("v"),
+                var,
+                average: None,
+                decay: false,
+            }
+        };
+        // Rows 1 and 3 were read; a table's gradient is zero on rows not read.
+        let g = Tensor::new(
+            &[[0.0f64, 0.0], [0.5, -1.0], [0.0, 0.0], [-2.0, 0.25]],
+            &device,
+        )
+        .expect("g");
+        let c = AdamWConfig::default();
+        let bias = (1.0 - c.beta1.powi(3), 1.0 - c.beta2.powi(3));
+        let mut lazy = slot(0.1);
+        lazy_step(&mut lazy, &g, &[1, 3], c, bias).expect("lazy");
+        // The dense step over the same table, as `step_with_rows` takes it without rows.
+        let dense = slot(0.1);
+        let m = (dense.m.affine(c.beta1, 0.0).expect("m")
+            + g.affine(1.0 - c.beta1, 0.0).expect("g"))
+        .expect("m");
+        let v = (dense.v.affine(c.beta2, 0.0).expect("v")
+            + g.sqr().expect("g2").affine(1.0 - c.beta2, 0.0).expect("g2"))
+        .expect("v");
+        let update = (m.affine(1.0 / bias.0, 0.0).expect("m")
+            / v.affine(1.0 / bias.1, 0.0)
+                .and_then(|v| v.sqrt())
+                .and_then(|v| v.affine(1.0, c.eps))
+                .expect("v"))
+        .expect("update");
+        let w =
+            (dense.var.as_tensor() - update.affine(c.learning_rate, 0.0).expect("u")).expect("w");
+        let rows = |t: &Tensor| t.to_vec2::<f64>().expect("host");
+        let close = |a: &[f64], b: &[f64]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-12);
+        let before = slot(0.1);
+        for (got, dense, untouched) in [
+            (rows(lazy.var.as_tensor()), rows(&w), rows(&start)),
+            (rows(&lazy.m), rows(&m), rows(&before.m)),
+            (rows(&lazy.v), rows(&v), rows(&before.v)),
+        ] {
+            for r in [1, 3] {
+                assert!(
+                    close(&got[r], &dense[r]),
+                    "row {r}: {got:?} against {dense:?}"
+                );
+            }
+            for r in [0, 2] {
+                assert_eq!(got[r], untouched[r], "row {r} was not read: unchanged");
+            }
+        }
+        // Nothing read: nothing moves.
+        let mut idle = slot(0.1);
+        lazy_step(&mut idle, &g, &[], c, bias).expect("idle");
+        assert_eq!(rows(idle.var.as_tensor()), rows(&start));
+    }
 
     #[test]
     fn minimises_a_quadratic_and_round_trips_its_state() {
