@@ -524,7 +524,15 @@ calibration = [0.9, 1.1]
         .and_then(|s| s.split(' ').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("{stdout}"));
-    assert!(examples > 10_000, "{stdout}");
+    // Most of the run's requests come back as examples. How many requests the run sent depends
+    // on how soon a version went live (about 14,000 here), and the impressions of its last
+    // seconds still wait for their click window when the replay reaches the end of the topics
+    // (70-76 % came back in runs of this test), so the bound is a share of what was sent.
+    let requests = (start + 2_000) as u64;
+    assert!(
+        examples * 2 > requests,
+        "{examples} examples of {requests} requests: {stdout}"
+    );
     let replay_auc = number_following(&stdout, "\"auc\":").unwrap_or_else(|| panic!("{stdout}"));
     assert!(replay_auc > 0.6, "{stdout}");
     assert!(stdout.contains("version v1: "), "{stdout}");
