@@ -56,7 +56,7 @@ pub struct Inputs {
 
 /// The embedding lookups of one training batch, as variables: the loss is differentiated
 /// against the looked-up embeddings (one row per lookup), not through the lookup itself, and
-/// [`BatchRows::table_gradients`] sums their gradients into each table's. candle's backward of
+/// [`BatchRows::read_gradients`] sums their gradients per row read. candle's backward of
 /// a lookup (`index_add`) runs on a GPU in one thread per embedding column, looping over every
 /// lookup of the batch: it was the fixed per-example cost of training there.
 pub struct BatchRows {
@@ -64,41 +64,40 @@ pub struct BatchRows {
     pub names: Vec<String>,
     /// Per table: the row of each lookup.
     ids: Vec<Vec<u32>>,
-    /// Per table: its number of rows.
-    table_rows: Vec<usize>,
     /// Per table: the looked-up embeddings (`[lookups, dim]`), the variables the loss is
     /// differentiated against.
     looked: Vec<Var>,
 }
 
-impl BatchRows {
-    /// Per table: the distinct rows the batch read, in increasing order (what a lazy optimiser
-    /// step moves: [`crate::ranker::optim::AdamW::step_sparse`]).
-    pub fn read_rows(&self) -> Vec<Vec<u32>> {
-        self.ids
-            .iter()
-            .map(|ids| {
-                let mut rows = ids.clone();
-                rows.sort_unstable();
-                rows.dedup();
-                rows
-            })
-            .collect()
-    }
+/// The distinct rows of a table one batch read (increasing) and their gradients (`[rows, dim]`).
+pub type ReadGradient = (Vec<u32>, Tensor);
 
-    /// Per table: the gradient of the whole table (`[rows, dim]`, each row's the sum over its
-    /// lookups, zero for rows not read), or `None` when the loss does not depend on it.
-    pub fn table_gradients(
+impl BatchRows {
+    /// Per table: the distinct rows the batch read (in increasing order) and the gradient of
+    /// each (`[rows read, dim]`, each row's the sum over its lookups), or `None` when the loss
+    /// does not depend on the table. Rows not read have no gradient: a lazy optimiser step
+    /// leaves them alone ([`crate::ranker::optim::AdamW::step_sparse`]).
+    pub fn read_gradients(
         &self,
         grads: &candle_core::backprop::GradStore,
-    ) -> candle_core::Result<Vec<Option<Tensor>>> {
+    ) -> candle_core::Result<Vec<Option<ReadGradient>>> {
         self.looked
             .iter()
             .zip(&self.ids)
-            .zip(&self.table_rows)
-            .map(|((looked, ids), &rows)| match grads.get(looked) {
-                Some(g) => segment_sum(ids, g, rows).map(Some),
-                None => Ok(None),
+            .map(|(looked, ids)| {
+                let Some(g) = grads.get(looked) else {
+                    return Ok(None);
+                };
+                let mut rows = ids.clone();
+                rows.sort_unstable();
+                rows.dedup();
+                // Each lookup's place among the rows read: its segment.
+                let at: Vec<u32> = ids
+                    .iter()
+                    .map(|id| rows.partition_point(|r| r < id) as u32)
+                    .collect();
+                let sums = segment_sum(&at, g, rows.len())?;
+                Ok(Some((rows, sums)))
             })
             .collect()
     }
@@ -340,9 +339,8 @@ impl RankerModel {
             .categorical
             .iter()
             .chain(inputs.bags.iter().map(|(ids, _)| ids));
-        let (mut table_rows, mut looked) = (Vec::new(), Vec::new());
+        let mut looked = Vec::new();
         for (table, ids) in self.tables.iter().zip(device_ids) {
-            table_rows.push(table.embeddings().dim(0)?);
             looked.push(Var::from_tensor(&table.embeddings().index_select(ids, 0)?)?);
         }
         Ok((
@@ -350,7 +348,6 @@ impl RankerModel {
             BatchRows {
                 names: self.table_names.clone(),
                 ids: host,
-                table_rows,
                 looked,
             },
         ))

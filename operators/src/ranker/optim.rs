@@ -108,11 +108,11 @@ impl AdamW {
     }
 
     /// One update from `grads` of a loss taken against a batch's embedding lookups (`rows`, see
-    /// [`crate::ranker::model::sparse_loss`]): each table's gradient is summed from its
-    /// lookups' ([`BatchRows::table_gradients`]); dense variables are updated as by
+    /// [`crate::ranker::model::sparse_loss`]): dense variables are updated as by
     /// [`AdamW::step`], and each embedding table lazily: only the rows the batch read, their
-    /// moments included. A row read once is then not moved on by its momentum for the tens of
-    /// steps after (which over-fits rare ids), and a step costs the rows read, not the table.
+    /// moments included, from their gradients summed over their lookups
+    /// ([`BatchRows::read_gradients`]). A row read once is then not moved on by its momentum
+    /// for the tens of steps after (which over-fits rare ids).
     pub fn step_sparse(
         &mut self,
         grads: &candle_core::backprop::GradStore,
@@ -131,31 +131,21 @@ impl AdamW {
         let t = self.step as i32;
         let (bias1, bias2) = (1.0 - c.beta1.powi(t), 1.0 - c.beta2.powi(t));
         let mut tables = match rows {
-            Some(r) => r.table_gradients(grads)?,
+            Some(r) => r.read_gradients(grads)?,
             None => Vec::new(),
         };
-        let read = rows.map(BatchRows::read_rows).unwrap_or_default();
         for slot in &mut self.slots {
-            let table = rows.and_then(|r| r.names.iter().position(|n| *n == slot.name));
-            let g = match table {
-                Some(i) => tables.get_mut(i).and_then(Option::take),
-                None => grads.get(&slot.var).cloned(),
-            };
-            let Some(g) = g else {
-                continue;
-            };
-            if let Some(read) = table.and_then(|i| read.get(i)) {
-                lazy_step(slot, &g, read, c, (bias1, bias2))?;
+            if let Some(i) = rows.and_then(|r| r.names.iter().position(|n| *n == slot.name)) {
+                if let Some((read, g)) = tables.get_mut(i).and_then(Option::take) {
+                    lazy_step(slot, &g, &read, c, (bias1, bias2))?;
+                }
                 continue;
             }
-            slot.m = (slot.m.affine(c.beta1, 0.0)? + g.affine(1.0 - c.beta1, 0.0)?)?;
-            slot.v = (slot.v.affine(c.beta2, 0.0)? + g.sqr()?.affine(1.0 - c.beta2, 0.0)?)?;
-            let update = (slot.m.affine(1.0 / bias1, 0.0)?
-                / slot
-                    .v
-                    .affine(1.0 / bias2, 0.0)?
-                    .sqrt()?
-                    .affine(1.0, c.eps)?)?;
+            let Some(g) = grads.get(&slot.var) else {
+                continue;
+            };
+            let (m, v, update) = moments(&slot.m, &slot.v, g, c, (bias1, bias2))?;
+            (slot.m, slot.v) = (m, v);
             let decay = if slot.decay {
                 1.0 - c.learning_rate * c.weight_decay
             } else {
@@ -234,30 +224,42 @@ impl AdamW {
     }
 }
 
+/// AdamW's moments after gradient `g` (from `m` and `v`) and the update they make, before the
+/// step size (bias-corrected by `bias1`, `bias2`).
+fn moments(
+    m: &Tensor,
+    v: &Tensor,
+    g: &Tensor,
+    c: AdamWConfig,
+    (bias1, bias2): (f64, f64),
+) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+    let m = (m.affine(c.beta1, 0.0)? + g.affine(1.0 - c.beta1, 0.0)?)?;
+    let v = (v.affine(c.beta2, 0.0)? + g.sqr()?.affine(1.0 - c.beta2, 0.0)?)?;
+    let update =
+        (m.affine(1.0 / bias1, 0.0)? / v.affine(1.0 / bias2, 0.0)?.sqrt()?.affine(1.0, c.eps)?)?;
+    Ok((m, v, update))
+}
+
 /// The AdamW step of an embedding table `slot` (no weight decay) on the rows `read` alone
-/// (distinct, increasing), from the table's gradient `g`: the other rows, and their moments,
-/// stay as they are.
+/// (distinct, increasing), from their gradients `g` (`[read, dim]`): the other rows, and their
+/// moments, stay as they are.
 fn lazy_step(
     slot: &mut Slot,
     g: &Tensor,
     read: &[u32],
     c: AdamWConfig,
-    (bias1, bias2): (f64, f64),
+    bias: (f64, f64),
 ) -> candle_core::Result<()> {
     if read.is_empty() {
         return Ok(());
     }
     let at = Tensor::from_slice(read, read.len(), slot.var.device())?;
-    let g = g.index_select(&at, 0)?;
     let (m0, v0, w0) = (
         slot.m.index_select(&at, 0)?,
         slot.v.index_select(&at, 0)?,
         slot.var.index_select(&at, 0)?,
     );
-    let m = (m0.affine(c.beta1, 0.0)? + g.affine(1.0 - c.beta1, 0.0)?)?;
-    let v = (v0.affine(c.beta2, 0.0)? + g.sqr()?.affine(1.0 - c.beta2, 0.0)?)?;
-    let update =
-        (m.affine(1.0 / bias1, 0.0)? / v.affine(1.0 / bias2, 0.0)?.sqrt()?.affine(1.0, c.eps)?)?;
+    let (m, v, update) = moments(&m0, &v0, g, c, bias)?;
     let w = (&w0 - update.affine(c.learning_rate, 0.0)?)?;
     // The rows are distinct, so adding each one's change sets it.
     slot.m = slot.m.index_add(&at, &(m - m0)?, 0)?;
@@ -300,7 +302,10 @@ mod tests {
         let c = AdamWConfig::default();
         let bias = (1.0 - c.beta1.powi(3), 1.0 - c.beta2.powi(3));
         let mut lazy = slot(0.1);
-        lazy_step(&mut lazy, &g, &[1, 3], c, bias).expect("lazy");
+        // What the lazy step is given: the gradients of the rows read alone.
+        let read = Tensor::new(&[1u32, 3], &device).expect("read");
+        let g_read = g.index_select(&read, 0).expect("g of the rows read");
+        lazy_step(&mut lazy, &g_read, &[1, 3], c, bias).expect("lazy");
         // The dense step over the same table, as `step_with_rows` takes it without rows.
         let dense = slot(0.1);
         let m = (dense.m.affine(c.beta1, 0.0).expect("m")
@@ -337,7 +342,8 @@ mod tests {
         }
         // Nothing read: nothing moves.
         let mut idle = slot(0.1);
-        lazy_step(&mut idle, &g, &[], c, bias).expect("idle");
+        let none = Tensor::zeros((0, 2), DType::F64, &device).expect("none");
+        lazy_step(&mut idle, &none, &[], c, bias).expect("idle");
         assert_eq!(rows(idle.var.as_tensor()), rows(&start));
     }
 
