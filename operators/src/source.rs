@@ -566,10 +566,12 @@ mod tests {
         (n, restore_offsets(&*store).unwrap())
     }
 
-    /// A reader that notes the most messages each poll asked for.
+    /// A reader that notes the most messages each poll asked for, and stops its source once
+    /// everything was read.
     struct Asked {
         inner: VecReader,
         asked: Arc<std::sync::Mutex<Vec<usize>>>,
+        stop: Arc<AtomicBool>,
     }
 
     impl PartitionReader for Asked {
@@ -578,6 +580,9 @@ mod tests {
                 asked.push(max);
             }
             self.inner.poll(max, out);
+            if self.inner.messages.is_empty() {
+                self.stop.store(true, Ordering::Relaxed);
+            }
         }
         fn partitions(&self) -> Vec<(StreamId, i32)> {
             self.inner.partitions()
@@ -591,27 +596,26 @@ mod tests {
         let asked_in = asked.clone();
         let captured = timely::example(move |scope| {
             let probe = ProbeHandle::new();
+            let control = SourceControl::default();
             let reader = Asked {
                 inner: VecReader {
                     messages: (0..10).map(|i| msg(0, i, 5_000)).collect(),
                     owned: vec![(StreamId::Clicks, 0)],
                 },
                 asked: asked_in,
+                stop: control.stop.clone(),
             };
-            let control = SourceControl::default();
             if serving {
                 // Answered "later than now": serving for the whole test, however slow it runs.
                 control
                     .serving
                     .answered(Instant::now() + Duration::from_secs(3_600));
             }
-            let stop = control.stop.clone();
             let config = SourceConfig {
                 batch: 8,
                 serving_batch: 3,
                 ..SourceConfig::default()
             };
-            let reader = StopWhenEmpty { reader, stop };
             kafka_source(
                 scope,
                 "Polled",
@@ -629,24 +633,6 @@ mod tests {
         let emitted = captured.extract().iter().map(|(_, d)| d.len()).sum();
         let asked = asked.lock().map(|a| a.clone()).unwrap_or_default();
         (asked, emitted)
-    }
-
-    /// Stops its source once everything was read.
-    struct StopWhenEmpty {
-        reader: Asked,
-        stop: Arc<AtomicBool>,
-    }
-
-    impl PartitionReader for StopWhenEmpty {
-        fn poll(&mut self, max: usize, out: &mut Vec<RawMessage>) {
-            self.reader.poll(max, out);
-            if self.reader.inner.messages.is_empty() {
-                self.stop.store(true, Ordering::Relaxed);
-            }
-        }
-        fn partitions(&self) -> Vec<(StreamId, i32)> {
-            self.reader.partitions()
-        }
     }
 
     #[test]
