@@ -69,14 +69,18 @@ fn models(api: &str) -> serde_json::Value {
     http_get(&format!("{api}/v1/models")).unwrap().1
 }
 
+/// The listed version that serves, in a model listing (none while the prior serves).
+fn serving_version(listing: &serde_json::Value) -> Option<&serde_json::Value> {
+    let serving = listing["serving"].as_str()?;
+    listing["versions"]
+        .as_array()?
+        .iter()
+        .find(|v| format!("v{}", v["version"]) == serving)
+}
+
 /// How many examples the version serving in a model listing was trained on (0 for the prior).
 fn serving_examples(listing: &serde_json::Value) -> u64 {
-    let serving = listing["serving"].as_str().unwrap_or("prior");
-    listing["versions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|v| format!("v{}", v["version"]) == serving)
+    serving_version(listing)
         .and_then(|v| v["data"]["examples_total"].as_u64())
         .unwrap_or(0)
 }
@@ -451,14 +455,9 @@ calibration = [0.9, 1.1]
     let listing = models(&api);
     assert!(live, "no version went live within 60 s: {listing}");
     eprintln!("first labels to a live version: {took:?} ({sent} requests)");
-    let version = listing["serving"].as_str().unwrap().to_string();
-    let meta = listing["versions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| format!("v{}", v["version"]) == version)
+    let meta = serving_version(&listing)
         .cloned()
-        .unwrap_or_else(|| panic!("{version} not listed: {listing}"));
+        .unwrap_or_else(|| panic!("the serving version is not listed: {listing}"));
     let calibration = meta["click"]["calibration"].as_f64().unwrap();
     assert!((0.9..=1.1).contains(&calibration), "{meta}");
     // What the prior predicted for each campaign, before the version went live.
@@ -502,17 +501,16 @@ calibration = [0.9, 1.1]
             .find(|(c, _)| *c == campaign)
             .map_or(0.0, |(_, s)| *s)
     };
-    let mut model_pairs = Vec::new();
-    let mut prior_pairs = Vec::new();
     let by_model: Vec<&Served> = following.iter().filter(|s| s.version != "prior").collect();
-    for s in &by_model {
-        model_pairs.push((s.pctr, s.clicked));
-        prior_pairs.push((prior_of(s.campaign), s.clicked));
-    }
+    let model_pairs: Vec<(f64, bool)> = by_model.iter().map(|s| (s.pctr, s.clicked)).collect();
+    let prior_pairs: Vec<(f64, bool)> = by_model
+        .iter()
+        .map(|s| (prior_of(s.campaign), s.clicked))
+        .collect();
     assert!(
-        model_pairs.len() > 1_000,
+        by_model.len() > 1_000,
         "{} served by a model",
-        model_pairs.len()
+        by_model.len()
     );
     let n = by_model.len() as f64;
     let served_mean = by_model.iter().map(|s| s.pctr).sum::<f64>() / n;
