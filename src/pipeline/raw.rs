@@ -495,6 +495,8 @@ pub struct RawModel {
     pub batch_size: Spanned<usize>,
     /// Weight of the conversion loss.
     pub conversion_weight: Spanned<f64>,
+    /// The conversion head's step as a share of the learning rate.
+    pub conversion_head_rate: Spanned<f64>,
     /// How often a snapshot is judged for publishing, ms.
     pub snapshot_ms: Spanned<u64>,
     /// Examples per task in the progressive-validation window.
@@ -523,6 +525,7 @@ impl Default for RawModel {
             weight_decay: spanned(d.optimizer.weight_decay),
             batch_size: spanned(d.batch_size),
             conversion_weight: spanned(d.conversion_weight),
+            conversion_head_rate: spanned(d.conversion_head_rate),
             snapshot_ms: spanned(d.snapshot_interval.as_millis() as u64),
             validation_window: spanned(d.validation_window),
             average_examples: spanned(d.average_examples),

@@ -719,6 +719,7 @@ fn resolve_model(raw: RawModel, errors: &mut Collector<'_>) -> Model {
         weight_decay,
         batch_size,
         conversion_weight,
+        conversion_head_rate,
         snapshot_ms,
         validation_window,
         average_examples,
@@ -800,6 +801,12 @@ fn resolve_model(raw: RawModel, errors: &mut Collector<'_>) -> Model {
             |c| (0.0..=100.0).contains(c),
             "must be between 0 and 100",
         ),
+        conversion_head_rate: errors.check(
+            conversion_head_rate,
+            "model.conversion_head_rate",
+            |c| *c > 0.0 && *c <= 1.0,
+            "must be above 0 and at most 1",
+        ),
         snapshot_interval: Duration::from_millis(errors.check(
             snapshot_ms,
             "model.snapshot_ms",
@@ -842,6 +849,8 @@ fn empty_spec() -> FeatureSpec {
         version: 0,
         features: Vec::new(),
         prior_offset: false,
+        conversion_prior_offset: false,
+        conversion_interactions: Vec::new(),
     }
 }
 

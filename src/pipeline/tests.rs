@@ -207,6 +207,7 @@ fn semantic_errors_name_field_and_line() {
 fn model_and_label_settings_are_checked() {
     let p = parse(&with("[model]\nhidden = [64]\ndevice = \"cpu\"\naverage_examples = 5000\n[model.guards]\nmax_auc_drop = 0.02\n[labels]\nclick_window_ms = 5000\n[history]\nrecent_clicks = 4\nretention_hours = 48")).unwrap();
     assert_eq!(p.model.trainer.average_examples, 5_000);
+    assert_eq!(p.model.trainer.conversion_head_rate, 0.03);
     assert_eq!(p.history.recent_clicks, 4);
     assert_eq!(p.history.retention_ms, 48 * 3_600_000);
     assert_eq!(p.model.trainer.model.hidden, vec![64]);
@@ -217,6 +218,8 @@ fn model_and_label_settings_are_checked() {
         ("[model]\ndevice = \"tpu\"", "model.device"),
         ("[model]\nhidden = []", "model.hidden"),
         ("[model]\nlearning_rate = 0.0", "model.learning_rate"),
+        ("[model]\nconversion_head_rate = 0.0", "model.conversion_head_rate"),
+        ("[model]\nconversion_head_rate = 2.0", "model.conversion_head_rate"),
         (
             "[model.guards]\ncalibration = [2.0, 1.0]",
             "model.guards.calibration",

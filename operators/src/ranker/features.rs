@@ -51,6 +51,14 @@ pub enum SpecError {
         /// What is wrong.
         message: String,
     },
+    /// A `conversion_interactions` pair is invalid.
+    #[error("feature spec: conversion_interactions[{index}]: {message}")]
+    Interaction {
+        /// Position in `conversion_interactions`.
+        index: usize,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 /// Where a feature's raw value comes from.
@@ -225,7 +233,27 @@ pub struct FeatureSpec {
     /// cannot see (the user, the slot, the history).
     #[serde(default)]
     pub prior_offset: bool,
+    /// Whether the conversion head alone learns a correction to the prior (the click head
+    /// its whole rate), when `prior_offset` is off. Conversions are rare (a few hundred a day
+    /// per million ads served): counts know a campaign's rate long before SGD learns it into
+    /// an embedding row, while clicks are plenty and the click prior of a young pipeline is
+    /// still moving.
+    #[serde(default)]
+    pub conversion_prior_offset: bool,
+    /// Pairs of categorical or multi-categorical features whose interaction the conversion
+    /// head learns on its own: each named feature gets a small embedding table of its own
+    /// ([`INTERACTION_DIM`] wide, trained by the conversion loss alone), and the dot product
+    /// of each pair's embeddings is added to the conversion logit. Whether a click converts
+    /// depends on who the user is and what the advertiser offers; the shared layers, which
+    /// the clicks train, do not carry that, and the few conversions cannot train a wide
+    /// interaction of every feature with every other.
+    #[serde(default)]
+    pub conversion_interactions: Vec<[String; 2]>,
 }
+
+/// Width of the conversion head's interaction embeddings
+/// ([`FeatureSpec::conversion_interactions`]).
+pub const INTERACTION_DIM: usize = 4;
 
 /// The raw values of one (request, candidate) pair.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -398,7 +426,8 @@ pub struct EncodedBatch {
     /// Numeric and dense values, `dense_dim` per example.
     pub dense: Vec<f32>,
     /// Per example, the heads' offsets from its prior ([`prior_offsets`]): click, then
-    /// conversion (empty unless the spec has `prior_offset`).
+    /// conversion (empty unless the spec has `prior_offset` or `conversion_prior_offset`; the
+    /// click offset is 0 with the latter alone).
     pub offsets: Vec<f32>,
 }
 
@@ -438,6 +467,24 @@ impl FeatureSpec {
     fn check(&self) -> Result<(), SpecError> {
         if self.features.is_empty() {
             return Err(SpecError::Parse("`features` is empty".into()));
+        }
+        for (index, pair) in self.conversion_interactions.iter().enumerate() {
+            if pair[0] == pair[1] {
+                return Err(SpecError::Interaction {
+                    index,
+                    message: format!("pairs `{}` with itself", pair[0]),
+                });
+            }
+            for name in pair {
+                if !self.tables().iter().any(|(t, _)| t == name) {
+                    return Err(SpecError::Interaction {
+                        index,
+                        message: format!(
+                            "`{name}` is not a categorical or multi_categorical feature"
+                        ),
+                    });
+                }
+            }
         }
         let mut seen = std::collections::HashSet::new();
         for (index, f) in self.features.iter().enumerate() {
@@ -511,6 +558,30 @@ impl FeatureSpec {
             }
         }
         Ok(())
+    }
+
+    /// The features named in `conversion_interactions`, each once, as their places in
+    /// [`FeatureSpec::tables`], in that order; and each pair as two indices into that list.
+    pub fn interaction_tables(&self) -> (Vec<usize>, Vec<[usize; 2]>) {
+        let tables = self.tables();
+        let place = |name: &str| tables.iter().position(|(t, _)| t == name);
+        let mut named: Vec<usize> = self
+            .conversion_interactions
+            .iter()
+            .flatten()
+            .filter_map(|n| place(n))
+            .collect();
+        named.sort_unstable();
+        named.dedup();
+        let pairs = self
+            .conversion_interactions
+            .iter()
+            .filter_map(|[a, b]| {
+                let at = |n: &str| place(n).and_then(|p| named.iter().position(|q| *q == p));
+                Some([at(a)?, at(b)?])
+            })
+            .collect();
+        (named, pairs)
     }
 
     /// Embedding tables: (feature name, rows), categorical then multi-categorical, in order.
@@ -640,6 +711,8 @@ impl FeatureSpec {
         }
         if self.prior_offset {
             batch.offsets.extend(prior_offsets(ctx.prior));
+        } else if self.conversion_prior_offset {
+            batch.offsets.extend([0.0, prior_offsets(ctx.prior)[1]]);
         }
         batch.len += 1;
     }
@@ -735,6 +808,16 @@ mod tests {
         );
         assert_eq!(none.bags[2].0[0], 0);
         assert_ne!(none, at_serving);
+        // With `conversion_prior_offset` alone, the click offset is 0.
+        spec.prior_offset = false;
+        spec.conversion_prior_offset = true;
+        let mut batch = spec.batch();
+        spec.encode(
+            &FeatureContext::for_candidate(&req, &history, &listed, prior, now),
+            &mut batch,
+        );
+        assert_eq!(batch.offsets, [0.0, at_serving.offsets[1]]);
+        spec.conversion_prior_offset = false;
         // A spec without `prior_offset` encodes no offsets.
         spec.prior_offset = false;
         let mut plain = spec.batch();
@@ -782,5 +865,47 @@ mod tests {
             .contains("field `source`"));
         let bad = r#"{"version":1,"features":[{"name":"u","type":"wide","source":"user_id"}]}"#;
         assert!(matches!(FeatureSpec::parse(bad), Err(SpecError::Parse(_))));
+    }
+
+    #[test]
+    fn conversion_interactions_pair_two_embedded_features() {
+        let with = |pairs: &str| {
+            FeatureSpec::parse(&format!(
+                r#"{{"version":1,"features":[
+                {{"name":"u","type":"categorical","source":"user_id","buckets":100}},
+                {{"name":"a","type":"categorical","source":"advertiser_id","buckets":10}},
+                {{"name":"i","type":"multi_categorical","source":"interests","buckets":9,"max_values":4}},
+                {{"name":"b","type":"numeric","source":"bid_micros","clip":[0,1],"mean":0,"std":1}}],
+                "conversion_interactions":{pairs}}}"#
+            ))
+        };
+        let spec = with(r#"[["i","a"],["u","a"]]"#).expect("valid");
+        // Tables: u, a, i; the named ones each once, in table order, and the pairs by them.
+        assert_eq!(
+            spec.interaction_tables(),
+            (vec![0, 1, 2], vec![[2, 1], [0, 1]])
+        );
+        assert_eq!(
+            with("[]").expect("none").interaction_tables(),
+            (vec![], vec![])
+        );
+        for (pairs, message) in [
+            (
+                r#"[["i","a"],["a","b"]]"#,
+                "conversion_interactions[1]: `b` is not a categorical or multi_categorical feature",
+            ),
+            (
+                r#"[["x","a"]]"#,
+                "conversion_interactions[0]: `x` is not a categorical or multi_categorical feature",
+            ),
+            (
+                r#"[["a","a"]]"#,
+                "conversion_interactions[0]: pairs `a` with itself",
+            ),
+        ] {
+            let e = with(pairs).expect_err(pairs);
+            assert_eq!(e.to_string(), format!("feature spec: {message}"), "{pairs}");
+        }
+        assert!(matches!(with(r#"[["a"]]"#), Err(SpecError::Parse(_))));
     }
 }

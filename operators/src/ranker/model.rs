@@ -15,7 +15,7 @@ use candle_core::{DType, Device, IndexOp, Module, Tensor, Var};
 use candle_nn::{Embedding, Init, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use super::features::{EncodedBatch, FeatureSpec};
+use super::features::{EncodedBatch, FeatureSpec, INTERACTION_DIM};
 use crate::ranker::prior::Prediction;
 
 /// Sizes of the model (the pipeline file's `[model]` section).
@@ -201,12 +201,18 @@ pub struct RankerModel {
     /// candle's sum over the middle axis of `[rows, width, dim]` walks it element by element,
     /// and was a fifth of scoring a request's candidates.
     bag_sums: Vec<Tensor>,
+    /// The conversion head's interaction embeddings ([`FeatureSpec::conversion_interactions`]),
+    /// one table per feature named there (`interact.<feature>.weight`), with the place of that
+    /// feature among `tables` and, for a bag, [`slot_sum`]'s matrix at their width.
+    interactions: Vec<(Embedding, usize, Option<Tensor>)>,
+    /// The pairs, as indices into `interactions`.
+    interaction_pairs: Vec<[usize; 2]>,
     cross: Vec<Linear>,
     mlp: Vec<Linear>,
     click: Linear,
     conversion: Linear,
     /// Whether the heads' logits are corrections added to each example's prior offsets
-    /// ([`FeatureSpec::prior_offset`]).
+    /// ([`FeatureSpec::prior_offset`], [`FeatureSpec::conversion_prior_offset`]).
     prior_offset: bool,
     device: Device,
     dtype: DType,
@@ -235,6 +241,35 @@ impl RankerModel {
             )?;
             tables.push(Embedding::new(w, d));
         }
+        let bag_widths = spec.bag_widths();
+        let categorical = spec.categorical_count();
+        let (named, interaction_pairs) = spec.interaction_tables();
+        let all = spec.tables();
+        let mut interactions = Vec::new();
+        for place in named {
+            let Some((name, rows)) = all.get(place) else {
+                continue;
+            };
+            table_names.push(format!("interact.{name}.weight"));
+            let w = vb.pp("interact").pp(name).get_with_hints(
+                (*rows, INTERACTION_DIM),
+                "weight",
+                Init::Randn {
+                    mean: 0.0,
+                    stdev: 0.05,
+                },
+            )?;
+            let sum = match place.checked_sub(categorical) {
+                Some(bag) => Some(slot_sum(
+                    bag_widths.get(bag).copied().unwrap_or(1),
+                    INTERACTION_DIM,
+                    vb.device(),
+                    vb.dtype(),
+                )?),
+                None => None,
+            };
+            interactions.push((Embedding::new(w, INTERACTION_DIM), place, sum));
+        }
         let x0 = tables.len() * d + spec.dense_dim();
         let mut cross = Vec::new();
         for l in 0..config.cross_layers {
@@ -260,12 +295,16 @@ impl RankerModel {
             Ok(Linear::new(w, Some(b)))
         };
         // A correction to the prior starts at none.
-        let (click_bias, conversion_bias) = if spec.prior_offset {
-            (0.0, 0.0)
+        let click_bias = if spec.prior_offset {
+            0.0
         } else {
-            (CLICK_PRIOR_LOGIT, CONVERSION_PRIOR_LOGIT)
+            CLICK_PRIOR_LOGIT
         };
-        let bag_widths = spec.bag_widths();
+        let conversion_bias = if spec.prior_offset || spec.conversion_prior_offset {
+            0.0
+        } else {
+            CONVERSION_PRIOR_LOGIT
+        };
         let bag_sums = bag_widths
             .iter()
             .map(|&width| slot_sum(width, d, vb.device(), vb.dtype()))
@@ -275,11 +314,13 @@ impl RankerModel {
             table_names,
             bag_widths,
             bag_sums,
+            interactions,
+            interaction_pairs,
             cross,
             mlp,
             click: head("click", click_bias)?,
             conversion: head("conversion", conversion_bias)?,
-            prior_offset: spec.prior_offset,
+            prior_offset: spec.prior_offset || spec.conversion_prior_offset,
             device: vb.device().clone(),
             dtype: vb.dtype(),
         })
@@ -330,18 +371,17 @@ impl RankerModel {
     pub fn training_inputs(&self, batch: EncodedBatch) -> candle_core::Result<(Inputs, BatchRows)> {
         let inputs = self.inputs(&batch)?;
         // The batch's ids are moved, not copied, into the gradients' sums.
-        let host: Vec<Vec<u32>> = batch
+        let mut host: Vec<Vec<u32>> = batch
             .categorical
             .into_iter()
             .chain(batch.bags.into_iter().map(|(ids, _)| ids))
             .collect();
-        let device_ids = inputs
-            .categorical
-            .iter()
-            .chain(inputs.bags.iter().map(|(ids, _)| ids));
+        for (_, place, _) in &self.interactions {
+            host.push(host.get(*place).cloned().unwrap_or_default());
+        }
         let mut looked = Vec::new();
-        for (table, ids) in self.tables.iter().zip(device_ids) {
-            looked.push(Var::from_tensor(&table.embeddings().index_select(ids, 0)?)?);
+        for rows in self.look_up(&inputs)? {
+            looked.push(Var::from_tensor(&rows)?);
         }
         Ok((
             inputs,
@@ -356,22 +396,34 @@ impl RankerModel {
     /// Logits `[batch, 2]`: click, then conversion (each the prior's offset plus the heads'
     /// correction, for a model with a `prior_offset` spec).
     pub fn forward(&self, inputs: &Inputs) -> candle_core::Result<Tensor> {
-        let ids = inputs
-            .categorical
-            .iter()
-            .chain(inputs.bags.iter().map(|(ids, _)| ids));
-        let looked = self
-            .tables
-            .iter()
-            .zip(ids)
-            .map(|(t, ids)| t.embeddings().index_select(ids, 0))
-            .collect::<candle_core::Result<Vec<_>>>()?;
+        let looked = self.look_up(inputs)?;
         self.forward_looked(inputs, &looked)
     }
 
-    /// [`RankerModel::forward`] from the embeddings already looked up, one tensor per table
-    /// (`[lookups, dim]`: the categorical features' then the bags').
+    /// Every table's rows for `inputs`' ids (`[lookups, dim]` each): the categorical features',
+    /// the bags', then the interaction tables' (each with its feature's ids).
+    fn look_up(&self, inputs: &Inputs) -> candle_core::Result<Vec<Tensor>> {
+        let ids: Vec<&Tensor> = inputs
+            .categorical
+            .iter()
+            .chain(inputs.bags.iter().map(|(ids, _)| ids))
+            .collect();
+        let mut looked = Vec::with_capacity(self.tables.len() + self.interactions.len());
+        for (table, ids) in self.tables.iter().zip(&ids) {
+            looked.push(table.embeddings().index_select(ids, 0)?);
+        }
+        for (table, place, _) in &self.interactions {
+            if let Some(ids) = ids.get(*place) {
+                looked.push(table.embeddings().index_select(ids, 0)?);
+            }
+        }
+        Ok(looked)
+    }
+
+    /// [`RankerModel::forward`] from the embeddings already looked up ([`Self::look_up`]'s
+    /// order).
     fn forward_looked(&self, inputs: &Inputs, looked: &[Tensor]) -> candle_core::Result<Tensor> {
+        let (looked, interacting) = looked.split_at(self.tables.len().min(looked.len()));
         let mut parts = Vec::with_capacity(looked.len() + 1);
         let mut looked = looked.iter();
         for _ in &inputs.categorical {
@@ -397,11 +449,54 @@ impl RankerModel {
         for layer in &self.mlp {
             x = layer.forward(&x)?.relu()?;
         }
-        let logits = Tensor::cat(&[self.click.forward(&x)?, self.conversion.forward(&x)?], 1)?;
+        let mut conversion = self.conversion.forward(&x)?;
+        if let Some(term) = self.interaction(inputs, interacting)? {
+            conversion = (conversion + term)?;
+        }
+        let logits = Tensor::cat(&[self.click.forward(&x)?, conversion], 1)?;
         match &inputs.offsets {
             Some(offsets) => logits + offsets,
             None => Ok(logits),
         }
+    }
+
+    /// The conversion logit's interaction term (`[batch, 1]`): per pair, the dot product of
+    /// its two features' interaction embeddings (a bag's pooled as in the network); `None`
+    /// without pairs.
+    fn interaction(
+        &self,
+        inputs: &Inputs,
+        looked: &[Tensor],
+    ) -> candle_core::Result<Option<Tensor>> {
+        if self.interaction_pairs.is_empty() {
+            return Ok(None);
+        }
+        let categorical = inputs.categorical.len();
+        let mut vectors = Vec::with_capacity(looked.len());
+        for ((_, place, sum), rows) in self.interactions.iter().zip(looked) {
+            vectors.push(match (place.checked_sub(categorical), sum) {
+                (Some(bag), Some(sum)) => {
+                    let (_, weights) = inputs.bags.get(bag).ok_or_else(|| {
+                        candle_core::Error::Msg(format!("no bag {bag} in the batch"))
+                    })?;
+                    let width = self.bag_widths.get(bag).copied().unwrap_or(1);
+                    pool(rows, weights, width, sum, inputs.len)?
+                }
+                _ => rows.clone(),
+            });
+        }
+        let mut term: Option<Tensor> = None;
+        for [a, b] in &self.interaction_pairs {
+            let (Some(a), Some(b)) = (vectors.get(*a), vectors.get(*b)) else {
+                continue;
+            };
+            let dot = (a * b)?.sum_keepdim(1)?;
+            term = Some(match term {
+                Some(t) => (t + dot)?,
+                None => dot,
+            });
+        }
+        Ok(term)
     }
 
     /// Calibrated predictions for an encoded batch.
@@ -898,6 +993,92 @@ mod tests {
         .expect("model");
         let p = plain.predict(&batch).expect("predict");
         assert!(p.iter().all(|p| p.pctr < 0.1), "{p:?}");
+        // With the conversion offset alone, the conversion head follows each prior and the
+        // click head ignores it.
+        spec.conversion_prior_offset = true;
+        let mut batch = spec.batch();
+        for &(pctr, pcvr) in &priors {
+            let ctx = super::super::features::FeatureContext {
+                user_id: Some("u"),
+                campaign_id: "c",
+                advertiser_id: "a",
+                ad_id: "ad",
+                prior: Prediction { pctr, pcvr },
+                ..Default::default()
+            };
+            spec.encode(&ctx, &mut batch);
+        }
+        let model = RankerModel::new(
+            &spec,
+            &ModelConfig::default(),
+            VarBuilder::from_varmap(&VarMap::new(), DType::F32, &Device::Cpu),
+        )
+        .expect("model");
+        let p = model.predict(&batch).expect("predict");
+        for (row, &(_, pcvr)) in p.iter().zip(&priors) {
+            assert!((row.pctr - p[0].pctr).abs() < 1e-6, "{p:?}");
+            let correction = row.pcvr.ln() - f64::ln(pcvr);
+            let first = p[0].pcvr.ln() - f64::ln(priors[0].1);
+            assert!(
+                (correction - first).abs() < 1e-3 && correction.abs() < 1.0,
+                "{p:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_conversion_interaction_adds_the_dot_product_of_its_pairs_embeddings() {
+        let mut spec = tiny_spec();
+        spec.conversion_interactions = vec![["ad".into(), "interests".into()]];
+        let (batch, _) = tiny_batch(&spec);
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let model = RankerModel::new(&spec, &ModelConfig::default(), vb).expect("model");
+        let logits = |model: &RankerModel| -> Vec<[f32; 2]> {
+            let l = model
+                .forward(&model.inputs(&batch).expect("inputs"))
+                .expect("fwd");
+            l.to_vec2::<f32>()
+                .expect("host")
+                .into_iter()
+                .map(|r| [r[0], r[1]])
+                .collect()
+        };
+        let with = logits(&model);
+        // The same weights with the interaction's tables zeroed.
+        let tables = |varmap: &VarMap, name: &str| {
+            varmap.data().lock().expect("lock")[&format!("interact.{name}.weight")].clone()
+        };
+        let (ad, interests) = (tables(&varmap, "ad"), tables(&varmap, "interests"));
+        let rows = |t: &Var| t.as_tensor().to_vec2::<f32>().expect("host");
+        let (ad_rows, interest_rows) = (rows(&ad), rows(&interests));
+        ad.set(&ad.zeros_like().expect("zeros")).expect("set");
+        let without = logits(&model);
+        for (i, (w, wo)) in with.iter().zip(&without).enumerate() {
+            assert_eq!(w[0], wo[0], "the click logit does not read the interaction");
+            // By hand: the ad's row dotted with the mean of the example's interest rows.
+            let ad_row = &ad_rows[batch.categorical[1][i] as usize];
+            let width = 3;
+            let (ids, weights) = &batch.bags[0];
+            let mut pooled = [0f32; INTERACTION_DIM];
+            for slot in 0..width {
+                let (id, weight) = (ids[i * width + slot] as usize, weights[i * width + slot]);
+                for (p, v) in pooled.iter_mut().zip(&interest_rows[id]) {
+                    *p += weight * v;
+                }
+            }
+            let dot: f32 = ad_row.iter().zip(&pooled).map(|(a, b)| a * b).sum();
+            assert!(
+                (w[1] - wo[1] - dot).abs() < 1e-5,
+                "row {i}: {w:?} {wo:?} {dot}"
+            );
+        }
+        assert!(
+            with.iter()
+                .zip(&without)
+                .any(|(w, wo)| (w[1] - wo[1]).abs() > 1e-6),
+            "the interaction moved no conversion logit"
+        );
     }
 
     #[test]

@@ -54,6 +54,8 @@ struct Slot {
     /// folded in yet), so a learner without averaging copies no weights per step.
     average: Option<Tensor>,
     decay: bool,
+    /// Its step as a share of the learning rate ([`AdamW::scale_rate`]).
+    rate: f64,
 }
 
 /// AdamW over every variable of a [`VarMap`].
@@ -81,7 +83,8 @@ impl AdamW {
             .into_iter()
             .map(|(name, var)| {
                 Ok(Slot {
-                    decay: !name.starts_with("emb."),
+                    decay: !name.starts_with("emb.") && !name.starts_with("interact."),
+                    rate: 1.0,
                     m: var.zeros_like()?,
                     v: var.zeros_like()?,
                     average: None,
@@ -95,6 +98,17 @@ impl AdamW {
             slots,
             step: 0,
         })
+    }
+
+    /// Steps the variables whose names start with `prefix` at `scale` times the learning rate
+    /// (a head whose labels are rare: AdamW's step does not shrink with a loss's scale, so at
+    /// the full rate a few noisy labels per batch move it as far as plenty would).
+    pub fn scale_rate(&mut self, prefix: &str, scale: f64) {
+        for slot in &mut self.slots {
+            if slot.name.starts_with(prefix) {
+                slot.rate = scale;
+            }
+        }
     }
 
     /// Steps taken.
@@ -151,7 +165,8 @@ impl AdamW {
             } else {
                 1.0
             };
-            let next = (slot.var.affine(decay, 0.0)? - update.affine(c.learning_rate, 0.0)?)?;
+            let next = (slot.var.affine(decay, 0.0)?
+                - update.affine(c.learning_rate * slot.rate, 0.0)?)?;
             slot.var.set(&next)?;
         }
         Ok(())
@@ -260,7 +275,7 @@ fn lazy_step(
         slot.var.index_select(&at, 0)?,
     );
     let (m, v, update) = moments(&m0, &v0, g, c, bias)?;
-    let w = (&w0 - update.affine(c.learning_rate, 0.0)?)?;
+    let w = (&w0 - update.affine(c.learning_rate * slot.rate, 0.0)?)?;
     // The rows are distinct, so adding each one's change sets it.
     slot.m = slot.m.index_add(&at, &(m - m0)?, 0)?;
     slot.v = slot.v.index_add(&at, &(v - v0)?, 0)?;
@@ -291,6 +306,7 @@ mod tests {
                 var,
                 average: None,
                 decay: false,
+                rate: 1.0,
             }
         };
         // Rows 1 and 3 were read; a table's gradient is zero on rows not read.
@@ -345,6 +361,30 @@ mod tests {
         let none = Tensor::zeros((0, 2), DType::F64, &device).expect("none");
         lazy_step(&mut idle, &none, &[], c, bias).expect("idle");
         assert_eq!(rows(idle.var.as_tensor()), rows(&start));
+    }
+
+    #[test]
+    fn a_scaled_variable_steps_its_share_of_the_rate() {
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);
+        let head = vb
+            .get_with_hints(2, "head.w", Init::Const(1.0))
+            .expect("var");
+        let rest = vb
+            .get_with_hints(2, "rest.w", Init::Const(1.0))
+            .expect("var");
+        let config = AdamWConfig {
+            weight_decay: 0.0,
+            ..AdamWConfig::default()
+        };
+        let mut opt = AdamW::new(&varmap, config).expect("opt");
+        opt.scale_rate("head.", 0.25);
+        let loss = (head.sum_all().expect("s") + rest.sum_all().expect("s")).expect("loss");
+        opt.step(&loss.backward().expect("grad")).expect("step");
+        let moved = |v: &Tensor| 1.0 - v.to_vec1::<f64>().expect("host")[0];
+        // Adam's first step is the learning rate whatever the gradient's size.
+        assert!((moved(&rest) - config.learning_rate).abs() < 1e-9);
+        assert!((moved(&head) - 0.25 * config.learning_rate).abs() < 1e-9);
     }
 
     #[test]
