@@ -950,26 +950,31 @@ mod tests {
 
     #[test]
     fn with_prior_offset_a_fresh_model_predicts_each_examples_prior() {
+        let priors = [(0.001, 0.3), (0.02, 0.05), (0.2, 0.001), (0.6, 0.25)];
+        // The same example but for its prior, once per prior.
+        let encode = |spec: &FeatureSpec| {
+            let mut batch = spec.batch();
+            for &(pctr, pcvr) in &priors {
+                let ctx = super::super::features::FeatureContext {
+                    user_id: Some("u"),
+                    campaign_id: "c",
+                    advertiser_id: "a",
+                    ad_id: "ad",
+                    prior: Prediction { pctr, pcvr },
+                    ..Default::default()
+                };
+                spec.encode(&ctx, &mut batch);
+            }
+            batch
+        };
+        let fresh = |spec: &FeatureSpec| {
+            let vb = VarBuilder::from_varmap(&VarMap::new(), DType::F32, &Device::Cpu);
+            RankerModel::new(spec, &ModelConfig::default(), vb).expect("model")
+        };
         let mut spec = tiny_spec();
         spec.prior_offset = true;
-        let varmap = VarMap::new();
-        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-        let model = RankerModel::new(&spec, &ModelConfig::default(), vb).expect("model");
-        let priors = [(0.001, 0.3), (0.02, 0.05), (0.2, 0.001), (0.6, 0.25)];
-        let mut batch = spec.batch();
-        for &(pctr, pcvr) in &priors {
-            // The same example but for its prior.
-            let ctx = super::super::features::FeatureContext {
-                user_id: Some("u"),
-                campaign_id: "c",
-                advertiser_id: "a",
-                ad_id: "ad",
-                prior: Prediction { pctr, pcvr },
-                ..Default::default()
-            };
-            spec.encode(&ctx, &mut batch);
-        }
-        let predicted = model.predict(&batch).expect("predict");
+        let batch = encode(&spec);
+        let predicted = fresh(&spec).predict(&batch).expect("predict");
         let logit = |p: f64| (p / (1.0 - p)).ln();
         // The network's correction, the same for every row (its inputs are), and small at the
         // start (a zero bias, small weights).
@@ -985,40 +990,16 @@ mod tests {
         }
         // Without the offset the same rows ignore the prior.
         spec.prior_offset = false;
-        let plain = RankerModel::new(
-            &spec,
-            &ModelConfig::default(),
-            VarBuilder::from_varmap(&VarMap::new(), DType::F32, &Device::Cpu),
-        )
-        .expect("model");
-        let p = plain.predict(&batch).expect("predict");
+        let p = fresh(&spec).predict(&batch).expect("predict");
         assert!(p.iter().all(|p| p.pctr < 0.1), "{p:?}");
         // With the conversion offset alone, the conversion head follows each prior and the
         // click head ignores it.
         spec.conversion_prior_offset = true;
-        let mut batch = spec.batch();
-        for &(pctr, pcvr) in &priors {
-            let ctx = super::super::features::FeatureContext {
-                user_id: Some("u"),
-                campaign_id: "c",
-                advertiser_id: "a",
-                ad_id: "ad",
-                prior: Prediction { pctr, pcvr },
-                ..Default::default()
-            };
-            spec.encode(&ctx, &mut batch);
-        }
-        let model = RankerModel::new(
-            &spec,
-            &ModelConfig::default(),
-            VarBuilder::from_varmap(&VarMap::new(), DType::F32, &Device::Cpu),
-        )
-        .expect("model");
-        let p = model.predict(&batch).expect("predict");
+        let p = fresh(&spec).predict(&encode(&spec)).expect("predict");
+        let first = p[0].pcvr.ln() - f64::ln(priors[0].1);
         for (row, &(_, pcvr)) in p.iter().zip(&priors) {
             assert!((row.pctr - p[0].pctr).abs() < 1e-6, "{p:?}");
             let correction = row.pcvr.ln() - f64::ln(pcvr);
-            let first = p[0].pcvr.ln() - f64::ln(priors[0].1);
             assert!(
                 (correction - first).abs() < 1e-3 && correction.abs() < 1.0,
                 "{p:?}"
